@@ -1,0 +1,56 @@
+--[[
+copurchase.lua: the incoming side of co-purchase pairs. For each event whose buyer had bought this
+article (the partner) within the window, add the pair to this article's co-purchase set towards the
+event's article. Every key is in the partner article's slot {a:<id>}.
+
+Idempotence: hash `offsets` keeps, per source partition, the highest offset applied here (field
+`c:<partition>`); events at or below it are skipped. Events arrive in offset order per partition.
+
+KEYS: 1 copurchase (zset), 2 offsets (hash)
+ARGV: 1 epoch, 2 co-purchase rate, 3 events, then per event 4 fields: partition, offset,
+      article_id (the event's article), pair times (`max(t_event, t_partner)` joined by \30)
+Returns the number of events applied.
+]]
+local co, offsets = KEYS[1], KEYS[2]
+local epoch = tonumber(ARGV[1])
+local corate = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+
+local function fmt(x) return string.format('%.17g', x) end
+local function logadd(a, b)
+  if a == nil then return b end
+  local hi, lo = a, b
+  if b > a then hi, lo = b, a end
+  return hi + math.log(1 + math.exp(lo - hi))
+end
+
+local last = {}
+local add = {}
+local applied = 0
+for i = 0, n - 1 do
+  local b = 4 + i * 4
+  local partition, o = ARGV[b], tonumber(ARGV[b + 1])
+  if last[partition] == nil then
+    last[partition] = tonumber(redis.call('HGET', offsets, 'c:' .. partition)) or -1
+  end
+  if o > last[partition] then
+    last[partition] = o
+    applied = applied + 1
+    local article = ARGV[b + 2]
+    for pt in string.gmatch(ARGV[b + 3], '([^\30]+)') do
+      add[article] = logadd(add[article], corate * (tonumber(pt) - epoch))
+    end
+  end
+end
+if applied > 0 then
+  for article, x in pairs(add) do
+    redis.call('ZADD', co, fmt(logadd(tonumber(redis.call('ZSCORE', co, article)), x)), article)
+  end
+  local offs = {}
+  for partition, o in pairs(last) do
+    offs[#offs + 1] = 'c:' .. partition
+    offs[#offs + 1] = o
+  end
+  redis.call('HSET', offsets, unpack(offs))
+end
+return applied

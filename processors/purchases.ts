@@ -1,0 +1,338 @@
+/**
+ * The purchases processor: turns a batch of purchase events into the online features in Redis,
+ * effectively once. A batch costs three pipelined round trips, whatever its size:
+ *  1. read the metadata the events need (article categories, customer age);
+ *  2. per customer, one script applies that customer's events atomically with the event-id guard
+ *     (hash `seen`: event id -> Kafka position) and returns each event's co-purchase partners;
+ *  3. per article, per co-purchase partner article and for trending, one script each applies
+ *     the events of that slot, guarded by the highest Kafka offset per partition it has applied.
+ * Each script aggregates its events in Lua and writes each touched field once. A crash anywhere
+ * re-runs the batch: step 2 recognises redeliveries by position (and duplicates published twice by
+ * a different position), step 3 skips offsets it already applied, so nothing is counted twice.
+ */
+import type { Redis } from 'ioredis';
+import type { DecodedRecord } from '../streams/consumer.ts';
+import { DECAY_EPOCH_MS, rate } from '../streams/features/decay.ts';
+import {
+  AFFINITY_HALF_LIFE,
+  COPURCHASE_HALF_LIFE,
+  GLOBAL_TRENDING_HALF_LIVES,
+  HALF_LIVES,
+  POPULARITY_HALF_LIVES,
+  SEGMENT_HALF_LIFE,
+  ageBucket,
+  type KeySpace,
+} from '../streams/features/keys.ts';
+import { segmentValue } from '../streams/features/segments.ts';
+import type { Purchase } from '../schemas/events.ts';
+import type { Scripts } from './scripts.ts';
+
+export interface PurchaseProcessorOptions {
+  /** Recent purchases kept per customer. */
+  recentCap: number;
+  /** Co-purchase window (ms): purchases of one customer this close in time are paired. */
+  copurchaseWindowMs: number;
+  /** Most partners paired with one purchase (nearest in time first). */
+  copurchaseFanout: number;
+  /**
+   * Called after each of the four steps of a batch has been acknowledged by Redis. For
+   * observability and for fault-injection tests, which throw here to simulate a crash mid-batch.
+   */
+  afterStep?: (step: 1 | 2 | 3) => void;
+}
+
+export const DEFAULT_PURCHASE_OPTIONS: Omit<PurchaseProcessorOptions, 'afterStep'> = {
+  recentCap: 50,
+  copurchaseWindowMs: 14 * 86_400_000,
+  copurchaseFanout: 20,
+};
+
+export interface BatchOutcome {
+  /** Events applied for the first time (redeliveries of applied events are not counted). */
+  applied: number;
+  /** Events skipped as duplicates: the same event id published again at another position. */
+  duplicates: number;
+}
+
+/** Article metadata fields that feed affinities and segments. */
+const ARTICLE_FIELDS = [
+  'product_group_name',
+  'product_type_no',
+  'colour_group_code',
+  'department_no',
+  'index_code',
+  'section_no',
+  'index_group_name',
+] as const;
+/** Affinity field prefix per article metadata field. */
+const AFFINITY_PREFIX: Partial<Record<(typeof ARTICLE_FIELDS)[number], string>> = {
+  product_group_name: 'pg',
+  product_type_no: 'pt',
+  colour_group_code: 'col',
+  department_no: 'dep',
+  index_code: 'idx',
+  section_no: 'sec',
+};
+
+const US = '\u001f'; // unit separator inside one list entry
+const RS = '\u001e'; // record separator between list entries
+
+type PipelineResult = [Error | null, unknown][] | null;
+
+function check(results: PipelineResult, what: string): unknown[] {
+  if (results === null) throw new Error(`redis pipeline for ${what} was aborted`);
+  return results.map(([err, value]) => {
+    if (err) throw new Error(`redis ${what} failed: ${err.message}`, { cause: err });
+    return value;
+  });
+}
+
+function groupBy<T>(items: readonly T[], key: (t: T) => string): Map<string, T[]> {
+  const m = new Map<string, T[]>();
+  for (const it of items) {
+    const k = key(it);
+    const list = m.get(k);
+    if (list) list.push(it);
+    else m.set(k, [it]);
+  }
+  return m;
+}
+
+interface Pending {
+  record: DecodedRecord<Purchase>;
+  /** 'n': applied to the customer now; 'p': a redelivery, completed in the other slots. */
+  status: string;
+  partners: Partner[];
+}
+
+interface Partner {
+  article: string;
+  time: number;
+}
+
+function parsePartners(s: string): Partner[] {
+  if (s === '') return [];
+  return s.split(RS).map((p) => {
+    const [article = '', time = '0'] = p.split(US);
+    return { article, time: Number(time) };
+  });
+}
+
+export class PurchaseProcessor {
+  private readonly opts: PurchaseProcessorOptions;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: KeySpace,
+    private readonly scripts: Scripts,
+    opts: Partial<PurchaseProcessorOptions> = {},
+  ) {
+    this.opts = { ...DEFAULT_PURCHASE_OPTIONS, ...opts };
+  }
+
+  /** Apply a batch; resolves only when Redis acknowledged every effect. */
+  async apply(records: readonly DecodedRecord<Purchase>[]): Promise<BatchOutcome> {
+    if (records.length === 0) return { applied: 0, duplicates: 0 };
+    const { keys, scripts, opts } = this;
+
+    // 1. metadata
+    const articles = [...new Set(records.map((r) => r.value.article_id))];
+    const customers = [...new Set(records.map((r) => r.value.customer_id))];
+    const metaPipe = this.redis.pipeline();
+    for (const a of articles) metaPipe.hmget(keys.article(a).meta, ...ARTICLE_FIELDS);
+    for (const c of customers) metaPipe.hget(keys.customer(c).meta, 'age');
+    const meta = check(await metaPipe.exec(), 'metadata read');
+    opts.afterStep?.(1);
+    const articleMeta = new Map(
+      articles.map((a, i) => [a, (meta[i] as (string | null)[] | undefined) ?? []]),
+    );
+    const customerAge = new Map(
+      customers.map((c, i) => {
+        const v = meta[articles.length + i] as string | null | undefined;
+        return [c, v === null || v === undefined ? null : Number(v)];
+      }),
+    );
+
+    // 2. customer scripts
+    const byCustomer = groupBy(records, (r) => r.value.customer_id);
+    const custPipe = this.redis.pipeline();
+    const order: DecodedRecord<Purchase>[][] = [];
+    for (const [c, list] of byCustomer) {
+      const k = keys.customer(c);
+      const args: (string | number)[] = [
+        DECAY_EPOCH_MS,
+        rate(HALF_LIVES[AFFINITY_HALF_LIFE]),
+        opts.recentCap,
+        opts.copurchaseWindowMs,
+        opts.copurchaseFanout,
+        list.length,
+      ];
+      for (const r of list) {
+        const e = r.value;
+        const m = articleMeta.get(e.article_id) ?? [];
+        const cats: string[] = [];
+        ARTICLE_FIELDS.forEach((f, i) => {
+          const prefix = AFFINITY_PREFIX[f];
+          const v = m[i];
+          if (prefix !== undefined && v !== null && v !== undefined && v !== '') {
+            cats.push(`${prefix}:${v}`);
+          }
+        });
+        args.push(
+          e.event_id,
+          e.article_id,
+          e.event_time,
+          e.price,
+          e.quantity,
+          e.sales_channel_id,
+          `${r.partition}:${r.offset}`,
+          cats.join(US),
+        );
+      }
+      scripts.call(
+        custPipe,
+        'customer',
+        [k.seen, k.stats, k.recent, k.window, k.bought, k.affinity],
+        args,
+      );
+      order.push(list);
+    }
+    const custResults = check(await custPipe.exec(), 'customer script');
+    opts.afterStep?.(2);
+    const pending: Pending[] = [];
+    let duplicates = 0;
+    let applied = 0;
+    custResults.forEach((res, i) => {
+      const list = order[i] ?? [];
+      (res as [string, string][]).forEach(([status, partners], j) => {
+        const record = list[j];
+        if (!record) return;
+        if (status === 'd') {
+          duplicates++;
+          return;
+        }
+        if (status === 'n') applied++;
+        pending.push({ record, status, partners: parsePartners(partners) });
+      });
+    });
+    if (pending.length === 0) return { applied, duplicates };
+    // Secondary slots need each partition's events in offset order.
+    pending.sort(
+      (x, y) =>
+        x.record.partition - y.record.partition ||
+        Number(BigInt(x.record.offset) - BigInt(y.record.offset)),
+    );
+
+    // 3. article, co-purchase and trending scripts
+    const slotPipe = this.redis.pipeline();
+    const coRate = rate(HALF_LIVES[COPURCHASE_HALF_LIFE]);
+    const pops = POPULARITY_HALF_LIVES.flatMap((hl) => [hl, rate(HALF_LIVES[hl])]);
+    for (const [a, list] of groupBy(pending, (p) => p.record.value.article_id)) {
+      const k = keys.article(a);
+      const args: (string | number)[] = [
+        DECAY_EPOCH_MS,
+        coRate,
+        POPULARITY_HALF_LIVES.length,
+        ...pops,
+        list.length,
+      ];
+      for (const { record, status, partners } of list) {
+        const e = record.value;
+        args.push(
+          record.partition,
+          record.offset,
+          status,
+          e.customer_id,
+          e.event_time,
+          e.price,
+          e.quantity,
+          partners.map((p) => `${p.article}${US}${p.time}`).join(RS),
+        );
+      }
+      scripts.call(slotPipe, 'article', [k.stats, k.buyers, k.copurchase, k.offsets], args);
+    }
+    const incoming = new Map<string, (string | number)[][]>();
+    for (const { record, partners } of pending) {
+      const e = record.value;
+      for (const [b, ps] of groupBy(partners, (p) => p.article)) {
+        const entry = [
+          record.partition,
+          record.offset,
+          e.article_id,
+          ps.map((p) => Math.max(p.time, e.event_time)).join(RS),
+        ];
+        const list = incoming.get(b);
+        if (list) list.push(entry);
+        else incoming.set(b, [entry]);
+      }
+    }
+    for (const [b, list] of incoming) {
+      const k = keys.article(b);
+      scripts.call(
+        slotPipe,
+        'copurchase',
+        [k.copurchase, k.offsets],
+        [DECAY_EPOCH_MS, coRate, list.length, ...list.flat()],
+      );
+    }
+    // Chunks keep each script call short (Redis runs scripts one at a time).
+    for (let i = 0; i < pending.length; i += 500) {
+      const chunk = pending.slice(i, i + 500).map((p) => p.record);
+      this.trendingCall(slotPipe, chunk, articleMeta, customerAge);
+    }
+    check(await slotPipe.exec(), 'article/co-purchase/trending scripts');
+    opts.afterStep?.(3);
+    return { applied, duplicates };
+  }
+
+  private trendingCall(
+    pipe: ReturnType<Redis['pipeline']>,
+    records: readonly DecodedRecord<Purchase>[],
+    articleMeta: Map<string, (string | null)[]>,
+    customerAge: Map<string, number | null>,
+  ): void {
+    const { keys } = this;
+    const zsets: string[] = [];
+    const rates: number[] = [];
+    const index = new Map<string, number>();
+    const slot = (key: string, hlRate: number): number => {
+      let i = index.get(key);
+      if (i === undefined) {
+        zsets.push(key);
+        rates.push(hlRate);
+        i = zsets.length;
+        index.set(key, i);
+      }
+      return i;
+    };
+    const perEvent: (string | number)[] = [];
+    const indexGroupPos = ARTICLE_FIELDS.indexOf('index_group_name');
+    for (const r of records) {
+      const e = r.value;
+      const idx: number[] = GLOBAL_TRENDING_HALF_LIVES.map((hl) =>
+        slot(keys.trending.global(hl), rate(HALF_LIVES[hl])),
+      );
+      const segRate = rate(HALF_LIVES[SEGMENT_HALF_LIFE]);
+      const indexGroup = articleMeta.get(e.article_id)?.[indexGroupPos] ?? null;
+      const ageIndex = segmentValue(
+        'age_index',
+        ageBucket(customerAge.get(e.customer_id)),
+        indexGroup,
+      );
+      idx.push(slot(keys.trending.segment('age_index', ageIndex, SEGMENT_HALF_LIFE), segRate));
+      idx.push(
+        slot(
+          keys.trending.segment('channel', String(e.sales_channel_id), SEGMENT_HALF_LIFE),
+          segRate,
+        ),
+      );
+      perEvent.push(r.partition, r.offset, e.article_id, e.event_time, idx.length, ...idx);
+    }
+    this.scripts.call(
+      pipe,
+      'trending',
+      [keys.trending.offsets, ...zsets],
+      [DECAY_EPOCH_MS, zsets.length, ...rates, records.length, ...perEvent],
+    );
+  }
+}

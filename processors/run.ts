@@ -1,0 +1,142 @@
+/**
+ * Starts the processors of one deployment: consumers of the metadata topics (articles, customers)
+ * and of purchases, each its own consumer group, all writing to one Redis key space. Metadata is
+ * caught up before purchases start, so a purchase processed at start-up sees its article's
+ * categories. Everything is passed in; `main.ts` builds the clients.
+ */
+import type { Kafka, Producer } from 'kafkajs';
+import type { Redis } from 'ioredis';
+import type { Codecs } from '../streams/bootstrap.ts';
+import { consumerLag } from '../streams/admin.ts';
+import { runConsumer, type RunningConsumer } from '../streams/consumer.ts';
+import type { KeySpace } from '../streams/features/keys.ts';
+import type { Logger } from '../streams/logger.ts';
+import type { Topics } from '../streams/topics.ts';
+import { applyArticles, applyCustomers } from './metadata.ts';
+import type { ProcessorMetrics } from './metrics.ts';
+import { PurchaseProcessor, type PurchaseProcessorOptions } from './purchases.ts';
+import { defineScripts } from './scripts.ts';
+
+export interface ProcessorDeps {
+  kafka: Kafka;
+  redis: Redis;
+  codecs: Codecs;
+  topics: Topics;
+  keys: KeySpace;
+  logger: Logger;
+  metrics: ProcessorMetrics;
+  dlqProducer: Producer;
+  /** Consumer group prefix; groups are `<prefix>.<topic>`. */
+  groupPrefix: string;
+  options?: Partial<PurchaseProcessorOptions>;
+  /** Wait for metadata to catch up before consuming purchases (default true). */
+  metadataFirst?: boolean;
+}
+
+export interface RunningProcessors {
+  readonly groups: { purchases: string; articles: string; customers: string };
+  /** Resolves when every group has committed up to the current end of its topic. */
+  caughtUp(timeoutMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startProcessors(deps: ProcessorDeps): Promise<RunningProcessors> {
+  const { kafka, redis, codecs, topics, keys, logger, metrics } = deps;
+  const log = logger.child({ module: 'processors' });
+  const scripts = defineScripts(redis);
+  const purchases = new PurchaseProcessor(redis, keys, scripts, deps.options);
+  const hooks = metrics.hooks();
+  const groups = {
+    purchases: `${deps.groupPrefix}.${topics.purchases.name}`,
+    articles: `${deps.groupPrefix}.${topics.articles.name}`,
+    customers: `${deps.groupPrefix}.${topics.customers.name}`,
+  };
+  const running: RunningConsumer[] = [];
+  const admin = kafka.admin();
+  await admin.connect();
+
+  const caughtUp = async (which: (keyof typeof groups)[], timeoutMs: number) => {
+    const deadline = Date.now() + timeoutMs;
+    for (const w of which) {
+      for (;;) {
+        const lag = await consumerLag(admin, groups[w], topics[w].name);
+        if (lag.every((p) => p.lag <= 0)) break;
+        if (Date.now() > deadline) {
+          throw new Error(
+            `processors did not catch up on ${topics[w].name} within ${timeoutMs} ms`,
+          );
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  };
+
+  try {
+    running.push(
+      await runConsumer({
+        kafka,
+        groupId: groups.articles,
+        topic: topics.articles,
+        codec: codecs.articles,
+        dlqProducer: deps.dlqProducer,
+        logger,
+        hooks,
+        handler: async (records) => {
+          await applyArticles(redis, keys, scripts, records);
+          metrics.events.inc({ topic: topics.articles.name }, records.length);
+          return undefined;
+        },
+      }),
+      await runConsumer({
+        kafka,
+        groupId: groups.customers,
+        topic: topics.customers,
+        codec: codecs.customers,
+        dlqProducer: deps.dlqProducer,
+        logger,
+        hooks,
+        handler: async (records) => {
+          await applyCustomers(redis, keys, scripts, records);
+          metrics.events.inc({ topic: topics.customers.name }, records.length);
+          return undefined;
+        },
+      }),
+    );
+    if (deps.metadataFirst ?? true) {
+      await caughtUp(['articles', 'customers'], 600_000);
+      log.info('metadata caught up; starting purchases');
+    }
+    running.push(
+      await runConsumer({
+        kafka,
+        groupId: groups.purchases,
+        topic: topics.purchases,
+        codec: codecs.purchases,
+        dlqProducer: deps.dlqProducer,
+        logger,
+        hooks,
+        maxBytesPerPartition: 2_097_152,
+        handler: async (records) => {
+          const out = await purchases.apply(records);
+          metrics.events.inc({ topic: topics.purchases.name }, out.applied);
+          if (out.duplicates > 0)
+            metrics.duplicates.inc({ topic: topics.purchases.name }, out.duplicates);
+          return undefined;
+        },
+      }),
+    );
+  } catch (err) {
+    await Promise.allSettled(running.map((r) => r.stop()));
+    await admin.disconnect();
+    throw err;
+  }
+
+  return {
+    groups,
+    caughtUp: (timeoutMs = 120_000) => caughtUp(['articles', 'customers', 'purchases'], timeoutMs),
+    async stop() {
+      await Promise.allSettled(running.map((r) => r.stop()));
+      await admin.disconnect();
+    },
+  };
+}

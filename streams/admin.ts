@@ -1,0 +1,86 @@
+/**
+ * Topic administration: create the project's topics (and their DLQs) with partitions and configs.
+ * Idempotent: existing topics are left as they are, and a topic with fewer partitions than wanted
+ * is reported rather than silently changed (re-partitioning moves keys between partitions).
+ */
+import type { Admin } from 'kafkajs';
+import type { Logger } from './logger.ts';
+import type { TopicDescriptor } from './topics.ts';
+
+const DLQ_CONFIGS = { 'retention.ms': '-1', 'retention.bytes': '-1' };
+
+export interface EnsureTopicsResult {
+  created: string[];
+  existing: string[];
+}
+
+/** Create each topic and its `<topic>.dlq` when missing; returns which were created. */
+export async function ensureTopics(
+  admin: Admin,
+  descriptors: readonly TopicDescriptor<unknown>[],
+  logger?: Logger,
+): Promise<EnsureTopicsResult> {
+  const wanted = descriptors.flatMap((d) => [
+    { topic: d.name, numPartitions: d.partitions, configs: d.configs },
+    { topic: d.dlq, numPartitions: 1, configs: DLQ_CONFIGS },
+  ]);
+  const present = new Set(await admin.listTopics());
+  const missing = wanted.filter((w) => !present.has(w.topic));
+  if (missing.length > 0) {
+    await admin.createTopics({
+      waitForLeaders: true,
+      topics: missing.map((w) => ({
+        topic: w.topic,
+        numPartitions: w.numPartitions,
+        replicationFactor: 1,
+        configEntries: Object.entries(w.configs).map(([name, value]) => ({ name, value })),
+      })),
+    });
+  }
+  const existing = wanted.filter((w) => present.has(w.topic));
+  if (existing.length > 0) {
+    const meta = await admin.fetchTopicMetadata({ topics: existing.map((w) => w.topic) });
+    for (const t of meta.topics) {
+      const want = wanted.find((w) => w.topic === t.name);
+      if (want && t.partitions.length < want.numPartitions) {
+        logger?.warn(
+          { topic: t.name, partitions: t.partitions.length, wanted: want.numPartitions },
+          'topic has fewer partitions than configured; left unchanged (adding partitions moves keys)',
+        );
+      }
+    }
+  }
+  const result = { created: missing.map((w) => w.topic), existing: existing.map((w) => w.topic) };
+  logger?.info(result, 'topics ensured');
+  return result;
+}
+
+/** Sum of (high watermark - low watermark) over a topic's partitions: records currently held. */
+export async function countRecords(admin: Admin, topic: string): Promise<number> {
+  const offsets = await admin.fetchTopicOffsets(topic);
+  return offsets.reduce((sum, p) => sum + Number(BigInt(p.high) - BigInt(p.low)), 0);
+}
+
+/** Sum of high watermarks: records ever written (what a counter of a fresh topic should equal). */
+export async function endOffsetTotal(admin: Admin, topic: string): Promise<number> {
+  const offsets = await admin.fetchTopicOffsets(topic);
+  return offsets.reduce((sum, p) => sum + Number(p.high), 0);
+}
+
+/** Per-partition lag of a consumer group on a topic (high watermark minus committed offset). */
+export async function consumerLag(
+  admin: Admin,
+  groupId: string,
+  topic: string,
+): Promise<{ partition: number; lag: number }[]> {
+  const [ends, committed] = await Promise.all([
+    admin.fetchTopicOffsets(topic),
+    admin.fetchOffsets({ groupId, topics: [topic] }),
+  ]);
+  const done = new Map(committed[0]?.partitions.map((p) => [p.partition, BigInt(p.offset)]) ?? []);
+  return ends.map((e) => {
+    const c = done.get(e.partition) ?? -1n;
+    const from = c < 0n ? BigInt(e.low) : c;
+    return { partition: e.partition, lag: Number(BigInt(e.high) - from) };
+  });
+}

@@ -1,0 +1,177 @@
+/**
+ * The feature definitions shared by serving and training. Each feature names the state it reads
+ * (written by the processors' scripts, see `writes`) and computes its value from that state at an
+ * explicit "now" — never the wall clock — so a training row built at a cutoff is what serving would
+ * have computed at that instant. Missing values are NaN (LightGBM's and ONNX's "missing").
+ */
+import { decayedValue } from './decay.ts';
+import { AFFINITY_HALF_LIFE, HALF_LIVES, type HalfLife } from './keys.ts';
+import type { ArticleState, CustomerState } from './state.ts';
+
+export interface FeatureContext {
+  readonly customer: CustomerState;
+  readonly article: ArticleState;
+  /** Event-time "now" (ms). */
+  readonly now: number;
+}
+
+export interface FeatureDefinition {
+  readonly name: string;
+  readonly scope: 'customer' | 'article' | 'pair';
+  /** Where the state comes from (which script writes which key / field). */
+  readonly writes: string;
+  read(ctx: FeatureContext): number;
+}
+
+const days = (ms: number): number => ms / 86_400_000;
+const since = (t: number | null, now: number): number => (t === null ? NaN : days(now - t));
+const ratio = (a: number, b: number): number => (b === 0 ? NaN : a / b);
+
+const popularity = (hl: HalfLife): FeatureDefinition => ({
+  name: `a_pop_${hl}`,
+  scope: 'article',
+  writes: `article.lua: {a}:stats pop:${hl} (log-space decayed purchase count)`,
+  read: ({ article, now }) => decayedValue(article.popularity[hl] ?? null, now, HALF_LIVES[hl]),
+});
+
+/** Affinity of the customer to the article's value of one category, as a decayed share. */
+const affinity = (prefix: string, metaField: string): FeatureDefinition => ({
+  name: `p_aff_${prefix}`,
+  scope: 'pair',
+  writes: `customer.lua: {u}:aff ${prefix}:<value> and _total (log-space decayed counts)`,
+  read: ({ customer, article, now }) => {
+    const value = article.meta[metaField];
+    const total = customer.affinity._total;
+    if (value === undefined || value === '' || total === undefined) return NaN;
+    const hl = HALF_LIVES[AFFINITY_HALF_LIFE];
+    return ratio(
+      decayedValue(customer.affinity[`${prefix}:${value}`] ?? null, now, hl),
+      decayedValue(total, now, hl),
+    );
+  },
+});
+
+export const FEATURES: readonly FeatureDefinition[] = [
+  // customer
+  {
+    name: 'c_purchases',
+    scope: 'customer',
+    writes: 'customer.lua: {u}:stats n',
+    read: ({ customer }) => customer.n,
+  },
+  {
+    name: 'c_units',
+    scope: 'customer',
+    writes: 'customer.lua: {u}:stats units',
+    read: ({ customer }) => customer.units,
+  },
+  {
+    name: 'c_spend',
+    scope: 'customer',
+    writes: 'customer.lua: {u}:stats spend',
+    read: ({ customer }) => customer.spend,
+  },
+  {
+    name: 'c_avg_price',
+    scope: 'customer',
+    writes: 'customer.lua: {u}:stats price_sum / n',
+    read: ({ customer }) => ratio(customer.priceSum, customer.n),
+  },
+  {
+    name: 'c_days_since_first',
+    scope: 'customer',
+    writes: 'customer.lua: {u}:stats first',
+    read: ({ customer, now }) => since(customer.first, now),
+  },
+  {
+    name: 'c_days_since_last',
+    scope: 'customer',
+    writes: 'customer.lua: {u}:stats last',
+    read: ({ customer, now }) => since(customer.last, now),
+  },
+  {
+    name: 'c_channel2_share',
+    scope: 'customer',
+    writes: 'customer.lua: {u}:stats ch:<id>',
+    read: ({ customer }) => ratio(customer.channels['2'] ?? 0, customer.n),
+  },
+  {
+    name: 'c_age',
+    scope: 'customer',
+    writes: 'metadata.lua: {u}:meta age',
+    read: ({ customer }) => (customer.meta.age ? Number(customer.meta.age) : NaN),
+  },
+  // article
+  {
+    name: 'a_purchases',
+    scope: 'article',
+    writes: 'article.lua: {a}:stats n',
+    read: ({ article }) => article.n,
+  },
+  {
+    name: 'a_buyers',
+    scope: 'article',
+    writes: 'article.lua: {a}:buyers (HyperLogLog)',
+    read: ({ article }) => article.buyers,
+  },
+  {
+    name: 'a_avg_price',
+    scope: 'article',
+    writes: 'article.lua: {a}:stats price_sum / n',
+    read: ({ article }) => ratio(article.priceSum, article.n),
+  },
+  {
+    name: 'a_days_since_first_sold',
+    scope: 'article',
+    writes: 'article.lua: {a}:stats first',
+    read: ({ article, now }) => since(article.first, now),
+  },
+  {
+    name: 'a_days_since_last_sold',
+    scope: 'article',
+    writes: 'article.lua: {a}:stats last',
+    read: ({ article, now }) => since(article.last, now),
+  },
+  popularity('1d'),
+  popularity('7d'),
+  popularity('30d'),
+  // customer x article
+  {
+    name: 'p_units_bought',
+    scope: 'pair',
+    writes: 'customer.lua: {u}:bought <article>',
+    read: ({ customer, article }) => customer.bought[article.articleId] ?? 0,
+  },
+  {
+    name: 'p_price_ratio',
+    scope: 'pair',
+    writes: 'article.lua / customer.lua: price_sum / n of each',
+    read: ({ customer, article }) =>
+      ratio(ratio(article.priceSum, article.n), ratio(customer.priceSum, customer.n)),
+  },
+  affinity('pg', 'product_group_name'),
+  affinity('pt', 'product_type_no'),
+  affinity('col', 'colour_group_code'),
+  affinity('dep', 'department_no'),
+  affinity('idx', 'index_code'),
+  affinity('sec', 'section_no'),
+];
+
+const BY_NAME = new Map(FEATURES.map((f) => [f.name, f]));
+
+/** Names this build can produce; a model needing any other feature must be refused. */
+export const FEATURE_NAMES: readonly string[] = FEATURES.map((f) => f.name);
+
+/** Features in `names` that this build cannot compute. */
+export function missingFeatures(names: readonly string[]): string[] {
+  return names.filter((n) => !BY_NAME.has(n));
+}
+
+/** Feature vector in the order of `names` (throws on an unknown name). */
+export function featureVector(names: readonly string[], ctx: FeatureContext): number[] {
+  return names.map((n) => {
+    const f = BY_NAME.get(n);
+    if (!f) throw new Error(`unknown feature "${n}"`);
+    return f.read(ctx);
+  });
+}

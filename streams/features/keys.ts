@@ -1,0 +1,121 @@
+/**
+ * The Redis key layout of the online feature store, in one place. Keys are Cluster-safe: every key
+ * an atomic script touches shares a hash tag — `{u:<customer>}` for a customer's state,
+ * `{a:<article>}` for an article's, `{t}` for trending — so the same code runs on ioredis Cluster.
+ * A namespace (default `rec`) isolates stores in one Redis (tests, training replays).
+ */
+import { DAY_MS } from './decay.ts';
+
+/** Half-lives (ms) of the decayed quantities, by label used in key and field names. */
+export const HALF_LIVES = {
+  '1d': DAY_MS,
+  '7d': 7 * DAY_MS,
+  '30d': 30 * DAY_MS,
+} as const;
+export type HalfLife = keyof typeof HALF_LIVES;
+
+/** Article popularity half-lives (stored as hash fields `pop:<hl>`). */
+export const POPULARITY_HALF_LIVES: readonly HalfLife[] = ['1d', '7d', '30d'];
+/** Global trending half-lives (one sorted set each). */
+export const GLOBAL_TRENDING_HALF_LIVES: readonly HalfLife[] = ['1d', '7d'];
+/** Segment trending half-life. */
+export const SEGMENT_HALF_LIFE: HalfLife = '7d';
+/** Customer affinity half-life. */
+export const AFFINITY_HALF_LIFE: HalfLife = '30d';
+/** Co-purchase decay half-life. */
+export const COPURCHASE_HALF_LIFE: HalfLife = '30d';
+
+/** Segment kinds for trending. */
+export type SegmentKind = 'age_index' | 'channel';
+
+export interface CustomerKeys {
+  /** hash event_id -> `<partition>:<offset>` it was applied from (the event-id guard) */
+  readonly seen: string;
+  /** hash: n, units, spend, price_sum, first, last, ch:<id> */
+  readonly stats: string;
+  /** zset: recent purchases scored by event time, member `t|event|article|price|channel|qty` */
+  readonly recent: string;
+  /** zset: purchases within the co-purchase window, member `offset|event|article`, score event time */
+  readonly window: string;
+  /** hash article -> units bought */
+  readonly bought: string;
+  /** hash `<kind>:<value>` -> log-space decayed count, plus `_total` */
+  readonly affinity: string;
+  /** hash of the customer record (from the customers topic) */
+  readonly meta: string;
+}
+
+export interface ArticleKeys {
+  /** hash: n, units, revenue, price_sum, first, last, pop:<hl> */
+  readonly stats: string;
+  /** HyperLogLog of buyers */
+  readonly buyers: string;
+  /** zset partner article -> log-space decayed co-purchase count */
+  readonly copurchase: string;
+  /** hash of the article record (from the articles topic) */
+  readonly meta: string;
+  /** hash `a:<partition>` / `c:<partition>` -> highest offset applied by article / co-purchase script */
+  readonly offsets: string;
+}
+
+export interface TrendingKeys {
+  global(hl: HalfLife): string;
+  segment(kind: SegmentKind, value: string, hl: HalfLife): string;
+  /** hash `<partition>` -> highest offset applied to the trending sets */
+  readonly offsets: string;
+}
+
+export interface KeySpace {
+  readonly ns: string;
+  customer(customerId: string): CustomerKeys;
+  article(articleId: string): ArticleKeys;
+  readonly trending: TrendingKeys;
+  /** Pattern matching every key of this namespace (for SCAN). */
+  readonly pattern: string;
+}
+
+/** Build the key space of namespace `ns`. Ids must already be validated (see ID_PATTERN). */
+export function keySpace(ns = 'rec'): KeySpace {
+  if (!/^[A-Za-z0-9_.-]+$/.test(ns)) throw new Error(`invalid key namespace "${ns}"`);
+  return {
+    ns,
+    pattern: `${ns}:*`,
+    customer(c) {
+      const p = `${ns}:{u:${c}}`;
+      return {
+        seen: `${p}:seen`,
+        stats: `${p}:stats`,
+        recent: `${p}:recent`,
+        window: `${p}:win`,
+        bought: `${p}:bought`,
+        affinity: `${p}:aff`,
+        meta: `${p}:meta`,
+      };
+    },
+    article(a) {
+      const p = `${ns}:{a:${a}}`;
+      return {
+        stats: `${p}:stats`,
+        buyers: `${p}:buyers`,
+        copurchase: `${p}:co`,
+        meta: `${p}:meta`,
+        offsets: `${p}:off`,
+      };
+    },
+    trending: {
+      global: (hl) => `${ns}:{t}:global:${hl}`,
+      segment: (kind, value, hl) => `${ns}:{t}:seg:${kind}:${value}:${hl}`,
+      offsets: `${ns}:{t}:off`,
+    },
+  };
+}
+
+/** Age bucket used by segment trending. */
+export function ageBucket(age: number | null | undefined): string {
+  if (age === null || age === undefined || !Number.isFinite(age)) return 'unknown';
+  if (age < 25) return 'u25';
+  if (age < 35) return '25-34';
+  if (age < 45) return '35-44';
+  if (age < 55) return '45-54';
+  return '55+';
+}

@@ -1,0 +1,209 @@
+/**
+ * Reading the online state back from Redis into plain typed objects, in pipelined round trips.
+ * Feature values are computed from these objects (definitions.ts) at an explicit "now".
+ */
+import type { Redis } from 'ioredis';
+import { decayedValue } from './decay.ts';
+import {
+  COPURCHASE_HALF_LIFE,
+  HALF_LIVES,
+  POPULARITY_HALF_LIVES,
+  type HalfLife,
+  type KeySpace,
+  type SegmentKind,
+} from './keys.ts';
+
+export interface RecentPurchase {
+  eventId: string;
+  articleId: string;
+  time: number;
+  price: number;
+  channel: number;
+  quantity: number;
+}
+
+export interface CustomerState {
+  customerId: string;
+  /** Purchase events applied. */
+  n: number;
+  units: number;
+  spend: number;
+  priceSum: number;
+  first: number | null;
+  last: number | null;
+  /** Purchase events per sales channel id. */
+  channels: Record<string, number>;
+  /** Latest purchases, newest first. */
+  recent: RecentPurchase[];
+  /** Units bought per article. */
+  bought: Record<string, number>;
+  /** Log-space decayed counts per `<kind>:<value>`, and `_total`. */
+  affinity: Record<string, number>;
+  meta: Record<string, string>;
+}
+
+export interface ArticleState {
+  articleId: string;
+  n: number;
+  units: number;
+  revenue: number;
+  priceSum: number;
+  first: number | null;
+  last: number | null;
+  /** Log-space decayed purchase counts per half-life. */
+  popularity: Partial<Record<HalfLife, number>>;
+  /** Approximate distinct buyers (HyperLogLog). */
+  buyers: number;
+  meta: Record<string, string>;
+}
+
+type Hash = Record<string, string>;
+const num = (v: string | undefined): number => (v === undefined ? 0 : Number(v));
+const opt = (v: string | undefined): number | null => (v === undefined ? null : Number(v));
+
+function pipelineValues(results: [Error | null, unknown][] | null): unknown[] {
+  if (results === null) throw new Error('redis pipeline aborted');
+  return results.map(([err, v]) => {
+    if (err) throw err;
+    return v;
+  });
+}
+
+function parseRecent(members: string[]): RecentPurchase[] {
+  return members.map((m) => {
+    const [t = '0', eventId = '', articleId = '', price = '0', channel = '0', qty = '1'] =
+      m.split('|');
+    return {
+      eventId,
+      articleId,
+      time: Number(t),
+      price: Number(price),
+      channel: Number(channel),
+      quantity: Number(qty),
+    };
+  });
+}
+
+/** Read customers' state; unknown customers come back with zero counts and empty lists. */
+export async function readCustomers(
+  redis: Redis,
+  keys: KeySpace,
+  ids: readonly string[],
+): Promise<CustomerState[]> {
+  const pipe = redis.pipeline();
+  for (const id of ids) {
+    const k = keys.customer(id);
+    pipe.hgetall(k.stats);
+    pipe.zrevrange(k.recent, 0, -1);
+    pipe.hgetall(k.bought);
+    pipe.hgetall(k.affinity);
+    pipe.hgetall(k.meta);
+  }
+  const v = pipelineValues(await pipe.exec());
+  return ids.map((customerId, i) => {
+    const stats = v[i * 5] as Hash;
+    const channels: Record<string, number> = {};
+    for (const [f, val] of Object.entries(stats)) {
+      if (f.startsWith('ch:')) channels[f.slice(3)] = Number(val);
+    }
+    const toNumbers = (h: Hash) =>
+      Object.fromEntries(Object.entries(h).map(([f, val]) => [f, Number(val)]));
+    return {
+      customerId,
+      n: num(stats.n),
+      units: num(stats.units),
+      spend: num(stats.spend),
+      priceSum: num(stats.price_sum),
+      first: opt(stats.first),
+      last: opt(stats.last),
+      channels,
+      recent: parseRecent(v[i * 5 + 1] as string[]),
+      bought: toNumbers(v[i * 5 + 2] as Hash),
+      affinity: toNumbers(v[i * 5 + 3] as Hash),
+      meta: v[i * 5 + 4] as Hash,
+    };
+  });
+}
+
+/** Read articles' state; unknown articles come back with zero counts. */
+export async function readArticles(
+  redis: Redis,
+  keys: KeySpace,
+  ids: readonly string[],
+): Promise<ArticleState[]> {
+  const pipe = redis.pipeline();
+  for (const id of ids) {
+    const k = keys.article(id);
+    pipe.hgetall(k.stats);
+    pipe.pfcount(k.buyers);
+    pipe.hgetall(k.meta);
+  }
+  const v = pipelineValues(await pipe.exec());
+  return ids.map((articleId, i) => {
+    const stats = v[i * 3] as Hash;
+    const popularity: Partial<Record<HalfLife, number>> = {};
+    for (const hl of POPULARITY_HALF_LIVES) {
+      const p = stats[`pop:${hl}`];
+      if (p !== undefined) popularity[hl] = Number(p);
+    }
+    return {
+      articleId,
+      n: num(stats.n),
+      units: num(stats.units),
+      revenue: num(stats.revenue),
+      priceSum: num(stats.price_sum),
+      first: opt(stats.first),
+      last: opt(stats.last),
+      popularity,
+      buyers: v[i * 3 + 1] as number,
+      meta: v[i * 3 + 2] as Hash,
+    };
+  });
+}
+
+export interface Scored {
+  articleId: string;
+  /** Decayed value at the requested "now". */
+  score: number;
+}
+
+function scored(flat: string[], now: number, hl: HalfLife): Scored[] {
+  const out: Scored[] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    out.push({
+      articleId: flat[i] as string,
+      score: decayedValue(Number(flat[i + 1]), now, HALF_LIVES[hl]),
+    });
+  }
+  return out;
+}
+
+/** Top-`n` trending articles (global, or of one segment) with their decayed counts at `now`. */
+export async function trendingTop(
+  redis: Redis,
+  keys: KeySpace,
+  opts: {
+    n: number;
+    now: number;
+    halfLife: HalfLife;
+    segment?: { kind: SegmentKind; value: string };
+  },
+): Promise<Scored[]> {
+  const key = opts.segment
+    ? keys.trending.segment(opts.segment.kind, opts.segment.value, opts.halfLife)
+    : keys.trending.global(opts.halfLife);
+  const flat = await redis.zrevrange(key, 0, opts.n - 1, 'WITHSCORES');
+  return scored(flat, opts.now, opts.halfLife);
+}
+
+/** Top-`n` co-purchased partners of `articleId` with decayed pair counts at `now`. */
+export async function copurchaseTop(
+  redis: Redis,
+  keys: KeySpace,
+  articleId: string,
+  n: number,
+  now: number,
+): Promise<Scored[]> {
+  const flat = await redis.zrevrange(keys.article(articleId).copurchase, 0, n - 1, 'WITHSCORES');
+  return scored(flat, now, COPURCHASE_HALF_LIFE);
+}

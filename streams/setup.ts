@@ -1,0 +1,32 @@
+/**
+ * `npm run setup`: create topics and register schemas against the configured services
+ * (docker compose runs this as its one-shot `setup` service).
+ */
+import { loadConfig } from './config.ts';
+import { bootstrap } from './bootstrap.ts';
+import { createKafka, createRegistryClient } from './kafka.ts';
+import { createLogger } from './logger.ts';
+import { topics } from './topics.ts';
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger(config.logLevel, 'setup');
+  const kafka = createKafka(config.kafkaBrokers, 'rec-setup', logger);
+  const { topicsResult, codecs } = await bootstrap({
+    kafka,
+    registry: createRegistryClient(config.schemaRegistryUrl),
+    topics: topics(config.topicPrefix),
+    logger,
+  });
+  console.log(
+    `topics created: ${topicsResult.created.join(', ') || '(none)'}; already present: ${topicsResult.existing.join(', ') || '(none)'}`,
+  );
+  console.log(
+    `schema ids: purchases ${codecs.purchases.schemaId}, articles ${codecs.articles.schemaId}, customers ${codecs.customers.schemaId}`,
+  );
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? err.message : err);
+  process.exit(1);
+});

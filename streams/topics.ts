@@ -1,0 +1,78 @@
+/**
+ * Typed topic descriptors: name, event contract, partitions and broker configs, DLQ name and
+ * schema subject (TopicNameStrategy: `<topic>-value`). Purchases are keyed by customer_id so one
+ * customer's events stay ordered; articles and customers are compacted and keyed by id.
+ */
+import {
+  articleContract,
+  customerContract,
+  purchaseContract,
+  type Article,
+  type Customer,
+  type EventContract,
+  type Purchase,
+} from '../schemas/events.ts';
+
+export interface TopicDescriptor<T> {
+  readonly name: string;
+  readonly contract: EventContract<T>;
+  readonly partitions: number;
+  /** Broker-side topic configs. */
+  readonly configs: Readonly<Record<string, string>>;
+  /** Value subject under TopicNameStrategy. */
+  readonly subject: string;
+  /** Dead-letter topic for records of this topic that fail to decode or validate. */
+  readonly dlq: string;
+}
+
+export interface Topics {
+  readonly purchases: TopicDescriptor<Purchase>;
+  readonly articles: TopicDescriptor<Article>;
+  readonly customers: TopicDescriptor<Customer>;
+}
+
+/**
+ * Event time lies years in the past for historical loads, and time-based retention would delete
+ * such segments at once; training and analysts replay from the beginning, so purchases are kept.
+ */
+const KEEP_FOREVER = { 'retention.ms': '-1', 'retention.bytes': '-1' } as const;
+const COMPACTED = { 'cleanup.policy': 'compact', 'min.compaction.lag.ms': '60000' } as const;
+const EVENT_TIME = { 'message.timestamp.type': 'CreateTime' } as const;
+
+export const dlqTopicName = (topic: string): string => `${topic}.dlq`;
+export const valueSubject = (topic: string): string => `${topic}-value`;
+
+function descriptor<T>(
+  name: string,
+  contract: EventContract<T>,
+  partitions: number,
+  configs: Record<string, string>,
+): TopicDescriptor<T> {
+  return Object.freeze({
+    name,
+    contract,
+    partitions,
+    configs: Object.freeze(configs),
+    subject: valueSubject(name),
+    dlq: dlqTopicName(name),
+  });
+}
+
+/** The project's topics, optionally behind a prefix (tests use a random one per suite). */
+export function topics(prefix = '', purchasePartitions = 3): Topics {
+  return Object.freeze({
+    purchases: descriptor(`${prefix}purchases`, purchaseContract, purchasePartitions, {
+      ...KEEP_FOREVER,
+      ...EVENT_TIME,
+    }),
+    articles: descriptor(`${prefix}articles`, articleContract, 1, { ...COMPACTED, ...EVENT_TIME }),
+    customers: descriptor(`${prefix}customers`, customerContract, 1, {
+      ...COMPACTED,
+      ...EVENT_TIME,
+    }),
+  });
+}
+
+export function allTopics(t: Topics): TopicDescriptor<unknown>[] {
+  return [t.purchases, t.articles, t.customers] as TopicDescriptor<unknown>[];
+}

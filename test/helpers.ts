@@ -1,0 +1,75 @@
+/**
+ * Test helpers for suites against the real stack: services from the environment (set by the
+ * global setup), a random topic prefix per suite, `waitFor` with a timeout, and cleanup.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Kafka } from 'kafkajs';
+import { loadConfig, type Config } from '../streams/config.ts';
+import { createKafka, createRegistryClient, type SchemaRegistryClient } from '../streams/kafka.ts';
+import { createLogger, type Logger } from '../streams/logger.ts';
+import { topics, allTopics, type Topics } from '../streams/topics.ts';
+
+export interface StackContext {
+  config: Config;
+  kafka: Kafka;
+  registry: SchemaRegistryClient;
+  logger: Logger;
+  prefix: string;
+  topics: Topics;
+  /** Delete this suite's topics. */
+  cleanup(): Promise<void>;
+}
+
+export function stackContext(name: string, purchasePartitions = 3): StackContext {
+  const config = loadConfig();
+  const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent', `test-${name}`);
+  const kafka = createKafka(config.kafkaBrokers, `test-${name}`, logger);
+  const prefix = `test-${name}-${randomUUID().slice(0, 8)}.`;
+  const t = topics(prefix, purchasePartitions);
+  return {
+    config,
+    kafka,
+    registry: createRegistryClient(config.schemaRegistryUrl),
+    logger,
+    prefix,
+    topics: t,
+    async cleanup() {
+      const admin = kafka.admin();
+      await admin.connect();
+      try {
+        const existing = new Set(await admin.listTopics());
+        const mine = allTopics(t)
+          .flatMap((d) => [d.name, d.dlq])
+          .filter((n) => existing.has(n));
+        if (mine.length > 0) await admin.deleteTopics({ topics: mine });
+      } finally {
+        await admin.disconnect();
+      }
+    },
+  };
+}
+
+/** Poll `check` until it returns a value other than undefined/false, or fail after `timeoutMs`. */
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs = 30_000,
+  intervalMs = 100,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last instanceof Error ? last.message : JSON.stringify(last)}` : ''}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}

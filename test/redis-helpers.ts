@@ -1,0 +1,101 @@
+/**
+ * Redis helpers for tests: dump every key of a namespace into a comparable form, and compare two
+ * dumps with a relative tolerance for floating-point sums (log-adds and float increments are
+ * commutative but rounding depends on order, at ~1e-15 relative).
+ */
+import type { Redis } from 'ioredis';
+import { expect } from 'vitest';
+
+export type Dump = Map<string, unknown>;
+
+/**
+ * Dump every key of namespace `ns`. With `ignorePositions`, the Kafka bookkeeping is left out
+ * (per-slot offsets, the position stored per event id, the offset prefix of window members), so
+ * that runs over differently ordered topics can be compared on what they compute.
+ */
+export async function dumpNamespace(
+  redis: Redis,
+  ns: string,
+  opts: { ignorePositions?: boolean } = {},
+): Promise<Dump> {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, batch] = await redis.scan(cursor, 'MATCH', `${ns}:*`, 'COUNT', 1000);
+    cursor = next;
+    keys.push(...batch);
+  } while (cursor !== '0');
+  const out: Dump = new Map();
+  for (const key of keys.sort()) {
+    const name = key.slice(ns.length + 1);
+    if (opts.ignorePositions && name.endsWith(':off')) continue;
+    const type = await redis.type(key);
+    if (type === 'hash') {
+      const h = await redis.hgetall(key);
+      if (opts.ignorePositions && name.endsWith(':seen'))
+        for (const f of Object.keys(h)) h[f] = '*';
+      out.set(name, h);
+    } else if (type === 'zset') {
+      // By member: members with (nearly) equal scores may be ranked either way after rounding.
+      const flat = await redis.zrange(key, 0, -1, 'WITHSCORES');
+      const pairs: [string, string][] = [];
+      for (let i = 0; i + 1 < flat.length; i += 2) {
+        let member = flat[i] as string;
+        if (opts.ignorePositions && name.endsWith(':win')) member = member.replace(/^\d+\|/, '');
+        pairs.push([member, flat[i + 1] as string]);
+      }
+      out.set(
+        name,
+        Object.fromEntries(pairs.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0))),
+      );
+    } else if (type === 'string') {
+      const raw = await redis.getBuffer(key);
+      // HyperLogLogs are strings starting with "HYLL"; compare their estimates.
+      out.set(
+        name,
+        raw?.subarray(0, 4).toString() === 'HYLL'
+          ? { hll: await redis.pfcount(key) }
+          : raw?.toString(),
+      );
+    } else out.set(name, { type });
+  }
+  return out;
+}
+
+const NUMERIC = /^-?\d+(\.\d+)?(e[-+]?\d+)?$/i;
+
+function close(a: unknown, b: unknown, rel: number): boolean {
+  if (typeof a === 'string' && typeof b === 'string' && NUMERIC.test(a) && NUMERIC.test(b)) {
+    const x = Number(a);
+    const y = Number(b);
+    return x === y || Math.abs(x - y) <= rel * Math.max(Math.abs(x), Math.abs(y), 1e-300);
+  }
+  if (Array.isArray(a) && Array.isArray(b)) {
+    return a.length === b.length && a.every((v, i) => close(v, b[i], rel));
+  }
+  if (a && b && typeof a === 'object' && typeof b === 'object') {
+    const ka = Object.keys(a).sort();
+    const kb = Object.keys(b).sort();
+    return (
+      close(ka, kb, rel) &&
+      ka.every((k) =>
+        close((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], rel),
+      )
+    );
+  }
+  return a === b;
+}
+
+/** Assert two dumps hold the same keys and values (numbers within `rel` relative tolerance). */
+export function expectSameState(actual: Dump, expected: Dump, rel = 1e-9): void {
+  expect([...actual.keys()]).toEqual([...expected.keys()]);
+  const differing = [...expected.keys()].filter((k) => !close(actual.get(k), expected.get(k), rel));
+  if (differing.length > 0) {
+    const k = differing[0] as string;
+    expect({ key: k, value: actual.get(k), differing: differing.length }).toEqual({
+      key: k,
+      value: expected.get(k),
+      differing: 0,
+    });
+  }
+}
