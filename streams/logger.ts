@@ -17,8 +17,11 @@ export function kafkaLogCreator(logger: Logger): logCreator {
   return () =>
     ({ level, log: entry }) => {
       const { message, ...rest } = entry;
+      // Known, expected notices: our producers are idempotent with bounded retries on purpose
+      // (a load fails visibly instead of hanging when Kafka is gone).
+      const expected = message.startsWith('Limiting retries for the idempotent producer');
       if (level === logLevel.ERROR) log.error(rest, message);
-      else if (level === logLevel.WARN) log.warn(rest, message);
+      else if (level === logLevel.WARN && !expected) log.warn(rest, message);
       else log.debug(rest, message);
     };
 }

@@ -3,7 +3,7 @@
  * field, stamps the Kafka record with the event time (so offsets-by-timestamp follow event time),
  * and sends in chunks with acks from all in-sync replicas and an idempotent producer.
  */
-import type { Kafka, Producer, Message } from 'kafkajs';
+import { Partitioners, type Kafka, type Producer, type Message } from 'kafkajs';
 import type { AvroCodec } from './avro.ts';
 import { validateEvent } from './avro.ts';
 import type { TopicDescriptor } from './topics.ts';
@@ -22,6 +22,8 @@ export function createIdempotentProducer(kafka: Kafka): Producer {
     idempotent: true,
     maxInFlightRequests: 1,
     allowAutoTopicCreation: false,
+    // murmur2 on the key, as the Java client: one customer's purchases share a partition.
+    createPartitioner: Partitioners.DefaultPartitioner,
   });
 }
 

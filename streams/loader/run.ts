@@ -21,6 +21,8 @@ export interface LoadReport {
   topics: { purchases: string; articles: string; customers: string };
   firstEventTime: number | null;
   lastEventTime: number | null;
+  /** Customer with the most purchases in the last 30 days of the data (for demos). */
+  mostActiveCustomer: string | null;
   readMs: number;
   publishMs: number;
 }
@@ -82,10 +84,25 @@ export async function runLoad(opts: {
       customers: topics.customers.name,
     },
     firstEventTime: data.purchases[0]?.event_time ?? null,
+    mostActiveCustomer: mostActive(data.purchases),
     lastEventTime: data.purchases.at(-1)?.event_time ?? null,
     readMs,
     publishMs: performance.now() - t1,
   };
+}
+
+function mostActive(purchases: Dataset['purchases']): string | null {
+  const last = purchases.at(-1)?.event_time;
+  if (last === undefined) return null;
+  const counts = new Map<string, number>();
+  for (let i = purchases.length - 1; i >= 0; i--) {
+    const p = purchases[i];
+    if (!p || p.event_time < last - 30 * 86_400_000) break;
+    counts.set(p.customer_id, (counts.get(p.customer_id) ?? 0) + 1);
+  }
+  let best: [string, number] | null = null;
+  for (const e of counts) if (best === null || e[1] > best[1]) best = e;
+  return best?.[0] ?? null;
 }
 
 /** Human-readable summary lines of a load. */
