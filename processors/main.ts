@@ -30,6 +30,7 @@ const env = z
     PROCESSOR_RECENT_CAP: z.coerce.number().int().positive().default(50),
     PROCESSOR_COPURCHASE_WINDOW_DAYS: z.coerce.number().positive().default(14),
     PROCESSOR_COPURCHASE_FANOUT: z.coerce.number().int().positive().default(20),
+    PROCESSOR_SESSION_TIMEOUT_MS: z.coerce.number().int().min(6_000).default(30_000),
   })
   .parse(process.env);
 
@@ -65,6 +66,7 @@ async function main(): Promise<void> {
     metrics,
     dlqProducer,
     groupPrefix: env.PROCESSOR_GROUP,
+    sessionTimeoutMs: env.PROCESSOR_SESSION_TIMEOUT_MS,
     options: {
       recentCap: env.PROCESSOR_RECENT_CAP,
       copurchaseWindowMs: env.PROCESSOR_COPURCHASE_WINDOW_DAYS * 86_400_000,

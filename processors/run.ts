@@ -29,6 +29,8 @@ export interface ProcessorDeps {
   /** Consumer group prefix; groups are `<prefix>.<topic>`. */
   groupPrefix: string;
   options?: Partial<PurchaseProcessorOptions>;
+  /** Group session timeout (ms) of the consumers (default 30 s). */
+  sessionTimeoutMs?: number;
   /** Wait for metadata to catch up before consuming purchases (default true). */
   metadataFirst?: boolean;
 }
@@ -52,6 +54,8 @@ export async function startProcessors(deps: ProcessorDeps): Promise<RunningProce
     customers: `${deps.groupPrefix}.${topics.customers.name}`,
   };
   const running: RunningConsumer[] = [];
+  const session =
+    deps.sessionTimeoutMs === undefined ? {} : { sessionTimeoutMs: deps.sessionTimeoutMs };
   const admin = kafka.admin();
   await admin.connect();
 
@@ -81,6 +85,7 @@ export async function startProcessors(deps: ProcessorDeps): Promise<RunningProce
         dlqProducer: deps.dlqProducer,
         logger,
         hooks,
+        ...session,
         handler: async (records) => {
           await applyArticles(redis, keys, scripts, records);
           metrics.events.inc({ topic: topics.articles.name }, records.length);
@@ -95,6 +100,7 @@ export async function startProcessors(deps: ProcessorDeps): Promise<RunningProce
         dlqProducer: deps.dlqProducer,
         logger,
         hooks,
+        ...session,
         handler: async (records) => {
           await applyCustomers(redis, keys, scripts, records);
           metrics.events.inc({ topic: topics.customers.name }, records.length);
@@ -116,6 +122,7 @@ export async function startProcessors(deps: ProcessorDeps): Promise<RunningProce
         logger,
         hooks,
         maxBytesPerPartition: 2_097_152,
+        ...session,
         handler: async (records) => {
           const out = await purchases.apply(records);
           metrics.events.inc({ topic: topics.purchases.name }, out.applied);

@@ -74,6 +74,8 @@ export interface ConsumerRunnerOptions<T> {
   /** Max bytes fetched per partition per request (caps batch size). */
   maxBytesPerPartition?: number;
   partitionsConsumedConcurrently?: number;
+  /** Group session timeout (ms): how long a crashed member holds its partitions. */
+  sessionTimeoutMs?: number;
 }
 
 export interface RunningConsumer {
@@ -127,8 +129,8 @@ export async function runConsumer<T>(opts: ConsumerRunnerOptions<T>): Promise<Ru
     groupId: opts.groupId,
     allowAutoTopicCreation: false,
     maxBytesPerPartition: opts.maxBytesPerPartition ?? 1_048_576,
-    sessionTimeout: 30_000,
-    heartbeatInterval: 3_000,
+    sessionTimeout: opts.sessionTimeoutMs ?? 30_000,
+    heartbeatInterval: Math.min(3_000, Math.floor((opts.sessionTimeoutMs ?? 30_000) / 3)),
   });
   const initialMs = opts.retry?.initialMs ?? 200;
   const maxMs = opts.retry?.maxMs ?? 10_000;

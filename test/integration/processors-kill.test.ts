@@ -43,6 +43,8 @@ describe('processor killed with SIGKILL mid-stream', () => {
         REDIS_NAMESPACE: ns,
         PROCESSOR_GROUP: group,
         PROCESSOR_METRICS_PORT: '0',
+        // The killed member holds its partitions until its session expires.
+        PROCESSOR_SESSION_TIMEOUT_MS: '8000',
         LOG_LEVEL: 'warn',
       },
       stdio: ['ignore', 'ignore', 'pipe'],
