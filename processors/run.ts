@@ -122,6 +122,10 @@ export async function startProcessors(deps: ProcessorDeps): Promise<RunningProce
         logger,
         hooks,
         maxBytesPerPartition: 2_097_152,
+        // Partitions hold disjoint customers, and every script in a shared slot (article,
+        // trending) is atomic with its own per-partition offset guard, so batches of different
+        // partitions may be applied concurrently: Redis stays busy while Node builds the next one.
+        partitionsConsumedConcurrently: topics.purchases.partitions,
         ...session,
         handler: async (records) => {
           const out = await purchases.apply(records);
