@@ -65,8 +65,20 @@ export interface TrendingKeys {
   readonly offsets: string;
 }
 
+export interface ModelKeys {
+  /** hash per model version: meta (JSON), onnx (bytes), status, reason, registered_at */
+  model(version: string): string;
+  /** zset of registered versions by registration time (ms) */
+  readonly versions: string;
+  /** string: the active version */
+  readonly active: string;
+  /** pub/sub channel announcing a newly activated version */
+  readonly channel: string;
+}
+
 export interface KeySpace {
   readonly ns: string;
+  readonly models: ModelKeys;
   customer(customerId: string): CustomerKeys;
   article(articleId: string): ArticleKeys;
   readonly trending: TrendingKeys;
@@ -80,6 +92,12 @@ export function keySpace(ns = 'rec'): KeySpace {
   return {
     ns,
     pattern: `${ns}:*`,
+    models: {
+      model: (v) => `${ns}:{m}:model:${v}`,
+      versions: `${ns}:{m}:versions`,
+      active: `${ns}:{m}:active`,
+      channel: `${ns}:models:activated`,
+    },
     customer(c) {
       const p = `${ns}:{u:${c}}`;
       return {

@@ -1,0 +1,503 @@
+/**
+ * Candidate generation for one customer, read from the online feature store in at most three
+ * sequential Redis round trips (each round trip may carry several pipelines sent together):
+ *
+ *  1. the customer's state (stats, recent purchases, bought, affinities, meta — the shared
+ *     `readCustomers`) and the global trending set;
+ *  2. what depends on the customer: the segment trending sets (age bucket × index group, and the
+ *     customer's dominant sales channel), the co-purchase neighbours of the last few purchases and
+ *     the index groups and names of the recent purchases — together with the article states (`readArticles`)
+ *     of the candidates already known (repurchase and global trending);
+ *  3. the article states of the candidates discovered in 2 (segment and co-purchase), if any.
+ *
+ * Two round trips are not enough without a cross-slot Lua script (which would break the
+ * Cluster-safe key layout): co-purchase neighbours and the customer's segments are known only
+ * after a read. An unknown customer costs 2 round trips (customer + global, then article states).
+ *
+ * Sources, each with a quota (`CandidateConfig.quotas`):
+ *  - `repurchase`: distinct articles of the customer's recent purchases (newest first), only with
+ *    `allow_repurchase` (otherwise every bought article is excluded anyway);
+ *  - `copurchase`: top neighbours (decayed co-purchase counts summed over seeds) of the customer's
+ *    last `copurchaseSeeds` distinct articles;
+ *  - `trending_segment`: the 7-day trending sets of the customer's age bucket × index group
+ *    (groups weighted by the customer's recent purchases, Laplace-smoothed; the filter's group only
+ *    when `index_group` is given; only when the age is known from the customer record) and of the
+ *    customer's dominant sales channel;
+ *  - `trending_global`: the global 7-day trending set.
+ * An article from several sources is kept once with all of them. Already-bought articles are
+ * excluded unless allowed; filters apply to the article metadata (case-insensitive equality); with
+ * filters the trending reads fetch `filterOverfetch` times their quota, as filtering discards most.
+ * Cold start (unknown customer or no history) is the same path with no repurchase or co-purchase
+ * seeds: segment (when the customer record gives an age) and global trending.
+ */
+import type { ChainableCommander, Redis } from 'ioredis';
+import {
+  ageBucket,
+  SEGMENT_HALF_LIFE,
+  type HalfLife,
+  type KeySpace,
+} from '../streams/features/keys.ts';
+import { logAdd } from '../streams/features/decay.ts';
+import { segmentValue } from '../streams/features/segments.ts';
+import {
+  readArticles,
+  readCustomers,
+  type ArticleState,
+  type CustomerState,
+} from '../streams/features/state.ts';
+import { storeRead } from './errors.ts';
+
+/** Half-life of the global trending set used for candidates, the trending route and the cache. */
+export const GLOBAL_TRENDING_HL: HalfLife = '7d';
+
+export type Source = 'repurchase' | 'copurchase' | 'trending_segment' | 'trending_global';
+/** Source priority: the order candidates are kept in when the pool is capped. */
+export const SOURCES: readonly Source[] = [
+  'repurchase',
+  'copurchase',
+  'trending_segment',
+  'trending_global',
+];
+
+export interface CandidateConfig {
+  /** Most candidates taken from each source. */
+  readonly quotas: {
+    readonly repurchase: number;
+    readonly copurchase: number;
+    readonly segment: number;
+    readonly global: number;
+  };
+  /** Cap of the de-duplicated, filtered pool (kept in source priority order). */
+  readonly maxCandidates: number;
+  /** Latest distinct purchased articles whose co-purchase neighbours are read. */
+  readonly copurchaseSeeds: number;
+  /** Neighbours read per seed. */
+  readonly copurchasePerSeed: number;
+  /** Index groups whose age-bucket segment sets are read (H&M's `index_group_name` values). */
+  readonly indexGroups: readonly string[];
+  /** Trending reads fetch this many times their quota when filters are given. */
+  readonly filterOverfetch: number;
+}
+
+export const DEFAULT_CANDIDATE_CONFIG: CandidateConfig = {
+  quotas: { repurchase: 30, copurchase: 40, segment: 30, global: 30 },
+  maxCandidates: 150,
+  copurchaseSeeds: 5,
+  copurchasePerSeed: 20,
+  indexGroups: ['Ladieswear', 'Menswear', 'Divided', 'Sport', 'Baby/Children'],
+  filterOverfetch: 3,
+};
+
+export interface Filters {
+  readonly indexGroup?: string | undefined;
+  readonly section?: string | undefined;
+  readonly productGroup?: string | undefined;
+}
+
+export interface CandidateRequest {
+  readonly customerId: string;
+  readonly filters: Filters;
+  readonly allowRepurchase: boolean;
+}
+
+/** A raw entry of a sorted set: log-space decayed score, read at no particular "now". */
+export interface LogScored {
+  readonly articleId: string;
+  readonly logScore: number;
+}
+
+export interface Candidate {
+  readonly articleId: string;
+  /** Every source the article came from, in source priority order. */
+  sources: Source[];
+  /** Most recent purchase of it by the customer (repurchase). */
+  repurchase: { lastBought: number } | null;
+  /** Log-space co-purchase count summed over seeds, and the seed contributing most. */
+  copurchase: { logScore: number; seed: string } | null;
+  /** Segment score in [0, 1] (normalised in its set, times the group weight) and its segment. */
+  segment: { score: number; segment: string } | null;
+  /** Log-space score in the global 7-day trending set. */
+  global: { logScore: number } | null;
+}
+
+export interface CandidateSet {
+  readonly customer: CustomerState;
+  /** No purchase history (unknown customer, or only a customer record). */
+  readonly coldStart: boolean;
+  /** De-duplicated, filtered, capped; in source priority order. */
+  readonly candidates: Candidate[];
+  /** Article state of every candidate (and of the ones filtered out). */
+  readonly articles: Map<string, ArticleState>;
+  /** The global trending top read in round trip 1 (for the in-process cache). */
+  readonly globalTop: LogScored[];
+  /** Segments used: `age_index:<bucket>|<group>` values and the channel, if any. */
+  readonly segments: { readonly age: string[]; readonly channel: string | null };
+  /** Names of the customer's latest distinct purchases (the co-purchase seeds among them). */
+  readonly recentNames: ReadonlyMap<string, string | null>;
+  /** Sequential Redis round trips taken. */
+  readonly roundTrips: number;
+}
+
+/** Parse a `ZREVRANGE … WITHSCORES` reply. */
+export function parseScored(flat: readonly string[]): LogScored[] {
+  const out: LogScored[] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    out.push({ articleId: flat[i] as string, logScore: Number(flat[i + 1]) });
+  }
+  return out;
+}
+
+type PipelineResult = [Error | null, unknown][] | null;
+
+function values(results: PipelineResult): unknown[] {
+  if (results === null) throw new Error('redis pipeline aborted');
+  return results.map(([err, v]) => {
+    if (err) throw err;
+    return v;
+  });
+}
+
+async function execPipeline(pipe: ChainableCommander): Promise<unknown[]> {
+  return values(await pipe.exec());
+}
+
+/** The sales channel the customer bought through most (lowest id on ties); null without history. */
+export function dominantChannel(customer: CustomerState): string | null {
+  let best: string | null = null;
+  let bestN = 0;
+  for (const [ch, n] of Object.entries(customer.channels)) {
+    if (n > bestN || (n === bestN && best !== null && Number(ch) < Number(best))) {
+      best = ch;
+      bestN = n;
+    }
+  }
+  return best;
+}
+
+/** The customer's age from the customer record, or null. */
+export function customerAge(customer: CustomerState): number | null {
+  const raw = customer.meta.age;
+  if (raw === undefined || raw === '') return null;
+  const age = Number(raw);
+  return Number.isFinite(age) ? age : null;
+}
+
+const same = (a: string | undefined, b: string): boolean =>
+  a !== undefined && a.localeCompare(b, undefined, { sensitivity: 'accent' }) === 0;
+
+/** Whether an article's metadata passes the filters (case-insensitive equality). */
+export function passesFilters(meta: Record<string, string>, f: Filters): boolean {
+  if (f.indexGroup !== undefined && !same(meta.index_group_name, f.indexGroup)) return false;
+  if (f.section !== undefined && !same(meta.section_name, f.section)) return false;
+  if (f.productGroup !== undefined && !same(meta.product_group_name, f.productGroup)) return false;
+  return true;
+}
+
+const hasFilters = (f: Filters): boolean =>
+  f.indexGroup !== undefined || f.section !== undefined || f.productGroup !== undefined;
+
+class Pool {
+  readonly byId = new Map<string, Candidate>();
+
+  add(articleId: string, source: Source): Candidate {
+    let c = this.byId.get(articleId);
+    if (!c) {
+      c = {
+        articleId,
+        sources: [],
+        repurchase: null,
+        copurchase: null,
+        segment: null,
+        global: null,
+      };
+      this.byId.set(articleId, c);
+    }
+    if (!c.sources.includes(source)) {
+      c.sources.push(source);
+      c.sources.sort((a, b) => SOURCES.indexOf(a) - SOURCES.indexOf(b));
+    }
+    return c;
+  }
+}
+
+/** Read the candidates of one request (see the module comment for the round trips). */
+export async function gatherCandidates(
+  redis: Redis,
+  keys: KeySpace,
+  config: CandidateConfig,
+  req: CandidateRequest,
+): Promise<CandidateSet> {
+  const { quotas } = config;
+  const filtered = hasFilters(req.filters);
+  const over = filtered ? Math.max(1, config.filterOverfetch) : 1;
+  const globalKey = keys.trending.global(GLOBAL_TRENDING_HL);
+
+  // Round trip 1: customer state and global trending, sent together.
+  const [customers, globalFlat] = await storeRead('customer and global trending', () =>
+    Promise.all([
+      readCustomers(redis, keys, [req.customerId]),
+      quotas.global > 0
+        ? redis.zrevrange(globalKey, 0, quotas.global * over - 1, 'WITHSCORES')
+        : Promise.resolve([]),
+    ]),
+  );
+  let roundTrips = 1;
+  const customer = customers[0];
+  if (!customer) throw new Error('readCustomers returned no state');
+  const coldStart = customer.n === 0;
+  const bought = new Set(Object.keys(customer.bought));
+  const excluded = (id: string): boolean => !req.allowRepurchase && bought.has(id);
+  const globalTop = parseScored(globalFlat);
+
+  const pool = new Pool();
+  // Distinct recent articles, newest first, with their latest purchase time.
+  const recentDistinct = new Map<string, number>();
+  for (const r of customer.recent) {
+    if (!recentDistinct.has(r.articleId)) recentDistinct.set(r.articleId, r.time);
+  }
+  if (req.allowRepurchase) {
+    for (const [articleId, time] of [...recentDistinct].slice(0, quotas.repurchase)) {
+      pool.add(articleId, 'repurchase').repurchase = { lastBought: time };
+    }
+  }
+  for (const g of globalTop) {
+    if (excluded(g.articleId)) continue;
+    pool.add(g.articleId, 'trending_global').global = { logScore: g.logScore };
+  }
+
+  // Round trip 2: segment sets, co-purchase neighbours, index groups of recent purchases, and
+  // the states of the candidates known so far.
+  const age = customerAge(customer);
+  const groups =
+    req.filters.indexGroup !== undefined ? [req.filters.indexGroup] : [...config.indexGroups];
+  const ageSegments =
+    age === null || quotas.segment === 0
+      ? []
+      : groups.map((g) => ({ group: g, value: segmentValue('age_index', ageBucket(age), g) }));
+  const channel = quotas.segment > 0 ? dominantChannel(customer) : null;
+  const seeds = [...recentDistinct.keys()].slice(0, config.copurchaseSeeds);
+  const prefArticles = [...recentDistinct.keys()].slice(0, Math.max(10, config.copurchaseSeeds));
+  const segmentN = quotas.segment * over;
+
+  const pipe = redis.pipeline();
+  for (const s of ageSegments) {
+    pipe.zrevrange(
+      keys.trending.segment('age_index', s.value, SEGMENT_HALF_LIFE),
+      0,
+      segmentN - 1,
+      'WITHSCORES',
+    );
+  }
+  if (channel !== null) {
+    pipe.zrevrange(
+      keys.trending.segment('channel', segmentValue('channel', channel), SEGMENT_HALF_LIFE),
+      0,
+      segmentN - 1,
+      'WITHSCORES',
+    );
+  }
+  if (quotas.copurchase > 0) {
+    for (const seed of seeds) {
+      pipe.zrevrange(keys.article(seed).copurchase, 0, config.copurchasePerSeed - 1, 'WITHSCORES');
+    }
+  }
+  for (const a of prefArticles) pipe.hmget(keys.article(a).meta, 'index_group_name', 'prod_name');
+  const pipeLength = pipe.length;
+  const knownIds = [...pool.byId.keys()];
+  const [rt2, knownStates] = await storeRead('segments, co-purchases and articles', () =>
+    Promise.all([
+      pipeLength > 0 ? execPipeline(pipe) : Promise.resolve([]),
+      knownIds.length > 0 ? readArticles(redis, keys, knownIds) : Promise.resolve([]),
+    ]),
+  );
+  if (pipeLength > 0 || knownIds.length > 0) roundTrips++;
+  const articles = new Map<string, ArticleState>(knownStates.map((a) => [a.articleId, a]));
+
+  let pos = 0;
+  const ageSets = ageSegments.map((s) => ({
+    ...s,
+    entries: parseScored(rt2[pos++] as string[]),
+  }));
+  const channelSet = channel === null ? [] : parseScored(rt2[pos++] as string[]);
+  const seedSets =
+    quotas.copurchase > 0
+      ? seeds.map((seed) => ({ seed, entries: parseScored(rt2[pos++] as string[]) }))
+      : [];
+  const prefMeta = prefArticles.map(() => (rt2[pos++] as (string | null)[] | null) ?? []);
+  const prefGroups = prefMeta.map(([group]) => group ?? null);
+  const recentNames = new Map(prefArticles.map((a, i) => [a, prefMeta[i]?.[1] ?? null]));
+
+  // Index-group weights from the recent purchases, Laplace-smoothed, the top group at 1.
+  const groupCount = new Map<string, number>();
+  for (const g of prefGroups) {
+    if (g) groupCount.set(g.toLowerCase(), (groupCount.get(g.toLowerCase()) ?? 0) + 1);
+  }
+  const maxCount = Math.max(0, ...groupCount.values());
+  const groupWeight = (g: string): number =>
+    ((groupCount.get(g.toLowerCase()) ?? 0) + 1) / (maxCount + 1);
+
+  // Segment candidates: normalised within their set, weighted, best set kept per article.
+  const segmentScores = new Map<string, { score: number; segment: string }>();
+  const offerSegment = (entries: LogScored[], weight: number, segment: string) => {
+    const top = entries[0]?.logScore;
+    if (top === undefined) return;
+    for (const e of entries) {
+      if (excluded(e.articleId)) continue;
+      const score = weight * Math.exp(e.logScore - top);
+      const prev = segmentScores.get(e.articleId);
+      if (!prev || score > prev.score) segmentScores.set(e.articleId, { score, segment });
+    }
+  };
+  for (const s of ageSets) offerSegment(s.entries, groupWeight(s.group), `age_index:${s.value}`);
+  if (channel !== null) offerSegment(channelSet, 1, `channel:${segmentValue('channel', channel)}`);
+  const segmentPicks = [...segmentScores]
+    .sort((a, b) => b[1].score - a[1].score || (a[0] < b[0] ? -1 : 1))
+    .slice(0, segmentN);
+
+  // Co-purchase candidates: decayed counts summed over seeds (a log-add: the same half-life
+  // everywhere, so the order does not depend on "now").
+  const co = new Map<string, { logScore: number; seed: string; best: number }>();
+  const seedSet = new Set(seeds);
+  for (const { seed, entries } of seedSets) {
+    for (const e of entries) {
+      if (seedSet.has(e.articleId) || excluded(e.articleId)) continue;
+      const prev = co.get(e.articleId);
+      if (!prev) co.set(e.articleId, { logScore: e.logScore, seed, best: e.logScore });
+      else {
+        prev.logScore = logAdd(prev.logScore, e.logScore);
+        if (e.logScore > prev.best) {
+          prev.best = e.logScore;
+          prev.seed = seed;
+        }
+      }
+    }
+  }
+  const coPicks = [...co]
+    .sort((a, b) => b[1].logScore - a[1].logScore || (a[0] < b[0] ? -1 : 1))
+    .slice(0, quotas.copurchase * over);
+  for (const [articleId, v] of coPicks) {
+    pool.add(articleId, 'copurchase').copurchase = { logScore: v.logScore, seed: v.seed };
+  }
+  for (const [articleId, v] of segmentPicks) {
+    pool.add(articleId, 'trending_segment').segment = v;
+  }
+
+  // Round trip 3: states of the new candidates.
+  const newIds = [...pool.byId.keys()].filter((id) => !articles.has(id));
+  if (newIds.length > 0) {
+    const states = await storeRead('candidate articles', () => readArticles(redis, keys, newIds));
+    roundTrips++;
+    for (const a of states) articles.set(a.articleId, a);
+  }
+
+  // Filters, then the cap in source priority order (per-source quotas after filtering).
+  const taken: Record<Source, number> = {
+    repurchase: 0,
+    copurchase: 0,
+    trending_segment: 0,
+    trending_global: 0,
+  };
+  const quotaOf: Record<Source, number> = {
+    repurchase: quotas.repurchase,
+    copurchase: quotas.copurchase,
+    trending_segment: quotas.segment,
+    trending_global: quotas.global,
+  };
+  const primary = (c: Candidate): Source => c.sources[0] ?? 'trending_global';
+  const candidates = [...pool.byId.values()]
+    .filter((c) => passesFilters(articles.get(c.articleId)?.meta ?? {}, req.filters))
+    .sort((a, b) => SOURCES.indexOf(primary(a)) - SOURCES.indexOf(primary(b)))
+    .filter((c) => {
+      const s = primary(c);
+      if (taken[s] >= quotaOf[s]) return false;
+      taken[s]++;
+      return true;
+    })
+    .slice(0, config.maxCandidates);
+
+  return {
+    customer,
+    coldStart,
+    candidates,
+    articles,
+    globalTop,
+    segments: { age: ageSegments.map((s) => s.value), channel },
+    recentNames,
+    roundTrips,
+  };
+}
+
+/** Display and filter fields of an article, plus when it last sold. */
+export interface ArticleSummary {
+  readonly articleId: string;
+  readonly name: string | null;
+  readonly indexGroup: string | null;
+  readonly section: string | null;
+  readonly productGroup: string | null;
+  /** Event time of its latest sale, if it sold. */
+  readonly last: number | null;
+}
+
+const orNull = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v : null);
+
+/** Summaries of articles in one round trip (HMGET meta + HGET stats last, pipelined). */
+export async function readSummaries(
+  redis: Redis,
+  keys: KeySpace,
+  ids: readonly string[],
+): Promise<Map<string, ArticleSummary>> {
+  if (ids.length === 0) return new Map();
+  const pipe = redis.pipeline();
+  for (const id of ids) {
+    const k = keys.article(id);
+    pipe.hmget(k.meta, 'prod_name', 'index_group_name', 'section_name', 'product_group_name');
+    pipe.hget(k.stats, 'last');
+  }
+  const v = await storeRead('article summaries', () => execPipeline(pipe));
+  return new Map(
+    ids.map((articleId, i) => {
+      const [name, indexGroup, section, productGroup] =
+        (v[i * 2] as (string | null)[] | null) ?? [];
+      const last = orNull(v[i * 2 + 1]);
+      return [
+        articleId,
+        {
+          articleId,
+          name: orNull(name),
+          indexGroup: orNull(indexGroup),
+          section: orNull(section),
+          productGroup: orNull(productGroup),
+          last: last === null ? null : Number(last),
+        },
+      ];
+    }),
+  );
+}
+
+/** Whether an article summary passes the filters (for the trending cache). */
+export function summaryPassesFilters(s: ArticleSummary, f: Filters): boolean {
+  const meta: Record<string, string> = {};
+  if (s.indexGroup !== null) meta.index_group_name = s.indexGroup;
+  if (s.section !== null) meta.section_name = s.section;
+  if (s.productGroup !== null) meta.product_group_name = s.productGroup;
+  return passesFilters(meta, f);
+}
+
+/**
+ * The "now" of a request when the caller gives none: the latest event time the store shows among
+ * what the request read (the customer's last purchase, the candidates' last sales) — the store's
+ * event-time clock, since the processors keep no global "last event time" — or the wall clock
+ * when nothing was read. Serving ranks at event time so that replayed (historical) data and live
+ * data are treated alike, and features match training rows built at a cutoff.
+ */
+export function eventTimeNow(
+  times: Iterable<number | null | undefined>,
+  wallClock: number,
+): number {
+  let best: number | null = null;
+  for (const t of times) {
+    if (t !== null && t !== undefined && Number.isFinite(t) && (best === null || t > best))
+      best = t;
+  }
+  return best ?? wallClock;
+}

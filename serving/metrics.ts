@@ -1,0 +1,86 @@
+/**
+ * Prometheus metrics of the serving API (`rec_serving_*`), in their own registry (exposed by the
+ * app's `/metrics` route).
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Why a response was degraded. */
+export type DegradedReason =
+  'store_unavailable' | 'ranker_error' | 'ranker_timeout' | 'ranker_incompatible';
+
+export interface ServingMetrics {
+  readonly registry: Registry;
+  /** Request latency by route pattern (e.g. `/v1/recommendations/:customerId`) and status. */
+  readonly requestSeconds: Histogram<'route' | 'status'>;
+  /** Candidates scored per recommendation request. */
+  readonly candidates: Histogram;
+  /** Sequential Redis round trips per recommendation request. */
+  readonly redisRoundTrips: Histogram;
+  /** Responses served degraded, by route and reason. */
+  readonly degraded: Counter<'route' | 'reason'>;
+  /** Ranker failures (each fell back to the heuristic), by reason. */
+  readonly rankerErrors: Counter<'reason'>;
+  /** 1 for the model version that ranked the latest request (`heuristic-v1` without a model). */
+  readonly modelVersion: Gauge<'version'>;
+  /** Set the model version gauge to `version` (only one series is 1 at a time). */
+  setModelVersion(version: string): void;
+}
+
+export function createServingMetrics(opts: { defaults?: boolean } = {}): ServingMetrics {
+  const registry = new Registry();
+  if (opts.defaults ?? false) collectDefaultMetrics({ register: registry, prefix: 'rec_serving_' });
+  const registers = [registry];
+  const requestSeconds = new Histogram({
+    name: 'rec_serving_request_duration_seconds',
+    help: 'HTTP request latency by route pattern and status',
+    labelNames: ['route', 'status'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers,
+  });
+  const candidates = new Histogram({
+    name: 'rec_serving_candidates',
+    help: 'Candidates scored per recommendation request',
+    buckets: [0, 10, 25, 50, 75, 100, 150, 200, 300],
+    registers,
+  });
+  const redisRoundTrips = new Histogram({
+    name: 'rec_serving_redis_round_trips',
+    help: 'Sequential Redis round trips per recommendation request',
+    buckets: [1, 2, 3, 4, 5],
+    registers,
+  });
+  const degraded = new Counter({
+    name: 'rec_serving_degraded_responses_total',
+    help: 'Responses served degraded (trending cache while Redis is down, heuristic after a ranker failure)',
+    labelNames: ['route', 'reason'] as const,
+    registers,
+  });
+  const rankerErrors = new Counter({
+    name: 'rec_serving_ranker_errors_total',
+    help: 'Ranker failures; each request fell back to the heuristic',
+    labelNames: ['reason'] as const,
+    registers,
+  });
+  const modelVersion = new Gauge({
+    name: 'rec_serving_model_version',
+    help: 'Model version that ranked the latest request (value 1)',
+    labelNames: ['version'] as const,
+    registers,
+  });
+  let current: string | null = null;
+  return {
+    registry,
+    requestSeconds,
+    candidates,
+    redisRoundTrips,
+    degraded,
+    rankerErrors,
+    modelVersion,
+    setModelVersion(version) {
+      if (version === current) return;
+      modelVersion.reset();
+      modelVersion.labels(version).set(1);
+      current = version;
+    },
+  };
+}

@@ -1,0 +1,74 @@
+/**
+ * `npm run model -- fixture [--trees N] [--seed N] [--no-activate]` builds the LightGBM-shaped
+ * fixture ranker (until training lands), registers it and activates it;
+ * `npm run model -- list` lists the registry; `npm run model -- activate <version>`.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Redis } from 'ioredis';
+import { loadConfig } from '../../streams/config.ts';
+import { FEATURE_NAMES } from '../../streams/features/definitions.ts';
+import { keySpace } from '../../streams/features/keys.ts';
+import { buildFixtureModel } from './fixture.ts';
+import { loadModel } from './metadata.ts';
+import { activateModel, listModels, registerModel } from './registry.ts';
+
+async function main(): Promise<void> {
+  const { positionals, values } = parseArgs({
+    allowPositionals: true,
+    options: {
+      trees: { type: 'string', default: '500' },
+      seed: { type: 'string', default: '1' },
+      'no-activate': { type: 'boolean', default: false },
+    },
+  });
+  const config = loadConfig();
+  const keys = keySpace(process.env.REDIS_NAMESPACE ?? 'rec');
+  const redis = new Redis(config.redisUrl);
+  try {
+    const [command, arg] = positionals;
+    if (command === 'fixture') {
+      const dir = mkdtempSync(join(tmpdir(), 'rec-fixture-'));
+      try {
+        const built = await buildFixtureModel(dir, {
+          features: FEATURE_NAMES,
+          trees: Number(values.trees),
+          seed: Number(values.seed),
+        });
+        const model = await loadModel(built.onnxPath, built.metaPath, FEATURE_NAMES);
+        await registerModel(redis, keys, model);
+        console.log(
+          `registered ${model.meta.version} (${model.meta.trees} trees, ${model.bytes.length} bytes)`,
+        );
+        if (!values['no-activate']) {
+          await activateModel(redis, keys, model.meta.version);
+          console.log(`activated ${model.meta.version}`);
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    } else if (command === 'activate' && arg !== undefined) {
+      await activateModel(redis, keys, arg);
+      console.log(`activated ${arg}`);
+    } else if (command === 'list') {
+      for (const m of await listModels(redis, keys)) {
+        console.log(
+          `${m.version}\t${m.status}\t${new Date(m.registeredAt).toISOString()}\t${m.reason ?? ''}`,
+        );
+      }
+    } else {
+      throw new Error(
+        'usage: npm run model -- fixture [--trees N] [--seed N] [--no-activate] | list | activate <version>',
+      );
+    }
+  } finally {
+    redis.disconnect();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? err.message : String(err));
+  process.exit(1);
+});

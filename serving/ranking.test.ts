@@ -1,0 +1,177 @@
+/**
+ * The heuristic and the ranker plumbing, without Redis: hand-made candidates and states.
+ */
+import { describe, expect, it } from 'vitest';
+import { DAY_MS, logWeight } from '../streams/features/decay.ts';
+import { FEATURE_NAMES, featureVector } from '../streams/features/definitions.ts';
+import { HALF_LIVES } from '../streams/features/keys.ts';
+import type { ArticleState, CustomerState } from '../streams/features/state.ts';
+import type { Candidate } from './candidates.ts';
+import {
+  HEURISTIC_VERSION,
+  HEURISTIC_WEIGHTS,
+  heuristicScore,
+  heuristicSignals,
+  rankCandidates,
+  type Ranker,
+} from './ranking.ts';
+
+const NOW = Date.UTC(2020, 6, 1);
+
+const customer: CustomerState = {
+  customerId: 'c1',
+  n: 2,
+  units: 2,
+  spend: 0.05,
+  priceSum: 0.05,
+  first: NOW - 10 * DAY_MS,
+  last: NOW - 2 * DAY_MS,
+  channels: { '2': 2 },
+  recent: [],
+  bought: { b1: 2 },
+  affinity: {
+    _total: logWeight(NOW - 2 * DAY_MS, HALF_LIVES['30d']),
+    'pg:Shoes': logWeight(NOW - 2 * DAY_MS, HALF_LIVES['30d']),
+  },
+  meta: { age: '31' },
+};
+
+function article(id: string, sales: number, group: string): ArticleState {
+  const t = NOW - DAY_MS;
+  return {
+    articleId: id,
+    n: sales,
+    units: sales,
+    revenue: sales * 0.02,
+    priceSum: sales * 0.02,
+    first: sales > 0 ? t : null,
+    last: sales > 0 ? t : null,
+    popularity:
+      sales > 0
+        ? {
+            '1d': logWeight(t, HALF_LIVES['1d'], sales),
+            '7d': logWeight(t, HALF_LIVES['7d'], sales),
+            '30d': logWeight(t, HALF_LIVES['30d'], sales),
+          }
+        : {},
+    buyers: sales,
+    meta: { product_group_name: group, prod_name: `Name ${id}` },
+  };
+}
+
+const cand = (articleId: string, c: Partial<Candidate> = {}): Candidate => ({
+  articleId,
+  sources: ['trending_global'],
+  repurchase: null,
+  copurchase: null,
+  segment: null,
+  global: null,
+  ...c,
+});
+
+describe('heuristic-v1', () => {
+  it('has weights summing to 1', () => {
+    const sum = Object.values(HEURISTIC_WEIGHTS).reduce((s, w) => s + w, 0);
+    expect(sum).toBeCloseTo(1, 12);
+  });
+
+  it('computes each signal as documented', () => {
+    const candidates = [
+      cand('a', {
+        sources: ['copurchase', 'trending_global'],
+        copurchase: { logScore: 5, seed: 'b1' },
+      }),
+      cand('b', {
+        sources: ['copurchase', 'trending_segment'],
+        copurchase: { logScore: 5 - Math.LN2, seed: 'b1' },
+        segment: { score: 0.5, segment: 'channel:2' },
+      }),
+      cand('b1', {
+        sources: ['repurchase'],
+        repurchase: { lastBought: NOW - 30 * DAY_MS },
+      }),
+    ];
+    const arts = [
+      article('a', 4, 'Shoes'),
+      article('b', 2, 'Accessories'),
+      article('b1', 0, 'Shoes'),
+    ];
+    const rows = arts.map((a) => featureVector(FEATURE_NAMES, { customer, article: a, now: NOW }));
+    const s = heuristicSignals(candidates, FEATURE_NAMES, rows, NOW);
+    expect(s[0]?.copurchase).toBeCloseTo(1, 12);
+    expect(s[1]?.copurchase).toBeCloseTo(0.5, 12);
+    expect(s[2]?.copurchase).toBe(0);
+    expect(s[1]?.segment).toBe(0.5);
+    expect(s[0]?.popularity).toBeCloseTo(1, 12);
+    expect(s[1]?.popularity).toBeCloseTo(0.5, 12);
+    expect(s[2]?.popularity).toBe(0);
+    // Only the product-group affinity is finite for a Shoes article (share 1); mean over finite.
+    expect(s[0]?.affinity).toBeCloseTo(
+      rows[0]!
+        .filter((_, j) => FEATURE_NAMES[j]!.startsWith('p_aff_'))
+        .filter(Number.isFinite)
+        .reduce((x, y) => x + y, 0) /
+        rows[0]!.filter((_, j) => FEATURE_NAMES[j]!.startsWith('p_aff_')).filter(Number.isFinite)
+          .length,
+      12,
+    );
+    expect(s[2]?.repurchase).toBeCloseTo(0.5, 12);
+    expect(heuristicScore(s[0]!)).toBeCloseTo(
+      HEURISTIC_WEIGHTS.copurchase * 1 +
+        HEURISTIC_WEIGHTS.popularity * 1 +
+        HEURISTIC_WEIGHTS.affinity * s[0]!.affinity,
+      12,
+    );
+  });
+
+  it('ranks with the heuristic when there is no ranker', async () => {
+    const candidates = [cand('low'), cand('high')];
+    const articles = new Map([
+      ['low', article('low', 1, 'Accessories')],
+      ['high', article('high', 9, 'Accessories')],
+    ]);
+    const out = await rankCandidates(
+      { candidates, customer, articles, now: NOW, explain: false },
+      null,
+      { timeoutMs: 100 },
+    );
+    expect(out.modelVersion).toBe(HEURISTIC_VERSION);
+    expect(out.fallback).toBeNull();
+    expect(out.items.map((i) => i.candidate.articleId)).toEqual(['high', 'low']);
+  });
+});
+
+describe('rankCandidates with a ranker', () => {
+  const candidates = [cand('x'), cand('y'), cand('z')];
+  const articles = new Map(
+    ['x', 'y', 'z'].map((id, i) => [id, article(id, i + 1, 'Shoes')] as const),
+  );
+  const input = { candidates, customer, articles, now: NOW, explain: true };
+
+  it('orders by the returned scores and reports the version that scored', async () => {
+    const ranker: Ranker = {
+      version: 'm1',
+      features: ['a_purchases'],
+      score: (f, rows) =>
+        Promise.resolve({ scores: f.map((v) => -v).subarray(0, rows), version: 'm1-swapped' }),
+    };
+    const out = await rankCandidates(input, ranker, { timeoutMs: 100 });
+    expect(out.items.map((i) => i.candidate.articleId)).toEqual(['x', 'y', 'z']);
+    expect(out.items.map((i) => i.score)).toEqual([-1, -2, -3]);
+    expect(out.modelVersion).toBe('m1-swapped');
+    expect(out.items[0]?.features).toEqual({ a_purchases: 1 });
+  });
+
+  it.each([
+    ['wrong count', () => Promise.resolve({ scores: new Float32Array(1), version: 'm' })],
+    ['NaN score', () => Promise.resolve({ scores: new Float32Array([1, NaN, 2]), version: 'm' })],
+    ['rejection', () => Promise.reject(new Error('boom'))],
+  ])('falls back to the heuristic on a %s', async (_name, score) => {
+    const ranker: Ranker = { version: 'm', features: ['a_purchases'], score };
+    const out = await rankCandidates(input, ranker, { timeoutMs: 100 });
+    expect(out.fallback?.reason).toBe('ranker_error');
+    expect(out.modelVersion).toBe(HEURISTIC_VERSION);
+    expect(out.items).toHaveLength(3);
+    expect(Object.keys(out.items[0]?.features ?? {})).toEqual([...FEATURE_NAMES]);
+  });
+});

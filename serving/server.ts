@@ -1,0 +1,120 @@
+/**
+ * Wiring of one serving instance: Redis clients, the live model (active version from the registry,
+ * hot-swapped on activation announcements), the degraded-mode trending cache, the Hono app and the
+ * HTTP server. `main.ts` calls it with settings from the environment; the demo and the tests call
+ * it directly.
+ */
+import type { AddressInfo } from 'node:net';
+import { serve, type ServerType } from '@hono/node-server';
+import { Redis } from 'ioredis';
+import { FEATURE_NAMES } from '../streams/features/definitions.ts';
+import type { KeySpace } from '../streams/features/keys.ts';
+import type { Logger } from '../streams/logger.ts';
+import { createApp, DEFAULT_SERVING_CONFIG, type ServingConfig } from './app.ts';
+import { createServingMetrics, type ServingMetrics } from './metrics.ts';
+import { LiveModel, type SwapOutcome } from './model/live.ts';
+import { watchActivations } from './model/registry.ts';
+import { TrendingCache } from './trending-cache.ts';
+
+export interface ServingOptions {
+  redisUrl: string;
+  keys: KeySpace;
+  logger: Logger;
+  port: number;
+  host?: string;
+  /** Scorer worker threads (one ONNX session each). */
+  workers?: number;
+  config?: Partial<ServingConfig>;
+  /** Fixed event-time "now" (tests); by default the latest event time a request reads. */
+  now?: () => number;
+  onSwap?: (o: SwapOutcome) => void;
+}
+
+export interface ServingHandle {
+  /** Base URL, e.g. http://127.0.0.1:8080 */
+  readonly url: string;
+  readonly live: LiveModel;
+  readonly metrics: ServingMetrics;
+  close(): Promise<void>;
+}
+
+export async function startServing(opts: ServingOptions): Promise<ServingHandle> {
+  const log = opts.logger.child({ module: 'serving' });
+  // Fail fast when Redis is gone: the degraded path answers from the trending cache instead.
+  const redis = new Redis(opts.redisUrl, {
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: false,
+    commandTimeout: 500,
+    lazyConnect: true,
+  });
+  await redis.connect();
+  const subscriber = new Redis(opts.redisUrl, { lazyConnect: true });
+  await subscriber.connect();
+  const metrics = createServingMetrics({ defaults: true });
+  const live = new LiveModel(
+    redis,
+    opts.keys,
+    FEATURE_NAMES,
+    opts.logger,
+    opts.workers ?? 2,
+    (o) => {
+      log.info(o, 'model swap');
+      opts.onSwap?.(o);
+    },
+  );
+  const stopWatching = await watchActivations(subscriber, opts.keys, (version) => {
+    void live.activate(version);
+  });
+  await live.loadActive();
+  const config: ServingConfig = { ...DEFAULT_SERVING_CONFIG, ...opts.config };
+  const trendingCache = new TrendingCache({
+    redis,
+    keys: opts.keys,
+    logger: opts.logger,
+    capacity: config.trendingCacheSize,
+    refreshMs: config.trendingCacheRefreshMs,
+  });
+  await trendingCache.refresh().catch((err: unknown) => {
+    log.warn(
+      { err: err instanceof Error ? err.message : String(err) },
+      'trending cache empty at start',
+    );
+  });
+  trendingCache.start();
+  const app = createApp({
+    redis,
+    keys: opts.keys,
+    ranker: () => live.ranker(),
+    logger: opts.logger,
+    metrics,
+    config,
+    trendingCache,
+    ...(opts.now === undefined ? {} : { now: opts.now }),
+  });
+  const server: ServerType = await new Promise((resolve) => {
+    const s = serve({ fetch: app.fetch, port: opts.port, hostname: opts.host ?? '0.0.0.0' }, () => {
+      resolve(s);
+    });
+  });
+  const address = server.address() as AddressInfo;
+  const host = opts.host === undefined || opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host;
+  const url = `http://${host}:${address.port}`;
+  log.info({ url, model: live.version ?? 'heuristic' }, 'serving');
+  return {
+    url,
+    live,
+    metrics,
+    async close() {
+      await new Promise<void>((resolve) =>
+        server.close(() => {
+          resolve();
+        }),
+      );
+      trendingCache.stop();
+      await stopWatching();
+      await live.close();
+      subscriber.disconnect();
+      redis.disconnect();
+    },
+  };
+}

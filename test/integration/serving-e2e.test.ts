@@ -1,0 +1,215 @@
+/**
+ * Serving end to end over HTTP on the real stack: a generated H&M-layout folder is loaded into
+ * Kafka and processed into Redis by the real processors; the API serves it with a fixture ONNX
+ * ranker from the model registry; a new model is activated under concurrent requests (zero
+ * failures); models serving cannot run (unknown feature, tampered bytes) are refused and the
+ * current one keeps serving.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { bootstrap } from '../../streams/bootstrap.ts';
+import { FEATURE_NAMES } from '../../streams/features/definitions.ts';
+import { keySpace } from '../../streams/features/keys.ts';
+import { runLoad, type LoadReport } from '../../streams/loader/run.ts';
+import { createIdempotentProducer } from '../../streams/producer.ts';
+import { createProcessorMetrics } from '../../processors/metrics.ts';
+import { startProcessors } from '../../processors/run.ts';
+import { buildFixtureModel } from '../../serving/model/fixture.ts';
+import { loadModel, type LoadedModel } from '../../serving/model/metadata.ts';
+import type { SwapOutcome } from '../../serving/model/live.ts';
+import { activateModel, readModel, registerModel } from '../../serving/model/registry.ts';
+import { startServing, type ServingHandle } from '../../serving/server.ts';
+import { generateDataset } from '../fixtures/generate.ts';
+import { stackContext, waitFor } from '../helpers.ts';
+
+interface RecResponse {
+  customer_id: string;
+  items: { article_id: string; score: number; rank: number; sources: string[] }[];
+  model_version: string;
+  degraded: boolean;
+  cold_start: boolean;
+}
+
+describe('serving over HTTP on the real stack', () => {
+  const ctx = stackContext('serving');
+  const ns = `s${randomUUID().slice(0, 8)}`;
+  const keys = keySpace(ns);
+  const dir = mkdtempSync(join(tmpdir(), 'rec-serving-'));
+  const redis = new Redis(ctx.config.redisUrl);
+  const swaps: SwapOutcome[] = [];
+  let serving: ServingHandle;
+  let report: LoadReport;
+  let modelA: LoadedModel;
+  let modelB: LoadedModel;
+  let customers: string[];
+
+  beforeAll(async () => {
+    generateDataset(join(dir, 'data'), { customers: 60, articles: 120, purchases: 1500, seed: 21 });
+    report = await runLoad({
+      config: { ...ctx.config, topicPrefix: ctx.prefix },
+      logger: ctx.logger,
+      dataDir: join(dir, 'data'),
+      progress: false,
+    });
+    const { codecs } = await bootstrap(ctx);
+    const producer = createIdempotentProducer(ctx.kafka);
+    await producer.connect();
+    const running = await startProcessors({
+      kafka: ctx.kafka,
+      redis,
+      codecs,
+      topics: ctx.topics,
+      keys,
+      logger: ctx.logger,
+      metrics: createProcessorMetrics(false),
+      dlqProducer: producer,
+      groupPrefix: `serving-${ns}`,
+    });
+    await running.caughtUp(60_000);
+    await running.stop();
+    await producer.disconnect();
+
+    const build = async (seed: number) => {
+      const out = join(dir, `model-${seed}`);
+      const b = await buildFixtureModel(out, { trees: 100, seed, version: `fixture-e2e-${seed}` });
+      return loadModel(b.onnxPath, b.metaPath, FEATURE_NAMES);
+    };
+    [modelA, modelB] = await Promise.all([build(1), build(2)]);
+    await registerModel(redis, keys, modelA);
+    await activateModel(redis, keys, modelA.meta.version);
+    customers = (await redis.keys(`${ns}:{u:*}:stats`)).map(
+      (k) => k.split('{u:')[1]!.split('}')[0]!,
+    );
+
+    serving = await startServing({
+      redisUrl: ctx.config.redisUrl,
+      keys,
+      logger: ctx.logger,
+      port: 0,
+      host: '127.0.0.1',
+      now: () => report.lastEventTime ?? Date.now(),
+      onSwap: (o) => swaps.push(o),
+    });
+  });
+
+  afterAll(async () => {
+    await serving.close();
+    let cursor = '0';
+    do {
+      const [next, batch] = await redis.scan(cursor, 'MATCH', `${ns}:*`, 'COUNT', 1000);
+      cursor = next;
+      if (batch.length > 0) await redis.unlink(...batch);
+    } while (cursor !== '0');
+    redis.disconnect();
+    rmSync(dir, { recursive: true, force: true });
+    await ctx.cleanup();
+  });
+
+  const get = async (path: string) => {
+    const res = await fetch(`${serving.url}${path}`);
+    return { status: res.status, body: (await res.json()) as RecResponse };
+  };
+
+  it('ranks a known customer with the active ONNX model and answers a cold customer', async () => {
+    expect(customers.length).toBeGreaterThan(20);
+    const known = await get(`/v1/recommendations/${customers[0]}?k=12`);
+    expect(known.status).toBe(200);
+    expect(known.body.model_version).toBe(modelA.meta.version);
+    expect(known.body.items).toHaveLength(12);
+    expect(known.body.cold_start).toBe(false);
+    expect(known.body.items.map((i) => i.rank)).toEqual(
+      Array.from({ length: 12 }, (_, i) => i + 1),
+    );
+    const scores = known.body.items.map((i) => i.score);
+    expect([...scores].sort((a, b) => b - a)).toEqual(scores);
+
+    const cold = await get('/v1/recommendations/nobody-we-know?k=5');
+    expect(cold.status).toBe(200);
+    expect(cold.body.cold_start).toBe(true);
+    expect(cold.body.items.length).toBe(5);
+
+    const bad = await fetch(`${serving.url}/v1/recommendations/${customers[0]}?k=500`);
+    expect(bad.status).toBe(400);
+    expect(JSON.stringify(await bad.json())).toContain('k');
+  });
+
+  it('hot-swaps to a newly activated model under concurrent requests without a single failure', async () => {
+    await registerModel(redis, keys, modelB);
+    const statuses: number[] = [];
+    const versions = new Set<string>();
+    let swappedAtWave: number | null = null;
+    let wave = 0;
+    const waves = async () => {
+      // Keep requests in flight before, during and for a few waves after the swap.
+      for (; wave < 300; wave++) {
+        if (swappedAtWave !== null && wave >= Math.max(10, swappedAtWave + 5)) break;
+        const batch = await Promise.all(
+          Array.from({ length: 16 }, (_, i) =>
+            get(`/v1/recommendations/${customers[(wave * 16 + i) % customers.length]}?k=12`),
+          ),
+        );
+        for (const r of batch) {
+          statuses.push(r.status);
+          versions.add(r.body.model_version);
+        }
+      }
+    };
+    const load = waves();
+    await new Promise((r) => setTimeout(r, 100));
+    await activateModel(redis, keys, modelB.meta.version);
+    await waitFor('the swap', () => swaps.some((s) => s.version === modelB.meta.version), 20_000);
+    swappedAtWave = wave;
+    await load;
+    expect(statuses.length).toBeGreaterThan(100);
+    expect(statuses.every((s) => s === 200)).toBe(true);
+    expect([...versions].sort()).toEqual([modelA.meta.version, modelB.meta.version].sort());
+    expect((await get(`/v1/recommendations/${customers[1]}`)).body.model_version).toBe(
+      modelB.meta.version,
+    );
+  });
+
+  it('refuses a model with a feature it cannot produce, or tampered bytes, and keeps the current one', async () => {
+    const current = serving.live.version;
+    expect(current).not.toBeNull();
+    const unknown = await buildFixtureModel(join(dir, 'model-unknown'), {
+      features: [...FEATURE_NAMES, 'x_not_a_feature'],
+      trees: 20,
+      seed: 3,
+      version: 'fixture-unknown-feature',
+    });
+    const withUnknown = await loadModel(unknown.onnxPath, unknown.metaPath, [
+      ...FEATURE_NAMES,
+      'x_not_a_feature',
+    ]);
+    await registerModel(redis, keys, withUnknown);
+    await activateModel(redis, keys, 'fixture-unknown-feature');
+    await waitFor(
+      'refusal',
+      () => swaps.find((s) => s.version === 'fixture-unknown-feature'),
+      20_000,
+    );
+    expect(swaps.find((s) => s.version === 'fixture-unknown-feature')).toMatchObject({
+      outcome: 'rejected',
+      reason: expect.stringContaining('x_not_a_feature') as string,
+    });
+    expect((await readModel(redis, keys, 'fixture-unknown-feature'))?.status).toBe('rejected');
+
+    const tampered = {
+      meta: { ...modelA.meta, version: 'fixture-tampered' },
+      bytes: modelA.bytes.subarray(0, modelA.bytes.length >> 1),
+    };
+    await registerModel(redis, keys, tampered);
+    await activateModel(redis, keys, 'fixture-tampered');
+    await waitFor('refusal', () => swaps.find((s) => s.version === 'fixture-tampered'), 20_000);
+    expect(swaps.find((s) => s.version === 'fixture-tampered')?.outcome).toBe('rejected');
+
+    expect(serving.live.version).toBe(current);
+    const after = await get(`/v1/recommendations/${customers[2]}`);
+    expect(after.status).toBe(200);
+    expect(after.body.model_version).toBe(current);
+  });
+});
