@@ -4,7 +4,10 @@
  *     REDIS_URL);
  *  2. create topics, register schemas, load an H&M-layout folder (default ../shared/data/hm-sample
  *     beside the checkout) into Kafka;
- *  3. run the processors over it until they have caught up, and print live features.
+ *  3. run the processors over it until they have caught up, and print live features;
+ *  4. make sure a ranking model is active (until training lands: the LightGBM-shaped fixture
+ *     ranker, clearly named `fixture-*`), start the API and print ready-to-paste curl lines.
+ * The API stays up until Ctrl-C (`--exit` stops after a self-check request instead).
  * `training/` sits at the top of the import graph (it drives both processors and serving code),
  * so the end-to-end demo lives here.
  */
@@ -24,6 +27,14 @@ import { ensureStack } from '../streams/stack/stack.ts';
 import { topics as makeTopics } from '../streams/topics.ts';
 import { createProcessorMetrics } from '../processors/metrics.ts';
 import { startProcessors } from '../processors/run.ts';
+import { FEATURE_NAMES } from '../streams/features/definitions.ts';
+import { buildFixtureModel } from '../serving/model/fixture.ts';
+import { loadModel } from '../serving/model/metadata.ts';
+import { activateModel, activeVersion, registerModel } from '../serving/model/registry.ts';
+import { startServing } from '../serving/server.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const DEFAULT_DATA = fileURLToPath(new URL('../../shared/data/hm-sample', import.meta.url));
 const day = (t: number | null) => (t === null ? '-' : new Date(t).toISOString().slice(0, 10));
@@ -42,7 +53,12 @@ async function names(redis: Redis, keys: KeySpace, ids: string[]): Promise<Map<s
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { data: { type: 'string' }, 'no-progress': { type: 'boolean', default: false } },
+    options: {
+      data: { type: 'string' },
+      'no-progress': { type: 'boolean', default: false },
+      exit: { type: 'boolean', default: false },
+      port: { type: 'string', default: process.env.SERVING_PORT ?? '8080' },
+    },
   });
   const dataDir = values.data ?? DEFAULT_DATA;
   if (!existsSync(dataDir)) {
@@ -54,7 +70,7 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, 'demo');
 
-  console.log('== 1/3 stack');
+  console.log('== 1/4 stack');
   const t0 = performance.now();
   const endpoints = await ensureStack(config, (line) => {
     console.log(`  ${line}`);
@@ -62,11 +78,11 @@ async function main(): Promise<void> {
   console.log(`  stack ready in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   const live = Object.freeze({ ...config, ...endpoints });
 
-  console.log(`== 2/3 load ${dataDir}`);
+  console.log(`== 2/4 load ${dataDir}`);
   const report = await runLoad({ config: live, logger, dataDir, progress: !values['no-progress'] });
   for (const line of describeLoad(report)) console.log(line);
 
-  console.log('== 3/3 processors');
+  console.log('== 3/4 processors');
   const kafka = createKafka(live.kafkaBrokers, 'rec-demo', logger);
   const topics = makeTopics(live.topicPrefix);
   const { codecs } = await bootstrap({
@@ -141,7 +157,58 @@ async function main(): Promise<void> {
       }
     }
   }
+
+  console.log('\n== 4/4 serving');
+  let version = await activeVersion(redis, keys);
+  if (version === null) {
+    const dir = mkdtempSync(join(tmpdir(), 'rec-demo-model-'));
+    try {
+      const built = await buildFixtureModel(dir, { features: FEATURE_NAMES, trees: 500, seed: 1 });
+      const model = await loadModel(built.onnxPath, built.metaPath, FEATURE_NAMES);
+      await registerModel(redis, keys, model);
+      await activateModel(redis, keys, model.meta.version);
+      version = model.meta.version;
+      console.log(
+        `  no trained model yet: activated the fixture ranker ${version} (500 trees, not trained)`,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  } else {
+    console.log(`  active model: ${version}`);
+  }
   redis.disconnect();
+  const serving = await startServing({
+    redisUrl: live.redisUrl,
+    keys,
+    logger,
+    port: Number(values.port),
+  });
+  const known = customerId ?? 'unknown-customer';
+  const lines = [
+    `curl -s '${serving.url}/v1/recommendations/${known}?k=12' | jq .`,
+    `curl -s '${serving.url}/v1/recommendations/someone-new?k=12' | jq .`,
+    `curl -s '${serving.url}/v1/recommendations/${known}?k=5&explain=true' | jq .`,
+    `curl -s '${serving.url}/v1/trending?segment=channel:2&k=10' | jq .`,
+    `open ${serving.url}/docs`,
+  ];
+  console.log(`  API up at ${serving.url} (model ${serving.live.version ?? 'heuristic'}); try:`);
+  for (const l of lines) console.log(`    ${l}`);
+  const check = await fetch(`${serving.url}/v1/recommendations/${known}?k=3`);
+  const body = (await check.json()) as { items?: { article_id: string }[]; model_version?: string };
+  console.log(
+    `  self-check: HTTP ${check.status}, ${body.items?.length ?? 0} items from ${body.model_version ?? '?'}`,
+  );
+  if (values.exit) {
+    await serving.close();
+    return;
+  }
+  console.log('  (Ctrl-C to stop)');
+  const stop = () => {
+    void serving.close().then(() => process.exit(0));
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
 }
 
 main().catch((err: unknown) => {
