@@ -32,6 +32,7 @@ import { buildFixtureModel } from '../serving/model/fixture.ts';
 import { loadModel } from '../serving/model/metadata.ts';
 import { activateModel, activeVersion, registerModel } from '../serving/model/registry.ts';
 import { startServing } from '../serving/server.ts';
+import { ensurePythonEnv } from './venv.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -161,6 +162,9 @@ async function main(): Promise<void> {
   console.log('\n== 4/4 serving');
   let version = await activeVersion(redis, keys);
   if (version === null) {
+    ensurePythonEnv((line) => {
+      console.log(`  ${line}`);
+    });
     const dir = mkdtempSync(join(tmpdir(), 'rec-demo-model-'));
     try {
       const built = await buildFixtureModel(dir, { features: FEATURE_NAMES, trees: 500, seed: 1 });
