@@ -24,6 +24,7 @@ import { consumerLag } from '../streams/admin.ts';
 import { loadConfig } from '../streams/config.ts';
 import { runConsumer } from '../streams/consumer.ts';
 import { keySpace } from '../streams/features/keys.ts';
+import { deleteNamespace } from '../streams/features/state.ts';
 import { createKafka, createRegistryClient } from '../streams/kafka.ts';
 import { createLogger } from '../streams/logger.ts';
 import { readDataset } from '../streams/loader/dataset.ts';
@@ -297,12 +298,7 @@ async function main(): Promise<void> {
       .deleteTopics({ topics: allTopics(topics).flatMap((d) => [d.name, d.dlq]) })
       .catch(() => undefined);
     await admin.disconnect();
-    let cursor = '0';
-    do {
-      const [next, batch] = await redis.scan(cursor, 'MATCH', `${ns}:*`, 'COUNT', 5000);
-      cursor = next;
-      if (batch.length > 0) await redis.unlink(...batch);
-    } while (cursor !== '0');
+    await deleteNamespace(redis, keys);
     redis.disconnect();
   }
 }

@@ -207,3 +207,15 @@ export async function copurchaseTop(
   const flat = await redis.zrevrange(keys.article(articleId).copurchase, 0, n - 1, 'WITHSCORES');
   return scored(flat, now, COPURCHASE_HALF_LIFE);
 }
+
+/** Delete every key of a namespace (tests, benchmarks, training rebuilds); returns the count. */
+export async function deleteNamespace(redis: Redis, keys: KeySpace): Promise<number> {
+  let cursor = '0';
+  let deleted = 0;
+  do {
+    const [next, batch] = await redis.scan(cursor, 'MATCH', keys.pattern, 'COUNT', 5000);
+    cursor = next;
+    if (batch.length > 0) deleted += await redis.unlink(...batch);
+  } while (cursor !== '0');
+  return deleted;
+}

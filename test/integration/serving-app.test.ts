@@ -23,6 +23,7 @@ import { FEATURE_NAMES, featureVector } from '../../streams/features/definitions
 import { keySpace, type KeySpace } from '../../streams/features/keys.ts';
 import {
   copurchaseTop,
+  deleteNamespace,
   readArticles,
   readCustomers,
   trendingTop,
@@ -259,14 +260,7 @@ describe('serving API on the real Redis', () => {
   });
 
   afterAll(async () => {
-    if (ns) {
-      let cursor = '0';
-      do {
-        const [next, batch] = await admin.scan(cursor, 'MATCH', `${ns}:*`, 'COUNT', 1000);
-        cursor = next;
-        if (batch.length > 0) await admin.del(...batch);
-      } while (cursor !== '0');
-    }
+    if (ns) await deleteNamespace(admin, keySpace(ns));
     admin.disconnect();
     client.disconnect();
     for (const c of extraClients) c.disconnect();

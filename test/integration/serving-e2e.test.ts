@@ -14,6 +14,7 @@ import { Redis } from 'ioredis';
 import { bootstrap } from '../../streams/bootstrap.ts';
 import { FEATURE_NAMES } from '../../streams/features/definitions.ts';
 import { keySpace } from '../../streams/features/keys.ts';
+import { deleteNamespace } from '../../streams/features/state.ts';
 import { runLoad, type LoadReport } from '../../streams/loader/run.ts';
 import { createIdempotentProducer } from '../../streams/producer.ts';
 import { createProcessorMetrics } from '../../processors/metrics.ts';
@@ -98,12 +99,7 @@ describe('serving over HTTP on the real stack', () => {
 
   afterAll(async () => {
     await serving.close();
-    let cursor = '0';
-    do {
-      const [next, batch] = await redis.scan(cursor, 'MATCH', `${ns}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (batch.length > 0) await redis.unlink(...batch);
-    } while (cursor !== '0');
+    await deleteNamespace(redis, keys);
     redis.disconnect();
     rmSync(dir, { recursive: true, force: true });
     await ctx.cleanup();
