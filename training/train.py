@@ -1,0 +1,779 @@
+"""Train the LambdaRank ranker (LightGBM), tune it with Optuna, export it to ONNX.
+
+    .venv/bin/python training/train.py --rows train.arrow --valid valid.arrow --out DIR \
+        [--trials 10] [--seed 42] [--version NAME] [--num-boost-round 500] [--early-stopping 30]
+
+    .venv/bin/python training/train.py --check-parity DIR/model.onnx --meta DIR/model.json \
+        --valid valid.arrow [--booster DIR/model.lgb.txt]
+
+Input: Arrow IPC files (file format = Feather v2, or the stream format) written by the TypeScript
+row builder: `qid` (int64, one query = one customer x cutoff; the rows of a query are
+contiguous), `customer_id`, `article_id`, `cutoff` (int64 ms), `label` (> 0: bought in the week
+after the cutoff), then one float32 column per feature. The schema metadata holds `features` (JSON
+array of the feature columns, in model input order) and `cutoffs` (JSON array of ms). Missing
+values are NaN (Arrow nulls are read as NaN too).
+
+Training: LightGBM `objective=lambdarank`, `metric=map`, `eval_at=[12]`, one group per qid,
+early stopping on the validation file (LightGBM's own map@12, which scores a query without a
+positive as 1: a constant that does not move the best iteration). Training queries without any
+positive carry no LambdaRank gradient and are dropped (metrics: train_queries = the queries
+trained on, dropped_train_queries_without_positive); validation keeps every query. Optuna (TPESampler(seed), the first trial LightGBM-ish defaults) searches
+num_leaves, learning_rate, min_data_in_leaf, feature_fraction, bagging_fraction, lambda_l2 and
+max_depth, maximising `map_at_k` below on the validation file; the best trial's booster, cut at
+its best iteration, is kept (training is deterministic: deterministic=True, force_col_wise,
+num_threads=2, seed).
+
+MAP@12 (`map_at_k`, `average_precision_at_k`), the definition of the TypeScript evaluation:
+  * per query, rank its rows by score, descending; equal scores keep the order of the rows in the
+    file (a stable sort);
+  * the top 12 are the first 12 entries of that list; an article repeated in it counts once: a
+    later occurrence still takes its position but is never a hit (the Kaggle `apk` convention, as
+    `apAtK` in training/metrics.ts);
+  * relevant = the distinct articles of the query with label > 0 (so it is measured over the
+    candidates: a purchase that was not a candidate is not counted);
+  * AP@12 = sum_{k=1..12} P(k) * rel(k) / min(|relevant|, 12), where P(k) = relevant among the top
+    k / k and rel(k) = 1 when the article at position k is relevant and not already higher up;
+    AP@12 = 0 for a query with no relevant article;
+  * MAP@12 = the mean of AP@12 over ALL queries of the file (those without a purchase count as 0).
+
+Export: onnxmltools `convert_lightgbm`, input `input` float [N, F]; the LambdaRank export is one
+`TreeEnsembleRegressor` (ai.onnx.ml) + `Identity`, output `variable` float [N, 1] (the names are
+read from the graph and written to model.json); opsets "" 8 and ai.onnx.ml 1, IR 4, which
+onnxruntime-node 1.30 loads. Before anything is written, ONNX Runtime's scores
+on every validation row (plus one all-NaN row) are compared with `booster.predict`; a max absolute
+difference above 1e-4 fails the run ("parity check failed: ...") and no model is written.
+
+Output in --out: model.onnx, model.lgb.txt (the booster, best iteration only), model.json (read by
+serving/model/metadata.ts; see `build_meta`), and one JSON summary line on stdout. Progress goes
+to stderr, one line per Optuna trial.
+
+MLflow: when MLFLOW_TRACKING_URI is set and mlflow is importable, params, metrics and the three
+files are logged to a run named after the version (failures there only warn).
+
+Exit codes: 0 ok, 1 bad input / too little data, 2 bad arguments, 3 parity check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+# LightGBM's OpenMP threads sleep instead of spinning while they wait: on a 2-core machine
+# shared with other work, spinning made a 10-trial search 5-8x slower (81 s vs 10 s measured).
+# Must be set before lightgbm (libgomp) is loaded; an explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+
+K = 12
+PARITY_TOLERANCE = 1e-4
+INPUT_NAME = "input"
+FIXED_COLUMNS = ("qid", "customer_id", "article_id", "cutoff", "label")
+EXIT_INPUT = 1
+EXIT_PARITY = 3
+
+
+class TrainError(Exception):
+    """A failure the user can act on; main prints the message and exits with `code`."""
+
+    def __init__(self, message: str, code: int = EXIT_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def log(message: str) -> None:
+    print(f"train: {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# MAP@12
+
+
+def average_precision_at_k(
+    ranked: Iterable[Hashable], relevant: Iterable[Hashable], k: int = K
+) -> float:
+    """AP@k of a ranked list (best first) against a set of relevant items; see the module doc.
+
+    A repeated item keeps its position but is never a hit again; no relevant item gives 0.
+    """
+    rel = set(relevant)
+    if not rel or k <= 0:
+        return 0.0
+    seen: set[Hashable] = set()
+    hits = 0
+    total = 0.0
+    for position, item in enumerate(ranked, start=1):
+        if position > k:
+            break
+        if item in seen:
+            continue
+        seen.add(item)
+        if item in rel:
+            hits += 1
+            total += hits / position
+    return total / min(len(rel), k)
+
+
+def query_bounds(qid: np.ndarray) -> np.ndarray:
+    """Start offsets of each run of equal qids, plus len(qid) at the end."""
+    n = len(qid)
+    if n == 0:
+        return np.zeros(1, dtype=np.int64)
+    change = np.flatnonzero(qid[1:] != qid[:-1]) + 1
+    return np.concatenate(([0], change, [n])).astype(np.int64)
+
+
+def map_at_k(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    bounds: np.ndarray,
+    items: np.ndarray | None = None,
+    k: int = K,
+) -> tuple[float, np.ndarray]:
+    """MAP@k over all queries (rows bounds[i]:bounds[i+1]); returns (mean, AP per query).
+
+    `items` identifies the article of each row (a repeated article is a hit at most once); without
+    it every row is a distinct item.
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels).reshape(-1)
+    if items is None:
+        items = np.arange(len(scores))
+    nq = len(bounds) - 1
+    ap = np.zeros(nq, dtype=np.float64)
+    for q in range(nq):
+        s, e = int(bounds[q]), int(bounds[q + 1])
+        lab = labels[s:e]
+        positive = lab > 0
+        if not positive.any():
+            continue
+        its = items[s:e]
+        order = np.argsort(-scores[s:e], kind="stable")
+        ap[q] = average_precision_at_k(its[order].tolist(), its[positive].tolist(), k)
+    return (float(ap.mean()) if nq else 0.0), ap
+
+
+# --------------------------------------------------------------------------------------------
+# Input
+
+
+@dataclass
+class RankData:
+    path: Path
+    features: list[str]
+    cutoffs: list[int]
+    x: np.ndarray  # float32 [N, F]
+    y: np.ndarray  # int32 [N]
+    qid: np.ndarray  # int64 [N]
+    items: np.ndarray  # int64 [N], article codes (equal code = same article within the file)
+    bounds: np.ndarray  # int64 [Q + 1]
+
+    @property
+    def rows(self) -> int:
+        return len(self.y)
+
+    @property
+    def queries(self) -> int:
+        return len(self.bounds) - 1
+
+    def positives_per_query(self) -> np.ndarray:
+        if self.rows == 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.add.reduceat((self.y > 0).astype(np.int64), self.bounds[:-1])
+
+    def subset_queries(self, keep: np.ndarray) -> RankData:
+        sizes = np.diff(self.bounds)
+        mask = np.repeat(keep, sizes)
+        kept = sizes[keep]
+        return RankData(
+            self.path,
+            self.features,
+            self.cutoffs,
+            self.x[mask],
+            self.y[mask],
+            self.qid[mask],
+            self.items[mask],
+            np.concatenate(([0], np.cumsum(kept))).astype(np.int64),
+        )
+
+
+def _read_table(path: Path) -> Any:
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    if not path.is_file():
+        raise TrainError(f"missing file: {path} does not exist (or is not a file)")
+    try:
+        with pa.OSFile(str(path), "rb") as src:
+            try:
+                return ipc.open_file(src).read_all()
+            except pa.ArrowInvalid:
+                src.seek(0)
+                return ipc.open_stream(src).read_all()
+    except (pa.ArrowInvalid, OSError) as err:
+        raise TrainError(f"{path}: not an Arrow IPC file or stream: {err}") from err
+
+
+def _meta_json(table: Any, key: str, path: Path) -> Any:
+    meta = table.schema.metadata or {}
+    raw = meta.get(key.encode())
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as err:
+        raise TrainError(f"{path}: schema metadata '{key}' is not JSON: {err}") from err
+
+
+def read_rows(path: Path, expect_features: Sequence[str] | None = None) -> RankData:
+    """Read and check one rows file (see the module doc); features in model order."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = _read_table(path)
+    names = table.column_names
+    missing = [c for c in ("qid", "article_id", "label") if c not in names]
+    if missing:
+        raise TrainError(f"{path}: missing column(s) {', '.join(missing)} (columns: {names})")
+
+    features = _meta_json(table, "features", path)
+    if features is None:
+        features = [
+            c
+            for c in names
+            if c not in FIXED_COLUMNS
+            and (pa.types.is_floating(table.schema.field(c).type)
+                 or pa.types.is_integer(table.schema.field(c).type))
+        ]
+    if not isinstance(features, list) or not all(isinstance(f, str) and f for f in features):
+        raise TrainError(f"{path}: schema metadata 'features' must be a JSON array of names")
+    if not features:
+        raise TrainError(
+            f"{path}: no feature columns (expected float32 columns after "
+            f"{', '.join(FIXED_COLUMNS)}, listed in the schema metadata 'features')"
+        )
+    if len(set(features)) != len(features):
+        raise TrainError(f"{path}: schema metadata 'features' lists a feature twice")
+    absent = [f for f in features if f not in names]
+    if absent:
+        raise TrainError(f"{path}: feature column(s) listed in metadata but absent: {absent}")
+    if expect_features is not None and list(features) != list(expect_features):
+        raise TrainError(
+            f"{path}: its features {features} differ from the model's / training file's "
+            f"{list(expect_features)} (same names in the same order are needed)"
+        )
+
+    n = table.num_rows
+    x = np.empty((n, len(features)), dtype=np.float32)
+    for j, f in enumerate(features):
+        col = table.column(f)
+        if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
+            raise TrainError(f"{path}: feature column {f} is {col.type}, not a number")
+        x[:, j] = col.to_numpy().astype(np.float32, copy=False) if n else 0
+
+    qcol = table.column("qid")
+    if qcol.null_count:
+        raise TrainError(f"{path}: column qid has {qcol.null_count} null(s)")
+    qid = qcol.to_numpy().astype(np.int64, copy=False)
+
+    lcol = table.column("label")
+    if lcol.null_count:
+        raise TrainError(f"{path}: column label has {lcol.null_count} null(s)")
+    label = lcol.to_numpy().astype(np.float64, copy=False)
+    if n and (not np.all(np.isfinite(label)) or label.min() < 0 or label.max() > 30):
+        raise TrainError(f"{path}: label must be a number in 0..30 (1 = bought, 0 = not)")
+    y = np.rint(label).astype(np.int32)
+
+    acol = table.column("article_id")
+    if pa.types.is_dictionary(acol.type):
+        acol = acol.cast(acol.type.value_type)
+    items = (
+        pc.dictionary_encode(acol).combine_chunks().indices.to_numpy(zero_copy_only=False)
+        if n
+        else np.zeros(0)
+    ).astype(np.int64)
+
+    bounds = query_bounds(qid)
+    if len(np.unique(qid[bounds[:-1]])) != len(bounds) - 1:
+        raise TrainError(f"{path}: the rows of a qid are not contiguous (sort the rows by qid)")
+
+    cutoffs = _meta_json(table, "cutoffs", path)
+    if cutoffs is None and "cutoff" in names:
+        values = pc.unique(table.column("cutoff")).to_pylist()
+        cutoffs = sorted(int(c) for c in values if c is not None)
+    if not isinstance(cutoffs, list):
+        cutoffs = []
+    return RankData(path, list(features), [int(c) for c in cutoffs], x, y, qid, items, bounds)
+
+
+def data_hash(paths: Sequence[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+
+
+def base_params(seed: int) -> dict[str, Any]:
+    return {
+        "objective": "lambdarank",
+        "metric": "map",
+        "eval_at": [K],
+        "deterministic": True,
+        "force_col_wise": True,  # no timing-based row/col choice: same data, same model
+        "num_threads": 2,
+        "seed": seed,
+        "verbose": -1,
+        # the Dataset is reused across trials that change min_data_in_leaf
+        "feature_pre_filter": False,
+        "bagging_freq": 1,
+    }
+
+
+DEFAULT_TRIAL = {
+    "num_leaves": 31,
+    "learning_rate": 0.05,
+    "min_data_in_leaf": 20,
+    "feature_fraction": 0.9,
+    "bagging_fraction": 0.9,
+    "lambda_l2": 1.0,
+    "max_depth": 8,
+}
+
+
+def suggest(trial: Any) -> dict[str, Any]:
+    return {
+        "num_leaves": trial.suggest_int("num_leaves", 7, 127, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+        "min_data_in_leaf": trial.suggest_int("min_data_in_leaf", 5, 200, log=True),
+        "feature_fraction": trial.suggest_float("feature_fraction", 0.5, 1.0),
+        "bagging_fraction": trial.suggest_float("bagging_fraction", 0.5, 1.0),
+        "lambda_l2": trial.suggest_float("lambda_l2", 1e-3, 10.0, log=True),
+        "max_depth": trial.suggest_int("max_depth", 3, 12),
+    }
+
+
+@dataclass
+class Trained:
+    booster: Any  # lightgbm.Booster holding exactly best_iteration trees
+    params: dict[str, Any]
+    best_iteration: int
+    valid_map: float
+    trials: int
+
+
+def train(
+    tr: RankData,
+    va: RankData,
+    *,
+    trials: int,
+    seed: int,
+    num_boost_round: int,
+    early_stopping: int,
+) -> Trained:
+    import lightgbm as lgb
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dtrain = lgb.Dataset(
+        tr.x, tr.y, group=np.diff(tr.bounds), free_raw_data=False,
+        params={"feature_pre_filter": False, "verbose": -1},
+    )
+    dvalid = lgb.Dataset(
+        va.x, va.y, group=np.diff(va.bounds), reference=dtrain, free_raw_data=False
+    )
+    base = base_params(seed)
+    best: dict[str, Any] = {"map": -1.0}
+
+    def objective(trial: Any) -> float:
+        started = time.perf_counter()
+        params = {**base, **suggest(trial)}
+        booster = lgb.train(
+            params,
+            dtrain,
+            num_boost_round=num_boost_round,
+            valid_sets=[dvalid],
+            valid_names=["valid"],
+            callbacks=[lgb.early_stopping(early_stopping, verbose=False)],
+        )
+        best_it = int(booster.best_iteration or booster.current_iteration())
+        scores = booster.predict(va.x, num_iteration=best_it)
+        value, _ = map_at_k(scores, va.y, va.bounds, va.items)
+        trial.set_user_attr("best_iteration", best_it)
+        trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
+        if value > best["map"]:
+            best.update(
+                map=value,
+                model=booster.model_to_string(num_iteration=best_it),
+                params=params,
+                best_iteration=best_it,
+            )
+        return value
+
+    def report(study: Any, trial: Any) -> None:
+        shown = {
+            k: (round(v, 4) if isinstance(v, float) else v) for k, v in trial.params.items()
+        }
+        log(
+            f"trial {trial.number + 1}/{trials}: map@12={trial.value:.5f} "
+            f"best={study.best_value:.5f} iterations={trial.user_attrs.get('best_iteration')} "
+            f"({trial.user_attrs.get('seconds')}s) {json.dumps(shown)}"
+        )
+
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(3, trials // 3)))
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.enqueue_trial(DEFAULT_TRIAL)
+    study.optimize(objective, n_trials=trials, callbacks=[report])
+    booster = lgb.Booster(model_str=best["model"])
+    return Trained(booster, best["params"], best["best_iteration"], best["map"], trials)
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX export and parity
+
+
+def export_onnx(booster: Any, n_features: int, version: str) -> tuple[bytes, str, str]:
+    """ONNX bytes and the graph's (input, output) names."""
+    from onnxmltools import convert_lightgbm
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    model = convert_lightgbm(
+        booster,
+        name="lightgbm_lambdarank",
+        initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
+        zipmap=False,
+    )
+    if len(model.graph.input) != 1 or len(model.graph.output) != 1:
+        raise TrainError(
+            f"unexpected ONNX export: inputs {[i.name for i in model.graph.input]}, "
+            f"outputs {[o.name for o in model.graph.output]} (expected one of each)"
+        )
+    model.doc_string = f"LightGBM LambdaRank ranker {version}"
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "version", version
+    return model.SerializeToString(), model.graph.input[0].name, model.graph.output[0].name
+
+
+def parity(
+    onnx_bytes: bytes, input_name: str, output_name: str, booster: Any, x: np.ndarray
+) -> tuple[float, int]:
+    """Max |onnx - lightgbm| over x plus one all-NaN row; raises TrainError when unusable."""
+    import onnxruntime as ort
+
+    rows = np.vstack([x, np.full((1, x.shape[1]), np.nan, dtype=np.float32)])
+    try:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 2
+        sess = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+        got = sess.run([output_name], {input_name: rows})[0]
+    except Exception as err:  # noqa: BLE001 - any ORT failure means the file is unusable
+        raise TrainError(
+            f"parity check failed: ONNX Runtime cannot run the model: {err}", EXIT_PARITY
+        ) from err
+    got = np.asarray(got, dtype=np.float64).reshape(-1)
+    want = booster.predict(rows)
+    if got.shape != want.shape:
+        raise TrainError(
+            f"parity check failed: ONNX gives {got.shape[0]} scores for {want.shape[0]} rows",
+            EXIT_PARITY,
+        )
+    diff = np.abs(got - want)
+    worst = float(np.max(diff)) if np.all(np.isfinite(diff)) else math.inf
+    if not worst <= PARITY_TOLERANCE:
+        raise TrainError(
+            f"parity check failed: max |onnx - lightgbm| = {worst:.3g} > {PARITY_TOLERANCE:g} "
+            f"over {len(rows)} rows",
+            EXIT_PARITY,
+        )
+    return worst, len(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def build_meta(
+    *,
+    version: str,
+    created: datetime,
+    features: list[str],
+    trained: Trained,
+    onnx_bytes: bytes,
+    input_name: str,
+    output_name: str,
+    tr: RankData,
+    va: RankData,
+    dropped: int,
+    digest: str,
+    parity_diff: float,
+    parity_rows: int,
+    num_boost_round: int,
+    early_stopping: int,
+    valid_map_random: float,
+) -> dict[str, Any]:
+    pos = va.positives_per_query()
+    return {
+        "version": version,
+        "kind": "lightgbm",
+        "objective": "lambdarank",
+        "features": features,
+        "trees": trained.booster.num_trees(),
+        "created_at": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "onnx_input": input_name,
+        "onnx_output": output_name,
+        "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+        "params": {
+            **trained.params,
+            "num_boost_round": num_boost_round,
+            "early_stopping_rounds": early_stopping,
+        },
+        "cutoffs": {"train": tr.cutoffs, "valid": va.cutoffs},
+        "data_hash": digest,
+        "metrics": {
+            "valid_map12": trained.valid_map,
+            "valid_map12_random": valid_map_random,
+            "valid_queries": va.queries,
+            "valid_queries_with_positive": int((pos > 0).sum()),
+            "valid_rows": va.rows,
+            "train_queries": tr.queries,
+            "train_rows": tr.rows,
+            "dropped_train_queries_without_positive": dropped,
+            "best_iteration": trained.best_iteration,
+            "trials": trained.trials,
+        },
+        "parity": {"max_abs_diff": parity_diff, "rows": parity_rows},
+    }
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write beside, then rename: a reader never sees half a file (mode follows the umask)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def log_mlflow(meta: dict[str, Any], out: Path) -> None:
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        return
+    try:
+        import mlflow  # type: ignore[import-not-found]
+    except ImportError:
+        log("warning: MLFLOW_TRACKING_URI is set but mlflow is not installed; "
+            "pip install mlflow (into .venv) to log runs. Continuing without MLflow.")
+        return
+    try:
+        with mlflow.start_run(run_name=meta["version"]):
+            mlflow.log_params(
+                {k: json.dumps(v) if isinstance(v, list) else v for k, v in meta["params"].items()}
+            )
+            mlflow.log_metrics(
+                {k: float(v) for k, v in meta["metrics"].items() if isinstance(v, (int, float))}
+                | {"parity_max_abs_diff": float(meta["parity"]["max_abs_diff"])}
+            )
+            mlflow.set_tags({"version": meta["version"], "data_hash": meta["data_hash"]})
+            for name in ("model.onnx", "model.lgb.txt", "model.json"):
+                mlflow.log_artifact(str(out / name))
+        log("logged the run to MLflow")
+    except Exception as err:  # noqa: BLE001 - tracking is best effort, the model is written
+        log(f"warning: MLflow logging failed: {err}")
+
+
+def random_map(va: RankData, seed: int) -> float:
+    rng = np.random.default_rng(seed)
+    return map_at_k(rng.random(va.rows), va.y, va.bounds, va.items)[0]
+
+
+def run_train(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    created = utc_now()
+    tr = read_rows(args.rows)
+    va = read_rows(args.valid, tr.features)
+    features = tr.features
+    log(f"train {tr.rows} rows / {tr.queries} queries, valid {va.rows} rows / {va.queries} "
+        f"queries, {len(features)} features")
+
+    if va.queries == 0 or not (va.positives_per_query() > 0).any():
+        raise TrainError(
+            "too little data: the validation week has no purchases among the candidates "
+            f"({args.valid}: {va.queries} queries, none with label 1)"
+        )
+    has_pos = tr.positives_per_query() > 0
+    dropped = int((~has_pos).sum())
+    if int(has_pos.sum()) < 2:
+        raise TrainError(
+            f"too little data: {int(has_pos.sum())} training queries with a purchase among the "
+            f"candidates ({args.rows}: {tr.queries} queries); at least 2 are needed"
+        )
+    tr = tr.subset_queries(has_pos)
+    log(f"dropped {dropped} training queries without a positive; {tr.queries} left")
+
+    trained = train(
+        tr,
+        va,
+        trials=args.trials,
+        seed=args.seed,
+        num_boost_round=args.num_boost_round,
+        early_stopping=args.early_stopping,
+    )
+    # The kept booster (cut at its best iteration) scores exactly as in its trial; re-measured so
+    # the reported number is the shipped model's.
+    trained.valid_map = map_at_k(trained.booster.predict(va.x), va.y, va.bounds, va.items)[0]
+    digest = data_hash([args.rows, args.valid])
+    version = args.version or f"lgbm-{created.strftime('%Y%m%d%H%M%S')}-{digest[:8]}"
+    onnx_bytes, input_name, output_name = export_onnx(trained.booster, len(features), version)
+    diff, rows = parity(onnx_bytes, input_name, output_name, trained.booster, va.x)
+    log(f"parity ok: max |onnx - lightgbm| = {diff:.3g} over {rows} rows")
+
+    meta = build_meta(
+        version=version,
+        created=created,
+        features=features,
+        trained=trained,
+        onnx_bytes=onnx_bytes,
+        input_name=input_name,
+        output_name=output_name,
+        tr=tr,
+        va=va,
+        dropped=dropped,
+        digest=digest,
+        parity_diff=diff,
+        parity_rows=rows,
+        num_boost_round=args.num_boost_round,
+        early_stopping=args.early_stopping,
+        valid_map_random=random_map(va, args.seed),
+    )
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "model.onnx", onnx_bytes)
+    write_atomic(out / "model.lgb.txt", trained.booster.model_to_string().encode())
+    write_atomic(out / "model.json", (json.dumps(meta, indent=2) + "\n").encode())
+    log_mlflow(meta, out)
+    return {
+        "out": str(out),
+        "version": version,
+        "valid_map12": round(trained.valid_map, 6),
+        "valid_map12_random": round(meta["metrics"]["valid_map12_random"], 6),
+        "trees": meta["trees"],
+        "best_params": {k: trained.params[k] for k in DEFAULT_TRIAL},
+        "onnx_bytes": len(onnx_bytes),
+        "onnx_output": output_name,
+        "parity_max_abs_diff": diff,
+        "train_queries": tr.queries,
+        "dropped_train_queries_without_positive": dropped,
+        "valid_queries": va.queries,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def run_check_parity(args: argparse.Namespace) -> dict[str, Any]:
+    import lightgbm as lgb
+
+    onnx_path: Path = args.check_parity
+    meta_path: Path = args.meta or onnx_path.with_name("model.json")
+    booster_path: Path = args.booster or onnx_path.with_name("model.lgb.txt")
+    for p in (onnx_path, meta_path, booster_path, args.valid):
+        if not p.is_file():
+            raise TrainError(f"missing file: {p} does not exist (or is not a file)")
+    try:
+        meta = json.loads(meta_path.read_text())
+        features = list(meta["features"])
+        input_name, output_name = meta["onnx_input"], meta["onnx_output"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise TrainError(f"{meta_path}: not a model.json with features / onnx_input / "
+                         f"onnx_output: {err}") from err
+    va = read_rows(args.valid, features)
+    onnx_bytes = onnx_path.read_bytes()
+    sha = hashlib.sha256(onnx_bytes).hexdigest()
+    sha_ok = meta.get("onnx_sha256") in (None, sha)
+    if not sha_ok:
+        log(f"warning: {onnx_path} does not match onnx_sha256 of {meta_path} (sha256 {sha}): "
+            "the file was changed or truncated")
+    try:
+        booster = lgb.Booster(model_file=str(booster_path))
+    except lgb.basic.LightGBMError as err:
+        raise TrainError(f"{booster_path}: cannot load the LightGBM model: {err}") from err
+    if booster.num_feature() != len(features):
+        raise TrainError(f"{booster_path} takes {booster.num_feature()} features, "
+                         f"{meta_path} lists {len(features)}")
+    diff, rows = parity(onnx_bytes, input_name, output_name, booster, va.x)
+    if not sha_ok:
+        raise TrainError(
+            f"checksum mismatch: {onnx_path} does not match onnx_sha256 of {meta_path} "
+            f"(parity itself passed: max |onnx - lightgbm| = {diff:.3g})",
+            EXIT_PARITY,
+        )
+    log(f"parity ok: max |onnx - lightgbm| = {diff:.3g} over {rows} rows")
+    return {"check_parity": str(onnx_path), "ok": True, "max_abs_diff": diff, "rows": rows,
+            "onnx_sha256_ok": sha_ok}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Train the LightGBM LambdaRank ranker, tune with Optuna, export to ONNX.",
+    )
+    p.add_argument("--rows", type=Path, help="training rows (Arrow IPC)")
+    p.add_argument("--valid", type=Path, help="validation rows (Arrow IPC)")
+    p.add_argument("--out", type=Path, help="output directory")
+    p.add_argument("--trials", type=int, default=10, help="Optuna trials (default 10)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--version", default=None,
+                   help="model version (default lgbm-<UTC yyyymmddHHMMSS>-<data hash 8>)")
+    p.add_argument("--num-boost-round", type=int, default=500)
+    p.add_argument("--early-stopping", type=int, default=30)
+    p.add_argument("--check-parity", type=Path, metavar="MODEL_ONNX",
+                   help="re-run the parity check of an exported model instead of training")
+    p.add_argument("--meta", type=Path, help="model.json for --check-parity (default: beside it)")
+    p.add_argument("--booster", type=Path,
+                   help="LightGBM model for --check-parity (default: model.lgb.txt beside it)")
+    args = p.parse_args(argv)
+    if args.check_parity is not None:
+        if args.valid is None:
+            p.error("--check-parity needs --valid")
+    else:
+        missing = [f"--{n}" for n in ("rows", "valid", "out") if getattr(args, n) is None]
+        if missing:
+            p.error(f"missing {', '.join(missing)}")
+        if args.trials < 1 or args.num_boost_round < 1 or args.early_stopping < 1:
+            p.error("--trials, --num-boost-round and --early-stopping must be >= 1")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    try:
+        summary = run_check_parity(args) if args.check_parity is not None else run_train(args)
+    except TrainError as err:
+        print(f"train: error: {err}", file=sys.stderr, flush=True)
+        return err.code
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
