@@ -140,6 +140,9 @@ export async function replay<T>(opts: ReplayOptions<T>): Promise<ReplayResult> {
         read += batchRead;
         lastProgress = Date.now();
         opts.onProgress?.(read, total);
+        // Mark the batch consumed, or kafkajs fetches it again (auto-resolve is off so that a
+        // failed handler does not skip records).
+        payload.resolveOffset(batch.lastOffset());
         const lastOffset = BigInt(batch.lastOffset());
         if (lastOffset + 1n >= end) {
           pending.delete(batch.partition);

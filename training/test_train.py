@@ -354,3 +354,26 @@ def test_mlflow_logs_params_metrics_and_files(trained: dict, monkeypatch) -> Non
     assert calls["metrics"][0]["valid_map12"] == meta["metrics"]["valid_map12"]
     assert sorted(Path(a).name for a in calls["artifacts"]) == [
         "model.json", "model.lgb.txt", "model.onnx"]
+
+
+def test_export_matches_lightgbm_when_data_sits_on_adjacent_float32_values() -> None:
+    """A split between two adjacent float32 values has a double midpoint threshold that rounds to
+    one of them in float32; without lowering the thresholds ONNX sends that value the other way."""
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(3)
+    lo = np.float32(0.0123)
+    hi = np.nextafter(lo, np.float32(1))
+    n = 4000
+    col = np.where(rng.random(n) < 0.5, lo, hi).astype(np.float32)
+    noise = rng.random((n, 2)).astype(np.float32)
+    x = np.column_stack([col, noise]).astype(np.float32)
+    y = ((col == hi) ^ (rng.random(n) < 0.1)).astype(np.int32)
+    booster = lgb.train(
+        {"objective": "lambdarank", "verbose": -1, "min_data_in_leaf": 5, "seed": 1},
+        lgb.Dataset(x, y, group=[40] * (n // 40)),
+        20,
+    )
+    data, input_name, output_name = train.export_onnx(booster, x.shape[1], "adjacent")
+    diff, _ = train.parity(data, input_name, output_name, booster, x)
+    assert diff <= 1e-4

@@ -463,10 +463,62 @@ def export_onnx(booster: Any, n_features: int, version: str) -> tuple[bytes, str
             f"unexpected ONNX export: inputs {[i.name for i in model.graph.input]}, "
             f"outputs {[o.name for o in model.graph.output]} (expected one of each)"
         )
+    floor_thresholds(model, booster)
     model.doc_string = f"LightGBM LambdaRank ranker {version}"
     entry = model.metadata_props.add()
     entry.key, entry.value = "version", version
     return model.SerializeToString(), model.graph.input[0].name, model.graph.output[0].name
+
+
+def floor_thresholds(model: Any, booster: Any) -> int:
+    """Make every split threshold the largest float32 <= LightGBM's double threshold.
+
+    LightGBM splits on `x <= t` with t a double (often the midpoint of two adjacent feature
+    values); ONNX TreeEnsemble stores t as float32, rounded to nearest, and a data value equal to
+    the rounded t then goes left in ONNX but right in LightGBM. Inputs are float32, so for every
+    float32 x, `x <= t` holds exactly when `x <= floor32(t)`: with floored thresholds the ONNX
+    model takes the same branches as the booster. Thresholds are matched to the booster's per tree
+    by their float32 value (the converter's node order is its own); a value two different doubles
+    round to is left alone when their floors differ, and the parity check decides. Returns the
+    number of thresholds lowered.
+    """
+    floors: list[dict[float, set[float]]] = []
+
+    def walk(node: dict, out: dict[float, set[float]]) -> None:
+        if "split_index" not in node:
+            return
+        t = float(node["threshold"])
+        f = np.float32(t)
+        floor = float(np.nextafter(f, np.float32(-np.inf))) if float(f) > t else float(f)
+        out.setdefault(float(f), set()).add(floor)
+        walk(node["left_child"], out)
+        walk(node["right_child"], out)
+
+    for tree in booster.dump_model()["tree_info"]:
+        per_tree: dict[float, set[float]] = {}
+        walk(tree["tree_structure"], per_tree)
+        floors.append(per_tree)
+    lowered = 0
+    for node in model.graph.node:
+        if node.op_type != "TreeEnsembleRegressor":
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        modes = [m.decode() if isinstance(m, bytes) else m for m in attrs["nodes_modes"].strings]
+        tree_ids = attrs["nodes_treeids"].ints
+        values = attrs["nodes_values"].floats
+        for i, mode in enumerate(modes):
+            if mode == "LEAF":
+                continue
+            tree = tree_ids[i]
+            if tree >= len(floors):
+                continue
+            options = floors[tree].get(float(np.float32(values[i])))
+            if options is not None and len(options) == 1:
+                floor = next(iter(options))
+                if floor != float(np.float32(values[i])):
+                    values[i] = floor
+                    lowered += 1
+    return lowered
 
 
 def parity(

@@ -295,6 +295,36 @@ describe('event plumbing on the real stack', () => {
     }
   });
 
+  it('replays a partition that takes many fetches, to its end', async () => {
+    const big = stackContext('replay-big', 1);
+    const { codecs: c } = await bootstrap(big);
+    const p = new EventProducer(producer, big.topics.purchases, c.purchases);
+    try {
+      // ~3 MB in one partition: several fetches of kafkajs' 1 MB per partition.
+      const events = Array.from({ length: 30_000 }, (_, i) =>
+        purchase(i, { event_id: `big-${i}-${'x'.repeat(60)}` }),
+      );
+      await p.send(events, { chunkSize: 5_000 });
+      let got = 0;
+      const result = await replay({
+        kafka: big.kafka,
+        topic: big.topics.purchases,
+        codec: c.purchases,
+        from: 0,
+        to: T0 + 40_000 * HOUR,
+        logger: big.logger,
+        idleTimeoutMs: 20_000,
+        onRecords: (rs) => {
+          got += rs.length;
+        },
+      });
+      expect(result.records).toBe(events.length);
+      expect(got).toBe(events.length);
+    } finally {
+      await big.cleanup();
+    }
+  });
+
   it('refuses a schema change that breaks BACKWARD compatibility with a clear message', async () => {
     const subject = `${ctx.prefix}compat-value`;
     const v1 = {
