@@ -5,8 +5,12 @@
  *  2. create topics, register schemas, load an H&M-layout folder (default ../shared/data/hm-sample
  *     beside the checkout) into Kafka;
  *  3. run the processors over it until they have caught up, and print live features;
- *  4. make sure a ranking model is active (until training lands: the LightGBM-shaped fixture
- *     ranker, clearly named `fixture-*`), start the API and print ready-to-paste curl lines.
+ *  4. train a first model (one training cycle: rows replayed at 4 weekly cutoffs + a validation
+ *     week, LightGBM LambdaRank, ONNX, parity check, promotion gate) and print its validation
+ *     MAP@12 against the baselines;
+ *  5. make sure a ranking model is active (the trained one if it passed the gate, else the
+ *     LightGBM-shaped fixture ranker, clearly named `fixture-*`), start the API and print
+ *     ready-to-paste curl lines.
  * The API stays up until Ctrl-C (`--exit` stops after a self-check request instead).
  * `training/` sits at the top of the import graph (it drives both processors and serving code),
  * so the end-to-end demo lives here.
@@ -33,6 +37,7 @@ import { loadModel } from '../serving/model/metadata.ts';
 import { activateModel, activeVersion, registerModel } from '../serving/model/registry.ts';
 import { startServing } from '../serving/server.ts';
 import { ensurePythonEnv } from './venv.ts';
+import { runCycle } from './cycle.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -71,7 +76,7 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, 'demo');
 
-  console.log('== 1/4 stack');
+  console.log('== 1/5 stack');
   const t0 = performance.now();
   const endpoints = await ensureStack(config, (line) => {
     console.log(`  ${line}`);
@@ -79,11 +84,11 @@ async function main(): Promise<void> {
   console.log(`  stack ready in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   const live = Object.freeze({ ...config, ...endpoints });
 
-  console.log(`== 2/4 load ${dataDir}`);
+  console.log(`== 2/5 load ${dataDir}`);
   const report = await runLoad({ config: live, logger, dataDir, progress: !values['no-progress'] });
   for (const line of describeLoad(report)) console.log(line);
 
-  console.log('== 3/4 processors');
+  console.log('== 3/5 processors');
   const kafka = createKafka(live.kafkaBrokers, 'rec-demo', logger);
   const topics = makeTopics(live.topicPrefix);
   const { codecs } = await bootstrap({
@@ -159,7 +164,40 @@ async function main(): Promise<void> {
     }
   }
 
-  console.log('\n== 4/4 serving');
+  console.log('\n== 4/5 training');
+  try {
+    const result = await runCycle(
+      { kafka, redis, codecs, topics, keys, logger },
+      {
+        trainWeeks: 4,
+        trials: Number(process.env.DEMO_TRIALS ?? 10),
+        onProgress: (line) => {
+          if (!line.includes(': trial ') && !line.startsWith('rows: queries'))
+            console.log(`  ${line}`);
+        },
+      },
+    );
+    const fmt = (v: number | undefined) => (v === undefined ? '-' : v.toFixed(4));
+    console.log(
+      `  validation week from ${day(result.cutoffs.validation)}, ${result.rows.validationQueries} customers:`,
+    );
+    for (const [method, v] of Object.entries(result.map12)) {
+      console.log(`    MAP@12 ${method.padEnd(20)} ${fmt(v)}`);
+    }
+    console.log(
+      `  candidate recall: ${Object.entries(result.candidateRecall)
+        .map(([k, v]) => `${k} ${v.toFixed(3)}`)
+        .join(', ')}`,
+    );
+    console.log(
+      `  ${result.promoted ? 'promoted' : 'not promoted'} ${result.version}: ${result.reason}`,
+    );
+    console.log(`  (training cycle ${(result.timings.totalMs / 1000).toFixed(1)} s)`);
+  } catch (err) {
+    console.log(`  training skipped: ${err instanceof Error ? err.message : String(err)}`);
+  }
+
+  console.log('\n== 5/5 serving');
   let version = await activeVersion(redis, keys);
   if (version === null) {
     ensurePythonEnv((line) => {
