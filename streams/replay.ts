@@ -81,6 +81,21 @@ export async function replay<T>(opts: ReplayOptions<T>): Promise<ReplayResult> {
   let finish!: () => void;
   const done = new Promise<void>((resolve) => (finish = resolve));
 
+  // Next offset to hand over, per pending partition.
+  const position = new Map([...pending.values()].map((r) => [r.partition, BigInt(r.start)]));
+  const seekAll = () => {
+    for (const [partition, offset] of position) {
+      if (!pending.has(partition)) continue;
+      try {
+        consumer.seek({ topic: opts.topic.name, partition, offset: offset.toString() });
+      } catch (err) {
+        // Not in the group yet (or restarting): the GROUP_JOIN listener seeks again.
+        log.debug({ partition, err: errorMessage(err) }, 'seek deferred to the next group join');
+      }
+    }
+  };
+  consumer.on(consumer.events.GROUP_JOIN, seekAll);
+
   await consumer.connect();
   try {
     await consumer.subscribe({ topic: opts.topic.name, fromBeginning: true });
@@ -91,7 +106,7 @@ export async function replay<T>(opts: ReplayOptions<T>): Promise<ReplayResult> {
         const { batch } = payload;
         const range = pending.get(batch.partition);
         if (!range) return;
-        const start = BigInt(range.start);
+        const start = position.get(batch.partition) ?? BigInt(range.start);
         const end = BigInt(range.end);
         const inRange: DecodedRecord<T>[] = [];
         // Counted locally and merged only when the batch is done: a retried batch counts once.
@@ -144,6 +159,7 @@ export async function replay<T>(opts: ReplayOptions<T>): Promise<ReplayResult> {
         // failed handler does not skip records).
         payload.resolveOffset(batch.lastOffset());
         const lastOffset = BigInt(batch.lastOffset());
+        position.set(batch.partition, lastOffset + 1n);
         if (lastOffset + 1n >= end) {
           pending.delete(batch.partition);
           if (pending.size === 0) finish();
@@ -151,10 +167,11 @@ export async function replay<T>(opts: ReplayOptions<T>): Promise<ReplayResult> {
         await payload.heartbeat();
       },
     });
-    // kafkajs applies seeks once partitions are assigned; records before `start` are ignored anyway.
-    for (const r of pending.values()) {
-      consumer.seek({ topic: opts.topic.name, partition: r.partition, offset: r.start });
-    }
+    // Seek each partition to where this replay stands. kafkajs applies a seek only while the
+    // consumer is in its group, and forgets it when the consumer restarts after an error, so the
+    // same seek is repeated on every group join (from the position reached, not the start: a
+    // rejoin must not hand over records twice).
+    seekAll();
     const idle = opts.idleTimeoutMs ?? 60_000;
     const watchdog = setInterval(() => {
       if (Date.now() - lastProgress > idle) {

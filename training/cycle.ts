@@ -127,9 +127,22 @@ export async function latestEventTime(kafka: Kafka, topic: string): Promise<numb
         },
       });
     });
-    for (const o of wanted) {
-      consumer.seek({ topic, partition: o.partition, offset: (BigInt(o.high) - 1n).toString() });
-    }
+    // Seek on every group join: kafkajs forgets seeks when the consumer restarts.
+    const seekLast = () => {
+      for (const o of wanted) {
+        try {
+          consumer.seek({
+            topic,
+            partition: o.partition,
+            offset: (BigInt(o.high) - 1n).toString(),
+          });
+        } catch {
+          // not in the group yet: the GROUP_JOIN listener seeks
+        }
+      }
+    };
+    consumer.on(consumer.events.GROUP_JOIN, seekLast);
+    seekLast();
     await Promise.race([
       done,
       new Promise((_, reject) =>

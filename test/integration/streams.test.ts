@@ -298,7 +298,10 @@ describe('event plumbing on the real stack', () => {
   it('replays a partition that takes many fetches, to its end', async () => {
     const big = stackContext('replay-big', 1);
     const { codecs: c } = await bootstrap(big);
-    const p = new EventProducer(producer, big.topics.purchases, c.purchases);
+    // Its own producer: the shared one still targets topics earlier tests deleted.
+    const own = createIdempotentProducer(big.kafka);
+    await own.connect();
+    const p = new EventProducer(own, big.topics.purchases, c.purchases);
     try {
       // ~3 MB in one partition: several fetches of kafkajs' 1 MB per partition.
       const events = Array.from({ length: 30_000 }, (_, i) =>
@@ -321,6 +324,7 @@ describe('event plumbing on the real stack', () => {
       expect(result.records).toBe(events.length);
       expect(got).toBe(events.length);
     } finally {
+      await own.disconnect();
       await big.cleanup();
     }
   });
