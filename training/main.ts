@@ -1,5 +1,6 @@
 /**
- * `npm run train -- --once [--weeks N] [--trials N] [--seed N]`: one training cycle now.
+ * `npm run train -- --once [--weeks N] [--trials N] [--seed N] [--validation YYYY-MM-DD]`: one
+ * training cycle now (validation week from that day; default the last full week).
  * `npm run trainer [-- --every-hours H]`: a cycle now and then every H hours (TRAIN_EVERY_HOURS,
  * default 24), each on the latest full week; SIGINT / SIGTERM stop it between cycles.
  */
@@ -21,6 +22,7 @@ async function main(): Promise<void> {
       trials: { type: 'string', default: '10' },
       seed: { type: 'string', default: '42' },
       'work-dir': { type: 'string' },
+      validation: { type: 'string' },
       'every-hours': { type: 'string', default: process.env.TRAIN_EVERY_HOURS ?? '24' },
     },
   });
@@ -44,6 +46,9 @@ async function main(): Promise<void> {
         trials: Number(values.trials),
         seed: Number(values.seed),
         ...(values['work-dir'] === undefined ? {} : { workDir: values['work-dir'] }),
+        ...(values.validation === undefined
+          ? {}
+          : { validationCutoff: Date.parse(`${values.validation}T00:00:00Z`) }),
         onProgress: (line) => {
           console.error(`[train] ${line}`);
         },
