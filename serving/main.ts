@@ -1,11 +1,18 @@
 /**
  * `npm run serve`: the recommendation API. Reads the environment (streams/config.ts plus the
  * SERVING_* settings below), serves until SIGINT / SIGTERM.
+ *
+ * SERVING_MAX_CANDIDATES=N (default: the app's defaults, 150 with quotas 30/40/30/30) caps the
+ * candidates per recommendation at N and scales the quotas to it: repurchase 0.3 N, co-purchase
+ * 0.4 N, segment 0.3 N, global trending N. Global trending fills whatever the personal sources
+ * leave, so a request holds exactly N candidates whenever the store has N to offer (a cold
+ * customer gets them from global trending). The serving benchmark runs with N = 100.
  */
 import { z } from 'zod';
 import { loadConfig } from '../streams/config.ts';
 import { keySpace } from '../streams/features/keys.ts';
 import { createLogger } from '../streams/logger.ts';
+import type { ServingConfig } from './app.ts';
 import { startServing } from './server.ts';
 
 const env = z
@@ -17,8 +24,19 @@ const env = z
       .string()
       .regex(/^[A-Za-z0-9_.-]+$/)
       .default('rec'),
+    SERVING_MAX_CANDIDATES: z.coerce.number().int().min(1).max(1000).optional(),
   })
   .parse(process.env);
+
+/** Config overrides from SERVING_MAX_CANDIDATES (see the module comment). */
+function candidateOverrides(max: number | undefined): Partial<ServingConfig> {
+  if (max === undefined) return {};
+  const share = (f: number) => Math.max(1, Math.round(f * max));
+  return {
+    maxCandidates: max,
+    quotas: { repurchase: share(0.3), copurchase: share(0.4), segment: share(0.3), global: max },
+  };
+}
 
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -30,6 +48,7 @@ async function main(): Promise<void> {
     port: env.SERVING_PORT,
     host: env.SERVING_HOST,
     workers: env.SCORER_WORKERS,
+    config: candidateOverrides(env.SERVING_MAX_CANDIDATES),
   });
   console.log(`serving on ${handle.url} (model: ${handle.live.version ?? 'heuristic'})`);
   let stopping = false;

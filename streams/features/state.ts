@@ -58,6 +58,15 @@ export interface ArticleState {
 }
 
 type Hash = Record<string, string>;
+
+function metaOf(values: readonly (string | null)[]): Hash {
+  const out: Hash = {};
+  ARTICLE_META_FIELDS.forEach((f, i) => {
+    const v = values[i];
+    if (v !== null && v !== undefined) out[f] = v;
+  });
+  return out;
+}
 const num = (v: string | undefined): number => (v === undefined ? 0 : Number(v));
 const opt = (v: string | undefined): number | null => (v === undefined ? null : Number(v));
 
@@ -125,6 +134,27 @@ export async function readCustomers(
   });
 }
 
+/**
+ * Article metadata fields read back for features and answers. A full HGETALL would also parse the
+ * long description and a dozen unused columns for every candidate (the serving benchmark found
+ * reply parsing to be most of a request's CPU).
+ */
+export const ARTICLE_META_FIELDS = [
+  'prod_name',
+  'product_code',
+  'product_type_no',
+  'product_type_name',
+  'product_group_name',
+  'colour_group_code',
+  'colour_group_name',
+  'department_no',
+  'index_code',
+  'index_group_name',
+  'section_no',
+  'section_name',
+  'garment_group_name',
+] as const;
+
 /** Read articles' state; unknown articles come back with zero counts. */
 export async function readArticles(
   redis: Redis,
@@ -136,7 +166,7 @@ export async function readArticles(
     const k = keys.article(id);
     pipe.hgetall(k.stats);
     pipe.pfcount(k.buyers);
-    pipe.hgetall(k.meta);
+    pipe.hmget(k.meta, ...ARTICLE_META_FIELDS);
   }
   const v = pipelineValues(await pipe.exec());
   return ids.map((articleId, i) => {
@@ -156,7 +186,7 @@ export async function readArticles(
       last: opt(stats.last),
       popularity,
       buyers: v[i * 3 + 1] as number,
-      meta: v[i * 3 + 2] as Hash,
+      meta: metaOf(v[i * 3 + 2] as (string | null)[]),
     };
   });
 }
