@@ -19,7 +19,17 @@ const layer = (folder, forbidden) => ({
 });
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', '.stack/**', 'dist/**', 'coverage/**', 'reports/**', '*.tmp.ts'] },
+  {
+    ignores: [
+      'node_modules/**',
+      '.venv/**',
+      '.stack/**',
+      'dist/**',
+      'coverage/**',
+      'reports/**',
+      '*.tmp.ts',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   {

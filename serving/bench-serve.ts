@@ -55,7 +55,7 @@ import { consumerLag } from '../streams/admin.ts';
 import { loadConfig } from '../streams/config.ts';
 import { FEATURE_NAMES, featureVector } from '../streams/features/definitions.ts';
 import { keySpace } from '../streams/features/keys.ts';
-import { readArticles, type ArticleState } from '../streams/features/state.ts';
+import { emptyArticleState, readArticles } from '../streams/features/state.ts';
 import { createKafka } from '../streams/kafka.ts';
 import { runLoad } from '../streams/loader/run.ts';
 import { ensureStack } from '../streams/stack/stack.ts';
@@ -605,18 +605,6 @@ async function main(): Promise<void> {
       featuresCpu: 0,
     };
     let realRows: Float32Array | null = null;
-    const empty = (articleId: string): ArticleState => ({
-      articleId,
-      n: 0,
-      units: 0,
-      revenue: 0,
-      priceSum: 0,
-      first: null,
-      last: null,
-      popularity: {},
-      buyers: 0,
-      meta: {},
-    });
     const breakdownCustomers = customers.slice(0, 500);
     for (let pass = 0; pass < 2; pass++) {
       for (const customerId of breakdownCustomers) {
@@ -638,7 +626,7 @@ async function main(): Promise<void> {
           matrix.set(
             featureVector(names, {
               customer: set.customer,
-              article: set.articles.get(c.articleId) ?? empty(c.articleId),
+              article: set.articles.get(c.articleId) ?? emptyArticleState(c.articleId),
               now,
             }),
             i * width,

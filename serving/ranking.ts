@@ -10,7 +10,11 @@
  */
 import { FEATURE_NAMES, featureVector, missingFeatures } from '../streams/features/definitions.ts';
 import { DAY_MS } from '../streams/features/decay.ts';
-import type { ArticleState, CustomerState } from '../streams/features/state.ts';
+import {
+  emptyArticleState,
+  type ArticleState,
+  type CustomerState,
+} from '../streams/features/state.ts';
 import { SOURCES, type Candidate } from './candidates.ts';
 
 /** A loaded model, as the scoring pool exposes it. */
@@ -114,27 +118,12 @@ export interface HeuristicSignals {
   readonly repurchase: number;
 }
 
-function emptyArticle(articleId: string): ArticleState {
-  return {
-    articleId,
-    n: 0,
-    units: 0,
-    revenue: 0,
-    priceSum: 0,
-    first: null,
-    last: null,
-    popularity: {},
-    buyers: 0,
-    meta: {},
-  };
-}
-
 /** Feature rows (names order) of every candidate, as plain doubles. */
 function featureRows(names: readonly string[], input: RankInput): number[][] {
   return input.candidates.map((c) =>
     featureVector(names, {
       customer: input.customer,
-      article: input.articles.get(c.articleId) ?? emptyArticle(c.articleId),
+      article: input.articles.get(c.articleId) ?? emptyArticleState(c.articleId),
       now: input.now,
     }),
   );
@@ -221,7 +210,7 @@ function rankHeuristic(input: RankInput): RankedItem[] {
       const row = rows[i] ?? [];
       return {
         candidate,
-        article: input.articles.get(candidate.articleId) ?? emptyArticle(candidate.articleId),
+        article: input.articles.get(candidate.articleId) ?? emptyArticleState(candidate.articleId),
         score: heuristicScore(s),
         ...(input.explain ? { features: named(names, row) } : {}),
       };
@@ -283,7 +272,7 @@ async function rankWithModel(
     }
     return {
       candidate,
-      article: input.articles.get(candidate.articleId) ?? emptyArticle(candidate.articleId),
+      article: input.articles.get(candidate.articleId) ?? emptyArticleState(candidate.articleId),
       score,
       ...(input.explain ? { features: named(names, rows[i] ?? []) } : {}),
     };

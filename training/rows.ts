@@ -66,7 +66,7 @@ import type { DecodedRecord } from '../streams/consumer.ts';
 import { DAY_MS } from '../streams/features/decay.ts';
 import { FEATURE_NAMES, featureVector } from '../streams/features/definitions.ts';
 import { keySpace, type KeySpace } from '../streams/features/keys.ts';
-import { deleteNamespace, type ArticleState } from '../streams/features/state.ts';
+import { deleteNamespace, emptyArticleState } from '../streams/features/state.ts';
 import { RecError } from '../streams/errors.ts';
 import type { Logger } from '../streams/logger.ts';
 import { replay } from '../streams/replay.ts';
@@ -435,21 +435,6 @@ export function sampleCustomers(
   return ranked.slice(0, n).map(([, id]) => id);
 }
 
-function emptyArticle(articleId: string): ArticleState {
-  return {
-    articleId,
-    n: 0,
-    units: 0,
-    revenue: 0,
-    priceSum: 0,
-    first: null,
-    last: null,
-    popularity: {},
-    buyers: 0,
-    meta: {},
-  };
-}
-
 class RecallCounter {
   pairs = 0;
   hits = 0;
@@ -684,7 +669,7 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
           const features = set.candidates.map((c) =>
             featureVector(FEATURE_NAMES, {
               customer: set.customer,
-              article: set.articles.get(c.articleId) ?? emptyArticle(c.articleId),
+              article: set.articles.get(c.articleId) ?? emptyArticleState(c.articleId),
               now: cutoff,
             }),
           );

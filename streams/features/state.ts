@@ -249,3 +249,19 @@ export async function deleteNamespace(redis: Redis, keys: KeySpace): Promise<num
   } while (cursor !== '0');
   return deleted;
 }
+
+/** The state of an article the store knows nothing about (never sold, no record). */
+export function emptyArticleState(articleId: string): ArticleState {
+  return {
+    articleId,
+    n: 0,
+    units: 0,
+    revenue: 0,
+    priceSum: 0,
+    first: null,
+    last: null,
+    popularity: {},
+    buyers: 0,
+    meta: {},
+  };
+}
