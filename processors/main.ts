@@ -6,13 +6,11 @@
  */
 import { Redis } from 'ioredis';
 import { z } from 'zod';
-import { bootstrap } from '../streams/bootstrap.ts';
+import { connectStreams } from '../streams/bootstrap.ts';
 import { loadConfig } from '../streams/config.ts';
 import { keySpace } from '../streams/features/keys.ts';
-import { createKafka, createRegistryClient } from '../streams/kafka.ts';
 import { createLogger } from '../streams/logger.ts';
 import { createIdempotentProducer } from '../streams/producer.ts';
-import { topics as makeTopics } from '../streams/topics.ts';
 import { createProcessorMetrics, serveMetrics } from './metrics.ts';
 import { startProcessors } from './run.ts';
 
@@ -37,17 +35,10 @@ const env = z
 async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(config.logLevel, 'processors');
-  const kafka = createKafka(config.kafkaBrokers, 'rec-processors', logger);
+  const { kafka, topics, codecs } = await connectStreams(config, 'rec-processors', logger);
   const redis = new Redis(config.redisUrl, {
     maxRetriesPerRequest: null,
     enableAutoPipelining: false,
-  });
-  const topics = makeTopics(config.topicPrefix);
-  const { codecs } = await bootstrap({
-    kafka,
-    registry: createRegistryClient(config.schemaRegistryUrl),
-    topics,
-    logger,
   });
   const metrics = createProcessorMetrics();
   const server =

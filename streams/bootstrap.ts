@@ -5,9 +5,9 @@
 import type { Kafka } from 'kafkajs';
 import { ensureTopics, type EnsureTopicsResult } from './admin.ts';
 import { AvroCodec } from './avro.ts';
-import type { SchemaRegistryClient } from './kafka.ts';
+import { createKafka, createRegistryClient, type SchemaRegistryClient } from './kafka.ts';
 import type { Logger } from './logger.ts';
-import { allTopics, type Topics } from './topics.ts';
+import { allTopics, topics as makeTopics, type Topics } from './topics.ts';
 import type { Article, Customer, Purchase } from '../schemas/events.ts';
 
 export interface Codecs {
@@ -51,4 +51,25 @@ export async function bootstrap(deps: {
     'schemas registered',
   );
   return { codecs: { purchases, articles, customers }, topicsResult };
+}
+
+/**
+ * The clients an entry point needs for the event plumbing, from its config: a kafkajs client,
+ * the topics under the configured prefix, and (after `bootstrap`) a codec per topic.
+ */
+export async function connectStreams(
+  config: { kafkaBrokers: readonly string[]; schemaRegistryUrl: string; topicPrefix: string },
+  clientId: string,
+  logger: Logger,
+  purchasePartitions?: number,
+): Promise<{ kafka: Kafka; topics: Topics } & Bootstrapped> {
+  const kafka = createKafka(config.kafkaBrokers, clientId, logger);
+  const topics = makeTopics(config.topicPrefix, purchasePartitions);
+  const done = await bootstrap({
+    kafka,
+    registry: createRegistryClient(config.schemaRegistryUrl),
+    topics,
+    logger,
+  });
+  return { kafka, topics, ...done };
 }

@@ -3,21 +3,13 @@
  * (docker compose runs this as its one-shot `setup` service).
  */
 import { loadConfig } from './config.ts';
-import { bootstrap } from './bootstrap.ts';
-import { createKafka, createRegistryClient } from './kafka.ts';
+import { connectStreams } from './bootstrap.ts';
 import { createLogger } from './logger.ts';
-import { topics } from './topics.ts';
 
 async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(config.logLevel, 'setup');
-  const kafka = createKafka(config.kafkaBrokers, 'rec-setup', logger);
-  const { topicsResult, codecs } = await bootstrap({
-    kafka,
-    registry: createRegistryClient(config.schemaRegistryUrl),
-    topics: topics(config.topicPrefix),
-    logger,
-  });
+  const { topicsResult, codecs } = await connectStreams(config, 'rec-setup', logger);
   console.log(
     `topics created: ${topicsResult.created.join(', ') || '(none)'}; already present: ${topicsResult.existing.join(', ') || '(none)'}`,
   );

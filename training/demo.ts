@@ -19,16 +19,14 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
-import { bootstrap } from '../streams/bootstrap.ts';
+import { connectStreams } from '../streams/bootstrap.ts';
 import { loadConfig } from '../streams/config.ts';
 import { keySpace, type KeySpace } from '../streams/features/keys.ts';
 import { readArticles, readCustomers, trendingTop } from '../streams/features/state.ts';
-import { createKafka, createRegistryClient } from '../streams/kafka.ts';
 import { createLogger } from '../streams/logger.ts';
 import { describeLoad, runLoad } from '../streams/loader/run.ts';
 import { createIdempotentProducer } from '../streams/producer.ts';
 import { ensureStack } from '../streams/stack/stack.ts';
-import { topics as makeTopics } from '../streams/topics.ts';
 import { createProcessorMetrics } from '../processors/metrics.ts';
 import { startProcessors } from '../processors/run.ts';
 import { FEATURE_NAMES } from '../streams/features/definitions.ts';
@@ -89,14 +87,7 @@ async function main(): Promise<void> {
   for (const line of describeLoad(report)) console.log(line);
 
   console.log('== 3/5 processors');
-  const kafka = createKafka(live.kafkaBrokers, 'rec-demo', logger);
-  const topics = makeTopics(live.topicPrefix);
-  const { codecs } = await bootstrap({
-    kafka,
-    registry: createRegistryClient(live.schemaRegistryUrl),
-    topics,
-    logger,
-  });
+  const { kafka, topics, codecs } = await connectStreams(live, 'rec-demo', logger);
   const redis = new Redis(live.redisUrl, { maxRetriesPerRequest: null });
   const keys = keySpace(process.env.REDIS_NAMESPACE ?? 'rec');
   const producer = createIdempotentProducer(kafka);

@@ -6,12 +6,10 @@
  */
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
-import { bootstrap } from '../streams/bootstrap.ts';
+import { connectStreams } from '../streams/bootstrap.ts';
 import { loadConfig } from '../streams/config.ts';
 import { keySpace } from '../streams/features/keys.ts';
-import { createKafka, createRegistryClient } from '../streams/kafka.ts';
 import { createLogger } from '../streams/logger.ts';
-import { topics as makeTopics } from '../streams/topics.ts';
 import { runCycle } from './cycle.ts';
 
 async function main(): Promise<void> {
@@ -28,14 +26,7 @@ async function main(): Promise<void> {
   });
   const config = loadConfig();
   const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, 'trainer');
-  const kafka = createKafka(config.kafkaBrokers, 'rec-trainer', logger);
-  const topics = makeTopics(config.topicPrefix);
-  const { codecs } = await bootstrap({
-    kafka,
-    registry: createRegistryClient(config.schemaRegistryUrl),
-    topics,
-    logger,
-  });
+  const { kafka, topics, codecs } = await connectStreams(config, 'rec-trainer', logger);
   const redis = new Redis(config.redisUrl);
   const keys = keySpace(process.env.REDIS_NAMESPACE ?? 'rec');
   const cycle = async () => {

@@ -4,12 +4,10 @@
  */
 import { resolve } from 'node:path';
 import type { Config } from '../config.ts';
-import { bootstrap } from '../bootstrap.ts';
-import { createKafka, createRegistryClient } from '../kafka.ts';
+import { connectStreams } from '../bootstrap.ts';
 import type { Logger } from '../logger.ts';
 import { createIdempotentProducer } from '../producer.ts';
 import { progress, type Progress } from '../progress.ts';
-import { topics as makeTopics } from '../topics.ts';
 import { readDataset, type Dataset } from './dataset.ts';
 import { publishDataset, type PublishCounts } from './publish.ts';
 
@@ -53,14 +51,7 @@ export async function runLoad(opts: {
   for (const b of bars.values()) b.stop();
   const readMs = performance.now() - t0;
 
-  const kafka = createKafka(config.kafkaBrokers, 'rec-loader', logger);
-  const topics = makeTopics(config.topicPrefix);
-  const { codecs } = await bootstrap({
-    kafka,
-    registry: createRegistryClient(config.schemaRegistryUrl),
-    topics,
-    logger,
-  });
+  const { kafka, topics, codecs } = await connectStreams(config, 'rec-loader', logger);
   const producer = createIdempotentProducer(kafka);
   await producer.connect();
   const t1 = performance.now();
