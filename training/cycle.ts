@@ -6,14 +6,12 @@
  * is at least as good as the active model and better than the best baseline. Every candidate is
  * registered; a refused one stays listed with the reason.
  */
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Kafka } from 'kafkajs';
 import type { Redis } from 'ioredis';
-import * as ort from 'onnxruntime-node';
 import type { Codecs } from '../streams/bootstrap.ts';
 import { DAY_MS } from '../streams/features/decay.ts';
 import { keySpace, type KeySpace } from '../streams/features/keys.ts';
@@ -30,8 +28,17 @@ import {
   rejectModel,
 } from '../serving/model/registry.ts';
 import { mapAtK } from './metrics.ts';
-import { buildTrainingRows, RowTable, writeRows, type CandidateRecall } from './rows.ts';
+import { buildTrainingRows, writeRows, type CandidateRecall, type RowTable } from './rows.ts';
+import { filterTable, runPython, scoreOnnx } from './steps.ts';
 import { ensurePythonEnv } from './venv.ts';
+
+/** Weekly training cutoffs before the validation week (measured in the backtest, README). */
+export const DEFAULT_TRAIN_WEEKS = 12;
+/**
+ * Least trees per model: early stopping on one validation week of a small shop often stops after
+ * a few trees (the backtest on the H&M sample measured better MAP@12 with a floor).
+ */
+export const DEFAULT_MIN_ROUNDS = 300;
 
 export interface CycleDeps {
   kafka: Kafka;
@@ -44,17 +51,31 @@ export interface CycleDeps {
 }
 
 export interface CycleOptions {
-  /** Weekly training cutoffs before the validation cutoff (default 4). */
+  /** Weekly training cutoffs before the validation cutoff (default `DEFAULT_TRAIN_WEEKS`). */
   trainWeeks?: number;
   /** Validation cutoff (ms); default: the last full week of the topic. */
   validationCutoff?: number;
   trials?: number;
   seed?: number;
+  /** Least trees when early stopping stops sooner (default 300; see train.py `--min-rounds`). */
+  minRounds?: number;
   /** Other customers with history scored per training cutoff (negatives only). */
   sampleOthers?: number;
   /** Where to keep rows and model files (default: a temporary folder, removed after). */
   workDir?: string;
   onProgress?: (line: string) => void;
+  /** Counts per stage, for progress bars (`onProgress` gets the same as lines, less often). */
+  onStep?: (step: CycleStep) => void;
+}
+
+/** Structured progress of a cycle: one counter per (stage, label), `done` up to `total`. */
+export interface CycleStep {
+  /** `replay`: topics into the training namespace; `rows`: candidates, features; `train`: trials. */
+  readonly stage: 'replay' | 'rows' | 'train';
+  /** What is counted, e.g. `purchases < 2020-07-06`, `customers at 2020-07-06`, `optuna trials`. */
+  readonly label: string;
+  readonly done: number;
+  readonly total: number;
 }
 
 export interface CycleResult {
@@ -143,14 +164,19 @@ export async function latestEventTime(kafka: Kafka, topic: string): Promise<numb
     };
     consumer.on(consumer.events.GROUP_JOIN, seekLast);
     seekLast();
-    await Promise.race([
-      done,
-      new Promise((_, reject) =>
-        setTimeout(() => {
-          reject(new Error(`could not read the last records of ${topic} within 60 s`));
-        }, 60_000),
-      ),
-    ]);
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        done,
+        new Promise((_, reject) => {
+          timer = setTimeout(() => {
+            reject(new Error(`could not read the last records of ${topic} within 60 s`));
+          }, 60_000);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
   } finally {
     await consumer.disconnect();
     const a = kafka.admin();
@@ -159,26 +185,6 @@ export async function latestEventTime(kafka: Kafka, topic: string): Promise<numb
     await a.disconnect();
   }
   return latest;
-}
-
-/** Rows of `table` whose cutoff satisfies `keep`, as a new table (qid order kept). */
-function filterTable(table: RowTable, keep: (cutoff: number) => boolean): RowTable {
-  const out = new RowTable(table.features, Math.max(1, table.length));
-  const cols = table.features.map((f) => table.feature(f));
-  for (let i = 0; i < table.length; i++) {
-    const cutoff = table.cutoff[i] ?? 0;
-    if (!keep(cutoff)) continue;
-    out.push({
-      qid: table.qid[i] ?? 0,
-      customerId: table.customerId[i] ?? '',
-      articleId: table.articleId[i] ?? '',
-      cutoff,
-      label: (table.label[i] ?? 0) === 1 ? 1 : 0,
-      sources: table.sources[i] ?? '',
-      values: cols.map((c) => c[i] ?? NaN),
-    });
-  }
-  return out;
 }
 
 /** MAP@12 of a per-row score over the queries of `table`; relevant sets are full label weeks. */
@@ -204,46 +210,6 @@ function mapOf(
   return mapAtK(ranked, relevant, 12);
 }
 
-async function scoreOnnx(table: RowTable, bytes: Buffer, features: readonly string[]) {
-  const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1 });
-  try {
-    const cols = features.map((f) => table.feature(f));
-    const data = new Float32Array(table.length * features.length);
-    for (let i = 0; i < table.length; i++) {
-      for (let j = 0; j < features.length; j++) data[i * features.length + j] = cols[j]?.[i] ?? NaN;
-    }
-    const input = new ort.Tensor('float32', data, [table.length, features.length]);
-    const out = await session.run({ [session.inputNames[0] ?? 'input']: input });
-    const first = out[session.outputNames[0] ?? 'variable'];
-    return Float32Array.from(first?.data as Float32Array);
-  } finally {
-    await session.release();
-  }
-}
-
-function runPython(python: string, args: string[], onLine: (l: string) => void): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(python, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      for (const l of d.toString().split('\n')) if (l.trim() !== '') onLine(l);
-    });
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code === 0) resolve(stdout);
-      else
-        reject(
-          new Error(
-            `trainer exited with code ${code}: ${stderr.trim().split('\n').slice(-3).join(' | ')}`,
-          ),
-        );
-    });
-  });
-}
-
 /** Run one cycle; resolves with what was trained and whether it was promoted. */
 export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promise<CycleResult> {
   const t0 = performance.now();
@@ -255,7 +221,7 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
   // Validation = the last full week: [V, V + 7d) ends at the end of the last day with data.
   const lastDayEnd = Math.floor(latest / DAY_MS) * DAY_MS + DAY_MS;
   const validation = opts.validationCutoff ?? lastDayEnd - 7 * DAY_MS;
-  const weeks = opts.trainWeeks ?? 4;
+  const weeks = opts.trainWeeks ?? DEFAULT_TRAIN_WEEKS;
   const train = Array.from({ length: weeks }, (_, i) => validation - (weeks - i) * 7 * DAY_MS);
   if (validation + 7 * DAY_MS > lastDayEnd) {
     throw new Error(
@@ -271,6 +237,10 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
       `cutoffs: train ${train.map((c) => new Date(c).toISOString().slice(0, 10)).join(', ')}; validation ${new Date(validation).toISOString().slice(0, 10)}`,
     );
     let lastStage = '';
+    const step = opts.onStep ?? (() => undefined);
+    const day = (i: number) => new Date([...train, validation][i] ?? 0).toISOString().slice(0, 10);
+    let cutoffIndex = 0; // the cutoff being built: advanced when its queries are done
+    const metaRead = new Map<string, readonly [number, number]>(); // articles, customers: read, total
     const rows = await buildTrainingRows(deps, {
       cutoffs: [...train, validation],
       namespace,
@@ -281,6 +251,26 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
       onProgress: (stage, done, total) => {
         if (stage !== lastStage || done === total) say(`rows: ${stage} ${done}/${total}`);
         lastStage = stage;
+        if (stage === 'labels') step({ stage: 'replay', label: 'label weeks', done, total });
+        else if (stage === 'articles' || stage === 'customers') {
+          // Replayed concurrently: one counter for both.
+          metaRead.set(stage, [done, total]);
+          const sum = [...metaRead.values()].reduce((a, [d, t]) => [a[0] + d, a[1] + t], [0, 0]);
+          step({
+            stage: 'replay',
+            label: `metadata <= ${day(cutoffIndex)}`,
+            done: sum[0],
+            total: sum[1],
+          });
+        } else if (stage === 'purchases') {
+          step({ stage: 'replay', label: `purchases < ${day(cutoffIndex)}`, done, total });
+        } else if (stage === 'queries') {
+          step({ stage: 'rows', label: `customers at ${day(cutoffIndex)}`, done, total });
+          if (done === total) {
+            cutoffIndex++;
+            metaRead.clear();
+          }
+        }
       },
       onQuery: (q) => relevantByQid.set(q.qid, q.labels),
     });
@@ -298,6 +288,8 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
     const t1 = performance.now();
     const python = ensurePythonEnv(say);
     const outDir = join(work, 'model');
+    const trials = opts.trials ?? 10;
+    step({ stage: 'train', label: 'optuna trials', done: 0, total: trials });
     const stdout = await runPython(
       python,
       [
@@ -309,12 +301,23 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
         '--out',
         outDir,
         '--trials',
-        String(opts.trials ?? 10),
+        String(trials),
         '--seed',
         String(opts.seed ?? 42),
+        '--min-rounds',
+        String(opts.minRounds ?? DEFAULT_MIN_ROUNDS),
       ],
       (l) => {
-        say(`train: ${l}`);
+        say(l);
+        const trial = /\btrial (\d+)\/(\d+)/.exec(l); // train.py: "trial 3/10: map@12=..."
+        if (trial) {
+          step({
+            stage: 'train',
+            label: 'optuna trials',
+            done: Number(trial[1]),
+            total: Number(trial[2]),
+          });
+        }
       },
     );
     const trainMs = performance.now() - t1;

@@ -1,8 +1,14 @@
 /**
- * `npm run train -- --once [--weeks N] [--trials N] [--seed N] [--validation YYYY-MM-DD]`: one
+ * `npm run train -- --once [--weeks N] [--trials N] [--min-rounds N] [--seed N] [--validation YYYY-MM-DD]`: one
  * training cycle now (validation week from that day; default the last full week).
  * `npm run trainer [-- --every-hours H]`: a cycle now and then every H hours (TRAIN_EVERY_HOURS,
- * default 24), each on the latest full week; SIGINT / SIGTERM stop it between cycles.
+ * default 24) from the start of the previous one, each on the latest full week (training/schedule.ts).
+ * `kill -USR1 <pid>` runs a cycle now (or right after the running one); cycles never overlap and
+ * a failed one is logged while the schedule goes on. SIGINT / SIGTERM stop it between cycles (a
+ * second one exits at once).
+ *
+ * Progress of replay, row building and the Optuna trials: bars on a terminal, a line every few
+ * seconds otherwise (streams/progress.ts); `--no-progress` leaves only the stage lines.
  */
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
@@ -10,66 +16,132 @@ import { connectStreams } from '../streams/bootstrap.ts';
 import { loadConfig } from '../streams/config.ts';
 import { keySpace } from '../streams/features/keys.ts';
 import { createLogger } from '../streams/logger.ts';
-import { runCycle } from './cycle.ts';
+import { progress, type Progress } from '../streams/progress.ts';
+import { DEFAULT_MIN_ROUNDS, DEFAULT_TRAIN_WEEKS, runCycle, type CycleStep } from './cycle.ts';
+import { runSchedule } from './schedule.ts';
+
+/** One progress bar at a time: a new one whenever the (stage, label) or the total changes. */
+function stepBars(enabled: boolean): { onStep: (s: CycleStep) => void; end: () => void } {
+  let current: { id: string; done: number; bar: Progress } | null = null;
+  let finished = '';
+  const end = () => {
+    current?.bar.stop(current.done);
+    current = null;
+  };
+  return {
+    onStep: (s) => {
+      if (!enabled) return;
+      const id = `${s.stage} ${s.label} ${s.total}`;
+      if (id === finished) return; // its last count, again
+      // A bar from the first count on: a stage's opening lines (the trainer's) do not cut it.
+      if (current?.id !== id && s.done === 0 && s.total > 0) return;
+      if (current?.id !== id) {
+        end();
+        current = { id, done: 0, bar: progress(`${s.stage} ${s.label}`, s.total) };
+      }
+      current.done = s.done;
+      current.bar.update(s.done);
+      if (s.done >= s.total) {
+        finished = id;
+        end();
+      }
+    },
+    end,
+  };
+}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       once: { type: 'boolean', default: false },
-      weeks: { type: 'string', default: '4' },
+      weeks: { type: 'string', default: String(DEFAULT_TRAIN_WEEKS) },
+      'min-rounds': { type: 'string', default: String(DEFAULT_MIN_ROUNDS) },
       trials: { type: 'string', default: '10' },
       seed: { type: 'string', default: '42' },
       'work-dir': { type: 'string' },
       validation: { type: 'string' },
       'every-hours': { type: 'string', default: process.env.TRAIN_EVERY_HOURS ?? '24' },
+      'no-progress': { type: 'boolean', default: false },
     },
   });
+  const every = Number(values['every-hours']) * 3_600_000;
+  if (!values.once && !(every > 0)) {
+    throw new Error(`--every-hours must be a positive number (got ${values['every-hours']})`);
+  }
   const config = loadConfig();
   const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, 'trainer');
   const { kafka, topics, codecs } = await connectStreams(config, 'rec-trainer', logger);
   const redis = new Redis(config.redisUrl);
   const keys = keySpace(process.env.REDIS_NAMESPACE ?? 'rec');
+  const bars = !values['no-progress'];
+  // On a terminal the trial bar also stands in for the trial lines.
+  const quiet = bars && process.stderr.isTTY;
   const cycle = async () => {
-    const result = await runCycle(
-      { kafka, redis, codecs, topics, keys, logger },
-      {
-        trainWeeks: Number(values.weeks),
-        trials: Number(values.trials),
-        seed: Number(values.seed),
-        ...(values['work-dir'] === undefined ? {} : { workDir: values['work-dir'] }),
-        ...(values.validation === undefined
-          ? {}
-          : { validationCutoff: Date.parse(`${values.validation}T00:00:00Z`) }),
-        onProgress: (line) => {
-          console.error(`[train] ${line}`);
+    const steps = stepBars(bars);
+    try {
+      const result = await runCycle(
+        { kafka, redis, codecs, topics, keys, logger },
+        {
+          trainWeeks: Number(values.weeks),
+          trials: Number(values.trials),
+          minRounds: Number(values['min-rounds']),
+          seed: Number(values.seed),
+          ...(values['work-dir'] === undefined ? {} : { workDir: values['work-dir'] }),
+          ...(values.validation === undefined
+            ? {}
+            : { validationCutoff: Date.parse(`${values.validation}T00:00:00Z`) }),
+          onProgress: (line) => {
+            if (bars && /^rows: \w+ \d+\/\d+$/.test(line)) return; // the bars count these
+            if (quiet) {
+              if (/^train: (train: )?trial \d+\/\d+/.test(line)) return;
+              steps.end(); // a line under a live bar would garble it
+            }
+            console.error(`[train] ${line}`);
+          },
+          onStep: steps.onStep,
         },
-      },
-    );
-    console.log(JSON.stringify(result));
+      );
+      console.log(JSON.stringify(result));
+    } finally {
+      steps.end();
+    }
   };
   try {
     if (values.once) {
       await cycle();
       return;
     }
-    const every = Number(values['every-hours']) * 3_600_000;
-    const state = { stop: false };
-    let wake: () => void = () => undefined;
+    const stop = new AbortController();
     const halt = () => {
-      state.stop = true;
-      wake();
+      if (stop.signal.aborted) process.exit(130);
+      console.error('[train] stopping after the running cycle (again to exit now)');
+      stop.abort();
     };
+    console.error(
+      `[train] pid ${process.pid}: a cycle now and every ${values['every-hours']} h; kill -USR1 ${process.pid} for one now`,
+    );
+    const schedule = runSchedule({
+      everyMs: every,
+      signal: stop.signal,
+      cycle: async ({ n, reason }) => {
+        console.error(`[train] cycle ${n} (${reason}) at ${new Date().toISOString()}`);
+        await cycle();
+      },
+      onError: (err, { n }) => {
+        console.error(
+          `[train] cycle ${n} failed: ${err instanceof Error ? err.message : String(err)}`,
+        );
+      },
+    });
     process.on('SIGINT', halt);
     process.on('SIGTERM', halt);
-    while (!state.stop) {
-      await cycle().catch((err: unknown) => {
-        console.error(`[train] cycle failed: ${err instanceof Error ? err.message : String(err)}`);
-      });
-      await new Promise<void>((resolve) => {
-        wake = resolve;
-        setTimeout(resolve, every).unref();
-      });
-    }
+    process.on('SIGUSR1', () => {
+      console.error(
+        `[train] SIGUSR1: a cycle ${schedule.running ? 'right after the running one' : 'now'}`,
+      );
+      schedule.trigger();
+    });
+    await schedule.done;
   } finally {
     redis.disconnect();
   }

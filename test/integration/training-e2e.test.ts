@@ -1,0 +1,204 @@
+/**
+ * Training end to end on the real stack: a generated H&M-layout folder with a planted signal
+ * (test/fixtures/planted.ts: hidden customer groups buying new articles of their group's
+ * categories) is loaded into Kafka and processed into a fresh namespace; one training cycle
+ * (replay -> rows -> LightGBM + a 2-trial Optuna search -> ONNX -> parity -> gate) must beat the
+ * popularity baselines on the validation week and be promoted, and the API on that namespace then
+ * answers with the new model. Also: the "too little data" errors of a cycle.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bootstrap } from '../../streams/bootstrap.ts';
+import { keySpace } from '../../streams/features/keys.ts';
+import { deleteNamespace } from '../../streams/features/state.ts';
+import { runLoad, type LoadReport } from '../../streams/loader/run.ts';
+import { createIdempotentProducer } from '../../streams/producer.ts';
+import { createProcessorMetrics } from '../../processors/metrics.ts';
+import { startProcessors } from '../../processors/run.ts';
+import { activeVersion, listModels } from '../../serving/model/registry.ts';
+import { startServing } from '../../serving/server.ts';
+import {
+  runCycle,
+  type CycleDeps,
+  type CycleResult,
+  type CycleStep,
+} from '../../training/cycle.ts';
+import { generatePlantedDataset, type PlantedInfo } from '../fixtures/planted.ts';
+import { stackContext } from '../helpers.ts';
+
+interface RecResponse {
+  customer_id: string;
+  items: { article_id: string; score: number; rank: number }[];
+  model_version: string;
+  cold_start: boolean;
+}
+
+const VALIDATION = Date.UTC(2020, 6, 6); // 6 weeks of purchases from 2020-06-01: the last full week
+const TRAIN = [Date.UTC(2020, 5, 22), Date.UTC(2020, 5, 29)];
+
+describe('training end to end: load, process, train, promote, serve', () => {
+  const ctx = stackContext('training-e2e');
+  const keys = keySpace(`e${randomUUID().slice(0, 8)}`);
+  const dir = mkdtempSync(join(tmpdir(), 'rec-training-e2e-'));
+  const redis = new Redis(ctx.config.redisUrl);
+  const steps: CycleStep[] = [];
+  const lines: string[] = [];
+  let planted: PlantedInfo;
+  let report: LoadReport;
+  let deps: CycleDeps;
+  let result: CycleResult;
+  let cycleMs = 0;
+
+  beforeAll(async () => {
+    planted = generatePlantedDataset(join(dir, 'data'), { seed: 5 });
+    report = await runLoad({
+      config: { ...ctx.config, topicPrefix: ctx.prefix },
+      logger: ctx.logger,
+      dataDir: join(dir, 'data'),
+      progress: false,
+    });
+    const { codecs } = await bootstrap(ctx);
+    const producer = createIdempotentProducer(ctx.kafka);
+    await producer.connect();
+    const running = await startProcessors({
+      kafka: ctx.kafka,
+      redis,
+      codecs,
+      topics: ctx.topics,
+      keys,
+      logger: ctx.logger,
+      metrics: createProcessorMetrics(false),
+      dlqProducer: producer,
+      groupPrefix: `training-e2e-${keys.ns}`,
+    });
+    await running.caughtUp(60_000);
+    await running.stop();
+    await producer.disconnect();
+    deps = { kafka: ctx.kafka, redis, codecs, topics: ctx.topics, keys, logger: ctx.logger };
+  });
+
+  afterAll(async () => {
+    const admin = ctx.kafka.admin();
+    await admin.connect();
+    const { groups } = await admin.listGroups();
+    const mine = groups
+      .map((g) => g.groupId)
+      .filter((g) => g.startsWith(`training-e2e-${keys.ns}`));
+    if (mine.length > 0) await admin.deleteGroups(mine).catch(() => undefined);
+    await admin.disconnect();
+    await deleteNamespace(redis, keys);
+    redis.disconnect();
+    rmSync(dir, { recursive: true, force: true });
+    await ctx.cleanup();
+  });
+
+  it('trains a ranker that beats the baselines on the planted signal and promotes it', async () => {
+    expect(planted.firstDate).toBe('2020-06-01');
+    expect(planted.lastDate).toBe('2020-07-12');
+    expect(planted.inGroupShare).toBeGreaterThan(0.85);
+    const t0 = performance.now();
+    result = await runCycle(deps, {
+      trainWeeks: 2,
+      trials: 2,
+      seed: 42,
+      onProgress: (l) => lines.push(l),
+      onStep: (s) => steps.push(s),
+    });
+    cycleMs = performance.now() - t0;
+    console.info(
+      `training e2e: cycle ${(cycleMs / 1000).toFixed(1)} s (rows ${(result.timings.rowsMs / 1000).toFixed(1)} s, ` +
+        `train ${(result.timings.trainMs / 1000).toFixed(1)} s); MAP@12 ${JSON.stringify(result.map12)}; ` +
+        `recall ${JSON.stringify(result.candidateRecall)}; rows ${JSON.stringify(result.rows)}`,
+    );
+
+    expect(result.cutoffs).toEqual({ train: TRAIN, validation: VALIDATION });
+    expect(result.rows.validationQueries).toBeGreaterThan(100);
+    // The label week is (mostly) among the candidates.
+    expect(result.candidateRecall.overall).toBeGreaterThan(0.8);
+    const { ranker, popular, repurchase_popular: repurchase } = result.map12;
+    expect(ranker).toBeGreaterThan(0.2);
+    expect(ranker).toBeGreaterThan(2 * popular!);
+    expect(ranker).toBeGreaterThan(2 * repurchase!);
+    expect(result.map12.active).toBeUndefined(); // a fresh namespace: nothing to compare with
+    expect(result.promoted).toBe(true);
+    expect(result.reason).toMatch(/> best baseline/);
+
+    // Registered and active in the namespace's registry.
+    expect(await activeVersion(redis, keys)).toBe(result.version);
+    const listed = await listModels(redis, keys);
+    expect(listed.find((m) => m.version === result.version)?.status).toBe('active');
+
+    // Progress: every stage counted up to its total; the trials one by one.
+    const stages = new Set(steps.map((s) => s.stage));
+    expect([...stages]).toEqual(['replay', 'rows', 'train']);
+    const trials = steps.filter((s) => s.stage === 'train').map((s) => `${s.done}/${s.total}`);
+    expect(trials).toEqual(['0/2', '1/2', '2/2']);
+    const rowsDone = steps.filter((s) => s.stage === 'rows' && s.done === s.total);
+    expect(rowsDone.map((s) => s.label)).toEqual([
+      'customers at 2020-06-22',
+      'customers at 2020-06-29',
+      'customers at 2020-07-06',
+    ]);
+    expect(steps.some((s) => s.label === 'purchases < 2020-07-06' && s.done === s.total)).toBe(
+      true,
+    );
+    for (const s of steps) expect(s.done).toBeLessThanOrEqual(s.total);
+    expect(lines.some((l) => /^train: .*trial 2\/2: map@12=/.test(l))).toBe(true);
+  }, 120_000);
+
+  it('serves the promoted model on the same namespace', async () => {
+    expect(result.promoted).toBe(true);
+    const serving = await startServing({
+      redisUrl: ctx.config.redisUrl,
+      keys,
+      logger: ctx.logger,
+      port: 0,
+      host: '127.0.0.1',
+      now: () => report.lastEventTime ?? Date.now(),
+    });
+    try {
+      expect(serving.live.version).toBe(result.version);
+      const customers = [...planted.groupOf.keys()].slice(0, 20);
+      let inGroup = 0;
+      let items = 0;
+      for (const c of customers) {
+        const res = await fetch(`${serving.url}/v1/recommendations/${c}?k=12`);
+        expect(res.status).toBe(200);
+        const body = (await res.json()) as RecResponse;
+        expect(body.model_version).toBe(result.version);
+        expect(body.cold_start).toBe(false);
+        expect(body.items).toHaveLength(12);
+        for (const item of body.items) {
+          items++;
+          if (planted.articleGroup.get(item.article_id) === planted.groupOf.get(c)) inGroup++;
+        }
+      }
+      // The served ranking follows the planted signal too.
+      expect(inGroup / items).toBeGreaterThan(0.5);
+    } finally {
+      await serving.close();
+    }
+  });
+
+  it('refuses a validation week without a full week of purchases after it (too little data)', async () => {
+    const at = async (day: string) =>
+      runCycle(deps, {
+        trainWeeks: 2,
+        trials: 2,
+        validationCutoff: Date.parse(`${day}T00:00:00Z`),
+      });
+    // Purchases end on 2020-07-12: from 2020-07-10 there are 3 days, from 2020-08-01 none.
+    await expect(at('2020-07-10')).rejects.toThrow(
+      /^too little data: no full week of purchases after the validation cutoff 2020-07-10T00:00:00\.000Z$/,
+    );
+    await expect(at('2020-08-01')).rejects.toThrow(
+      /^too little data: no full week of purchases after the validation cutoff 2020-08-01/,
+    );
+    // Nothing was registered by the refused cycles.
+    expect((await listModels(redis, keys)).map((m) => m.version)).toEqual([result.version]);
+  });
+});

@@ -1,0 +1,73 @@
+/**
+ * Steps a training cycle and the backtest share: selecting rows by cutoff, scoring rows with an
+ * ONNX model in this process, and running the Python trainer with its log lines streamed.
+ */
+import { spawn } from 'node:child_process';
+import * as ort from 'onnxruntime-node';
+import { RowTable } from './rows.ts';
+
+/** Rows of `table` whose cutoff satisfies `keep`, as a new table (qid order kept). */
+export function filterTable(table: RowTable, keep: (cutoff: number) => boolean): RowTable {
+  const out = new RowTable(table.features, Math.max(1, table.length));
+  const cols = table.features.map((f) => table.feature(f));
+  for (let i = 0; i < table.length; i++) {
+    const cutoff = table.cutoff[i] ?? 0;
+    if (!keep(cutoff)) continue;
+    out.push({
+      qid: table.qid[i] ?? 0,
+      customerId: table.customerId[i] ?? '',
+      articleId: table.articleId[i] ?? '',
+      cutoff,
+      label: (table.label[i] ?? 0) === 1 ? 1 : 0,
+      sources: table.sources[i] ?? '',
+      values: cols.map((c) => c[i] ?? NaN),
+    });
+  }
+  return out;
+}
+
+/** Scores of every row of `table` (float32, row order) from an ONNX model, in this process. */
+export async function scoreOnnx(table: RowTable, bytes: Buffer, features: readonly string[]) {
+  const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1 });
+  try {
+    const cols = features.map((f) => table.feature(f));
+    const data = new Float32Array(table.length * features.length);
+    for (let i = 0; i < table.length; i++) {
+      for (let j = 0; j < features.length; j++) data[i * features.length + j] = cols[j]?.[i] ?? NaN;
+    }
+    const input = new ort.Tensor('float32', data, [table.length, features.length]);
+    const out = await session.run({ [session.inputNames[0] ?? 'input']: input });
+    const first = out[session.outputNames[0] ?? 'variable'];
+    return Float32Array.from(first?.data as Float32Array);
+  } finally {
+    await session.release();
+  }
+}
+
+/** Run the trainer; resolves with its stdout, streams its stderr lines to `onLine`. */
+export function runPython(
+  python: string,
+  args: string[],
+  onLine: (l: string) => void,
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(python, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      for (const l of d.toString().split('\n')) if (l.trim() !== '') onLine(l);
+    });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code === 0) resolve(stdout);
+      else
+        reject(
+          new Error(
+            `trainer exited with code ${code}: ${stderr.trim().split('\n').slice(-3).join(' | ')}`,
+          ),
+        );
+    });
+  });
+}
