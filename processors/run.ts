@@ -16,6 +16,7 @@ import { applyArticles, applyCustomers } from './metadata.ts';
 import type { ProcessorMetrics } from './metrics.ts';
 import { PurchaseProcessor, type PurchaseProcessorOptions } from './purchases.ts';
 import { defineScripts } from './scripts.ts';
+import { startTasteConsumer, type RunningTaste } from './taste.ts';
 
 export interface ProcessorDeps {
   kafka: Kafka;
@@ -58,6 +59,7 @@ export async function startProcessors(deps: ProcessorDeps): Promise<RunningProce
     deps.sessionTimeoutMs === undefined ? {} : { sessionTimeoutMs: deps.sessionTimeoutMs };
   const admin = kafka.admin();
   await admin.connect();
+  let taste: RunningTaste | null = null; // EMBEDDINGS=on: the taste consumer (taste.ts)
 
   const caughtUp = async (which: (keyof typeof groups)[], timeoutMs: number) => {
     const deadline = Date.now() + timeoutMs;
@@ -136,6 +138,8 @@ export async function startProcessors(deps: ProcessorDeps): Promise<RunningProce
         },
       }),
     );
+    taste = await startTasteConsumer(deps);
+    if (taste) running.push(taste.consumer);
   } catch (err) {
     await Promise.allSettled(running.map((r) => r.stop()));
     await admin.disconnect();
@@ -144,7 +148,10 @@ export async function startProcessors(deps: ProcessorDeps): Promise<RunningProce
 
   return {
     groups,
-    caughtUp: (timeoutMs = 120_000) => caughtUp(['articles', 'customers', 'purchases'], timeoutMs),
+    caughtUp: async (timeoutMs = 120_000) => {
+      await caughtUp(['articles', 'customers', 'purchases'], timeoutMs);
+      await taste?.caughtUp(admin, timeoutMs);
+    },
     async stop() {
       await Promise.allSettled(running.map((r) => r.stop()));
       await admin.disconnect();

@@ -4,6 +4,7 @@
  *
  *   GET /v1/recommendations/{customerId}?k&index_group&section&product_group&allow_repurchase&explain
  *   GET /v1/articles/{id}/similar?k          co-purchase neighbours
+ *   GET /v1/articles/{id}/similar/embedding?n  text-embedding neighbours (serving/similar.ts)
  *   GET /v1/trending?segment&k               global, or channel:<id> / age_index:<bucket>|<group>
  *   GET /healthz  /readyz  /metrics  /openapi.json  /docs
  *
@@ -72,6 +73,8 @@ import {
   type ScoredArticleBody,
 } from './schemas.ts';
 import { TrendingCache } from './trending-cache.ts';
+import { registerEmbeddingSimilar } from './similar.ts';
+import { embeddingKeys } from '../streams/features/embedding-keys.ts';
 
 export interface ServingConfig extends CandidateConfig {
   /** A ranker taking longer than this falls back to the heuristic (ms; 0 = no limit). */
@@ -557,6 +560,8 @@ export function createApp(deps: ServingDeps): OpenAPIHono<AppEnv> {
     const text = await metrics.registry.metrics();
     return c.body(text, 200, { 'content-type': metrics.registry.contentType });
   });
+
+  registerEmbeddingSimilar(app, { redis, keys, ekeys: embeddingKeys(keys.ns) });
 
   app.doc('/openapi.json', {
     openapi: '3.0.0',

@@ -628,6 +628,7 @@ async function main(): Promise<void> {
               customer: set.customer,
               article: set.articles.get(c.articleId) ?? emptyArticleState(c.articleId),
               now,
+              candidate: c,
             }),
             i * width,
           );

@@ -15,8 +15,9 @@
  * after a read. An unknown customer costs 2 round trips (customer + global, then article states).
  *
  * Sources, each with a quota (`CandidateConfig.quotas`):
- *  - `repurchase`: distinct articles of the customer's recent purchases (newest first), only with
- *    `allow_repurchase` (otherwise every bought article is excluded anyway);
+ *  - `repurchase`: distinct articles of the customer's recent purchases (newest first), then the
+ *    older ones (most units first), only with `allow_repurchase` (otherwise every bought article
+ *    is excluded anyway);
  *  - `copurchase`: top neighbours (decayed co-purchase counts summed over seeds) of the customer's
  *    last `copurchaseSeeds` distinct articles;
  *  - `trending_segment`: the 7-day trending sets of the customer's age bucket × index group
@@ -46,15 +47,18 @@ import {
   type CustomerState,
 } from '../streams/features/state.ts';
 import { storeRead } from './errors.ts';
+import * as emb from './embedding-candidates.ts'; // EMBEDDINGS=on only (issue 7)
 
 /** Half-life of the global trending set used for candidates, the trending route and the cache. */
 export const GLOBAL_TRENDING_HL: HalfLife = '7d';
 
-export type Source = 'repurchase' | 'copurchase' | 'trending_segment' | 'trending_global';
+export type Source =
+  'repurchase' | 'copurchase' | 'similar' | 'trending_segment' | 'trending_global';
 /** Source priority: the order candidates are kept in when the pool is capped. */
 export const SOURCES: readonly Source[] = [
   'repurchase',
   'copurchase',
+  ...(emb.EMBEDDINGS_ON ? (['similar'] as const) : []),
   'trending_segment',
   'trending_global',
 ];
@@ -66,6 +70,8 @@ export interface CandidateConfig {
     readonly copurchase: number;
     readonly segment: number;
     readonly global: number;
+    /** `similar` (text-embedding neighbours of the seeds), EMBEDDINGS=on only. */
+    readonly similar?: number;
   };
   /** Cap of the de-duplicated, filtered pool (kept in source priority order). */
   readonly maxCandidates: number;
@@ -77,10 +83,18 @@ export interface CandidateConfig {
   readonly indexGroups: readonly string[];
   /** Trending reads fetch this many times their quota when filters are given. */
   readonly filterOverfetch: number;
+  /** Namespace of the article vectors and similar lists (default: the request's). */
+  readonly embeddingNamespace?: string;
 }
 
 export const DEFAULT_CANDIDATE_CONFIG: CandidateConfig = {
-  quotas: { repurchase: 30, copurchase: 40, segment: 30, global: 30 },
+  quotas: {
+    repurchase: 50,
+    copurchase: 40,
+    segment: 30,
+    global: 30,
+    similar: emb.DEFAULT_SIMILAR_QUOTA,
+  },
   maxCandidates: 150,
   copurchaseSeeds: 5,
   copurchasePerSeed: 20,
@@ -118,6 +132,8 @@ export interface Candidate {
   segment: { score: number; segment: string } | null;
   /** Log-space score in the global 7-day trending set. */
   global: { logScore: number } | null;
+  /** Best cosine to a seed and that seed (the `similar` source, EMBEDDINGS=on). */
+  similar?: { score: number; seed: string } | null;
 }
 
 export interface CandidateSet {
@@ -256,7 +272,14 @@ export async function gatherCandidates(
     if (!recentDistinct.has(r.articleId)) recentDistinct.set(r.articleId, r.time);
   }
   if (req.allowRepurchase) {
-    for (const [articleId, time] of [...recentDistinct].slice(0, quotas.repurchase)) {
+    // Older purchases (beyond the recent list) follow, most units first; their last purchase is at
+    // or before the oldest recent one, which stands in for it.
+    const oldest = customer.recent.at(-1)?.time ?? customer.last ?? 0;
+    const older = Object.entries(customer.bought)
+      .filter(([id]) => !recentDistinct.has(id))
+      .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+      .map(([id]): [string, number] => [id, oldest]);
+    for (const [articleId, time] of [...recentDistinct, ...older].slice(0, quotas.repurchase)) {
       pool.add(articleId, 'repurchase').repurchase = { lastBought: time };
     }
   }
@@ -302,6 +325,9 @@ export async function gatherCandidates(
     }
   }
   for (const a of prefArticles) pipe.hmget(keys.article(a).meta, 'index_group_name', 'prod_name');
+  const ekeys = emb.articleVectorKeys(keys, config.embeddingNamespace);
+  const similarSeeds = emb.EMBEDDINGS_ON && (quotas.similar ?? 0) > 0 ? seeds : [];
+  emb.queueSimilarReads(pipe, ekeys, similarSeeds);
   const pipeLength = pipe.length;
   const knownIds = [...pool.byId.keys()];
   const [rt2, knownStates] = await storeRead('segments, co-purchases and articles', () =>
@@ -324,6 +350,7 @@ export async function gatherCandidates(
       ? seeds.map((seed) => ({ seed, entries: parseScored(rt2[pos++] as string[]) }))
       : [];
   const prefMeta = prefArticles.map(() => (rt2[pos++] as (string | null)[] | null) ?? []);
+  const similarLists = similarSeeds.map(() => emb.similarReply(rt2[pos++]));
   const prefGroups = prefMeta.map(([group]) => group ?? null);
   const recentNames = new Map(prefArticles.map((a, i) => [a, prefMeta[i]?.[1] ?? null]));
 
@@ -378,6 +405,13 @@ export async function gatherCandidates(
   for (const [articleId, v] of coPicks) {
     pool.add(articleId, 'copurchase').copurchase = { logScore: v.logScore, seed: v.seed };
   }
+  const similar = emb.similarPicks(
+    similarSeeds,
+    similarLists,
+    excluded,
+    (quotas.similar ?? 0) * over,
+  );
+  for (const [articleId, v] of similar) pool.add(articleId, 'similar').similar = v;
   for (const [articleId, v] of segmentPicks) {
     pool.add(articleId, 'trending_segment').segment = v;
   }
@@ -394,12 +428,14 @@ export async function gatherCandidates(
   const taken: Record<Source, number> = {
     repurchase: 0,
     copurchase: 0,
+    similar: 0,
     trending_segment: 0,
     trending_global: 0,
   };
   const quotaOf: Record<Source, number> = {
     repurchase: quotas.repurchase,
     copurchase: quotas.copurchase,
+    similar: quotas.similar ?? 0,
     trending_segment: quotas.segment,
     trending_global: quotas.global,
   };
@@ -414,6 +450,12 @@ export async function gatherCandidates(
       return true;
     })
     .slice(0, config.maxCandidates);
+  if (emb.EMBEDDINGS_ON) {
+    await storeRead('embeddings', () =>
+      emb.attachEmbeddings(redis, keys, ekeys, customer, articles),
+    );
+    roundTrips++;
+  }
 
   return {
     customer,

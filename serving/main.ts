@@ -2,9 +2,9 @@
  * `npm run serve`: the recommendation API. Reads the environment (streams/config.ts plus the
  * SERVING_* settings below), serves until SIGINT / SIGTERM.
  *
- * SERVING_MAX_CANDIDATES=N (default: the app's defaults, 150 with quotas 30/40/30/30) caps the
+ * SERVING_MAX_CANDIDATES=N (default: the app's defaults, 150 with quotas 50/40/30/30) caps the
  * candidates per recommendation at N and scales the quotas to it: repurchase 0.3 N, co-purchase
- * 0.4 N, segment 0.3 N, global trending N. Global trending fills whatever the personal sources
+ * 0.4 N, segment 0.3 N, global trending N (and similar 0.2 N with EMBEDDINGS=on). Global trending fills whatever the personal sources
  * leave, so a request holds exactly N candidates whenever the store has N to offer (a cold
  * customer gets them from global trending). The serving benchmark runs with N = 100.
  */
@@ -13,6 +13,7 @@ import { loadConfig } from '../streams/config.ts';
 import { keySpace } from '../streams/features/keys.ts';
 import { createLogger } from '../streams/logger.ts';
 import type { ServingConfig } from './app.ts';
+import { DEFAULT_CANDIDATE_CONFIG } from './candidates.ts';
 import { startServing } from './server.ts';
 
 const env = z
@@ -34,7 +35,14 @@ function candidateOverrides(max: number | undefined): Partial<ServingConfig> {
   const share = (f: number) => Math.max(1, Math.round(f * max));
   return {
     maxCandidates: max,
-    quotas: { repurchase: share(0.3), copurchase: share(0.4), segment: share(0.3), global: max },
+    quotas: {
+      repurchase: share(0.3),
+      copurchase: share(0.4),
+      segment: share(0.3),
+      global: max,
+      // Scaled like the others; zero unless EMBEDDINGS=on (the default quota says which).
+      similar: (DEFAULT_CANDIDATE_CONFIG.quotas.similar ?? 0) > 0 ? share(0.2) : 0,
+    },
   };
 }
 

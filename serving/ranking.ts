@@ -125,6 +125,7 @@ function featureRows(names: readonly string[], input: RankInput): number[][] {
       customer: input.customer,
       article: input.articles.get(c.articleId) ?? emptyArticleState(c.articleId),
       now: input.now,
+      candidate: c,
     }),
   );
 }

@@ -69,6 +69,7 @@ export const RecommendationQuery = z.strictObject({
 export const SOURCE_VALUES = [
   'repurchase',
   'copurchase',
+  'similar', // EMBEDDINGS=on only (issue 7)
   'trending_segment',
   'trending_global',
 ] as const;

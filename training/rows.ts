@@ -75,6 +75,9 @@ import type { Purchase } from '../schemas/events.ts';
 import { applyArticles, applyCustomers } from '../processors/metadata.ts';
 import { PurchaseProcessor, type PurchaseProcessorOptions } from '../processors/purchases.ts';
 import { defineScripts } from '../processors/scripts.ts';
+import { TasteProcessor } from '../processors/taste.ts'; // EMBEDDINGS=on (issue 7)
+import { articleEmbeddingKeys, embeddingsEnabled } from '../streams/embeddings/run.ts';
+import { embeddingKeys } from '../streams/features/embedding-keys.ts';
 import {
   DEFAULT_CANDIDATE_CONFIG,
   SOURCES,
@@ -135,7 +138,9 @@ export interface RowsOptions {
 }
 
 /** Candidate recall: share of label (customer, article) pairs among the candidates, per source. */
-export type CandidateRecall = { overall: number } & Record<Source, number>;
+export type CandidateRecall = { overall: number } & Record<Exclude<Source, 'similar'>, number> & {
+    similar?: number; // EMBEDDINGS=on only
+  };
 
 export interface CutoffSummary {
   readonly cutoff: number;
@@ -441,6 +446,7 @@ class RecallCounter {
   readonly bySource: Record<Source, number> = {
     repurchase: 0,
     copurchase: 0,
+    similar: 0,
     trending_segment: 0,
     trending_global: 0,
   };
@@ -468,6 +474,7 @@ class RecallCounter {
       copurchase: r(this.bySource.copurchase),
       trending_segment: r(this.bySource.trending_segment),
       trending_global: r(this.bySource.trending_global),
+      ...(SOURCES.includes('similar') ? { similar: r(this.bySource.similar) } : {}),
     };
   }
 }
@@ -482,7 +489,11 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
   const cutoffs = [...opts.cutoffs];
   const first = cutoffs[0] as number;
   const last = cutoffs.at(-1) as number;
-  const config: CandidateConfig = { ...DEFAULT_CANDIDATE_CONFIG, ...opts.candidateConfig };
+  const config: CandidateConfig = {
+    ...DEFAULT_CANDIDATE_CONFIG,
+    embeddingNamespace: opts.liveNamespace ?? articleEmbeddingKeys().ns, // article vectors: live
+    ...opts.candidateConfig,
+  };
   const concurrency = Math.max(1, opts.concurrency ?? 8);
   const progress = opts.onProgress;
   const timings = { labelsMs: 0, metadataMs: 0, purchasesMs: 0, queriesMs: 0, writeMs: 0 };
@@ -544,6 +555,9 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
   if (deleted > 0) log.info({ deleted }, 'deleted the previous state of the training namespace');
   const scripts = defineScripts(redis);
   const processor = new PurchaseProcessor(redis, keys, scripts, opts.processorOptions);
+  const taste = embeddingsEnabled()
+    ? new TasteProcessor(redis, keys, embeddingKeys(config.embeddingNamespace))
+    : null;
 
   const table = new RowTable(FEATURE_NAMES);
   const perCutoff: CutoffSummary[] = [];
@@ -600,6 +614,7 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
         logger: deps.logger,
         onRecords: async (records: readonly DecodedRecord<Purchase>[]) => {
           await processor.apply(records);
+          await taste?.apply(records);
           for (const r of records) {
             history.add(r.value.customer_id);
             const offset = BigInt(r.offset);
@@ -671,6 +686,7 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
               customer: set.customer,
               article: set.articles.get(c.articleId) ?? emptyArticleState(c.articleId),
               now: cutoff,
+              candidate: c,
             }),
           );
           set.candidates.forEach((c, k) => {

@@ -5,14 +5,26 @@
  * have computed at that instant. Missing values are NaN (LightGBM's and ONNX's "missing").
  */
 import { decayedValue } from './decay.ts';
-import { AFFINITY_HALF_LIFE, HALF_LIVES, type HalfLife } from './keys.ts';
+import { AFFINITY_HALF_LIFE, COPURCHASE_HALF_LIFE, HALF_LIVES, type HalfLife } from './keys.ts';
 import type { ArticleState, CustomerState } from './state.ts';
+import { EMBEDDING_FEATURES } from './embedding-state.ts';
+
+/** What candidate generation found about a candidate (serving/candidates.ts `Candidate`). */
+export interface CandidateEvidence {
+  readonly sources: readonly string[];
+  /** Log-space co-purchase count summed over the seeds (at the epoch, see decay.ts). */
+  readonly copurchase: { readonly logScore: number } | null;
+  /** Segment score in [0, 1]. */
+  readonly segment: { readonly score: number } | null;
+}
 
 export interface FeatureContext {
   readonly customer: CustomerState;
   readonly article: ArticleState;
   /** Event-time "now" (ms). */
   readonly now: number;
+  /** The candidate's evidence; its features are NaN without it. */
+  readonly candidate?: CandidateEvidence;
 }
 
 export interface FeatureDefinition {
@@ -26,6 +38,27 @@ export interface FeatureDefinition {
 const days = (ms: number): number => ms / 86_400_000;
 const since = (t: number | null, now: number): number => (t === null ? NaN : days(now - t));
 const ratio = (a: number, b: number): number => (b === 0 ? NaN : a / b);
+
+/** The customer's latest purchases of the article, within the recent list (newest first). */
+function recentOf(
+  customer: CustomerState,
+  articleId: string,
+): { last: number; rank: number; n: number } | null {
+  let last: number | null = null;
+  let rank = -1;
+  let n = 0;
+  const seen = new Set<string>();
+  for (const p of customer.recent) {
+    if (!seen.has(p.articleId)) {
+      seen.add(p.articleId);
+      if (p.articleId === articleId) rank = seen.size - 1;
+    }
+    if (p.articleId !== articleId) continue;
+    n++;
+    if (last === null || p.time > last) last = p.time;
+  }
+  return last === null ? null : { last, rank, n };
+}
 
 const popularity = (hl: HalfLife): FeatureDefinition => ({
   name: `a_pop_${hl}`,
@@ -149,12 +182,55 @@ export const FEATURES: readonly FeatureDefinition[] = [
     read: ({ customer, article }) =>
       ratio(ratio(article.priceSum, article.n), ratio(customer.priceSum, customer.n)),
   },
+  {
+    name: 'p_days_since_bought',
+    scope: 'pair',
+    writes: 'customer.lua: {u}:recent (latest purchases)',
+    read: ({ customer, article, now }) =>
+      since(recentOf(customer, article.articleId)?.last ?? null, now),
+  },
+  {
+    name: 'p_recent_rank',
+    scope: 'pair',
+    writes: 'customer.lua: {u}:recent (latest purchases)',
+    read: ({ customer, article }) => recentOf(customer, article.articleId)?.rank ?? NaN,
+  },
+  {
+    name: 'p_recent_count',
+    scope: 'pair',
+    writes: 'customer.lua: {u}:recent (latest purchases)',
+    read: ({ customer, article }) => recentOf(customer, article.articleId)?.n ?? 0,
+  },
+  {
+    name: 's_copurchase',
+    scope: 'pair',
+    writes: 'copurchase.lua: {a}:co of the seeds (candidate generation sums them)',
+    read: ({ candidate, now }) => {
+      if (candidate === undefined) return NaN;
+      const co = candidate.copurchase;
+      return co === null ? 0 : decayedValue(co.logScore, now, HALF_LIVES[COPURCHASE_HALF_LIFE]);
+    },
+  },
+  {
+    name: 's_segment',
+    scope: 'pair',
+    writes: 'trending.lua: segment sets (candidate generation weights them)',
+    read: ({ candidate }) => (candidate === undefined ? NaN : (candidate.segment?.score ?? 0)),
+  },
+  {
+    name: 's_sources',
+    scope: 'pair',
+    writes: 'candidate generation: how many sources proposed the article',
+    read: ({ candidate }) => (candidate === undefined ? NaN : candidate.sources.length),
+  },
   affinity('pg', 'product_group_name'),
   affinity('pt', 'product_type_no'),
   affinity('col', 'colour_group_code'),
   affinity('dep', 'department_no'),
   affinity('idx', 'index_code'),
   affinity('sec', 'section_no'),
+  // p_emb_taste_cos, p_emb_recent_max with EMBEDDINGS=on (embedding-state.ts); none when off
+  ...EMBEDDING_FEATURES,
 ];
 
 const BY_NAME = new Map(FEATURES.map((f) => [f.name, f]));

@@ -189,6 +189,14 @@ describe('processors on the real stack', () => {
     expect(fa1.a_pop_7d).toBeCloseTo(directDecayedSum(a1Times, now, HALF_LIVES['7d']), 12);
     expect(fa1.a_pop_30d).toBeCloseTo(directDecayedSum(a1Times, now, H30), 12);
     expect(fa1.p_units_bought).toBe(2);
+    // Alice bought a1 at t(0) and t(20), a2 at t(1): a1 is her most recent distinct purchase.
+    expect(fa1.p_days_since_bought).toBeCloseTo(5, 9);
+    expect(fa1.p_recent_rank).toBe(0);
+    expect(fa1.p_recent_count).toBe(2);
+    expect(f(alice, s2).p_recent_rank).toBe(1);
+    expect(f(alice, s2).p_days_since_bought).toBeCloseTo(24, 9);
+    // Candidate-evidence features need the candidate: missing without it.
+    expect(fa1.s_sources).toBeNaN();
     expect(fa1.p_price_ratio).toBeCloseTo(0.065 / 3 / (0.075 / 3), 12);
     // Affinity: e1, e4 are Upper body (a1), e2 Lower body (a2); share of decayed counts.
     const aliceAll = [{ t: t(0) }, { t: t(1) }, { t: t(20) }];

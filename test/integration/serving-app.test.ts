@@ -406,10 +406,20 @@ describe('serving API on the real Redis', () => {
       );
       body.items.forEach((item, i) => {
         const v = featureVector(FEATURE_NAMES, { customer: alice!, article: states[i]!, now: NOW });
+        // Candidate-evidence features (s_*) need the candidate, which the response does not carry
+        // in full: the number of sources is checked; the scores are zero unless their source is.
         const expected = Object.fromEntries(
-          FEATURE_NAMES.map((n, j) => [n, Number.isFinite(v[j]) ? v[j] : null]),
+          FEATURE_NAMES.filter((n) => !n.startsWith('s_')).map((n) => {
+            const x = v[FEATURE_NAMES.indexOf(n)];
+            return [n, Number.isFinite(x) ? x : null];
+          }),
         );
-        expect(item.features).toEqual(expected);
+        const { s_sources, s_copurchase, s_segment, ...rest } = item.features ?? {};
+        expect(rest).toEqual(expected);
+        expect(s_sources).toBe(item.sources.length);
+        if (!item.sources.includes('copurchase')) expect(s_copurchase).toBe(0);
+        else expect(s_copurchase).toBeGreaterThan(0);
+        if (!item.sources.includes('trending_segment')) expect(s_segment).toBe(0);
         expect(item.reasons?.length).toBeGreaterThan(0);
       });
       const a10 = body.items.find((i) => i.article_id === A(10));
@@ -516,15 +526,16 @@ describe('serving API on the real Redis', () => {
         keys,
         body.items.map((i) => i.article_id),
       );
+      // Candidate-evidence columns (s_*) need the candidates themselves: compared elsewhere.
+      const stateCols = names.flatMap((n, j) => (n.startsWith('s_') ? [] : [j]));
       const expectedRows = states
-        .map((article) =>
-          featureVector(names, { customer: alice!, article, now: NOW })
-            .map((v) => String(Math.fround(v)))
-            .join(','),
-        )
+        .map((article) => {
+          const v = featureVector(names, { customer: alice!, article, now: NOW });
+          return stateCols.map((j) => String(Math.fround(v[j]!))).join(',');
+        })
         .sort();
       const gotRows = Array.from({ length: rows }, (_, r) =>
-        Array.from(matrix.subarray(r * names.length, (r + 1) * names.length), String).join(','),
+        stateCols.map((j) => String(matrix[r * names.length + j])).join(','),
       ).sort();
       expect(gotRows).toEqual(expectedRows);
     });
@@ -759,7 +770,7 @@ describe('serving API on the real Redis', () => {
       expect(text).toContain('rec_serving_model_version{version="heuristic-v1"} 1');
     });
 
-    it('/openapi.json describes the three /v1 paths; /docs serves Swagger UI', async () => {
+    it('/openapi.json describes the four /v1 paths; /docs serves Swagger UI', async () => {
       const b = build();
       const res = await b.app.request('/openapi.json');
       expect(res.status).toBe(200);
@@ -767,6 +778,7 @@ describe('serving API on the real Redis', () => {
       expect(doc.openapi).toBe('3.0.0');
       expect(Object.keys(doc.paths).sort()).toEqual([
         '/v1/articles/{id}/similar',
+        '/v1/articles/{id}/similar/embedding',
         '/v1/recommendations/{customerId}',
         '/v1/trending',
       ]);

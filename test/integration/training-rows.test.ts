@@ -244,7 +244,12 @@ describe('training rows on the real stack', () => {
           q.candidates.map((c) => c.articleId),
         );
         states.forEach((article, k) => {
-          const want = featureVector(FEATURE_NAMES, { customer: state!, article, now: cutoff });
+          const want = featureVector(FEATURE_NAMES, {
+            customer: state!,
+            article,
+            now: cutoff,
+            candidate: set.candidates[k]!,
+          });
           const got = q.features[k]!;
           want.forEach((w, j) => {
             if (!close(got[j]!, w)) {

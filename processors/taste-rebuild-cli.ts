@@ -1,0 +1,41 @@
+/**
+ * `npm run taste:rebuild [-- --no-progress]`: rebuild the taste vectors of the deployment's
+ * namespace from the purchases topic (see taste-rebuild.ts), e.g. after `npm run embed` embedded
+ * articles that had already been bought. Article vectors are read from `EMBEDDINGS_NAMESPACE`,
+ * else `REDIS_NAMESPACE`, else `rec`.
+ */
+import { parseArgs } from 'node:util';
+import { Redis } from 'ioredis';
+import { connectStreams } from '../streams/bootstrap.ts';
+import { loadConfig } from '../streams/config.ts';
+import { articleEmbeddingKeys } from '../streams/embeddings/run.ts';
+import { keySpace } from '../streams/features/keys.ts';
+import { createLogger } from '../streams/logger.ts';
+import { rebuildTaste } from './taste-rebuild.ts';
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { 'no-progress': { type: 'boolean', default: false } } });
+  const config = loadConfig();
+  const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, 'taste');
+  const { kafka, topics, codecs } = await connectStreams(config, 'rec-taste-rebuild', logger);
+  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null });
+  try {
+    const keys = keySpace(process.env.REDIS_NAMESPACE ?? 'rec');
+    const r = await rebuildTaste(
+      { kafka, redis, codecs, topics, keys, logger },
+      articleEmbeddingKeys(),
+      { progress: !values['no-progress'] },
+    );
+    console.log(
+      `taste:rebuild: ${r.applied} purchases applied (${r.withoutVector} without an article ` +
+        `vector), ${r.deleted} old keys deleted, in ${(r.ms / 1000).toFixed(1)} s`,
+    );
+  } finally {
+    redis.disconnect();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(`taste:rebuild failed: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+});

