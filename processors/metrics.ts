@@ -9,6 +9,8 @@ export interface ProcessorMetrics {
   readonly registry: Registry;
   readonly events: Counter<'topic'>;
   readonly dlq: Counter<'topic' | 'code'>;
+  /** Malformed records skipped by a group that does not own the topic's DLQ (the taste group). */
+  readonly skipped: Counter<'topic' | 'group' | 'code'>;
   readonly duplicates: Counter<'topic'>;
   readonly retries: Counter<'topic'>;
   readonly batchSeconds: Histogram<'topic'>;
@@ -32,6 +34,12 @@ export function createProcessorMetrics(defaults = true): ProcessorMetrics {
     name: 'rec_processor_events_dlq_total',
     help: 'Records routed to the dead-letter topic, by error code',
     labelNames: ['topic', 'code'] as const,
+    registers,
+  });
+  const skipped = new Counter({
+    name: 'rec_processor_records_skipped_total',
+    help: 'Malformed records skipped by a secondary consumer group; the group owning the DLQ dead-letters them (rec_processor_events_dlq_total)',
+    labelNames: ['topic', 'group', 'code'] as const,
     registers,
   });
   const duplicates = new Counter({
@@ -69,6 +77,7 @@ export function createProcessorMetrics(defaults = true): ProcessorMetrics {
     registry,
     events,
     dlq,
+    skipped,
     duplicates,
     retries,
     batchSeconds,

@@ -111,10 +111,17 @@ export interface RunningTaste {
   caughtUp(admin: Admin, timeoutMs: number): Promise<void>;
 }
 
+/** The taste consumer group of a deployment: `<groupPrefix>.<purchases topic>.taste`. */
+export function tasteGroupId(groupPrefix: string, purchasesTopic: string): string {
+  return `${groupPrefix}.${purchasesTopic}.taste`;
+}
+
 /**
- * Start the taste consumer group (`<groupPrefix>.<purchases topic>.taste`) when `EMBEDDINGS=on`;
- * null when off. Article vectors are read from the processors' own namespace unless
- * `articleKeys` says otherwise. Not counted in the processor metrics (those count purchases once).
+ * Start the taste consumer group (`tasteGroupId`) when `EMBEDDINGS=on`; null when off. Article
+ * vectors are read from the processors' own namespace unless `articleKeys` says otherwise. Not
+ * counted in the processor metrics (those count purchases once). The purchases group owns the
+ * purchases DLQ: a malformed record, which it dead-letters, is only logged and counted here
+ * (`rec_processor_records_skipped_total`), never written to the DLQ a second time.
  */
 export async function startTasteConsumer(
   deps: ProcessorDeps,
@@ -123,13 +130,19 @@ export async function startTasteConsumer(
   if (!embeddingsEnabled()) return null;
   const { kafka, redis, codecs, topics, keys, logger } = deps;
   const taste = new TasteProcessor(redis, keys, articleKeys);
-  const group = `${deps.groupPrefix}.${topics.purchases.name}.taste`;
+  const group = tasteGroupId(deps.groupPrefix, topics.purchases.name);
   const consumer = await runConsumer({
     kafka,
     groupId: group,
     topic: topics.purchases,
     codec: codecs.purchases,
     dlqProducer: deps.dlqProducer,
+    poison: 'skip',
+    hooks: {
+      onSkip: (d) => {
+        deps.metrics.skipped.inc({ topic: d.topic, group, code: d.code });
+      },
+    },
     logger,
     maxBytesPerPartition: 2_097_152,
     partitionsConsumedConcurrently: topics.purchases.partitions,

@@ -13,6 +13,8 @@
  * Two round trips are not enough without a cross-slot Lua script (which would break the
  * Cluster-safe key layout): co-purchase neighbours and the customer's segments are known only
  * after a read. An unknown customer costs 2 round trips (customer + global, then article states).
+ * With `EMBEDDINGS=on` the similar lists of the seeds, the taste vector and the article vectors
+ * ride along in round trips 2 and 3 (embedding-candidates.ts): the counts are the same.
  *
  * Sources, each with a quota (`CandidateConfig.quotas`):
  *  - `repurchase`: distinct articles of the customer's recent purchases (newest first), then the
@@ -330,13 +332,16 @@ export async function gatherCandidates(
   emb.queueSimilarReads(pipe, ekeys, similarSeeds);
   const pipeLength = pipe.length;
   const knownIds = [...pool.byId.keys()];
-  const [rt2, knownStates] = await storeRead('segments, co-purchases and articles', () =>
+  // EMBEDDINGS=on: the taste and the vectors of the known and recent articles go along.
+  const embReads = emb.EMBEDDINGS_ON ? new emb.EmbeddingReads(redis, keys, ekeys, customer) : null;
+  const [rt2, knownStates, embSent] = await storeRead('segments, co-purchases and articles', () =>
     Promise.all([
       pipeLength > 0 ? execPipeline(pipe) : Promise.resolve([]),
       knownIds.length > 0 ? readArticles(redis, keys, knownIds) : Promise.resolve([]),
+      embReads ? embReads.read([...knownIds, ...embReads.recentIds]) : Promise.resolve(false),
     ]),
   );
-  if (pipeLength > 0 || knownIds.length > 0) roundTrips++;
+  if (pipeLength > 0 || knownIds.length > 0 || embSent) roundTrips++;
   const articles = new Map<string, ArticleState>(knownStates.map((a) => [a.articleId, a]));
 
   let pos = 0;
@@ -419,7 +424,12 @@ export async function gatherCandidates(
   // Round trip 3: states of the new candidates.
   const newIds = [...pool.byId.keys()].filter((id) => !articles.has(id));
   if (newIds.length > 0) {
-    const states = await storeRead('candidate articles', () => readArticles(redis, keys, newIds));
+    const [states] = await storeRead('candidate articles', () =>
+      Promise.all([
+        readArticles(redis, keys, newIds),
+        embReads ? embReads.read(newIds) : Promise.resolve(false),
+      ]),
+    );
     roundTrips++;
     for (const a of states) articles.set(a.articleId, a);
   }
@@ -450,12 +460,7 @@ export async function gatherCandidates(
       return true;
     })
     .slice(0, config.maxCandidates);
-  if (emb.EMBEDDINGS_ON) {
-    await storeRead('embeddings', () =>
-      emb.attachEmbeddings(redis, keys, ekeys, customer, articles),
-    );
-    roundTrips++;
-  }
+  embReads?.attach(articles);
 
   return {
     customer,

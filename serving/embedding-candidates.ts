@@ -3,9 +3,10 @@
  * `EMBEDDINGS=on`:
  *  - the `similar` source: text-embedding neighbours (`npm run embed`'s index) of the customer's
  *    latest distinct purchases (the co-purchase seeds), scored by the best cosine over the seeds;
- *  - one extra round trip once the pool is final: the customer's taste vector, the vectors of the
- *    candidates and of the latest purchases, attached to the request's states for the embedding
- *    features (streams/features/embedding-state.ts).
+ *  - the customer's taste vector, the vectors of the candidates and of the latest purchases,
+ *    read with the round trips candidate generation makes anyway (`EmbeddingReads`: no round trip
+ *    of their own) and attached to the request's states for the embedding features
+ *    (streams/features/embedding-state.ts).
  * Article vectors and similar lists are read from `CandidateConfig.embeddingNamespace` (default
  * the request's namespace; a training replay points it at the live one), taste vectors from the
  * request's namespace (the taste processor writes them there).
@@ -73,36 +74,66 @@ export function similarPicks(
 }
 
 /**
- * Read and attach the embedding state of a request: the customer's taste, the vectors of their
- * latest distinct purchases and of every article in `articles`. One round trip.
+ * The embedding state of one request: the customer's taste, the vectors of their latest distinct
+ * purchases and of every candidate article. Read alongside the reads `gatherCandidates` makes
+ * anyway (round trip 2 for the known articles, round trip 3 for the new ones), so embeddings cost
+ * no round trip of their own; then attached to the request's states.
  */
-export async function attachEmbeddings(
-  redis: Redis,
-  keys: KeySpace,
-  ekeys: EmbeddingKeys,
-  customer: CustomerState,
-  articles: ReadonlyMap<string, ArticleState>,
-): Promise<void> {
-  const recentIds: string[] = [];
-  for (const r of customer.recent) {
-    if (recentIds.length >= RECENT_FOR_SIMILARITY) break;
-    if (!recentIds.includes(r.articleId)) recentIds.push(r.articleId);
+export class EmbeddingReads {
+  /** Latest distinct purchases whose vectors feed `p_emb_recent_max` (newest first). */
+  readonly recentIds: readonly string[];
+  private readonly vectors = new Map<string, Float32Array>();
+  private readonly requested = new Set<string>();
+  private tasteBlob: Buffer | null = null;
+  private tasteRequested = false;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: KeySpace,
+    private readonly ekeys: EmbeddingKeys,
+    private readonly customer: CustomerState,
+  ) {
+    const recent: string[] = [];
+    for (const r of customer.recent) {
+      if (recent.length >= RECENT_FOR_SIMILARITY) break;
+      if (!recent.includes(r.articleId)) recent.push(r.articleId);
+    }
+    this.recentIds = recent;
   }
-  const ids = [...new Set([...articles.keys(), ...recentIds])];
-  const tasteKey = embeddingKeys(keys.ns).customer(customer.customerId).taste;
-  const [taste, vectors] = await Promise.all([
-    customer.n > 0 ? redis.hgetBuffer(tasteKey, 'v') : Promise.resolve(null),
-    readVectors(redis, ekeys, ids),
-  ]);
-  for (const [id, a] of articles) {
-    const v = vectors.get(id);
-    if (v) attachArticleVector(a, v);
+
+  /**
+   * Read the taste (on the first call, for a customer with history) and the vectors of `ids` not
+   * read yet; resolves to whether anything was sent. Call it in the same tick as the other reads
+   * of a round trip so that they go out together.
+   */
+  async read(ids: Iterable<string>): Promise<boolean> {
+    const fresh = [...new Set(ids)].filter((id) => !this.requested.has(id));
+    for (const id of fresh) this.requested.add(id);
+    const withTaste = !this.tasteRequested && this.customer.n > 0;
+    this.tasteRequested = true;
+    if (fresh.length === 0 && !withTaste) return false;
+    const tasteKey = embeddingKeys(this.keys.ns).customer(this.customer.customerId).taste;
+    const [taste, vectors] = await Promise.all([
+      withTaste ? this.redis.hgetBuffer(tasteKey, 'v') : Promise.resolve(null),
+      readVectors(this.redis, this.ekeys, fresh),
+    ]);
+    if (withTaste) this.tasteBlob = taste;
+    for (const [id, v] of vectors) this.vectors.set(id, v);
+    return true;
   }
-  attachCustomerEmbedding(customer, {
-    taste: decodeTaste(taste),
-    recent: recentIds.flatMap((id) => {
-      const v = vectors.get(id);
-      return v ? [v] : [];
-    }),
-  });
+
+  /** Attach what was read to the customer and to the articles (those with a vector). */
+  attach(articles: ReadonlyMap<string, ArticleState>): void {
+    for (const [id, a] of articles) {
+      const v = this.vectors.get(id);
+      if (v) attachArticleVector(a, v);
+    }
+    attachCustomerEmbedding(this.customer, {
+      taste: decodeTaste(this.tasteBlob),
+      recent: this.recentIds.flatMap((id) => {
+        const v = this.vectors.get(id);
+        return v ? [v] : [];
+      }),
+    });
+  }
 }

@@ -1,9 +1,10 @@
 /**
  * Consumer runner on kafkajs `eachBatch`. Per batch: decode and validate every record; route the
- * ones that fail to `<topic>.dlq` with the reason in headers; hand the rest to the handler; and
- * only when the handler (and the DLQ write) succeeded, commit the batch's offsets. A failing
- * handler is retried with backoff while the consumer keeps heartbeating, so a transient outage
- * (Redis restarting) neither loses records nor turns into a crash loop.
+ * ones that fail to `<topic>.dlq` with the reason in headers (or, in a group that does not own
+ * the DLQ, count and skip them: `poison`); hand the rest to the handler; and only when the
+ * handler (and the DLQ write) succeeded, commit the batch's offsets. A failing handler is
+ * retried with backoff while the consumer keeps heartbeating, so a transient outage (Redis
+ * restarting) neither loses records nor turns into a crash loop.
  */
 import type { Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer, IHeaders } from 'kafkajs';
 import type { AvroCodec } from './avro.ts';
@@ -55,6 +56,8 @@ export interface RunnerHooks {
     lastTimestamp: number | null;
   }) => void;
   onDlq?: (info: { topic: string; code: string; reason: string }) => void;
+  /** A record skipped without a DLQ write (`poison: 'skip'`). */
+  onSkip?: (info: { topic: string; code: string; reason: string }) => void;
   onRetry?: (info: { topic: string; attempt: number; error: string }) => void;
 }
 
@@ -65,6 +68,13 @@ export interface ConsumerRunnerOptions<T> {
   codec: AvroCodec<T>;
   /** Producer used for DLQ writes (shared; the runner does not own it). */
   dlqProducer: Producer;
+  /**
+   * What happens to records that fail decoding/validation or that the handler rejects: `dlq`
+   * (default) writes them to `<topic>.dlq`; `skip` only logs and counts them (`hooks.onSkip`),
+   * for a secondary group on a topic whose DLQ another group owns, so that each bad record is
+   * dead-lettered once, not once per group.
+   */
+  poison?: 'dlq' | 'skip';
   handler: BatchHandler<T>;
   logger: Logger;
   fromBeginning?: boolean;
@@ -185,13 +195,27 @@ export async function runConsumer<T>(opts: ConsumerRunnerOptions<T>): Promise<Ru
       }
     }
 
-    const toDlq = [
+    const bad = [
       ...poison,
       ...rejected.map((r) => ({
         message: batch.messages.find((m) => m.offset === r.record.offset) as KafkaMessage,
         err: r.reason,
       })),
     ];
+    const toDlq = opts.poison === 'skip' ? [] : bad;
+    if (opts.poison === 'skip' && bad.length > 0) {
+      for (const p of bad) {
+        log.debug(
+          { offset: p.message.offset, partition: batch.partition, code: p.err.code },
+          'record skipped (dead-lettered by the group owning the DLQ)',
+        );
+        opts.hooks?.onSkip?.({ topic: batch.topic, code: p.err.code, reason: p.err.message });
+      }
+      log.info(
+        { partition: batch.partition, skipped: bad.length },
+        'skipped malformed records (dead-lettered by the group owning the DLQ)',
+      );
+    }
     if (toDlq.length > 0) {
       try {
         await opts.dlqProducer.send({

@@ -10,8 +10,9 @@ export type Dump = Map<string, unknown>;
 
 /**
  * Dump every key of namespace `ns`. With `ignorePositions`, the Kafka bookkeeping is left out
- * (per-slot offsets, the position stored per event id, the offset prefix of window members), so
- * that runs over differently ordered topics can be compared on what they compute.
+ * (per-slot offsets, the position stored per event id in the `seen` / `tseen` guards, the offset
+ * prefix of window members), so that runs over differently ordered topics can be compared on what
+ * they compute.
  */
 export async function dumpNamespace(
   redis: Redis,
@@ -32,7 +33,8 @@ export async function dumpNamespace(
     const type = await redis.type(key);
     if (type === 'hash') {
       const h = await redis.hgetall(key);
-      if (opts.ignorePositions && name.endsWith(':seen'))
+      // Event-id guards (event id -> Kafka position): `seen` (customer.lua), `tseen` (taste.lua).
+      if (opts.ignorePositions && (name.endsWith(':seen') || name.endsWith(':tseen')))
         for (const f of Object.keys(h)) h[f] = '*';
       out.set(name, h);
     } else if (type === 'zset') {

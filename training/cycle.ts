@@ -273,6 +273,16 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
         }
       },
       onQuery: (q) => relevantByQid.set(q.qid, q.labels),
+    }).catch((err: unknown) => {
+      // A training week before the data starts: the advice is fewer weeks, not another cutoff.
+      const msg = err instanceof Error ? err.message : String(err);
+      if (/no purchases (in \[|before )/.test(msg) && train.length > 1) {
+        throw new Error(
+          `too little data for ${weeks} training weeks before ${new Date(validation).toISOString().slice(0, 10)}: ${msg.replace(/: choose an? (earlier|later) cutoff/, '')}; use fewer --weeks`,
+          { cause: err },
+        );
+      }
+      throw err;
     });
     const rowsMs = performance.now() - t0;
     const trainTable = filterTable(rows.table, (c) => c < validation);

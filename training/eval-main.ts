@@ -111,7 +111,7 @@ async function main(): Promise<void> {
     throw new Error('give --cutoffs or --cutoff-dates, not both');
   const cutoffs = positiveInt('cutoffs', values.cutoffs, 6);
   const k = positiveInt('k', values.k, 12);
-  const trials = positiveInt('trials', values.trials, 5);
+  const trials = positiveInt('trials', values.trials, 3);
   const trainWeeks = positiveInt('train-weeks', values['train-weeks'], 26);
   const minRounds = positiveInt('min-rounds', values['min-rounds'], 300);
   const seed = Number(values.seed ?? 42);

@@ -278,7 +278,7 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
           '--out',
           join(dir, 'model'),
           '--trials',
-          String(opts.trials ?? 5),
+          String(opts.trials ?? 3),
           '--seed',
           String(opts.seed ?? 42),
           '--min-rounds',

@@ -46,7 +46,18 @@ for k = 0, count - 1 do
     changed = true
     if vec == '' or #vec ~= dim * 4 then
       out[#out + 1] = 'x'
-      if t == nil or te > t then t = te end
+      -- The reference time moves to the latest event time, so the state decays with it (as for
+      -- an event with a vector): S and w stay decayed to t whatever the order of the events.
+      if t == nil then
+        t = te
+      elseif te > t then
+        if w > 0 then
+          local f = math.exp(-rate * (te - t))
+          for i = 1, dim do s[i] = s[i] * f end
+          w = w * f
+        end
+        t = te
+      end
     else
       local g = 1
       if t == nil then

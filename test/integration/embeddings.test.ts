@@ -59,13 +59,14 @@ describe('article embeddings and similar items', () => {
     redis.disconnect();
   });
 
-  it('leaves features and candidate sources as they were unless EMBEDDINGS=on', () => {
+  it('adds the features and the similar source unless EMBEDDINGS=off (on by default)', () => {
     const on = embeddingsEnabled();
     expect(FEATURE_NAMES.includes('p_emb_taste_cos')).toBe(on);
     expect(FEATURE_NAMES.includes('p_emb_recent_max')).toBe(on);
     expect(SOURCES.includes('similar')).toBe(on);
     expect(embeddingsEnabled({ EMBEDDINGS: 'on' })).toBe(true);
-    expect(embeddingsEnabled({})).toBe(false);
+    expect(embeddingsEnabled({ EMBEDDINGS: 'off' })).toBe(false);
+    expect(embeddingsEnabled({})).toBe(true);
     expect(() => embeddingsEnabled({ EMBEDDINGS: 'maybe' })).toThrow(/on or off/);
   });
 

@@ -9,10 +9,12 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { bootstrap } from '../../streams/bootstrap.ts';
 import { consumerLag } from '../../streams/admin.ts';
+import { embeddingsEnabled } from '../../streams/features/embedding-state.ts';
 import { keySpace } from '../../streams/features/keys.ts';
 import { EventProducer, createIdempotentProducer } from '../../streams/producer.ts';
 import { createProcessorMetrics } from '../../processors/metrics.ts';
 import { startProcessors } from '../../processors/run.ts';
+import { tasteGroupId } from '../../processors/taste.ts';
 import { makeArticles, makeCustomers, makePurchases } from '../fixtures/events.ts';
 import { stackContext, waitFor } from '../helpers.ts';
 import { dumpNamespace, expectSameState } from '../redis-helpers.ts';
@@ -79,21 +81,29 @@ describe('processor killed with SIGKILL mid-stream', () => {
       const ns = `k${randomUUID().slice(0, 8)}`;
       const group = `kill-${randomUUID().slice(0, 8)}`;
       const purchaseGroup = `${group}.${ctx.topics.purchases.name}`;
+      // EMBEDDINGS=on (inherited by the child): the taste group consumes purchases too, and its
+      // state is compared as well, so the restarted process must have caught up in both groups.
+      const tasteGroup = embeddingsEnabled()
+        ? tasteGroupId(group, ctx.topics.purchases.name)
+        : null;
       const admin = ctx.kafka.admin();
       await admin.connect();
-      const remaining = async () =>
-        (await consumerLag(admin, purchaseGroup, ctx.topics.purchases.name)).reduce(
-          (s, p) => s + p.lag,
-          0,
-        );
+      const lagOf = async (g: string) =>
+        (await consumerLag(admin, g, ctx.topics.purchases.name)).reduce((s, p) => s + p.lag, 0);
+      const remaining = () => lagOf(purchaseGroup);
+      const remainingAll = async () =>
+        (await remaining()) + (tasteGroup === null ? 0 : await lagOf(tasteGroup));
 
       const first = startProcess(ns, group);
       let stderr = '';
       first.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-      // Kill once some, but not all, purchases have been committed.
+      // Kill once some, but not all, purchases have been committed (by the purchases group and,
+      // when on, by the taste group).
       await waitFor(
         'the first commits',
-        async () => (await remaining()) < purchases.length,
+        async () =>
+          (await remaining()) < purchases.length &&
+          (tasteGroup === null || (await lagOf(tasteGroup)) < purchases.length),
         60_000,
         20,
       );
@@ -105,7 +115,7 @@ describe('processor killed with SIGKILL mid-stream', () => {
       const second = startProcess(ns, group);
       await waitFor(
         'the restarted processor to catch up',
-        async () => (await remaining()) === 0,
+        async () => (await remainingAll()) === 0,
         120_000,
         100,
       );

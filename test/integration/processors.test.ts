@@ -1,7 +1,8 @@
 /**
  * Processors against the real Kafka, registry and Redis: hand-computed features after a known
  * sequence, order independence (shuffled and late events), redelivery after a crash between the
- * Redis write and the commit, and DLQ accounting. (kill -9 of a process: processors-kill.test.ts.)
+ * Redis write and the commit, and DLQ accounting (with `EMBEDDINGS=on`, the taste group included).
+ * (kill -9 of a process: processors-kill.test.ts.)
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +12,8 @@ import { bootstrap, type Codecs } from '../../streams/bootstrap.ts';
 import { endOffsetTotal } from '../../streams/admin.ts';
 import { DAY_MS, directDecayedSum } from '../../streams/features/decay.ts';
 import { featureVector, FEATURE_NAMES } from '../../streams/features/definitions.ts';
+import { embeddingKeys } from '../../streams/features/embedding-keys.ts';
+import { embeddingsEnabled } from '../../streams/features/embedding-state.ts';
 import { keySpace, HALF_LIVES, type KeySpace } from '../../streams/features/keys.ts';
 import {
   type ArticleState,
@@ -396,5 +399,16 @@ describe('processors on the real stack', () => {
     const customers = [...new Set(good.map((g) => g.customer_id))];
     const states = await readCustomers(redis, keys, customers);
     expect(states.reduce((s, c) => s + c.n, 0)).toBe(good.length);
+    // EMBEDDINGS=on: the taste group reads the same records; the purchases group owns the DLQ,
+    // so the taste group only counts the N malformed ones as skipped, and applies every good one.
+    const skipped = (await metrics.skipped.get()).values.reduce((s, v) => s + v.value, 0);
+    expect(skipped).toBe(embeddingsEnabled() ? N : 0);
+    if (embeddingsEnabled()) {
+      const ekeys = embeddingKeys(ns);
+      const applied = await Promise.all(
+        customers.map((c) => redis.hget(ekeys.customer(c).taste, 'n')),
+      );
+      expect(applied.reduce((s, v) => s + Number(v), 0)).toBe(good.length);
+    }
   });
 });

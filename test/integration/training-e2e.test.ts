@@ -198,6 +198,12 @@ describe('training end to end: load, process, train, promote, serve', () => {
     await expect(at('2020-08-01')).rejects.toThrow(
       /^too little data: no full week of purchases after the validation cutoff 2020-08-01/,
     );
+    // 12 training weeks before 2020-07-06 start in April; purchases start on 2020-06-01.
+    await expect(
+      runCycle(deps, { trainWeeks: 12, trials: 1, validationCutoff: VALIDATION }),
+    ).rejects.toThrow(
+      /^too little data for 12 training weeks before 2020-07-06: .*use fewer --weeks$/,
+    );
     // Nothing was registered by the refused cycles.
     expect((await listModels(redis, keys)).map((m) => m.version)).toEqual([result.version]);
   });
