@@ -3,8 +3,12 @@
  * global setup), a random topic prefix per suite, `waitFor` with a timeout, and cleanup.
  */
 import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
 import type { Kafka } from 'kafkajs';
+import { bootstrap, type Codecs } from '../streams/bootstrap.ts';
 import { loadConfig, type Config } from '../streams/config.ts';
+import type { KeySpace } from '../streams/features/keys.ts';
+import { createIdempotentProducer } from '../streams/producer.ts';
 import { createKafka, createRegistryClient, type SchemaRegistryClient } from '../streams/kafka.ts';
 import { createLogger, type Logger } from '../streams/logger.ts';
 import { topics, allTopics, type Topics } from '../streams/topics.ts';
@@ -72,4 +76,44 @@ export async function waitFor<T>(
     }
     await new Promise((r) => setTimeout(r, intervalMs));
   }
+}
+
+/**
+ * Run the real processors (every consumer group, taste included) over the suite's topics into
+ * `keys` until they caught up with the end offsets, then stop them. Returns the codecs. The
+ * processors are imported when called, so a suite that sets EMBEDDINGS first gets its mode.
+ */
+export async function processAll(
+  ctx: StackContext,
+  redis: Redis,
+  keys: KeySpace,
+  groupPrefix: string,
+  timeoutMs = 60_000,
+): Promise<Codecs> {
+  const { startProcessors } = await import('../processors/run.ts');
+  const { createProcessorMetrics } = await import('../processors/metrics.ts');
+  const { codecs } = await bootstrap(ctx);
+  const producer = createIdempotentProducer(ctx.kafka);
+  await producer.connect();
+  try {
+    const running = await startProcessors({
+      kafka: ctx.kafka,
+      redis,
+      codecs,
+      topics: ctx.topics,
+      keys,
+      logger: ctx.logger,
+      metrics: createProcessorMetrics(false),
+      dlqProducer: producer,
+      groupPrefix,
+    });
+    try {
+      await running.caughtUp(timeoutMs);
+    } finally {
+      await running.stop();
+    }
+  } finally {
+    await producer.disconnect();
+  }
+  return codecs;
 }

@@ -17,7 +17,7 @@ import type { EmbeddingKeys } from '../features/embedding-keys.ts';
 import type { KeySpace } from '../features/keys.ts';
 import { progress } from '../progress.ts';
 import type { Embedder } from './model.ts';
-import { formatSimilar, readVectors, encodeVector, type Neighbour } from './store.ts';
+import { formatSimilar, readVectors, encodeVector, values, type Neighbour } from './store.ts';
 import { TEXT_FIELDS, articleText, contentHash } from './text.ts';
 
 /**
@@ -54,16 +54,6 @@ export interface EmbedReport {
   readonly perSecond: number;
   /** The ids embedded now. */
   readonly ids: readonly string[];
-}
-
-type PipelineResult = [Error | null, unknown][] | null;
-
-function values(results: PipelineResult, what: string): unknown[] {
-  if (results === null) throw new Error(`redis pipeline for ${what} was aborted`);
-  return results.map(([err, v]) => {
-    if (err) throw new Error(`redis ${what} failed: ${err.message}`, { cause: err });
-    return v;
-  });
 }
 
 /** Article ids with metadata, and those with sales, from one SCAN of the article keys. */

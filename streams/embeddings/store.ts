@@ -65,7 +65,8 @@ export function dot(
 
 type PipelineResult = [Error | null, unknown][] | null;
 
-function values(results: PipelineResult, what: string): unknown[] {
+/** The replies of a pipeline, throwing on the first error (`what` names it). */
+export function values(results: PipelineResult, what: string): unknown[] {
   if (results === null) throw new Error(`redis pipeline for ${what} was aborted`);
   return results.map(([err, v]) => {
     if (err) throw new Error(`redis ${what} failed: ${err.message}`, { cause: err });

@@ -19,7 +19,7 @@ import { readDataset } from '../../streams/loader/dataset.ts';
 import { runLoad } from '../../streams/loader/run.ts';
 import type { Article } from '../../schemas/events.ts';
 import { generateDataset } from '../fixtures/generate.ts';
-import { stackContext } from '../helpers.ts';
+import { processAll, stackContext } from '../helpers.ts';
 
 vi.stubEnv('EMBEDDINGS', 'on');
 const { applyArticles } = await import('../../processors/metadata.ts');
@@ -29,9 +29,6 @@ const { loadEmbedder } = await import('../../streams/embeddings/model.ts');
 const { FEATURE_NAMES } = await import('../../streams/features/definitions.ts');
 const { deleteNamespace } = await import('../../streams/features/state.ts');
 const { buildTrainingRows } = await import('../../training/rows.ts');
-const { startProcessors } = await import('../../processors/run.ts');
-const { createProcessorMetrics } = await import('../../processors/metrics.ts');
-const { createIdempotentProducer } = await import('../../streams/producer.ts');
 const { rebuildTaste } = await import('../../processors/taste-rebuild.ts');
 const { decodeTaste, dot } = await import('../../streams/embeddings/store.ts');
 
@@ -141,26 +138,8 @@ describe('training rows with EMBEDDINGS=on', () => {
   });
 
   it('starts the taste consumer group with the processors: one taste update per purchase event', async () => {
-    const producer = createIdempotentProducer(ctx.kafka);
-    await producer.connect();
     const keys = keySpace(live);
-    const running = await startProcessors({
-      kafka: ctx.kafka,
-      redis,
-      codecs,
-      topics: ctx.topics,
-      keys,
-      logger: ctx.logger,
-      metrics: createProcessorMetrics(false),
-      dlqProducer: producer,
-      groupPrefix: `g-${id}`,
-    });
-    try {
-      await running.caughtUp(120_000);
-    } finally {
-      await running.stop();
-      await producer.disconnect();
-    }
+    await processAll(ctx, redis, keys, `g-${id}`, 120_000);
     const dataset = await readDataset(join(dir, 'data'));
     const customers = [...new Set(dataset.purchases.map((p) => p.customer_id))];
     const pipe = redis.pipeline();

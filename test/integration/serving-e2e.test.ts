@@ -11,21 +11,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
-import { bootstrap } from '../../streams/bootstrap.ts';
 import { FEATURE_NAMES } from '../../streams/features/definitions.ts';
 import { keySpace } from '../../streams/features/keys.ts';
 import { deleteNamespace } from '../../streams/features/state.ts';
 import { runLoad, type LoadReport } from '../../streams/loader/run.ts';
-import { createIdempotentProducer } from '../../streams/producer.ts';
-import { createProcessorMetrics } from '../../processors/metrics.ts';
-import { startProcessors } from '../../processors/run.ts';
 import { buildFixtureModel } from '../../serving/model/fixture.ts';
 import { loadModel, type LoadedModel } from '../../serving/model/metadata.ts';
 import type { SwapOutcome } from '../../serving/model/live.ts';
 import { activateModel, readModel, registerModel } from '../../serving/model/registry.ts';
 import { startServing, type ServingHandle } from '../../serving/server.ts';
 import { generateDataset } from '../fixtures/generate.ts';
-import { stackContext, waitFor } from '../helpers.ts';
+import { processAll, stackContext, waitFor } from '../helpers.ts';
 
 interface RecResponse {
   customer_id: string;
@@ -56,23 +52,7 @@ describe('serving over HTTP on the real stack', () => {
       dataDir: join(dir, 'data'),
       progress: false,
     });
-    const { codecs } = await bootstrap(ctx);
-    const producer = createIdempotentProducer(ctx.kafka);
-    await producer.connect();
-    const running = await startProcessors({
-      kafka: ctx.kafka,
-      redis,
-      codecs,
-      topics: ctx.topics,
-      keys,
-      logger: ctx.logger,
-      metrics: createProcessorMetrics(false),
-      dlqProducer: producer,
-      groupPrefix: `serving-${ns}`,
-    });
-    await running.caughtUp(60_000);
-    await running.stop();
-    await producer.disconnect();
+    await processAll(ctx, redis, keys, `serving-${ns}`);
 
     const build = async (seed: number) => {
       const out = join(dir, `model-${seed}`);

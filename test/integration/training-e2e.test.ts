@@ -12,13 +12,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bootstrap } from '../../streams/bootstrap.ts';
 import { keySpace } from '../../streams/features/keys.ts';
 import { deleteNamespace } from '../../streams/features/state.ts';
 import { runLoad, type LoadReport } from '../../streams/loader/run.ts';
-import { createIdempotentProducer } from '../../streams/producer.ts';
-import { createProcessorMetrics } from '../../processors/metrics.ts';
-import { startProcessors } from '../../processors/run.ts';
 import { activeVersion, listModels } from '../../serving/model/registry.ts';
 import { startServing } from '../../serving/server.ts';
 import {
@@ -28,7 +24,7 @@ import {
   type CycleStep,
 } from '../../training/cycle.ts';
 import { generatePlantedDataset, type PlantedInfo } from '../fixtures/planted.ts';
-import { stackContext } from '../helpers.ts';
+import { processAll, stackContext } from '../helpers.ts';
 
 interface RecResponse {
   customer_id: string;
@@ -61,23 +57,7 @@ describe('training end to end: load, process, train, promote, serve', () => {
       dataDir: join(dir, 'data'),
       progress: false,
     });
-    const { codecs } = await bootstrap(ctx);
-    const producer = createIdempotentProducer(ctx.kafka);
-    await producer.connect();
-    const running = await startProcessors({
-      kafka: ctx.kafka,
-      redis,
-      codecs,
-      topics: ctx.topics,
-      keys,
-      logger: ctx.logger,
-      metrics: createProcessorMetrics(false),
-      dlqProducer: producer,
-      groupPrefix: `training-e2e-${keys.ns}`,
-    });
-    await running.caughtUp(60_000);
-    await running.stop();
-    await producer.disconnect();
+    const codecs = await processAll(ctx, redis, keys, `training-e2e-${keys.ns}`);
     deps = { kafka: ctx.kafka, redis, codecs, topics: ctx.topics, keys, logger: ctx.logger };
   });
 
