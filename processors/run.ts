@@ -16,6 +16,7 @@ import { applyArticles, applyCustomers } from './metadata.ts';
 import type { ProcessorMetrics } from './metrics.ts';
 import { PurchaseProcessor, type PurchaseProcessorOptions } from './purchases.ts';
 import { defineScripts } from './scripts.ts';
+import { embeddingKeys } from '../streams/features/embedding-keys.ts';
 import { startTasteConsumer, type RunningTaste } from './taste.ts';
 
 export interface ProcessorDeps {
@@ -138,7 +139,11 @@ export async function startProcessors(deps: ProcessorDeps): Promise<RunningProce
         },
       }),
     );
-    taste = await startTasteConsumer(deps);
+    // Article vectors where `npm run embed` wrote them (EMBEDDINGS_NAMESPACE, else ours).
+    taste = await startTasteConsumer(
+      deps,
+      embeddingKeys(process.env.EMBEDDINGS_NAMESPACE ?? deps.keys.ns),
+    );
     if (taste) running.push(taste.consumer);
   } catch (err) {
     await Promise.allSettled(running.map((r) => r.stop()));

@@ -561,7 +561,11 @@ export function createApp(deps: ServingDeps): OpenAPIHono<AppEnv> {
     return c.body(text, 200, { 'content-type': metrics.registry.contentType });
   });
 
-  registerEmbeddingSimilar(app, { redis, keys, ekeys: embeddingKeys(keys.ns) });
+  registerEmbeddingSimilar(app, {
+    redis,
+    keys,
+    ekeys: embeddingKeys(config.embeddingNamespace ?? keys.ns),
+  });
 
   app.doc('/openapi.json', {
     openapi: '3.0.0',

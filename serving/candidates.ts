@@ -26,6 +26,8 @@
  *    (groups weighted by the customer's recent purchases, Laplace-smoothed; the filter's group only
  *    when `index_group` is given; only when the age is known from the customer record) and of the
  *    customer's dominant sales channel;
+ *  - `similar` (EMBEDDINGS=on): text-embedding neighbours of the last distinct purchases, only
+ *    articles that have sold before now;
  *  - `trending_global`: the global 7-day trending set.
  * An article from several sources is kept once with all of them. Already-bought articles are
  * excluded unless allowed; filters apply to the article metadata (case-insensitive equality); with
@@ -452,6 +454,10 @@ export async function gatherCandidates(
   const primary = (c: Candidate): Source => c.sources[0] ?? 'trending_global';
   const candidates = [...pool.byId.values()]
     .filter((c) => passesFilters(articles.get(c.articleId)?.meta ?? {}, req.filters))
+    // Text neighbours only if they have sold before now: the index may hold articles that have
+    // not sold yet, and an index built from later sales (a backtest's) would otherwise tell
+    // training which articles are about to sell.
+    .filter((c) => !c.sources.includes('similar') || (articles.get(c.articleId)?.n ?? 0) > 0)
     .sort((a, b) => SOURCES.indexOf(primary(a)) - SOURCES.indexOf(primary(b)))
     .filter((c) => {
       const s = primary(c);

@@ -2,10 +2,10 @@
  * `npm run serve`: the recommendation API. Reads the environment (streams/config.ts plus the
  * SERVING_* settings below), serves until SIGINT / SIGTERM.
  *
- * SERVING_MAX_CANDIDATES=N (default: the app's defaults, 150 with quotas 50/40/30/30) caps the
- * candidates per recommendation at N and scales the quotas to it: repurchase 0.3 N, co-purchase
- * 0.4 N, segment 0.3 N, global trending N (and similar 0.2 N with EMBEDDINGS=on). Global trending fills whatever the personal sources
- * leave, so a request holds exactly N candidates whenever the store has N to offer (a cold
+ * SERVING_MAX_CANDIDATES=N (default: the app's defaults, 150 with quotas repurchase 50,
+ * co-purchase 40, segment 30, similar 30 with EMBEDDINGS=on, global 30) caps the candidates per
+ * recommendation at N and scales the quotas by the same shares of N (global trending: N). Global
+ * trending fills whatever the personal sources leave, so a request holds exactly N candidates whenever the store has N to offer (a cold
  * customer gets them from global trending). The serving benchmark runs with N = 100.
  */
 import { z } from 'zod';
@@ -36,12 +36,13 @@ function candidateOverrides(max: number | undefined): Partial<ServingConfig> {
   return {
     maxCandidates: max,
     quotas: {
-      repurchase: share(0.3),
-      copurchase: share(0.4),
-      segment: share(0.3),
+      // The defaults' shares of 150, so N = 150 is exactly the defaults training uses.
+      repurchase: share(50 / 150),
+      copurchase: share(40 / 150),
+      segment: share(30 / 150),
       global: max,
-      // Scaled like the others; zero unless EMBEDDINGS=on (the default quota says which).
-      similar: (DEFAULT_CANDIDATE_CONFIG.quotas.similar ?? 0) > 0 ? share(0.2) : 0,
+      // Zero unless EMBEDDINGS=on (the default quota says which).
+      similar: (DEFAULT_CANDIDATE_CONFIG.quotas.similar ?? 0) > 0 ? share(30 / 150) : 0,
     },
   };
 }
@@ -56,7 +57,13 @@ async function main(): Promise<void> {
     port: env.SERVING_PORT,
     host: env.SERVING_HOST,
     workers: env.SCORER_WORKERS,
-    config: candidateOverrides(env.SERVING_MAX_CANDIDATES),
+    config: {
+      ...candidateOverrides(env.SERVING_MAX_CANDIDATES),
+      // Where `npm run embed` wrote the article vectors (default: the serving namespace).
+      ...(process.env.EMBEDDINGS_NAMESPACE
+        ? { embeddingNamespace: process.env.EMBEDDINGS_NAMESPACE }
+        : {}),
+    },
   });
   console.log(`serving on ${handle.url} (model: ${handle.live.version ?? 'heuristic'})`);
   let stopping = false;

@@ -122,6 +122,8 @@ export async function readPurchases(
   onProgress?: (read: number, total: number) => void,
 ): Promise<PurchaseLog> {
   const events: PurchaseEvent[] = [];
+  // By event id, as the processors do: a folder published twice counts once here too.
+  const seen = new Set<string>();
   await replay({
     kafka: deps.kafka,
     topic: deps.topics.purchases,
@@ -131,6 +133,8 @@ export async function readPurchases(
     logger: deps.logger,
     onRecords: (records) => {
       for (const r of records) {
+        if (seen.has(r.value.event_id)) continue;
+        seen.add(r.value.event_id);
         events.push({
           customer: r.value.customer_id,
           article: r.value.article_id,
@@ -151,7 +155,9 @@ export function chooseCutoffs(log: PurchaseLog, n: number, dates?: readonly numb
   const first = log.all[0]?.time;
   const last = log.all.at(-1)?.time;
   if (first === undefined || last === undefined) {
-    throw new Error('too little data: the purchases topic is empty; load a dataset first');
+    throw new Error(
+      'too little data: the purchases topic is empty; load a dataset first (npm run eval -- --data <dir> --reload publishes it again)',
+    );
   }
   const hasWeek = (c: number) => log.indexAt(c + WEEK) > log.indexAt(c);
   if (dates && dates.length > 0) {
@@ -166,7 +172,8 @@ export function chooseCutoffs(log: PurchaseLog, n: number, dates?: readonly numb
     throw new Error(`--cutoffs must be a positive integer (got ${n})`);
   const lastDayEnd = Math.floor(last / DAY_MS) * DAY_MS + DAY_MS;
   const out: number[] = [];
-  for (let c = lastDayEnd - WEEK; c > first + WEEK && out.length < n; c -= WEEK) {
+  // A cutoff needs a week of history for early stopping and one more to train on.
+  for (let c = lastDayEnd - WEEK; c > first + 2 * WEEK && out.length < n; c -= WEEK) {
     if (hasWeek(c)) out.unshift(c);
   }
   if (out.length === 0) {

@@ -491,7 +491,10 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
   const last = cutoffs.at(-1) as number;
   const config: CandidateConfig = {
     ...DEFAULT_CANDIDATE_CONFIG,
-    embeddingNamespace: opts.liveNamespace ?? articleEmbeddingKeys().ns, // article vectors: live
+    // Article vectors where `npm run embed` wrote them, as serving reads them: EMBEDDINGS_NAMESPACE,
+    // else the live namespace.
+    embeddingNamespace:
+      process.env.EMBEDDINGS_NAMESPACE ?? opts.liveNamespace ?? articleEmbeddingKeys().ns,
     ...opts.candidateConfig,
   };
   const concurrency = Math.max(1, opts.concurrency ?? 8);

@@ -2,21 +2,21 @@
  * Embedding state of a request (issue 7): article vectors, the customer's taste vector and the
  * vectors of their latest purchases, attached to the `ArticleState` / `CustomerState` objects that
  * candidate generation returns (serving/candidates.ts, which training rows use too), and the two
- * ranking features computed from them. Attached when `EMBEDDINGS=on` (the default); the features
- * are then part of `FEATURES` (definitions.ts), and absent with `EMBEDDINGS=off`.
+ * ranking features computed from them. Attached when `EMBEDDINGS=on`; the features are then part
+ * of `FEATURES` (definitions.ts), and absent with `EMBEDDINGS=off` (the default).
  * Missing vectors read NaN.
  */
 import type { FeatureDefinition } from './definitions.ts';
 import type { ArticleState, CustomerState } from './state.ts';
 
 /**
- * `EMBEDDINGS=on` (the default since the backtest measured a gain on both datasets, README)
- * turns on the taste processor, the embedding features and the `similar` candidate source;
- * `off` leaves the pipeline as it is without embeddings. `npm run embed` and the
- * `/similar/embedding` route work either way.
+ * `EMBEDDINGS=on` turns on the taste processor, the embedding features and the `similar`
+ * candidate source; `off` (the default: the backtest measured no gain, README) leaves the
+ * pipeline as it is without embeddings. `npm run embed` and the `/similar/embedding` route work
+ * either way.
  */
 export function embeddingsEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
-  const v = (env.EMBEDDINGS ?? 'on').toLowerCase();
+  const v = (env.EMBEDDINGS ?? 'off').toLowerCase();
   if (v === 'on' || v === '1' || v === 'true') return true;
   if (v === 'off' || v === '0' || v === 'false' || v === '') return false;
   throw new Error(`EMBEDDINGS must be on or off, not "${env.EMBEDDINGS ?? ''}"`);

@@ -59,14 +59,14 @@ describe('article embeddings and similar items', () => {
     redis.disconnect();
   });
 
-  it('adds the features and the similar source unless EMBEDDINGS=off (on by default)', () => {
+  it('adds the features and the similar source only with EMBEDDINGS=on (off by default)', () => {
     const on = embeddingsEnabled();
     expect(FEATURE_NAMES.includes('p_emb_taste_cos')).toBe(on);
     expect(FEATURE_NAMES.includes('p_emb_recent_max')).toBe(on);
     expect(SOURCES.includes('similar')).toBe(on);
     expect(embeddingsEnabled({ EMBEDDINGS: 'on' })).toBe(true);
     expect(embeddingsEnabled({ EMBEDDINGS: 'off' })).toBe(false);
-    expect(embeddingsEnabled({})).toBe(true);
+    expect(embeddingsEnabled({})).toBe(false);
     expect(() => embeddingsEnabled({ EMBEDDINGS: 'maybe' })).toThrow(/on or off/);
   });
 
