@@ -389,7 +389,8 @@ def train(
     num_boost_round: int,
     early_stopping: int,
     min_rounds: int = 0,
-) -> Trained:
+) -> list[Trained]:
+    """Every trial's model, best validation MAP@12 first."""
     import lightgbm as lgb
     import optuna
 
@@ -403,6 +404,7 @@ def train(
     )
     base = base_params(seed)
     best: dict[str, Any] = {"map": -1.0}
+    candidates: list[dict[str, Any]] = []
 
     def objective(trial: Any) -> float:
         started = time.perf_counter()
@@ -425,13 +427,17 @@ def train(
         value, _ = map_at_k(scores, va.y, va.bounds, va.items)
         trial.set_user_attr("best_iteration", best_it)
         trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
+        candidates.append(
+            {
+                "map": value,
+                "model": booster.model_to_string(num_iteration=best_it),
+                "params": params,
+                "best_iteration": best_it,
+                "trial": trial.number,
+            }
+        )
         if value > best["map"]:
-            best.update(
-                map=value,
-                model=booster.model_to_string(num_iteration=best_it),
-                params=params,
-                best_iteration=best_it,
-            )
+            best.update(map=value)
         return value
 
     def report(study: Any, trial: Any) -> None:
@@ -448,8 +454,12 @@ def train(
     study = optuna.create_study(direction="maximize", sampler=sampler)
     study.enqueue_trial(DEFAULT_TRIAL)
     study.optimize(objective, n_trials=trials, callbacks=[report])
-    booster = lgb.Booster(model_str=best["model"])
-    return Trained(booster, best["params"], best["best_iteration"], best["map"], trials)
+    # Best first (ties: the earlier trial); the caller takes the first that passes parity.
+    candidates.sort(key=lambda c: (-c["map"], c["trial"]))
+    return [
+        Trained(lgb.Booster(model_str=c["model"]), c["params"], c["best_iteration"], c["map"], trials)
+        for c in candidates
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -486,27 +496,33 @@ def floor_thresholds(model: Any, booster: Any) -> int:
     values); ONNX TreeEnsemble stores t as float32, rounded to nearest, and a data value equal to
     the rounded t then goes left in ONNX but right in LightGBM. Inputs are float32, so for every
     float32 x, `x <= t` holds exactly when `x <= floor32(t)`: with floored thresholds the ONNX
-    model takes the same branches as the booster. Thresholds are matched to the booster's per tree
-    by their float32 value (the converter's node order is its own); a value two different doubles
-    round to is left alone when their floors differ, and the parity check decides. Returns the
-    number of thresholds lowered.
+    model takes the same branches as the booster.
+
+    The converter numbers each tree's nodes in preorder (node, left subtree, right subtree), as
+    LightGBM's dump lists them; nodes are matched that way, checked by split feature. Should a
+    tree not match (another converter version), its thresholds are matched by their float32
+    value instead, and a value two different doubles round to is left alone (the parity check
+    decides). Returns the number of thresholds lowered.
     """
-    floors: list[dict[float, set[float]]] = []
 
-    def walk(node: dict, out: dict[float, set[float]]) -> None:
-        if "split_index" not in node:
-            return
-        t = float(node["threshold"])
+    def floor32(t: float) -> float:
         f = np.float32(t)
-        floor = float(np.nextafter(f, np.float32(-np.inf))) if float(f) > t else float(f)
-        out.setdefault(float(f), set()).add(floor)
-        walk(node["left_child"], out)
-        walk(node["right_child"], out)
+        return float(np.nextafter(f, np.float32(-np.inf))) if float(f) > t else float(f)
 
+    def preorder(node: dict, out: list[tuple[int, float] | None]) -> None:
+        if "split_index" not in node:
+            out.append(None)
+            return
+        out.append((int(node["split_feature"]), float(node["threshold"])))
+        preorder(node["left_child"], out)
+        preorder(node["right_child"], out)
+
+    trees: list[list[tuple[int, float] | None]] = []
     for tree in booster.dump_model()["tree_info"]:
-        per_tree: dict[float, set[float]] = {}
-        walk(tree["tree_structure"], per_tree)
-        floors.append(per_tree)
+        nodes: list[tuple[int, float] | None] = []
+        preorder(tree["tree_structure"], nodes)
+        trees.append(nodes)
+
     lowered = 0
     for node in model.graph.node:
         if node.op_type != "TreeEnsembleRegressor":
@@ -514,19 +530,44 @@ def floor_thresholds(model: Any, booster: Any) -> int:
         attrs = {a.name: a for a in node.attribute}
         modes = [m.decode() if isinstance(m, bytes) else m for m in attrs["nodes_modes"].strings]
         tree_ids = attrs["nodes_treeids"].ints
+        node_ids = attrs["nodes_nodeids"].ints
+        features = attrs["nodes_featureids"].ints
         values = attrs["nodes_values"].floats
-        for i, mode in enumerate(modes):
-            if mode == "LEAF":
+        by_tree: dict[int, list[int]] = {}
+        for i in range(len(modes)):
+            by_tree.setdefault(int(tree_ids[i]), []).append(i)
+        for tree, indices in by_tree.items():
+            nodes = trees[tree] if tree < len(trees) else []
+            matched = all(
+                0 <= node_ids[i] < len(nodes)
+                and (modes[i] == "LEAF") == (nodes[node_ids[i]] is None)
+                and (modes[i] == "LEAF" or nodes[node_ids[i]][0] == features[i])  # type: ignore[index]
+                for i in indices
+            )
+            if matched:
+                for i in indices:
+                    split = nodes[node_ids[i]]
+                    if split is None:
+                        continue
+                    floor = floor32(split[1])
+                    if floor != float(np.float32(values[i])):
+                        values[i] = floor
+                        lowered += 1
                 continue
-            tree = tree_ids[i]
-            if tree >= len(floors):
-                continue
-            options = floors[tree].get(float(np.float32(values[i])))
-            if options is not None and len(options) == 1:
-                floor = next(iter(options))
-                if floor != float(np.float32(values[i])):
-                    values[i] = floor
-                    lowered += 1
+            # Fallback: match by float32 value within the tree.
+            options: dict[float, set[float]] = {}
+            for split in nodes:
+                if split is not None:
+                    options.setdefault(float(np.float32(split[1])), set()).add(floor32(split[1]))
+            for i in indices:
+                if modes[i] == "LEAF":
+                    continue
+                choice = options.get(float(np.float32(values[i])))
+                if choice is not None and len(choice) == 1:
+                    floor = next(iter(choice))
+                    if floor != float(np.float32(values[i])):
+                        values[i] = floor
+                        lowered += 1
     return lowered
 
 
@@ -728,7 +769,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     tr = tr.subset_queries(has_pos)
     log(f"dropped {dropped} training queries without a positive; {tr.queries} left")
 
-    trained = train(
+    ranked = train(
         tr,
         va,
         trials=args.trials,
@@ -737,16 +778,30 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         early_stopping=args.early_stopping,
         min_rounds=args.min_rounds,
     )
-    # The kept booster (cut at its best iteration) scores exactly as in its trial; re-measured so
-    # the reported number is the shipped model's.
-    trained.valid_map = map_at_k(trained.booster.predict(va.x), va.y, va.bounds, va.items)[0]
-    if args.refit:
-        trained = refit(tr, va, trained)
     digest = data_hash([args.rows, args.valid])
     version = args.version or f"lgbm-{created.strftime('%Y%m%d%H%M%S')}-{digest[:8]}"
-    onnx_bytes, input_name, output_name = export_onnx(trained.booster, len(features), version)
-    diff, rows = parity(onnx_bytes, input_name, output_name, trained.booster, va.x)
+    # The best trial whose ONNX export passes the parity check: a model that fails it is never
+    # shipped, but one failing trial does not throw the search away.
+    failures: list[str] = []
+    for n, trained in enumerate(ranked):
+        # The kept booster (cut at its best iteration) scores exactly as in its trial;
+        # re-measured so the reported number is the shipped model's.
+        trained.valid_map = map_at_k(trained.booster.predict(va.x), va.y, va.bounds, va.items)[0]
+        if args.refit:
+            trained = refit(tr, va, trained)
+        onnx_bytes, input_name, output_name = export_onnx(trained.booster, len(features), version)
+        try:
+            diff, rows = parity(onnx_bytes, input_name, output_name, trained.booster, va.x)
+        except TrainError as err:
+            failures.append(str(err))
+            log(f"candidate {n + 1}/{len(ranked)} refused: {err}")
+            continue
+        break
+    else:
+        raise TrainError(f"no trial's model passed the parity check: {failures[0]}", EXIT_PARITY)
     log(f"parity ok: max |onnx - lightgbm| = {diff:.3g} over {rows} rows")
+    if failures:
+        log(f"kept the best of the {len(ranked) - len(failures)} trials that passed parity")
 
     meta = build_meta(
         version=version,
