@@ -403,7 +403,6 @@ def train(
         va.x, va.y, group=np.diff(va.bounds), reference=dtrain, free_raw_data=False
     )
     base = base_params(seed)
-    best: dict[str, Any] = {"map": -1.0}
     candidates: list[dict[str, Any]] = []
 
     def objective(trial: Any) -> float:
@@ -436,8 +435,6 @@ def train(
                 "trial": trial.number,
             }
         )
-        if value > best["map"]:
-            best.update(map=value)
         return value
 
     def report(study: Any, trial: Any) -> None:
