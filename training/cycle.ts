@@ -29,7 +29,7 @@ import {
 } from '../serving/model/registry.ts';
 import { mapAtK } from './metrics.ts';
 import { buildTrainingRows, writeRows, type CandidateRecall, type RowTable } from './rows.ts';
-import { filterTable, runPython, scoreOnnx } from './steps.ts';
+import { filterTable, rankByQuery, runPython, scoreOnnx } from './steps.ts';
 import { ensurePythonEnv } from './venv.ts';
 
 /** Weekly training cutoffs before the validation week (measured in the backtest, README). */
@@ -193,18 +193,10 @@ function mapOf(
   scores: ArrayLike<number>,
   relevantByQid: Map<number, ReadonlySet<string>>,
 ): number {
-  const byQid = new Map<number, { article: string; score: number; i: number }[]>();
-  for (let i = 0; i < table.length; i++) {
-    const q = table.qid[i] ?? 0;
-    const list = byQid.get(q) ?? [];
-    list.push({ article: table.articleId[i] ?? '', score: scores[i] ?? -Infinity, i });
-    byQid.set(q, list);
-  }
   const ranked: string[][] = [];
   const relevant: ReadonlySet<string>[] = [];
-  for (const [q, list] of byQid) {
-    list.sort((a, b) => b.score - a.score || a.i - b.i);
-    ranked.push(list.map((x) => x.article));
+  for (const [q, { articles }] of rankByQuery(table, scores)) {
+    ranked.push(articles);
     relevant.push(relevantByQid.get(q) ?? new Set());
   }
   return mapAtK(ranked, relevant, 12);

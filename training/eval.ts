@@ -37,10 +37,10 @@ import {
   type HeuristicWeights,
   type PurchaseEvent,
 } from './baselines.ts';
-import { filterTable, runPython, scoreOnnx } from './steps.ts';
+import { filterTable, rankByQuery, runPython, scoreOnnx } from './steps.ts';
 import { apAtK, ndcgAtK, recallAtK } from './metrics.ts';
 import type { EvalReport } from './report.ts';
-import { buildTrainingRows, writeRows, type RowsDeps, type RowTable } from './rows.ts';
+import { buildTrainingRows, writeRows, type RowsDeps } from './rows.ts';
 import { ensurePythonEnv } from './venv.ts';
 
 export const METHODS = ['ranker', 'popular', 'repurchase_popular', 'strong_heuristic'] as const;
@@ -184,29 +184,6 @@ export function chooseCutoffs(log: PurchaseLog, n: number, dates?: readonly numb
   return out;
 }
 
-/** Ranked lists of the queries in `table` by `scores` (highest first, ties by row order). */
-function rankByQuery(
-  table: RowTable,
-  scores: ArrayLike<number>,
-): Map<string, { articles: string[]; sources: string[][] }> {
-  const byCustomer = new Map<string, { article: string; score: number; i: number }[]>();
-  for (let i = 0; i < table.length; i++) {
-    const c = table.customerId[i] ?? '';
-    const list = byCustomer.get(c) ?? [];
-    list.push({ article: table.articleId[i] ?? '', score: scores[i] ?? -Infinity, i });
-    byCustomer.set(c, list);
-  }
-  const out = new Map<string, { articles: string[]; sources: string[][] }>();
-  for (const [c, list] of byCustomer) {
-    list.sort((a, b) => b.score - a.score || a.i - b.i);
-    out.set(c, {
-      articles: list.map((x) => x.article),
-      sources: list.map((x) => (table.sources[x.i] ?? '').split(',')),
-    });
-  }
-  return out;
-}
-
 /** Run the backtest; see the module comment. */
 export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalResult> {
   const t0 = performance.now();
@@ -309,7 +286,10 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
       };
       featureImportance = meta.feature_importance ?? [];
       const scores = await scoreOnnx(testTable, model.bytes, model.meta.features);
-      const ranked = rankByQuery(testTable, scores);
+      // One query per customer at a cutoff: their ranked candidates by customer id.
+      const ranked = new Map(
+        [...rankByQuery(testTable, scores).values()].map((q) => [q.customerId, q]),
+      );
 
       // Baselines and the ranker on the same customers.
       const labels = log.labels(p.cutoff, p.cutoff + WEEK);

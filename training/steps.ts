@@ -71,3 +71,27 @@ export function runPython(
     });
   });
 }
+
+/** A query's articles, highest score first (ties keep row order), and its customer. */
+export interface RankedQuery {
+  readonly customerId: string;
+  readonly articles: string[];
+}
+
+/** Each query of `table` ranked by `scores` (one per row), in first-row order. */
+export function rankByQuery(table: RowTable, scores: ArrayLike<number>): Map<number, RankedQuery> {
+  const byQid = new Map<number, { article: string; score: number; i: number }[]>();
+  for (let i = 0; i < table.length; i++) {
+    const q = table.qid[i] ?? 0;
+    const list = byQid.get(q) ?? [];
+    list.push({ article: table.articleId[i] ?? '', score: scores[i] ?? -Infinity, i });
+    byQid.set(q, list);
+  }
+  const out = new Map<number, RankedQuery>();
+  for (const [q, list] of byQid) {
+    list.sort((a, b) => b.score - a.score || a.i - b.i);
+    const first = list.reduce((m, x) => Math.min(m, x.i), Infinity);
+    out.set(q, { customerId: table.customerId[first] ?? '', articles: list.map((x) => x.article) });
+  }
+  return out;
+}
