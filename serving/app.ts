@@ -17,6 +17,11 @@
  * When Redis fails, recommendations and global trending are answered from the in-process trending
  * cache (`degraded: true`, `rec_serving_degraded_responses_total`); 503 only when the cache is
  * empty too (and always for similar items, which the cache does not hold).
+ *
+ * Every recommendation answer says what ranked it (`ranker`): the active model, the heuristic
+ * `heuristic-v1` and why (no promoted model, the active one refused by this instance, or a ranker
+ * failure on this request), or the trending cache. Users are never told a ranking is a model's
+ * when it is not.
  */
 import { randomUUID } from 'node:crypto';
 import { OpenAPIHono, createRoute } from '@hono/zod-openapi';
@@ -55,7 +60,15 @@ import {
   storeRead,
 } from './errors.ts';
 import type { DegradedReason, ServingMetrics } from './metrics.ts';
-import { HEURISTIC_VERSION, rankCandidates, reasonsFor, type Ranker } from './ranking.ts';
+import {
+  HEURISTIC_VERSION,
+  NO_MODEL,
+  rankCandidates,
+  reasonsFor,
+  type NoModel,
+  type RankOutcome,
+  type Ranker,
+} from './ranking.ts';
 import {
   ErrorResponse,
   RecommendationParams,
@@ -67,6 +80,7 @@ import {
   TrendingQuery,
   TrendingResponse,
   parseSegment,
+  type RankedByBody,
   type ReadyBody,
   type RecommendationItemBody,
   type RecommendationResponseBody,
@@ -103,6 +117,11 @@ export interface ServingDeps {
   readonly keys: KeySpace;
   /** The current model, or null (heuristic ranking). Asked once per request (hot swaps). */
   readonly ranker: () => Ranker | null;
+  /**
+   * Why `ranker()` is null, for the answers and `/readyz` (LiveModel.noModel). Default: no
+   * promoted model.
+   */
+  readonly noModel?: () => NoModel;
   readonly logger: Logger;
   readonly metrics: ServingMetrics;
   readonly config: ServingConfig;
@@ -145,8 +164,10 @@ const recommendationsRoute = createRoute({
   path: '/v1/recommendations/{customerId}',
   summary: 'Ranked recommendations for a customer',
   description:
-    'Candidates from repurchase, co-purchase, segment and global trending, ranked by the model ' +
-    '(or the heuristic heuristic-v1 without one). Unknown customers get a cold-start answer (200).',
+    'Candidates from repurchase, co-purchase, segment and global trending, ranked by the ' +
+    'promoted model, or by the heuristic heuristic-v1 when there is none (or this instance ' +
+    'refused it, e.g. an untrained fixture): `ranker` says which and why. Unknown customers get ' +
+    'a cold-start answer (200).',
   request: { params: RecommendationParams, query: RecommendationQuery },
   responses: {
     200: {
@@ -188,6 +209,14 @@ const trendingRoute = createRoute({
     ...errors,
   },
 });
+
+/** `ranker` of the answers served from the trending cache (Redis down). */
+const RANKED_BY_CACHE: RankedByBody = {
+  kind: 'trending_cache',
+  reason: 'store_unavailable',
+  message:
+    'feature store unavailable: global trending from the in-process cache, not ranked per customer',
+};
 
 const round2 = (x: number): number => Math.round(x * 100) / 100;
 const nullIfNaN = (v: number): number | null => (Number.isFinite(v) ? v : null);
@@ -257,6 +286,29 @@ export function createApp(deps: ServingDeps): OpenAPIHono<AppEnv> {
   const eventNow = (times: Iterable<number | null | undefined>): number =>
     deps.now?.() ?? eventTimeNow(times, Date.now());
 
+  const noModel = (): NoModel => deps.noModel?.() ?? NO_MODEL;
+
+  /** What ranked an answer: the model, or the heuristic and why (see the module comment). */
+  const rankedBy = (ranker: Ranker | null, outcome: RankOutcome): RankedByBody => {
+    const fallback = outcome.fallback;
+    if (fallback !== null) {
+      // Fixed sentences: the failure's own message (logged) may carry internals.
+      const model = `model ${ranker?.version ?? '?'}`;
+      const what = {
+        ranker_error: `${model} failed on this request`,
+        ranker_timeout: `${model} took longer than rankerTimeoutMs (${config.rankerTimeoutMs} ms)`,
+        ranker_incompatible: `${model} needs features this build cannot produce`,
+      }[fallback.reason];
+      return {
+        kind: 'heuristic',
+        reason: fallback.reason,
+        message: `${what}; ranked with ${HEURISTIC_VERSION}`,
+      };
+    }
+    if (ranker === null) return { kind: 'heuristic', ...noModel() };
+    return { kind: 'model' };
+  };
+
   const incompatibleLogged = new Set<string>();
   const degraded = (route: string, reason: DegradedReason): void => {
     metrics.degraded.inc({ route, reason });
@@ -313,6 +365,7 @@ export function createApp(deps: ServingDeps): OpenAPIHono<AppEnv> {
             : {}),
         })),
         model_version: TRENDING_CACHE_VERSION,
+        ranker: RANKED_BY_CACHE,
         degraded: true,
         degraded_reason: 'store_unavailable',
         cold_start: false,
@@ -381,6 +434,7 @@ export function createApp(deps: ServingDeps): OpenAPIHono<AppEnv> {
       customer_id: customerId,
       items,
       model_version: outcome.modelVersion,
+      ranker: rankedBy(ranker, outcome),
       degraded: outcome.fallback !== null,
       ...(outcome.fallback ? { degraded_reason: outcome.fallback.reason } : {}),
       cold_start: set.coldStart,
@@ -539,10 +593,11 @@ export function createApp(deps: ServingDeps): OpenAPIHono<AppEnv> {
     } else if (ranker !== null) {
       rankerCheck = { ok: true, version: ranker.version };
     } else if (config.requireModel) {
-      rankerCheck = { ok: false, version: HEURISTIC_VERSION, message: 'no model loaded' };
-      reasons.push('ranker: no model loaded (requireModel)');
+      const why = noModel().message;
+      rankerCheck = { ok: false, version: HEURISTIC_VERSION, message: why };
+      reasons.push(`ranker: no model loaded (requireModel): ${why}`);
     } else {
-      rankerCheck = { ok: true, version: HEURISTIC_VERSION, message: 'heuristic (no model)' };
+      rankerCheck = { ok: true, version: HEURISTIC_VERSION, message: noModel().message };
     }
     const body: ReadyBody = {
       status: reasons.length === 0 ? 'ready' : 'not_ready',

@@ -10,7 +10,9 @@
  *      child process: serving/ may not import processors/) until every consumer group's lag is 0;
  *   2. builds, registers and activates the fixture ranker (500 trees, depth 6, FEATURE_NAMES);
  *   3. starts the API as a child process (`serving/main.ts`, 2 scorer workers,
- *      SERVING_MAX_CANDIDATES=100) and waits until it is ready and ranks with that model;
+ *      SERVING_MAX_CANDIDATES=100, SERVING_ALLOW_FIXTURE_MODEL=true: the fixture measures the
+ *      cost of a 500-tree model, and serving refuses untrained models without the opt-in) and
+ *      waits until it is ready and ranks with that model;
  *   4. customers: up to 1,000 known ones (from the store) and cold ones (random ids never seen),
  *      80 / 20 by default, requested round robin (`k=12`); a sequential warm-up pass over all of
  *      them checks the candidates per request (100 wanted);
@@ -505,6 +507,7 @@ async function main(): Promise<void> {
       SERVING_HOST: '127.0.0.1',
       SCORER_WORKERS: String(WORKERS),
       SERVING_MAX_CANDIDATES: String(CANDIDATES),
+      SERVING_ALLOW_FIXTURE_MODEL: 'true',
     });
     const apiChild = api;
     const base = await new Promise<string>((resolve, reject) => {

@@ -7,6 +7,11 @@
  * recommendation at N and scales the quotas by the same shares of N (global trending: N). Global
  * trending fills whatever the personal sources leave, so a request holds exactly N candidates whenever the store has N to offer (a cold
  * customer gets them from global trending). The serving benchmark runs with N = 100.
+ *
+ * SERVING_ALLOW_FIXTURE_MODEL=true (default false) lets this instance serve an untrained fixture
+ * ranker (`npm run model -- fixture`) when it is the active model. For benchmarks and tests only:
+ * without it a fixture is refused and the API ranks with the heuristic `heuristic-v1` (or keeps
+ * the model it had), saying so in every answer.
  */
 import { z } from 'zod';
 import { loadConfig } from '../streams/config.ts';
@@ -26,6 +31,13 @@ const env = z
       .regex(/^[A-Za-z0-9_.-]+$/)
       .default('rec'),
     SERVING_MAX_CANDIDATES: z.coerce.number().int().min(1).max(1000).optional(),
+    SERVING_ALLOW_FIXTURE_MODEL: z
+      .enum(['true', 'false', '1', '0'], {
+        error:
+          'SERVING_ALLOW_FIXTURE_MODEL must be true or false (true: benchmarks and tests only)',
+      })
+      .default('false')
+      .transform((v) => v === 'true' || v === '1'),
   })
   .parse(process.env);
 
@@ -57,6 +69,7 @@ async function main(): Promise<void> {
     port: env.SERVING_PORT,
     host: env.SERVING_HOST,
     workers: env.SCORER_WORKERS,
+    allowFixtureModel: env.SERVING_ALLOW_FIXTURE_MODEL,
     config: {
       ...candidateOverrides(env.SERVING_MAX_CANDIDATES),
       // Where `npm run embed` wrote the article vectors (default: the serving namespace).
@@ -65,7 +78,10 @@ async function main(): Promise<void> {
         : {}),
     },
   });
-  console.log(`serving on ${handle.url} (model: ${handle.live.version ?? 'heuristic'})`);
+  const version = handle.live.version;
+  console.log(
+    `serving on ${handle.url} ${version === null ? `— ${handle.live.noModel().message}` : `(model: ${version})`}`,
+  );
   let stopping = false;
   const stop = () => {
     if (stopping) return;

@@ -33,6 +33,22 @@ export interface Ranker {
 export const HEURISTIC_VERSION = 'heuristic-v1';
 
 /**
+ * Why no model ranks and the heuristic does (`ranker()` is null): `no_model` when no version is
+ * active, `model_refused` when the active one was refused by this instance (an untrained fixture
+ * without the opt-in, or a model that failed its checks). Answers carry it in `ranker`.
+ */
+export interface NoModel {
+  readonly reason: 'no_model' | 'model_refused';
+  readonly message: string;
+}
+
+/** The `NoModel` of an instance whose registry has no active version (or of an app given none). */
+export const NO_MODEL: NoModel = {
+  reason: 'no_model',
+  message: `no promoted model (the model registry has no active version); ranking with ${HEURISTIC_VERSION}`,
+};
+
+/**
  * Weights of the heuristic `heuristic-v1` (they sum to 1, so scores are in [0, 1]):
  *
  *   score = 0.30 · copurchase + 0.20 · segment + 0.20 · popularity + 0.20 · affinity

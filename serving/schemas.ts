@@ -100,15 +100,53 @@ export const DEGRADED_REASONS = [
   'ranker_incompatible',
 ] as const;
 
+export const RANKER_KINDS = ['model', 'heuristic', 'trending_cache'] as const;
+
+/** Why the model did not rank: no model, a refused one, or a failure of this request. */
+export const RANKER_REASONS = ['no_model', 'model_refused', ...DEGRADED_REASONS] as const;
+
+export const RankedBy = z
+  .object({
+    kind: z.enum(RANKER_KINDS).openapi({
+      description:
+        "'model': the registry's active model, named by model_version (a trained one; untrained " +
+        'fixture-* models only on instances started with SERVING_ALLOW_FIXTURE_MODEL=true, for ' +
+        "benchmarks and tests); 'heuristic': the documented heuristic " +
+        "heuristic-v1 (serving/ranking.ts); 'trending_cache': global trending cached while the " +
+        'feature store is down, not ranked per customer',
+    }),
+    reason: z
+      .enum(RANKER_REASONS)
+      .optional()
+      .openapi({
+        description:
+          "Why not a model (absent when kind is 'model'): 'no_model' = no promoted model is active; " +
+          "'model_refused' = this instance refused the active version (an untrained fixture, or a " +
+          'model that failed its checks); otherwise the degraded_reason of this answer',
+      }),
+    message: z.string().optional().openapi({
+      description: 'The reason in words',
+      example:
+        'no promoted model (the model registry has no active version); ranking with heuristic-v1',
+    }),
+  })
+  .openapi('RankedBy', { description: 'What ranked the answer, and why when not a model' });
+
 export const RecommendationResponse = z
   .object({
     customer_id: z.string(),
     items: z.array(RecommendationItem),
     model_version: z.string().openapi({
       description:
-        "Model that ranked; 'heuristic-v1' without a model (or after a ranker failure), 'trending-cache' in degraded mode",
+        "Model that ranked; 'heuristic-v1' when no trained model ranked (none promoted, the " +
+        "active one refused, or a ranker failure: see ranker), 'trending-cache' in degraded mode",
     }),
-    degraded: z.boolean(),
+    ranker: RankedBy,
+    degraded: z.boolean().openapi({
+      description:
+        'A failure on this request (degraded_reason); false when the heuristic ranks because no ' +
+        'model is active or the active one was refused (ranker says which)',
+    }),
     degraded_reason: z.enum(DEGRADED_REASONS).optional(),
     cold_start: z.boolean(),
     candidates: z.number().int().openapi({ description: 'Candidates scored' }),
@@ -227,6 +265,7 @@ export const ReadyResponse = z
   .openapi('Readiness');
 
 export type RecommendationResponseBody = z.infer<typeof RecommendationResponse>;
+export type RankedByBody = z.infer<typeof RankedBy>;
 export type RecommendationItemBody = z.infer<typeof RecommendationItem>;
 export type ScoredArticleBody = z.infer<typeof SimpleItem>;
 export type ReadyBody = z.infer<typeof ReadyResponse>;

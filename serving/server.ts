@@ -12,6 +12,7 @@ import type { KeySpace } from '../streams/features/keys.ts';
 import type { Logger } from '../streams/logger.ts';
 import { createApp, DEFAULT_SERVING_CONFIG, type ServingConfig } from './app.ts';
 import { createServingMetrics, type ServingMetrics } from './metrics.ts';
+import { HEURISTIC_VERSION } from './ranking.ts';
 import { LiveModel, type SwapOutcome } from './model/live.ts';
 import { watchActivations } from './model/registry.ts';
 import { TrendingCache } from './trending-cache.ts';
@@ -28,6 +29,12 @@ export interface ServingOptions {
   /** Fixed event-time "now" (tests); by default the latest event time a request reads. */
   now?: () => number;
   onSwap?: (o: SwapOutcome) => void;
+  /**
+   * Serve untrained fixture models (`kind: "fixture"`) when they are active; benchmarks and tests
+   * only (`npm run serve`: SERVING_ALLOW_FIXTURE_MODEL=true). Default false: they are refused and
+   * the current model, or the heuristic, keeps ranking (see serving/model/live.ts).
+   */
+  allowFixtureModel?: boolean;
 }
 
 export interface ServingHandle {
@@ -38,6 +45,10 @@ export interface ServingHandle {
   close(): Promise<void>;
 }
 
+/**
+ * Start one serving instance: connect, load the registry's active model (refusing an untrained
+ * fixture unless `allowFixtureModel`), watch activations, fill the trending cache, listen.
+ */
 export async function startServing(opts: ServingOptions): Promise<ServingHandle> {
   const log = opts.logger.child({ module: 'serving' });
   // Fail fast when Redis is gone: the degraded path answers from the trending cache instead.
@@ -51,17 +62,19 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
   const subscriber = new Redis(opts.redisUrl, { lazyConnect: true });
   await subscriber.connect();
   const metrics = createServingMetrics({ defaults: true });
-  const live = new LiveModel(
-    redis,
-    opts.keys,
-    FEATURE_NAMES,
-    opts.logger,
-    opts.workers ?? 2,
-    (o) => {
+  const live = new LiveModel(redis, opts.keys, FEATURE_NAMES, opts.logger, {
+    workers: opts.workers ?? 2,
+    allowFixtureModel: opts.allowFixtureModel ?? false,
+    onSwap: (o) => {
       log.info(o, 'model swap');
       opts.onSwap?.(o);
     },
-  );
+  });
+  if (live.allowsFixtureModel) {
+    log.warn(
+      'allowFixtureModel: this instance serves untrained fixture models (benchmarks, tests)',
+    );
+  }
   const stopWatching = await watchActivations(subscriber, opts.keys, (version) => {
     void live.activate(version);
   });
@@ -85,6 +98,7 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
     redis,
     keys: opts.keys,
     ranker: () => live.ranker(),
+    noModel: () => live.noModel(),
     logger: opts.logger,
     metrics,
     config,
@@ -99,7 +113,10 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
   const address = server.address() as AddressInfo;
   const host = opts.host === undefined || opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host;
   const url = `http://${host}:${address.port}`;
-  log.info({ url, model: live.version ?? 'heuristic' }, 'serving');
+  log.info(
+    { url, model: live.version ?? HEURISTIC_VERSION, ...(live.version ? {} : live.noModel()) },
+    'serving',
+  );
   return {
     url,
     live,

@@ -8,9 +8,11 @@
  *  4. train a first model (one training cycle: rows replayed at 4 weekly cutoffs + a validation
  *     week, LightGBM LambdaRank, ONNX, parity check, promotion gate) and print its validation
  *     MAP@12 against the baselines;
- *  5. make sure a ranking model is active (the trained one if it passed the gate, else the
- *     LightGBM-shaped fixture ranker, clearly named `fixture-*`), start the API and print
- *     ready-to-paste curl lines.
+ *  5. start the API and print ready-to-paste curl lines. It ranks with the promoted model (this
+ *     run's, if it passed the gate, or one promoted before); without one it ranks with the
+ *     documented heuristic `heuristic-v1` and says so, here and in every answer (`ranker`). The
+ *     untrained fixture ranker is never activated: it is for benchmarks and tests only, and
+ *     serving refuses it without SERVING_ALLOW_FIXTURE_MODEL=true.
  * The API stays up until Ctrl-C (`--exit` stops after a self-check request instead).
  * `training/` sits at the top of the import graph (it drives both processors and serving code),
  * so the end-to-end demo lives here.
@@ -29,18 +31,12 @@ import { createIdempotentProducer } from '../streams/producer.ts';
 import { ensureStack } from '../streams/stack/stack.ts';
 import { createProcessorMetrics } from '../processors/metrics.ts';
 import { startProcessors } from '../processors/run.ts';
-import { FEATURE_NAMES } from '../streams/features/definitions.ts';
-import { buildFixtureModel } from '../serving/model/fixture.ts';
-import { loadModel } from '../serving/model/metadata.ts';
-import { activateModel, activeVersion, registerModel } from '../serving/model/registry.ts';
+import { activeVersion } from '../serving/model/registry.ts';
+import { HEURISTIC_VERSION } from '../serving/ranking.ts';
 import { startServing } from '../serving/server.ts';
-import { ensurePythonEnv } from './venv.ts';
 import { DEFAULT_TRAIN_WEEKS, runCycle } from './cycle.ts';
 import { showSimilarItems } from './demo-embeddings.ts';
 import { embeddingsEnabled } from '../streams/features/embedding-state.ts';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 
 const DEFAULT_DATA = fileURLToPath(new URL('../../shared/data/hm-sample', import.meta.url));
 const day = (t: number | null) => (t === null ? '-' : new Date(t).toISOString().slice(0, 10));
@@ -173,6 +169,8 @@ async function main(): Promise<void> {
   );
 
   console.log('\n== 4/5 training');
+  /** Why this run promoted no model (the gate's reason, or why training did not run). */
+  let notPromoted: string | null = null;
   try {
     const result = await runCycle(
       { kafka, redis, codecs, topics, keys, logger },
@@ -200,33 +198,15 @@ async function main(): Promise<void> {
     console.log(
       `  ${result.promoted ? 'promoted' : 'not promoted'} ${result.version}: ${result.reason}`,
     );
+    if (!result.promoted) notPromoted = `the gate refused ${result.version}: ${result.reason}`;
     console.log(`  (training cycle ${(result.timings.totalMs / 1000).toFixed(1)} s)`);
   } catch (err) {
-    console.log(`  training skipped: ${err instanceof Error ? err.message : String(err)}`);
+    notPromoted = `training skipped: ${err instanceof Error ? err.message : String(err)}`;
+    console.log(`  ${notPromoted}`);
   }
 
   console.log('\n== 5/5 serving');
-  let version = await activeVersion(redis, keys);
-  if (version === null) {
-    ensurePythonEnv((line) => {
-      console.log(`  ${line}`);
-    });
-    const dir = mkdtempSync(join(tmpdir(), 'rec-demo-model-'));
-    try {
-      const built = await buildFixtureModel(dir, { features: FEATURE_NAMES, trees: 500, seed: 1 });
-      const model = await loadModel(built.onnxPath, built.metaPath, FEATURE_NAMES);
-      await registerModel(redis, keys, model);
-      await activateModel(redis, keys, model.meta.version);
-      version = model.meta.version;
-      console.log(
-        `  no trained model yet: activated the fixture ranker ${version} (500 trees, not trained)`,
-      );
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  } else {
-    console.log(`  active model: ${version}`);
-  }
+  const active = await activeVersion(redis, keys);
   redis.disconnect();
   const serving = await startServing({
     redisUrl: live.redisUrl,
@@ -234,6 +214,19 @@ async function main(): Promise<void> {
     logger,
     port: Number(values.port),
   });
+  const served = serving.live.version;
+  if (served !== null) {
+    // An earlier run's promoted model keeps serving when this run's candidate was refused.
+    const earlier = notPromoted === null ? '' : ` (promoted before; this run: ${notPromoted})`;
+    console.log(`  serving the promoted model ${served}${earlier}`);
+  } else {
+    if (notPromoted !== null) console.log(`  no model promoted: ${notPromoted}`);
+    if (active !== null) console.log(`  ${serving.live.noModel().message}`);
+    console.log(
+      `  the API ranks with the documented heuristic ${HEURISTIC_VERSION} (serving/ranking.ts); ` +
+        `every answer says so: model_version "${HEURISTIC_VERSION}", ranker.reason "${serving.live.noModel().reason}"`,
+    );
+  }
   const known = customerId ?? 'unknown-customer';
   const lines = [
     `curl -s '${serving.url}/v1/recommendations/${known}?k=12' | jq .`,
@@ -242,12 +235,19 @@ async function main(): Promise<void> {
     `curl -s '${serving.url}/v1/trending?segment=channel:2&k=10' | jq .`,
     `open ${serving.url}/docs`,
   ];
-  console.log(`  API up at ${serving.url} (model ${serving.live.version ?? 'heuristic'}); try:`);
+  console.log(`  API up at ${serving.url} (${served ?? HEURISTIC_VERSION}); try:`);
   for (const l of lines) console.log(`    ${l}`);
   const check = await fetch(`${serving.url}/v1/recommendations/${known}?k=3`);
-  const body = (await check.json()) as { items?: { article_id: string }[]; model_version?: string };
+  const body = (await check.json()) as {
+    items?: { article_id: string }[];
+    model_version?: string;
+    ranker?: { kind: string; reason?: string };
+  };
+  const by = body.ranker
+    ? ` (${body.ranker.kind}${body.ranker.reason ? `: ${body.ranker.reason}` : ''})`
+    : '';
   console.log(
-    `  self-check: HTTP ${check.status}, ${body.items?.length ?? 0} items from ${body.model_version ?? '?'}`,
+    `  self-check: HTTP ${check.status}, ${body.items?.length ?? 0} items from ${body.model_version ?? '?'}${by}`,
   );
   if (values.exit) {
     await serving.close();

@@ -1,5 +1,9 @@
 """FIXTURE ranker: a LightGBM-shaped ONNX model for tests and benchmarks, not a trained model.
 
+Its metadata says `kind: "fixture"`, and serving refuses such a model unless the instance was
+started with SERVING_ALLOW_FIXTURE_MODEL=true (serving/model/live.ts): users are never ranked by
+these random trees.
+
 Builds a `TreeEnsembleRegressor` (domain `ai.onnx.ml`) the way onnxmltools exports a LightGBM
 LambdaRank booster: one float input `input` [N, F], one output `variable` [N, 1], SUM of the
 trees' leaf values, BRANCH_LEQ splits (`x <= threshold` takes the true branch) and NaN routed to

@@ -1,7 +1,11 @@
 /**
  * `npm run model -- fixture [--trees N] [--seed N] [--no-activate]` builds the LightGBM-shaped
- * fixture ranker (until training lands), registers it and activates it;
+ * fixture ranker (untrained, for benchmarks and tests), registers it and activates it;
  * `npm run model -- list` lists the registry; `npm run model -- activate <version>`.
+ *
+ * Activating a fixture prints that serving instances refuse it unless they were started with
+ * SERVING_ALLOW_FIXTURE_MODEL=true (serving/model/live.ts): the activation itself succeeds, so a
+ * benchmark's opted-in instance can serve it, but users are never ranked by random trees.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,8 +16,20 @@ import { loadConfig } from '../../streams/config.ts';
 import { FEATURE_NAMES } from '../../streams/features/definitions.ts';
 import { keySpace } from '../../streams/features/keys.ts';
 import { buildFixtureModel } from './fixture.ts';
-import { loadModel } from './metadata.ts';
-import { activateModel, listModels, registerModel } from './registry.ts';
+import { HEURISTIC_VERSION } from '../ranking.ts';
+import { fixtureRefusal } from './live.ts';
+import { loadModel, type ModelMeta } from './metadata.ts';
+import { activateModel, listModels, readModel, registerModel } from './registry.ts';
+
+/** After activating `meta`: say when serving instances without the opt-in will refuse it. */
+function warnIfRefused(meta: ModelMeta): void {
+  const refusal = fixtureRefusal(meta, false);
+  if (refusal !== null) {
+    console.log(
+      `note: ${refusal}; they keep their current model or rank with the heuristic ${HEURISTIC_VERSION}`,
+    );
+  }
+}
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
@@ -45,6 +61,7 @@ async function main(): Promise<void> {
         if (!values['no-activate']) {
           await activateModel(redis, keys, model.meta.version);
           console.log(`activated ${model.meta.version}`);
+          warnIfRefused(model.meta);
         }
       } finally {
         rmSync(dir, { recursive: true, force: true });
@@ -52,6 +69,8 @@ async function main(): Promise<void> {
     } else if (command === 'activate' && arg !== undefined) {
       await activateModel(redis, keys, arg);
       console.log(`activated ${arg}`);
+      const entry = await readModel(redis, keys, arg);
+      if (entry !== null) warnIfRefused(entry.meta);
     } else if (command === 'list') {
       for (const m of await listModels(redis, keys)) {
         console.log(

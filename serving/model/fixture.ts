@@ -1,7 +1,9 @@
 /**
  * Builds the FIXTURE ranker (training/fixture_model.py, a LightGBM-shaped ONNX tree ensemble, not
- * a trained model) for tests and benchmarks until real training lands. Runs the project's venv
- * Python (`.venv/bin/python` at the repository root; `REC_PYTHON` overrides).
+ * a trained model) for tests and benchmarks only: its metadata says `kind: "fixture"`, and
+ * serving refuses it unless started with SERVING_ALLOW_FIXTURE_MODEL=true / `allowFixtureModel`
+ * (serving/model/live.ts). Runs the project's venv Python (`.venv/bin/python` at the repository
+ * root; `REC_PYTHON` overrides).
  */
 import { execFile } from 'node:child_process';
 import { access, mkdir, readFile, writeFile } from 'node:fs/promises';

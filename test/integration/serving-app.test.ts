@@ -1,8 +1,13 @@
 /**
  * The serving API in process (`app.request()`) against the real Redis. The store is written by
  * the real processors' scripts (PurchaseProcessor, applyArticles / applyCustomers) into a fresh
- * namespace — no Kafka needed — so serving reads exactly what production would.
+ * namespace — no Kafka needed — so serving reads exactly what production would. Every answer
+ * says what ranked it (`ranker`); an untrained fixture model in the registry is refused by a
+ * LiveModel without `allowFixtureModel` (real ONNX, real registry) and served with it.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { Redis } from 'ioredis';
@@ -14,7 +19,12 @@ import { defineScripts } from '../../processors/scripts.ts';
 import type { Article, Customer, Purchase } from '../../schemas/events.ts';
 import { createApp, DEFAULT_SERVING_CONFIG, type ServingConfig } from '../../serving/app.ts';
 import { createServingMetrics, type ServingMetrics } from '../../serving/metrics.ts';
-import type { Ranker } from '../../serving/ranking.ts';
+import { buildFixtureModel } from '../../serving/model/fixture.ts';
+import { LiveModel, type SwapOutcome } from '../../serving/model/live.ts';
+import { loadModel, type LoadedModel } from '../../serving/model/metadata.ts';
+import { activateModel, readModel, registerModel } from '../../serving/model/registry.ts';
+import type { NoModel, Ranker } from '../../serving/ranking.ts';
+import { RecommendationResponse } from '../../serving/schemas.ts';
 import { TrendingCache } from '../../serving/trending-cache.ts';
 import { loadConfig } from '../../streams/config.ts';
 import type { DecodedRecord } from '../../streams/consumer.ts';
@@ -57,6 +67,7 @@ interface RecJson {
   customer_id: string;
   items: Item[];
   model_version: string;
+  ranker: { kind: string; reason?: string; message?: string };
   degraded: boolean;
   degraded_reason?: string;
   cold_start: boolean;
@@ -177,6 +188,7 @@ describe('serving API on the real Redis', () => {
     opts: {
       redis?: Redis;
       ranker?: () => Ranker | null;
+      noModel?: () => NoModel;
       config?: Partial<ServingConfig>;
       logger?: Logger;
       trendingCache?: TrendingCache;
@@ -187,6 +199,7 @@ describe('serving API on the real Redis', () => {
       redis: opts.redis ?? client,
       keys,
       ranker: opts.ranker ?? (() => null),
+      ...(opts.noModel ? { noModel: opts.noModel } : {}),
       logger: opts.logger ?? silent,
       metrics,
       config: { ...DEFAULT_SERVING_CONFIG, ...opts.config },
@@ -348,6 +361,14 @@ describe('serving API on the real Redis', () => {
         cold_start: false,
         now: NOW,
       });
+      // No model: the answer says the heuristic ranked it, and why.
+      expect(body.ranker).toEqual({
+        kind: 'heuristic',
+        reason: 'no_model',
+        message: expect.stringMatching(
+          /^no promoted model .*; ranking with heuristic-v1$/,
+        ) as string,
+      });
       expect(body.items).toHaveLength(5);
       expect(body.items.map((i) => i.rank)).toEqual([1, 2, 3, 4, 5]);
       const scores = body.items.map((i) => i.score);
@@ -498,6 +519,7 @@ describe('serving API on the real Redis', () => {
       const { body } = await get<RecJson>(b, '/v1/recommendations/alice?k=100&explain=true');
       expect(calls).toHaveLength(1);
       expect(body.model_version).toBe('fake-1');
+      expect(body.ranker).toEqual({ kind: 'model' });
       expect(body.degraded).toBe(false);
       const pops = body.items.map((i) => i.features?.a_pop_7d ?? NaN);
       expect(pops.length).toBeGreaterThan(5);
@@ -551,9 +573,16 @@ describe('serving API on the real Redis', () => {
       expect(status).toBe(200);
       expect(body).toMatchObject({
         model_version: 'heuristic-v1',
+        ranker: {
+          kind: 'heuristic',
+          reason: 'ranker_error',
+          message: 'model broken-1 failed on this request; ranked with heuristic-v1',
+        },
         degraded: true,
         degraded_reason: 'ranker_error',
       });
+      // The failure's own message stays in the log.
+      expect(JSON.stringify(body)).not.toContain('exploded');
       expect(body.items).toHaveLength(5);
       const heuristic = (await get<RecJson>(build(), '/v1/recommendations/alice?k=5')).body;
       expect(body.items).toEqual(heuristic.items);
@@ -574,10 +603,19 @@ describe('serving API on the real Redis', () => {
       };
       const slow = build({ ranker: () => hanging, config: { rankerTimeoutMs: 50 } });
       const a = (await get<RecJson>(slow, '/v1/recommendations/alice?k=3')).body;
-      expect(a).toMatchObject({ degraded: true, degraded_reason: 'ranker_timeout' });
+      expect(a).toMatchObject({
+        degraded: true,
+        degraded_reason: 'ranker_timeout',
+        ranker: { kind: 'heuristic', reason: 'ranker_timeout' },
+      });
+      expect(a.ranker.message).toContain('rankerTimeoutMs (50 ms)');
       const alien = build({ ranker: () => fake(['a_pop_7d', 'z_unknown'], () => 1) });
       const c = (await get<RecJson>(alien, '/v1/recommendations/alice?k=3')).body;
-      expect(c).toMatchObject({ degraded: true, degraded_reason: 'ranker_incompatible' });
+      expect(c).toMatchObject({
+        degraded: true,
+        degraded_reason: 'ranker_incompatible',
+        ranker: { kind: 'heuristic', reason: 'ranker_incompatible' },
+      });
     });
 
     it('answers an unexpected error with 500, a request id, and logs it with that id', async () => {
@@ -609,6 +647,144 @@ describe('serving API on the real Redis', () => {
       expect(logged[0]).toMatchObject({ request_id: body.request_id, msg: 'unhandled error' });
       expect(JSON.stringify(logged[0])).toContain('model registry is corrupt');
       expect(JSON.stringify(body)).not.toContain('corrupt');
+    });
+  });
+
+  describe('the untrained fixture ranker in the registry', () => {
+    let dir: string;
+    let fixture: LoadedModel;
+    /** The fixture's trees under metadata of a trained model: stands in for a promoted one. */
+    let trained: LoadedModel;
+    const lives: LiveModel[] = [];
+
+    beforeAll(async () => {
+      dir = mkdtempSync(join(tmpdir(), 'rec-serving-app-'));
+      const built = await buildFixtureModel(dir, {
+        features: FEATURE_NAMES,
+        trees: 20,
+        depth: 4,
+        seed: 5,
+        version: 'fixture-app-5',
+      });
+      fixture = await loadModel(built.onnxPath, built.metaPath, FEATURE_NAMES);
+      expect(fixture.meta.kind).toBe('fixture');
+      trained = {
+        meta: { ...fixture.meta, kind: 'lightgbm', version: 'trained-app-1' },
+        bytes: fixture.bytes,
+      };
+      await registerModel(admin, keys, fixture);
+      await registerModel(admin, keys, trained);
+    });
+
+    afterAll(async () => {
+      for (const live of lives) await live.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    /** A live model over this namespace's registry, and an app ranking with it. */
+    const serve = (opts: { allowFixtureModel?: boolean; logger?: Logger } = {}) => {
+      const swaps: SwapOutcome[] = [];
+      const live = new LiveModel(admin, keys, FEATURE_NAMES, opts.logger ?? silent, {
+        workers: 1,
+        onSwap: (o) => swaps.push(o),
+        ...(opts.allowFixtureModel === undefined
+          ? {}
+          : { allowFixtureModel: opts.allowFixtureModel }),
+      });
+      lives.push(live);
+      const b = build({ ranker: () => live.ranker(), noModel: () => live.noModel() });
+      return { live, swaps, b };
+    };
+
+    it('is refused without the opt-in: the heuristic ranks, says why, and the registry keeps it', async () => {
+      await activateModel(admin, keys, fixture.meta.version);
+      const lines: string[] = [];
+      const logger = pino(
+        { level: 'info' },
+        new Writable({
+          write(chunk: Buffer, _enc, cb) {
+            lines.push(chunk.toString());
+            cb();
+          },
+        }),
+      );
+      const { live, swaps, b } = serve({ logger });
+      const out = await live.loadActive();
+      expect(out).toEqual({
+        version: 'fixture-app-5',
+        outcome: 'refused',
+        reason: expect.stringContaining(
+          'unless started with SERVING_ALLOW_FIXTURE_MODEL=true',
+        ) as string,
+      });
+      expect(swaps).toEqual([out]);
+      expect(live.ranker()).toBeNull();
+      // Refused by this instance's policy, not rejected as broken: an opted-in instance serves it.
+      expect(await readModel(admin, keys, fixture.meta.version)).toMatchObject({
+        status: 'active',
+        reason: null,
+      });
+      const logged = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(logged).toContainEqual(
+        expect.objectContaining({
+          msg: 'model refused',
+          version: 'fixture-app-5',
+          keeping: 'heuristic-v1',
+          reason: out?.reason,
+        }),
+      );
+
+      const { status, body } = await get<RecJson>(b, '/v1/recommendations/alice?k=5');
+      expect(status).toBe(200);
+      expect(RecommendationResponse.safeParse(body).success).toBe(true);
+      expect(body).toMatchObject({
+        model_version: 'heuristic-v1',
+        ranker: { kind: 'heuristic', reason: 'model_refused' },
+        degraded: false,
+      });
+      expect(body.ranker.message).toMatch(
+        /^model fixture-app-5 is an untrained fixture ranker .*SERVING_ALLOW_FIXTURE_MODEL=true.*; ranking with heuristic-v1$/,
+      );
+      const heuristic = (await get<RecJson>(build(), '/v1/recommendations/alice?k=5')).body;
+      expect(body.items).toEqual(heuristic.items);
+      const ready = await get<{ checks: { ranker: Record<string, unknown> } }>(b, '/readyz');
+      expect(ready.status).toBe(200);
+      expect(ready.body.checks.ranker).toEqual({
+        ok: true,
+        version: 'heuristic-v1',
+        message: body.ranker.message,
+      });
+    });
+
+    it('is served with allowFixtureModel (benchmarks and tests), and the answer names it', async () => {
+      await activateModel(admin, keys, fixture.meta.version);
+      const { live, b } = serve({ allowFixtureModel: true });
+      expect(await live.loadActive()).toEqual({ version: 'fixture-app-5', outcome: 'activated' });
+      expect(live.version).toBe('fixture-app-5');
+      const { body } = await get<RecJson>(b, '/v1/recommendations/alice?k=5');
+      expect(RecommendationResponse.safeParse(body).success).toBe(true);
+      expect(body).toMatchObject({
+        model_version: 'fixture-app-5',
+        ranker: { kind: 'model' },
+        degraded: false,
+      });
+      expect(body.ranker.reason).toBeUndefined();
+      expect(body.items).toHaveLength(5);
+    });
+
+    it('leaves the model being served in place when a fixture is activated without the opt-in', async () => {
+      await activateModel(admin, keys, trained.meta.version);
+      const { live, swaps, b } = serve();
+      expect((await live.loadActive())?.outcome).toBe('activated');
+      await activateModel(admin, keys, fixture.meta.version);
+      expect((await live.activate(fixture.meta.version)).outcome).toBe('refused');
+      expect(swaps.map((s) => `${s.version}:${s.outcome}`)).toEqual([
+        'trained-app-1:activated',
+        'fixture-app-5:refused',
+      ]);
+      expect(live.version).toBe('trained-app-1');
+      const { body } = await get<RecJson>(b, '/v1/recommendations/alice?k=5');
+      expect(body).toMatchObject({ model_version: 'trained-app-1', ranker: { kind: 'model' } });
     });
   });
 
@@ -683,6 +859,7 @@ describe('serving API on the real Redis', () => {
         degraded: true,
         degraded_reason: 'store_unavailable',
         model_version: 'trending-cache',
+        ranker: { kind: 'trending_cache', reason: 'store_unavailable' },
       });
       const global = await trendingTop(admin, keys, { n: 3, now: NOW, halfLife: '7d' });
       expect(body.items.map((i) => i.article_id)).toEqual(global.map((g) => g.articleId));
@@ -746,7 +923,9 @@ describe('serving API on the real Redis', () => {
       const strict = build({ config: { requireModel: true } });
       const notReady = await get<{ reasons: string[] }>(strict, '/readyz');
       expect(notReady.status).toBe(503);
-      expect(notReady.body.reasons).toEqual(['ranker: no model loaded (requireModel)']);
+      expect(notReady.body.reasons).toEqual([
+        expect.stringMatching(/^ranker: no model loaded \(requireModel\): no promoted model /),
+      ]);
     });
 
     it('/metrics exposes rec_serving_ series', async () => {
@@ -776,6 +955,19 @@ describe('serving API on the real Redis', () => {
       expect(res.status).toBe(200);
       const doc = (await res.json()) as { openapi: string; paths: Record<string, unknown> };
       expect(doc.openapi).toBe('3.0.0');
+      // The answer's `ranker` is part of the documented schema, required.
+      const schemas = (doc as { components?: { schemas?: Record<string, unknown> } }).components
+        ?.schemas;
+      expect(schemas?.RecommendationResponse).toMatchObject({
+        required: expect.arrayContaining(['model_version', 'ranker']) as string[],
+      });
+      expect(schemas?.RankedBy).toMatchObject({
+        properties: {
+          kind: { enum: ['model', 'heuristic', 'trending_cache'] },
+          reason: { enum: expect.arrayContaining(['no_model', 'model_refused']) as string[] },
+        },
+        required: ['kind'],
+      });
       expect(Object.keys(doc.paths).sort()).toEqual([
         '/v1/articles/{id}/similar',
         '/v1/articles/{id}/similar/embedding',

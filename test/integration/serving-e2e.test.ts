@@ -1,9 +1,10 @@
 /**
  * Serving end to end over HTTP on the real stack: a generated H&M-layout folder is loaded into
  * Kafka and processed into Redis by the real processors; the API serves it with a fixture ONNX
- * ranker from the model registry; a new model is activated under concurrent requests (zero
- * failures); models serving cannot run (unknown feature, tampered bytes) are refused and the
- * current one keeps serving.
+ * ranker from the model registry (started with `allowFixtureModel`, the opt-in for tests and
+ * benchmarks: serving refuses untrained fixtures otherwise); a new model is activated under
+ * concurrent requests (zero failures); models serving cannot run (unknown feature, tampered
+ * bytes) are refused and the current one keeps serving.
  */
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -27,6 +28,7 @@ interface RecResponse {
   customer_id: string;
   items: { article_id: string; score: number; rank: number; sources: string[] }[];
   model_version: string;
+  ranker: { kind: string; reason?: string };
   degraded: boolean;
   cold_start: boolean;
 }
@@ -74,6 +76,8 @@ describe('serving over HTTP on the real stack', () => {
       host: '127.0.0.1',
       now: () => report.lastEventTime ?? Date.now(),
       onSwap: (o) => swaps.push(o),
+      // The fixture models below are untrained: only an instance that opts in serves them.
+      allowFixtureModel: true,
     });
   });
 
@@ -95,6 +99,7 @@ describe('serving over HTTP on the real stack', () => {
     const known = await get(`/v1/recommendations/${customers[0]}?k=12`);
     expect(known.status).toBe(200);
     expect(known.body.model_version).toBe(modelA.meta.version);
+    expect(known.body.ranker).toEqual({ kind: 'model' });
     expect(known.body.items).toHaveLength(12);
     expect(known.body.cold_start).toBe(false);
     expect(known.body.items.map((i) => i.rank)).toEqual(

@@ -30,6 +30,7 @@ interface RecResponse {
   customer_id: string;
   items: { article_id: string; score: number; rank: number }[];
   model_version: string;
+  ranker: { kind: string; reason?: string };
   cold_start: boolean;
 }
 
@@ -150,6 +151,7 @@ describe('training end to end: load, process, train, promote, serve', () => {
         expect(res.status).toBe(200);
         const body = (await res.json()) as RecResponse;
         expect(body.model_version).toBe(result.version);
+        expect(body.ranker).toEqual({ kind: 'model' });
         expect(body.cold_start).toBe(false);
         expect(body.items).toHaveLength(12);
         for (const item of body.items) {
