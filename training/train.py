@@ -39,16 +39,35 @@ MAP@12 (`map_at_k`, `average_precision_at_k`), the definition of the TypeScript 
 Export: onnxmltools `convert_lightgbm`, input `input` float [N, F]; the LambdaRank export is one
 `TreeEnsembleRegressor` (ai.onnx.ml) + `Identity`, output `variable` float [N, 1] (the names are
 read from the graph and written to model.json); opsets "" 8 and ai.onnx.ml 1, IR 4, which
-onnxruntime-node 1.30 loads. Before anything is written, ONNX Runtime's scores
-on every validation row (plus one all-NaN row) are compared with `booster.predict`; a max absolute
-difference above 1e-4 fails the run ("parity check failed: ...") and no model is written.
+onnxruntime-node 1.30 loads. The converter rounds thresholds to the nearest float32 and takes the
+NaN direction from default_left; `align_splits` then sets every split, paired with the booster's
+own node by walking both trees, so that ONNX takes LightGBM's branch for every float32 input
+(`onnx_split`: the largest float32 <= the threshold; LightGBM's zero band, |x| <= 1e-35 read as
+0; its 1e300 stand-in for an infinite threshold; NaN read as 0.0 where the feature had no NaN in
+training, missing_type None). A model with missing_type Zero (zero_as_missing) is refused.
+
+Parity: before anything is written, ONNX Runtime's scores are compared with `booster.predict` on
+the validation rows, one all-NaN row, up to 2000 validation rows with random NaN masks, rows that
+reach every split with its feature on the threshold's float32 floor and the float32 values either
+side, and every feature at values in and around the zero band (`parity_check_rows`). A max
+absolute difference above 1e-4 refuses that trial's model ("parity check failed: ... (rows above:
+...)"); the best trial that passes is shipped, and when none passes, no model is written.
+`--check-parity` runs the same check on an exported model.
 
 Output in --out: model.onnx, model.lgb.txt (the booster, best iteration only), model.json (read by
 serving/model/metadata.ts; see `build_meta`), and one JSON summary line on stdout. Progress goes
 to stderr, one line per Optuna trial.
 
-MLflow: when MLFLOW_TRACKING_URI is set and mlflow is importable, params, metrics and the three
-files are logged to a run named after the version (failures there only warn).
+MLflow: when MLFLOW_TRACKING_URI is set (a tracking server, or a local store such as
+sqlite:///path), the training is logged as one run named after the version in the experiment
+MLFLOW_EXPERIMENT_NAME (default fashion-recsys-ranker): every LightGBM param of the shipped model
+and the run's settings, the final metrics, one child run per Optuna trial (its searched params,
+map12, best_iteration, seconds; tags shipped / parity) and the same trials as step-indexed
+metrics (trial_map12, trial_best_iteration), tags version and data_hash, and the three files.
+model.json and the summary line carry `tracking` {uri (without credentials), experiment_id,
+run_id}, null when nothing was tracked. A tracking failure only warns (naming the URI): the model
+is still written, with tracking null. Unless set, MLFLOW_HTTP_REQUEST_MAX_RETRIES=2,
+_BACKOFF_FACTOR=1 and _TIMEOUT=15 (MLflow's defaults retry for minutes).
 
 Exit codes: 0 ok, 1 bad input / too little data, 2 bad arguments, 3 parity check failed.
 """
@@ -56,6 +75,8 @@ Exit codes: 0 ok, 1 bad input / too little data, 2 bad arguments, 3 parity check
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -378,6 +399,10 @@ class Trained:
     valid_map: float
     trials: int
     refit: bool = False
+    # The Optuna trial (number, start, seconds), for tracking; None when not from a trial.
+    trial: int | None = None
+    started: datetime | None = None
+    seconds: float | None = None
 
 
 def train(
@@ -425,7 +450,8 @@ def train(
         scores = booster.predict(va.x, num_iteration=best_it)
         value, _ = map_at_k(scores, va.y, va.bounds, va.items)
         trial.set_user_attr("best_iteration", best_it)
-        trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
+        seconds = round(time.perf_counter() - started, 3)
+        trial.set_user_attr("seconds", seconds)
         candidates.append(
             {
                 "map": value,
@@ -433,6 +459,8 @@ def train(
                 "params": params,
                 "best_iteration": best_it,
                 "trial": trial.number,
+                "started": trial.datetime_start,
+                "seconds": seconds,
             }
         )
         return value
@@ -454,7 +482,10 @@ def train(
     # Best first (ties: the earlier trial); the caller takes the first that passes parity.
     candidates.sort(key=lambda c: (-c["map"], c["trial"]))
     return [
-        Trained(lgb.Booster(model_str=c["model"]), c["params"], c["best_iteration"], c["map"], trials)
+        Trained(
+            lgb.Booster(model_str=c["model"]), c["params"], c["best_iteration"], c["map"], trials,
+            trial=c["trial"], started=c["started"], seconds=c["seconds"],
+        )
         for c in candidates
     ]
 
@@ -464,7 +495,7 @@ def train(
 
 
 def export_onnx(booster: Any, n_features: int, version: str) -> tuple[bytes, str, str]:
-    """ONNX bytes and the graph's (input, output) names."""
+    """ONNX bytes and the graph's (input, output) names; every split as the booster takes it."""
     from onnxmltools import convert_lightgbm
     from onnxmltools.convert.common.data_types import FloatTensorType
 
@@ -479,102 +510,277 @@ def export_onnx(booster: Any, n_features: int, version: str) -> tuple[bytes, str
             f"unexpected ONNX export: inputs {[i.name for i in model.graph.input]}, "
             f"outputs {[o.name for o in model.graph.output]} (expected one of each)"
         )
-    floor_thresholds(model, booster)
+    align_splits(model, booster)
     model.doc_string = f"LightGBM LambdaRank ranker {version}"
     entry = model.metadata_props.add()
     entry.key, entry.value = "version", version
     return model.SerializeToString(), model.graph.input[0].name, model.graph.output[0].name
 
 
-def floor_thresholds(model: Any, booster: Any) -> int:
-    """Make every split threshold the largest float32 <= LightGBM's double threshold.
+# LightGBM's kZeroThreshold, declared `const double kZeroThreshold = 1e-35f` (a float widened to
+# double). Its predictor reads a value with |x| <= this as 0.0 (c_api.cpp, RowPairFunctionFrom-
+# DenseMatric keeps only |x| > kZeroThreshold or NaN), and its bins put split thresholds at
+# +-kZeroThreshold around the zero bin.
+ZERO_THRESHOLD = float(np.float32(1e-35))
+# LightGBM stores an infinite threshold as +-1e300 (Common::AvoidInf).
+AVOID_INF = 1e300
 
-    LightGBM splits on `x <= t` with t a double (often the midpoint of two adjacent feature
-    values); ONNX TreeEnsemble stores t as float32, rounded to nearest, and a data value equal to
-    the rounded t then goes left in ONNX but right in LightGBM. Inputs are float32, so for every
-    float32 x, `x <= t` holds exactly when `x <= floor32(t)`: with floored thresholds the ONNX
-    model takes the same branches as the booster.
 
-    The converter numbers each tree's nodes in preorder (node, left subtree, right subtree), as
-    LightGBM's dump lists them; nodes are matched that way, checked by split feature. Should a
-    tree not match (another converter version), its thresholds are matched by their float32
-    value instead, and a value two different doubles round to is left alone (the parity check
-    decides). Returns the number of thresholds lowered.
-    """
+def _up32(v: float) -> float:
+    """The next float32 above float32 v (inf above the largest)."""
+    with np.errstate(over="ignore"):
+        return float(np.nextafter(np.float32(v), np.float32(np.inf)))
 
-    def floor32(t: float) -> float:
+
+def _down32(v: float) -> float:
+    """The next float32 below float32 v (-inf below the lowest)."""
+    with np.errstate(over="ignore"):
+        return float(np.nextafter(np.float32(v), np.float32(-np.inf)))
+
+
+def floor32(t: float) -> float:
+    """The largest float32 <= the double t (float32 max for t beyond it)."""
+    with np.errstate(over="ignore"):
         f = np.float32(t)
-        return float(np.nextafter(f, np.float32(-np.inf))) if float(f) > t else float(f)
+    return _down32(float(f)) if float(f) > t else float(f)
 
-    def preorder(node: dict, out: list[tuple[int, float] | None]) -> None:
-        if "split_index" not in node:
-            out.append(None)
-            return
-        out.append((int(node["split_feature"]), float(node["threshold"])))
-        preorder(node["left_child"], out)
-        preorder(node["right_child"], out)
 
-    trees: list[list[tuple[int, float] | None]] = []
-    for tree in booster.dump_model()["tree_info"]:
-        nodes: list[tuple[int, float] | None] = []
-        preorder(tree["tree_structure"], nodes)
-        trees.append(nodes)
+def _lightgbm_value(x: float) -> float:
+    """What LightGBM's predictor compares for a non-NaN input value (the zero band read as 0)."""
+    return 0.0 if abs(x) <= ZERO_THRESHOLD else x
 
-    lowered = 0
-    for node in model.graph.node:
-        if node.op_type != "TreeEnsembleRegressor":
-            continue
-        attrs = {a.name: a for a in node.attribute}
-        modes = [m.decode() if isinstance(m, bytes) else m for m in attrs["nodes_modes"].strings]
-        tree_ids = attrs["nodes_treeids"].ints
-        node_ids = attrs["nodes_nodeids"].ints
-        features = attrs["nodes_featureids"].ints
-        values = attrs["nodes_values"].floats
-        by_tree: dict[int, list[int]] = {}
-        for i in range(len(modes)):
-            by_tree.setdefault(int(tree_ids[i]), []).append(i)
-        for tree, indices in by_tree.items():
-            nodes = trees[tree] if tree < len(trees) else []
-            matched = all(
-                0 <= node_ids[i] < len(nodes)
-                and (modes[i] == "LEAF") == (nodes[node_ids[i]] is None)
-                and (modes[i] == "LEAF" or nodes[node_ids[i]][0] == features[i])  # type: ignore[index]
-                for i in indices
-            )
-            if matched:
-                for i in indices:
-                    split = nodes[node_ids[i]]
-                    if split is None:
-                        continue
-                    floor = floor32(split[1])
-                    if floor != float(np.float32(values[i])):
-                        values[i] = floor
-                        lowered += 1
+
+def onnx_split(threshold: float, missing_type: str, default_left: bool) -> tuple[float, bool]:
+    """The float32 threshold t' and nodes_missing_value_tracks_true with which ONNX's test
+    (`x <= t'`, or NaN with tracks_true) sends every float32 x, NaN included, to the branch
+    LightGBM takes.
+
+    LightGBM 4.7 (include/LightGBM/tree.h, NumericalDecision), after its predictor read a value
+    with |x| <= kZeroThreshold as 0.0: missing_type NaN sends NaN to the default_left side;
+    missing_type None turns NaN into 0.0 and compares it (default_left plays no part); missing_type
+    Zero sends the zero band to the default side. Then left iff x <= threshold, a double. The
+    converter (onnxmltools 1.16) stores round-to-nearest float32 thresholds, and sets tracks_true
+    from default_left, also for missing_type None, where LightGBM ignores it.
+
+    For float32 x, `x <= t` holds exactly when `x <= floor32(t)`; with the zero band and infinities:
+      |t| >= 1e300: LightGBM's stand-in for an infinite threshold (Common::AvoidInf; a split of
+        the numbers from NaN), which sends +-inf inputs with the numbers (measured: +inf goes left
+        at 1e300, right at a finite threshold) -> +-inf;
+      t >= kZeroThreshold or t < -kZeroThreshold: the band sits wholly on one side -> floor32(t);
+      -kZeroThreshold <= t < 0: the band (read as 0) goes right -> left iff x < -kZeroThreshold;
+      0 <= t < kZeroThreshold: the band goes left -> left iff x <= kZeroThreshold.
+    NaN: missing_type NaN -> default_left; None -> where 0.0 goes, i.e. 0 <= t.
+    Missing_type Zero (only with zero_as_missing=true, which the trainer never sets) cannot be
+    one ONNX test (the band would need its own branch) and is refused.
+    """
+    if missing_type == "Zero":
+        raise TrainError(
+            "ONNX export: a split has missing_type Zero (zero_as_missing=true), which one ONNX "
+            "TreeEnsemble test cannot express; train without zero_as_missing"
+        )
+    if missing_type not in ("None", "NaN"):
+        raise TrainError(f"ONNX export: unknown LightGBM missing_type {missing_type!r}")
+    if abs(threshold) >= AVOID_INF:
+        t32 = math.copysign(math.inf, threshold)
+    elif threshold >= ZERO_THRESHOLD or threshold < -ZERO_THRESHOLD:
+        t32 = floor32(threshold)
+    elif threshold < 0:
+        t32 = _down32(-ZERO_THRESHOLD)
+    else:
+        t32 = ZERO_THRESHOLD
+    nan_left = default_left if missing_type == "NaN" else 0.0 <= threshold
+    return t32, bool(nan_left)
+
+
+def align_splits(model: Any, booster: Any) -> int:
+    """Give every split of the exported TreeEnsembleRegressor LightGBM's own branch for every
+    float32 input (`onnx_split`): threshold and NaN direction. Returns the splits changed.
+
+    Nodes are paired by walking each ONNX tree (true/false children) and the booster's dumped tree
+    (left/right children) together from the root, not by node numbering (onnxmltools numbers a
+    node's two children when it visits the node, not in preorder). Any disagreement of shape,
+    split feature, comparison or threshold (the converter's must be the float32 of the booster's)
+    means another converter layout: the export fails rather than guessing.
+    """
+    import onnx
+
+    ensembles = [n for n in model.graph.node if n.op_type == "TreeEnsembleRegressor"]
+    if len(ensembles) != 1:
+        raise TrainError(f"unexpected ONNX export: {len(ensembles)} TreeEnsembleRegressor nodes")
+    node = ensembles[0]
+    attrs = {a.name: a for a in node.attribute}
+    n = len(attrs["nodes_nodeids"].ints)
+    if "nodes_missing_value_tracks_true" not in attrs:
+        node.attribute.append(
+            onnx.helper.make_attribute("nodes_missing_value_tracks_true", [0] * n)
+        )
+        attrs["nodes_missing_value_tracks_true"] = node.attribute[-1]
+    tree_ids = attrs["nodes_treeids"].ints
+    node_ids = attrs["nodes_nodeids"].ints
+    features = attrs["nodes_featureids"].ints
+    true_ids = attrs["nodes_truenodeids"].ints
+    false_ids = attrs["nodes_falsenodeids"].ints
+    modes = [m.decode() if isinstance(m, bytes) else m for m in attrs["nodes_modes"].strings]
+    values = attrs["nodes_values"].floats
+    tracks = attrs["nodes_missing_value_tracks_true"].ints
+    index = {(int(t), int(i)): k for k, (t, i) in enumerate(zip(tree_ids, node_ids))}
+
+    def mismatch(tree: int, why: str) -> TrainError:
+        return TrainError(f"ONNX export: tree {tree} does not match the booster's ({why})")
+
+    by_tree: dict[int, list[int]] = {}
+    for k, t in enumerate(tree_ids):
+        by_tree.setdefault(int(t), []).append(k)
+    changed = visited = 0
+    trees = booster.dump_model()["tree_info"]
+    for tree, info in enumerate(trees):
+        mine = by_tree.get(tree, [])
+        children = {
+            int(c) for k in mine if modes[k] != "LEAF" for c in (true_ids[k], false_ids[k])
+        }
+        roots = [k for k in mine if node_ids[k] not in children]
+        if len(roots) != 1:
+            raise mismatch(tree, f"{len(roots)} root nodes")
+        stack = [(info["tree_structure"], roots[0])]
+        while stack:
+            split, k = stack.pop()
+            visited += 1
+            if "split_index" not in split:
+                if modes[k] != "LEAF":
+                    raise mismatch(tree, f"node {node_ids[k]} is {modes[k]}, the booster's a leaf")
                 continue
-            # Fallback: match by float32 value within the tree.
-            options: dict[float, set[float]] = {}
-            for split in nodes:
-                if split is not None:
-                    options.setdefault(float(np.float32(split[1])), set()).add(floor32(split[1]))
-            for i in indices:
-                if modes[i] == "LEAF":
-                    continue
-                choice = options.get(float(np.float32(values[i])))
-                if choice is not None and len(choice) == 1:
-                    floor = next(iter(choice))
-                    if floor != float(np.float32(values[i])):
-                        values[i] = floor
-                        lowered += 1
-    return lowered
+            threshold = float(split["threshold"])
+            with np.errstate(over="ignore"):
+                same_threshold = np.float32(values[k]) == np.float32(threshold)
+            if (
+                split["decision_type"] != "<="
+                or modes[k] != "BRANCH_LEQ"
+                or features[k] != int(split["split_feature"])
+                or not same_threshold
+            ):
+                raise mismatch(
+                    tree,
+                    f"node {node_ids[k]}: {modes[k]} f{features[k]} {values[k]!r} vs "
+                    f"{split['decision_type']} f{split['split_feature']} {threshold!r}",
+                )
+            t32, nan_left = onnx_split(
+                threshold, split["missing_type"], bool(split["default_left"])
+            )
+            if float(np.float32(values[k])) != t32 or bool(tracks[k]) != nan_left:
+                changed += 1
+            values[k] = t32
+            tracks[k] = int(nan_left)
+            left, right = index.get((tree, int(true_ids[k]))), index.get((tree, int(false_ids[k])))
+            if left is None or right is None:
+                raise mismatch(tree, f"node {node_ids[k]} has a missing child")
+            stack.append((split["left_child"], left))
+            stack.append((split["right_child"], right))
+    if visited != n:
+        raise mismatch(len(trees), f"{n} ONNX nodes, {visited} booster nodes")
+    return changed
+
+
+# Every parity check scores these rows besides the validation rows (see `parity_check_rows`).
+PARITY_NAN_ROWS = 2000
+ZERO_BAND_VALUES = (
+    0.0, -0.0, ZERO_THRESHOLD, -ZERO_THRESHOLD, _up32(ZERO_THRESHOLD), _down32(-ZERO_THRESHOLD),
+    ZERO_THRESHOLD / 2, -ZERO_THRESHOLD / 2, 1e-40, -1e-40,
+)
+
+
+def threshold_rows(booster: Any, base: np.ndarray) -> np.ndarray:
+    """Rows that put each split's feature exactly on its threshold's float32 floor and on the
+    float32 values either side (plus the zero band for splits at +-kZeroThreshold), one row per
+    value and split; the split's ancestors' features are set so the row reaches the split, the
+    other features come from `base` rows in turn (NaN when there are none).
+    """
+    width = base.shape[1]
+    if len(base) == 0:
+        base = np.full((1, width), np.nan, dtype=np.float32)
+
+    @functools.lru_cache(maxsize=None)
+    def inside(lo: float, hi: float) -> float:
+        # A float32 LightGBM puts in (lo, hi]; NaN when there is none.
+        for c in (floor32(hi), _up32(floor32(lo)), 0.0):
+            if np.isfinite(c) and lo < _lightgbm_value(c) <= hi:
+                return c
+        return math.nan
+
+    rows: list[np.ndarray] = []
+    k = 0
+    for info in booster.dump_model()["tree_info"]:
+        stack: list[tuple[dict, dict[int, tuple[float, float]]]] = [(info["tree_structure"], {})]
+        while stack:
+            split, path = stack.pop()
+            if "split_index" not in split:
+                continue
+            if split["decision_type"] != "<=":  # not exported (align_splits refuses it)
+                stack += [(split["left_child"], path), (split["right_child"], path)]
+                continue
+            f, t = int(split["split_feature"]), float(split["threshold"])
+            reach = base[k % len(base)].copy()
+            k += 1
+            for g, (lo, hi) in path.items():
+                if g != f:
+                    reach[g] = inside(lo, hi)
+            fl = floor32(t)
+            probes = {_down32(fl), fl, _up32(fl)}
+            if abs(t) <= 2 * ZERO_THRESHOLD:
+                probes.update(ZERO_BAND_VALUES)
+            for v in probes:
+                row = reach.copy()
+                row[f] = v
+                rows.append(row)
+            lo, hi = path.get(f, (-math.inf, math.inf))
+            stack.append((split["left_child"], {**path, f: (lo, min(hi, t))}))
+            stack.append((split["right_child"], {**path, f: (max(lo, t), hi)}))
+    return np.asarray(rows, dtype=np.float32).reshape(-1, width)
+
+
+def parity_check_rows(booster: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The rows the parity check scores, by kind (deterministic for the same model and rows):
+    validation: the rows given; all_nan: one row of NaN; nan_masks: up to 2000 of the rows with a
+    random share of their values (0-100 %, per row) set to NaN; split_thresholds:
+    `threshold_rows`; zero_band: each feature in turn at 0, -0, +-kZeroThreshold and their
+    neighbours, inside the band and subnormal, the others from the rows given.
+    """
+    rng = np.random.default_rng(20_240_611)
+    width = x.shape[1]
+    sample = x[rng.choice(len(x), size=min(len(x), PARITY_NAN_ROWS), replace=False)].copy()
+    sample[rng.random(sample.shape) < rng.random((len(sample), 1))] = np.nan
+    base = x if len(x) else np.full((1, width), np.nan, dtype=np.float32)
+    band = base[rng.integers(len(base), size=width * len(ZERO_BAND_VALUES))].copy()
+    for i, (j, v) in enumerate((j, v) for j in range(width) for v in ZERO_BAND_VALUES):
+        band[i, j] = v
+    return {
+        "validation": x,
+        "all_nan": np.full((1, width), np.nan, dtype=np.float32),
+        "nan_masks": sample,
+        "split_thresholds": threshold_rows(booster, x),
+        "zero_band": band,
+    }
+
+
+@dataclass
+class ParityResult:
+    max_abs_diff: float
+    rows: int
+    row_sets: dict[str, int]  # rows scored per kind (see `parity_check_rows`)
+
+    def summary(self) -> str:
+        return ", ".join(f"{n} {kind}" for kind, n in self.row_sets.items())
 
 
 def parity(
     onnx_bytes: bytes, input_name: str, output_name: str, booster: Any, x: np.ndarray
-) -> tuple[float, int]:
-    """Max |onnx - lightgbm| over x plus one all-NaN row; raises TrainError when unusable."""
+) -> ParityResult:
+    """Max |onnx - lightgbm| over `parity_check_rows(booster, x)`; raises TrainError when above
+    PARITY_TOLERANCE or when ONNX Runtime cannot run the model."""
     import onnxruntime as ort
 
-    rows = np.vstack([x, np.full((1, x.shape[1]), np.nan, dtype=np.float32)])
+    sets = parity_check_rows(booster, np.asarray(x, dtype=np.float32))
+    rows = np.vstack(list(sets.values()))
+    kinds = np.repeat(np.arange(len(sets)), [len(v) for v in sets.values()])
     try:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 2
@@ -592,14 +798,20 @@ def parity(
             EXIT_PARITY,
         )
     diff = np.abs(got - want)
-    worst = float(np.max(diff)) if np.all(np.isfinite(diff)) else math.inf
+    diff[~np.isfinite(diff)] = math.inf
+    worst = float(np.max(diff))
     if not worst <= PARITY_TOLERANCE:
+        over = [
+            f"{int(np.sum(diff[kinds == i] > PARITY_TOLERANCE))} {name}"
+            for i, name in enumerate(sets)
+            if np.any(diff[kinds == i] > PARITY_TOLERANCE)
+        ]
         raise TrainError(
             f"parity check failed: max |onnx - lightgbm| = {worst:.3g} > {PARITY_TOLERANCE:g} "
-            f"over {len(rows)} rows",
+            f"over {len(rows)} rows (rows above: {', '.join(over)})",
             EXIT_PARITY,
         )
-    return worst, len(rows)
+    return ParityResult(worst, len(rows), {name: len(v) for name, v in sets.items()})
 
 
 # --------------------------------------------------------------------------------------------
@@ -628,6 +840,7 @@ def build_meta(
     num_boost_round: int,
     early_stopping: int,
     valid_map_random: float,
+    parity_sets: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     pos = va.positives_per_query()
     return {
@@ -660,7 +873,8 @@ def build_meta(
             "trials": trained.trials,
             "refit_with_valid": trained.refit,
         },
-        "parity": {"max_abs_diff": parity_diff, "rows": parity_rows},
+        "parity": {"max_abs_diff": parity_diff, "rows": parity_rows}
+        | ({"row_sets": parity_sets} if parity_sets is not None else {}),
         "feature_importance": feature_importance(trained.booster, features),
     }
 
@@ -690,30 +904,210 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def log_mlflow(meta: dict[str, Any], out: Path) -> None:
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        return
+# --------------------------------------------------------------------------------------------
+# MLflow tracking (optional: only when MLFLOW_TRACKING_URI is set)
+
+DEFAULT_EXPERIMENT = "fashion-recsys-ranker"
+# MLflow's own defaults retry a failed request 7 times with exponential backoff and wait up to
+# 120 s per request: an unreachable tracking server would hold training for minutes. Set only
+# when not set (an explicit setting wins).
+MLFLOW_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
+
+
+def _public_uri(uri: str) -> str:
+    """The tracking URI without user:password (model.json and logs must not carry secrets)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _ms(t: datetime | float) -> int:
+    return int((t.timestamp() if isinstance(t, datetime) else t) * 1000)
+
+
+@dataclass
+class MlflowRun:
+    """A run being logged: the client and the ids model.json links to."""
+
+    client: Any  # mlflow.MlflowClient
+    uri: str  # without credentials
+    experiment_id: str
+    run_id: str
+
+    def link(self) -> dict[str, str]:
+        return {"uri": self.uri, "experiment_id": self.experiment_id, "run_id": self.run_id}
+
+
+def _warn_mlflow(uri: str, what: str, err: BaseException, after: str) -> None:
+    text = str(err).strip()
+    first = text.splitlines()[0][:300] if text else ""
+    log(f"warning: MLflow tracking at {uri} failed ({what}): {type(err).__name__}: {first}. "
+        f"{after}")
+
+
+UNTRACKED = "The model is written without tracking (tracking: null in model.json)."
+
+
+def start_mlflow_run(*, version: str, digest: str, started: datetime) -> MlflowRun | None:
+    """Create this training's run in the experiment (MLFLOW_EXPERIMENT_NAME, default
+    DEFAULT_EXPERIMENT) when MLFLOW_TRACKING_URI is set; None without it, and None with a warning
+    naming the URI when mlflow is missing or the server cannot be reached."""
+    raw = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if not raw:
+        return None
+    uri = _public_uri(raw)
+    for key, value in MLFLOW_HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # mlflow imports GitPython
     try:
-        import mlflow  # type: ignore[import-not-found]
-    except ImportError:
-        log("warning: MLFLOW_TRACKING_URI is set but mlflow is not installed; "
-            "pip install mlflow (into .venv) to log runs. Continuing without MLflow.")
-        return
+        with contextlib.redirect_stdout(sys.stderr):  # stdout is the summary line only
+            from mlflow import MlflowClient
+    except ImportError as err:
+        log(f"warning: MLFLOW_TRACKING_URI is set ({uri}) but mlflow cannot be imported ({err}); "
+            "install training/requirements.txt into .venv. Continuing without MLflow.")
+        return None
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "").strip() or DEFAULT_EXPERIMENT
     try:
-        with mlflow.start_run(run_name=meta["version"]):
-            mlflow.log_params(
-                {k: json.dumps(v) if isinstance(v, list) else v for k, v in meta["params"].items()}
+        with contextlib.redirect_stdout(sys.stderr):
+            client = MlflowClient(tracking_uri=raw)
+            experiment = client.get_experiment_by_name(name)
+            if experiment is not None:
+                experiment_id = experiment.experiment_id
+            else:
+                try:
+                    experiment_id = client.create_experiment(name)
+                except Exception:  # noqa: BLE001 - another trainer may have just created it
+                    again = client.get_experiment_by_name(name)
+                    if again is None:
+                        raise
+                    experiment_id = again.experiment_id
+            run = client.create_run(
+                experiment_id,
+                start_time=_ms(started),
+                run_name=version,
+                tags={"version": version, "data_hash": digest,
+                      "mlflow.source.name": "training/train.py", "mlflow.source.type": "LOCAL"},
             )
-            mlflow.log_metrics(
-                {k: float(v) for k, v in meta["metrics"].items() if isinstance(v, (int, float))}
-                | {"parity_max_abs_diff": float(meta["parity"]["max_abs_diff"])}
+    except Exception as err:  # noqa: BLE001 - tracking is optional: the model is still written
+        _warn_mlflow(uri, f"creating a run in experiment {name!r}", err, UNTRACKED)
+        return None
+    log(f"MLflow: run {run.info.run_id} in experiment {name!r} ({experiment_id}) at {uri}")
+    return MlflowRun(client, uri, experiment_id, run.info.run_id)
+
+
+def _param_value(v: Any) -> str:
+    return json.dumps(v) if isinstance(v, (list, dict, bool)) or v is None else str(v)
+
+
+def log_mlflow_search(
+    run: MlflowRun,
+    meta: dict[str, Any],
+    *,
+    settings: dict[str, Any],
+    ranked: Sequence[Trained],
+    chosen: int,
+) -> bool:
+    """Log the run's parameters (every LightGBM param of the shipped model plus the run's
+    settings), final metrics, and one child run per Optuna trial (its searched params; map@12,
+    best_iteration, seconds; tags: parity passed / failed / unchecked and whether it was
+    shipped), plus the trials as step-indexed metrics of the parent (step = trial number) for a
+    search-progress chart. `ranked[chosen]` is the shipped trial; the ones before it failed
+    parity. False (warned, run marked FAILED) when the server fails."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = _ms(time.time())
+    params = {k: _param_value(v) for k, v in meta["params"].items()}
+    params |= {k: _param_value(v) for k, v in settings.items()}
+    metrics = {
+        k: float(v) for k, v in meta["metrics"].items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    metrics |= {"parity_max_abs_diff": float(meta["parity"]["max_abs_diff"]),
+                "parity_rows": float(meta["parity"]["rows"])}
+    by_trial = sorted(
+        ((t.trial if t.trial is not None else i, i, t) for i, t in enumerate(ranked)),
+        key=lambda e: e[0],
+    )
+    chosen_trial = ranked[chosen].trial
+    if chosen_trial is not None:
+        metrics["chosen_trial"] = float(chosen_trial)
+    steps = [
+        Metric(key, float(value), now, number)
+        for number, _, t in by_trial
+        for key, value in (("trial_map12", t.valid_map), ("trial_best_iteration", t.best_iteration))
+    ]
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            client = run.client
+            client.log_batch(
+                run.run_id,
+                metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+                params=[Param(k, v) for k, v in params.items()],
+                tags=[RunTag("trials", str(len(ranked)))],
             )
-            mlflow.set_tags({"version": meta["version"], "data_hash": meta["data_hash"]})
-            for name in ("model.onnx", "model.lgb.txt", "model.json"):
-                mlflow.log_artifact(str(out / name))
-        log("logged the run to MLflow")
-    except Exception as err:  # noqa: BLE001 - tracking is best effort, the model is written
-        log(f"warning: MLflow logging failed: {err}")
+            for i in range(0, len(steps), 1000):  # MLflow takes up to 1000 metrics per batch
+                client.log_batch(run.run_id, metrics=steps[i : i + 1000])
+            for number, rank, t in by_trial:
+                start = _ms(t.started) if t.started is not None else now
+                checked = "passed" if rank == chosen else "failed" if rank < chosen else "unchecked"
+                child = client.create_run(
+                    run.experiment_id,
+                    start_time=start,
+                    run_name=f"{meta['version']} trial {number}",
+                    tags={"mlflow.parentRunId": run.run_id, "version": meta["version"],
+                          "data_hash": meta["data_hash"], "trial": str(number),
+                          "parity": checked, "shipped": str(rank == chosen).lower()},
+                )
+                values = {"map12": t.valid_map, "best_iteration": t.best_iteration}
+                if t.seconds is not None:
+                    values["seconds"] = t.seconds
+                client.log_batch(
+                    child.info.run_id,
+                    metrics=[Metric(k, float(v), now, 0) for k, v in values.items()],
+                    params=[Param(k, _param_value(t.params[k])) for k in DEFAULT_TRIAL
+                            if k in t.params],
+                )
+                end = start + int(t.seconds * 1000) if t.seconds is not None else now
+                client.set_terminated(child.info.run_id, "FINISHED", end_time=end)
+    except Exception as err:  # noqa: BLE001 - tracking is optional
+        _warn_mlflow(run.uri, f"logging run {run.run_id}", err, UNTRACKED)
+        _fail_mlflow_run(run)
+        return False
+    return True
+
+
+def finish_mlflow_run(run: MlflowRun, out: Path) -> bool:
+    """Upload model.onnx, model.json and model.lgb.txt to the run and mark it FINISHED; False
+    (warned, run marked FAILED; model.json keeps the link) when the upload fails."""
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            for name in ("model.onnx", "model.json", "model.lgb.txt"):
+                run.client.log_artifact(run.run_id, str(out / name))
+            run.client.set_terminated(run.run_id, "FINISHED")
+    except Exception as err:  # noqa: BLE001 - tracking is optional
+        _warn_mlflow(run.uri, f"uploading the model files to run {run.run_id}", err,
+                     "model.json links the run, which lacks the files and is marked FAILED.")
+        _fail_mlflow_run(run)
+        return False
+    log(f"MLflow: run {run.run_id} finished (params, metrics, trials, model files)")
+    return True
+
+
+def _fail_mlflow_run(run: MlflowRun) -> None:
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            run.client.set_terminated(run.run_id, "FAILED")
+    except Exception:  # noqa: BLE001, S110 - the server already failed once; warned
+        pass
 
 
 def refit(tr: RankData, va: RankData, trained: Trained) -> Trained:
@@ -788,7 +1182,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
             trained = refit(tr, va, trained)
         onnx_bytes, input_name, output_name = export_onnx(trained.booster, len(features), version)
         try:
-            diff, rows = parity(onnx_bytes, input_name, output_name, trained.booster, va.x)
+            check = parity(onnx_bytes, input_name, output_name, trained.booster, va.x)
         except TrainError as err:
             failures.append(str(err))
             log(f"candidate {n + 1}/{len(ranked)} refused: {err}")
@@ -796,7 +1190,9 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         break
     else:
         raise TrainError(f"no trial's model passed the parity check: {failures[0]}", EXIT_PARITY)
-    log(f"parity ok: max |onnx - lightgbm| = {diff:.3g} over {rows} rows")
+    chosen = n
+    diff, rows = check.max_abs_diff, check.rows
+    log(f"parity ok: max |onnx - lightgbm| = {diff:.3g} over {rows} rows ({check.summary()})")
     if failures:
         log(f"kept the best of the {len(ranked) - len(failures)} trials that passed parity")
 
@@ -814,16 +1210,30 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         digest=digest,
         parity_diff=diff,
         parity_rows=rows,
+        parity_sets=check.row_sets,
         num_boost_round=args.num_boost_round,
         early_stopping=args.early_stopping,
         valid_map_random=random_map(va, args.seed),
     )
+    # Tracking: the run is created and logged before the files are written, so model.json can
+    # link it (or say tracking: null when the server failed); the files are uploaded after.
+    run = start_mlflow_run(version=version, digest=digest, started=created)
+    settings = {
+        "trials": args.trials, "seed": args.seed, "min_rounds": args.min_rounds,
+        "refit": args.refit, "rows": str(args.rows), "valid": str(args.valid),
+        "n_features": len(features), "features": features,
+    }
+    if run is not None and not log_mlflow_search(run, meta, settings=settings, ranked=ranked,
+                                                 chosen=chosen):
+        run = None
+    meta["tracking"] = run.link() if run is not None else None
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "model.onnx", onnx_bytes)
     write_atomic(out / "model.lgb.txt", trained.booster.model_to_string().encode())
     write_atomic(out / "model.json", (json.dumps(meta, indent=2) + "\n").encode())
-    log_mlflow(meta, out)
+    if run is not None:
+        finish_mlflow_run(run, out)
     return {
         "out": str(out),
         "version": version,
@@ -838,6 +1248,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         "dropped_train_queries_without_positive": dropped,
         "valid_queries": va.queries,
         "seconds": round(time.perf_counter() - started, 3),
+        "tracking": meta["tracking"],
     }
 
 
@@ -871,14 +1282,15 @@ def run_check_parity(args: argparse.Namespace) -> dict[str, Any]:
     if booster.num_feature() != len(features):
         raise TrainError(f"{booster_path} takes {booster.num_feature()} features, "
                          f"{meta_path} lists {len(features)}")
-    diff, rows = parity(onnx_bytes, input_name, output_name, booster, va.x)
+    check = parity(onnx_bytes, input_name, output_name, booster, va.x)
+    diff, rows = check.max_abs_diff, check.rows
     if not sha_ok:
         raise TrainError(
             f"checksum mismatch: {onnx_path} does not match onnx_sha256 of {meta_path} "
             f"(parity itself passed: max |onnx - lightgbm| = {diff:.3g})",
             EXIT_PARITY,
         )
-    log(f"parity ok: max |onnx - lightgbm| = {diff:.3g} over {rows} rows")
+    log(f"parity ok: max |onnx - lightgbm| = {diff:.3g} over {rows} rows ({check.summary()})")
     return {"check_parity": str(onnx_path), "ok": True, "max_abs_diff": diff, "rows": rows,
             "onnx_sha256_ok": sha_ok}
 

@@ -108,6 +108,20 @@ describe('loadModel', () => {
     );
   });
 
+  it('keeps the MLflow run link of a tracked training, and accepts none', async () => {
+    const tracking = { uri: 'http://127.0.0.1:5000', experiment_id: '1', run_id: 'abc123' };
+    const p = await variant('tracked', { meta: { tracking } });
+    expect((await loadModel(p.onnxPath, p.metaPath, FEATURE_NAMES)).meta.tracking).toEqual(
+      tracking,
+    );
+    const q = await variant('untracked', { meta: { tracking: null } });
+    expect((await loadModel(q.onnxPath, q.metaPath, FEATURE_NAMES)).meta.tracking).toBeNull();
+    const r = await variant('bad-tracking', { meta: { tracking: { uri: 'x', run_id: 7 } } });
+    const err = await refusal(loadModel(r.onnxPath, r.metaPath, FEATURE_NAMES));
+    expect(err.message).toContain('tracking.experiment_id:');
+    expect(err.message).toContain('tracking.run_id:');
+  });
+
   it('refuses metadata with a bad field, naming the file and the field', async () => {
     const p = await variant('bad-meta', { meta: { kind: 'xgboost' }, drop: ['onnx_output'] });
     const err = await refusal(loadModel(p.onnxPath, p.metaPath, FEATURE_NAMES));

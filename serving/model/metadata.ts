@@ -38,6 +38,19 @@ export const modelMetaSchema = z
       .string()
       .regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits')
       .optional(),
+    /**
+     * The MLflow run that logged the model's training (training/train.py with
+     * MLFLOW_TRACKING_URI set); null when nothing was tracked or the tracking server failed.
+     * Registry entries keep the whole metadata, so they link the run too.
+     */
+    tracking: z
+      .looseObject({
+        uri: z.string().min(1),
+        experiment_id: z.string().min(1),
+        run_id: z.string().min(1),
+      })
+      .nullable()
+      .optional(),
   })
   .describe('model.json: metadata of a ranking model (training adds params, metrics, ...)');
 
