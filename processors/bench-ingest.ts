@@ -257,7 +257,7 @@ async function main(): Promise<void> {
     const artSample = articles.slice(0, 500).map((a) => a.article_id);
     const perCustomer = await sample(custSample, (id) => {
       const k = keys.customer(id);
-      return [k.seen, k.stats, k.recent, k.window, k.bought, k.affinity, k.meta];
+      return [k.seen, k.stats, k.recent, k.window, k.bought, k.affinity, k.items, k.meta];
     });
     const perArticle = await sample(artSample, (id) => {
       const k = keys.article(id);

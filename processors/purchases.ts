@@ -18,7 +18,9 @@ import {
   COPURCHASE_HALF_LIFE,
   GLOBAL_TRENDING_HALF_LIVES,
   HALF_LIVES,
+  ITEM_HALF_LIFE,
   POPULARITY_HALF_LIVES,
+  PRODUCT_CODE_PATTERN,
   SEGMENT_HALF_LIFE,
   ageBucket,
   type KeySpace,
@@ -54,7 +56,7 @@ export interface BatchOutcome {
   duplicates: number;
 }
 
-/** Article metadata fields that feed affinities and segments. */
+/** Article metadata fields that feed affinities, segments and product-level state. */
 const ARTICLE_FIELDS = [
   'product_group_name',
   'product_type_no',
@@ -63,7 +65,15 @@ const ARTICLE_FIELDS = [
   'index_code',
   'section_no',
   'index_group_name',
+  'product_code',
 ] as const;
+const PRODUCT_POS = ARTICLE_FIELDS.indexOf('product_code');
+
+/** The usable product code of an article's metadata (see PRODUCT_CODE_PATTERN), else ''. */
+function productCode(meta: readonly (string | null)[] | undefined): string {
+  const v = meta?.[PRODUCT_POS];
+  return typeof v === 'string' && PRODUCT_CODE_PATTERN.test(v) ? v : '';
+}
 /** Affinity field prefix per article metadata field. */
 const AFFINITY_PREFIX: Partial<Record<(typeof ARTICLE_FIELDS)[number], string>> = {
   product_group_name: 'pg',
@@ -165,6 +175,7 @@ export class PurchaseProcessor {
         opts.recentCap,
         opts.copurchaseWindowMs,
         opts.copurchaseFanout,
+        rate(HALF_LIVES[ITEM_HALF_LIFE]),
         list.length,
       ];
       for (const r of list) {
@@ -187,12 +198,13 @@ export class PurchaseProcessor {
           e.sales_channel_id,
           `${r.partition}:${r.offset}`,
           cats.join(US),
+          productCode(m),
         );
       }
       scripts.call(
         custPipe,
         'customer',
-        [k.seen, k.stats, k.recent, k.window, k.bought, k.affinity],
+        [k.seen, k.stats, k.recent, k.window, k.bought, k.affinity, k.items],
         args,
       );
       order.push(list);
@@ -274,6 +286,19 @@ export class PurchaseProcessor {
         [k.copurchase, k.offsets],
         [DECAY_EPOCH_MS, coRate, list.length, ...list.flat()],
       );
+    }
+    // The articles of a product that have sold, with their first sale (ZADD LT keeps the earliest:
+    // idempotent and independent of order, so no guard is needed).
+    for (const { record } of pending) {
+      const code = productCode(articleMeta.get(record.value.article_id));
+      if (code !== '') {
+        slotPipe.zadd(
+          keys.product(code).sold,
+          'LT',
+          record.value.event_time,
+          record.value.article_id,
+        );
+      }
     }
     // Chunks keep each script call short (Redis runs scripts one at a time).
     for (let i = 0; i < pending.length; i += 500) {

@@ -62,12 +62,7 @@ import { createKafka } from '../streams/kafka.ts';
 import { runLoad } from '../streams/loader/run.ts';
 import { ensureStack } from '../streams/stack/stack.ts';
 import { allTopics, topics as makeTopics } from '../streams/topics.ts';
-import {
-  DEFAULT_CANDIDATE_CONFIG,
-  eventTimeNow,
-  gatherCandidates,
-  type CandidateConfig,
-} from './candidates.ts';
+import { eventTimeNow, gatherCandidates, scaledCandidateConfig } from './candidates.ts';
 import { buildFixtureModel } from './model/fixture.ts';
 import { loadModel, type LoadedModel } from './model/metadata.ts';
 import { activateModel, registerModel } from './model/registry.ts';
@@ -172,16 +167,6 @@ function summary(xs: readonly number[]) {
     p90_ms: round(pct(s, 0.9)),
     p99_ms: round(pct(s, 0.99)),
     max_ms: round(s.at(-1) ?? NaN),
-  };
-}
-
-/** Mirror of serving/main.ts `SERVING_MAX_CANDIDATES` (for the in-process breakdown). */
-function candidateConfig(max: number): CandidateConfig {
-  const share = (f: number) => Math.max(1, Math.round(f * max));
-  return {
-    ...DEFAULT_CANDIDATE_CONFIG,
-    maxCandidates: max,
-    quotas: { repurchase: share(0.3), copurchase: share(0.4), segment: share(0.3), global: max },
   };
 }
 
@@ -593,7 +578,7 @@ async function main(): Promise<void> {
 
     // 5. where the time goes, in process (no load) ---------------------------------------------
     const pool = await ScorerPool.create({ model, size: WORKERS });
-    const cfg = candidateConfig(CANDIDATES);
+    const cfg = scaledCandidateConfig(CANDIDATES);
     const names = pool.features;
     const phase = {
       gather: [] as number[],

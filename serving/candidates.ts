@@ -49,6 +49,7 @@ import {
   readCustomers,
   type ArticleState,
   type CustomerState,
+  type ItemStat,
 } from '../streams/features/state.ts';
 import { storeRead } from './errors.ts';
 import * as emb from './embedding-candidates.ts'; // EMBEDDINGS=on only (issue 7)
@@ -57,10 +58,11 @@ import * as emb from './embedding-candidates.ts'; // EMBEDDINGS=on only (issue 7
 export const GLOBAL_TRENDING_HL: HalfLife = '7d';
 
 export type Source =
-  'repurchase' | 'copurchase' | 'similar' | 'trending_segment' | 'trending_global';
+  'repurchase' | 'siblings' | 'copurchase' | 'similar' | 'trending_segment' | 'trending_global';
 /** Source priority: the order candidates are kept in when the pool is capped. */
 export const SOURCES: readonly Source[] = [
   'repurchase',
+  'siblings',
   'copurchase',
   ...(emb.EMBEDDINGS_ON ? (['similar'] as const) : []),
   'trending_segment',
@@ -71,6 +73,8 @@ export interface CandidateConfig {
   /** Most candidates taken from each source. */
   readonly quotas: {
     readonly repurchase: number;
+    /** Other articles (colours, variants) of the customer's product codes that have sold. */
+    readonly siblings: number;
     readonly copurchase: number;
     readonly segment: number;
     readonly global: number;
@@ -83,6 +87,10 @@ export interface CandidateConfig {
   readonly copurchaseSeeds: number;
   /** Neighbours read per seed. */
   readonly copurchasePerSeed: number;
+  /** The customer's product codes (most time-weighted purchases first) whose articles are read. */
+  readonly siblingProducts: number;
+  /** Articles read per product code (the latest to start selling first). */
+  readonly siblingsPerProduct: number;
   /** Index groups whose age-bucket segment sets are read (H&M's `index_group_name` values). */
   readonly indexGroups: readonly string[];
   /** Trending reads fetch this many times their quota when filters are given. */
@@ -94,6 +102,7 @@ export interface CandidateConfig {
 export const DEFAULT_CANDIDATE_CONFIG: CandidateConfig = {
   quotas: {
     repurchase: 50,
+    siblings: 40,
     copurchase: 40,
     segment: 30,
     global: 30,
@@ -102,9 +111,34 @@ export const DEFAULT_CANDIDATE_CONFIG: CandidateConfig = {
   maxCandidates: 150,
   copurchaseSeeds: 5,
   copurchasePerSeed: 20,
+  siblingProducts: 10,
+  siblingsPerProduct: 20,
   indexGroups: ['Ladieswear', 'Menswear', 'Divided', 'Sport', 'Baby/Children'],
   filterOverfetch: 3,
 };
+
+/**
+ * The default configuration capped at `max` candidates: every personal quota keeps its share of
+ * the default cap, global trending may fill up to `max` (what the personal sources leave), so a
+ * request holds `max` candidates whenever the store has that many to offer. `max` = the default
+ * cap gives the defaults' personal quotas (the ones training uses).
+ */
+export function scaledCandidateConfig(max: number): CandidateConfig {
+  const d = DEFAULT_CANDIDATE_CONFIG;
+  const share = (q: number) => (q > 0 ? Math.max(1, Math.round((q * max) / d.maxCandidates)) : 0);
+  return {
+    ...d,
+    maxCandidates: max,
+    quotas: {
+      repurchase: share(d.quotas.repurchase),
+      siblings: share(d.quotas.siblings),
+      copurchase: share(d.quotas.copurchase),
+      segment: share(d.quotas.segment),
+      global: max,
+      similar: share(d.quotas.similar ?? 0),
+    },
+  };
+}
 
 export interface Filters {
   readonly indexGroup?: string | undefined;
@@ -136,6 +170,10 @@ export interface Candidate {
   segment: { score: number; segment: string } | null;
   /** Log-space score in the global 7-day trending set. */
   global: { logScore: number } | null;
+  /** Log-space time-weighted count of the customer's purchases of the candidate's product code. */
+  sibling: { logCount: number; product: string } | null;
+  /** Position (0 = first) of the article in each source's own ordering that proposed it. */
+  ranks: Partial<Record<Source, number>>;
   /** Best cosine to a seed and that seed (the `similar` source, EMBEDDINGS=on). */
   similar?: { score: number; seed: string } | null;
 }
@@ -219,7 +257,7 @@ const hasFilters = (f: Filters): boolean =>
 class Pool {
   readonly byId = new Map<string, Candidate>();
 
-  add(articleId: string, source: Source): Candidate {
+  add(articleId: string, source: Source, rank: number): Candidate {
     let c = this.byId.get(articleId);
     if (!c) {
       c = {
@@ -229,15 +267,28 @@ class Pool {
         copurchase: null,
         segment: null,
         global: null,
+        sibling: null,
+        ranks: {},
       };
       this.byId.set(articleId, c);
     }
     if (!c.sources.includes(source)) {
       c.sources.push(source);
       c.sources.sort((a, b) => SOURCES.indexOf(a) - SOURCES.indexOf(b));
+      c.ranks[source] = rank;
     }
     return c;
   }
+}
+
+/** Entries of a customer's item map, most time-weighted purchases first (then latest, then id). */
+export function byWeight(m: ReadonlyMap<string, ItemStat>): [string, ItemStat][] {
+  return [...m].sort(
+    (a, b) =>
+      b[1].logCount - a[1].logCount ||
+      b[1].last - a[1].last ||
+      (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0),
+  );
 }
 
 /** Read the candidates of one request (see the module comment for the round trips). */
@@ -276,21 +327,18 @@ export async function gatherCandidates(
     if (!recentDistinct.has(r.articleId)) recentDistinct.set(r.articleId, r.time);
   }
   if (req.allowRepurchase) {
-    // Older purchases (beyond the recent list) follow, most units first; their last purchase is at
-    // or before the oldest recent one, which stands in for it.
-    const oldest = customer.recent.at(-1)?.time ?? customer.last ?? 0;
-    const older = Object.entries(customer.bought)
-      .filter(([id]) => !recentDistinct.has(id))
-      .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
-      .map(([id]): [string, number] => [id, oldest]);
-    for (const [articleId, time] of [...recentDistinct, ...older].slice(0, quotas.repurchase)) {
-      pool.add(articleId, 'repurchase').repurchase = { lastBought: time };
-    }
+    // Everything the customer bought, by time-weighted purchase count (frequency and recency in
+    // one number: the same half-life for all, so the order does not depend on "now").
+    const picks = byWeight(customer.items).slice(0, quotas.repurchase);
+    picks.forEach(([articleId, stat], rank) => {
+      const c = pool.add(articleId, 'repurchase', rank);
+      c.repurchase = { lastBought: stat.last };
+    });
   }
-  for (const g of globalTop) {
-    if (excluded(g.articleId)) continue;
-    pool.add(g.articleId, 'trending_global').global = { logScore: g.logScore };
-  }
+  globalTop.forEach((g, rank) => {
+    if (excluded(g.articleId)) return;
+    pool.add(g.articleId, 'trending_global', rank).global = { logScore: g.logScore };
+  });
 
   // Round trip 2: segment sets, co-purchase neighbours, index groups of recent purchases, and
   // the states of the candidates known so far.
@@ -305,6 +353,14 @@ export async function gatherCandidates(
   const seeds = [...recentDistinct.keys()].slice(0, config.copurchaseSeeds);
   const prefArticles = [...recentDistinct.keys()].slice(0, Math.max(10, config.copurchaseSeeds));
   const segmentN = quotas.segment * over;
+  // Product codes whose sold articles are read: the customer's, by time-weighted purchases. An
+  // article id standing in for a missing product code has no sold set, so it is not read.
+  const products =
+    quotas.siblings > 0
+      ? byWeight(customer.products)
+          .filter(([code]) => !customer.items.has(code))
+          .slice(0, config.siblingProducts)
+      : [];
 
   const pipe = redis.pipeline();
   for (const s of ageSegments) {
@@ -327,6 +383,9 @@ export async function gatherCandidates(
     for (const seed of seeds) {
       pipe.zrevrange(keys.article(seed).copurchase, 0, config.copurchasePerSeed - 1, 'WITHSCORES');
     }
+  }
+  for (const [code] of products) {
+    pipe.zrevrange(keys.product(code).sold, 0, config.siblingsPerProduct - 1);
   }
   for (const a of prefArticles) pipe.hmget(keys.article(a).meta, 'index_group_name', 'prod_name');
   const ekeys = emb.articleVectorKeys(keys, config.embeddingNamespace);
@@ -356,6 +415,11 @@ export async function gatherCandidates(
     quotas.copurchase > 0
       ? seeds.map((seed) => ({ seed, entries: parseScored(rt2[pos++] as string[]) }))
       : [];
+  const siblingSets = products.map(([code, stat]) => ({
+    code,
+    stat,
+    articles: (rt2[pos++] as string[] | null) ?? [],
+  }));
   const prefMeta = prefArticles.map(() => (rt2[pos++] as (string | null)[] | null) ?? []);
   const similarLists = similarSeeds.map(() => emb.similarReply(rt2[pos++]));
   const prefGroups = prefMeta.map(([group]) => group ?? null);
@@ -409,19 +473,34 @@ export async function gatherCandidates(
   const coPicks = [...co]
     .sort((a, b) => b[1].logScore - a[1].logScore || (a[0] < b[0] ? -1 : 1))
     .slice(0, quotas.copurchase * over);
-  for (const [articleId, v] of coPicks) {
-    pool.add(articleId, 'copurchase').copurchase = { logScore: v.logScore, seed: v.seed };
+  // Siblings: the sold articles of the customer's product codes, most-bought product first.
+  const siblingPicks: [string, { logCount: number; product: string }][] = [];
+  const siblingSeen = new Set<string>();
+  for (const { code, stat, articles: ids } of siblingSets) {
+    for (const id of ids) {
+      if (siblingSeen.has(id) || excluded(id)) continue;
+      siblingSeen.add(id);
+      siblingPicks.push([id, { logCount: stat.logCount, product: code }]);
+    }
   }
+  siblingPicks.slice(0, quotas.siblings * over).forEach(([articleId, v], rank) => {
+    pool.add(articleId, 'siblings', rank).sibling = v;
+  });
+  coPicks.forEach(([articleId, v], rank) => {
+    pool.add(articleId, 'copurchase', rank).copurchase = { logScore: v.logScore, seed: v.seed };
+  });
   const similar = emb.similarPicks(
     similarSeeds,
     similarLists,
     excluded,
     (quotas.similar ?? 0) * over,
   );
-  for (const [articleId, v] of similar) pool.add(articleId, 'similar').similar = v;
-  for (const [articleId, v] of segmentPicks) {
-    pool.add(articleId, 'trending_segment').segment = v;
-  }
+  similar.forEach(([articleId, v], rank) => {
+    pool.add(articleId, 'similar', rank).similar = v;
+  });
+  segmentPicks.forEach(([articleId, v], rank) => {
+    pool.add(articleId, 'trending_segment', rank).segment = v;
+  });
 
   // Round trip 3: states of the new candidates.
   const newIds = [...pool.byId.keys()].filter((id) => !articles.has(id));
@@ -439,6 +518,7 @@ export async function gatherCandidates(
   // Filters, then the cap in source priority order (per-source quotas after filtering).
   const taken: Record<Source, number> = {
     repurchase: 0,
+    siblings: 0,
     copurchase: 0,
     similar: 0,
     trending_segment: 0,
@@ -446,6 +526,7 @@ export async function gatherCandidates(
   };
   const quotaOf: Record<Source, number> = {
     repurchase: quotas.repurchase,
+    siblings: quotas.siblings,
     copurchase: quotas.copurchase,
     similar: quotas.similar ?? 0,
     trending_segment: quotas.segment,

@@ -18,7 +18,7 @@ import { loadConfig } from '../streams/config.ts';
 import { keySpace } from '../streams/features/keys.ts';
 import { createLogger } from '../streams/logger.ts';
 import type { ServingConfig } from './app.ts';
-import { DEFAULT_CANDIDATE_CONFIG } from './candidates.ts';
+import { scaledCandidateConfig } from './candidates.ts';
 import { startServing } from './server.ts';
 
 const env = z
@@ -44,19 +44,8 @@ const env = z
 /** Config overrides from SERVING_MAX_CANDIDATES (see the module comment). */
 function candidateOverrides(max: number | undefined): Partial<ServingConfig> {
   if (max === undefined) return {};
-  const share = (f: number) => Math.max(1, Math.round(f * max));
-  return {
-    maxCandidates: max,
-    quotas: {
-      // The defaults' shares of 150, so N = 150 is exactly the defaults training uses.
-      repurchase: share(50 / 150),
-      copurchase: share(40 / 150),
-      segment: share(30 / 150),
-      global: max,
-      // Zero unless EMBEDDINGS=on (the default quota says which).
-      similar: (DEFAULT_CANDIDATE_CONFIG.quotas.similar ?? 0) > 0 ? share(30 / 150) : 0,
-    },
-  };
+  const { maxCandidates, quotas } = scaledCandidateConfig(max);
+  return { maxCandidates, quotas };
 }
 
 async function main(): Promise<void> {

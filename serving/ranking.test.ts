@@ -33,6 +33,8 @@ const customer: CustomerState = {
     _total: logWeight(NOW - 2 * DAY_MS, HALF_LIVES['30d']),
     'pg:Shoes': logWeight(NOW - 2 * DAY_MS, HALF_LIVES['30d']),
   },
+  items: new Map([['b1', { n: 2, last: NOW - 2 * DAY_MS, logCount: 0 }]]),
+  products: new Map([['b1', { n: 2, last: NOW - 2 * DAY_MS, logCount: 0 }]]),
   meta: { age: '31' },
 };
 
@@ -66,6 +68,8 @@ const cand = (articleId: string, c: Partial<Candidate> = {}): Candidate => ({
   copurchase: null,
   segment: null,
   global: null,
+  sibling: null,
+  ranks: {},
   ...c,
 });
 

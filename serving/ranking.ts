@@ -203,6 +203,16 @@ export function heuristicScore(s: HeuristicSignals): number {
   );
 }
 
+/** `heuristic-v1` scores of the candidates from their feature rows (`names` order). */
+export function heuristicScores(
+  candidates: readonly Candidate[],
+  names: readonly string[],
+  rows: readonly (readonly number[])[],
+  now: number,
+): number[] {
+  return heuristicSignals(candidates, names, rows, now).map(heuristicScore);
+}
+
 function sortItems(items: RankedItem[]): RankedItem[] {
   const prio = (c: Candidate) => SOURCES.indexOf(c.sources[0] ?? 'trending_global');
   return items.sort(
@@ -220,15 +230,14 @@ function named(names: readonly string[], row: readonly number[]): Record<string,
 function rankHeuristic(input: RankInput): RankedItem[] {
   const names = FEATURE_NAMES;
   const rows = featureRows(names, input);
-  const signals = heuristicSignals(input.candidates, names, rows, input.now);
+  const scores = heuristicScores(input.candidates, names, rows, input.now);
   return sortItems(
     input.candidates.map((candidate, i) => {
-      const s = signals[i] as HeuristicSignals;
       const row = rows[i] ?? [];
       return {
         candidate,
         article: input.articles.get(candidate.articleId) ?? emptyArticleState(candidate.articleId),
-        score: heuristicScore(s),
+        score: scores[i] ?? 0,
         ...(input.explain ? { features: named(names, row) } : {}),
       };
     }),

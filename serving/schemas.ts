@@ -68,6 +68,7 @@ export const RecommendationQuery = z.strictObject({
 
 export const SOURCE_VALUES = [
   'repurchase',
+  'siblings',
   'copurchase',
   'similar', // EMBEDDINGS=on only (issue 7)
   'trending_segment',

@@ -72,6 +72,14 @@ function close(a: unknown, b: unknown, rel: number): boolean {
     const y = Number(b);
     return x === y || Math.abs(x - y) <= rel * Math.max(Math.abs(x), Math.abs(y), 1e-300);
   }
+  // Packed numbers (`n|last|L` of the customer's items): each part within the tolerance.
+  if (typeof a === 'string' && typeof b === 'string' && a.includes('|') && b.includes('|')) {
+    const pa = a.split('|');
+    const pb = b.split('|');
+    if (pa.every((x) => NUMERIC.test(x)) && pb.every((x) => NUMERIC.test(x))) {
+      return close(pa, pb, rel);
+    }
+  }
   if (Array.isArray(a) && Array.isArray(b)) {
     return a.length === b.length && a.every((v, i) => close(v, b[i], rel));
   }

@@ -1,10 +1,10 @@
 /**
- * One training cycle: choose weekly cutoffs from the purchases topic, build point-in-time rows by
- * replaying the topics into an isolated namespace, train LightGBM LambdaRank in Python
- * (training/train.py: Optuna search, ONNX export, parity check), evaluate the candidate, the
- * active model and the baselines on the same validation rows, and promote only a candidate that
- * is at least as good as the active model and better than the best baseline. Every candidate is
- * registered; a refused one stays listed with the reason.
+ * One training cycle by the recipe (training/recipe.ts): choose the cycle's weeks from the
+ * purchases topic, build point-in-time rows by replaying the topics into an isolated namespace,
+ * train and judge (training/fit.ts: Optuna search, the gate on held-out weeks against the
+ * baselines and the active model with paired bootstrap intervals, a refit on every week), register
+ * the shipped model with the recipe and the gate's evidence, and activate it only when the gate
+ * promoted it. Every candidate is registered; a refused one stays listed with the reason.
  */
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
@@ -19,7 +19,7 @@ import { deleteNamespace } from '../streams/features/state.ts';
 import type { Logger } from '../streams/logger.ts';
 import type { Topics } from '../streams/topics.ts';
 import { FEATURE_NAMES } from '../streams/features/definitions.ts';
-import { checkModel, loadModel } from '../serving/model/metadata.ts';
+import { checkModel, type LoadedModel } from '../serving/model/metadata.ts';
 import {
   activateModel,
   activeVersion,
@@ -27,18 +27,11 @@ import {
   registerModel,
   rejectModel,
 } from '../serving/model/registry.ts';
-import { mapAtK } from './metrics.ts';
-import { buildTrainingRows, writeRows, type CandidateRecall, type RowTable } from './rows.ts';
-import { filterTable, rankByQuery, runPython, scoreOnnx } from './steps.ts';
+import { fitAndGate, type GateResult } from './fit.ts';
+import { RECIPE, cycleWeeks, recipeRecord, type CycleWeeks, type Recipe } from './recipe.ts';
+import { buildTrainingRows, type CandidateRecall } from './rows.ts';
+import { readPurchases } from './steps.ts';
 import { ensurePythonEnv } from './venv.ts';
-
-/** Weekly training cutoffs before the validation week (measured in the backtest, README). */
-export const DEFAULT_TRAIN_WEEKS = 12;
-/**
- * Least trees per model: early stopping on one validation week of a small shop often stops after
- * a few trees (the backtest on the H&M sample measured better MAP@12 with a floor).
- */
-export const DEFAULT_MIN_ROUNDS = 300;
 
 export interface CycleDeps {
   kafka: Kafka;
@@ -51,14 +44,10 @@ export interface CycleDeps {
 }
 
 export interface CycleOptions {
-  /** Weekly training cutoffs before the validation cutoff (default `DEFAULT_TRAIN_WEEKS`). */
-  trainWeeks?: number;
-  /** Validation cutoff (ms); default: the last full week of the topic. */
-  validationCutoff?: number;
-  trials?: number;
-  seed?: number;
-  /** Least trees when early stopping stops sooner (default 300; see train.py `--min-rounds`). */
-  minRounds?: number;
+  /** Overrides of the recipe (recorded in the model's metadata); default `RECIPE`. */
+  recipe?: Partial<Recipe>;
+  /** The cycle's end (ms, a UTC midnight): data at or after it is not used. Default: the end of the last day with purchases. */
+  end?: number;
   /** Other customers with history scored per training cutoff (negatives only). */
   sampleOthers?: number;
   /** Where to keep rows and model files (default: a temporary folder, removed after). */
@@ -82,44 +71,12 @@ export interface CycleResult {
   version: string;
   promoted: boolean;
   reason: string;
-  cutoffs: { train: number[]; validation: number };
-  map12: Record<string, number>;
+  weeks: CycleWeeks;
+  gate: GateResult;
+  /** Over the gate weeks, pooled. */
   candidateRecall: CandidateRecall;
-  rows: { train: number; validation: number; validationQueries: number };
+  rows: { train: number; validation: number; gate: number; gateQueries: number };
   timings: { rowsMs: number; trainMs: number; evaluateMs: number; totalMs: number };
-}
-
-/**
- * The promotion gate: a candidate is promoted only if its validation MAP@12 is above the best
- * baseline's and at least the active model's on the same rows (when there is one to compare).
- */
-export function promotionDecision(
-  map12: Readonly<Record<string, number>>,
-  activeVersionName: string | null = null,
-): { promoted: boolean; reason: string } {
-  const ranker = map12.ranker ?? NaN;
-  const baselines = Object.entries(map12).filter(([k]) => k !== 'ranker' && k !== 'active');
-  const [bestName, best] = baselines.reduce<[string, number]>(
-    (acc, [k, v]) => (v > acc[1] ? [k, v] : acc),
-    ['none', -Infinity],
-  );
-  if (!(ranker > best)) {
-    return {
-      promoted: false,
-      reason: `MAP@12 ${ranker.toFixed(5)} is not above the best baseline (${bestName}) ${best.toFixed(5)}`,
-    };
-  }
-  const active = map12.active;
-  if (active !== undefined && ranker < active) {
-    return {
-      promoted: false,
-      reason: `MAP@12 ${ranker.toFixed(5)} is below the active model ${activeVersionName ?? ''}'s ${active.toFixed(5)} on the same rows`,
-    };
-  }
-  return {
-    promoted: true,
-    reason: `MAP@12 ${ranker.toFixed(5)} >= active ${active?.toFixed(5) ?? '(none)'} and > best baseline (${bestName}) ${best.toFixed(5)}`,
-  };
 }
 
 /** Latest record timestamp (event time) of a topic, reading the last record of each partition. */
@@ -187,129 +144,117 @@ export async function latestEventTime(kafka: Kafka, topic: string): Promise<numb
   return latest;
 }
 
-/** MAP@12 of a per-row score over the queries of `table`; relevant sets are full label weeks. */
-function mapOf(
-  table: RowTable,
-  scores: ArrayLike<number>,
-  relevantByQid: Map<number, ReadonlySet<string>>,
-): number {
-  const ranked: string[][] = [];
-  const relevant: ReadonlySet<string>[] = [];
-  for (const [q, { articles }] of rankByQuery(table, scores)) {
-    ranked.push(articles);
-    relevant.push(relevantByQid.get(q) ?? new Set());
+/** The active model, if it can be judged on rows of this build's features; else null (said why). */
+async function activeModel(
+  deps: CycleDeps,
+  say: (line: string) => void,
+): Promise<LoadedModel | null> {
+  const v = await activeVersion(deps.redis, deps.keys);
+  if (v === null) return null;
+  const entry = await readModel(deps.redis, deps.keys, v);
+  if (entry === null) return null;
+  try {
+    return await checkModel(entry.meta, entry.bytes, FEATURE_NAMES);
+  } catch (err) {
+    say(
+      `active model ${v} cannot be scored on these rows (${err instanceof Error ? err.message : String(err)}); it does not gate`,
+    );
+    return null;
   }
-  return mapAtK(ranked, relevant, 12);
 }
+
+const day = (t: number) => new Date(t).toISOString().slice(0, 10);
 
 /** Run one cycle; resolves with what was trained and whether it was promoted. */
 export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promise<CycleResult> {
   const t0 = performance.now();
   const say = opts.onProgress ?? (() => undefined);
-  const latest = await latestEventTime(deps.kafka, deps.topics.purchases.name);
+  const step = opts.onStep ?? (() => undefined);
+  const recipe: Recipe = { ...RECIPE, ...opts.recipe };
+  const [latest, log] = await Promise.all([
+    latestEventTime(deps.kafka, deps.topics.purchases.name),
+    readPurchases(deps),
+  ]);
   if (latest === null) {
     throw new Error(`too little data: ${deps.topics.purchases.name} holds no purchases`);
   }
-  // Validation = the last full week: [V, V + 7d) ends at the end of the last day with data.
   const lastDayEnd = Math.floor(latest / DAY_MS) * DAY_MS + DAY_MS;
-  const validation = opts.validationCutoff ?? lastDayEnd - 7 * DAY_MS;
-  const weeks = opts.trainWeeks ?? DEFAULT_TRAIN_WEEKS;
-  const train = Array.from({ length: weeks }, (_, i) => validation - (weeks - i) * 7 * DAY_MS);
-  if (validation + 7 * DAY_MS > lastDayEnd) {
+  const end = opts.end ?? lastDayEnd;
+  if (end > lastDayEnd) {
     throw new Error(
-      `too little data: no full week of purchases after the validation cutoff ${new Date(validation).toISOString()}`,
+      `too little data: the cycle ends ${day(end)}, after the last purchase (${day(latest)}): its gate weeks would hold no purchases; choose an end on or before ${day(lastDayEnd)}`,
     );
   }
+  const first = log.all[0]?.time ?? end;
+  const weeks = cycleWeeks(end, recipe, first);
+  if (weeks.train.length === 0 || weeks.validation <= first) {
+    throw new Error(
+      `too little data: purchases from ${day(first)} to ${day(end)} leave no training week before ` +
+        `the early-stopping week ${day(weeks.validation)} and ${recipe.gateWeeks} gate week(s); ` +
+        `a cycle needs ${recipe.gateWeeks + 2} weeks of data at least`,
+    );
+  }
+  const cutoffs = [...weeks.train, weeks.validation, ...weeks.gate];
   const work = opts.workDir ?? join(tmpdir(), `rec-train-${randomUUID().slice(0, 8)}`);
   mkdirSync(work, { recursive: true });
   const namespace = `train-${randomUUID().slice(0, 8)}`;
-  const relevantByQid = new Map<number, ReadonlySet<string>>();
   try {
     say(
-      `cutoffs: train ${train.map((c) => new Date(c).toISOString().slice(0, 10)).join(', ')}; validation ${new Date(validation).toISOString().slice(0, 10)}`,
+      `weeks: train ${weeks.train.map(day).join(', ')}; early stopping ${day(weeks.validation)}; ` +
+        `gate ${weeks.gate.map(day).join(', ')}; end ${day(end)}`,
     );
     let lastStage = '';
-    const step = opts.onStep ?? (() => undefined);
-    const day = (i: number) => new Date([...train, validation][i] ?? 0).toISOString().slice(0, 10);
     let cutoffIndex = 0; // the cutoff being built: advanced when its queries are done
     const metaRead = new Map<string, readonly [number, number]>(); // articles, customers: read, total
     const rows = await buildTrainingRows(deps, {
-      cutoffs: [...train, validation],
+      cutoffs,
       namespace,
       liveNamespace: deps.keys.ns,
+      candidateConfig: recipe.candidates,
       ...(opts.sampleOthers
-        ? { customerSample: { others: opts.sampleOthers, seed: opts.seed ?? 42 } }
+        ? { customerSample: { others: opts.sampleOthers, seed: recipe.seed } }
         : {}),
       onProgress: (stage, done, total) => {
         if (stage !== lastStage || done === total) say(`rows: ${stage} ${done}/${total}`);
         lastStage = stage;
+        const at = day(cutoffs[cutoffIndex] ?? 0);
         if (stage === 'labels') step({ stage: 'replay', label: 'label weeks', done, total });
         else if (stage === 'articles' || stage === 'customers') {
           // Replayed concurrently: one counter for both.
           metaRead.set(stage, [done, total]);
           const sum = [...metaRead.values()].reduce((a, [d, t]) => [a[0] + d, a[1] + t], [0, 0]);
-          step({
-            stage: 'replay',
-            label: `metadata <= ${day(cutoffIndex)}`,
-            done: sum[0],
-            total: sum[1],
-          });
+          step({ stage: 'replay', label: `metadata <= ${at}`, done: sum[0], total: sum[1] });
         } else if (stage === 'purchases') {
-          step({ stage: 'replay', label: `purchases < ${day(cutoffIndex)}`, done, total });
+          step({ stage: 'replay', label: `purchases < ${at}`, done, total });
         } else if (stage === 'queries') {
-          step({ stage: 'rows', label: `customers at ${day(cutoffIndex)}`, done, total });
+          step({ stage: 'rows', label: `customers at ${at}`, done, total });
           if (done === total) {
             cutoffIndex++;
             metaRead.clear();
           }
         }
       },
-      onQuery: (q) => relevantByQid.set(q.qid, q.labels),
-    }).catch((err: unknown) => {
-      // A training week before the data starts: the advice is fewer weeks, not another cutoff.
-      const msg = err instanceof Error ? err.message : String(err);
-      if (/no purchases (in \[|before )/.test(msg) && train.length > 1) {
-        throw new Error(
-          `too little data for ${weeks} training weeks before ${new Date(validation).toISOString().slice(0, 10)}: ${msg.replace(/: choose an? (earlier|later) cutoff/, '')}; use fewer --weeks`,
-          { cause: err },
-        );
-      }
-      throw err;
     });
     const rowsMs = performance.now() - t0;
-    const trainTable = filterTable(rows.table, (c) => c < validation);
-    const validTable = filterTable(rows.table, (c) => c === validation);
-    const trainPath = join(work, 'train.arrow');
-    const validPath = join(work, 'valid.arrow');
-    await writeRows(trainPath, trainTable, { cutoffs: train });
-    await writeRows(validPath, validTable, { cutoffs: [validation] });
+    const count = (keep: (c: number) => boolean) => rows.table.cutoff.filter(keep).length;
+    const gateSet = new Set(weeks.gate);
+    const gateSummaries = rows.perCutoff.filter((c) => gateSet.has(c.cutoff));
     say(
-      `rows: ${trainTable.length} training, ${validTable.length} validation (candidate recall ${rows.candidateRecall.overall.toFixed(3)})`,
+      `rows: ${rows.rows} over ${rows.queries} queries (candidate recall ${rows.candidateRecall.overall.toFixed(3)})`,
     );
 
-    const t1 = performance.now();
     const python = ensurePythonEnv(say);
-    const outDir = join(work, 'model');
-    const trials = opts.trials ?? 10;
-    step({ stage: 'train', label: 'optuna trials', done: 0, total: trials });
-    const stdout = await runPython(
+    const active = await activeModel(deps, say);
+    step({ stage: 'train', label: 'optuna trials', done: 0, total: recipe.trials });
+    const fit = await fitAndGate({
       python,
-      [
-        'training/train.py',
-        '--rows',
-        trainPath,
-        '--valid',
-        validPath,
-        '--out',
-        outDir,
-        '--trials',
-        String(trials),
-        '--seed',
-        String(opts.seed ?? 42),
-        '--min-rounds',
-        String(opts.minRounds ?? DEFAULT_MIN_ROUNDS),
-      ],
-      (l) => {
+      recipe,
+      weeks,
+      rows: rows.table,
+      log,
+      workDir: work,
+      active,
+      say: (l) => {
         say(l);
         const trial = /\btrial (\d+)\/(\d+)/.exec(l); // train.py: "trial 3/10: map@12=..."
         if (trial) {
@@ -321,89 +266,56 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
           });
         }
       },
-    );
-    const trainMs = performance.now() - t1;
-    const model = await loadModel(
-      join(outDir, 'model.onnx'),
-      join(outDir, 'model.json'),
-      FEATURE_NAMES,
-    );
-    const version = model.meta.version;
-
-    // Evaluate everything on the same validation rows.
-    const t2 = performance.now();
-    const map12: Record<string, number> = {};
-    map12.ranker = mapOf(
-      validTable,
-      await scoreOnnx(validTable, model.bytes, model.meta.features),
-      relevantByQid,
-    );
-    const pop = validTable.feature('a_pop_7d');
-    map12.popular = mapOf(
-      validTable,
-      Array.from(pop, (v) => (Number.isNaN(v) ? 0 : v)),
-      relevantByQid,
-    );
-    const bought = validTable.feature('p_units_bought');
-    map12.repurchase_popular = mapOf(
-      validTable,
-      Array.from(
-        pop,
-        (v, i) => ((bought[i] ?? 0) > 0 ? 1e9 + (bought[i] ?? 0) : 0) + (Number.isNaN(v) ? 0 : v),
-      ),
-      relevantByQid,
-    );
-    const activeV = await activeVersion(deps.redis, deps.keys);
-    if (activeV !== null && activeV !== version) {
-      const active = await readModel(deps.redis, deps.keys, activeV);
-      if (active !== null) {
-        try {
-          const checked = await checkModel(active.meta, active.bytes, FEATURE_NAMES);
-          map12.active = mapOf(
-            validTable,
-            await scoreOnnx(validTable, checked.bytes, checked.meta.features),
-            relevantByQid,
-          );
-        } catch (err) {
-          say(
-            `active model ${activeV} cannot be scored on these rows (${err instanceof Error ? err.message : String(err)}); it does not gate`,
-          );
-        }
-      }
-    }
-    const evaluateMs = performance.now() - t2;
-
-    // Promotion gate.
-    const { promoted, reason } = promotionDecision(map12, activeV);
+    });
+    const { shipped, gate } = fit;
+    const version = shipped.meta.version;
     const meta = {
-      ...model.meta,
-      gate: {
-        map12,
-        promoted,
-        reason,
-        trainer: JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as unknown,
-      },
+      ...shipped.meta,
+      recipe: recipeRecord(recipe),
+      trained_through: new Date(end).toISOString(),
+      gate: { ...gate, trainer: fit.trainer },
     };
-    await registerModel(deps.redis, deps.keys, { meta, bytes: model.bytes });
-    if (promoted) await activateModel(deps.redis, deps.keys, version);
-    else await rejectModel(deps.redis, deps.keys, version, reason);
-    say(`${promoted ? 'promoted' : 'refused'} ${version}: ${reason}`);
+    await registerModel(deps.redis, deps.keys, { meta, bytes: shipped.bytes });
+    if (gate.promoted) await activateModel(deps.redis, deps.keys, version);
+    else await rejectModel(deps.redis, deps.keys, version, gate.reason);
+    say(`${gate.promoted ? 'promoted' : 'refused'} ${version}: ${gate.reason}`);
     return {
       version,
-      promoted,
-      reason,
-      cutoffs: { train, validation },
-      map12,
-      candidateRecall: rows.perCutoff.at(-1)?.candidateRecall ?? rows.candidateRecall,
+      promoted: gate.promoted,
+      reason: gate.reason,
+      weeks,
+      gate,
+      candidateRecall: pooledRecall(gateSummaries) ?? rows.candidateRecall,
       rows: {
-        train: trainTable.length,
-        validation: validTable.length,
-        validationQueries: new Set(validTable.qid).size,
+        train: count((c) => c < weeks.validation),
+        validation: count((c) => c === weeks.validation),
+        gate: count((c) => gateSet.has(c)),
+        gateQueries: gateSummaries.reduce((n, c) => n + c.queries, 0),
       },
-      timings: { rowsMs, trainMs, evaluateMs, totalMs: performance.now() - t0 },
+      timings: {
+        rowsMs,
+        trainMs: fit.seconds.train * 1000,
+        evaluateMs: fit.seconds.gate * 1000,
+        totalMs: performance.now() - t0,
+      },
     };
   } finally {
     await deleteNamespace(deps.redis, keySpace(namespace)).catch(() => undefined);
     if (opts.workDir === undefined) rmSync(work, { recursive: true, force: true });
   }
+}
+
+/** Candidate recall pooled over cutoffs (label pairs weighted); null for none. */
+export function pooledRecall(
+  summaries: readonly { labelPairs: number; candidateRecall: CandidateRecall }[],
+): CandidateRecall | null {
+  const pairs = summaries.reduce((n, s) => n + s.labelPairs, 0);
+  if (pairs === 0) return null;
+  const out: Record<string, number> = {};
+  for (const s of summaries) {
+    for (const [k, v] of Object.entries(s.candidateRecall)) {
+      out[k] = (out[k] ?? 0) + (v * s.labelPairs) / pairs;
+    }
+  }
+  return out as CandidateRecall;
 }

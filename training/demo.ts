@@ -5,9 +5,9 @@
  *  2. create topics, register schemas, load an H&M-layout folder (default ../shared/data/hm-sample
  *     beside the checkout) into Kafka;
  *  3. run the processors over it until they have caught up, and print live features;
- *  4. train a first model (one training cycle: rows replayed at 4 weekly cutoffs + a validation
- *     week, LightGBM LambdaRank, ONNX, parity check, promotion gate) and print its validation
- *     MAP@12 against the baselines;
+ *  4. train a first model (one training cycle by the recipe, training/recipe.ts: rows replayed at
+ *     weekly cutoffs, LightGBM LambdaRank, ONNX, parity check, the gate on held-out weeks) and
+ *     print its MAP@12 against the baselines with the gate's intervals;
  *  5. start the API and print ready-to-paste curl lines. It ranks with the promoted model (this
  *     run's, if it passed the gate, or one promoted before); without one it ranks with the
  *     documented heuristic `heuristic-v1` and says so, here and in every answer (`ranker`). The
@@ -34,7 +34,9 @@ import { startProcessors } from '../processors/run.ts';
 import { activeVersion } from '../serving/model/registry.ts';
 import { HEURISTIC_VERSION } from '../serving/ranking.ts';
 import { startServing } from '../serving/server.ts';
-import { DEFAULT_TRAIN_WEEKS, runCycle } from './cycle.ts';
+import { runCycle } from './cycle.ts';
+import { RECIPE } from './recipe.ts';
+import { formatRatio } from './stats.ts';
 import { showSimilarItems } from './demo-embeddings.ts';
 import { embeddingsEnabled } from '../streams/features/embedding-state.ts';
 
@@ -163,7 +165,8 @@ async function main(): Promise<void> {
     // those of the last 4 weeks, for the similar items shown. `npm run embed` does all sold ones.
     {
       progress: !values['no-progress'],
-      soldSince: now - (embeddingsEnabled() ? DEFAULT_TRAIN_WEEKS + 2 : 4) * 7 * 86_400_000,
+      soldSince:
+        now - (embeddingsEnabled() ? RECIPE.trainWeeks + RECIPE.gateWeeks + 2 : 4) * 7 * 86_400_000,
     },
     { kafka, codecs, topics, logger },
   );
@@ -175,20 +178,21 @@ async function main(): Promise<void> {
     const result = await runCycle(
       { kafka, redis, codecs, topics, keys, logger },
       {
-        trainWeeks: DEFAULT_TRAIN_WEEKS,
-        trials: Number(process.env.DEMO_TRIALS ?? 10),
         onProgress: (line) => {
           if (!line.includes(': trial ') && !line.startsWith('rows: queries'))
             console.log(`  ${line}`);
         },
       },
     );
-    const fmt = (v: number | undefined) => (v === undefined ? '-' : v.toFixed(4));
+    const { gate } = result;
     console.log(
-      `  validation week from ${day(result.cutoffs.validation)}, ${result.rows.validationQueries} customers:`,
+      `  gate weeks ${gate.weeks.join(', ')}: ${gate.units} customer-weeks; MAP@12 (± s.e.), candidate ÷ method (${Math.round(gate.confidence * 100)} % interval):`,
     );
-    for (const [method, v] of Object.entries(result.map12)) {
-      console.log(`    MAP@12 ${method.padEnd(20)} ${fmt(v)}`);
+    for (const [method, v] of Object.entries(gate.map)) {
+      const vs = gate.vs[method];
+      console.log(
+        `    ${method.padEnd(20)} ${v.mean.toFixed(4)} ± ${v.se.toFixed(4)}${vs ? `   ${formatRatio(vs)}` : ''}`,
+      );
     }
     console.log(
       `  candidate recall: ${Object.entries(result.candidateRecall)

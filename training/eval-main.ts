@@ -1,6 +1,8 @@
 /**
- * `npm run eval -- --data <dir> [--cutoffs N | --cutoff-dates YYYY-MM-DD,…] [--k 12] [--trials N]
- *  [--train-weeks N] [--report <dir>] [--reload] [--work-dir <dir>]`
+ * `npm run eval -- --data <dir> [--cutoffs N | --cutoff-dates YYYY-MM-DD,…] [--report <dir>]
+ *  [--reload] [--work-dir <dir>]` and, for experiments only, overrides of the recipe
+ *  (`--trials N --train-weeks N --gate-weeks N --min-rounds N --no-refit --k N --seed N`): without
+ *  them the backtest measures exactly what `npm run train -- --once` ships.
  *
  * Loads an H&M-layout folder into its own set of topics (prefix `eval-<name>-<hash>.`, from the
  * folder's path and its files' sizes and times; reused when the same folder was loaded before,
@@ -19,10 +21,13 @@ import { createLogger, type Logger } from '../streams/logger.ts';
 import { progress, type Progress } from '../streams/progress.ts';
 import { runLoad } from '../streams/loader/run.ts';
 import { METHODS, runEval, summaryLine, toReport } from './eval.ts';
+import { recipeOverrides, RECIPE_FLAGS } from './recipe-cli.ts';
+import { formatRatio } from './stats.ts';
 
 const USAGE =
-  'usage: npm run eval -- --data <dir> [--cutoffs N | --cutoff-dates YYYY-MM-DD,...] [--k 12] ' +
-  '[--trials N] [--train-weeks N] [--min-rounds N] [--no-refit] [--report <dir>] [--reload] [--work-dir <dir>] | --prefix <topic prefix>';
+  'usage: npm run eval -- --data <dir> | --prefix <topic prefix> [--cutoffs N | --cutoff-dates YYYY-MM-DD,...] ' +
+  '[--report <dir>] [--reload] [--work-dir <dir>]; recipe overrides (experiments): [--trials N] [--train-weeks N] ' +
+  '[--gate-weeks N] [--min-rounds N] [--no-refit] [--k N] [--seed N]';
 
 /** A topic prefix naming this folder's content: path, file names, sizes and modification times. */
 export function datasetPrefix(dir: string): string {
@@ -81,12 +86,7 @@ async function main(): Promise<void> {
       prefix: { type: 'string' },
       cutoffs: { type: 'string' },
       'cutoff-dates': { type: 'string' },
-      k: { type: 'string' },
-      trials: { type: 'string' },
-      seed: { type: 'string' },
-      'train-weeks': { type: 'string' },
-      'min-rounds': { type: 'string' },
-      'no-refit': { type: 'boolean', default: false },
+      ...RECIPE_FLAGS,
       report: { type: 'string' },
       reload: { type: 'boolean', default: false },
       'work-dir': { type: 'string' },
@@ -110,11 +110,12 @@ async function main(): Promise<void> {
   if (dates && values.cutoffs !== undefined)
     throw new Error('give --cutoffs or --cutoff-dates, not both');
   const cutoffs = positiveInt('cutoffs', values.cutoffs, 6);
-  const k = positiveInt('k', values.k, 12);
-  const trials = positiveInt('trials', values.trials, 3);
-  const trainWeeks = positiveInt('train-weeks', values['train-weeks'], 26);
-  const minRounds = positiveInt('min-rounds', values['min-rounds'], 300);
-  const seed = Number(values.seed ?? 42);
+  const recipe = recipeOverrides(values);
+  if (Object.keys(recipe).length > 0) {
+    console.error(
+      `[eval] recipe overrides ${JSON.stringify(recipe)}: this measures a variant, not what production trains`,
+    );
+  }
 
   const base = loadConfig();
   const logger = createLogger(base.logLevel === 'info' ? 'warn' : base.logLevel, 'eval');
@@ -133,12 +134,7 @@ async function main(): Promise<void> {
         dataset: values.data === undefined ? prefix : basename(resolve(values.data)),
         cutoffs,
         ...(dates ? { cutoffDates: dates } : {}),
-        k,
-        trials,
-        seed,
-        trainWeeks,
-        minRounds,
-        refit: !values['no-refit'],
+        recipe,
         ...(values['work-dir'] === undefined ? {} : { workDir: values['work-dir'] }),
         onProgress: (line) => {
           console.error(`[eval] ${line}`);
@@ -159,15 +155,27 @@ async function main(): Promise<void> {
     );
     result.timings.wall_s = (performance.now() - t0) / 1000;
     const pct = (x: number) => (Number.isFinite(x) ? x.toFixed(5) : '   n/a');
+    const k = result.k;
     console.log(
-      `\nbacktest of ${result.dataset}: ${result.cutoffs.join(', ')} (${result.usersScored} users scored)`,
+      `\nbacktest of ${result.dataset}: ${result.cutoffs.join(', ')} (${result.usersScored} customer-weeks scored)`,
     );
-    console.log(`method              MAP@${k} mean  spread   recall@${k}  NDCG@${k}  ranker ÷`);
+    console.log(
+      `method              MAP@${k} mean  sd/week   s.e.   recall@${k}  NDCG@${k}  ranker ÷ (pooled, 90 % interval)  weeks won`,
+    );
     for (const m of METHODS) {
+      const v = result.versus[m];
       console.log(
-        `${m.padEnd(20)}${pct(result.map[m].mean).padStart(10)} ${pct(result.map[m].spread).padStart(8)} ${pct(result.recall[m]).padStart(10)} ${pct(result.ndcg[m]).padStart(9)}  ${m === 'ranker' ? '' : (result.ratios[m] ?? NaN).toFixed(2)}`,
+        `${m.padEnd(20)}${pct(result.map[m].mean).padStart(10)} ${pct(result.map[m].spread).padStart(8)} ${pct(result.map[m].se).padStart(8)} ${pct(result.recall[m]).padStart(10)} ${pct(result.ndcg[m]).padStart(9)}  ${
+          v === undefined
+            ? ''
+            : `${v.ratio.toFixed(2)} (${formatRatio(v.pooled)})`.padEnd(34) +
+              `${v.weeksWon}/${result.cutoffs.length}`
+        }`,
       );
     }
+    console.log(
+      `gate: promoted at ${result.promotions} of ${result.cutoffs.length} cutoffs; served: ${result.perCutoff.map((c) => c.served).join(', ')}`,
+    );
     console.log(
       `candidate recall: ${Object.entries(result.candidateRecall)
         .map(([s, v]) => `${s} ${pct(v)}`)

@@ -1,49 +1,50 @@
 /**
- * Backtest: for each evaluated weekly cutoff c, train a ranker exactly as production does (rows
- * from replaying the topics into an isolated namespace through the processors' code, candidates
- * and features through serving's code, training/train.py with early stopping on the week before
- * c) on the weeks before c, and score the customers who bought in [c, c + 7 days) against the
- * heuristic baselines (training/baselines.ts) on the same customers.
+ * Backtest of the one training recipe (training/recipe.ts): for each evaluated weekly cutoff c,
+ * run what a production cycle ending at c would run (training/fit.ts: rows from replaying the
+ * topics through the processors' code and serving's candidates, the Optuna search, the gate on
+ * held-out weeks, the refit on every week before c) and score the shipped model on the customers
+ * who bought in [c, c + 7 days), against the baselines on the same customers. Nothing at or after
+ * c is seen by the model or the gate.
  *
- * Cutoffs, for `trainWeeks` = W: the model for c trains on the W weekly cutoffs
- * c − 14d, …, c − 7(W + 1)d (labels up to c − 7d) and stops early on the cutoff c − 7d (labels
- * [c − 7d, c)); nothing at or after c is seen. All rows (every cutoff of every model) come from one
- * replay in ascending cutoff order. Cutoffs whose label week has no purchase, or before which there
- * is no purchase, are skipped (a model then has fewer training weeks; the report says so).
+ * Methods: `ranker` (the shipped model of the cycle ending at c, promoted or not); `served` (what
+ * production would have served that week: this model if the gate promoted it, else the model
+ * promoted at an earlier cutoff of the backtest, else serving's heuristic); the baselines of
+ * training/judge.ts. All rows (every cutoff of every cycle) come from one replay in ascending
+ * cutoff order.
  *
- * Users scored at c: every customer with a purchase in [c, c + 7d) (including customers without
- * history, who get the cold-start candidates). The ranker's list is its top k candidates, filled
- * with `popular` when it has fewer than k; the heuristics are filled the same way.
+ * Reported: MAP@12 per method as the mean over cutoffs with its spread over weeks, the standard
+ * error over the customer-weeks pooled, and the ranker's ratio to each baseline with a paired
+ * bootstrap 90 % interval (customer-weeks pooled), plus the weeks the ranker wins.
  */
 import { mkdirSync, rmSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { DAY_MS } from '../streams/features/decay.ts';
-import { FEATURE_NAMES } from '../streams/features/definitions.ts';
 import { keySpace } from '../streams/features/keys.ts';
 import { deleteNamespace } from '../streams/features/state.ts';
-import { replay } from '../streams/replay.ts';
-import { SOURCES, type CandidateConfig } from '../serving/candidates.ts';
-import { loadModel } from '../serving/model/metadata.ts';
+import { SOURCES } from '../serving/candidates.ts';
+import type { LoadedModel } from '../serving/model/metadata.ts';
+import type { HeuristicWeights, PurchaseLog } from './baselines.ts';
+import { fitAndGate } from './fit.ts';
 import {
-  HeuristicState,
-  PurchaseLog,
-  fillTo,
-  popularBetween,
-  repurchasePopular,
-  tuneWeights,
-  type HeuristicWeights,
-  type PurchaseEvent,
-} from './baselines.ts';
-import { filterTable, rankByQuery, runPython, scoreOnnx } from './steps.ts';
-import { apAtK, ndcgAtK, recallAtK } from './metrics.ts';
+  BASELINES,
+  addRanked,
+  apAtK,
+  labelWeek,
+  ndcgAtK,
+  perCustomer,
+  recallAtK,
+  type Week,
+} from './judge.ts';
+import { RECIPE, cycleWeeks, type CycleWeeks, type Recipe } from './recipe.ts';
 import type { EvalReport } from './report.ts';
-import { buildTrainingRows, writeRows, type RowsDeps } from './rows.ts';
+import { buildTrainingRows, type RowsDeps } from './rows.ts';
+import { mean, pairedRatio, sampleSd, standardError, type RatioInterval } from './stats.ts';
+import { filterTable, readPurchases, scoreOnnx } from './steps.ts';
 import { ensurePythonEnv } from './venv.ts';
 
-export const METHODS = ['ranker', 'popular', 'repurchase_popular', 'strong_heuristic'] as const;
+export const METHODS = ['ranker', 'served', ...BASELINES] as const;
 export type Method = (typeof METHODS)[number];
 
 export interface EvalOptions {
@@ -53,17 +54,8 @@ export interface EvalOptions {
   readonly cutoffs?: number;
   /** Or exactly these cutoffs (ms, UTC midnight). */
   readonly cutoffDates?: readonly number[];
-  readonly k?: number;
-  readonly trials?: number;
-  readonly seed?: number;
-  /** Training weeks per model (default 26; fewer when the data starts later). */
-  readonly trainWeeks?: number;
-  /** Least trees per model when early stopping stops sooner (default 300, see train.py). */
-  readonly minRounds?: number;
-  /** Retrain on the training and early-stopping weeks together after the search (default on). */
-  readonly refit?: boolean;
-  /** Overrides of serving's candidate configuration. */
-  readonly candidateConfig?: Partial<CandidateConfig>;
+  /** Overrides of the recipe (default: exactly what production trains). */
+  readonly recipe?: Partial<Recipe>;
   /** Keep rows and models there (default: a temporary folder, removed after). */
   readonly workDir?: string;
   readonly onProgress?: (line: string) => void;
@@ -74,28 +66,44 @@ export interface CutoffResult {
   cutoff: string;
   usersScored: number;
   coldUsers: number;
-  trainCutoffs: string[];
-  validationCutoff: string;
+  weeks: { train: string[]; validation: string; gate: string[] };
   /** MAP@k for k = 1..K per method. */
   mapAtK: Record<Method, number[]>;
   recall: Record<Method, number>;
   ndcg: Record<Method, number>;
   candidateRecall: Record<string, number>;
   heuristicWeights: HeuristicWeights;
-  model: { version: string; validMap: number; trees: number; trainSeconds: number };
+  model: { version: string; trees: number; trainSeconds: number };
+  gate: { promoted: boolean; reason: string; bestBaseline: string; vsBest: RatioInterval };
+  /** What `served` was that week: a model version or the heuristic. */
+  served: string;
+}
+
+/** The ranker against one baseline. */
+export interface Comparison {
+  /** Mean over cutoffs of the ranker's MAP@k over the mean of the baseline's. */
+  readonly ratio: number;
+  /** Paired bootstrap interval of the ratio of means over the pooled customer-weeks. */
+  readonly pooled: RatioInterval;
+  /** Cutoffs where the ranker's MAP@k is above the baseline's (ties are not wins). */
+  readonly weeksWon: number;
 }
 
 export interface EvalResult {
   dataset: string;
   k: number;
+  recipe: Recipe;
   cutoffs: string[];
   perCutoff: CutoffResult[];
   usersScored: number;
-  map: Record<Method, { mean: number; spread: number }>;
+  /** MAP@k: mean and sample sd over cutoffs, and the standard error over pooled customer-weeks. */
+  map: Record<Method, { mean: number; spread: number; se: number }>;
   recall: Record<Method, number>;
   ndcg: Record<Method, number>;
-  /** Ranker's mean MAP@k over each baseline's. */
-  ratios: Record<string, number>;
+  /** The ranker against each other method. */
+  versus: Record<string, Comparison>;
+  /** Cutoffs whose gate promoted the model. */
+  promotions: number;
   /** Pooled over the evaluated cutoffs (label pairs among the candidates). */
   candidateRecall: Record<string, number>;
   featureImportance: { feature: string; gain: number }[];
@@ -105,53 +113,21 @@ export interface EvalResult {
 const iso = (t: number) => new Date(t).toISOString().slice(0, 10);
 const WEEK = 7 * DAY_MS;
 
-function mean(xs: readonly number[]): number {
-  return xs.length === 0 ? NaN : xs.reduce((s, x) => s + x, 0) / xs.length;
-}
-
 /** Sample standard deviation (n − 1); 0 for a single value. */
-export function spread(xs: readonly number[]): number {
-  if (xs.length < 2) return 0;
-  const m = mean(xs);
-  return Math.sqrt(xs.reduce((s, x) => s + (x - m) ** 2, 0) / (xs.length - 1));
-}
-
-/** Read every purchase of the topic (customer, article, event time). */
-export async function readPurchases(
-  deps: RowsDeps,
-  onProgress?: (read: number, total: number) => void,
-): Promise<PurchaseLog> {
-  const events: PurchaseEvent[] = [];
-  // By event id, as the processors do: a folder published twice counts once here too.
-  const seen = new Set<string>();
-  await replay({
-    kafka: deps.kafka,
-    topic: deps.topics.purchases,
-    codec: deps.codecs.purchases,
-    from: 0,
-    to: Number.MAX_SAFE_INTEGER,
-    logger: deps.logger,
-    onRecords: (records) => {
-      for (const r of records) {
-        if (seen.has(r.value.event_id)) continue;
-        seen.add(r.value.event_id);
-        events.push({
-          customer: r.value.customer_id,
-          article: r.value.article_id,
-          time: r.timestamp,
-        });
-      }
-    },
-    ...(onProgress ? { onProgress } : {}),
-  });
-  return new PurchaseLog(events);
-}
+export const spread = sampleSd;
 
 /**
  * The evaluated cutoffs: the given dates, or the last `n` weekly cutoffs (weeks ending at the end
- * of the last day with purchases) whose week has purchases.
+ * of the last day with purchases) whose week has purchases and that leave room for a cycle before
+ * them (`minWeeks` weeks of data: at least one training week, the early-stopping week and the
+ * gate weeks).
  */
-export function chooseCutoffs(log: PurchaseLog, n: number, dates?: readonly number[]): number[] {
+export function chooseCutoffs(
+  log: PurchaseLog,
+  n: number,
+  dates?: readonly number[],
+  minWeeks = 2,
+): number[] {
   const first = log.all[0]?.time;
   const last = log.all.at(-1)?.time;
   if (first === undefined || last === undefined) {
@@ -164,7 +140,11 @@ export function chooseCutoffs(log: PurchaseLog, n: number, dates?: readonly numb
     const sorted = [...dates].sort((a, b) => a - b);
     for (const c of sorted) {
       if (!hasWeek(c)) throw new Error(`too little data: no purchases in the week after ${iso(c)}`);
-      if (c <= first) throw new Error(`too little data: no purchases before the cutoff ${iso(c)}`);
+      if (c <= first + minWeeks * WEEK) {
+        throw new Error(
+          `too little data: a cycle before ${iso(c)} needs ${minWeeks} weeks of purchases; they start ${iso(first)}`,
+        );
+      }
     }
     return sorted;
   }
@@ -172,13 +152,12 @@ export function chooseCutoffs(log: PurchaseLog, n: number, dates?: readonly numb
     throw new Error(`--cutoffs must be a positive integer (got ${n})`);
   const lastDayEnd = Math.floor(last / DAY_MS) * DAY_MS + DAY_MS;
   const out: number[] = [];
-  // A cutoff needs a week of history for early stopping and one more to train on.
-  for (let c = lastDayEnd - WEEK; c > first + 2 * WEEK && out.length < n; c -= WEEK) {
+  for (let c = lastDayEnd - WEEK; c > first + minWeeks * WEEK && out.length < n; c -= WEEK) {
     if (hasWeek(c)) out.unshift(c);
   }
   if (out.length === 0) {
     throw new Error(
-      `too little data: purchases span ${iso(first)}..${iso(last)}; a backtest needs a week of history and a week to score`,
+      `too little data: purchases span ${iso(first)}..${iso(last)}; a backtest needs ${minWeeks} weeks of history and a week to score`,
     );
   }
   return out;
@@ -188,33 +167,36 @@ export function chooseCutoffs(log: PurchaseLog, n: number, dates?: readonly numb
 export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalResult> {
   const t0 = performance.now();
   const say = opts.onProgress ?? (() => undefined);
-  const k = opts.k ?? 12;
-  const W = opts.trainWeeks ?? 26;
+  const recipe: Recipe = { ...RECIPE, ...opts.recipe };
+  const k = recipe.k;
   const log = await readPurchases(deps, (read, total) =>
     opts.onRowsProgress?.('events', read, total),
   );
   const first = log.all[0]?.time ?? 0;
-  const evalCutoffs = chooseCutoffs(log, opts.cutoffs ?? 6, opts.cutoffDates);
   const hasWeek = (c: number) => log.indexAt(c + WEEK) > log.indexAt(c);
-  const usable = (c: number) => c > first && hasWeek(c);
+  const evalCutoffs = chooseCutoffs(log, opts.cutoffs ?? 6, opts.cutoffDates, recipe.gateWeeks + 2);
   const plan = evalCutoffs.map((c) => {
-    const validation = c - WEEK;
-    if (!usable(validation)) {
+    const w = cycleWeeks(c, recipe, first);
+    const weeks: CycleWeeks = { ...w, train: w.train.filter(hasWeek) };
+    for (const g of [weeks.validation, ...weeks.gate]) {
+      if (!hasWeek(g)) {
+        throw new Error(
+          `too little data: the week from ${iso(g)} (early stopping or gate of the cycle before ${iso(c)}) has no purchases`,
+        );
+      }
+    }
+    if (weeks.train.length === 0) {
       throw new Error(
-        `too little data: the week before ${iso(c)} (early stopping) has no purchases or no history before it`,
+        `too little data: no training week with purchases before ${iso(weeks.validation)}`,
       );
     }
-    const train = Array.from({ length: W }, (_, j) => c - (j + 2) * WEEK)
-      .filter(usable)
-      .reverse();
-    if (train.length === 0) {
-      throw new Error(`too little data: no training week with history before ${iso(validation)}`);
-    }
-    return { cutoff: c, validation, train };
+    return { cutoff: c, weeks };
   });
-  const rowCutoffs = [...new Set(plan.flatMap((p) => [...p.train, p.validation, p.cutoff]))].sort(
-    (a, b) => a - b,
-  );
+  const rowCutoffs = [
+    ...new Set(
+      plan.flatMap((p) => [...p.weeks.train, p.weeks.validation, ...p.weeks.gate, p.cutoff]),
+    ),
+  ].sort((a, b) => a - b);
   say(
     `evaluating ${evalCutoffs.map(iso).join(', ')}; rows at ${rowCutoffs.length} weekly cutoffs from ${iso(rowCutoffs[0] ?? 0)}`,
   );
@@ -228,7 +210,7 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
     const rows = await buildTrainingRows(deps, {
       cutoffs: rowCutoffs,
       namespace,
-      ...(opts.candidateConfig ? { candidateConfig: opts.candidateConfig } : {}),
+      candidateConfig: recipe.candidates,
       ...(opts.onRowsProgress ? { onProgress: opts.onRowsProgress } : {}),
     });
     timings.rows_s = (performance.now() - t1) / 1000;
@@ -236,88 +218,64 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
 
     const python = ensurePythonEnv(say);
     const perCutoff: CutoffResult[] = [];
+    const judged: Week[] = [];
     let featureImportance: EvalResult['featureImportance'] = [];
     let trainSeconds = 0;
+    let promotions = 0;
+    /** The model production would be serving (the last promoted one). */
+    let active: LoadedModel | null = null;
     const recallPairs = { pairs: 0, hits: {} as Record<string, number> };
     for (const [i, p] of plan.entries()) {
-      const dir = join(work, iso(p.cutoff));
-      mkdirSync(dir, { recursive: true });
-      const trainSet = new Set(p.train);
-      const trainTable = filterTable(rows.table, (c) => trainSet.has(c));
-      const validTable = filterTable(rows.table, (c) => c === p.validation);
-      const testTable = filterTable(rows.table, (c) => c === p.cutoff);
-      await writeRows(join(dir, 'train.arrow'), trainTable, { cutoffs: p.train });
-      await writeRows(join(dir, 'valid.arrow'), validTable, { cutoffs: [p.validation] });
-      await writeRows(join(dir, 'test.arrow'), testTable, { cutoffs: [p.cutoff] });
-      const t2 = performance.now();
-      say(`cutoff ${i + 1}/${plan.length} ${iso(p.cutoff)}: training on ${p.train.length} weeks`);
-      await runPython(
+      say(
+        `cutoff ${i + 1}/${plan.length} ${iso(p.cutoff)}: training on ${p.weeks.train.length} weeks`,
+      );
+      const fit = await fitAndGate({
         python,
-        [
-          'training/train.py',
-          '--rows',
-          join(dir, 'train.arrow'),
-          '--valid',
-          join(dir, 'valid.arrow'),
-          '--out',
-          join(dir, 'model'),
-          '--trials',
-          String(opts.trials ?? 3),
-          '--seed',
-          String(opts.seed ?? 42),
-          '--min-rounds',
-          String(opts.minRounds ?? 300),
-          ...(opts.refit === false ? [] : ['--refit']),
-        ],
-        (l) => {
+        recipe,
+        weeks: p.weeks,
+        rows: rows.table,
+        log,
+        workDir: join(work, iso(p.cutoff)),
+        active,
+        say: (l) => {
           say(`  ${l}`);
         },
-      );
-      const seconds = (performance.now() - t2) / 1000;
-      trainSeconds += seconds;
-      const model = await loadModel(
-        join(dir, 'model', 'model.onnx'),
-        join(dir, 'model', 'model.json'),
-        FEATURE_NAMES,
-      );
-      const meta = JSON.parse(await readFile(join(dir, 'model', 'model.json'), 'utf8')) as {
-        metrics?: { valid_map12?: number };
-        feature_importance?: { feature: string; gain: number }[];
-      };
-      featureImportance = meta.feature_importance ?? [];
-      const scores = await scoreOnnx(testTable, model.bytes, model.meta.features);
-      // One query per customer at a cutoff: their ranked candidates by customer id.
-      const ranked = new Map(
-        [...rankByQuery(testTable, scores).values()].map((q) => [q.customerId, q]),
-      );
-
-      // Baselines and the ranker on the same customers.
-      const labels = log.labels(p.cutoff, p.cutoff + WEEK);
-      const customers = [...labels.keys()].sort();
-      const popular = popularBetween(log, p.cutoff - WEEK, p.cutoff, k);
-      const tuned = tuneWeights(log, p.validation, k);
-      const heuristic = new HeuristicState(log, p.cutoff);
-      const lists: Record<Method, string[][]> = {
-        ranker: [],
-        popular: [],
-        repurchase_popular: [],
-        strong_heuristic: [],
-      };
-      let cold = 0;
-      for (const c of customers) {
-        const history = log.historyBefore(c, p.cutoff);
-        if (history.length === 0) cold++;
-        lists.ranker.push(fillTo(ranked.get(c)?.articles ?? [], popular, k));
-        lists.popular.push(popular);
-        lists.repurchase_popular.push(repurchasePopular(history, popular, k));
-        lists.strong_heuristic.push(heuristic.recommend(c, tuned.weights, k));
+      });
+      trainSeconds += fit.seconds.train;
+      const { shipped, gate } = fit;
+      featureImportance =
+        (shipped.meta as { feature_importance?: { feature: string; gain: number }[] })
+          .feature_importance ?? [];
+      if (gate.promoted) {
+        promotions++;
+        active = shipped;
       }
-      const relevant = customers.map((c) => labels.get(c) as Set<string>);
-      const metric = (
-        f: (r: readonly string[], rel: ReadonlySet<string>, k: number) => number,
-        m: Method,
-        kk: number,
-      ) => mean(lists[m].map((r, j) => f(r, relevant[j] as Set<string>, kk)));
+
+      // The test week: the shipped model, what would have been served, and the baselines.
+      const testTable = filterTable(rows.table, (c) => c === p.cutoff);
+      const week = labelWeek(log, p.cutoff, k);
+      addRanked(
+        week,
+        'ranker',
+        testTable,
+        await scoreOnnx(testTable, shipped.bytes, shipped.meta.features),
+        k,
+      );
+      addRanked(week, 'heuristic', testTable, testTable.heuristic, k);
+      const servedBy = active === null ? 'heuristic-v1' : active.meta.version;
+      if (active === null) week.lists.set('served', week.lists.get('heuristic') ?? []);
+      else if (active === shipped) week.lists.set('served', week.lists.get('ranker') ?? []);
+      else {
+        addRanked(
+          week,
+          'served',
+          testTable,
+          await scoreOnnx(testTable, active.bytes, active.meta.features),
+          k,
+        );
+      }
+      judged.push(week);
+
       const summary = rows.perCutoff.find((s) => s.cutoff === p.cutoff);
       const cr: Record<string, number> = { ...(summary?.candidateRecall ?? { overall: NaN }) };
       if (summary) {
@@ -326,46 +284,76 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
           recallPairs.hits[s] = (recallPairs.hits[s] ?? 0) + v * summary.labelPairs;
         }
       }
+      const per = (f: typeof apAtK, kk: number) =>
+        Object.fromEntries(METHODS.map((m) => [m, mean(perCustomer(week, m, f, kk))])) as Record<
+          Method,
+          number
+        >;
       const result: CutoffResult = {
         cutoff: iso(p.cutoff),
-        usersScored: customers.length,
-        coldUsers: cold,
-        trainCutoffs: p.train.map(iso),
-        validationCutoff: iso(p.validation),
-        mapAtK: Object.fromEntries(
-          METHODS.map((m) => [m, Array.from({ length: k }, (_, j) => metric(apAtK, m, j + 1))]),
-        ) as Record<Method, number[]>,
-        recall: Object.fromEntries(METHODS.map((m) => [m, metric(recallAtK, m, k)])) as Record<
-          Method,
-          number
-        >,
-        ndcg: Object.fromEntries(METHODS.map((m) => [m, metric(ndcgAtK, m, k)])) as Record<
-          Method,
-          number
-        >,
-        candidateRecall: cr,
-        heuristicWeights: tuned.weights,
-        model: {
-          version: model.meta.version,
-          validMap: meta.metrics?.valid_map12 ?? NaN,
-          trees: model.meta.trees,
-          trainSeconds: seconds,
+        usersScored: week.customers.length,
+        coldUsers: week.cold,
+        weeks: {
+          train: p.weeks.train.map(iso),
+          validation: iso(p.weeks.validation),
+          gate: p.weeks.gate.map(iso),
         },
+        mapAtK: Object.fromEntries(
+          METHODS.map((m) => [
+            m,
+            Array.from({ length: k }, (_, j) => mean(perCustomer(week, m, apAtK, j + 1))),
+          ]),
+        ) as Record<Method, number[]>,
+        recall: per(recallAtK, k),
+        ndcg: per(ndcgAtK, k),
+        candidateRecall: cr,
+        heuristicWeights: week.heuristicWeights,
+        model: {
+          version: shipped.meta.version,
+          trees: shipped.meta.trees,
+          trainSeconds: fit.seconds.train,
+        },
+        gate: {
+          promoted: gate.promoted,
+          reason: gate.reason,
+          bestBaseline: gate.bestBaseline,
+          vsBest: gate.vs[gate.bestBaseline] as RatioInterval,
+        },
+        served: servedBy,
       };
       perCutoff.push(result);
       say(
-        `cutoff ${iso(p.cutoff)}: ${customers.length} users, MAP@${k} ` +
-          METHODS.map((m) => `${m} ${(result.mapAtK[m][k - 1] ?? NaN).toFixed(5)}`).join(', '),
+        `cutoff ${iso(p.cutoff)}: ${week.customers.length} users, MAP@${k} ` +
+          METHODS.map((m) => `${m} ${(result.mapAtK[m][k - 1] ?? NaN).toFixed(5)}`).join(', ') +
+          `; gate ${gate.promoted ? 'promoted' : 'refused'}`,
       );
     }
     timings.train_s = trainSeconds;
 
     const mapK = (m: Method) => perCutoff.map((r) => r.mapAtK[m][k - 1] ?? NaN);
+    const pooled = (m: Method) => judged.flatMap((w) => perCustomer(w, m, apAtK, k));
     const map = Object.fromEntries(
-      METHODS.map((m) => [m, { mean: mean(mapK(m)), spread: spread(mapK(m)) }]),
-    ) as Record<Method, { mean: number; spread: number }>;
-    const ratios = Object.fromEntries(
-      METHODS.filter((m) => m !== 'ranker').map((m) => [m, map.ranker.mean / map[m].mean]),
+      METHODS.map((m) => [
+        m,
+        { mean: mean(mapK(m)), spread: spread(mapK(m)), se: standardError(pooled(m)) },
+      ]),
+    ) as EvalResult['map'];
+    const ranker = pooled('ranker');
+    const versus = Object.fromEntries(
+      METHODS.filter((m) => m !== 'ranker').map((m) => [
+        m,
+        {
+          ratio: map.ranker.mean / map[m].mean,
+          pooled: pairedRatio(ranker, pooled(m), {
+            confidence: recipe.gate.confidence,
+            iterations: recipe.gate.iterations,
+            seed: recipe.seed,
+          }),
+          weeksWon: perCutoff.filter(
+            (r) => (r.mapAtK.ranker[k - 1] ?? 0) > (r.mapAtK[m][k - 1] ?? 0),
+          ).length,
+        },
+      ]),
     );
     const candidateRecall = Object.fromEntries(
       ['overall', ...SOURCES].map((s) => [
@@ -377,6 +365,7 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
     return {
       dataset: opts.dataset,
       k,
+      recipe,
       cutoffs: perCutoff.map((r) => r.cutoff),
       perCutoff,
       usersScored: perCutoff.reduce((s, r) => s + r.usersScored, 0),
@@ -387,7 +376,8 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
       ndcg: Object.fromEntries(
         METHODS.map((m) => [m, mean(perCutoff.map((r) => r.ndcg[m]))]),
       ) as Record<Method, number>,
-      ratios,
+      versus,
+      promotions,
       candidateRecall,
       featureImportance: featureImportance.map(({ feature, gain }) => ({ feature, gain })),
       timings,
@@ -410,9 +400,18 @@ export function summaryLine(r: EvalResult): Record<string, unknown> {
     users_scored: r.usersScored,
     [`map${r.k}`]: per((m) => r.map[m].mean),
     [`map${r.k}_spread`]: per((m) => r.map[m].spread),
+    [`map${r.k}_se`]: per((m) => r.map[m].se),
     [`recall${r.k}`]: per((m) => r.recall[m]),
     [`ndcg${r.k}`]: per((m) => r.ndcg[m]),
-    ratio_to: Object.fromEntries(Object.entries(r.ratios).map(([m, v]) => [m, round(v, 3)])),
+    ratio_to: Object.fromEntries(Object.entries(r.versus).map(([m, v]) => [m, round(v.ratio, 3)])),
+    ratio_interval: Object.fromEntries(
+      Object.entries(r.versus).map(([m, v]) => [
+        m,
+        [round(v.pooled.ratio, 3), round(v.pooled.low, 3), round(v.pooled.high, 3)],
+      ]),
+    ),
+    weeks_won: Object.fromEntries(Object.entries(r.versus).map(([m, v]) => [m, v.weeksWon])),
+    promotions: r.promotions,
     candidate_recall: Object.fromEntries(
       Object.entries(r.candidateRecall).map(([s, v]) => [s, round(v, 4)]),
     ),
@@ -440,7 +439,7 @@ export function toReport(r: EvalResult, notes: string[] = []): EvalReport {
       map: r.map,
       recall: r.recall,
       ndcg: r.ndcg,
-      ratios: r.ratios,
+      ratios: Object.fromEntries(Object.entries(r.versus).map(([m, v]) => [m, v.ratio])),
       candidateRecall: r.candidateRecall,
       usersScored: r.usersScored,
     },

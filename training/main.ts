@@ -1,6 +1,8 @@
 /**
- * `npm run train -- --once [--weeks N] [--trials N] [--min-rounds N] [--seed N] [--validation YYYY-MM-DD]`: one
- * training cycle now (validation week from that day; default the last full week).
+ * `npm run train -- --once [--end YYYY-MM-DD]`: one training cycle by the recipe
+ * (training/recipe.ts) on the data before that day (default: all of it). Recipe overrides for
+ * experiments (`--trials N --train-weeks N --gate-weeks N --min-rounds N --no-refit --k N
+ * --seed N`) are recorded in the model's metadata.
  * `npm run trainer [-- --every-hours H]`: a cycle now and then every H hours (TRAIN_EVERY_HOURS,
  * default 24) from the start of the previous one, each on the latest full week (training/schedule.ts).
  * `kill -USR1 <pid>` runs a cycle now (or right after the running one); cycles never overlap and
@@ -17,7 +19,8 @@ import { loadConfig } from '../streams/config.ts';
 import { keySpace } from '../streams/features/keys.ts';
 import { createLogger } from '../streams/logger.ts';
 import { progress, type Progress } from '../streams/progress.ts';
-import { DEFAULT_MIN_ROUNDS, DEFAULT_TRAIN_WEEKS, runCycle, type CycleStep } from './cycle.ts';
+import { runCycle, type CycleStep } from './cycle.ts';
+import { recipeOverrides, RECIPE_FLAGS } from './recipe-cli.ts';
 import { runSchedule } from './schedule.ts';
 
 /** One progress bar at a time: a new one whenever the (stage, label) or the total changes. */
@@ -54,12 +57,9 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       once: { type: 'boolean', default: false },
-      weeks: { type: 'string', default: String(DEFAULT_TRAIN_WEEKS) },
-      'min-rounds': { type: 'string', default: String(DEFAULT_MIN_ROUNDS) },
-      trials: { type: 'string', default: '10' },
-      seed: { type: 'string', default: '42' },
+      ...RECIPE_FLAGS,
       'work-dir': { type: 'string' },
-      validation: { type: 'string' },
+      end: { type: 'string' },
       'every-hours': { type: 'string', default: process.env.TRAIN_EVERY_HOURS ?? '24' },
       'no-progress': { type: 'boolean', default: false },
     },
@@ -67,6 +67,14 @@ async function main(): Promise<void> {
   const every = Number(values['every-hours']) * 3_600_000;
   if (!values.once && !(every > 0)) {
     throw new Error(`--every-hours must be a positive number (got ${values['every-hours']})`);
+  }
+  const recipe = recipeOverrides(values);
+  let end: number | undefined;
+  if (values.end !== undefined) {
+    end = Date.parse(`${values.end}T00:00:00Z`);
+    if (!/^\d{4}-\d{2}-\d{2}$/.test(values.end) || Number.isNaN(end)) {
+      throw new Error(`--end: "${values.end}" is not a YYYY-MM-DD date`);
+    }
   }
   const config = loadConfig();
   const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, 'trainer');
@@ -82,14 +90,9 @@ async function main(): Promise<void> {
       const result = await runCycle(
         { kafka, redis, codecs, topics, keys, logger },
         {
-          trainWeeks: Number(values.weeks),
-          trials: Number(values.trials),
-          minRounds: Number(values['min-rounds']),
-          seed: Number(values.seed),
+          recipe,
           ...(values['work-dir'] === undefined ? {} : { workDir: values['work-dir'] }),
-          ...(values.validation === undefined
-            ? {}
-            : { validationCutoff: Date.parse(`${values.validation}T00:00:00Z`) }),
+          ...(end === undefined ? {} : { end }),
           onProgress: (line) => {
             if (bars && /^rows: \w+ \d+\/\d+$/.test(line)) return; // the bars count these
             if (quiet) {

@@ -86,6 +86,7 @@ import {
   type CandidateConfig,
   type Source,
 } from '../serving/candidates.ts';
+import { heuristicScores } from '../serving/ranking.ts';
 
 export const DEFAULT_LABEL_WINDOW_MS = 7 * DAY_MS;
 /** The live namespace's default; always refused as a training namespace. */
@@ -196,6 +197,8 @@ export interface Row {
   readonly sources: string;
   /** In the table's feature order; stored as float32 (NaN = missing). */
   readonly values: readonly number[];
+  /** Serving's `heuristic-v1` score of the candidate (not a feature: the baseline it is judged against). */
+  readonly heuristic?: number;
 }
 
 /** Training rows held column by column (a Float32Array per feature), growing by doubling. */
@@ -206,6 +209,7 @@ export class RowTable {
   private qids: Float64Array;
   private cutoffs: Float64Array;
   private labels: Int8Array;
+  private heuristics: Float32Array;
   private readonly customers: string[] = [];
   private readonly articles: string[] = [];
   private readonly sourceList: string[] = [];
@@ -217,6 +221,7 @@ export class RowTable {
     this.qids = new Float64Array(this.capacity);
     this.cutoffs = new Float64Array(this.capacity);
     this.labels = new Int8Array(this.capacity);
+    this.heuristics = new Float32Array(this.capacity);
     this.values = this.features.map(() => new Float32Array(this.capacity));
   }
 
@@ -229,6 +234,7 @@ export class RowTable {
     this.qids[i] = row.qid;
     this.cutoffs[i] = row.cutoff;
     this.labels[i] = row.label;
+    this.heuristics[i] = row.heuristic ?? NaN;
     this.customers.push(row.customerId);
     this.articles.push(row.articleId);
     this.sourceList.push(row.sources);
@@ -247,6 +253,7 @@ export class RowTable {
     this.qids = bigger(this.qids, () => new Float64Array(this.capacity));
     this.cutoffs = bigger(this.cutoffs, () => new Float64Array(this.capacity));
     this.labels = bigger(this.labels, () => new Int8Array(this.capacity));
+    this.heuristics = bigger(this.heuristics, () => new Float32Array(this.capacity));
     this.values = this.values.map((v) => bigger(v, () => new Float32Array(this.capacity)));
   }
 
@@ -258,6 +265,10 @@ export class RowTable {
   }
   get label(): Int8Array {
     return this.labels.subarray(0, this.length);
+  }
+  /** Serving's heuristic score per row (NaN where none was computed). */
+  get heuristic(): Float32Array {
+    return this.heuristics.subarray(0, this.length);
   }
   get customerId(): readonly string[] {
     return this.customers;
@@ -287,7 +298,8 @@ const BATCH_ROWS = 65_536;
 
 /**
  * Write rows to an Arrow IPC file (Feather v2): `qid` int64, `customer_id` utf8, `article_id` utf8,
- * `cutoff` int64 (ms), `label` int8, one float32 column per feature (NaN = missing), `sources` utf8;
+ * `cutoff` int64 (ms), `label` int8, one float32 column per feature (NaN = missing), `sources` utf8,
+ * `heuristic` float32 (serving's heuristic score, not a feature);
  * schema metadata `features` and `cutoffs` (JSON arrays), `label_window_ms`. Record batches of at
  * most 65,536 rows, streamed to a temporary file renamed into place when complete.
  */
@@ -304,6 +316,7 @@ export async function writeRows(
     new Field('label', new Int8(), false),
     ...rows.features.map((f) => new Field(f, new Float32(), false)),
     new Field('sources', new Utf8(), false),
+    new Field('heuristic', new Float32(), false),
   ];
   const metadata = new Map<string, string>([
     ['features', JSON.stringify(rows.features)],
@@ -357,6 +370,12 @@ export async function writeRows(
           makeData({ type: new Float32(), length, nullCount: 0, data: col.slice(start, end) }),
         ),
         utf8(rows.sources.slice(start, end)),
+        makeData({
+          type: new Float32(),
+          length,
+          nullCount: 0,
+          data: rows.heuristic.slice(start, end),
+        }),
       ];
       const data = makeData({ type: new Struct(fields), length, nullCount: 0, children });
       writer.write(new RecordBatch(schema, data));
@@ -445,6 +464,7 @@ class RecallCounter {
   hits = 0;
   readonly bySource: Record<Source, number> = {
     repurchase: 0,
+    siblings: 0,
     copurchase: 0,
     similar: 0,
     trending_segment: 0,
@@ -471,6 +491,7 @@ class RecallCounter {
     return {
       overall: r(this.hits),
       repurchase: r(this.bySource.repurchase),
+      siblings: r(this.bySource.siblings),
       copurchase: r(this.bySource.copurchase),
       trending_segment: r(this.bySource.trending_segment),
       trending_global: r(this.bySource.trending_global),
@@ -692,6 +713,7 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
               candidate: c,
             }),
           );
+          const heuristic = heuristicScores(set.candidates, FEATURE_NAMES, features, cutoff);
           set.candidates.forEach((c, k) => {
             const label = bought.has(c.articleId) ? 1 : 0;
             table.push({
@@ -702,6 +724,7 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
               label,
               sources: c.sources.join(','),
               values: features[k] as number[],
+              heuristic: heuristic[k] ?? NaN,
             });
             positives += label;
           });

@@ -1,15 +1,50 @@
 /**
- * Steps a training cycle and the backtest share: selecting rows by cutoff, scoring rows with an
- * ONNX model in this process, and running the Python trainer with its log lines streamed.
+ * Steps a training cycle and the backtest share: reading the purchase log, selecting rows by
+ * cutoff, scoring rows with an ONNX model in this process, and running the Python trainer with its
+ * log lines streamed.
  */
 import { spawn } from 'node:child_process';
 import * as ort from 'onnxruntime-node';
-import { RowTable } from './rows.ts';
+import { replay } from '../streams/replay.ts';
+import { PurchaseLog, type PurchaseEvent } from './baselines.ts';
+import { RowTable, type RowsDeps } from './rows.ts';
+
+/** Every purchase of the topic (customer, article, event time), each event id once. */
+export async function readPurchases(
+  deps: RowsDeps,
+  onProgress?: (read: number, total: number) => void,
+): Promise<PurchaseLog> {
+  const events: PurchaseEvent[] = [];
+  // By event id, as the processors do: a folder published twice counts once here too.
+  const seen = new Set<string>();
+  await replay({
+    kafka: deps.kafka,
+    topic: deps.topics.purchases,
+    codec: deps.codecs.purchases,
+    from: 0,
+    to: Number.MAX_SAFE_INTEGER,
+    logger: deps.logger,
+    onRecords: (records) => {
+      for (const r of records) {
+        if (seen.has(r.value.event_id)) continue;
+        seen.add(r.value.event_id);
+        events.push({
+          customer: r.value.customer_id,
+          article: r.value.article_id,
+          time: r.timestamp,
+        });
+      }
+    },
+    ...(onProgress ? { onProgress } : {}),
+  });
+  return new PurchaseLog(events);
+}
 
 /** Rows of `table` whose cutoff satisfies `keep`, as a new table (qid order kept). */
 export function filterTable(table: RowTable, keep: (cutoff: number) => boolean): RowTable {
   const out = new RowTable(table.features, Math.max(1, table.length));
   const cols = table.features.map((f) => table.feature(f));
+  const heuristic = table.heuristic;
   for (let i = 0; i < table.length; i++) {
     const cutoff = table.cutoff[i] ?? 0;
     if (!keep(cutoff)) continue;
@@ -21,6 +56,7 @@ export function filterTable(table: RowTable, keep: (cutoff: number) => boolean):
       label: (table.label[i] ?? 0) === 1 ? 1 : 0,
       sources: table.sources[i] ?? '',
       values: cols.map((c) => c[i] ?? NaN),
+      heuristic: heuristic[i] ?? NaN,
     });
   }
   return out;

@@ -1,7 +1,8 @@
 """Train the LambdaRank ranker (LightGBM), tune it with Optuna, export it to ONNX.
 
     .venv/bin/python training/train.py --rows train.arrow --valid valid.arrow --out DIR \
-        [--trials 10] [--seed 42] [--version NAME] [--num-boost-round 500] [--early-stopping 30]
+        [--trials 10] [--seed 42] [--version NAME] [--num-boost-round 500] [--early-stopping 30] \
+        [--min-rounds N] [--refit [--refit-with later.arrow ...]]
 
     .venv/bin/python training/train.py --check-parity DIR/model.onnx --meta DIR/model.json \
         --valid valid.arrow [--booster DIR/model.lgb.txt]
@@ -53,6 +54,12 @@ side, and every feature at values in and around the zero band (`parity_check_row
 absolute difference above 1e-4 refuses that trial's model ("parity check failed: ... (rows above:
 ...)"); the best trial that passes is shipped, and when none passes, no model is written.
 `--check-parity` runs the same check on an exported model.
+
+Refit (`--refit`): after the search, the chosen params and number of trees are trained again on
+the training, validation and `--refit-with` rows (the latest weeks, which the shipped model must
+know); that model is the output, and the searched one (trained before the validation week) goes to
+--out/search/ for a gate to judge on weeks it never saw. `cutoffs.refit` in model.json lists the
+extra weeks.
 
 Output in --out: model.onnx, model.lgb.txt (the booster, best iteration only), model.json (read by
 serving/model/metadata.ts; see `build_meta`), and one JSON summary line on stdout. Progress goes
@@ -1110,25 +1117,35 @@ def _fail_mlflow_run(run: MlflowRun) -> None:
         pass
 
 
-def refit(tr: RankData, va: RankData, trained: Trained) -> Trained:
-    """Retrain with the chosen params and rounds on the training and validation weeks together.
+def refit(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Trained) -> Trained:
+    """Retrain with the chosen params and rounds on the training, validation and `extra` weeks.
 
-    The validation week is the most recent one: for fashion, the most informative. Its MAP is then
-    no longer a held-out measure, so `valid_map` keeps the searched model's (measured before).
+    The latest weeks are, for fashion, the most informative: the shipped model must know them. The
+    searched model's `valid_map` is kept (measured before, on the held-out validation week).
+    Queries without a positive carry no LambdaRank gradient and are left out, as in training.
     """
     import lightgbm as lgb
 
-    vp = va.subset_queries(va.positives_per_query() > 0)
+    parts = [tr] + [d.subset_queries(d.positives_per_query() > 0) for d in (va, *extra)]
     both = lgb.Dataset(
-        np.concatenate([tr.x, vp.x]),
-        np.concatenate([tr.y, vp.y]),
-        group=np.concatenate([np.diff(tr.bounds), np.diff(vp.bounds)]),
+        np.concatenate([d.x for d in parts]),
+        np.concatenate([d.y for d in parts]),
+        group=np.concatenate([np.diff(d.bounds) for d in parts]),
         params={"feature_pre_filter": False, "verbose": -1},
     )
     booster = lgb.train(trained.params, both, num_boost_round=trained.best_iteration)
-    log(f"refit on {tr.queries} + {vp.queries} queries, {trained.best_iteration} rounds")
+    log(f"refit on {' + '.join(str(d.queries) for d in parts)} queries, "
+        f"{trained.best_iteration} rounds")
     return Trained(booster, trained.params, trained.best_iteration, trained.valid_map, trained.trials,
-                   refit=True)
+                   refit=True, trial=trained.trial, started=trained.started, seconds=trained.seconds)
+
+
+def export_checked(trained: Trained, n_features: int, version: str, x: np.ndarray) -> tuple[
+        bytes, str, str, Any]:
+    """ONNX bytes, input and output names and the parity check of a booster; TrainError if off."""
+    onnx_bytes, input_name, output_name = export_onnx(trained.booster, n_features, version)
+    check = parity(onnx_bytes, input_name, output_name, trained.booster, x)
+    return onnx_bytes, input_name, output_name, check
 
 
 def random_map(va: RankData, seed: int) -> float:
@@ -1173,16 +1190,19 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     version = args.version or f"lgbm-{created.strftime('%Y%m%d%H%M%S')}-{digest[:8]}"
     # The best trial whose ONNX export passes the parity check: a model that fails it is never
     # shipped, but one failing trial does not throw the search away.
+    extra = [read_rows(path, features) for path in args.refit_with]
     failures: list[str] = []
-    for n, trained in enumerate(ranked):
+    for n, searched in enumerate(ranked):
         # The kept booster (cut at its best iteration) scores exactly as in its trial;
         # re-measured so the reported number is the shipped model's.
-        trained.valid_map = map_at_k(trained.booster.predict(va.x), va.y, va.bounds, va.items)[0]
-        if args.refit:
-            trained = refit(tr, va, trained)
-        onnx_bytes, input_name, output_name = export_onnx(trained.booster, len(features), version)
+        searched.valid_map = map_at_k(searched.booster.predict(va.x), va.y, va.bounds, va.items)[0]
         try:
-            check = parity(onnx_bytes, input_name, output_name, trained.booster, va.x)
+            search_export = export_checked(searched, len(features), f"{version}-search", va.x)
+            trained = refit(tr, va, extra, searched) if args.refit else searched
+            onnx_bytes, input_name, output_name, check = (
+                export_checked(trained, len(features), version, va.x) if args.refit
+                else search_export
+            )
         except TrainError as err:
             failures.append(str(err))
             log(f"candidate {n + 1}/{len(ranked)} refused: {err}")
@@ -1215,6 +1235,8 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         early_stopping=args.early_stopping,
         valid_map_random=random_map(va, args.seed),
     )
+    if args.refit:
+        meta["cutoffs"]["refit"] = sorted({c for d in extra for c in d.cutoffs})
     # Tracking: the run is created and logged before the files are written, so model.json can
     # link it (or say tracking: null when the server failed); the files are uploaded after.
     run = start_mlflow_run(version=version, digest=digest, started=created)
@@ -1232,6 +1254,23 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     write_atomic(out / "model.onnx", onnx_bytes)
     write_atomic(out / "model.lgb.txt", trained.booster.model_to_string().encode())
     write_atomic(out / "model.json", (json.dumps(meta, indent=2) + "\n").encode())
+    if args.refit:
+        # The searched model (trained before the validation week): what a gate judges on weeks
+        # that neither it nor its early stopping saw.
+        s_bytes, s_in, s_out, s_check = search_export
+        s_meta = build_meta(
+            version=f"{version}-search", created=created, features=features, trained=searched,
+            onnx_bytes=s_bytes, input_name=s_in, output_name=s_out, tr=tr, va=va,
+            dropped=dropped, digest=digest, parity_diff=s_check.max_abs_diff,
+            parity_rows=s_check.rows, parity_sets=s_check.row_sets,
+            num_boost_round=args.num_boost_round, early_stopping=args.early_stopping,
+            valid_map_random=meta["metrics"]["valid_map12_random"],
+        )
+        search_dir = out / "search"
+        search_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(search_dir / "model.onnx", s_bytes)
+        write_atomic(search_dir / "model.lgb.txt", searched.booster.model_to_string().encode())
+        write_atomic(search_dir / "model.json", (json.dumps(s_meta, indent=2) + "\n").encode())
     if run is not None:
         finish_mlflow_run(run, out)
     return {
@@ -1311,7 +1350,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--min-rounds", type=int, default=0,
                    help="keep at least this many trees when early stopping stops sooner")
     p.add_argument("--refit", action="store_true",
-                   help="after the search, retrain on training + validation rows (backtests)")
+                   help="after the search, retrain on training + validation (+ --refit-with) rows; "
+                        "the searched model goes to OUT/search")
+    p.add_argument("--refit-with", type=Path, action="append", default=[], metavar="ROWS",
+                   help="more rows (later weeks) the refit also trains on; repeatable")
     p.add_argument("--check-parity", type=Path, metavar="MODEL_ONNX",
                    help="re-run the parity check of an exported model instead of training")
     p.add_argument("--meta", type=Path, help="model.json for --check-parity (default: beside it)")
@@ -1327,6 +1369,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             p.error(f"missing {', '.join(missing)}")
         if args.trials < 1 or args.num_boost_round < 1 or args.early_stopping < 1:
             p.error("--trials, --num-boost-round and --early-stopping must be >= 1")
+        if args.refit_with and not args.refit:
+            p.error("--refit-with needs --refit")
     return args
 
 

@@ -11,19 +11,27 @@ Co-purchase partners of an event are the customer's other purchases within +-win
 applied before it (lower offset), nearest in time first, at most `fanout`. They are recomputed the
 same way on a redelivery, because the window members carry their offsets.
 
-KEYS: 1 seen, 2 stats, 3 recent, 4 window, 5 bought, 6 affinity
-ARGV: 1 epoch ms, 2 affinity rate (per ms), 3 recent cap, 4 window ms, 5 fan-out, 6 events,
-      then per event 8 fields: event_id, article_id, t, price, qty, channel, position
-      (`<partition>:<offset>`), categories (affinity fields joined by \31, may be empty)
+Items: hash `items` keeps, per article (`a:<id>`) and per product code (`p:<code>`, the article id
+when the article has none), `n|last|L`: events, latest event time, log-space decayed count at the
+items rate. Counting, max and log-add commute, so the order of events does not matter.
+
+KEYS: 1 seen, 2 stats, 3 recent, 4 window, 5 bought, 6 affinity, 7 items
+ARGV: 1 epoch ms, 2 affinity rate (per ms), 3 recent cap, 4 window ms, 5 fan-out, 6 items rate,
+      7 events, then per event 9 fields: event_id, article_id, t, price, qty, channel, position
+      (`<partition>:<offset>`), categories (affinity fields joined by \31, may be empty),
+      product code (may be empty)
 Returns per event {status, partners} with partners as `article\31t` joined by \30.
 ]]
-local seen, stats, recent, win, bought, aff = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local seen, stats, recent, win, bought, aff, items = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
+  KEYS[7]
 local epoch = tonumber(ARGV[1])
 local lambda = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local window = tonumber(ARGV[4])
 local fanout = tonumber(ARGV[5])
-local n = tonumber(ARGV[6])
+local irate = tonumber(ARGV[6])
+local n = tonumber(ARGV[7])
+local FIRST, WIDTH = 8, 9 -- ARGV index of the first event, fields per event
 
 local function fmt(x) return string.format('%.17g', x) end
 local function logadd(a, b)
@@ -68,15 +76,28 @@ for i, name in ipairs(names) do s[name] = tonumber(cur[i]) end
 local counts = {} -- increments of integer fields (channel mix)
 local changed = false
 
--- One read for every guard entry and every affinity field this batch touches.
-local ids, wanted, affs = {}, {}, {}
+-- Item fields of an event: its article and its product (the article when it has no product code).
+local function item_fields(article, product)
+  if product == '' then product = article end
+  return 'a:' .. article, 'p:' .. product
+end
+
+-- One read for every guard entry, affinity field and item field this batch touches.
+local ids, wanted, affs, item_names, item_wanted = {}, {}, {}, {}, {}
 for i = 0, n - 1 do
-  local b = 7 + i * 8
+  local b = FIRST + i * WIDTH
   ids[#ids + 1] = ARGV[b]
   for field in string.gmatch(ARGV[b + 7], '([^\31]+)') do
     if wanted[field] == nil then
       wanted[field] = true
       affs[#affs + 1] = field
+    end
+  end
+  local fa, fp = item_fields(ARGV[b + 1], ARGV[b + 8])
+  for _, field in ipairs({ fa, fp }) do
+    if item_wanted[field] == nil then
+      item_wanted[field] = true
+      item_names[#item_names + 1] = field
     end
   end
 end
@@ -86,11 +107,21 @@ local aff_cur = redis.call('HMGET', aff, unpack(affs))
 local aff_val = {} -- field -> log-space sum (nil when empty)
 for i, field in ipairs(affs) do aff_val[field] = tonumber(aff_cur[i]) end
 local aff_touched = {}
+local item_cur = redis.call('HMGET', items, unpack(item_names))
+local item_val = {} -- field -> { n, last, L }
+for i, field in ipairs(item_names) do
+  local v = item_cur[i]
+  if v then
+    local cn, cl, cL = string.match(v, '^([^|]*)|([^|]*)|(.*)$')
+    item_val[field] = { tonumber(cn), tonumber(cl), tonumber(cL) }
+  end
+end
+local item_touched = {}
 local applied_now = {}
 
 local result = {}
 for i = 0, n - 1 do
-  local b = 7 + i * 8
+  local b = FIRST + i * WIDTH
   local e, article = ARGV[b], ARGV[b + 1]
   local t, price, qty, channel = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), ARGV[b + 5]
   local position, cats = ARGV[b + 6], ARGV[b + 7]
@@ -120,6 +151,17 @@ for i = 0, n - 1 do
       aff_val[field] = logadd(aff_val[field], x)
       aff_touched[field] = true
     end
+    local ix = irate * (t - epoch)
+    local fa, fp = item_fields(article, ARGV[b + 8])
+    for _, field in ipairs({ fa, fp }) do
+      local v = item_val[field]
+      if v == nil then
+        item_val[field] = { 1, t, ix }
+      else
+        item_val[field] = { v[1] + 1, math.max(v[2], t), logadd(v[3], ix) }
+      end
+      item_touched[field] = true
+    end
 
     local plist = partners_of(t, o, article)
     redis.call('ZADD', win, t, o .. '|' .. e .. '|' .. article)
@@ -139,6 +181,13 @@ if changed then
     flat[#flat + 1] = fmt(aff_val[field])
   end
   if #flat > 0 then redis.call('HSET', aff, unpack(flat)) end
+  local iflat = {}
+  for field in pairs(item_touched) do
+    local v = item_val[field]
+    iflat[#iflat + 1] = field
+    iflat[#iflat + 1] = v[1] .. '|' .. fmt(v[2]) .. '|' .. fmt(v[3])
+  end
+  if #iflat > 0 then redis.call('HSET', items, unpack(iflat)) end
   redis.call('ZREMRANGEBYRANK', recent, 0, -(cap + 1))
   -- keep what a purchase late by up to one window can still pair with
   redis.call('ZREMRANGEBYSCORE', win, '-inf', '(' .. fmt(s.last - 2 * window))

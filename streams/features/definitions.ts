@@ -5,8 +5,14 @@
  * have computed at that instant. Missing values are NaN (LightGBM's and ONNX's "missing").
  */
 import { decayedValue } from './decay.ts';
-import { AFFINITY_HALF_LIFE, COPURCHASE_HALF_LIFE, HALF_LIVES, type HalfLife } from './keys.ts';
-import type { ArticleState, CustomerState } from './state.ts';
+import {
+  AFFINITY_HALF_LIFE,
+  COPURCHASE_HALF_LIFE,
+  HALF_LIVES,
+  ITEM_HALF_LIFE,
+  type HalfLife,
+} from './keys.ts';
+import { productKey, type ArticleState, type CustomerState, type ItemStat } from './state.ts';
 import { EMBEDDING_FEATURES } from './embedding-state.ts';
 
 /** What candidate generation found about a candidate (serving/candidates.ts `Candidate`). */
@@ -16,6 +22,8 @@ export interface CandidateEvidence {
   readonly copurchase: { readonly logScore: number } | null;
   /** Segment score in [0, 1]. */
   readonly segment: { readonly score: number } | null;
+  /** Position (0 = first) of the article in the ordering of each source that proposed it. */
+  readonly ranks: Readonly<Partial<Record<string, number>>>;
 }
 
 export interface FeatureContext {
@@ -84,6 +92,48 @@ const affinity = (prefix: string, metaField: string): FeatureDefinition => ({
   },
 });
 
+/** The customer's purchases of the candidate article (`a`) or of its product code (`p`). */
+function itemOf(ctx: FeatureContext, level: 'a' | 'p'): ItemStat | undefined {
+  return level === 'a'
+    ? ctx.customer.items.get(ctx.article.articleId)
+    : ctx.customer.products.get(productKey(ctx.article));
+}
+
+/** Purchase count, days since the latest, and time-weighted count of an article or product. */
+const itemFeatures = (level: 'a' | 'p'): FeatureDefinition[] => {
+  const name = level === 'a' ? 'item' : 'prod';
+  const what = level === 'a' ? 'a:<article>' : 'p:<product code>';
+  return [
+    {
+      name: `p_${name}_n`,
+      scope: 'pair',
+      writes: `customer.lua: {u}:items ${what} (n)`,
+      read: (ctx) => itemOf(ctx, level)?.n ?? 0,
+    },
+    {
+      name: `p_${name}_days_since_last`,
+      scope: 'pair',
+      writes: `customer.lua: {u}:items ${what} (last)`,
+      read: (ctx) => since(itemOf(ctx, level)?.last ?? null, ctx.now),
+    },
+    {
+      name: `p_${name}_weighted`,
+      scope: 'pair',
+      writes: `customer.lua: {u}:items ${what} (log-space count, ${ITEM_HALF_LIFE} half-life)`,
+      read: (ctx) =>
+        decayedValue(itemOf(ctx, level)?.logCount ?? null, ctx.now, HALF_LIVES[ITEM_HALF_LIFE]),
+    },
+  ];
+};
+
+/** Rank of the candidate within one source's ordering (NaN when the source did not propose it). */
+const sourceRank = (source: string): FeatureDefinition => ({
+  name: `s_rank_${source}`,
+  scope: 'pair',
+  writes: `candidate generation: position in the ${source} source`,
+  read: ({ candidate }) => candidate?.ranks[source] ?? NaN,
+});
+
 export const FEATURES: readonly FeatureDefinition[] = [
   // customer
   {
@@ -127,6 +177,12 @@ export const FEATURES: readonly FeatureDefinition[] = [
     scope: 'customer',
     writes: 'customer.lua: {u}:stats ch:<id>',
     read: ({ customer }) => ratio(customer.channels['2'] ?? 0, customer.n),
+  },
+  {
+    name: 'c_articles',
+    scope: 'customer',
+    writes: 'customer.lua: {u}:items a:<article> (distinct articles bought)',
+    read: ({ customer }) => customer.items.size,
   },
   {
     name: 'c_age',
@@ -223,6 +279,19 @@ export const FEATURES: readonly FeatureDefinition[] = [
     writes: 'candidate generation: how many sources proposed the article',
     read: ({ candidate }) => (candidate === undefined ? NaN : candidate.sources.length),
   },
+  ...itemFeatures('a'),
+  ...itemFeatures('p'),
+  {
+    name: 'p_prod_other_n',
+    scope: 'pair',
+    writes: 'customer.lua: {u}:items (purchases of the product code minus those of the article)',
+    read: (ctx) => (itemOf(ctx, 'p')?.n ?? 0) - (itemOf(ctx, 'a')?.n ?? 0),
+  },
+  sourceRank('repurchase'),
+  sourceRank('siblings'),
+  sourceRank('copurchase'),
+  sourceRank('trending_segment'),
+  sourceRank('trending_global'),
   affinity('pg', 'product_group_name'),
   affinity('pt', 'product_type_no'),
   affinity('col', 'colour_group_code'),

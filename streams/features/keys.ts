@@ -24,6 +24,14 @@ export const SEGMENT_HALF_LIFE: HalfLife = '7d';
 export const AFFINITY_HALF_LIFE: HalfLife = '30d';
 /** Co-purchase decay half-life. */
 export const COPURCHASE_HALF_LIFE: HalfLife = '30d';
+/** Half-life of the customer's time-weighted purchase counts per article and product code. */
+export const ITEM_HALF_LIFE: HalfLife = '30d';
+
+/**
+ * Product codes usable in a key (`{p:<code>}`): an article record's `product_code` that does not
+ * match is ignored (no product-level features or siblings for it).
+ */
+export const PRODUCT_CODE_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 
 /** Segment kinds for trending. */
 export type SegmentKind = 'age_index' | 'channel';
@@ -41,6 +49,12 @@ export interface CustomerKeys {
   readonly bought: string;
   /** hash `<kind>:<value>` -> log-space decayed count, plus `_total` */
   readonly affinity: string;
+  /**
+   * hash `a:<article>` and `p:<product code>` -> `n|last|L`: purchase events, latest event time
+   * and the log-space decayed count (ITEM_HALF_LIFE) of the customer's purchases of that article /
+   * of any article of that product (the article id stands in for a missing product code)
+   */
+  readonly items: string;
   /** hash of the customer record (from the customers topic) */
   readonly meta: string;
 }
@@ -56,6 +70,11 @@ export interface ArticleKeys {
   readonly meta: string;
   /** hash `a:<partition>` / `c:<partition>` -> highest offset applied by article / co-purchase script */
   readonly offsets: string;
+}
+
+export interface ProductKeys {
+  /** zset article -> first sale time (ms): the product's articles that have sold */
+  readonly sold: string;
 }
 
 export interface TrendingKeys {
@@ -81,6 +100,8 @@ export interface KeySpace {
   readonly models: ModelKeys;
   customer(customerId: string): CustomerKeys;
   article(articleId: string): ArticleKeys;
+  /** Keys of a product code (see PRODUCT_CODE_PATTERN). */
+  product(code: string): ProductKeys;
   readonly trending: TrendingKeys;
   /** Pattern matching every key of this namespace (for SCAN). */
   readonly pattern: string;
@@ -107,8 +128,12 @@ export function keySpace(ns = 'rec'): KeySpace {
         window: `${p}:win`,
         bought: `${p}:bought`,
         affinity: `${p}:aff`,
+        items: `${p}:items`,
         meta: `${p}:meta`,
       };
+    },
+    product(code) {
+      return { sold: `${ns}:{p:${code}}:sold` };
     },
     article(a) {
       const p = `${ns}:{a:${a}}`;

@@ -8,6 +8,7 @@ import {
   COPURCHASE_HALF_LIFE,
   HALF_LIVES,
   POPULARITY_HALF_LIVES,
+  PRODUCT_CODE_PATTERN,
   type HalfLife,
   type KeySpace,
   type SegmentKind,
@@ -20,6 +21,16 @@ export interface RecentPurchase {
   price: number;
   channel: number;
   quantity: number;
+}
+
+/** A customer's purchases of one article or product code (customer.lua `items`). */
+export interface ItemStat {
+  /** Purchase events. */
+  readonly n: number;
+  /** Latest event time (ms). */
+  readonly last: number;
+  /** Log-space decayed count (ITEM_HALF_LIFE, see decay.ts). */
+  readonly logCount: number;
 }
 
 export interface CustomerState {
@@ -39,6 +50,10 @@ export interface CustomerState {
   bought: Record<string, number>;
   /** Log-space decayed counts per `<kind>:<value>`, and `_total`. */
   affinity: Record<string, number>;
+  /** Purchases per article id. */
+  items: Map<string, ItemStat>;
+  /** Purchases per product code (the article id for articles without one). */
+  products: Map<string, ItemStat>;
   meta: Record<string, string>;
 }
 
@@ -93,6 +108,28 @@ function parseRecent(members: string[]): RecentPurchase[] {
   });
 }
 
+/** Parse the `items` hash (`a:<article>` / `p:<product>` -> `n|last|L`). */
+export function parseItems(h: Hash): {
+  items: Map<string, ItemStat>;
+  products: Map<string, ItemStat>;
+} {
+  const items = new Map<string, ItemStat>();
+  const products = new Map<string, ItemStat>();
+  for (const [field, value] of Object.entries(h)) {
+    const [n = '0', last = '0', logCount = '-Infinity'] = value.split('|');
+    const stat = { n: Number(n), last: Number(last), logCount: Number(logCount) };
+    if (field.startsWith('a:')) items.set(field.slice(2), stat);
+    else if (field.startsWith('p:')) products.set(field.slice(2), stat);
+  }
+  return { items, products };
+}
+
+/** The product key of an article: its usable product code, else its own id (as customer.lua). */
+export function productKey(article: { articleId: string; meta: Record<string, string> }): string {
+  const code = article.meta.product_code;
+  return code !== undefined && PRODUCT_CODE_PATTERN.test(code) ? code : article.articleId;
+}
+
 /** Read customers' state; unknown customers come back with zero counts and empty lists. */
 export async function readCustomers(
   redis: Redis,
@@ -106,11 +143,13 @@ export async function readCustomers(
     pipe.zrevrange(k.recent, 0, -1);
     pipe.hgetall(k.bought);
     pipe.hgetall(k.affinity);
+    pipe.hgetall(k.items);
     pipe.hgetall(k.meta);
   }
   const v = pipelineValues(await pipe.exec());
+  const W = 6; // replies per customer
   return ids.map((customerId, i) => {
-    const stats = v[i * 5] as Hash;
+    const stats = v[i * W] as Hash;
     const channels: Record<string, number> = {};
     for (const [f, val] of Object.entries(stats)) {
       if (f.startsWith('ch:')) channels[f.slice(3)] = Number(val);
@@ -126,10 +165,11 @@ export async function readCustomers(
       first: opt(stats.first),
       last: opt(stats.last),
       channels,
-      recent: parseRecent(v[i * 5 + 1] as string[]),
-      bought: toNumbers(v[i * 5 + 2] as Hash),
-      affinity: toNumbers(v[i * 5 + 3] as Hash),
-      meta: v[i * 5 + 4] as Hash,
+      recent: parseRecent(v[i * W + 1] as string[]),
+      bought: toNumbers(v[i * W + 2] as Hash),
+      affinity: toNumbers(v[i * W + 3] as Hash),
+      ...parseItems(v[i * W + 4] as Hash),
+      meta: v[i * W + 5] as Hash,
     };
   });
 }

@@ -34,7 +34,11 @@ describe('backtest with a planted signal', () => {
     const { codecs } = await bootstrap(ctx);
     result = await runEval(
       { kafka: ctx.kafka, redis, codecs, topics: ctx.topics, logger: ctx.logger },
-      { dataset: 'planted', cutoffs: 2, trainWeeks: 2, trials: 1, minRounds: 50 },
+      {
+        dataset: 'planted',
+        cutoffs: 2,
+        recipe: { trainWeeks: 2, gateWeeks: 1, trials: 1, minRounds: 50 },
+      },
     );
   }, 240_000);
 
@@ -44,21 +48,40 @@ describe('backtest with a planted signal', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('evaluates the last two weeks, training only on weeks before each', () => {
+  it('evaluates the last two weeks, each with the cycle production would run before it', () => {
     // 49 days from 2020-06-01: last day 2020-07-19, last cutoff 2020-07-13.
     expect(result.cutoffs).toEqual(['2020-07-06', '2020-07-13']);
     const [first, second] = result.perCutoff;
-    expect(first?.validationCutoff).toBe('2020-06-29');
-    expect(first?.trainCutoffs).toEqual(['2020-06-15', '2020-06-22']);
-    expect(second?.trainCutoffs).toEqual(['2020-06-22', '2020-06-29']);
+    expect(first?.weeks).toEqual({
+      train: ['2020-06-08', '2020-06-15'],
+      validation: '2020-06-22',
+      gate: ['2020-06-29'],
+    });
+    expect(second?.weeks).toEqual({
+      train: ['2020-06-15', '2020-06-22'],
+      validation: '2020-06-29',
+      gate: ['2020-07-06'],
+    });
     expect(result.usersScored).toBeGreaterThan(150);
+    // The planted signal passes the gate; what was served is the promoted model.
+    expect(result.promotions).toBe(2);
+    expect(result.perCutoff.map((c) => c.served)).toEqual(
+      result.perCutoff.map((c) => c.model.version),
+    );
   });
 
   it('the ranker beats the popularity baselines because the signal is planted', () => {
     const map = result.map;
     expect(map.ranker.mean).toBeGreaterThan(2 * map.popular.mean);
     expect(map.ranker.mean).toBeGreaterThan(2 * map.repurchase_popular.mean);
-    expect(result.ratios.popular).toBeGreaterThan(2);
+    expect(result.versus.popular?.ratio).toBeGreaterThan(2);
+    // The pooled interval of the ratio brackets the pooled point estimate and is above 1.
+    const vs = result.versus.repurchase_popular;
+    expect(vs?.pooled.low).toBeGreaterThan(1);
+    expect(vs?.pooled.low).toBeLessThanOrEqual(vs?.pooled.ratio ?? 0);
+    expect(vs?.pooled.high).toBeGreaterThanOrEqual(vs?.pooled.ratio ?? Infinity);
+    expect(vs?.weeksWon).toBe(2);
+    expect(result.map.ranker.se).toBeGreaterThan(0);
     expect(result.candidateRecall.overall).toBeGreaterThan(0.5);
     for (const c of result.perCutoff) {
       for (const m of METHODS) {
@@ -72,7 +95,7 @@ describe('backtest with a planted signal', () => {
   it('prints every figure in the summary line and writes the report with plots', async () => {
     const line = summaryLine(result);
     const json = JSON.parse(JSON.stringify(line)) as Record<string, Record<string, number>>;
-    for (const key of ['map12', 'map12_spread', 'recall12', 'ndcg12']) {
+    for (const key of ['map12', 'map12_spread', 'map12_se', 'recall12', 'ndcg12']) {
       expect(Object.keys(json[key] ?? {}).sort()).toEqual([...METHODS].sort());
     }
     expect(json.candidate_recall?.overall).toBeGreaterThan(0.5);

@@ -2,9 +2,9 @@
  * Training end to end on the real stack: a generated H&M-layout folder with a planted signal
  * (test/fixtures/planted.ts: hidden customer groups buying new articles of their group's
  * categories) is loaded into Kafka and processed into a fresh namespace; one training cycle
- * (replay -> rows -> LightGBM + a 2-trial Optuna search -> ONNX -> parity -> gate) must beat the
- * popularity baselines on the validation week and be promoted, and the API on that namespace then
- * answers with the new model. Also: the "too little data" errors of a cycle.
+ * (replay -> rows -> LightGBM + a 2-trial Optuna search -> ONNX -> parity -> the gate on held-out
+ * weeks -> refit) must beat the baselines with confidence and be promoted, and the API on that
+ * namespace then answers with the new model. Also: the "too little data" errors of a cycle.
  */
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { keySpace } from '../../streams/features/keys.ts';
 import { deleteNamespace } from '../../streams/features/state.ts';
 import { runLoad, type LoadReport } from '../../streams/loader/run.ts';
-import { activeVersion, listModels } from '../../serving/model/registry.ts';
+import { activeVersion, listModels, readModel } from '../../serving/model/registry.ts';
 import { startServing } from '../../serving/server.ts';
 import {
   runCycle,
@@ -34,8 +34,13 @@ interface RecResponse {
   cold_start: boolean;
 }
 
-const VALIDATION = Date.UTC(2020, 6, 6); // 6 weeks of purchases from 2020-06-01: the last full week
-const TRAIN = [Date.UTC(2020, 5, 22), Date.UTC(2020, 5, 29)];
+// 6 weeks of purchases from 2020-06-01 to 2020-07-12: the cycle ends on 2020-07-13.
+const END = Date.UTC(2020, 6, 13);
+const GATE = [Date.UTC(2020, 5, 29), Date.UTC(2020, 6, 6)];
+const VALIDATION = Date.UTC(2020, 5, 22);
+const TRAIN = [Date.UTC(2020, 5, 8), Date.UTC(2020, 5, 15)];
+/** A small recipe for six weeks of data: two training weeks, two gate weeks, two trials. */
+const SMALL = { trainWeeks: 2, gateWeeks: 2, trials: 2, seed: 42 };
 
 describe('training end to end: load, process, train, promote, serve', () => {
   const ctx = stackContext('training-e2e');
@@ -83,30 +88,35 @@ describe('training end to end: load, process, train, promote, serve', () => {
     expect(planted.inGroupShare).toBeGreaterThan(0.85);
     const t0 = performance.now();
     result = await runCycle(deps, {
-      trainWeeks: 2,
-      trials: 2,
-      seed: 42,
+      recipe: SMALL,
       onProgress: (l) => lines.push(l),
       onStep: (s) => steps.push(s),
     });
     cycleMs = performance.now() - t0;
     console.info(
       `training e2e: cycle ${(cycleMs / 1000).toFixed(1)} s (rows ${(result.timings.rowsMs / 1000).toFixed(1)} s, ` +
-        `train ${(result.timings.trainMs / 1000).toFixed(1)} s); MAP@12 ${JSON.stringify(result.map12)}; ` +
+        `train ${(result.timings.trainMs / 1000).toFixed(1)} s); gate ${JSON.stringify(result.gate.map)}; ` +
         `recall ${JSON.stringify(result.candidateRecall)}; rows ${JSON.stringify(result.rows)}`,
     );
 
-    expect(result.cutoffs).toEqual({ train: TRAIN, validation: VALIDATION });
-    expect(result.rows.validationQueries).toBeGreaterThan(100);
-    // The label week is (mostly) among the candidates.
+    expect(result.weeks).toEqual({ end: END, train: TRAIN, validation: VALIDATION, gate: GATE });
+    expect(result.rows.gateQueries).toBeGreaterThan(150);
+    // The label weeks are (mostly) among the candidates.
     expect(result.candidateRecall.overall).toBeGreaterThan(0.8);
-    const { ranker, popular, repurchase_popular: repurchase } = result.map12;
-    expect(ranker).toBeGreaterThan(0.2);
-    expect(ranker).toBeGreaterThan(2 * popular!);
-    expect(ranker).toBeGreaterThan(2 * repurchase!);
-    expect(result.map12.active).toBeUndefined(); // a fresh namespace: nothing to compare with
+    const { gate } = result;
+    expect(gate.weeks).toEqual(['2020-06-29', '2020-07-06']);
+    expect(gate.units).toBeGreaterThan(150);
+    const map = (m: string) => gate.map[m]?.mean ?? NaN;
+    expect(map('candidate')).toBeGreaterThan(0.2);
+    expect(map('candidate')).toBeGreaterThan(2 * map('popular'));
+    expect(map('candidate')).toBeGreaterThan(2 * map('repurchase_popular'));
+    // The decision rests on the interval against the best baseline, which is above 1.
+    expect(gate.vs[gate.bestBaseline]?.low).toBeGreaterThan(1);
+    expect(gate.active).toBeNull(); // a fresh namespace: nothing to compare with
     expect(result.promoted).toBe(true);
-    expect(result.reason).toMatch(/> best baseline/);
+    expect(result.reason).toMatch(
+      /^MAP@12 \d+\.\d\dx \[\d+\.\d\d, \d+\.\d\d\] of the best baseline/,
+    );
 
     // Registered and active in the namespace's registry.
     expect(await activeVersion(redis, keys)).toBe(result.version);
@@ -120,6 +130,8 @@ describe('training end to end: load, process, train, promote, serve', () => {
     expect(trials).toEqual(['0/2', '1/2', '2/2']);
     const rowsDone = steps.filter((s) => s.stage === 'rows' && s.done === s.total);
     expect(rowsDone.map((s) => s.label)).toEqual([
+      'customers at 2020-06-08',
+      'customers at 2020-06-15',
       'customers at 2020-06-22',
       'customers at 2020-06-29',
       'customers at 2020-07-06',
@@ -166,25 +178,23 @@ describe('training end to end: load, process, train, promote, serve', () => {
     }
   });
 
-  it('refuses a validation week without a full week of purchases after it (too little data)', async () => {
-    const at = async (day: string) =>
-      runCycle(deps, {
-        trainWeeks: 2,
-        trials: 2,
-        validationCutoff: Date.parse(`${day}T00:00:00Z`),
-      });
-    // Purchases end on 2020-07-12: from 2020-07-10 there are 3 days, from 2020-08-01 none.
-    await expect(at('2020-07-10')).rejects.toThrow(
-      /^too little data: no full week of purchases after the validation cutoff 2020-07-10T00:00:00\.000Z$/,
+  it('records the recipe and the gate evidence with the model', async () => {
+    const entry = await readModel(redis, keys, result.version);
+    const meta = entry?.meta as Record<string, unknown> | undefined;
+    expect(meta?.recipe).toMatchObject({ ...SMALL, refit: true });
+    expect(meta?.gate).toMatchObject({ promoted: true, weeks: ['2020-06-29', '2020-07-06'] });
+    // The shipped model was refit on every week: its cutoffs reach the last gate week.
+    expect((meta?.cutoffs as { refit?: number[] }).refit).toEqual(GATE);
+  });
+
+  it('refuses a cycle without enough weeks of data (too little data)', async () => {
+    // The end after the data: its last weeks hold no purchases.
+    await expect(runCycle(deps, { recipe: SMALL, end: Date.UTC(2020, 7, 1) })).rejects.toThrow(
+      /^too little data: the cycle ends 2020-08-01, after the last purchase/,
     );
-    await expect(at('2020-08-01')).rejects.toThrow(
-      /^too little data: no full week of purchases after the validation cutoff 2020-08-01/,
-    );
-    // 12 training weeks before 2020-07-06 start in April; purchases start on 2020-06-01.
-    await expect(
-      runCycle(deps, { trainWeeks: 12, trials: 1, validationCutoff: VALIDATION }),
-    ).rejects.toThrow(
-      /^too little data for 12 training weeks before 2020-07-06: .*use fewer --weeks$/,
+    // Five gate weeks and an early-stopping week leave no training week in six weeks of data.
+    await expect(runCycle(deps, { recipe: { ...SMALL, gateWeeks: 5 } })).rejects.toThrow(
+      /^too little data: purchases from 2020-06-01 to 2020-07-13 leave no training week/,
     );
     // Nothing was registered by the refused cycles.
     expect((await listModels(redis, keys)).map((m) => m.version)).toEqual([result.version]);

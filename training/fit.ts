@@ -1,0 +1,232 @@
+/**
+ * One model by the recipe (training/recipe.ts), trained and judged: the rows of a cycle's weeks go
+ * to training/train.py (Optuna search with early stopping on the validation week, then a refit on
+ * every week), and the searched model is judged on the gate weeks, which it never saw, against the
+ * baselines and the active model, customer-weeks pooled, with paired bootstrap intervals. The
+ * production cycle (cycle.ts) and the backtest (eval.ts) both call `fitAndGate`.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { FEATURE_NAMES } from '../streams/features/definitions.ts';
+import { loadModel, type LoadedModel, type ModelMeta } from '../serving/model/metadata.ts';
+import type { PurchaseLog } from './baselines.ts';
+import { BASELINES, addRanked, labelWeek, pooledAp, type Week } from './judge.ts';
+import { WEEK_MS, type CycleWeeks, type Recipe } from './recipe.ts';
+import { writeRows, type RowTable } from './rows.ts';
+import { mean, pairedRatio, standardError, type RatioInterval, formatRatio } from './stats.ts';
+import { filterTable, runPython, scoreOnnx } from './steps.ts';
+
+/** What the gate saw and decided; stored with the model (`gate` in its metadata). */
+export interface GateResult {
+  readonly promoted: boolean;
+  readonly reason: string;
+  /** Gate weeks (cutoff days) and customer-weeks judged. */
+  readonly weeks: string[];
+  readonly units: number;
+  /** Pooled MAP@k and its standard error per method (`candidate`, the baselines, `active`). */
+  readonly map: Record<string, { mean: number; se: number }>;
+  /** Candidate's MAP ratio to each baseline and to the active model, with its interval. */
+  readonly vs: Record<string, RatioInterval>;
+  readonly bestBaseline: string;
+  /** The active model compared, on the gate weeks it had not trained on (null: none compared). */
+  readonly active: { version: string; weeks: string[]; units: number } | null;
+  readonly confidence: number;
+}
+
+const day = (t: number) => new Date(t).toISOString().slice(0, 10);
+
+/**
+ * The decision, from the intervals: promote when the candidate beats the best baseline with the
+ * stated confidence (the lower bound of its ratio is above 1) and the active model is not better
+ * with that confidence (the upper bound of the ratio to it is at least 1).
+ */
+export function gateDecision(
+  vsBest: { name: string; interval: RatioInterval },
+  vsActive: { version: string; interval: RatioInterval } | null,
+): { promoted: boolean; reason: string } {
+  const { name, interval } = vsBest;
+  const level = `${Math.round(interval.confidence * 100)} %`;
+  if (!(interval.low > 1)) {
+    return {
+      promoted: false,
+      reason: `MAP@12 ${formatRatio(interval)} of the best baseline (${name}): not above it with ${level} confidence`,
+    };
+  }
+  if (vsActive !== null && vsActive.interval.high < 1) {
+    return {
+      promoted: false,
+      reason: `MAP@12 ${formatRatio(vsActive.interval)} of the active model ${vsActive.version}: worse with ${level} confidence`,
+    };
+  }
+  return {
+    promoted: true,
+    reason:
+      `MAP@12 ${formatRatio(interval)} of the best baseline (${name})` +
+      (vsActive === null
+        ? ''
+        : `, ${formatRatio(vsActive.interval)} of the active model ${vsActive.version}`),
+  };
+}
+
+/** The last cutoff a model's training labels reached (its cutoffs' latest + one week). */
+export function trainedThrough(meta: ModelMeta): number | null {
+  const c = (meta as { cutoffs?: { train?: unknown; valid?: unknown; refit?: unknown } }).cutoffs;
+  const all = [c?.train, c?.valid, c?.refit].flatMap((x): unknown[] =>
+    Array.isArray(x) ? (x as unknown[]) : [],
+  );
+  const nums = all.filter((x): x is number => typeof x === 'number');
+  return nums.length === 0 ? null : Math.max(...nums) + WEEK_MS;
+}
+
+export interface FitInput {
+  readonly python: string;
+  readonly recipe: Recipe;
+  readonly weeks: CycleWeeks;
+  /** Rows holding (at least) every cutoff of `weeks`. */
+  readonly rows: RowTable;
+  readonly log: PurchaseLog;
+  readonly workDir: string;
+  /** The model in service, compared on the gate weeks it did not train on. */
+  readonly active: LoadedModel | null;
+  /** Lines of the trainer and the gate. */
+  readonly say: (line: string) => void;
+}
+
+export interface FitResult {
+  /** The model to ship: retrained on every week (or the searched one without refit). */
+  readonly shipped: LoadedModel;
+  readonly gate: GateResult;
+  /** The trainer's summary line. */
+  readonly trainer: Record<string, unknown>;
+  readonly seconds: { train: number; gate: number };
+}
+
+/** Train by the recipe on `weeks` and judge the result at the gate (see the module comment). */
+export async function fitAndGate(input: FitInput): Promise<FitResult> {
+  const { recipe, weeks, rows, workDir, say } = input;
+  mkdirSync(workDir, { recursive: true });
+  const trainSet = new Set(weeks.train);
+  const gateSet = new Set(weeks.gate);
+  const trainTable = filterTable(rows, (c) => trainSet.has(c));
+  const validTable = filterTable(rows, (c) => c === weeks.validation);
+  const gateTable = filterTable(rows, (c) => gateSet.has(c));
+  const paths = {
+    train: join(workDir, 'train.arrow'),
+    valid: join(workDir, 'valid.arrow'),
+    gate: join(workDir, 'gate.arrow'),
+  };
+  await writeRows(paths.train, trainTable, { cutoffs: weeks.train });
+  await writeRows(paths.valid, validTable, { cutoffs: [weeks.validation] });
+  await writeRows(paths.gate, gateTable, { cutoffs: weeks.gate });
+
+  const t0 = performance.now();
+  const out = join(workDir, 'model');
+  const stdout = await runPython(
+    input.python,
+    [
+      'training/train.py',
+      ...['--rows', paths.train, '--valid', paths.valid, '--out', out],
+      ...['--trials', String(recipe.trials), '--seed', String(recipe.seed)],
+      ...['--min-rounds', String(recipe.minRounds)],
+      ...['--num-boost-round', String(recipe.maxRounds)],
+      ...['--early-stopping', String(recipe.earlyStopping)],
+      ...(recipe.refit ? ['--refit', '--refit-with', paths.gate] : []),
+    ],
+    say,
+  );
+  const trainSeconds = (performance.now() - t0) / 1000;
+  const trainer = JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>;
+  const load = (dir: string) =>
+    loadModel(join(dir, 'model.onnx'), join(dir, 'model.json'), FEATURE_NAMES);
+  const shipped = await load(out);
+  const searched = recipe.refit ? await load(join(out, 'search')) : shipped;
+
+  const t1 = performance.now();
+  const gate = await judgeAtGate(input, gateTable, searched);
+  say(`gate: ${gate.promoted ? 'promote' : 'refuse'}: ${gate.reason}`);
+  return {
+    shipped,
+    gate,
+    trainer,
+    seconds: { train: trainSeconds, gate: (performance.now() - t1) / 1000 },
+  };
+}
+
+/** Scores of `model` on `rows`, or null when its features are not among the rows' columns. */
+async function scoreIfPossible(rows: RowTable, model: LoadedModel): Promise<Float32Array | null> {
+  if (model.meta.features.some((f) => !rows.features.includes(f))) return null;
+  return scoreOnnx(rows, model.bytes, model.meta.features);
+}
+
+async function judgeAtGate(
+  input: FitInput,
+  gateTable: RowTable,
+  searched: LoadedModel,
+): Promise<GateResult> {
+  const { recipe, weeks, log, active } = input;
+  const k = recipe.k;
+  const candidateScores = await scoreOnnx(gateTable, searched.bytes, searched.meta.features);
+  const activeScores = active === null ? null : await scoreIfPossible(gateTable, active);
+  const activeFrom = active === null ? null : trainedThrough(active.meta);
+  const judged: Week[] = [];
+  for (const cutoff of weeks.gate) {
+    const week = labelWeek(log, cutoff, k);
+    const idx: number[] = [];
+    for (let i = 0; i < gateTable.length; i++) if (gateTable.cutoff[i] === cutoff) idx.push(i);
+    const rows = filterTable(gateTable, (c) => c === cutoff);
+    const pick = (s: ArrayLike<number>) => Float32Array.from(idx, (i) => s[i] ?? NaN);
+    addRanked(week, 'candidate', rows, pick(candidateScores), k);
+    addRanked(week, 'heuristic', rows, rows.heuristic, k);
+    if (activeScores !== null) addRanked(week, 'active', rows, pick(activeScores), k);
+    judged.push(week);
+  }
+  const opts = {
+    confidence: recipe.gate.confidence,
+    iterations: recipe.gate.iterations,
+    seed: recipe.seed,
+  };
+  const cand = pooledAp(judged, 'candidate', k);
+  const map: GateResult['map'] = {};
+  const vs: GateResult['vs'] = {};
+  map.candidate = { mean: mean(cand), se: standardError(cand) };
+  let best: { name: string; interval: RatioInterval; mean: number } | null = null;
+  for (const b of BASELINES) {
+    const ap = pooledAp(judged, b, k);
+    const m = { mean: mean(ap), se: standardError(ap) };
+    map[b] = m;
+    const interval = pairedRatio(cand, ap, opts);
+    vs[b] = interval;
+    if (best === null || m.mean > best.mean) best = { name: b, interval, mean: m.mean };
+  }
+  // The active model only on the weeks after its own training data.
+  let activeCompared: GateResult['active'] = null;
+  let vsActive: { version: string; interval: RatioInterval } | null = null;
+  if (active !== null && activeScores !== null) {
+    const unseen = judged.filter((w) => activeFrom !== null && w.cutoff >= activeFrom);
+    if (unseen.length > 0) {
+      const a = pooledAp(unseen, 'candidate', k);
+      const b = pooledAp(unseen, 'active', k);
+      map.active = { mean: mean(b), se: standardError(b) };
+      const interval = pairedRatio(a, b, opts);
+      vs.active = interval;
+      vsActive = { version: active.meta.version, interval };
+      activeCompared = {
+        version: active.meta.version,
+        weeks: unseen.map((w) => day(w.cutoff)),
+        units: a.length,
+      };
+    }
+  }
+  if (best === null) throw new Error('no baseline to compare with');
+  const decision = gateDecision(best, vsActive);
+  return {
+    ...decision,
+    weeks: weeks.gate.map(day),
+    units: cand.length,
+    map,
+    vs,
+    bestBaseline: best.name,
+    active: activeCompared,
+    confidence: recipe.gate.confidence,
+  };
+}

@@ -1,0 +1,43 @@
+/**
+ * Command-line overrides of the recipe, shared by `npm run train` and `npm run eval`: the same
+ * flags mean the same settings in both, and without them both run `RECIPE` exactly.
+ */
+import type { Recipe } from './recipe.ts';
+
+/** `parseArgs` options of the recipe flags. */
+export const RECIPE_FLAGS = {
+  trials: { type: 'string' },
+  'train-weeks': { type: 'string' },
+  'gate-weeks': { type: 'string' },
+  'min-rounds': { type: 'string' },
+  'no-refit': { type: 'boolean', default: false },
+  k: { type: 'string' },
+  seed: { type: 'string' },
+} as const;
+
+type Values = Partial<Record<keyof typeof RECIPE_FLAGS, string | boolean | undefined>>;
+
+function int(name: string, v: string | boolean | undefined, min: number): number | undefined {
+  if (v === undefined || typeof v === 'boolean') return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) {
+    throw new Error(`--${name} must be an integer >= ${min} (got "${v}")`);
+  }
+  return n;
+}
+
+/** The recipe settings the flags change (empty when none is given). */
+export function recipeOverrides(values: Values): Partial<Recipe> {
+  const out: { -readonly [K in keyof Recipe]?: Recipe[K] } = {};
+  const set = <K extends keyof Recipe>(key: K, v: Recipe[K] | undefined) => {
+    if (v !== undefined) out[key] = v;
+  };
+  set('trials', int('trials', values.trials, 1));
+  set('trainWeeks', int('train-weeks', values['train-weeks'], 1));
+  set('gateWeeks', int('gate-weeks', values['gate-weeks'], 1));
+  set('minRounds', int('min-rounds', values['min-rounds'], 0));
+  set('k', int('k', values.k, 1));
+  set('seed', int('seed', values.seed, 0));
+  if (values['no-refit'] === true) out.refit = false;
+  return out;
+}
