@@ -19,7 +19,7 @@
  * empty too (and always for similar items, which the cache does not hold).
  *
  * Every recommendation answer says what ranked it (`ranker`): the active model, the heuristic
- * `heuristic-v1` and why (no promoted model, the active one refused by this instance, or a ranker
+ * `heuristic-v2` and why (no promoted model, the active one refused by this instance, or a ranker
  * failure on this request), or the trending cache. Users are never told a ranking is a model's
  * when it is not.
  */
@@ -165,7 +165,7 @@ const recommendationsRoute = createRoute({
   summary: 'Ranked recommendations for a customer',
   description:
     'Candidates from repurchase, co-purchase, segment and global trending, ranked by the ' +
-    'promoted model, or by the heuristic heuristic-v1 when there is none (or this instance ' +
+    'promoted model, or by the heuristic heuristic-v2 when there is none (or this instance ' +
     'refused it, e.g. an untrained fixture): `ranker` says which and why. Unknown customers get ' +
     'a cold-start answer (200).',
   request: { params: RecommendationParams, query: RecommendationQuery },

@@ -10,7 +10,7 @@
  *
  * SERVING_ALLOW_FIXTURE_MODEL=true (default false) lets this instance serve an untrained fixture
  * ranker (`npm run model -- fixture`) when it is the active model. For benchmarks and tests only:
- * without it a fixture is refused and the API ranks with the heuristic `heuristic-v1` (or keeps
+ * without it a fixture is refused and the API ranks with the heuristic `heuristic-v2` (or keeps
  * the model it had), saying so in every answer.
  */
 import { z } from 'zod';

@@ -20,7 +20,7 @@ export interface ServingMetrics {
   readonly degraded: Counter<'route' | 'reason'>;
   /** Ranker failures (each fell back to the heuristic), by reason. */
   readonly rankerErrors: Counter<'reason'>;
-  /** 1 for the model version that ranked the latest request (`heuristic-v1` without a model). */
+  /** 1 for the model version that ranked the latest request (`heuristic-v2` without a model). */
   readonly modelVersion: Gauge<'version'>;
   /** Set the model version gauge to `version` (only one series is 1 at a time). */
   setModelVersion(version: string): void;

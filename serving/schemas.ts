@@ -113,7 +113,7 @@ export const RankedBy = z
         "'model': the registry's active model, named by model_version (a trained one; untrained " +
         'fixture-* models only on instances started with SERVING_ALLOW_FIXTURE_MODEL=true, for ' +
         "benchmarks and tests); 'heuristic': the documented heuristic " +
-        "heuristic-v1 (serving/ranking.ts); 'trending_cache': global trending cached while the " +
+        "heuristic-v2 (serving/ranking.ts); 'trending_cache': global trending cached while the " +
         'feature store is down, not ranked per customer',
     }),
     reason: z
@@ -128,7 +128,7 @@ export const RankedBy = z
     message: z.string().optional().openapi({
       description: 'The reason in words',
       example:
-        'no promoted model (the model registry has no active version); ranking with heuristic-v1',
+        'no promoted model (the model registry has no active version); ranking with heuristic-v2',
     }),
   })
   .openapi('RankedBy', { description: 'What ranked the answer, and why when not a model' });
@@ -139,7 +139,7 @@ export const RecommendationResponse = z
     items: z.array(RecommendationItem),
     model_version: z.string().openapi({
       description:
-        "Model that ranked; 'heuristic-v1' when no trained model ranked (none promoted, the " +
+        "Model that ranked; 'heuristic-v2' when no trained model ranked (none promoted, the " +
         "active one refused, or a ranker failure: see ranker), 'trending-cache' in degraded mode",
     }),
     ranker: RankedBy,

@@ -10,7 +10,7 @@
  *     print its MAP@12 against the baselines with the gate's intervals;
  *  5. start the API and print ready-to-paste curl lines. It ranks with the promoted model (this
  *     run's, if it passed the gate, or one promoted before); without one it ranks with the
- *     documented heuristic `heuristic-v1` and says so, here and in every answer (`ranker`). The
+ *     documented heuristic `heuristic-v2` and says so, here and in every answer (`ranker`). The
  *     untrained fixture ranker is never activated: it is for benchmarks and tests only, and
  *     serving refuses it without SERVING_ALLOW_FIXTURE_MODEL=true.
  * The API stays up until Ctrl-C (`--exit` stops after a self-check request instead).

@@ -262,7 +262,7 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
         k,
       );
       addRanked(week, 'heuristic', testTable, testTable.heuristic, k);
-      const servedBy = active === null ? 'heuristic-v1' : active.meta.version;
+      const servedBy = active === null ? 'heuristic-v2' : active.meta.version;
       if (active === null) week.lists.set('served', week.lists.get('heuristic') ?? []);
       else if (active === shipped) week.lists.set('served', week.lists.get('ranker') ?? []);
       else {

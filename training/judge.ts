@@ -5,7 +5,7 @@
  *
  * Methods: `ranker` (a model's scores over the week's candidate rows) and the baselines —
  * `popular`, `repurchase_popular`, `strong_heuristic` (training/baselines.ts, computed from the
- * raw purchase log) and `heuristic` (serving's `heuristic-v1` over the same candidates, what the
+ * raw purchase log) and `heuristic` (serving's `heuristic-v2` over the same candidates, what the
  * API serves without a promoted model).
  */
 import { DAY_MS } from '../streams/features/decay.ts';

@@ -197,7 +197,7 @@ export interface Row {
   readonly sources: string;
   /** In the table's feature order; stored as float32 (NaN = missing). */
   readonly values: readonly number[];
-  /** Serving's `heuristic-v1` score of the candidate (not a feature: the baseline it is judged against). */
+  /** Serving's `heuristic-v2` score of the candidate (not a feature: the baseline it is judged against). */
   readonly heuristic?: number;
 }
 
@@ -713,7 +713,7 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
               candidate: c,
             }),
           );
-          const heuristic = heuristicScores(set.candidates, FEATURE_NAMES, features, cutoff);
+          const heuristic = heuristicScores(set.candidates, FEATURE_NAMES, features);
           set.candidates.forEach((c, k) => {
             const label = bought.has(c.articleId) ? 1 : 0;
             table.push({

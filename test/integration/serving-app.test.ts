@@ -356,7 +356,7 @@ describe('serving API on the real Redis', () => {
       expect(res.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
       expect(body).toMatchObject({
         customer_id: 'alice',
-        model_version: 'heuristic-v1',
+        model_version: 'heuristic-v2',
         degraded: false,
         cold_start: false,
         now: NOW,
@@ -366,7 +366,7 @@ describe('serving API on the real Redis', () => {
         kind: 'heuristic',
         reason: 'no_model',
         message: expect.stringMatching(
-          /^no promoted model .*; ranking with heuristic-v1$/,
+          /^no promoted model .*; ranking with heuristic-v2$/,
         ) as string,
       });
       expect(body.items).toHaveLength(5);
@@ -435,9 +435,20 @@ describe('serving API on the real Redis', () => {
             return [n, Number.isFinite(x) ? x : null];
           }),
         );
-        const { s_sources, s_copurchase, s_segment, ...rest } = item.features ?? {};
+        const features = item.features ?? {};
+        const rest = Object.fromEntries(
+          Object.entries(features).filter(([n]) => !n.startsWith('s_')),
+        );
+        const { s_sources, s_copurchase, s_segment } = features;
         expect(rest).toEqual(expected);
         expect(s_sources).toBe(item.sources.length);
+        // A rank for exactly the sources that proposed the article.
+        for (const n of FEATURE_NAMES.filter((f) => f.startsWith('s_rank_'))) {
+          const source = n.slice('s_rank_'.length);
+          if (item.sources.includes(source)) {
+            expect(features[n]).toBeGreaterThanOrEqual(0);
+          } else expect(features[n]).toBeNull();
+        }
         if (!item.sources.includes('copurchase')) expect(s_copurchase).toBe(0);
         else expect(s_copurchase).toBeGreaterThan(0);
         if (!item.sources.includes('trending_segment')) expect(s_segment).toBe(0);
@@ -572,11 +583,11 @@ describe('serving API on the real Redis', () => {
       const { status, body } = await get<RecJson>(b, '/v1/recommendations/alice?k=5');
       expect(status).toBe(200);
       expect(body).toMatchObject({
-        model_version: 'heuristic-v1',
+        model_version: 'heuristic-v2',
         ranker: {
           kind: 'heuristic',
           reason: 'ranker_error',
-          message: 'model broken-1 failed on this request; ranked with heuristic-v1',
+          message: 'model broken-1 failed on this request; ranked with heuristic-v2',
         },
         degraded: true,
         degraded_reason: 'ranker_error',
@@ -729,7 +740,7 @@ describe('serving API on the real Redis', () => {
         expect.objectContaining({
           msg: 'model refused',
           version: 'fixture-app-5',
-          keeping: 'heuristic-v1',
+          keeping: 'heuristic-v2',
           reason: out?.reason,
         }),
       );
@@ -738,12 +749,12 @@ describe('serving API on the real Redis', () => {
       expect(status).toBe(200);
       expect(RecommendationResponse.safeParse(body).success).toBe(true);
       expect(body).toMatchObject({
-        model_version: 'heuristic-v1',
+        model_version: 'heuristic-v2',
         ranker: { kind: 'heuristic', reason: 'model_refused' },
         degraded: false,
       });
       expect(body.ranker.message).toMatch(
-        /^model fixture-app-5 is an untrained fixture ranker .*SERVING_ALLOW_FIXTURE_MODEL=true.*; ranking with heuristic-v1$/,
+        /^model fixture-app-5 is an untrained fixture ranker .*SERVING_ALLOW_FIXTURE_MODEL=true.*; ranking with heuristic-v2$/,
       );
       const heuristic = (await get<RecJson>(build(), '/v1/recommendations/alice?k=5')).body;
       expect(body.items).toEqual(heuristic.items);
@@ -751,7 +762,7 @@ describe('serving API on the real Redis', () => {
       expect(ready.status).toBe(200);
       expect(ready.body.checks.ranker).toEqual({
         ok: true,
-        version: 'heuristic-v1',
+        version: 'heuristic-v2',
         message: body.ranker.message,
       });
     });
@@ -919,7 +930,7 @@ describe('serving API on the real Redis', () => {
       );
       expect(ready.status).toBe(200);
       expect(ready.body.status).toBe('ready');
-      expect(ready.body.checks.ranker.version).toBe('heuristic-v1');
+      expect(ready.body.checks.ranker.version).toBe('heuristic-v2');
       const strict = build({ config: { requireModel: true } });
       const notReady = await get<{ reasons: string[] }>(strict, '/readyz');
       expect(notReady.status).toBe(503);
@@ -946,7 +957,7 @@ describe('serving API on the real Redis', () => {
         metricValue(text, 'rec_serving_request_duration_seconds_count', { status: '400' }),
       ).toBe(1);
       expect(metricValue(text, 'rec_serving_candidates_count')).toBe(1);
-      expect(text).toContain('rec_serving_model_version{version="heuristic-v1"} 1');
+      expect(text).toContain('rec_serving_model_version{version="heuristic-v2"} 1');
     });
 
     it('/openapi.json describes the four /v1 paths; /docs serves Swagger UI', async () => {
