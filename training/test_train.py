@@ -242,6 +242,40 @@ def test_model_json(trained: dict) -> None:
     assert (out / "model.lgb.txt").is_file()
 
 
+def test_refit_ships_a_model_trained_on_the_later_weeks_too(trained: dict, tmp_path: Path) -> None:
+    """--refit: the searched model goes to out/search, the shipped one also learns --refit-with."""
+    d = trained["dir"]
+    rng = np.random.default_rng(11)
+    later = tmp_path / "later.arrow"
+    t_later = trained["cutoffs"][1][0] + 7 * DAY
+    write_rows(later, *planted(rng, 100, 20, no_positive=5, qid0=20_000), FEATURES, [t_later])
+    out = tmp_path / "model"
+    proc = subprocess.run(
+        [sys.executable, str(TRAIN_PY), "--rows", str(d / "train.arrow"), "--valid",
+         str(d / "valid.arrow"), "--out", str(out), "--trials", "1", "--num-boost-round", "60",
+         "--early-stopping", "10", "--min-rounds", "60", "--refit", "--refit-with", str(later)],
+        capture_output=True, text=True, timeout=120, env=BASE_ENV,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "refit on" in proc.stderr
+    shipped = json.loads((out / "model.json").read_text())
+    searched = json.loads((out / "search" / "model.json").read_text())
+    assert shipped["cutoffs"]["refit"] == [t_later]
+    assert "refit" not in searched["cutoffs"]
+    assert searched["version"] == f"{shipped['version']}-search"
+    assert shipped["metrics"]["refit_with_valid"] is True
+    assert shipped["trees"] == searched["trees"] == 60
+    # Different training data, different models; both pass their own parity check.
+    assert (out / "model.onnx").read_bytes() != (out / "search" / "model.onnx").read_bytes()
+    for m in (out, out / "search"):
+        assert check(m, d / "valid.arrow") == 0
+
+
+def test_refit_with_needs_refit(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        train.parse_args(["--rows", "a", "--valid", "b", "--out", "c", "--refit-with", "d"])
+
+
 def check(out: Path, valid: Path, onnx_path: Path | None = None) -> int:
     return train.main(["--check-parity", str(onnx_path or out / "model.onnx"), "--meta",
                        str(out / "model.json"), "--valid", str(valid)])
