@@ -10,7 +10,9 @@
  * production would have served that week: this model if the gate promoted it, else the model
  * promoted at an earlier cutoff of the backtest, else serving's heuristic); the baselines of
  * training/judge.ts. All rows (every cutoff of every cycle) come from one replay in ascending
- * cutoff order.
+ * cutoff order. A cycle's gate judges, on its gate weeks, the models the backtest shipped at those
+ * weeks (earlier cutoffs), or rolling fits where there was none: the same evidence production's
+ * gate computes, without fitting the same models twice.
  *
  * Reported: MAP@12 per method as the mean over cutoffs with its spread over weeks, the standard
  * error over the customer-weeks pooled, and the ranker's ratio to each baseline with a paired
@@ -74,7 +76,13 @@ export interface CutoffResult {
   candidateRecall: Record<string, number>;
   heuristicWeights: HeuristicWeights;
   model: { version: string; trees: number; trainSeconds: number };
-  gate: { promoted: boolean; reason: string; bestBaseline: string; vsBest: RatioInterval };
+  gate: {
+    promoted: boolean;
+    reason: string;
+    bestBaseline: string;
+    vsBest: RatioInterval;
+    scoredBy: Record<string, string>;
+  };
   /** What `served` was that week: a model version or the heuristic. */
   served: string;
 }
@@ -224,6 +232,8 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
     let promotions = 0;
     /** The model production would be serving (the last promoted one). */
     let active: LoadedModel | null = null;
+    /** What each cycle shipped, by its end: later cycles' gates judge them on their weeks. */
+    const shippedAt = new Map<number, LoadedModel>();
     const recallPairs = { pairs: 0, hits: {} as Record<string, number> };
     for (const [i, p] of plan.entries()) {
       say(
@@ -237,12 +247,14 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
         log,
         workDir: join(work, iso(p.cutoff)),
         active,
+        shippedAt,
         say: (l) => {
           say(`  ${l}`);
         },
       });
       trainSeconds += fit.seconds.train;
       const { shipped, gate } = fit;
+      shippedAt.set(p.cutoff, shipped);
       featureImportance =
         (shipped.meta as { feature_importance?: { feature: string; gain: number }[] })
           .feature_importance ?? [];
@@ -318,6 +330,7 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
           reason: gate.reason,
           bestBaseline: gate.bestBaseline,
           vsBest: gate.vs[gate.bestBaseline] as RatioInterval,
+          scoredBy: gate.scoredBy,
         },
         served: servedBy,
       };

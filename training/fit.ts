@@ -1,11 +1,15 @@
 /**
- * One model by the recipe (training/recipe.ts), trained and judged: the rows of a cycle's weeks go
- * to training/train.py (Optuna search with early stopping on the validation week, then a refit on
- * every week), and the searched model is judged on the gate weeks, which it never saw, against the
- * baselines and the active model, customer-weeks pooled, with paired bootstrap intervals. The
- * production cycle (cycle.ts) and the backtest (eval.ts) both call `fitAndGate`.
+ * One model by the recipe (training/recipe.ts), trained and judged. The rows of a cycle's weeks go
+ * to training/train.py: an Optuna search with early stopping on the validation week chooses the
+ * parameters and number of trees; then, for each gate week, those are trained on every week before
+ * it and score that week (rolling origin: what the recipe would have shipped at the start of the
+ * week, judged on a week it never saw and as fresh as the shipped model will be); last, the refit
+ * on every week is the model shipped. The gate judges the rolling scores against the baselines and
+ * the active model, customer-weeks pooled, with paired bootstrap intervals. The production cycle
+ * (cycle.ts) and the backtest (eval.ts) both call `fitAndGate`.
  */
 import { mkdirSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FEATURE_NAMES } from '../streams/features/definitions.ts';
 import { loadModel, type LoadedModel, type ModelMeta } from '../serving/model/metadata.ts';
@@ -22,6 +26,8 @@ export interface GateResult {
   readonly reason: string;
   /** Gate weeks (cutoff days) and customer-weeks judged. */
   readonly weeks: string[];
+  /** Per gate week, what scored it: `rolling` (fitted on the weeks before it) or a model version. */
+  readonly scoredBy: Record<string, string>;
   readonly units: number;
   /** Pooled MAP@k and its standard error per method (`candidate`, the baselines, `active`). */
   readonly map: Record<string, { mean: number; se: number }>;
@@ -88,12 +94,17 @@ export interface FitInput {
   readonly workDir: string;
   /** The model in service, compared on the gate weeks it did not train on. */
   readonly active: LoadedModel | null;
+  /**
+   * Models the recipe shipped at the start of some gate weeks (a backtest's earlier cutoffs): they
+   * score those weeks instead of a rolling fit. Weeks without one are fitted.
+   */
+  readonly shippedAt?: ReadonlyMap<number, LoadedModel>;
   /** Lines of the trainer and the gate. */
   readonly say: (line: string) => void;
 }
 
 export interface FitResult {
-  /** The model to ship: retrained on every week (or the searched one without refit). */
+  /** The model to ship: retrained on every week (the searched one without refit). */
   readonly shipped: LoadedModel;
   readonly gate: GateResult;
   /** The trainer's summary line. */
@@ -121,6 +132,9 @@ export async function fitAndGate(input: FitInput): Promise<FitResult> {
 
   const t0 = performance.now();
   const out = join(workDir, 'model');
+  // Rolling fits need the gate rows as refit rows; without a refit the gate judges the shipped
+  // (searched) model itself, which is as old as the validation week.
+  const rolling = recipe.refit ? weeks.gate.filter((g) => !input.shippedAt?.has(g)) : [];
   const stdout = await runPython(
     input.python,
     [
@@ -131,18 +145,40 @@ export async function fitAndGate(input: FitInput): Promise<FitResult> {
       ...['--num-boost-round', String(recipe.maxRounds)],
       ...['--early-stopping', String(recipe.earlyStopping)],
       ...(recipe.refit ? ['--refit', '--refit-with', paths.gate] : []),
+      ...(rolling.length > 0 ? ['--rolling', rolling.join(',')] : []),
     ],
     say,
   );
   const trainSeconds = (performance.now() - t0) / 1000;
   const trainer = JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>;
-  const load = (dir: string) =>
-    loadModel(join(dir, 'model.onnx'), join(dir, 'model.json'), FEATURE_NAMES);
-  const shipped = await load(out);
-  const searched = recipe.refit ? await load(join(out, 'search')) : shipped;
+  const shipped = await loadModel(join(out, 'model.onnx'), join(out, 'model.json'), FEATURE_NAMES);
 
   const t1 = performance.now();
-  const gate = await judgeAtGate(input, gateTable, searched);
+  const scores = new Float32Array(gateTable.length).fill(NaN);
+  if (rolling.length > 0) {
+    const buf = await readFile(join(out, 'rolling_scores.f32'));
+    const fitted = new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
+    if (fitted.length !== gateTable.length) {
+      throw new Error(`rolling scores: ${fitted.length} for ${gateTable.length} gate rows`);
+    }
+    scores.set(fitted);
+  }
+  for (const g of weeks.gate) {
+    const model = recipe.refit ? input.shippedAt?.get(g) : shipped;
+    if (model === undefined) continue;
+    const week = filterTable(gateTable, (c) => c === g);
+    const s = await scoreOnnx(week, model.bytes, model.meta.features);
+    rowsOf(gateTable, g).forEach((row, j) => (scores[row] = s[j] ?? NaN));
+  }
+  const scoredBy = Object.fromEntries(
+    weeks.gate.map((g) => [
+      day(g),
+      rolling.includes(g)
+        ? 'rolling'
+        : ((recipe.refit ? input.shippedAt?.get(g) : shipped)?.meta.version ?? 'none'),
+    ]),
+  );
+  const gate = { ...(await judgeAtGate(input, gateTable, scores)), scoredBy };
   say(`gate: ${gate.promoted ? 'promote' : 'refuse'}: ${gate.reason}`);
   return {
     shipped,
@@ -150,6 +186,13 @@ export async function fitAndGate(input: FitInput): Promise<FitResult> {
     trainer,
     seconds: { train: trainSeconds, gate: (performance.now() - t1) / 1000 },
   };
+}
+
+/** Indexes of the rows of `table` at `cutoff`, in order. */
+function rowsOf(table: RowTable, cutoff: number): number[] {
+  const idx: number[] = [];
+  for (let i = 0; i < table.length; i++) if (table.cutoff[i] === cutoff) idx.push(i);
+  return idx;
 }
 
 /** Scores of `model` on `rows`, or null when its features are not among the rows' columns. */
@@ -161,18 +204,16 @@ async function scoreIfPossible(rows: RowTable, model: LoadedModel): Promise<Floa
 async function judgeAtGate(
   input: FitInput,
   gateTable: RowTable,
-  searched: LoadedModel,
-): Promise<GateResult> {
+  candidateScores: Float32Array,
+): Promise<Omit<GateResult, 'scoredBy'>> {
   const { recipe, weeks, log, active } = input;
   const k = recipe.k;
-  const candidateScores = await scoreOnnx(gateTable, searched.bytes, searched.meta.features);
   const activeScores = active === null ? null : await scoreIfPossible(gateTable, active);
   const activeFrom = active === null ? null : trainedThrough(active.meta);
   const judged: Week[] = [];
   for (const cutoff of weeks.gate) {
     const week = labelWeek(log, cutoff, k);
-    const idx: number[] = [];
-    for (let i = 0; i < gateTable.length; i++) if (gateTable.cutoff[i] === cutoff) idx.push(i);
+    const idx = rowsOf(gateTable, cutoff);
     const rows = filterTable(gateTable, (c) => c === cutoff);
     const pick = (s: ArrayLike<number>) => Float32Array.from(idx, (i) => s[i] ?? NaN);
     addRanked(week, 'candidate', rows, pick(candidateScores), k);

@@ -48,9 +48,9 @@ export interface Recipe {
 }
 
 export const RECIPE: Recipe = {
-  trainWeeks: 26,
+  trainWeeks: 12,
   gateWeeks: 4,
-  trials: 4,
+  trials: 3,
   minRounds: 300,
   maxRounds: 500,
   earlyStopping: 30,

@@ -243,32 +243,40 @@ def test_model_json(trained: dict) -> None:
 
 
 def test_refit_ships_a_model_trained_on_the_later_weeks_too(trained: dict, tmp_path: Path) -> None:
-    """--refit: the searched model goes to out/search, the shipped one also learns --refit-with."""
+    """--refit learns the --refit-with weeks too; --rolling scores each of them with a model trained
+    on every row before it."""
     d = trained["dir"]
     rng = np.random.default_rng(11)
     later = tmp_path / "later.arrow"
-    t_later = trained["cutoffs"][1][0] + 7 * DAY
-    write_rows(later, *planted(rng, 100, 20, no_positive=5, qid0=20_000), FEATURES, [t_later])
+    week1 = trained["cutoffs"][1][0] + 7 * DAY
+    week2 = week1 + 7 * DAY
+    q, a, lab, x = planted(rng, 100, 20, no_positive=5, qid0=20_000)
+    write_rows(later, q, a, lab, x, FEATURES, [week1, week2])  # queries alternate between weeks
     out = tmp_path / "model"
     proc = subprocess.run(
         [sys.executable, str(TRAIN_PY), "--rows", str(d / "train.arrow"), "--valid",
          str(d / "valid.arrow"), "--out", str(out), "--trials", "1", "--num-boost-round", "60",
-         "--early-stopping", "10", "--min-rounds", "60", "--refit", "--refit-with", str(later)],
+         "--early-stopping", "10", "--min-rounds", "60", "--refit", "--refit-with", str(later),
+         "--rolling", f"{week1},{week2}"],
         capture_output=True, text=True, timeout=120, env=BASE_ENV,
     )
     assert proc.returncode == 0, proc.stderr
     assert "refit on" in proc.stderr
     shipped = json.loads((out / "model.json").read_text())
-    searched = json.loads((out / "search" / "model.json").read_text())
-    assert shipped["cutoffs"]["refit"] == [t_later]
-    assert "refit" not in searched["cutoffs"]
-    assert searched["version"] == f"{shipped['version']}-search"
+    assert shipped["cutoffs"]["refit"] == [week1, week2]
     assert shipped["metrics"]["refit_with_valid"] is True
-    assert shipped["trees"] == searched["trees"] == 60
-    # Different training data, different models; both pass their own parity check.
-    assert (out / "model.onnx").read_bytes() != (out / "search" / "model.onnx").read_bytes()
-    for m in (out, out / "search"):
-        assert check(m, d / "valid.arrow") == 0
+    assert shipped["trees"] == 60
+    assert check(out, d / "valid.arrow") == 0
+    # One score per row of the later file, none missing, and informative on the planted signal.
+    scores = np.frombuffer((out / "rolling_scores.f32").read_bytes(), dtype="<f4")
+    assert scores.shape == (len(lab),)
+    assert np.all(np.isfinite(scores))
+    bounds = train.query_bounds(q)
+    assert train.map_at_k(scores, lab, bounds)[0] > 2 * train.map_at_k(
+        np.random.default_rng(0).random(len(lab)), lab, bounds)[0]
+    # The week-1 model never saw week 1 or 2; the week-2 model saw week 1, not week 2: the two
+    # weeks were scored by different models.
+    assert "rolling week" in proc.stderr and proc.stderr.count("rolling week") == 2
 
 
 def test_refit_with_needs_refit(tmp_path: Path) -> None:

@@ -57,9 +57,11 @@ absolute difference above 1e-4 refuses that trial's model ("parity check failed:
 
 Refit (`--refit`): after the search, the chosen params and number of trees are trained again on
 the training, validation and `--refit-with` rows (the latest weeks, which the shipped model must
-know); that model is the output, and the searched one (trained before the validation week) goes to
---out/search/ for a gate to judge on weeks it never saw. `cutoffs.refit` in model.json lists the
-extra weeks.
+know); that model is the output, and `cutoffs.refit` in model.json lists the extra weeks.
+Rolling scores (`--rolling g1,g2,...`, cutoffs of `--refit-with` weeks): for each, the chosen params
+and trees trained on every row before it score that week's rows, what the recipe would have
+shipped then on a week it never saw; written to --out/rolling_scores.f32 (little-endian float32,
+one per `--refit-with` row in file order, NaN for rows of weeks not listed) for a gate to judge.
 
 Output in --out: model.onnx, model.lgb.txt (the booster, best iteration only), model.json (read by
 serving/model/metadata.ts; see `build_meta`), and one JSON summary line on stdout. Progress goes
@@ -205,6 +207,7 @@ class RankData:
     qid: np.ndarray  # int64 [N]
     items: np.ndarray  # int64 [N], article codes (equal code = same article within the file)
     bounds: np.ndarray  # int64 [Q + 1]
+    row_cutoff: np.ndarray | None = None  # int64 [N], each row's cutoff (column `cutoff`)
 
     @property
     def rows(self) -> int:
@@ -232,7 +235,14 @@ class RankData:
             self.qid[mask],
             self.items[mask],
             np.concatenate(([0], np.cumsum(kept))).astype(np.int64),
+            None if self.row_cutoff is None else self.row_cutoff[mask],
         )
+
+    def query_cutoffs(self, what: str) -> np.ndarray:
+        """The cutoff of each query (its first row's); TrainError without a `cutoff` column."""
+        if self.row_cutoff is None:
+            raise TrainError(f"{self.path}: no `cutoff` column, needed for {what}")
+        return self.row_cutoff[self.bounds[:-1]]
 
 
 def _read_table(path: Path) -> Any:
@@ -341,7 +351,13 @@ def read_rows(path: Path, expect_features: Sequence[str] | None = None) -> RankD
         cutoffs = sorted(int(c) for c in values if c is not None)
     if not isinstance(cutoffs, list):
         cutoffs = []
-    return RankData(path, list(features), [int(c) for c in cutoffs], x, y, qid, items, bounds)
+    row_cutoff = (
+        table.column("cutoff").to_numpy().astype(np.int64, copy=False)
+        if "cutoff" in names and table.column("cutoff").null_count == 0
+        else None
+    )
+    return RankData(path, list(features), [int(c) for c in cutoffs], x, y, qid, items, bounds,
+                    row_cutoff)
 
 
 def data_hash(paths: Sequence[Path]) -> str:
@@ -1148,6 +1164,46 @@ def export_checked(trained: Trained, n_features: int, version: str, x: np.ndarra
     return onnx_bytes, input_name, output_name, check
 
 
+def rolling_scores(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Trained,
+                   weeks: Sequence[int]) -> np.ndarray:
+    """Scores of the `extra` rows of each week in `weeks` by what the recipe would have shipped then.
+
+    For a week starting at cutoff g: the chosen params and number of trees trained on every row
+    before g (training, validation and earlier `extra` weeks), scoring the rows of g. One float
+    per `extra` row, in file order (files concatenated); NaN for rows of weeks not listed. A gate
+    judges these: fresh models on weeks they never saw, as the shipped model will be.
+    """
+    import lightgbm as lgb
+
+    out = [np.full(d.rows, np.nan, dtype=np.float32) for d in extra]
+    pool = [tr, va, *extra]
+    for g in sorted(set(int(w) for w in weeks)):
+        parts = []
+        for d in pool:
+            qc = d.query_cutoffs("rolling scores")
+            keep = (qc < g) & (d.positives_per_query() > 0)
+            if keep.any():
+                parts.append(d.subset_queries(keep))
+        if not parts:
+            raise TrainError(f"no training rows before the rolling week {g}")
+        data = lgb.Dataset(
+            np.concatenate([d.x for d in parts]),
+            np.concatenate([d.y for d in parts]),
+            group=np.concatenate([np.diff(d.bounds) for d in parts]),
+            params={"feature_pre_filter": False, "verbose": -1},
+        )
+        booster = lgb.train(trained.params, data, num_boost_round=trained.best_iteration)
+        scored = 0
+        for i, d in enumerate(extra):
+            rows = np.repeat(d.query_cutoffs("rolling scores") == g, np.diff(d.bounds))
+            if rows.any():
+                out[i][rows] = booster.predict(d.x[rows]).astype(np.float32)
+                scored += int(rows.sum())
+        log(f"rolling week {g}: trained on {sum(d.queries for d in parts)} queries, "
+            f"scored {scored} rows")
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
 def random_map(va: RankData, seed: int) -> float:
     rng = np.random.default_rng(seed)
     return map_at_k(rng.random(va.rows), va.y, va.bounds, va.items)[0]
@@ -1196,13 +1252,10 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         # The kept booster (cut at its best iteration) scores exactly as in its trial;
         # re-measured so the reported number is the shipped model's.
         searched.valid_map = map_at_k(searched.booster.predict(va.x), va.y, va.bounds, va.items)[0]
+        trained = refit(tr, va, extra, searched) if args.refit else searched
         try:
-            search_export = export_checked(searched, len(features), f"{version}-search", va.x)
-            trained = refit(tr, va, extra, searched) if args.refit else searched
-            onnx_bytes, input_name, output_name, check = (
-                export_checked(trained, len(features), version, va.x) if args.refit
-                else search_export
-            )
+            onnx_bytes, input_name, output_name, check = export_checked(
+                trained, len(features), version, va.x)
         except TrainError as err:
             failures.append(str(err))
             log(f"candidate {n + 1}/{len(ranked)} refused: {err}")
@@ -1254,23 +1307,9 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     write_atomic(out / "model.onnx", onnx_bytes)
     write_atomic(out / "model.lgb.txt", trained.booster.model_to_string().encode())
     write_atomic(out / "model.json", (json.dumps(meta, indent=2) + "\n").encode())
-    if args.refit:
-        # The searched model (trained before the validation week): what a gate judges on weeks
-        # that neither it nor its early stopping saw.
-        s_bytes, s_in, s_out, s_check = search_export
-        s_meta = build_meta(
-            version=f"{version}-search", created=created, features=features, trained=searched,
-            onnx_bytes=s_bytes, input_name=s_in, output_name=s_out, tr=tr, va=va,
-            dropped=dropped, digest=digest, parity_diff=s_check.max_abs_diff,
-            parity_rows=s_check.rows, parity_sets=s_check.row_sets,
-            num_boost_round=args.num_boost_round, early_stopping=args.early_stopping,
-            valid_map_random=meta["metrics"]["valid_map12_random"],
-        )
-        search_dir = out / "search"
-        search_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(search_dir / "model.onnx", s_bytes)
-        write_atomic(search_dir / "model.lgb.txt", searched.booster.model_to_string().encode())
-        write_atomic(search_dir / "model.json", (json.dumps(s_meta, indent=2) + "\n").encode())
+    if args.rolling:
+        scores = rolling_scores(tr, va, extra, searched, args.rolling)
+        write_atomic(out / "rolling_scores.f32", scores.astype("<f4").tobytes())
     if run is not None:
         finish_mlflow_run(run, out)
     return {
@@ -1354,6 +1393,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "the searched model goes to OUT/search")
     p.add_argument("--refit-with", type=Path, action="append", default=[], metavar="ROWS",
                    help="more rows (later weeks) the refit also trains on; repeatable")
+    p.add_argument("--rolling", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
+                   metavar="MS,MS", help="cutoffs (ms) of --refit-with weeks to score with a model "
+                   "trained on every row before each; float32 scores in OUT/rolling_scores.f32")
     p.add_argument("--check-parity", type=Path, metavar="MODEL_ONNX",
                    help="re-run the parity check of an exported model instead of training")
     p.add_argument("--meta", type=Path, help="model.json for --check-parity (default: beside it)")
@@ -1371,6 +1413,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             p.error("--trials, --num-boost-round and --early-stopping must be >= 1")
         if args.refit_with and not args.refit:
             p.error("--refit-with needs --refit")
+        if args.rolling and not args.refit_with:
+            p.error("--rolling needs --refit-with (the rows it scores)")
     return args
 
 

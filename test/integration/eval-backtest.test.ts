@@ -63,6 +63,12 @@ describe('backtest with a planted signal', () => {
       gate: ['2020-07-06'],
     });
     expect(result.usersScored).toBeGreaterThan(150);
+    // The second cycle's gate week is the first evaluated week: judged by what the backtest shipped
+    // there, not fitted again; the first cycle's gate week had no such model.
+    expect(Object.values(result.perCutoff[0]?.gate.scoredBy ?? {})).toEqual(['rolling']);
+    expect(result.perCutoff[1]?.gate.scoredBy).toEqual({
+      '2020-07-06': result.perCutoff[0]?.model.version,
+    });
     // The planted signal passes the gate; what was served is the promoted model.
     expect(result.promotions).toBe(2);
     expect(result.perCutoff.map((c) => c.served)).toEqual(
