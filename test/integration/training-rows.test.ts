@@ -278,6 +278,7 @@ describe('training rows on the real stack', () => {
       'label',
       ...FEATURE_NAMES,
       'sources',
+      'heuristic',
     ]);
     const types = Object.fromEntries(table.schema.fields.map((f) => [f.name, String(f.type)]));
     expect(types).toMatchObject({
@@ -287,7 +288,14 @@ describe('training rows on the real stack', () => {
       cutoff: 'Int64',
       label: 'Int8',
       sources: 'Utf8',
+      heuristic: 'Float32',
     });
+    // Serving's heuristic score of every row, in [0, 1].
+    const heuristic = table.getChild('heuristic')!;
+    for (let r = 0; r < table.numRows; r += 13) {
+      expect(heuristic.get(r)).toBeGreaterThanOrEqual(0);
+      expect(heuristic.get(r)).toBeLessThanOrEqual(1);
+    }
     for (const f of FEATURE_NAMES) expect(types[f]).toBe('Float32');
     expect(table.numRows).toBe(result.rows);
     expect(JSON.parse(table.schema.metadata.get('features')!)).toEqual(FEATURE_NAMES);
@@ -324,7 +332,9 @@ describe('training rows on the real stack', () => {
     expect(py.rows).toBe(result.rows);
     expect(py.names).toEqual(names);
     expect(py.types.slice(0, 5)).toEqual(['int64', 'string', 'string', 'int64', 'int8']);
-    expect(py.types.slice(5, -1).every((t) => t === 'float')).toBe(true);
+    // The features, then sources (string) and the heuristic score (float).
+    expect(py.types.slice(5, 5 + FEATURE_NAMES.length).every((t) => t === 'float')).toBe(true);
+    expect(py.types.slice(5 + FEATURE_NAMES.length)).toEqual(['string', 'float']);
     expect(py.features).toEqual(FEATURE_NAMES);
     expect(py.cutoffs).toEqual(CUTOFFS);
     expect(py.positives).toBe(result.positives);
