@@ -1133,6 +1133,19 @@ def _fail_mlflow_run(run: MlflowRun) -> None:
         pass
 
 
+def train_on(parts: Sequence[RankData], trained: Trained) -> Any:
+    """A booster with `trained`'s params and number of trees, on the queries of `parts` together."""
+    import lightgbm as lgb
+
+    data = lgb.Dataset(
+        np.concatenate([d.x for d in parts]),
+        np.concatenate([d.y for d in parts]),
+        group=np.concatenate([np.diff(d.bounds) for d in parts]),
+        params={"feature_pre_filter": False, "verbose": -1},
+    )
+    return lgb.train(trained.params, data, num_boost_round=trained.best_iteration)
+
+
 def refit(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Trained) -> Trained:
     """Retrain with the chosen params and rounds on the training, validation and `extra` weeks.
 
@@ -1140,16 +1153,8 @@ def refit(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Traine
     searched model's `valid_map` is kept (measured before, on the held-out validation week).
     Queries without a positive carry no LambdaRank gradient and are left out, as in training.
     """
-    import lightgbm as lgb
-
     parts = [tr] + [d.subset_queries(d.positives_per_query() > 0) for d in (va, *extra)]
-    both = lgb.Dataset(
-        np.concatenate([d.x for d in parts]),
-        np.concatenate([d.y for d in parts]),
-        group=np.concatenate([np.diff(d.bounds) for d in parts]),
-        params={"feature_pre_filter": False, "verbose": -1},
-    )
-    booster = lgb.train(trained.params, both, num_boost_round=trained.best_iteration)
+    booster = train_on(parts, trained)
     log(f"refit on {' + '.join(str(d.queries) for d in parts)} queries, "
         f"{trained.best_iteration} rounds")
     return Trained(booster, trained.params, trained.best_iteration, trained.valid_map, trained.trials,
@@ -1173,8 +1178,6 @@ def rolling_scores(tr: RankData, va: RankData, extra: Sequence[RankData], traine
     per `extra` row, in file order (files concatenated); NaN for rows of weeks not listed. A gate
     judges these: fresh models on weeks they never saw, as the shipped model will be.
     """
-    import lightgbm as lgb
-
     out = [np.full(d.rows, np.nan, dtype=np.float32) for d in extra]
     pool = [tr, va, *extra]
     for g in sorted(set(int(w) for w in weeks)):
@@ -1186,13 +1189,7 @@ def rolling_scores(tr: RankData, va: RankData, extra: Sequence[RankData], traine
                 parts.append(d.subset_queries(keep))
         if not parts:
             raise TrainError(f"no training rows before the rolling week {g}")
-        data = lgb.Dataset(
-            np.concatenate([d.x for d in parts]),
-            np.concatenate([d.y for d in parts]),
-            group=np.concatenate([np.diff(d.bounds) for d in parts]),
-            params={"feature_pre_filter": False, "verbose": -1},
-        )
-        booster = lgb.train(trained.params, data, num_boost_round=trained.best_iteration)
+        booster = train_on(parts, trained)
         scored = 0
         for i, d in enumerate(extra):
             rows = np.repeat(d.query_cutoffs("rolling scores") == g, np.diff(d.bounds))

@@ -21,6 +21,7 @@ import { deleteNamespace } from '../../streams/features/state.ts';
 import { parseModelMeta } from '../../serving/model/metadata.ts';
 import { readModel, registerModel } from '../../serving/model/registry.ts';
 import { RowTable, writeRows } from '../../training/rows.ts';
+import { rng } from '../../training/stats.ts';
 import { ensurePythonEnv } from '../../training/venv.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -60,16 +61,7 @@ function freePort(): Promise<number> {
 }
 
 /** Deterministic uniform numbers in [0, 1) (mulberry32). */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const random = rng;
 
 /** Queries whose buyers pick what scores high on f0 + 0.7 f1 (f2, f3 noise; some NaN). */
 function plantedRows(queries: number, perQuery: number, cutoff: number, seed: number): RowTable {
