@@ -178,7 +178,7 @@ export async function fitAndGate(input: FitInput): Promise<FitResult> {
         : ((recipe.refit ? input.shippedAt?.get(g) : shipped)?.meta.version ?? 'none'),
     ]),
   );
-  const gate = { ...(await judgeAtGate(input, gateTable, scores)), scoredBy };
+  const gate = { ...(await judgeAtGate(input, gateTable, scores, scoredBy)), scoredBy };
   say(`gate: ${gate.promoted ? 'promote' : 'refuse'}: ${gate.reason}`);
   return {
     shipped,
@@ -205,6 +205,7 @@ async function judgeAtGate(
   input: FitInput,
   gateTable: RowTable,
   candidateScores: Float32Array,
+  scoredBy: Readonly<Record<string, string>>,
 ): Promise<Omit<GateResult, 'scoredBy'>> {
   const { recipe, weeks, log, active } = input;
   const k = recipe.k;
@@ -243,7 +244,14 @@ async function judgeAtGate(
   let activeCompared: GateResult['active'] = null;
   let vsActive: { version: string; interval: RatioInterval } | null = null;
   if (active !== null && activeScores !== null) {
-    const unseen = judged.filter((w) => activeFrom !== null && w.cutoff >= activeFrom);
+    // Weeks the active model itself scored for the candidate (a backtest's weekly cycles) compare
+    // it with itself: left out.
+    const unseen = judged.filter(
+      (w) =>
+        activeFrom !== null &&
+        w.cutoff >= activeFrom &&
+        scoredBy[day(w.cutoff)] !== active.meta.version,
+    );
     if (unseen.length > 0) {
       const a = pooledAp(unseen, 'candidate', k);
       const b = pooledAp(unseen, 'active', k);

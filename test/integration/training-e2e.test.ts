@@ -35,6 +35,7 @@ interface RecResponse {
 }
 
 // 6 weeks of purchases from 2020-06-01 to 2020-07-12: the cycle ends on 2020-07-13.
+const DAY = 86_400_000;
 const END = Date.UTC(2020, 6, 13);
 const GATE = [Date.UTC(2020, 5, 29), Date.UTC(2020, 6, 6)];
 const VALIDATION = Date.UTC(2020, 5, 22);
@@ -190,7 +191,25 @@ describe('training end to end: load, process, train, promote, serve', () => {
     expect((meta?.cutoffs as { refit?: number[] }).refit).toEqual(GATE);
   });
 
+  it('compares the next cycle with the active model on the weeks the active model has not seen', async () => {
+    // A cycle ending a week earlier is promoted (the active model then knows nothing of the last
+    // week); the next cycle's gate compares with it on that week only.
+    const earlier = await runCycle(deps, { recipe: SMALL, end: END - 7 * DAY });
+    expect(earlier.promoted).toBe(true);
+    expect(await activeVersion(redis, keys)).toBe(earlier.version);
+    const next = await runCycle(deps, { recipe: SMALL });
+    expect(next.gate.active).toMatchObject({ version: earlier.version, weeks: ['2020-07-06'] });
+    const vs = next.gate.vs.active;
+    expect(vs?.units).toBeGreaterThan(50);
+    expect(vs?.low).toBeLessThanOrEqual(vs?.ratio ?? NaN);
+    expect(next.gate.map.active?.mean).toBeGreaterThan(0.1);
+    // The decision says how the candidate stands against the active model.
+    if (next.promoted) expect(next.reason).toContain(`of the active model ${earlier.version}`);
+    else expect(next.reason).toMatch(/best baseline|active model/);
+  }, 120_000);
+
   it('refuses a cycle without enough weeks of data (too little data)', async () => {
+    const before = (await listModels(redis, keys)).map((m) => m.version);
     // The end after the data: its last weeks hold no purchases.
     await expect(runCycle(deps, { recipe: SMALL, end: Date.UTC(2020, 7, 1) })).rejects.toThrow(
       /^too little data: the cycle ends 2020-08-01, after the last purchase/,
@@ -200,6 +219,6 @@ describe('training end to end: load, process, train, promote, serve', () => {
       /^too little data: purchases from 2020-06-01 to 2020-07-13 leave no training week/,
     );
     // Nothing was registered by the refused cycles.
-    expect((await listModels(redis, keys)).map((m) => m.version)).toEqual([result.version]);
+    expect((await listModels(redis, keys)).map((m) => m.version)).toEqual(before);
   });
 });
