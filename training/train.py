@@ -1196,7 +1196,8 @@ def rolling_scores(tr: RankData, va: RankData, extra: Sequence[RankData], traine
             if rows.any():
                 out[i][rows] = booster.predict(d.x[rows]).astype(np.float32)
                 scored += int(rows.sum())
-        log(f"rolling week {g}: trained on {sum(d.queries for d in parts)} queries, "
+        week = datetime.fromtimestamp(g / 1000, timezone.utc).date().isoformat()
+        log(f"rolling week {week}: trained on {sum(d.queries for d in parts)} queries, "
             f"scored {scored} rows")
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 

@@ -108,7 +108,9 @@ describe('training end to end: load, process, train, promote, serve', () => {
     expect(gate.weeks).toEqual(['2020-06-29', '2020-07-06']);
     // Each gate week judged by the recipe's model fitted on the weeks before it (rolling origin).
     expect(gate.scoredBy).toEqual({ '2020-06-29': 'rolling', '2020-07-06': 'rolling' });
-    expect(lines.filter((l) => /rolling week \d+: trained on \d+ queries/.test(l))).toHaveLength(2);
+    expect(
+      lines.filter((l) => /rolling week \d{4}-\d\d-\d\d: trained on \d+ queries/.test(l)),
+    ).toHaveLength(2);
     expect(gate.units).toBeGreaterThan(150);
     const map = (m: string) => gate.map[m]?.mean ?? NaN;
     expect(map('candidate')).toBeGreaterThan(0.2);
