@@ -20,7 +20,7 @@ import {
   HALF_LIVES,
   ITEM_HALF_LIFE,
   POPULARITY_HALF_LIVES,
-  PRODUCT_CODE_PATTERN,
+  productCodeOf,
   SEGMENT_HALF_LIFE,
   ageBucket,
   type KeySpace,
@@ -71,8 +71,7 @@ const PRODUCT_POS = ARTICLE_FIELDS.indexOf('product_code');
 
 /** The usable product code of an article's metadata (see PRODUCT_CODE_PATTERN), else ''. */
 function productCode(meta: readonly (string | null)[] | undefined): string {
-  const v = meta?.[PRODUCT_POS];
-  return typeof v === 'string' && PRODUCT_CODE_PATTERN.test(v) ? v : '';
+  return productCodeOf(meta?.[PRODUCT_POS]) ?? '';
 }
 /** Affinity field prefix per article metadata field. */
 const AFFINITY_PREFIX: Partial<Record<(typeof ARTICLE_FIELDS)[number], string>> = {

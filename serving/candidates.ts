@@ -2,13 +2,15 @@
  * Candidate generation for one customer, read from the online feature store in at most three
  * sequential Redis round trips (each round trip may carry several pipelines sent together):
  *
- *  1. the customer's state (stats, recent purchases, bought, affinities, meta — the shared
+ *  1. the customer's state (stats, recent purchases, bought, items, affinities, meta — the shared
  *     `readCustomers`) and the global trending set;
  *  2. what depends on the customer: the segment trending sets (age bucket × index group, and the
- *     customer's dominant sales channel), the co-purchase neighbours of the last few purchases and
- *     the index groups and names of the recent purchases — together with the article states (`readArticles`)
- *     of the candidates already known (repurchase and global trending);
- *  3. the article states of the candidates discovered in 2 (segment and co-purchase), if any.
+ *     customer's dominant sales channel), the co-purchase neighbours of the last few purchases,
+ *     the sold articles of the customer's product codes and the index groups and names of the
+ *     recent purchases — together with the article states (`readArticles`) of the candidates
+ *     already known (repurchase and global trending);
+ *  3. the article states of the candidates discovered in 2 (siblings, segment and co-purchase),
+ *     if any.
  *
  * Two round trips are not enough without a cross-slot Lua script (which would break the
  * Cluster-safe key layout): co-purchase neighbours and the customer's segments are known only
@@ -17,9 +19,11 @@
  * ride along in round trips 2 and 3 (embedding-candidates.ts): the counts are the same.
  *
  * Sources, each with a quota (`CandidateConfig.quotas`):
- *  - `repurchase`: distinct articles of the customer's recent purchases (newest first), then the
- *    older ones (most units first), only with `allow_repurchase` (otherwise every bought article
- *    is excluded anyway);
+ *  - `repurchase`: every article the customer bought, by time-weighted purchase count (`items`,
+ *    30-day half-life: frequency and recency in one number), only with `allow_repurchase`
+ *    (otherwise every bought article is excluded anyway);
+ *  - `siblings`: the articles that have sold of the customer's product codes (other colours and
+ *    sizes of what they bought), the most-bought product first, its latest articles first;
  *  - `copurchase`: top neighbours (decayed co-purchase counts summed over seeds) of the customer's
  *    last `copurchaseSeeds` distinct articles;
  *  - `trending_segment`: the 7-day trending sets of the customer's age bucket × index group

@@ -13,6 +13,7 @@ import {
   heuristicScore,
   heuristicSignals,
   rankCandidates,
+  reasonsFor,
   type Ranker,
 } from './ranking.ts';
 
@@ -181,5 +182,31 @@ describe('rankCandidates with a ranker', () => {
     expect(out.modelVersion).toBe(HEURISTIC_VERSION);
     expect(out.items).toHaveLength(3);
     expect(Object.keys(out.items[0]?.features ?? {})).toEqual([...FEATURE_NAMES]);
+  });
+});
+
+describe('reasons', () => {
+  it('explains a sibling by its product and a repurchase by the article itself', () => {
+    const sib = cand('b2', {
+      sources: ['siblings'],
+      sibling: { logCount: 0, product: 'b1' },
+    });
+    const rep = cand('b1', {
+      sources: ['repurchase', 'siblings'],
+      repurchase: { lastBought: NOW - 2 * DAY_MS },
+      sibling: { logCount: 0, product: 'b1' },
+    });
+    const reasons = (c: Candidate) =>
+      reasonsFor(
+        { candidate: c, article: article(c.articleId, 1, 'Shoes'), score: 0 },
+        customer,
+        new Map(),
+        NOW,
+      );
+    expect(reasons(sib)).toContain(
+      'another version of product b1, which you bought 2 time(s) (other colour or size)',
+    );
+    expect(reasons(rep)[0]).toBe('you bought it before (2 unit(s), last 2 day(s) ago)');
+    expect(reasons(rep).join(' ')).not.toContain('another version');
   });
 });

@@ -340,6 +340,11 @@ export function reasonsFor(
     const units = customer.bought[c.articleId] ?? 0;
     const days = Math.max(0, Math.round((now - c.repurchase.lastBought) / DAY_MS));
     out.push(`you bought it before (${units} unit(s), last ${days} day(s) ago)`);
+  } else if (c.sibling) {
+    const n = customer.products.get(c.sibling.product)?.n ?? 0;
+    out.push(
+      `another version of product ${c.sibling.product}, which you bought ${n} time(s) (other colour or size)`,
+    );
   }
   if (c.copurchase) {
     const seed = c.copurchase.seed;

@@ -10,7 +10,8 @@ import {
   tuneWeights,
   type PurchaseEvent,
 } from './baselines.ts';
-import { chooseCutoffs, spread } from './eval.ts';
+import { chooseCutoffs } from './eval.ts';
+import { sampleSd as spread } from './stats.ts';
 
 const T0 = Date.parse('2020-09-01T00:00:00Z');
 const ev = (customer: string, article: string, day: number): PurchaseEvent => ({

@@ -121,9 +121,6 @@ export interface EvalResult {
 const iso = (t: number) => new Date(t).toISOString().slice(0, 10);
 const WEEK = 7 * DAY_MS;
 
-/** Sample standard deviation (n − 1); 0 for a single value. */
-export const spread = sampleSd;
-
 /**
  * The evaluated cutoffs: the given dates, or the last `n` weekly cutoffs (weeks ending at the end
  * of the last day with purchases) whose week has purchases and that leave room for a cycle before
@@ -348,7 +345,7 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
     const map = Object.fromEntries(
       METHODS.map((m) => [
         m,
-        { mean: mean(mapK(m)), spread: spread(mapK(m)), se: standardError(pooled(m)) },
+        { mean: mean(mapK(m)), spread: sampleSd(mapK(m)), se: standardError(pooled(m)) },
       ]),
     ) as EvalResult['map'];
     const ranker = pooled('ranker');
@@ -453,6 +450,12 @@ export function toReport(r: EvalResult, notes: string[] = []): EvalReport {
       recall: r.recall,
       ndcg: r.ndcg,
       ratios: Object.fromEntries(Object.entries(r.versus).map(([m, v]) => [m, v.ratio])),
+      intervals: Object.fromEntries(
+        Object.entries(r.versus).map(([m, v]) => [
+          m,
+          { ratio: v.pooled.ratio, low: v.pooled.low, high: v.pooled.high, weeksWon: v.weeksWon },
+        ]),
+      ),
       candidateRecall: r.candidateRecall,
       usersScored: r.usersScored,
     },

@@ -166,11 +166,12 @@ describe('writeReport', () => {
     const md = result.markdown;
     const s = DATA.summary;
     for (const m of METHODS) {
-      const row = `| ${m} | ${fmtMetric(s.map[m]?.mean)} | ${fmtMetric(s.map[m]?.spread)} | ${fmtMetric(s.recall[m])} | ${fmtMetric(s.ndcg[m])} |`;
+      // No standard error in this input: '–'.
+      const row = `| ${m} | ${fmtMetric(s.map[m]?.mean)} | ${fmtMetric(s.map[m]?.spread)} | – | ${fmtMetric(s.recall[m])} | ${fmtMetric(s.ndcg[m])} |`;
       expect(md).toContain(row);
     }
-    expect(md).toContain('| ranker | 0.0300 | 0.0010 | 0.0612 | 0.0456 |');
-    expect(md).toContain(`| popular | ${fmtRatio(2.9032)} |`);
+    expect(md).toContain('| ranker | 0.0300 | 0.0010 | – | 0.0612 | 0.0456 |');
+    expect(md).toContain(`| popular | ${fmtRatio(2.9032)} | – | – |`);
     expect(fmtRatio(2.9032)).toBe('2.90×');
     expect(md).toContain('Users scored (all cutoffs): 3003.');
 

@@ -35,10 +35,13 @@ export interface EvalReport {
     candidateRecall: Record<string, number>;
   }[]; // mapAtK[method][k-1] for k=1..K
   summary: {
-    map: Record<string, { mean: number; spread: number }>;
+    /** `se`: standard error over the pooled customer-weeks (when the caller computed it). */
+    map: Record<string, { mean: number; spread: number; se?: number }>;
     recall: Record<string, number>;
     ndcg: Record<string, number>;
     ratios: Record<string, number>;
+    /** Paired bootstrap interval of the ratio over pooled customer-weeks, and weeks won. */
+    intervals?: Record<string, { ratio: number; low: number; high: number; weeksWon: number }>;
     candidateRecall: Record<string, number>;
     usersScored: number;
   };
@@ -308,11 +311,12 @@ function tables(data: EvalReport): string[] {
     `Spread = standard deviation of MAP@${K} over the cutoffs. Users scored (all cutoffs): ${s.usersScored}.`,
     '',
     table(
-      ['method', `MAP@${K}`, 'spread (sd)', `recall@${K}`, `NDCG@${K}`],
+      ['method', `MAP@${K}`, 'spread (sd)', 's.e.', `recall@${K}`, `NDCG@${K}`],
       data.methods.map((m) => [
         cell(m),
         fmtMetric(s.map[m]?.mean),
         fmtMetric(s.map[m]?.spread),
+        fmtMetric(s.map[m]?.se),
         fmtMetric(s.recall[m]),
         fmtMetric(s.ndcg[m]),
       ]),
@@ -322,11 +326,19 @@ function tables(data: EvalReport): string[] {
   if (ratios.length > 0) {
     out.push(
       '',
-      `Ratios (ranker's mean MAP@${K} to each):`,
+      `Ratios (ranker's mean MAP@${K} to each; interval: paired bootstrap over the pooled customer-weeks; weeks the ranker wins):`,
       '',
       table(
-        ['versus', 'ratio'],
-        ratios.map(([name, r]) => [cell(name), fmtRatio(r)]),
+        ['versus', 'ratio', 'pooled ratio [interval]', 'weeks won'],
+        ratios.map(([name, r]) => {
+          const i = s.intervals?.[name];
+          return [
+            cell(name),
+            fmtRatio(r),
+            i ? `${fmtRatio(i.ratio)} [${i.low.toFixed(2)}, ${i.high.toFixed(2)}]` : '–',
+            i ? `${i.weeksWon}/${n}` : '–',
+          ];
+        }),
       ),
     );
   }

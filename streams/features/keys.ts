@@ -33,6 +33,11 @@ export const ITEM_HALF_LIFE: HalfLife = '30d';
  */
 export const PRODUCT_CODE_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 
+/** The product code of an article record's `product_code` value, or null when it is unusable. */
+export function productCodeOf(value: string | null | undefined): string | null {
+  return typeof value === 'string' && PRODUCT_CODE_PATTERN.test(value) ? value : null;
+}
+
 /** Segment kinds for trending. */
 export type SegmentKind = 'age_index' | 'channel';
 

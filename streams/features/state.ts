@@ -8,7 +8,7 @@ import {
   COPURCHASE_HALF_LIFE,
   HALF_LIVES,
   POPULARITY_HALF_LIVES,
-  PRODUCT_CODE_PATTERN,
+  productCodeOf,
   type HalfLife,
   type KeySpace,
   type SegmentKind,
@@ -126,8 +126,7 @@ export function parseItems(h: Hash): {
 
 /** The product key of an article: its usable product code, else its own id (as customer.lua). */
 export function productKey(article: { articleId: string; meta: Record<string, string> }): string {
-  const code = article.meta.product_code;
-  return code !== undefined && PRODUCT_CODE_PATTERN.test(code) ? code : article.articleId;
+  return productCodeOf(article.meta.product_code) ?? article.articleId;
 }
 
 /** Read customers' state; unknown customers come back with zero counts and empty lists. */

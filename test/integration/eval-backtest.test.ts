@@ -111,6 +111,12 @@ describe('backtest with a planted signal', () => {
     expect(out.images.length).toBeGreaterThanOrEqual(4);
     for (const img of out.images) expect(existsSync(img)).toBe(true);
     expect(md).toContain('planted');
+    // The ratios with their pooled intervals and weeks won, and the standard errors.
+    expect(md).toContain('| versus | ratio | pooled ratio [interval] | weeks won |');
+    expect(md).toMatch(
+      /\| repurchase_popular \| \d+\.\d\d× \| \d+\.\d\d× \[\d+\.\d\d, \d+\.\d\d\] \| 2\/2 \|/,
+    );
+    expect(md).toContain('| method | MAP@12 | spread (sd) | s.e. |');
     expect(result.featureImportance.length).toBeGreaterThan(0);
   });
 });
