@@ -46,8 +46,29 @@ export interface Week {
   readonly lists: Map<string, string[][]>;
 }
 
-/** The week at `cutoff` with the log-based baselines' lists. */
+/** Baseline weeks already computed, per log: a backtest judges each week in up to 5 cycles. */
+const computed = new WeakMap<PurchaseLog, Map<string, Week>>();
+
+/**
+ * The week at `cutoff` with the log-based baselines' lists (computed once per log, cutoff and k;
+ * each call gets its own `lists` map to add methods to).
+ */
 export function labelWeek(log: PurchaseLog, cutoff: number, k: number): Week {
+  let byKey = computed.get(log);
+  if (!byKey) {
+    byKey = new Map();
+    computed.set(log, byKey);
+  }
+  const key = `${cutoff}:${k}`;
+  let week = byKey.get(key);
+  if (!week) {
+    week = baselineWeek(log, cutoff, k);
+    byKey.set(key, week);
+  }
+  return { ...week, lists: new Map(week.lists) };
+}
+
+function baselineWeek(log: PurchaseLog, cutoff: number, k: number): Week {
   const labels = log.labels(cutoff, cutoff + WEEK);
   const customers = [...labels.keys()].sort();
   const popular = popularBetween(log, cutoff - WEEK, cutoff, k);
