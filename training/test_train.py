@@ -511,18 +511,22 @@ def test_export_nan_follows_lightgbm_missing_type_none_whatever_default_left() -
     assert deviation(edited, rows).max() <= 1e-4
 
 
+def zero_or_negative_rows(n: int = 2000) -> np.ndarray:
+    """Feature 0 is 0 or a small negative integer (splits near zero), feature 1 uniform."""
+    rng = np.random.default_rng(7)
+    return np.column_stack([
+        np.where(rng.random(n) < 0.5, -rng.integers(1, 4, size=n), 0).astype(np.float32),
+        rng.random(n).astype(np.float32),
+    ]).astype(np.float32)
+
+
 def test_export_matches_lightgbm_in_the_zero_band() -> None:
     """LightGBM's predictor reads |x| <= kZeroThreshold (float32 1e-35) as 0.0, and puts a split
     between negative values and zero at -kZeroThreshold: x = -kZeroThreshold goes right in
     LightGBM (as 0) but satisfied x <= -kZeroThreshold in ONNX."""
     import lightgbm as lgb
 
-    rng = np.random.default_rng(7)
-    n = 2000
-    x = np.column_stack([
-        np.where(rng.random(n) < 0.5, -rng.integers(1, 4, size=n), 0).astype(np.float32),
-        rng.random(n).astype(np.float32),
-    ]).astype(np.float32)
+    x = zero_or_negative_rows()
     y = (x[:, 0] < 0).astype(float)
     booster = lgb.train({"objective": "regression", "verbose": -1, "min_data_in_leaf": 5},
                         lgb.Dataset(x, y), 3)
@@ -615,12 +619,7 @@ def test_parity_check_finds_what_the_validation_rows_miss() -> None:
     from onnxmltools import convert_lightgbm
     from onnxmltools.convert.common.data_types import FloatTensorType
 
-    rng = np.random.default_rng(7)
-    n = 2000
-    x = np.column_stack([
-        np.where(rng.random(n) < 0.5, -rng.integers(1, 4, size=n), 0).astype(np.float32),
-        rng.random(n).astype(np.float32),
-    ]).astype(np.float32)
+    x = zero_or_negative_rows()
     y = (x[:, 0] < 0).astype(float) + x[:, 1]
     booster = lgb.train({"objective": "regression", "verbose": -1, "min_data_in_leaf": 5},
                         lgb.Dataset(x, y), 5)
