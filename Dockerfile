@@ -24,5 +24,5 @@ COPY serving ./serving
 COPY training ./training
 # The image's built-in unprivileged user; the sources stay root-owned and read-only to it.
 USER node
-# Each compose service picks its entry point, e.g. `npx tsx streams/setup.ts`.
-CMD ["npx", "tsx", "streams/setup.ts"]
+# Each compose service picks its entry point, e.g. `npx tsx streams/setup-cli.ts`.
+CMD ["npx", "tsx", "streams/setup-cli.ts"]

@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { DecodedRecord } from '../streams/consumer.ts';
-import type { KeySpace } from '../streams/features/keys.ts';
+import type { KeySpace } from '../features/keys.ts';
 import type { Article, Customer } from '../schemas/events.ts';
 import type { Scripts } from './scripts.ts';
 

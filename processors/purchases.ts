@@ -12,7 +12,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { DecodedRecord } from '../streams/consumer.ts';
-import { DECAY_EPOCH_MS, rate } from '../streams/features/decay.ts';
+import { DECAY_EPOCH_MS, rate } from '../features/decay.ts';
 import {
   AFFINITY_HALF_LIFE,
   COPURCHASE_HALF_LIFE,
@@ -24,8 +24,8 @@ import {
   SEGMENT_HALF_LIFE,
   ageBucket,
   type KeySpace,
-} from '../streams/features/keys.ts';
-import { segmentValue } from '../streams/features/segments.ts';
+} from '../features/keys.ts';
+import { segmentValue } from '../features/segments.ts';
 import type { Purchase } from '../schemas/events.ts';
 import type { Scripts } from './scripts.ts';
 

@@ -7,10 +7,10 @@
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { connectStreams } from '../streams/bootstrap.ts';
-import { loadConfig } from '../streams/config.ts';
-import { articleEmbeddingKeys } from '../streams/embeddings/run.ts';
-import { keySpace } from '../streams/features/keys.ts';
-import { createLogger } from '../streams/logger.ts';
+import { loadConfig } from '../common/config.ts';
+import { articleEmbeddingKeys } from '../embeddings/job.ts';
+import { keySpace } from '../features/keys.ts';
+import { createLogger } from '../common/logger.ts';
 import { rebuildTaste } from './taste-rebuild.ts';
 
 async function main(): Promise<void> {

@@ -10,10 +10,10 @@
 import type { Kafka } from 'kafkajs';
 import type { Redis } from 'ioredis';
 import type { Codecs } from '../streams/bootstrap.ts';
-import type { EmbeddingKeys } from '../streams/features/embedding-keys.ts';
-import type { KeySpace } from '../streams/features/keys.ts';
-import type { Logger } from '../streams/logger.ts';
-import { progress } from '../streams/progress.ts';
+import type { EmbeddingKeys } from '../features/embedding-keys.ts';
+import type { KeySpace } from '../features/keys.ts';
+import type { Logger } from '../common/logger.ts';
+import { progress } from '../common/progress.ts';
 import { replay } from '../streams/replay.ts';
 import type { Topics } from '../streams/topics.ts';
 import { TasteProcessor } from './taste.ts';

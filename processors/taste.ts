@@ -11,15 +11,15 @@ import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import type { Purchase } from '../schemas/events.ts';
 import type { DecodedRecord } from '../streams/consumer.ts';
-import { rate } from '../streams/features/decay.ts';
-import { embeddingKeys, type EmbeddingKeys } from '../streams/features/embedding-keys.ts';
-import { AFFINITY_HALF_LIFE, HALF_LIVES, type KeySpace } from '../streams/features/keys.ts';
+import { rate } from '../features/decay.ts';
+import { embeddingKeys, type EmbeddingKeys } from '../features/embedding-keys.ts';
+import { AFFINITY_HALF_LIFE, HALF_LIVES, type KeySpace } from '../features/keys.ts';
 import type { Admin } from 'kafkajs';
 import { consumerLag } from '../streams/admin.ts';
 import { runConsumer, type RunningConsumer } from '../streams/consumer.ts';
-import { readVectors } from '../streams/embeddings/store.ts';
-import { embeddingsEnabled } from '../streams/features/embedding-state.ts';
-import type { ProcessorDeps } from './run.ts';
+import { readVectors } from '../embeddings/store.ts';
+import { embeddingsEnabled } from '../features/embedding-state.ts';
+import type { ProcessorDeps } from './deps.ts';
 
 /** Half-life of the taste vector (the affinities'). */
 export const TASTE_HALF_LIFE = AFFINITY_HALF_LIFE;

@@ -29,16 +29,16 @@ import { swaggerUI } from '@hono/swagger-ui';
 import type { Context } from 'hono';
 import { routePath } from 'hono/route';
 import type { Redis } from 'ioredis';
-import { FEATURE_NAMES, missingFeatures } from '../streams/features/definitions.ts';
-import { decayedValue } from '../streams/features/decay.ts';
+import { FEATURE_NAMES, missingFeatures } from '../features/definitions.ts';
+import { decayedValue } from '../features/decay.ts';
 import {
   COPURCHASE_HALF_LIFE,
   HALF_LIVES,
   SEGMENT_HALF_LIFE,
   type KeySpace,
-} from '../streams/features/keys.ts';
-import { readArticles, type ArticleState } from '../streams/features/state.ts';
-import type { Logger } from '../streams/logger.ts';
+} from '../features/keys.ts';
+import { readArticles, type ArticleState } from '../features/state.ts';
+import type { Logger } from '../common/logger.ts';
 import {
   DEFAULT_CANDIDATE_CONFIG,
   GLOBAL_TRENDING_HL,
@@ -58,7 +58,7 @@ import {
   errorHandler,
   requestIdOf,
   storeRead,
-} from './errors.ts';
+} from './http-errors.ts';
 import type { DegradedReason, ServingMetrics } from './metrics.ts';
 import {
   HEURISTIC_VERSION,
@@ -85,10 +85,10 @@ import {
   type RecommendationItemBody,
   type RecommendationResponseBody,
   type ScoredArticleBody,
-} from './schemas.ts';
+} from './api-schemas.ts';
 import { TrendingCache } from './trending-cache.ts';
 import { registerEmbeddingSimilar } from './similar.ts';
-import { embeddingKeys } from '../streams/features/embedding-keys.ts';
+import { embeddingKeys } from '../features/embedding-keys.ts';
 
 export interface ServingConfig extends CandidateConfig {
   /** A ranker taking longer than this falls back to the heuristic (ms; 0 = no limit). */
@@ -627,7 +627,7 @@ export function createApp(deps: ServingDeps): OpenAPIHono<AppEnv> {
     info: {
       title: 'fashion-recsys serving API',
       version: '1.0.0',
-      description: `Real-time fashion recommendations. Features: ${FEATURE_NAMES.length} shared definitions (streams/features/definitions.ts).`,
+      description: `Real-time fashion recommendations. Features: ${FEATURE_NAMES.length} shared definitions (features/definitions.ts).`,
     },
   });
   app.get('/docs', swaggerUI({ url: '/openapi.json' }));

@@ -40,22 +40,17 @@
  * seeds: segment (when the customer record gives an age) and global trending.
  */
 import type { ChainableCommander, Redis } from 'ioredis';
-import {
-  ageBucket,
-  SEGMENT_HALF_LIFE,
-  type HalfLife,
-  type KeySpace,
-} from '../streams/features/keys.ts';
-import { logAdd } from '../streams/features/decay.ts';
-import { segmentValue } from '../streams/features/segments.ts';
+import { ageBucket, SEGMENT_HALF_LIFE, type HalfLife, type KeySpace } from '../features/keys.ts';
+import { logAdd } from '../features/decay.ts';
+import { segmentValue } from '../features/segments.ts';
 import {
   readArticles,
   readCustomers,
   type ArticleState,
   type CustomerState,
   type ItemStat,
-} from '../streams/features/state.ts';
-import { storeRead } from './errors.ts';
+} from '../features/state.ts';
+import { storeRead } from './http-errors.ts';
 import * as emb from './embedding-candidates.ts'; // EMBEDDINGS=on only (issue 7)
 
 /** Half-life of the global trending set used for candidates, the trending route and the cache. */

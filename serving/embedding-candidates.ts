@@ -6,27 +6,22 @@
  *  - the customer's taste vector, the vectors of the candidates and of the latest purchases,
  *    read with the round trips candidate generation makes anyway (`EmbeddingReads`: no round trip
  *    of their own) and attached to the request's states for the embedding features
- *    (streams/features/embedding-state.ts).
+ *    (features/embedding-state.ts).
  * Article vectors and similar lists are read from `CandidateConfig.embeddingNamespace` (default
  * the request's namespace; a training replay points it at the live one), taste vectors from the
  * request's namespace (the taste processor writes them there).
  */
 import type { ChainableCommander, Redis } from 'ioredis';
-import {
-  decodeTaste,
-  parseSimilar,
-  readVectors,
-  type Neighbour,
-} from '../streams/embeddings/store.ts';
-import { embeddingKeys, type EmbeddingKeys } from '../streams/features/embedding-keys.ts';
+import { decodeTaste, parseSimilar, readVectors, type Neighbour } from '../embeddings/store.ts';
+import { embeddingKeys, type EmbeddingKeys } from '../features/embedding-keys.ts';
 import {
   RECENT_FOR_SIMILARITY,
   attachArticleVector,
   attachCustomerEmbedding,
   embeddingsEnabled,
-} from '../streams/features/embedding-state.ts';
-import type { KeySpace } from '../streams/features/keys.ts';
-import type { ArticleState, CustomerState } from '../streams/features/state.ts';
+} from '../features/embedding-state.ts';
+import type { KeySpace } from '../features/keys.ts';
+import type { ArticleState, CustomerState } from '../features/state.ts';
 
 /** Whether embeddings take part in candidate generation and features (`EMBEDDINGS`, at start). */
 export const EMBEDDINGS_ON = embeddingsEnabled();

@@ -2,10 +2,10 @@
  * The heuristic and the ranker plumbing, without Redis: hand-made candidates and states.
  */
 import { describe, expect, it } from 'vitest';
-import { DAY_MS, logWeight } from '../streams/features/decay.ts';
-import { FEATURE_NAMES, featureVector } from '../streams/features/definitions.ts';
-import { HALF_LIVES } from '../streams/features/keys.ts';
-import type { ArticleState, CustomerState } from '../streams/features/state.ts';
+import { DAY_MS, logWeight } from '../features/decay.ts';
+import { FEATURE_NAMES, featureVector } from '../features/definitions.ts';
+import { HALF_LIVES } from '../features/keys.ts';
+import type { ArticleState, CustomerState } from '../features/state.ts';
 import type { Candidate } from './candidates.ts';
 import {
   HEURISTIC_VERSION,

@@ -8,13 +8,9 @@
  * heuristic instead, and the outcome says so (`fallback`), for the response (`degraded: true`,
  * `model_version: heuristic-v2`) and the metrics (`rec_serving_ranker_errors_total`).
  */
-import { FEATURE_NAMES, featureVector, missingFeatures } from '../streams/features/definitions.ts';
-import { DAY_MS } from '../streams/features/decay.ts';
-import {
-  emptyArticleState,
-  type ArticleState,
-  type CustomerState,
-} from '../streams/features/state.ts';
+import { FEATURE_NAMES, featureVector, missingFeatures } from '../features/definitions.ts';
+import { DAY_MS } from '../features/decay.ts';
+import { emptyArticleState, type ArticleState, type CustomerState } from '../features/state.ts';
 import { SOURCES, type Candidate } from './candidates.ts';
 
 /** A loaded model, as the scoring pool exposes it. */

@@ -7,14 +7,14 @@
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import { Redis } from 'ioredis';
-import { FEATURE_NAMES } from '../streams/features/definitions.ts';
-import type { KeySpace } from '../streams/features/keys.ts';
-import type { Logger } from '../streams/logger.ts';
+import { FEATURE_NAMES } from '../features/definitions.ts';
+import type { KeySpace } from '../features/keys.ts';
+import type { Logger } from '../common/logger.ts';
 import { createApp, DEFAULT_SERVING_CONFIG, type ServingConfig } from './app.ts';
 import { createServingMetrics, type ServingMetrics } from './metrics.ts';
 import { HEURISTIC_VERSION } from './ranking.ts';
-import { LiveModel, type SwapOutcome } from './model/live.ts';
-import { watchActivations } from './model/registry.ts';
+import { LiveModel, type SwapOutcome } from './live-model.ts';
+import { watchActivations } from '../models/registry.ts';
 import { TrendingCache } from './trending-cache.ts';
 
 export interface ServingOptions {
@@ -32,7 +32,7 @@ export interface ServingOptions {
   /**
    * Serve untrained fixture models (`kind: "fixture"`) when they are active; benchmarks and tests
    * only (`npm run serve`: SERVING_ALLOW_FIXTURE_MODEL=true). Default false: they are refused and
-   * the current model, or the heuristic, keeps ranking (see serving/model/live.ts).
+   * the current model, or the heuristic, keeps ranking (see serving/live-model.ts).
    */
   allowFixtureModel?: boolean;
 }

@@ -7,12 +7,12 @@
  */
 import { type OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
 import type { Redis } from 'ioredis';
-import type { EmbeddingKeys } from '../streams/features/embedding-keys.ts';
-import type { KeySpace } from '../streams/features/keys.ts';
-import { readSimilar } from '../streams/embeddings/store.ts';
+import type { EmbeddingKeys } from '../features/embedding-keys.ts';
+import type { KeySpace } from '../features/keys.ts';
+import { readSimilar } from '../embeddings/store.ts';
 import { readSummaries } from './candidates.ts';
-import { ServingError, storeRead } from './errors.ts';
-import { ErrorResponse, SimilarParams, SimpleItem } from './schemas.ts';
+import { ServingError, storeRead } from './http-errors.ts';
+import { ErrorResponse, SimilarParams, SimpleItem } from './api-schemas.ts';
 
 /** Most neighbours a request may ask for (the index keeps 20 by default). */
 export const MAX_SIMILAR_N = 50;

@@ -4,8 +4,8 @@
  */
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DAY_MS, decayedValue, logWeight } from '../streams/features/decay.ts';
-import { HALF_LIVES, keySpace } from '../streams/features/keys.ts';
+import { DAY_MS, decayedValue, logWeight } from '../features/decay.ts';
+import { HALF_LIVES, keySpace } from '../features/keys.ts';
 import type { ArticleSummary } from './candidates.ts';
 import { TrendingCache } from './trending-cache.ts';
 

@@ -14,9 +14,9 @@
  *    grow, so the larger of the cached and the offered score is the fresher one).
  */
 import type { Redis } from 'ioredis';
-import { decayedValue } from '../streams/features/decay.ts';
-import { HALF_LIVES, type KeySpace } from '../streams/features/keys.ts';
-import type { Logger } from '../streams/logger.ts';
+import { decayedValue } from '../features/decay.ts';
+import { HALF_LIVES, type KeySpace } from '../features/keys.ts';
+import type { Logger } from '../common/logger.ts';
 import {
   GLOBAL_TRENDING_HL,
   parseScored,
@@ -26,7 +26,7 @@ import {
   type Filters,
   type LogScored,
 } from './candidates.ts';
-import { storeRead } from './errors.ts';
+import { storeRead } from './http-errors.ts';
 
 export interface TrendingCacheOptions {
   readonly redis: Redis;

@@ -4,7 +4,7 @@
  * is reported rather than silently changed (re-partitioning moves keys between partitions).
  */
 import type { Admin } from 'kafkajs';
-import type { Logger } from './logger.ts';
+import type { Logger } from '../common/logger.ts';
 import type { TopicDescriptor } from './topics.ts';
 
 const DLQ_CONFIGS = { 'retention.ms': '-1', 'retention.bytes': '-1' };

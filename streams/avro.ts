@@ -9,7 +9,7 @@ import avro from 'avsc';
 import { RestError } from '@confluentinc/schemaregistry/dist/rest-error.js';
 import { Compatibility } from '@confluentinc/schemaregistry/dist/schemaregistry-client.js';
 import type { SchemaRegistryClient } from './kafka.ts';
-import { RecError, errorMessage } from './errors.ts';
+import { RecError, errorMessage } from '../common/errors.ts';
 import type { TopicDescriptor } from './topics.ts';
 import type { AvroRecordSchema } from '../schemas/events.ts';
 

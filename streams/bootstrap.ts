@@ -6,7 +6,7 @@ import type { Kafka } from 'kafkajs';
 import { ensureTopics, type EnsureTopicsResult } from './admin.ts';
 import { AvroCodec } from './avro.ts';
 import { createKafka, createRegistryClient, type SchemaRegistryClient } from './kafka.ts';
-import type { Logger } from './logger.ts';
+import type { Logger } from '../common/logger.ts';
 import { allTopics, topics as makeTopics, type Topics } from './topics.ts';
 import type { Article, Customer, Purchase } from '../schemas/events.ts';
 

@@ -8,8 +8,8 @@
  */
 import type { Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer, IHeaders } from 'kafkajs';
 import type { AvroCodec } from './avro.ts';
-import { RecError, errorMessage } from './errors.ts';
-import type { Logger } from './logger.ts';
+import { RecError, errorMessage } from '../common/errors.ts';
+import type { Logger } from '../common/logger.ts';
 import type { TopicDescriptor } from './topics.ts';
 
 /** A decoded, validated record handed to a handler. */

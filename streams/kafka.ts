@@ -4,7 +4,7 @@
  */
 import { Kafka, logLevel } from 'kafkajs';
 import { SchemaRegistryClient } from '@confluentinc/schemaregistry/dist/schemaregistry-client.js';
-import { kafkaLogCreator, type Logger } from './logger.ts';
+import { kafkaLogCreator, type Logger } from '../common/logger.ts';
 
 export function createKafka(brokers: readonly string[], clientId: string, logger: Logger): Kafka {
   return new Kafka({

@@ -10,8 +10,8 @@ import { randomUUID } from 'node:crypto';
 import type { Kafka } from 'kafkajs';
 import type { AvroCodec } from './avro.ts';
 import type { DecodedRecord } from './consumer.ts';
-import { RecError, errorMessage } from './errors.ts';
-import type { Logger } from './logger.ts';
+import { RecError, errorMessage } from '../common/errors.ts';
+import type { Logger } from '../common/logger.ts';
 import type { TopicDescriptor } from './topics.ts';
 
 export interface ReplayOptions<T> {

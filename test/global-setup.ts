@@ -8,9 +8,9 @@
  * Also the Python venv and the embedding model, so `npm ci && npm test` needs nothing else.
  * Nothing is torn down: the stack stays up between runs, and `npm run stack:down` stops it.
  */
-import { loadConfig } from '../streams/config.ts';
-import { ensureModel } from '../streams/embeddings/model.ts';
-import { ensureStack } from '../streams/stack/stack.ts';
+import { loadConfig } from '../common/config.ts';
+import { ensureModel } from '../embeddings/model.ts';
+import { ensureStack } from '../stack/stack.ts';
 import { ensurePythonEnv } from '../training/venv.ts';
 
 /** Start or find the stack and export its endpoints to the environment the workers inherit. */

@@ -6,11 +6,11 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Kafka } from 'kafkajs';
 import { bootstrap, type Codecs } from '../streams/bootstrap.ts';
-import { loadConfig, type Config } from '../streams/config.ts';
-import type { KeySpace } from '../streams/features/keys.ts';
+import { loadConfig, type Config } from '../common/config.ts';
+import type { KeySpace } from '../features/keys.ts';
 import { createIdempotentProducer } from '../streams/producer.ts';
 import { createKafka, createRegistryClient, type SchemaRegistryClient } from '../streams/kafka.ts';
-import { createLogger, type Logger } from '../streams/logger.ts';
+import { createLogger, type Logger } from '../common/logger.ts';
 import { topics, allTopics, type Topics } from '../streams/topics.ts';
 
 export interface StackContext {
@@ -90,7 +90,7 @@ export async function processAll(
   groupPrefix: string,
   timeoutMs = 60_000,
 ): Promise<Codecs> {
-  const { startProcessors } = await import('../processors/run.ts');
+  const { startProcessors } = await import('../processors/start.ts');
   const { createProcessorMetrics } = await import('../processors/metrics.ts');
   const { codecs } = await bootstrap(ctx);
   const producer = createIdempotentProducer(ctx.kafka);

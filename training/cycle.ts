@@ -13,20 +13,20 @@ import { join } from 'node:path';
 import type { Kafka } from 'kafkajs';
 import type { Redis } from 'ioredis';
 import type { Codecs } from '../streams/bootstrap.ts';
-import { DAY_MS } from '../streams/features/decay.ts';
-import { keySpace, type KeySpace } from '../streams/features/keys.ts';
-import { deleteNamespace } from '../streams/features/state.ts';
-import type { Logger } from '../streams/logger.ts';
+import { DAY_MS } from '../features/decay.ts';
+import { keySpace, type KeySpace } from '../features/keys.ts';
+import { deleteNamespace } from '../features/state.ts';
+import type { Logger } from '../common/logger.ts';
 import type { Topics } from '../streams/topics.ts';
-import { FEATURE_NAMES } from '../streams/features/definitions.ts';
-import { checkModel, type LoadedModel } from '../serving/model/metadata.ts';
+import { FEATURE_NAMES } from '../features/definitions.ts';
+import { checkModel, type LoadedModel } from '../models/metadata.ts';
 import {
   activateModel,
   activeVersion,
   readModel,
   registerModel,
   rejectModel,
-} from '../serving/model/registry.ts';
+} from '../models/registry.ts';
 import { fitAndGate, type GateResult } from './fit.ts';
 import { RECIPE, cycleWeeks, recipeRecord, type CycleWeeks, type Recipe } from './recipe.ts';
 import { buildTrainingRows, type CandidateRecall } from './rows.ts';

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { gateDecision, trainedThrough } from './fit.ts';
 import { cycleWeeks, WEEK_MS } from './recipe.ts';
-import { pairedRatio, rng, standardError } from './stats.ts';
-import type { ModelMeta } from '../serving/model/metadata.ts';
+import { pairedRatio, rng, standardError } from '../evaluation/stats.ts';
+import type { ModelMeta } from '../models/metadata.ts';
 
 const interval = (ratio: number, low: number, high: number) => ({
   ratio,

@@ -11,13 +11,19 @@
 import { mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { FEATURE_NAMES } from '../streams/features/definitions.ts';
-import { loadModel, type LoadedModel, type ModelMeta } from '../serving/model/metadata.ts';
-import type { PurchaseLog } from './baselines.ts';
+import { FEATURE_NAMES } from '../features/definitions.ts';
+import { loadModel, type LoadedModel, type ModelMeta } from '../models/metadata.ts';
+import type { PurchaseLog } from '../evaluation/baselines.ts';
 import { BASELINES, addRanked, labelWeek, pooledAp, type Week } from './judge.ts';
 import { WEEK_MS, type CycleWeeks, type Recipe } from './recipe.ts';
 import { writeRows, type RowTable } from './rows.ts';
-import { mean, pairedRatio, standardError, type RatioInterval, formatRatio } from './stats.ts';
+import {
+  mean,
+  pairedRatio,
+  standardError,
+  type RatioInterval,
+  formatRatio,
+} from '../evaluation/stats.ts';
 import { filterTable, runPython, scoreOnnx } from './steps.ts';
 
 /** What the gate saw and decided; stored with the model (`gate` in its metadata). */

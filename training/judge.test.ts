@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { DAY_MS } from '../streams/features/decay.ts';
-import { PurchaseLog } from './baselines.ts';
+import { DAY_MS } from '../features/decay.ts';
+import { PurchaseLog } from '../evaluation/baselines.ts';
 import { labelWeek, pooledAp } from './judge.ts';
 
 const T0 = Date.UTC(2020, 5, 1);

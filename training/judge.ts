@@ -4,11 +4,11 @@
  * distinct articles they bought, every list is cut at k and filled with `popular`.
  *
  * Methods: `ranker` (a model's scores over the week's candidate rows) and the baselines —
- * `popular`, `repurchase_popular`, `strong_heuristic` (training/baselines.ts, computed from the
+ * `popular`, `repurchase_popular`, `strong_heuristic` (evaluation/baselines.ts, computed from the
  * raw purchase log) and `heuristic` (serving's `heuristic-v2` over the same candidates, what the
  * API serves without a promoted model).
  */
-import { DAY_MS } from '../streams/features/decay.ts';
+import { DAY_MS } from '../features/decay.ts';
 import {
   HeuristicState,
   fillTo,
@@ -17,8 +17,8 @@ import {
   tuneWeights,
   type HeuristicWeights,
   type PurchaseLog,
-} from './baselines.ts';
-import { apAtK, ndcgAtK, recallAtK } from './metrics.ts';
+} from '../evaluation/baselines.ts';
+import { apAtK, ndcgAtK, recallAtK } from '../evaluation/ranking-metrics.ts';
 import type { RowTable } from './rows.ts';
 import { rankByQuery } from './steps.ts';
 

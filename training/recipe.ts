@@ -15,7 +15,7 @@
  *  - the shipped model is the searched one retrained (`refit`) with the same parameters and trees
  *    on every week, v and the gate weeks included, so it knows the latest purchases.
  */
-import { DAY_MS } from '../streams/features/decay.ts';
+import { DAY_MS } from '../features/decay.ts';
 import { DEFAULT_CANDIDATE_CONFIG, type CandidateConfig } from '../serving/candidates.ts';
 
 export const WEEK_MS = 7 * DAY_MS;

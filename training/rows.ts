@@ -63,12 +63,12 @@ import type { Redis } from 'ioredis';
 import type { Kafka } from 'kafkajs';
 import type { Codecs } from '../streams/bootstrap.ts';
 import type { DecodedRecord } from '../streams/consumer.ts';
-import { DAY_MS } from '../streams/features/decay.ts';
-import { FEATURE_NAMES, featureVector } from '../streams/features/definitions.ts';
-import { keySpace, type KeySpace } from '../streams/features/keys.ts';
-import { deleteNamespace, emptyArticleState } from '../streams/features/state.ts';
-import { RecError } from '../streams/errors.ts';
-import type { Logger } from '../streams/logger.ts';
+import { DAY_MS } from '../features/decay.ts';
+import { FEATURE_NAMES, featureVector } from '../features/definitions.ts';
+import { keySpace, type KeySpace } from '../features/keys.ts';
+import { deleteNamespace, emptyArticleState } from '../features/state.ts';
+import { RecError } from '../common/errors.ts';
+import type { Logger } from '../common/logger.ts';
 import { replay } from '../streams/replay.ts';
 import type { Topics } from '../streams/topics.ts';
 import type { Purchase } from '../schemas/events.ts';
@@ -76,8 +76,8 @@ import { applyArticles, applyCustomers } from '../processors/metadata.ts';
 import { PurchaseProcessor, type PurchaseProcessorOptions } from '../processors/purchases.ts';
 import { defineScripts } from '../processors/scripts.ts';
 import { TasteProcessor } from '../processors/taste.ts'; // EMBEDDINGS=on (issue 7)
-import { articleEmbeddingKeys, embeddingsEnabled } from '../streams/embeddings/run.ts';
-import { embeddingKeys } from '../streams/features/embedding-keys.ts';
+import { articleEmbeddingKeys, embeddingsEnabled } from '../embeddings/job.ts';
+import { embeddingKeys } from '../features/embedding-keys.ts';
 import {
   DEFAULT_CANDIDATE_CONFIG,
   SOURCES,

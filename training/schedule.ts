@@ -1,6 +1,6 @@
 /**
  * The retraining schedule of `npm run trainer`: a cycle at start, then one every `everyMs` (from
- * the start of the previous cycle), and one on demand (`trigger()`, SIGUSR1 in training/main.ts).
+ * the start of the previous cycle), and one on demand (`trigger()`, SIGUSR1 in training/train-cli.ts).
  *
  *  - Cycles never overlap: a trigger or a due tick during a cycle runs right after it; several
  *    triggers (or missed ticks) while a cycle runs collapse into one.

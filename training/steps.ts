@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import * as ort from 'onnxruntime-node';
 import { replay } from '../streams/replay.ts';
-import { PurchaseLog, type PurchaseEvent } from './baselines.ts';
+import { PurchaseLog, type PurchaseEvent } from '../evaluation/baselines.ts';
 import { RowTable, type RowsDeps } from './rows.ts';
 
 /** Every purchase of the topic (customer, article, event time), each event id once. */

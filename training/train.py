@@ -29,7 +29,7 @@ MAP@12 (`map_at_k`, `average_precision_at_k`), the definition of the TypeScript 
     file (a stable sort);
   * the top 12 are the first 12 entries of that list; an article repeated in it counts once: a
     later occurrence still takes its position but is never a hit (the Kaggle `apk` convention, as
-    `apAtK` in training/metrics.ts);
+    `apAtK` in evaluation/ranking-metrics.ts);
   * relevant = the distinct articles of the query with label > 0 (so it is measured over the
     candidates: a purchase that was not a candidate is not counted);
   * AP@12 = sum_{k=1..12} P(k) * rel(k) / min(|relevant|, 12), where P(k) = relevant among the top
@@ -64,7 +64,7 @@ shipped then on a week it never saw; written to --out/rolling_scores.f32 (little
 one per `--refit-with` row in file order, NaN for rows of weeks not listed) for a gate to judge.
 
 Output in --out: model.onnx, model.lgb.txt (the booster, best iteration only), model.json (read by
-serving/model/metadata.ts; see `build_meta`), and one JSON summary line on stdout. Progress goes
+models/metadata.ts; see `build_meta`), and one JSON summary line on stdout. Progress goes
 to stderr, one line per Optuna trial.
 
 MLflow: when MLFLOW_TRACKING_URI is set (a tracking server, or a local store such as

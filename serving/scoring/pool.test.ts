@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FEATURE_NAMES } from '../../streams/features/definitions.ts';
-import { buildFixtureModel } from '../model/fixture.ts';
-import { loadModel, ModelError, type LoadedModel } from '../model/metadata.ts';
+import { FEATURE_NAMES } from '../../features/definitions.ts';
+import { buildFixtureModel } from '../../models/fixture.ts';
+import { loadModel, ModelError, type LoadedModel } from '../../models/metadata.ts';
 import { ScorerError, ScorerPool } from './pool.ts';
 
 const F = FEATURE_NAMES.length;

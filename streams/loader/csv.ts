@@ -7,7 +7,7 @@
 import { createReadStream } from 'node:fs';
 import { CsvError, parse } from 'csv-parse';
 import { DatasetError } from './dataset-error.ts';
-import type { RowConsumer, TableInfo } from './table.ts';
+import type { RowConsumer, TableInfo } from './table-types.ts';
 
 const LINE_BREAK = /[\r\n]/;
 

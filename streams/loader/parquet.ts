@@ -13,7 +13,7 @@ import {
 import type { AsyncBuffer, FileMetaData, ParquetRow } from 'hyparquet';
 import { compressors } from 'hyparquet-compressors';
 import { DatasetError } from './dataset-error.ts';
-import type { RowConsumer, TableInfo } from './table.ts';
+import type { RowConsumer, TableInfo } from './table-types.ts';
 
 /** Run a hyparquet call, reporting its failures (corrupt file, unsupported encoding) as DatasetErrors. */
 async function decode<T>(path: string, what: string, fn: () => Promise<T>): Promise<T> {

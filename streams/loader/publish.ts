@@ -5,7 +5,7 @@
 import type { Producer } from 'kafkajs';
 import type { Codecs } from '../bootstrap.ts';
 import { EventProducer } from '../producer.ts';
-import { progress } from '../progress.ts';
+import { progress } from '../../common/progress.ts';
 import type { Topics } from '../topics.ts';
 import type { Dataset } from './dataset.ts';
 

@@ -9,10 +9,10 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Article, Purchase } from '../../schemas/events.ts';
-import { loadConfig } from '../../streams/config.ts';
+import { loadConfig } from '../../common/config.ts';
 import type { DecodedRecord } from '../../streams/consumer.ts';
-import { embeddingKeys, type EmbeddingKeys } from '../../streams/features/embedding-keys.ts';
-import { keySpace, type KeySpace } from '../../streams/features/keys.ts';
+import { embeddingKeys, type EmbeddingKeys } from '../../features/embedding-keys.ts';
+import { keySpace, type KeySpace } from '../../features/keys.ts';
 import { embeddingCatalogue } from '../fixtures/embedding-articles.ts';
 
 vi.stubEnv('EMBEDDINGS', 'on');
@@ -23,12 +23,12 @@ const { defineScripts } = await import('../../processors/scripts.ts');
 const { TasteProcessor, TASTE_HALF_LIFE } = await import('../../processors/taste.ts');
 const { SOURCES, DEFAULT_CANDIDATE_CONFIG, gatherCandidates } =
   await import('../../serving/candidates.ts');
-const { buildSimilar, embedArticles } = await import('../../streams/embeddings/embed.ts');
-const { loadEmbedder } = await import('../../streams/embeddings/model.ts');
-const { decodeTaste, dot, readVectors } = await import('../../streams/embeddings/store.ts');
-const { FEATURE_NAMES, featureVector } = await import('../../streams/features/definitions.ts');
-const { HALF_LIVES } = await import('../../streams/features/keys.ts');
-const { deleteNamespace, emptyArticleState } = await import('../../streams/features/state.ts');
+const { buildSimilar, embedArticles } = await import('../../embeddings/embed.ts');
+const { loadEmbedder } = await import('../../embeddings/model.ts');
+const { decodeTaste, dot, readVectors } = await import('../../embeddings/store.ts');
+const { FEATURE_NAMES, featureVector } = await import('../../features/definitions.ts');
+const { HALF_LIVES } = await import('../../features/keys.ts');
+const { deleteNamespace, emptyArticleState } = await import('../../features/state.ts');
 
 const DAY = 86_400_000;
 const T0 = Date.UTC(2020, 8, 10);

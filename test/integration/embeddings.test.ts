@@ -12,19 +12,19 @@ import { defineScripts } from '../../processors/scripts.ts';
 import type { Article } from '../../schemas/events.ts';
 import { createApp, DEFAULT_SERVING_CONFIG } from '../../serving/app.ts';
 import { createServingMetrics } from '../../serving/metrics.ts';
-import { loadConfig } from '../../streams/config.ts';
+import { loadConfig } from '../../common/config.ts';
 import type { DecodedRecord } from '../../streams/consumer.ts';
-import { buildSimilar, embedArticles } from '../../streams/embeddings/embed.ts';
-import { loadEmbedder, type Embedder } from '../../streams/embeddings/model.ts';
-import { readSimilar, readVectors } from '../../streams/embeddings/store.ts';
-import { embeddingKeys, type EmbeddingKeys } from '../../streams/features/embedding-keys.ts';
-import { keySpace, type KeySpace } from '../../streams/features/keys.ts';
-import { deleteNamespace } from '../../streams/features/state.ts';
-import { createLogger } from '../../streams/logger.ts';
+import { buildSimilar, embedArticles } from '../../embeddings/embed.ts';
+import { loadEmbedder, type Embedder } from '../../embeddings/model.ts';
+import { readSimilar, readVectors } from '../../embeddings/store.ts';
+import { embeddingKeys, type EmbeddingKeys } from '../../features/embedding-keys.ts';
+import { keySpace, type KeySpace } from '../../features/keys.ts';
+import { deleteNamespace } from '../../features/state.ts';
+import { createLogger } from '../../common/logger.ts';
 import { embeddingCatalogue } from '../fixtures/embedding-articles.ts';
 import { SOURCES } from '../../serving/candidates.ts';
-import { FEATURE_NAMES } from '../../streams/features/definitions.ts';
-import { embeddingsEnabled } from '../../streams/features/embedding-state.ts';
+import { FEATURE_NAMES } from '../../features/definitions.ts';
+import { embeddingsEnabled } from '../../features/embedding-state.ts';
 
 const records = (articles: readonly Article[]): DecodedRecord<Article>[] =>
   articles.map((value, i) => ({

@@ -11,9 +11,15 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bootstrap } from '../../streams/bootstrap.ts';
-import { runLoad } from '../../streams/loader/run.ts';
-import { METHODS, runEval, summaryLine, toReport, type EvalResult } from '../../training/eval.ts';
-import { writeReport } from '../../training/report.ts';
+import { runLoad } from '../../streams/loader/load.ts';
+import {
+  METHODS,
+  runEval,
+  summaryLine,
+  toReport,
+  type EvalResult,
+} from '../../evaluation/backtest/backtest.ts';
+import { writeReport } from '../../evaluation/backtest/report.ts';
 import { generatePlantedDataset } from '../fixtures/planted.ts';
 import { stackContext } from '../helpers.ts';
 

@@ -10,7 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { endOffsetTotal } from '../../streams/admin.ts';
 import { bootstrap } from '../../streams/bootstrap.ts';
 import { replay } from '../../streams/replay.ts';
-import { describeLoad, runLoad } from '../../streams/loader/run.ts';
+import { describeLoad, runLoad } from '../../streams/loader/load.ts';
 import { generateDataset } from '../fixtures/generate.ts';
 import { stackContext } from '../helpers.ts';
 

@@ -9,11 +9,11 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { bootstrap } from '../../streams/bootstrap.ts';
 import { consumerLag } from '../../streams/admin.ts';
-import { embeddingsEnabled } from '../../streams/features/embedding-state.ts';
-import { keySpace } from '../../streams/features/keys.ts';
+import { embeddingsEnabled } from '../../features/embedding-state.ts';
+import { keySpace } from '../../features/keys.ts';
 import { EventProducer, createIdempotentProducer } from '../../streams/producer.ts';
 import { createProcessorMetrics } from '../../processors/metrics.ts';
-import { startProcessors } from '../../processors/run.ts';
+import { startProcessors } from '../../processors/start.ts';
 import { tasteGroupId } from '../../processors/taste.ts';
 import { makeArticles, makeCustomers, makePurchases } from '../fixtures/events.ts';
 import { stackContext, waitFor } from '../helpers.ts';
@@ -34,7 +34,7 @@ describe('processor killed with SIGKILL mid-stream', () => {
   });
 
   function startProcess(ns: string, group: string): ChildProcess {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'processors/main.ts'], {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'processors/processors-cli.ts'], {
       cwd: ROOT,
       env: {
         ...process.env,

@@ -10,11 +10,11 @@ import { Redis } from 'ioredis';
 import type { Producer } from 'kafkajs';
 import { bootstrap, type Codecs } from '../../streams/bootstrap.ts';
 import { endOffsetTotal } from '../../streams/admin.ts';
-import { DAY_MS, directDecayedSum } from '../../streams/features/decay.ts';
-import { featureVector, FEATURE_NAMES } from '../../streams/features/definitions.ts';
-import { embeddingKeys } from '../../streams/features/embedding-keys.ts';
-import { embeddingsEnabled } from '../../streams/features/embedding-state.ts';
-import { keySpace, HALF_LIVES, type KeySpace } from '../../streams/features/keys.ts';
+import { DAY_MS, directDecayedSum } from '../../features/decay.ts';
+import { featureVector, FEATURE_NAMES } from '../../features/definitions.ts';
+import { embeddingKeys } from '../../features/embedding-keys.ts';
+import { embeddingsEnabled } from '../../features/embedding-state.ts';
+import { keySpace, HALF_LIVES, type KeySpace } from '../../features/keys.ts';
 import {
   type ArticleState,
   type CustomerState,
@@ -22,11 +22,11 @@ import {
   readArticles,
   readCustomers,
   trendingTop,
-} from '../../streams/features/state.ts';
+} from '../../features/state.ts';
 import { EventProducer, createIdempotentProducer } from '../../streams/producer.ts';
 import { createProcessorMetrics } from '../../processors/metrics.ts';
 import type { PurchaseProcessorOptions } from '../../processors/purchases.ts';
-import { startProcessors } from '../../processors/run.ts';
+import { startProcessors } from '../../processors/start.ts';
 import type { Article, Customer, Purchase } from '../../schemas/events.ts';
 import { makeArticles, makeCustomers, makePurchases, shuffled } from '../fixtures/events.ts';
 import { stackContext, type StackContext } from '../helpers.ts';

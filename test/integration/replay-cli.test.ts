@@ -24,7 +24,7 @@ import {
   replayOptions,
   replayToFile,
   type ReplayFileOptions,
-} from '../../streams/replay-file.ts';
+} from '../../evaluation/replay-file.ts';
 import { topics as makeTopics } from '../../streams/topics.ts';
 import { stackContext, type StackContext } from '../helpers.ts';
 
@@ -159,11 +159,15 @@ function runCli(
 ): Promise<{ code: number | null; stdout: string; stderr: string; seconds: number }> {
   const started = performance.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'streams/replay-cli.ts', ...args], {
-      cwd: process.cwd(),
-      env: { ...process.env, LOG_LEVEL: 'warn', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', 'evaluation/replay-cli.ts', ...args],
+      {
+        cwd: process.cwd(),
+        env: { ...process.env, LOG_LEVEL: 'warn', ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

@@ -19,26 +19,26 @@ import { defineScripts } from '../../processors/scripts.ts';
 import type { Article, Customer, Purchase } from '../../schemas/events.ts';
 import { createApp, DEFAULT_SERVING_CONFIG, type ServingConfig } from '../../serving/app.ts';
 import { createServingMetrics, type ServingMetrics } from '../../serving/metrics.ts';
-import { buildFixtureModel } from '../../serving/model/fixture.ts';
-import { LiveModel, type SwapOutcome } from '../../serving/model/live.ts';
-import { loadModel, type LoadedModel } from '../../serving/model/metadata.ts';
-import { activateModel, readModel, registerModel } from '../../serving/model/registry.ts';
+import { buildFixtureModel } from '../../models/fixture.ts';
+import { LiveModel, type SwapOutcome } from '../../serving/live-model.ts';
+import { loadModel, type LoadedModel } from '../../models/metadata.ts';
+import { activateModel, readModel, registerModel } from '../../models/registry.ts';
 import type { NoModel, Ranker } from '../../serving/ranking.ts';
-import { RecommendationResponse } from '../../serving/schemas.ts';
+import { RecommendationResponse } from '../../serving/api-schemas.ts';
 import { TrendingCache } from '../../serving/trending-cache.ts';
-import { loadConfig } from '../../streams/config.ts';
+import { loadConfig } from '../../common/config.ts';
 import type { DecodedRecord } from '../../streams/consumer.ts';
-import { DAY_MS } from '../../streams/features/decay.ts';
-import { FEATURE_NAMES, featureVector } from '../../streams/features/definitions.ts';
-import { keySpace, type KeySpace } from '../../streams/features/keys.ts';
+import { DAY_MS } from '../../features/decay.ts';
+import { FEATURE_NAMES, featureVector } from '../../features/definitions.ts';
+import { keySpace, type KeySpace } from '../../features/keys.ts';
 import {
   copurchaseTop,
   deleteNamespace,
   readArticles,
   readCustomers,
   trendingTop,
-} from '../../streams/features/state.ts';
-import { createLogger, type Logger } from '../../streams/logger.ts';
+} from '../../features/state.ts';
+import { createLogger, type Logger } from '../../common/logger.ts';
 import { articleId, makeArticles } from '../fixtures/events.ts';
 
 const T0 = Date.UTC(2020, 5, 1);

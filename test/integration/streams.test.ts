@@ -10,7 +10,7 @@ import { SerdeType } from '@confluentinc/schemaregistry/dist/serde/serde.js';
 import { bootstrap, type Codecs } from '../../streams/bootstrap.ts';
 import { registerSchema } from '../../streams/avro.ts';
 import { DLQ_HEADERS, runConsumer, type DecodedRecord } from '../../streams/consumer.ts';
-import { RecError } from '../../streams/errors.ts';
+import { RecError } from '../../common/errors.ts';
 import { EventProducer, createIdempotentProducer } from '../../streams/producer.ts';
 import { replay } from '../../streams/replay.ts';
 import type { Purchase } from '../../schemas/events.ts';

@@ -12,10 +12,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { keySpace } from '../../streams/features/keys.ts';
-import { deleteNamespace } from '../../streams/features/state.ts';
-import { runLoad, type LoadReport } from '../../streams/loader/run.ts';
-import { activeVersion, listModels, readModel } from '../../serving/model/registry.ts';
+import { keySpace } from '../../features/keys.ts';
+import { deleteNamespace } from '../../features/state.ts';
+import { runLoad, type LoadReport } from '../../streams/loader/load.ts';
+import { activeVersion, listModels, readModel } from '../../models/registry.ts';
 import { startServing } from '../../serving/server.ts';
 import {
   runCycle,

@@ -1,0 +1,311 @@
+/**
+ * `npm run bench:ingest [-- --data <dir>] [--events N] [--live-rate N] [--live-seconds N]`
+ *
+ * Ingestion benchmark on the real stack. Builds >= 1M purchase events by re-keying the purchases
+ * of an H&M-layout folder (default ../shared/data/hm-sample): copy c of every purchase gets
+ * customer `<id>-c<c>` and its own event id, so each copy is a new set of customers with real
+ * baskets, repeat buying and article skew. Then, in one run, on fresh topics and a fresh Redis
+ * namespace:
+ *   1. publishes them all (not timed as ingestion);
+ *   2. ceiling: a bare consumer group that only decodes and validates, events/s;
+ *   3. processors: the real consumer groups from offset 0 to caught up, sustained events/s;
+ *   4. freshness: with the processors running and caught up, publishes live events at a steady
+ *      rate and measures, for a sample, the time from send to the event being visible in Redis;
+ *   5. Redis memory per customer and per article (MEMORY USAGE over a sample of each).
+ * Prints progress, then one JSON line with the figures last. Topics and keys are deleted after.
+ */
+import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Redis } from 'ioredis';
+import { bootstrap } from '../streams/bootstrap.ts';
+import { consumerLag } from '../streams/admin.ts';
+import { loadConfig } from '../common/config.ts';
+import { runConsumer } from '../streams/consumer.ts';
+import { keySpace } from '../features/keys.ts';
+import { deleteNamespace } from '../features/state.ts';
+import { createKafka, createRegistryClient } from '../streams/kafka.ts';
+import { createLogger } from '../common/logger.ts';
+import { readDataset } from '../streams/loader/dataset.ts';
+import { EventProducer, createIdempotentProducer } from '../streams/producer.ts';
+import { ensureStack } from '../stack/stack.ts';
+import { topics as makeTopics, allTopics } from '../streams/topics.ts';
+import type { Purchase } from '../schemas/events.ts';
+import { createProcessorMetrics } from '../processors/metrics.ts';
+import { startProcessors } from '../processors/start.ts';
+
+const DEFAULT_DATA = fileURLToPath(new URL('../../shared/data/hm-sample', import.meta.url));
+
+const { values } = parseArgs({
+  options: {
+    data: { type: 'string', default: DEFAULT_DATA },
+    events: { type: 'string', default: '1000000' },
+    'live-rate': { type: 'string', default: '2000' },
+    'live-seconds': { type: 'string', default: '15' },
+    partitions: { type: 'string', default: '3' },
+  },
+});
+const TARGET = Number(values.events);
+const LIVE_RATE = Number(values['live-rate']);
+const LIVE_SECONDS = Number(values['live-seconds']);
+
+const say = (msg: string) => {
+  process.stderr.write(`[bench:ingest] ${msg}\n`);
+};
+const pct = (sorted: number[], p: number) =>
+  sorted.length === 0
+    ? NaN
+    : (sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? NaN);
+const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
+
+async function main(): Promise<void> {
+  if (!existsSync(values.data)) {
+    throw new Error(`no dataset at ${values.data}; pass --data <dir> (H&M layout)`);
+  }
+  const config = loadConfig();
+  const logger = createLogger('warn', 'bench');
+  const endpoints = await ensureStack(config);
+  const runId = randomUUID().slice(0, 8);
+  const topics = makeTopics(`bench-${runId}.`, Number(values.partitions));
+  const kafka = createKafka(endpoints.kafkaBrokers, 'rec-bench', logger);
+  const redis = new Redis(endpoints.redisUrl, { maxRetriesPerRequest: null });
+  const ns = `bench${runId}`;
+  const keys = keySpace(ns);
+
+  // Events: re-keyed copies of the dataset's purchases, in event-time order.
+  const data = await readDataset(values.data);
+  const copies = Math.ceil(TARGET / data.purchases.length);
+  const events: Purchase[] = [];
+  for (const p of data.purchases) {
+    for (let c = 0; c < copies; c++) {
+      events.push({ ...p, event_id: `${p.event_id}c${c}`, customer_id: `${p.customer_id}-c${c}` });
+    }
+  }
+  const customers = data.customers.flatMap((cu) =>
+    Array.from({ length: copies }, (_, c) => ({ ...cu, customer_id: `${cu.customer_id}-c${c}` })),
+  );
+  const bought = new Set(data.purchases.map((p) => p.article_id));
+  const articles = data.articles.filter((a) => bought.has(a.article_id));
+  say(
+    `${events.length} purchase events (${copies} re-keyed copies of ${data.purchases.length}), ${articles.length} articles, ${customers.length} customers`,
+  );
+
+  const { codecs } = await bootstrap({
+    kafka,
+    registry: createRegistryClient(endpoints.schemaRegistryUrl),
+    topics,
+    logger,
+  });
+  const producer = createIdempotentProducer(kafka);
+  await producer.connect();
+  try {
+    // 1. publish
+    let t = performance.now();
+    await new EventProducer(producer, topics.articles, codecs.articles).send(articles);
+    await new EventProducer(producer, topics.customers, codecs.customers).send(customers);
+    const purchases = new EventProducer(producer, topics.purchases, codecs.purchases);
+    await purchases.send(events, {
+      chunkSize: 5_000,
+      onProgress: (n) => {
+        if (n % 200_000 < 5_000) say(`published ${n}`);
+      },
+    });
+    const publishPerS = events.length / ((performance.now() - t) / 1000);
+    say(
+      `published in ${((performance.now() - t) / 1000).toFixed(1)} s (${Math.round(publishPerS)}/s)`,
+    );
+
+    const admin = kafka.admin();
+    await admin.connect();
+    const waitCaughtUp = async (group: string, topic: string) => {
+      for (;;) {
+        const lag = (await consumerLag(admin, group, topic)).reduce((s, p) => s + p.lag, 0);
+        if (lag <= 0) return;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+
+    // 2. ceiling: decode + validate only
+    const ceilingGroup = `bench-ceiling-${runId}`;
+    let decoded = 0;
+    t = performance.now();
+    const bare = await runConsumer({
+      kafka,
+      groupId: ceilingGroup,
+      topic: topics.purchases,
+      codec: codecs.purchases,
+      dlqProducer: producer,
+      logger,
+      maxBytesPerPartition: 2_097_152,
+      handler: (records) => {
+        decoded += records.length;
+        return Promise.resolve(undefined);
+      },
+    });
+    await waitCaughtUp(ceilingGroup, topics.purchases.name);
+    const ceilingS = (performance.now() - t) / 1000;
+    await bare.stop();
+    const ceiling = decoded / ceilingS;
+    say(`ceiling (decode only): ${Math.round(ceiling)} events/s over ${ceilingS.toFixed(1)} s`);
+
+    // 3. processors from offset 0
+    const metrics = createProcessorMetrics(false);
+    const redisBefore = Number((await redis.info('memory')).match(/used_memory:(\d+)/)?.[1] ?? 0);
+    const cpuBefore = process.cpuUsage();
+    t = performance.now();
+    const running = await startProcessors({
+      kafka,
+      redis,
+      codecs,
+      topics,
+      keys,
+      logger,
+      metrics,
+      dlqProducer: producer,
+      groupPrefix: `bench-proc-${runId}`,
+    });
+    const purchaseGroup = running.groups.purchases;
+    const progress = setInterval(() => {
+      void metrics.events.get().then((m) => {
+        const n = m.values.find((v) => v.labels.topic === topics.purchases.name)?.value ?? 0;
+        say(`processed ${n} (${Math.round(n / ((performance.now() - t) / 1000))}/s)`);
+      });
+    }, 10_000);
+    await waitCaughtUp(purchaseGroup, topics.purchases.name);
+    clearInterval(progress);
+    const procS = (performance.now() - t) / 1000;
+    const cpu = process.cpuUsage(cpuBefore);
+    const sustained = events.length / procS;
+    const batch = await metrics.batchSeconds.get();
+    const batchSum =
+      batch.values.find(
+        (v) => v.metricName?.endsWith('_sum') && v.labels.topic === topics.purchases.name,
+      )?.value ?? 0;
+    const batchCount =
+      batch.values.find(
+        (v) => v.metricName?.endsWith('_count') && v.labels.topic === topics.purchases.name,
+      )?.value ?? 0;
+    say(
+      `processors: ${Math.round(sustained)} events/s over ${procS.toFixed(1)} s, ${batchCount} batches`,
+    );
+
+    // 4. freshness: live events at a steady rate, probes polled in Redis
+    const liveCount = LIVE_RATE * LIVE_SECONDS;
+    const live: Purchase[] = Array.from({ length: liveCount }, (_, i) => {
+      const src = events[i % events.length] as Purchase;
+      return {
+        ...src,
+        event_id: `live${runId}x${i}`,
+        event_time: (events.at(-1)?.event_time ?? 0) + i,
+      };
+    });
+    const latencies: number[] = [];
+    const probes = new Map<string, { customer: string; sent: number }>();
+    const state = { polling: true };
+    const poller = (async () => {
+      while (state.polling || probes.size > 0) {
+        const entries = [...probes.entries()];
+        if (entries.length > 0) {
+          const pipe = redis.pipeline();
+          for (const [id, p] of entries) pipe.hexists(keys.customer(p.customer).seen, id);
+          const res = (await pipe.exec()) ?? [];
+          const now = performance.now();
+          entries.forEach(([id, p], i) => {
+            if (res[i]?.[1] === 1) {
+              latencies.push(now - p.sent);
+              probes.delete(id);
+            }
+          });
+        }
+        await new Promise((r) => setTimeout(r, 2));
+      }
+    })();
+    const chunk = Math.max(1, Math.round(LIVE_RATE / 20)); // 20 sends a second
+    const liveStart = performance.now();
+    for (let i = 0; i < live.length; i += chunk) {
+      const due = liveStart + (i / LIVE_RATE) * 1000;
+      const wait = due - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      const part = live.slice(i, i + chunk);
+      const probe = part[part.length - 1] as Purchase;
+      const sent = performance.now();
+      probes.set(probe.event_id, { customer: probe.customer_id, sent });
+      await producer.send({
+        topic: topics.purchases.name,
+        acks: -1,
+        messages: part.map((e) => purchases.toMessage(e)),
+      });
+    }
+    state.polling = false;
+    await Promise.race([poller, new Promise((r) => setTimeout(r, 30_000))]);
+    await running.stop();
+    latencies.sort((a, b) => a - b);
+    say(
+      `freshness over ${latencies.length} probes at ${LIVE_RATE}/s: p50 ${round(pct(latencies, 0.5))} ms, p99 ${round(pct(latencies, 0.99))} ms`,
+    );
+
+    // 5. memory per customer / article
+    const sample = async (ids: string[], keysOf: (id: string) => string[]) => {
+      const pipe = redis.pipeline();
+      for (const id of ids)
+        for (const k of keysOf(id)) pipe.call('MEMORY', 'USAGE', k, 'SAMPLES', '0');
+      const res = (await pipe.exec()) ?? [];
+      return res.reduce((s, [, v]) => s + (typeof v === 'number' ? v : 0), 0) / ids.length;
+    };
+    const custSample = customers.slice(0, 500).map((c) => c.customer_id);
+    const artSample = articles.slice(0, 500).map((a) => a.article_id);
+    const perCustomer = await sample(custSample, (id) => {
+      const k = keys.customer(id);
+      return [k.seen, k.stats, k.recent, k.window, k.bought, k.affinity, k.items, k.meta];
+    });
+    const perArticle = await sample(artSample, (id) => {
+      const k = keys.article(id);
+      return [k.stats, k.buyers, k.copurchase, k.meta, k.offsets];
+    });
+    const redisAfter = Number((await redis.info('memory')).match(/used_memory:(\d+)/)?.[1] ?? 0);
+    await admin.disconnect();
+
+    console.log(
+      JSON.stringify({
+        bench: 'ingest',
+        data: values.data,
+        events: events.length,
+        partitions: Number(values.partitions),
+        events_per_s: Math.round(sustained),
+        ceiling_events_per_s: Math.round(ceiling),
+        ratio_to_ceiling: round(sustained / ceiling, 3),
+        processing_s: round(procS),
+        batches: batchCount,
+        mean_batch_ms: round((batchSum / Math.max(batchCount, 1)) * 1000),
+        processor_cpu_s: round((cpu.user + cpu.system) / 1e6),
+        freshness_rate_per_s: LIVE_RATE,
+        freshness_probes: latencies.length,
+        freshness_p50_ms: round(pct(latencies, 0.5)),
+        freshness_p99_ms: round(pct(latencies, 0.99)),
+        freshness_max_ms: round(latencies.at(-1) ?? NaN),
+        redis_bytes_per_customer: Math.round(perCustomer),
+        redis_bytes_per_article: Math.round(perArticle),
+        redis_used_mb_delta: round((redisAfter - redisBefore) / 1048576),
+        publish_events_per_s: Math.round(publishPerS),
+      }),
+    );
+  } finally {
+    await producer.disconnect();
+    const admin = kafka.admin();
+    await admin.connect();
+    await admin
+      .deleteTopics({ topics: allTopics(topics).flatMap((d) => [d.name, d.dlq]) })
+      .catch(() => undefined);
+    await admin.disconnect();
+    await deleteNamespace(redis, keys);
+    redis.disconnect();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(
+    `bench:ingest failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+  );
+  process.exit(1);
+});

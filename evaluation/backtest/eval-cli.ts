@@ -1,0 +1,202 @@
+/**
+ * `npm run eval -- --data <dir> [--cutoffs N | --cutoff-dates YYYY-MM-DD,…] [--report <dir>]
+ *  [--reload] [--work-dir <dir>]` and, for experiments only, overrides of the recipe
+ *  (`--trials N --train-weeks N --gate-weeks N --min-rounds N --no-refit --k N --seed N`): without
+ *  them the backtest measures exactly what `npm run train -- --once` ships.
+ *
+ * Loads an H&M-layout folder into its own set of topics (prefix `eval-<name>-<hash>.`, from the
+ * folder's path and its files' sizes and times; reused when the same folder was loaded before,
+ * `--reload` publishes it again into fresh topics), runs the backtest (evaluation/backtest/backtest.ts), prints a
+ * table per method, optionally writes the report with plots, and prints one JSON line last.
+ * `--prefix <p>` evaluates topics that are already loaded (e.g. the live ones) instead of `--data`.
+ */
+import { createHash } from 'node:crypto';
+import { readdirSync, statSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Redis } from 'ioredis';
+import { connectStreams } from '../../streams/bootstrap.ts';
+import { loadConfig, type Config } from '../../common/config.ts';
+import { createLogger, type Logger } from '../../common/logger.ts';
+import { progress, type Progress } from '../../common/progress.ts';
+import { runLoad } from '../../streams/loader/load.ts';
+import { METHODS, runEval, summaryLine, toReport } from './backtest.ts';
+import { recipeOverrides, RECIPE_FLAGS } from '../../training/recipe-flags.ts';
+import { formatRatio } from '../stats.ts';
+
+const USAGE =
+  'usage: npm run eval -- --data <dir> | --prefix <topic prefix> [--cutoffs N | --cutoff-dates YYYY-MM-DD,...] ' +
+  '[--report <dir>] [--reload] [--work-dir <dir>]; recipe overrides (experiments): [--trials N] [--train-weeks N] ' +
+  '[--gate-weeks N] [--min-rounds N] [--no-refit] [--k N] [--seed N]';
+
+/** A topic prefix naming this folder's content: path, file names, sizes and modification times. */
+export function datasetPrefix(dir: string): string {
+  const abs = resolve(dir);
+  const h = createHash('sha1').update(abs);
+  for (const f of readdirSync(abs).sort()) {
+    const s = statSync(join(abs, f));
+    if (s.isFile()) h.update(`\n${f}:${s.size}:${Math.round(s.mtimeMs)}`);
+  }
+  const slug = basename(abs)
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .slice(0, 40);
+  return `eval-${slug}-${h.digest('hex').slice(0, 8)}.`;
+}
+
+async function ensureLoaded(
+  config: Config,
+  logger: Logger,
+  redis: Redis,
+  dir: string,
+  reload: boolean,
+): Promise<string> {
+  let prefix = datasetPrefix(dir);
+  const marker = `eval:loaded:${prefix}`;
+  if (reload) prefix = `${prefix.slice(0, -1)}-${Date.now().toString(36)}.`;
+  else if ((await redis.exists(marker)) === 1) {
+    console.error(`[eval] reusing topics ${prefix}* (loaded before; --reload to publish again)`);
+    return prefix;
+  }
+  console.error(`[eval] loading ${dir} into topics ${prefix}*`);
+  const report = await runLoad({
+    config: { ...config, topicPrefix: prefix },
+    logger,
+    dataDir: dir,
+  });
+  console.error(
+    `[eval] published ${report.published.purchases} purchases, ${report.published.articles} articles, ${report.published.customers} customers`,
+  );
+  if (!reload) await redis.set(marker, JSON.stringify(report.published));
+  return prefix;
+}
+
+function positiveInt(name: string, v: string | undefined, dflt: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1)
+    throw new Error(`--${name} must be a positive integer (got "${v}")`);
+  return n;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      data: { type: 'string' },
+      prefix: { type: 'string' },
+      cutoffs: { type: 'string' },
+      'cutoff-dates': { type: 'string' },
+      ...RECIPE_FLAGS,
+      report: { type: 'string' },
+      reload: { type: 'boolean', default: false },
+      'work-dir': { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
+  if ((values.data === undefined) === (values.prefix === undefined)) {
+    throw new Error(`give exactly one of --data or --prefix\n${USAGE}`);
+  }
+  const dates = values['cutoff-dates']?.split(',').map((d) => {
+    const t = Date.parse(`${d.trim()}T00:00:00Z`);
+    if (!/^\d{4}-\d{2}-\d{2}$/.test(d.trim()) || Number.isNaN(t)) {
+      throw new Error(`--cutoff-dates: "${d}" is not a YYYY-MM-DD date`);
+    }
+    return t;
+  });
+  if (dates && values.cutoffs !== undefined)
+    throw new Error('give --cutoffs or --cutoff-dates, not both');
+  const cutoffs = positiveInt('cutoffs', values.cutoffs, 6);
+  const recipe = recipeOverrides(values);
+  if (Object.keys(recipe).length > 0) {
+    console.error(
+      `[eval] recipe overrides ${JSON.stringify(recipe)}: this measures a variant, not what production trains`,
+    );
+  }
+
+  const base = loadConfig();
+  const logger = createLogger(base.logLevel === 'info' ? 'warn' : base.logLevel, 'eval');
+  const redis = new Redis(base.redisUrl);
+  const t0 = performance.now();
+  try {
+    const prefix =
+      values.prefix ??
+      (await ensureLoaded(base, logger, redis, values.data as string, values.reload));
+    const config = { ...base, topicPrefix: prefix };
+    const { kafka, topics, codecs } = await connectStreams(config, 'rec-eval', logger);
+    const bars = new Map<string, Progress>();
+    const result = await runEval(
+      { kafka, redis, codecs, topics, logger },
+      {
+        dataset: values.data === undefined ? prefix : basename(resolve(values.data)),
+        cutoffs,
+        ...(dates ? { cutoffDates: dates } : {}),
+        recipe,
+        ...(values['work-dir'] === undefined ? {} : { workDir: values['work-dir'] }),
+        onProgress: (line) => {
+          console.error(`[eval] ${line}`);
+        },
+        onRowsProgress: (stage, done, total) => {
+          let bar = bars.get(stage);
+          if (!bar) {
+            bar = progress(stage === 'queries' ? 'rows: queries' : `replay: ${stage}`, total);
+            bars.set(stage, bar);
+          }
+          bar.update(done);
+          if (done >= total) {
+            bar.stop(done);
+            bars.delete(stage);
+          }
+        },
+      },
+    );
+    result.timings.wall_s = (performance.now() - t0) / 1000;
+    const pct = (x: number) => (Number.isFinite(x) ? x.toFixed(5) : '   n/a');
+    const k = result.k;
+    console.log(
+      `\nbacktest of ${result.dataset}: ${result.cutoffs.join(', ')} (${result.usersScored} customer-weeks scored)`,
+    );
+    console.log(
+      `method              MAP@${k} mean  sd/week   s.e.   recall@${k}  NDCG@${k}  ranker ÷ (pooled, 90 % interval)  weeks won`,
+    );
+    for (const m of METHODS) {
+      const v = result.versus[m];
+      console.log(
+        `${m.padEnd(20)}${pct(result.map[m].mean).padStart(10)} ${pct(result.map[m].spread).padStart(8)} ${pct(result.map[m].se).padStart(8)} ${pct(result.recall[m]).padStart(10)} ${pct(result.ndcg[m]).padStart(9)}  ${
+          v === undefined
+            ? ''
+            : `${v.ratio.toFixed(2)} (${formatRatio(v.pooled)})`.padEnd(34) +
+              `${v.weeksWon}/${result.cutoffs.length}`
+        }`,
+      );
+    }
+    console.log(
+      `gate: promoted at ${result.promotions} of ${result.cutoffs.length} cutoffs; served: ${result.perCutoff.map((c) => c.served).join(', ')}`,
+    );
+    console.log(
+      `candidate recall: ${Object.entries(result.candidateRecall)
+        .map(([s, v]) => `${s} ${pct(v)}`)
+        .join(', ')}`,
+    );
+    if (values.report !== undefined) {
+      // Loaded only when asked for: vega is large.
+      const { writeReport } = await import('./report.ts');
+      const out = await writeReport(values.report, toReport(result));
+      console.log(`report: ${join(values.report, 'report.md')} (${out.images.length} images)`);
+    }
+    console.log(JSON.stringify(summaryLine(result)));
+  } finally {
+    redis.disconnect();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(`eval failed: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(1);
+  },
+);

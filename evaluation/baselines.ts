@@ -1,0 +1,298 @@
+/**
+ * Heuristic recommenders the ranker is measured against, computed straight from the purchase
+ * events (not from our feature store), so they are independent of the pipeline under test:
+ *
+ *  - `popular`: the k articles bought most often in the week before the cutoff, catalogue-wide,
+ *    the same list for everyone;
+ *  - `repurchase_popular`: the customer's own purchases before the cutoff, most recent first
+ *    (distinct articles), filled with `popular`;
+ *  - `strong_heuristic`: a weighted sum of three normalised scores — repurchase (the customer's
+ *    own purchases, decayed with a 30-day half-life), co-purchase (how often the customer's last
+ *    distinct purchases were bought together with the article by the same customer within 14 days
+ *    over the last 180 days, as a conditional frequency) and time-decayed popularity (7-day
+ *    half-life over the last 30 days) — with weights tuned on the week before (see `tuneWeights`).
+ *
+ * All lists are deterministic: ties are broken by article id.
+ */
+import { DAY_MS } from '../features/decay.ts';
+import { mapAtK } from './ranking-metrics.ts';
+
+export interface PurchaseEvent {
+  readonly customer: string;
+  readonly article: string;
+  /** Event time, ms. */
+  readonly time: number;
+}
+
+/** Purchases by customer, each list sorted by time; and all purchases sorted by time. */
+export class PurchaseLog {
+  readonly all: readonly PurchaseEvent[];
+  readonly byCustomer: ReadonlyMap<string, readonly PurchaseEvent[]>;
+
+  constructor(events: Iterable<PurchaseEvent>) {
+    const all = [...events].sort((a, b) => a.time - b.time);
+    const by = new Map<string, PurchaseEvent[]>();
+    for (const e of all) {
+      const list = by.get(e.customer);
+      if (list) list.push(e);
+      else by.set(e.customer, [e]);
+    }
+    this.all = all;
+    this.byCustomer = by;
+  }
+
+  /** Index of the first event at or after `t` in `all` (binary search). */
+  indexAt(t: number): number {
+    let lo = 0;
+    let hi = this.all.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((this.all[mid] as PurchaseEvent).time < t) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Events with from <= time < to. */
+  between(from: number, to: number): readonly PurchaseEvent[] {
+    return this.all.slice(this.indexAt(from), this.indexAt(to));
+  }
+
+  /** A customer's events before `t`, oldest first. */
+  historyBefore(customer: string, t: number): readonly PurchaseEvent[] {
+    const list = this.byCustomer.get(customer) ?? [];
+    let n = 0;
+    while (n < list.length && (list[n] as PurchaseEvent).time < t) n++;
+    return list.slice(0, n);
+  }
+
+  /** Distinct articles each customer bought in [from, to): the relevant sets of a label week. */
+  labels(from: number, to: number): Map<string, Set<string>> {
+    const out = new Map<string, Set<string>>();
+    for (const e of this.between(from, to)) {
+      const s = out.get(e.customer);
+      if (s) s.add(e.article);
+      else out.set(e.customer, new Set([e.article]));
+    }
+    return out;
+  }
+}
+
+const byScoreThenId = (a: [string, number], b: [string, number]): number =>
+  b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
+
+/** The `n` articles with the most purchases in [from, to) (ties by article id). */
+export function popularBetween(log: PurchaseLog, from: number, to: number, n: number): string[] {
+  const counts = new Map<string, number>();
+  for (const e of log.between(from, to)) counts.set(e.article, (counts.get(e.article) ?? 0) + 1);
+  return [...counts]
+    .sort(byScoreThenId)
+    .slice(0, n)
+    .map(([a]) => a);
+}
+
+/** `list` followed by `fill` entries not already in it, cut at `k`. */
+export function fillTo(list: readonly string[], fill: readonly string[], k: number): string[] {
+  const out = list.slice(0, k);
+  const seen = new Set(out);
+  for (const a of fill) {
+    if (out.length >= k) break;
+    if (seen.has(a)) continue;
+    seen.add(a);
+    out.push(a);
+  }
+  return out;
+}
+
+/** Distinct articles of `history` (oldest first), most recently bought first. */
+export function recentDistinct(history: readonly PurchaseEvent[]): string[] {
+  const seen = new Set<string>();
+  const out: string[] = [];
+  for (let i = history.length - 1; i >= 0; i--) {
+    const a = (history[i] as PurchaseEvent).article;
+    if (seen.has(a)) continue;
+    seen.add(a);
+    out.push(a);
+  }
+  return out;
+}
+
+export function repurchasePopular(
+  history: readonly PurchaseEvent[],
+  popular: readonly string[],
+  k: number,
+): string[] {
+  return fillTo(recentDistinct(history), popular, k);
+}
+
+// ---- strong heuristic ---------------------------------------------------------------------------
+
+export interface HeuristicWeights {
+  readonly repurchase: number;
+  readonly copurchase: number;
+  readonly popularity: number;
+}
+
+export const HEURISTIC_GRID: readonly HeuristicWeights[] = [0, 0.3, 1, 3].flatMap((copurchase) =>
+  [0.1, 0.3, 1, 3].map((popularity) => ({ repurchase: 1, copurchase, popularity })),
+);
+
+const REPURCHASE_HALF_LIFE = 30 * DAY_MS;
+const POPULARITY_HALF_LIFE = 7 * DAY_MS;
+const POPULARITY_WINDOW = 30 * DAY_MS;
+const COPURCHASE_LOOKBACK = 180 * DAY_MS;
+const COPURCHASE_WINDOW = 14 * DAY_MS;
+/** Partners per purchase (nearest in time first), as the co-purchase processor bounds fan-out. */
+const COPURCHASE_FANOUT = 20;
+const SEEDS = 5;
+const NEIGHBOURS_PER_SEED = 20;
+const POPULAR_CANDIDATES = 50;
+
+/** What the strong heuristic knows at one cutoff (built once, used for every customer). */
+export class HeuristicState {
+  readonly cutoff: number;
+  private readonly popularity = new Map<string, number>();
+  private readonly popularList: string[];
+  private readonly cooc = new Map<string, Map<string, number>>();
+  private readonly coocTotal = new Map<string, number>();
+
+  constructor(
+    private readonly log: PurchaseLog,
+    cutoff: number,
+  ) {
+    this.cutoff = cutoff;
+    let max = 0;
+    for (const e of log.between(cutoff - POPULARITY_WINDOW, cutoff)) {
+      const v =
+        (this.popularity.get(e.article) ?? 0) +
+        Math.pow(0.5, (cutoff - e.time) / POPULARITY_HALF_LIFE);
+      this.popularity.set(e.article, v);
+      max = Math.max(max, v);
+    }
+    if (max > 0) for (const [a, v] of this.popularity) this.popularity.set(a, v / max);
+    this.popularList = [...this.popularity]
+      .sort(byScoreThenId)
+      .slice(0, POPULAR_CANDIDATES)
+      .map(([a]) => a);
+
+    // Co-purchase counts over the lookback: per customer, each purchase with its nearest partners.
+    const recent = new Map<string, PurchaseEvent[]>();
+    for (const e of log.between(cutoff - COPURCHASE_LOOKBACK, cutoff)) {
+      const list = recent.get(e.customer);
+      if (list) list.push(e);
+      else recent.set(e.customer, [e]);
+    }
+    for (const list of recent.values()) {
+      for (let i = 0; i < list.length; i++) {
+        const e = list[i] as PurchaseEvent;
+        let lo = i - 1;
+        let hi = i + 1;
+        let taken = 0;
+        while (taken < COPURCHASE_FANOUT) {
+          const l = lo >= 0 ? (list[lo] as PurchaseEvent) : undefined;
+          const h = hi < list.length ? (list[hi] as PurchaseEvent) : undefined;
+          const dl = l ? e.time - l.time : Infinity;
+          const dh = h ? h.time - e.time : Infinity;
+          const d = Math.min(dl, dh);
+          if (d > COPURCHASE_WINDOW) break;
+          const partner = dl <= dh ? (l as PurchaseEvent) : (h as PurchaseEvent);
+          if (dl <= dh) lo--;
+          else hi++;
+          if (partner.article === e.article) continue;
+          taken++;
+          let m = this.cooc.get(e.article);
+          if (!m) {
+            m = new Map();
+            this.cooc.set(e.article, m);
+          }
+          m.set(partner.article, (m.get(partner.article) ?? 0) + 1);
+          this.coocTotal.set(e.article, (this.coocTotal.get(e.article) ?? 0) + 1);
+        }
+      }
+    }
+  }
+
+  /** Candidate scores of one customer, as the three normalised components. */
+  components(customer: string): Map<string, [number, number, number]> {
+    const history = this.log.historyBefore(customer, this.cutoff);
+    const out = new Map<string, [number, number, number]>();
+    const get = (a: string) => {
+      let v = out.get(a);
+      if (!v) {
+        v = [0, 0, this.popularity.get(a) ?? 0];
+        out.set(a, v);
+      }
+      return v;
+    };
+    let maxRep = 0;
+    for (const e of history) {
+      const v = get(e.article);
+      v[0] += Math.pow(0.5, (this.cutoff - e.time) / REPURCHASE_HALF_LIFE);
+      maxRep = Math.max(maxRep, v[0]);
+    }
+    if (maxRep > 0) for (const v of out.values()) v[0] /= maxRep;
+    for (const seed of recentDistinct(history).slice(0, SEEDS)) {
+      const m = this.cooc.get(seed);
+      const total = this.coocTotal.get(seed) ?? 0;
+      if (!m || total === 0) continue;
+      const top = [...m].sort(byScoreThenId).slice(0, NEIGHBOURS_PER_SEED);
+      for (const [a, c] of top) get(a)[1] += c / total / SEEDS;
+    }
+    for (const a of this.popularList) get(a);
+    return out;
+  }
+
+  popular(k: number): string[] {
+    return this.popularList.slice(0, k);
+  }
+
+  recommend(customer: string, w: HeuristicWeights, k: number): string[] {
+    return this.rank(this.components(customer), w, k);
+  }
+
+  rank(components: Map<string, [number, number, number]>, w: HeuristicWeights, k: number) {
+    const scored: [string, number][] = [];
+    for (const [a, [r, c, p]] of components) {
+      scored.push([a, w.repurchase * r + w.copurchase * c + w.popularity * p]);
+    }
+    return fillTo(
+      scored
+        .sort(byScoreThenId)
+        .slice(0, k)
+        .map(([a]) => a),
+      this.popularList,
+      k,
+    );
+  }
+}
+
+/**
+ * Weights of the strong heuristic that maximise MAP@k on the week starting at `cutoff` from what
+ * was known at `cutoff` (the backtest passes the week before the evaluated one, so the evaluated
+ * week is never looked at). Ties keep the first grid entry.
+ */
+export function tuneWeights(
+  log: PurchaseLog,
+  cutoff: number,
+  k: number,
+  grid: readonly HeuristicWeights[] = HEURISTIC_GRID,
+): { weights: HeuristicWeights; map: number } {
+  const state = new HeuristicState(log, cutoff);
+  const labels = log.labels(cutoff, cutoff + 7 * DAY_MS);
+  const customers = [...labels.keys()].sort();
+  const comps = customers.map((c) => state.components(c));
+  const relevant = customers.map((c) => labels.get(c) as Set<string>);
+  let best: { weights: HeuristicWeights; map: number } = {
+    weights: grid[0] ?? { repurchase: 1, copurchase: 1, popularity: 1 },
+    map: -1,
+  };
+  for (const w of grid) {
+    const map = mapAtK(
+      comps.map((m) => state.rank(m, w, k)),
+      relevant,
+      k,
+    );
+    if (map > best.map) best = { weights: w, map };
+  }
+  return best;
+}

@@ -1,0 +1,297 @@
+/**
+ * The feature definitions shared by serving and training. Each feature names the state it reads
+ * (written by the processors' scripts, see `writes`) and computes its value from that state at an
+ * explicit "now" — never the wall clock — so a training row built at a cutoff is what serving would
+ * have computed at that instant. Missing values are NaN (LightGBM's and ONNX's "missing").
+ */
+import { decayedValue } from './decay.ts';
+import {
+  AFFINITY_HALF_LIFE,
+  COPURCHASE_HALF_LIFE,
+  HALF_LIVES,
+  ITEM_HALF_LIFE,
+  type HalfLife,
+} from './keys.ts';
+import { productKey, type CustomerState, type ItemStat } from './state.ts';
+import { EMBEDDING_FEATURES } from './embedding-state.ts';
+import type { FeatureContext, FeatureDefinition } from './feature.ts';
+
+export type { CandidateEvidence, FeatureContext, FeatureDefinition } from './feature.ts';
+
+const days = (ms: number): number => ms / 86_400_000;
+const since = (t: number | null, now: number): number => (t === null ? NaN : days(now - t));
+const ratio = (a: number, b: number): number => (b === 0 ? NaN : a / b);
+
+/** The customer's latest purchases of the article, within the recent list (newest first). */
+function recentOf(
+  customer: CustomerState,
+  articleId: string,
+): { last: number; rank: number; n: number } | null {
+  let last: number | null = null;
+  let rank = -1;
+  let n = 0;
+  const seen = new Set<string>();
+  for (const p of customer.recent) {
+    if (!seen.has(p.articleId)) {
+      seen.add(p.articleId);
+      if (p.articleId === articleId) rank = seen.size - 1;
+    }
+    if (p.articleId !== articleId) continue;
+    n++;
+    if (last === null || p.time > last) last = p.time;
+  }
+  return last === null ? null : { last, rank, n };
+}
+
+const popularity = (hl: HalfLife): FeatureDefinition => ({
+  name: `a_pop_${hl}`,
+  scope: 'article',
+  writes: `article.lua: {a}:stats pop:${hl} (log-space decayed purchase count)`,
+  read: ({ article, now }) => decayedValue(article.popularity[hl] ?? null, now, HALF_LIVES[hl]),
+});
+
+/** Affinity of the customer to the article's value of one category, as a decayed share. */
+const affinity = (prefix: string, metaField: string): FeatureDefinition => ({
+  name: `p_aff_${prefix}`,
+  scope: 'pair',
+  writes: `customer.lua: {u}:aff ${prefix}:<value> and _total (log-space decayed counts)`,
+  read: ({ customer, article, now }) => {
+    const value = article.meta[metaField];
+    const total = customer.affinity._total;
+    if (value === undefined || value === '' || total === undefined) return NaN;
+    const hl = HALF_LIVES[AFFINITY_HALF_LIFE];
+    return ratio(
+      decayedValue(customer.affinity[`${prefix}:${value}`] ?? null, now, hl),
+      decayedValue(total, now, hl),
+    );
+  },
+});
+
+/** The customer's purchases of the candidate article (`a`) or of its product code (`p`). */
+function itemOf(ctx: FeatureContext, level: 'a' | 'p'): ItemStat | undefined {
+  return level === 'a'
+    ? ctx.customer.items.get(ctx.article.articleId)
+    : ctx.customer.products.get(productKey(ctx.article));
+}
+
+/** Purchase count, days since the latest, and time-weighted count of an article or product. */
+const itemFeatures = (level: 'a' | 'p'): FeatureDefinition[] => {
+  const name = level === 'a' ? 'item' : 'prod';
+  const what = level === 'a' ? 'a:<article>' : 'p:<product code>';
+  return [
+    {
+      name: `p_${name}_n`,
+      scope: 'pair',
+      writes: `customer.lua: {u}:items ${what} (n)`,
+      read: (ctx) => itemOf(ctx, level)?.n ?? 0,
+    },
+    {
+      name: `p_${name}_days_since_last`,
+      scope: 'pair',
+      writes: `customer.lua: {u}:items ${what} (last)`,
+      read: (ctx) => since(itemOf(ctx, level)?.last ?? null, ctx.now),
+    },
+    {
+      name: `p_${name}_weighted`,
+      scope: 'pair',
+      writes: `customer.lua: {u}:items ${what} (log-space count, ${ITEM_HALF_LIFE} half-life)`,
+      read: (ctx) =>
+        decayedValue(itemOf(ctx, level)?.logCount ?? null, ctx.now, HALF_LIVES[ITEM_HALF_LIFE]),
+    },
+  ];
+};
+
+/** Rank of the candidate within one source's ordering (NaN when the source did not propose it). */
+const sourceRank = (source: string): FeatureDefinition => ({
+  name: `s_rank_${source}`,
+  scope: 'pair',
+  writes: `candidate generation: position in the ${source} source`,
+  read: ({ candidate }) => candidate?.ranks[source] ?? NaN,
+});
+
+export const FEATURES: readonly FeatureDefinition[] = [
+  // customer
+  {
+    name: 'c_purchases',
+    scope: 'customer',
+    writes: 'customer.lua: {u}:stats n',
+    read: ({ customer }) => customer.n,
+  },
+  {
+    name: 'c_units',
+    scope: 'customer',
+    writes: 'customer.lua: {u}:stats units',
+    read: ({ customer }) => customer.units,
+  },
+  {
+    name: 'c_spend',
+    scope: 'customer',
+    writes: 'customer.lua: {u}:stats spend',
+    read: ({ customer }) => customer.spend,
+  },
+  {
+    name: 'c_avg_price',
+    scope: 'customer',
+    writes: 'customer.lua: {u}:stats price_sum / n',
+    read: ({ customer }) => ratio(customer.priceSum, customer.n),
+  },
+  {
+    name: 'c_days_since_first',
+    scope: 'customer',
+    writes: 'customer.lua: {u}:stats first',
+    read: ({ customer, now }) => since(customer.first, now),
+  },
+  {
+    name: 'c_days_since_last',
+    scope: 'customer',
+    writes: 'customer.lua: {u}:stats last',
+    read: ({ customer, now }) => since(customer.last, now),
+  },
+  {
+    name: 'c_channel2_share',
+    scope: 'customer',
+    writes: 'customer.lua: {u}:stats ch:<id>',
+    read: ({ customer }) => ratio(customer.channels['2'] ?? 0, customer.n),
+  },
+  {
+    name: 'c_articles',
+    scope: 'customer',
+    writes: 'customer.lua: {u}:items a:<article> (distinct articles bought)',
+    read: ({ customer }) => customer.items.size,
+  },
+  {
+    name: 'c_age',
+    scope: 'customer',
+    writes: 'metadata.lua: {u}:meta age',
+    read: ({ customer }) => (customer.meta.age ? Number(customer.meta.age) : NaN),
+  },
+  // article
+  {
+    name: 'a_purchases',
+    scope: 'article',
+    writes: 'article.lua: {a}:stats n',
+    read: ({ article }) => article.n,
+  },
+  {
+    name: 'a_buyers',
+    scope: 'article',
+    writes: 'article.lua: {a}:buyers (HyperLogLog)',
+    read: ({ article }) => article.buyers,
+  },
+  {
+    name: 'a_avg_price',
+    scope: 'article',
+    writes: 'article.lua: {a}:stats price_sum / n',
+    read: ({ article }) => ratio(article.priceSum, article.n),
+  },
+  {
+    name: 'a_days_since_first_sold',
+    scope: 'article',
+    writes: 'article.lua: {a}:stats first',
+    read: ({ article, now }) => since(article.first, now),
+  },
+  {
+    name: 'a_days_since_last_sold',
+    scope: 'article',
+    writes: 'article.lua: {a}:stats last',
+    read: ({ article, now }) => since(article.last, now),
+  },
+  popularity('1d'),
+  popularity('7d'),
+  popularity('30d'),
+  // customer x article
+  {
+    name: 'p_units_bought',
+    scope: 'pair',
+    writes: 'customer.lua: {u}:bought <article>',
+    read: ({ customer, article }) => customer.bought[article.articleId] ?? 0,
+  },
+  {
+    name: 'p_price_ratio',
+    scope: 'pair',
+    writes: 'article.lua / customer.lua: price_sum / n of each',
+    read: ({ customer, article }) =>
+      ratio(ratio(article.priceSum, article.n), ratio(customer.priceSum, customer.n)),
+  },
+  {
+    name: 'p_days_since_bought',
+    scope: 'pair',
+    writes: 'customer.lua: {u}:recent (latest purchases)',
+    read: ({ customer, article, now }) =>
+      since(recentOf(customer, article.articleId)?.last ?? null, now),
+  },
+  {
+    name: 'p_recent_rank',
+    scope: 'pair',
+    writes: 'customer.lua: {u}:recent (latest purchases)',
+    read: ({ customer, article }) => recentOf(customer, article.articleId)?.rank ?? NaN,
+  },
+  {
+    name: 'p_recent_count',
+    scope: 'pair',
+    writes: 'customer.lua: {u}:recent (latest purchases)',
+    read: ({ customer, article }) => recentOf(customer, article.articleId)?.n ?? 0,
+  },
+  {
+    name: 's_copurchase',
+    scope: 'pair',
+    writes: 'copurchase.lua: {a}:co of the seeds (candidate generation sums them)',
+    read: ({ candidate, now }) => {
+      if (candidate === undefined) return NaN;
+      const co = candidate.copurchase;
+      return co === null ? 0 : decayedValue(co.logScore, now, HALF_LIVES[COPURCHASE_HALF_LIFE]);
+    },
+  },
+  {
+    name: 's_segment',
+    scope: 'pair',
+    writes: 'trending.lua: segment sets (candidate generation weights them)',
+    read: ({ candidate }) => (candidate === undefined ? NaN : (candidate.segment?.score ?? 0)),
+  },
+  {
+    name: 's_sources',
+    scope: 'pair',
+    writes: 'candidate generation: how many sources proposed the article',
+    read: ({ candidate }) => (candidate === undefined ? NaN : candidate.sources.length),
+  },
+  ...itemFeatures('a'),
+  ...itemFeatures('p'),
+  {
+    name: 'p_prod_other_n',
+    scope: 'pair',
+    writes: 'customer.lua: {u}:items (purchases of the product code minus those of the article)',
+    read: (ctx) => (itemOf(ctx, 'p')?.n ?? 0) - (itemOf(ctx, 'a')?.n ?? 0),
+  },
+  sourceRank('repurchase'),
+  sourceRank('siblings'),
+  sourceRank('copurchase'),
+  sourceRank('trending_segment'),
+  sourceRank('trending_global'),
+  affinity('pg', 'product_group_name'),
+  affinity('pt', 'product_type_no'),
+  affinity('col', 'colour_group_code'),
+  affinity('dep', 'department_no'),
+  affinity('idx', 'index_code'),
+  affinity('sec', 'section_no'),
+  // p_emb_taste_cos, p_emb_recent_max with EMBEDDINGS=on (embedding-state.ts); none when off
+  ...EMBEDDING_FEATURES,
+];
+
+const BY_NAME = new Map(FEATURES.map((f) => [f.name, f]));
+
+/** Names this build can produce; a model needing any other feature must be refused. */
+export const FEATURE_NAMES: readonly string[] = FEATURES.map((f) => f.name);
+
+/** Features in `names` that this build cannot compute. */
+export function missingFeatures(names: readonly string[]): string[] {
+  return names.filter((n) => !BY_NAME.has(n));
+}
+
+/** Feature vector in the order of `names` (throws on an unknown name). */
+export function featureVector(names: readonly string[], ctx: FeatureContext): number[] {
+  return names.map((n) => {
+    const f = BY_NAME.get(n);
+    if (!f) throw new Error(`unknown feature "${n}"`);
+    return f.read(ctx);
+  });
+}

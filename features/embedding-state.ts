@@ -1,0 +1,91 @@
+/**
+ * Embedding state of a request (issue 7): article vectors, the customer's taste vector and the
+ * vectors of their latest purchases, attached to the `ArticleState` / `CustomerState` objects that
+ * candidate generation returns (serving/candidates.ts, which training rows use too), and the two
+ * ranking features computed from them. Attached when `EMBEDDINGS=on`; the features are then part
+ * of `FEATURES` (definitions.ts), and absent with `EMBEDDINGS=off` (the default).
+ * Missing vectors read NaN.
+ */
+import type { FeatureDefinition } from './feature.ts';
+import type { ArticleState, CustomerState } from './state.ts';
+
+/**
+ * `EMBEDDINGS=on` turns on the taste processor, the embedding features and the `similar`
+ * candidate source; `off` (the default: the backtest measured no gain, README) leaves the
+ * pipeline as it is without embeddings. `npm run embed` and the `/similar/embedding` route work
+ * either way.
+ */
+export function embeddingsEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = (env.EMBEDDINGS ?? 'off').toLowerCase();
+  if (v === 'on' || v === '1' || v === 'true') return true;
+  if (v === 'off' || v === '0' || v === 'false' || v === '') return false;
+  throw new Error(`EMBEDDINGS must be on or off, not "${env.EMBEDDINGS ?? ''}"`);
+}
+
+export interface CustomerEmbedding {
+  /** Unit direction of the time-decayed mean of purchased articles' vectors, or null. */
+  readonly taste: Float32Array | null;
+  /** Vectors of the latest distinct purchases that have one (newest first). */
+  readonly recent: readonly Float32Array[];
+}
+
+const articleVectors = new WeakMap<ArticleState, Float32Array>();
+const customerEmbeddings = new WeakMap<CustomerState, CustomerEmbedding>();
+
+export function attachArticleVector(article: ArticleState, v: Float32Array): void {
+  articleVectors.set(article, v);
+}
+
+export function attachCustomerEmbedding(customer: CustomerState, e: CustomerEmbedding): void {
+  customerEmbeddings.set(customer, e);
+}
+
+export function articleVectorOf(article: ArticleState): Float32Array | undefined {
+  return articleVectors.get(article);
+}
+
+export function customerEmbeddingOf(customer: CustomerState): CustomerEmbedding | undefined {
+  return customerEmbeddings.get(customer);
+}
+
+/** Latest distinct purchases whose vectors feed `p_emb_recent_max`. */
+export const RECENT_FOR_SIMILARITY = 10;
+
+function dot(a: Float32Array, b: Float32Array): number {
+  if (a.length !== b.length) return NaN;
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += (a[i] ?? 0) * (b[i] ?? 0);
+  return s;
+}
+
+const TASTE_FEATURES: readonly FeatureDefinition[] = [
+  {
+    name: 'p_emb_taste_cos',
+    scope: 'pair',
+    writes:
+      'taste.lua: {u}:taste v (decayed sum of purchased articles’ vectors) · npm run embed: {a}:emb',
+    read: ({ customer, article }) => {
+      const taste = customerEmbeddingOf(customer)?.taste;
+      const v = articleVectorOf(article);
+      return taste && v ? dot(taste, v) : NaN;
+    },
+  },
+  {
+    name: 'p_emb_recent_max',
+    scope: 'pair',
+    writes: `customer.lua: {u}:recent (last ${RECENT_FOR_SIMILARITY} distinct) · npm run embed: {a}:emb`,
+    read: ({ customer, article }) => {
+      const recent = customerEmbeddingOf(customer)?.recent ?? [];
+      const v = articleVectorOf(article);
+      if (!v || recent.length === 0) return NaN;
+      let best = -Infinity;
+      for (const r of recent) best = Math.max(best, dot(r, v));
+      return best;
+    },
+  },
+];
+
+/** The embedding features when `EMBEDDINGS=on`, else none (read once, at start-up). */
+export const EMBEDDING_FEATURES: readonly FeatureDefinition[] = embeddingsEnabled()
+  ? TASTE_FEATURES
+  : [];

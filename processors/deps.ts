@@ -1,0 +1,27 @@
+/** What the processors of one deployment are given: clients, codecs, key space, logger, metrics. */
+import type { Kafka, Producer } from 'kafkajs';
+import type { Redis } from 'ioredis';
+import type { Logger } from '../common/logger.ts';
+import type { KeySpace } from '../features/keys.ts';
+import type { Codecs } from '../streams/bootstrap.ts';
+import type { Topics } from '../streams/topics.ts';
+import type { ProcessorMetrics } from './metrics.ts';
+import type { PurchaseProcessorOptions } from './purchases.ts';
+
+export interface ProcessorDeps {
+  kafka: Kafka;
+  redis: Redis;
+  codecs: Codecs;
+  topics: Topics;
+  keys: KeySpace;
+  logger: Logger;
+  metrics: ProcessorMetrics;
+  dlqProducer: Producer;
+  /** Consumer group prefix; groups are `<prefix>.<topic>`. */
+  groupPrefix: string;
+  options?: Partial<PurchaseProcessorOptions>;
+  /** Group session timeout (ms) of the consumers (default 30 s). */
+  sessionTimeoutMs?: number;
+  /** Wait for metadata to catch up before consuming purchases (default true). */
+  metadataFirst?: boolean;
+}

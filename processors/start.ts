@@ -1,0 +1,143 @@
+/**
+ * Starts the processors of one deployment: consumers of the metadata topics (articles, customers)
+ * and of purchases, each its own consumer group, all writing to one Redis key space. Metadata is
+ * caught up before purchases start, so a purchase processed at start-up sees its article's
+ * categories. Everything is passed in; `processors-cli.ts` builds the clients.
+ */
+import { consumerLag } from '../streams/admin.ts';
+import { runConsumer, type RunningConsumer } from '../streams/consumer.ts';
+import { applyArticles, applyCustomers } from './metadata.ts';
+import type { ProcessorDeps } from './deps.ts';
+import { PurchaseProcessor } from './purchases.ts';
+import { defineScripts } from './scripts.ts';
+
+export type { ProcessorDeps } from './deps.ts';
+import { embeddingKeys } from '../features/embedding-keys.ts';
+import { startTasteConsumer, type RunningTaste } from './taste.ts';
+
+export interface RunningProcessors {
+  readonly groups: { purchases: string; articles: string; customers: string };
+  /** Resolves when every group has committed up to the current end of its topic. */
+  caughtUp(timeoutMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startProcessors(deps: ProcessorDeps): Promise<RunningProcessors> {
+  const { kafka, redis, codecs, topics, keys, logger, metrics } = deps;
+  const log = logger.child({ module: 'processors' });
+  const scripts = defineScripts(redis);
+  const purchases = new PurchaseProcessor(redis, keys, scripts, deps.options);
+  const hooks = metrics.hooks();
+  const groups = {
+    purchases: `${deps.groupPrefix}.${topics.purchases.name}`,
+    articles: `${deps.groupPrefix}.${topics.articles.name}`,
+    customers: `${deps.groupPrefix}.${topics.customers.name}`,
+  };
+  const running: RunningConsumer[] = [];
+  const session =
+    deps.sessionTimeoutMs === undefined ? {} : { sessionTimeoutMs: deps.sessionTimeoutMs };
+  const admin = kafka.admin();
+  await admin.connect();
+  let taste: RunningTaste | null = null; // EMBEDDINGS=on: the taste consumer (taste.ts)
+
+  const caughtUp = async (which: (keyof typeof groups)[], timeoutMs: number) => {
+    const deadline = Date.now() + timeoutMs;
+    for (const w of which) {
+      for (;;) {
+        const lag = await consumerLag(admin, groups[w], topics[w].name);
+        if (lag.every((p) => p.lag <= 0)) break;
+        if (Date.now() > deadline) {
+          throw new Error(
+            `processors did not catch up on ${topics[w].name} within ${timeoutMs} ms`,
+          );
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  };
+
+  try {
+    running.push(
+      await runConsumer({
+        kafka,
+        groupId: groups.articles,
+        topic: topics.articles,
+        codec: codecs.articles,
+        dlqProducer: deps.dlqProducer,
+        logger,
+        hooks,
+        ...session,
+        handler: async (records) => {
+          await applyArticles(redis, keys, scripts, records);
+          metrics.events.inc({ topic: topics.articles.name }, records.length);
+          return undefined;
+        },
+      }),
+      await runConsumer({
+        kafka,
+        groupId: groups.customers,
+        topic: topics.customers,
+        codec: codecs.customers,
+        dlqProducer: deps.dlqProducer,
+        logger,
+        hooks,
+        ...session,
+        handler: async (records) => {
+          await applyCustomers(redis, keys, scripts, records);
+          metrics.events.inc({ topic: topics.customers.name }, records.length);
+          return undefined;
+        },
+      }),
+    );
+    if (deps.metadataFirst ?? true) {
+      await caughtUp(['articles', 'customers'], 600_000);
+      log.info('metadata caught up; starting purchases');
+    }
+    running.push(
+      await runConsumer({
+        kafka,
+        groupId: groups.purchases,
+        topic: topics.purchases,
+        codec: codecs.purchases,
+        dlqProducer: deps.dlqProducer,
+        logger,
+        hooks,
+        maxBytesPerPartition: 2_097_152,
+        // Partitions hold disjoint customers, and every script in a shared slot (article,
+        // trending) is atomic with its own per-partition offset guard, so batches of different
+        // partitions may be applied concurrently: Redis stays busy while Node builds the next one.
+        partitionsConsumedConcurrently: topics.purchases.partitions,
+        ...session,
+        handler: async (records) => {
+          const out = await purchases.apply(records);
+          metrics.events.inc({ topic: topics.purchases.name }, out.applied);
+          if (out.duplicates > 0)
+            metrics.duplicates.inc({ topic: topics.purchases.name }, out.duplicates);
+          return undefined;
+        },
+      }),
+    );
+    // Article vectors where `npm run embed` wrote them (EMBEDDINGS_NAMESPACE, else ours).
+    taste = await startTasteConsumer(
+      deps,
+      embeddingKeys(process.env.EMBEDDINGS_NAMESPACE ?? deps.keys.ns),
+    );
+    if (taste) running.push(taste.consumer);
+  } catch (err) {
+    await Promise.allSettled(running.map((r) => r.stop()));
+    await admin.disconnect();
+    throw err;
+  }
+
+  return {
+    groups,
+    caughtUp: async (timeoutMs = 120_000) => {
+      await caughtUp(['articles', 'customers', 'purchases'], timeoutMs);
+      await taste?.caughtUp(admin, timeoutMs);
+    },
+    async stop() {
+      await Promise.allSettled(running.map((r) => r.stop()));
+      await admin.disconnect();
+    },
+  };
+}

@@ -1,0 +1,272 @@
+/**
+ * Request and response schemas of the serving API (zod, with OpenAPI metadata: `/openapi.json` is
+ * generated from them). Query objects are strict: an unknown parameter is a 400 naming it, rather
+ * than a typo silently ignored.
+ */
+import { z } from '@hono/zod-openapi';
+import { ID_PATTERN } from '../schemas/events.ts';
+import { segmentValue } from '../features/segments.ts';
+import type { SegmentKind } from '../features/keys.ts';
+
+const idParam = (name: string, example: string) =>
+  z
+    .string()
+    .regex(
+      ID_PATTERN,
+      `${name} must be 1-128 characters of A-Z a-z 0-9 _ . - (starting alphanumeric)`,
+    )
+    .openapi({ param: { name, in: 'path' }, example });
+
+const kParam = z.coerce
+  .number({ error: 'k must be an integer from 1 to 100' })
+  .int()
+  .min(1)
+  .max(100)
+  .default(12)
+  .openapi({ description: 'Number of items (1-100)', example: 12 });
+
+const boolParam = (name: string, description: string) =>
+  z
+    .enum(['true', 'false', '1', '0'], { error: `${name} must be true, false, 1 or 0` })
+    .transform((v) => v === 'true' || v === '1')
+    .optional()
+    .openapi({ description });
+
+const filterParam = (name: string, description: string, example: string) =>
+  z
+    .string()
+    .min(1, `${name} must not be empty`)
+    .max(100, `${name} must be at most 100 characters`)
+    .optional()
+    .openapi({ description, example });
+
+export const RecommendationParams = z.object({ customerId: idParam('customerId', 'cust000001') });
+
+export const RecommendationQuery = z.strictObject({
+  k: kParam,
+  index_group: filterParam(
+    'index_group',
+    'Only articles of this index group (index_group_name, case-insensitive)',
+    'Ladieswear',
+  ),
+  section: filterParam(
+    'section',
+    'Only articles of this section (section_name, case-insensitive)',
+    'Womens Everyday Collection',
+  ),
+  product_group: filterParam(
+    'product_group',
+    'Only articles of this product group (product_group_name, case-insensitive)',
+    'Garment Upper body',
+  ),
+  allow_repurchase: boolParam(
+    'allow_repurchase',
+    'Include articles the customer already bought (default false)',
+  ),
+  explain: boolParam('explain', 'Add feature values and reasons to each item (default false)'),
+});
+
+export const SOURCE_VALUES = [
+  'repurchase',
+  'siblings',
+  'copurchase',
+  'similar', // EMBEDDINGS=on only (issue 7)
+  'trending_segment',
+  'trending_global',
+] as const;
+
+const itemBase = {
+  article_id: z.string().openapi({ example: '0706016001' }),
+  name: z.string().nullable().openapi({ description: 'prod_name, null without metadata' }),
+  score: z.number(),
+  rank: z.number().int().min(1),
+};
+
+export const RecommendationItem = z
+  .object({
+    ...itemBase,
+    sources: z.array(z.enum(SOURCE_VALUES)),
+    features: z
+      .record(z.string(), z.number().nullable())
+      .optional()
+      .openapi({ description: 'Feature values by name (explain only); null = missing' }),
+    reasons: z.array(z.string()).optional().openapi({ description: 'explain only' }),
+  })
+  .openapi('RecommendationItem');
+
+export const DEGRADED_REASONS = [
+  'store_unavailable',
+  'ranker_error',
+  'ranker_timeout',
+  'ranker_incompatible',
+] as const;
+
+export const RANKER_KINDS = ['model', 'heuristic', 'trending_cache'] as const;
+
+/** Why the model did not rank: no model, a refused one, or a failure of this request. */
+export const RANKER_REASONS = ['no_model', 'model_refused', ...DEGRADED_REASONS] as const;
+
+export const RankedBy = z
+  .object({
+    kind: z.enum(RANKER_KINDS).openapi({
+      description:
+        "'model': the registry's active model, named by model_version (a trained one; untrained " +
+        'fixture-* models only on instances started with SERVING_ALLOW_FIXTURE_MODEL=true, for ' +
+        "benchmarks and tests); 'heuristic': the documented heuristic " +
+        "heuristic-v2 (serving/ranking.ts); 'trending_cache': global trending cached while the " +
+        'feature store is down, not ranked per customer',
+    }),
+    reason: z
+      .enum(RANKER_REASONS)
+      .optional()
+      .openapi({
+        description:
+          "Why not a model (absent when kind is 'model'): 'no_model' = no promoted model is active; " +
+          "'model_refused' = this instance refused the active version (an untrained fixture, or a " +
+          'model that failed its checks); otherwise the degraded_reason of this answer',
+      }),
+    message: z.string().optional().openapi({
+      description: 'The reason in words',
+      example:
+        'no promoted model (the model registry has no active version); ranking with heuristic-v2',
+    }),
+  })
+  .openapi('RankedBy', { description: 'What ranked the answer, and why when not a model' });
+
+export const RecommendationResponse = z
+  .object({
+    customer_id: z.string(),
+    items: z.array(RecommendationItem),
+    model_version: z.string().openapi({
+      description:
+        "Model that ranked; 'heuristic-v2' when no trained model ranked (none promoted, the " +
+        "active one refused, or a ranker failure: see ranker), 'trending-cache' in degraded mode",
+    }),
+    ranker: RankedBy,
+    degraded: z.boolean().openapi({
+      description:
+        'A failure on this request (degraded_reason); false when the heuristic ranks because no ' +
+        'model is active or the active one was refused (ranker says which)',
+    }),
+    degraded_reason: z.enum(DEGRADED_REASONS).optional(),
+    cold_start: z.boolean(),
+    candidates: z.number().int().openapi({ description: 'Candidates scored' }),
+    took_ms: z.number(),
+    now: z.number().int().openapi({ description: 'Event-time "now" of the features (ms)' }),
+  })
+  .openapi('RecommendationResponse');
+
+export const SimilarParams = z.object({ id: idParam('id', '0706016001') });
+export const SimilarQuery = z.strictObject({ k: kParam });
+
+export const SimpleItem = z.object(itemBase).openapi('ScoredArticle');
+
+export const SimilarResponse = z
+  .object({
+    article_id: z.string(),
+    name: z.string().nullable(),
+    items: z.array(SimpleItem).openapi({
+      description: 'Co-purchase neighbours; score = decayed co-purchase count (30-day half-life)',
+    }),
+    took_ms: z.number(),
+    now: z.number().int(),
+  })
+  .openapi('SimilarResponse');
+
+export const AGE_BUCKETS = ['u25', '25-34', '35-44', '45-54', '55+', 'unknown'] as const;
+
+export interface ParsedSegment {
+  readonly kind: SegmentKind;
+  /** The segment value as stored in the key (see features/segments.ts). */
+  readonly value: string;
+}
+
+/**
+ * Parse `channel:<id>` or `age_index:<age bucket>|<index group>`; an error message otherwise.
+ * The value is normalised with the processors' `segmentValue`, which writes the `55+` bucket as
+ * `55_` in keys; `55+`, `55_` and `55 ` (a `+` left unencoded in a query string arrives as a
+ * space) are all accepted.
+ */
+export function parseSegment(raw: string): ParsedSegment | string {
+  const i = raw.indexOf(':');
+  const kind = i < 0 ? raw : raw.slice(0, i);
+  const rest = i < 0 ? '' : raw.slice(i + 1);
+  if (kind === 'channel') {
+    if (!/^\d{1,4}$/.test(rest)) return 'channel segment must be channel:<sales channel id>';
+    return { kind, value: segmentValue('channel', String(Number(rest))) };
+  }
+  if (kind === 'age_index') {
+    const bar = rest.indexOf('|');
+    const bucket = (bar < 0 ? rest : rest.slice(0, bar)).replace(/^55[ _]$/, '55+');
+    const group = bar < 0 ? '' : rest.slice(bar + 1);
+    if (!(AGE_BUCKETS as readonly string[]).includes(bucket) || group === '') {
+      return `age_index segment must be age_index:<${AGE_BUCKETS.join('|')}>|<index group>`;
+    }
+    return { kind, value: segmentValue('age_index', bucket, group) };
+  }
+  return `unknown segment kind "${kind}" (expected channel or age_index)`;
+}
+
+export const TrendingQuery = z.strictObject({
+  segment: z
+    .string()
+    .max(200, 'segment must be at most 200 characters')
+    .superRefine((v, ctx) => {
+      const parsed = parseSegment(v);
+      if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed });
+    })
+    .optional()
+    .openapi({
+      description:
+        'channel:<id> or age_index:<u25|25-34|35-44|45-54|55+|unknown>|<index group>; global when absent',
+      example: 'age_index:25-34|Ladieswear',
+    }),
+  k: kParam,
+});
+
+export const TrendingResponse = z
+  .object({
+    segment: z.string().nullable().openapi({ description: 'Segment asked for, null = global' }),
+    source: z.enum(['global', 'segment']).openapi({
+      description: "What the items are: 'global' also when a segment was asked in degraded mode",
+    }),
+    items: z.array(SimpleItem).openapi({ description: 'score = decayed 7-day purchase count' }),
+    degraded: z.boolean(),
+    took_ms: z.number(),
+    now: z.number().int(),
+  })
+  .openapi('TrendingResponse');
+
+export const ErrorResponse = z
+  .object({
+    error: z.object({
+      code: z.enum([
+        'REC_ERR_BAD_REQUEST',
+        'REC_ERR_NOT_FOUND',
+        'REC_ERR_UNAVAILABLE',
+        'REC_ERR_INTERNAL',
+      ]),
+      message: z.string(),
+      fields: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+    }),
+    request_id: z.string(),
+  })
+  .openapi('Error');
+
+export const ReadyResponse = z
+  .object({
+    status: z.enum(['ready', 'not_ready']),
+    checks: z.object({
+      redis: z.object({ ok: z.boolean(), message: z.string().optional() }),
+      ranker: z.object({ ok: z.boolean(), version: z.string(), message: z.string().optional() }),
+      trending_cache: z.object({ size: z.number().int(), last_refresh: z.number().nullable() }),
+    }),
+    reasons: z.array(z.string()),
+  })
+  .openapi('Readiness');
+
+export type RecommendationResponseBody = z.infer<typeof RecommendationResponse>;
+export type RankedByBody = z.infer<typeof RankedBy>;
+export type RecommendationItemBody = z.infer<typeof RecommendationItem>;
+export type ScoredArticleBody = z.infer<typeof SimpleItem>;
+export type ReadyBody = z.infer<typeof ReadyResponse>;

@@ -1,0 +1,89 @@
+/**
+ * `npm run serve`: the recommendation API. Reads the environment (common/config.ts plus the
+ * SERVING_* settings below), serves until SIGINT / SIGTERM.
+ *
+ * SERVING_MAX_CANDIDATES=N (default: the app's defaults, 150 with quotas repurchase 50,
+ * co-purchase 40, segment 30, similar 30 with EMBEDDINGS=on, global 30) caps the candidates per
+ * recommendation at N and scales the quotas by the same shares of N (global trending: N). Global
+ * trending fills whatever the personal sources leave, so a request holds exactly N candidates whenever the store has N to offer (a cold
+ * customer gets them from global trending). The serving benchmark runs with N = 100.
+ *
+ * SERVING_ALLOW_FIXTURE_MODEL=true (default false) lets this instance serve an untrained fixture
+ * ranker (`npm run model -- fixture`) when it is the active model. For benchmarks and tests only:
+ * without it a fixture is refused and the API ranks with the heuristic `heuristic-v2` (or keeps
+ * the model it had), saying so in every answer.
+ */
+import { z } from 'zod';
+import { loadConfig } from '../common/config.ts';
+import { keySpace } from '../features/keys.ts';
+import { createLogger } from '../common/logger.ts';
+import type { ServingConfig } from './app.ts';
+import { scaledCandidateConfig } from './candidates.ts';
+import { startServing } from './server.ts';
+
+const env = z
+  .object({
+    SERVING_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+    SERVING_HOST: z.string().default('0.0.0.0'),
+    SCORER_WORKERS: z.coerce.number().int().min(1).max(16).default(2),
+    REDIS_NAMESPACE: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]+$/)
+      .default('rec'),
+    SERVING_MAX_CANDIDATES: z.coerce.number().int().min(1).max(1000).optional(),
+    SERVING_ALLOW_FIXTURE_MODEL: z
+      .enum(['true', 'false', '1', '0'], {
+        error:
+          'SERVING_ALLOW_FIXTURE_MODEL must be true or false (true: benchmarks and tests only)',
+      })
+      .default('false')
+      .transform((v) => v === 'true' || v === '1'),
+  })
+  .parse(process.env);
+
+/** Config overrides from SERVING_MAX_CANDIDATES (see the module comment). */
+function candidateOverrides(max: number | undefined): Partial<ServingConfig> {
+  if (max === undefined) return {};
+  const { maxCandidates, quotas } = scaledCandidateConfig(max);
+  return { maxCandidates, quotas };
+}
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger(config.logLevel, 'serving');
+  const handle = await startServing({
+    redisUrl: config.redisUrl,
+    keys: keySpace(env.REDIS_NAMESPACE),
+    logger,
+    port: env.SERVING_PORT,
+    host: env.SERVING_HOST,
+    workers: env.SCORER_WORKERS,
+    allowFixtureModel: env.SERVING_ALLOW_FIXTURE_MODEL,
+    config: {
+      ...candidateOverrides(env.SERVING_MAX_CANDIDATES),
+      // Where `npm run embed` wrote the article vectors (default: the serving namespace).
+      ...(process.env.EMBEDDINGS_NAMESPACE
+        ? { embeddingNamespace: process.env.EMBEDDINGS_NAMESPACE }
+        : {}),
+    },
+  });
+  const version = handle.live.version;
+  console.log(
+    `serving on ${handle.url} ${version === null ? `— ${handle.live.noModel().message}` : `(model: ${version})`}`,
+  );
+  let stopping = false;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    void handle.close().then(() => process.exit(0));
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+}
+
+main().catch((err: unknown) => {
+  console.error(
+    `serving failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+  );
+  process.exit(1);
+});

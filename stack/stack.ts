@@ -1,0 +1,215 @@
+/**
+ * Orchestration of the local stack (Kafka, Schema Registry, Redis) without Docker: bring every
+ * service up idempotently, stop only what this launcher started, and report status. Services
+ * named by the environment (KAFKA_BROKERS, SCHEMA_REGISTRY_URL, REDIS_URL) are only checked.
+ */
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Config, Endpoints } from '../common/config.ts';
+import { kafkaService } from './kafka-broker.ts';
+import {
+  acquireLock,
+  createMutex,
+  elapsed,
+  makeStackDirs,
+  portInUse,
+  readLivePid,
+  stackPaths,
+  stopByPidFile,
+  tailLog,
+  waitUntil,
+  type StackPaths,
+  type StopOutcome,
+} from './process.ts';
+import { redisService } from './redis-server.ts';
+import { registryService } from './apicurio.ts';
+import {
+  logFileOf,
+  pidFileOf,
+  type ManagedService,
+  type ServiceName,
+  type StackLog,
+} from './service.ts';
+
+export type { ServiceName, StackLog, StopOutcome };
+
+/** Every managed service, in display order. They start in parallel: none needs another. */
+const SERVICES: readonly ManagedService[] = [kafkaService, registryService, redisService];
+
+/** Thrown by `ensureStack` when a service cannot be brought up; lists every failure. */
+export class StackError extends Error {
+  override readonly name = 'StackError';
+}
+
+/** Who runs a service. */
+export type Ownership =
+  /** Started by this launcher; `pid` is in `STACK_DIR/run/<service>.pid`. */
+  | { readonly kind: 'ours'; readonly pid: number }
+  /** Named by the environment; the launcher never starts or stops it. */
+  | { readonly kind: 'external' }
+  /** Answers on our port but was not started by this launcher (e.g. a system Redis). */
+  | { readonly kind: 'foreign' }
+  | { readonly kind: 'none' };
+
+export interface ServiceStatus {
+  readonly service: ServiceName;
+  readonly endpoint: string;
+  readonly answering: boolean;
+  readonly owner: Ownership;
+}
+
+export interface StopResult {
+  readonly service: ServiceName;
+  /** 'external' services are never stopped. */
+  readonly outcome: StopOutcome | 'external';
+}
+
+function endpointsOf(config: Config): Endpoints {
+  return {
+    kafkaBrokers: config.kafkaBrokers,
+    schemaRegistryUrl: config.schemaRegistryUrl,
+    redisUrl: config.redisUrl,
+  };
+}
+
+/** Wait for a process of ours to answer; on failure the message carries its log's tail. */
+async function awaitAnswer(
+  s: ManagedService,
+  config: Config,
+  paths: StackPaths,
+  pid: number,
+): Promise<void> {
+  const result = await waitUntil(() => s.answers(config), {
+    timeoutMs: s.startTimeoutMs,
+    intervalMs: 500,
+    pid,
+  });
+  if (result === 'ok') return;
+  if (result === 'exited') await rm(pidFileOf(paths, s.name), { force: true });
+  const logFile = logFileOf(paths, s.name);
+  const tail = await tailLog(logFile, 20);
+  const what =
+    result === 'exited'
+      ? `exited during startup (pid ${pid})`
+      : `did not answer at ${s.endpoint(config)} within ${s.startTimeoutMs / 1000} s (pid ${pid} left running; \`npm run stack:down\` stops it)`;
+  throw new Error(
+    `${s.name}: ${what}. Last lines of ${logFile}:\n${tail.replace(/^/gm, '    ') || '    (empty)'}`,
+  );
+}
+
+async function ensureService(
+  s: ManagedService,
+  config: Config,
+  paths: StackPaths,
+  log: StackLog,
+  maven: <T>(job: () => Promise<T>) => Promise<T>,
+): Promise<void> {
+  const endpoint = s.endpoint(config);
+  if (s.isExternal(config)) {
+    if (await s.answers(config)) {
+      log(`${s.name}: using ${endpoint} (from ${s.externalEnv})`);
+      return;
+    }
+    throw new Error(`${s.name}: ${s.externalEnv}=${endpoint} does not answer`);
+  }
+
+  const pidFile = pidFileOf(paths, s.name);
+  const running = await readLivePid(pidFile, s.processMarker);
+  if (running !== undefined) {
+    if (await s.answers(config)) {
+      log(`${s.name}: already running (pid ${running}) at ${endpoint}`);
+      return;
+    }
+    // Ours but not answering yet: most likely still starting from an earlier `up`.
+    const since = Date.now();
+    log(`${s.name}: pid ${running} is still starting; waiting…`);
+    await awaitAnswer(s, config, paths, running);
+    log(`${s.name}: running (pid ${running}) at ${endpoint} after ${elapsed(since)} more`);
+    return;
+  }
+  if (await s.answers(config)) {
+    log(`${s.name}: ${endpoint} already answers (not started by this launcher); using it`);
+    return;
+  }
+  for (const { port, envHint } of s.ports(config)) {
+    if (await portInUse(port)) {
+      throw new Error(`${s.name}: port ${port} is in use by another program; set ${envHint}`);
+    }
+  }
+
+  await s.prepare(config, paths, log, maven);
+  const started = Date.now();
+  const pid = await s.start(config, paths);
+  await awaitAnswer(s, config, paths, pid);
+  log(`${s.name}: started (pid ${pid}) at ${endpoint} in ${elapsed(started)}`);
+}
+
+/**
+ * Make sure Kafka, the Schema Registry and Redis answer, starting (in parallel) whatever is
+ * missing, and return their endpoints. Idempotent: services already answering are left alone.
+ * Downloads (Maven) are cached under `config.stackDir`. Throws `StackError` listing every
+ * service that could not be brought up.
+ */
+export async function ensureStack(
+  config: Config,
+  log: StackLog = () => undefined,
+): Promise<Endpoints> {
+  const paths = stackPaths(config.stackDir);
+  await makeStackDirs(paths);
+  const release = await acquireLock(join(paths.run, 'up.lock'), (holder) => {
+    log(`waiting for another stack launcher (pid ${holder}) to finish…`);
+  });
+  try {
+    const maven = createMutex();
+    const results = await Promise.allSettled(
+      SERVICES.map((s) => ensureService(s, config, paths, log, maven)),
+    );
+    const failures = results.flatMap((r) =>
+      r.status === 'rejected'
+        ? [r.reason instanceof Error ? r.reason.message : String(r.reason)]
+        : [],
+    );
+    if (failures.length > 0) throw new StackError(failures.join('\n'));
+    return endpointsOf(config);
+  } finally {
+    await release();
+  }
+}
+
+/**
+ * Stop the services this launcher started (SIGTERM, then SIGKILL after ~20 s) and remove their
+ * pid files. External services and processes we did not start are never touched.
+ */
+export async function stopStack(config: Config): Promise<StopResult[]> {
+  const paths = stackPaths(config.stackDir);
+  return Promise.all(
+    SERVICES.map(async (s): Promise<StopResult> => {
+      if (s.isExternal(config)) return { service: s.name, outcome: 'external' };
+      const outcome = await stopByPidFile(pidFileOf(paths, s.name), s.processMarker);
+      return { service: s.name, outcome };
+    }),
+  );
+}
+
+/** Per service: endpoint, whether it answers, and who runs it. Removes stale pid files. */
+export async function stackStatus(config: Config): Promise<ServiceStatus[]> {
+  const paths = stackPaths(config.stackDir);
+  return Promise.all(
+    SERVICES.map(async (s): Promise<ServiceStatus> => {
+      const [answering, pid] = await Promise.all([
+        s.answers(config),
+        s.isExternal(config)
+          ? Promise.resolve(undefined)
+          : readLivePid(pidFileOf(paths, s.name), s.processMarker),
+      ]);
+      const owner: Ownership = s.isExternal(config)
+        ? { kind: 'external' }
+        : pid !== undefined
+          ? { kind: 'ours', pid }
+          : answering
+            ? { kind: 'foreign' }
+            : { kind: 'none' };
+      return { service: s.name, endpoint: s.endpoint(config), answering, owner };
+    }),
+  );
+}

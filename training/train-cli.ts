@@ -1,0 +1,156 @@
+/**
+ * `npm run train -- --once [--end YYYY-MM-DD]`: one training cycle by the recipe
+ * (training/recipe.ts) on the data before that day (default: all of it). Recipe overrides for
+ * experiments (`--trials N --train-weeks N --gate-weeks N --min-rounds N --no-refit --k N
+ * --seed N`) are recorded in the model's metadata.
+ * `npm run trainer [-- --every-hours H]`: a cycle now and then every H hours (TRAIN_EVERY_HOURS,
+ * default 24) from the start of the previous one, each on the latest full week (training/schedule.ts).
+ * `kill -USR1 <pid>` runs a cycle now (or right after the running one); cycles never overlap and
+ * a failed one is logged while the schedule goes on. SIGINT / SIGTERM stop it between cycles (a
+ * second one exits at once).
+ *
+ * Progress of replay, row building and the Optuna trials: bars on a terminal, a line every few
+ * seconds otherwise (common/progress.ts); `--no-progress` leaves only the stage lines.
+ */
+import { parseArgs } from 'node:util';
+import { Redis } from 'ioredis';
+import { connectStreams } from '../streams/bootstrap.ts';
+import { loadConfig } from '../common/config.ts';
+import { keySpace } from '../features/keys.ts';
+import { createLogger } from '../common/logger.ts';
+import { progress, type Progress } from '../common/progress.ts';
+import { runCycle, type CycleStep } from './cycle.ts';
+import { recipeOverrides, RECIPE_FLAGS } from './recipe-flags.ts';
+import { runSchedule } from './schedule.ts';
+
+/** One progress bar at a time: a new one whenever the (stage, label) or the total changes. */
+function stepBars(enabled: boolean): { onStep: (s: CycleStep) => void; end: () => void } {
+  let current: { id: string; done: number; bar: Progress } | null = null;
+  let finished = '';
+  const end = () => {
+    current?.bar.stop(current.done);
+    current = null;
+  };
+  return {
+    onStep: (s) => {
+      if (!enabled) return;
+      const id = `${s.stage} ${s.label} ${s.total}`;
+      if (id === finished) return; // its last count, again
+      // A bar from the first count on: a stage's opening lines (the trainer's) do not cut it.
+      if (current?.id !== id && s.done === 0 && s.total > 0) return;
+      if (current?.id !== id) {
+        end();
+        current = { id, done: 0, bar: progress(`${s.stage} ${s.label}`, s.total) };
+      }
+      current.done = s.done;
+      current.bar.update(s.done);
+      if (s.done >= s.total) {
+        finished = id;
+        end();
+      }
+    },
+    end,
+  };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      once: { type: 'boolean', default: false },
+      ...RECIPE_FLAGS,
+      'work-dir': { type: 'string' },
+      end: { type: 'string' },
+      'every-hours': { type: 'string', default: process.env.TRAIN_EVERY_HOURS ?? '24' },
+      'no-progress': { type: 'boolean', default: false },
+    },
+  });
+  const every = Number(values['every-hours']) * 3_600_000;
+  if (!values.once && !(every > 0)) {
+    throw new Error(`--every-hours must be a positive number (got ${values['every-hours']})`);
+  }
+  const recipe = recipeOverrides(values);
+  let end: number | undefined;
+  if (values.end !== undefined) {
+    end = Date.parse(`${values.end}T00:00:00Z`);
+    if (!/^\d{4}-\d{2}-\d{2}$/.test(values.end) || Number.isNaN(end)) {
+      throw new Error(`--end: "${values.end}" is not a YYYY-MM-DD date`);
+    }
+  }
+  const config = loadConfig();
+  const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, 'trainer');
+  const { kafka, topics, codecs } = await connectStreams(config, 'rec-trainer', logger);
+  const redis = new Redis(config.redisUrl);
+  const keys = keySpace(process.env.REDIS_NAMESPACE ?? 'rec');
+  const bars = !values['no-progress'];
+  // On a terminal the trial bar also stands in for the trial lines.
+  const quiet = bars && process.stderr.isTTY;
+  const cycle = async () => {
+    const steps = stepBars(bars);
+    try {
+      const result = await runCycle(
+        { kafka, redis, codecs, topics, keys, logger },
+        {
+          recipe,
+          ...(values['work-dir'] === undefined ? {} : { workDir: values['work-dir'] }),
+          ...(end === undefined ? {} : { end }),
+          onProgress: (line) => {
+            if (bars && /^rows: \w+ \d+\/\d+$/.test(line)) return; // the bars count these
+            if (quiet) {
+              if (/^train: (train: )?trial \d+\/\d+/.test(line)) return;
+              steps.end(); // a line under a live bar would garble it
+            }
+            console.error(`[train] ${line}`);
+          },
+          onStep: steps.onStep,
+        },
+      );
+      console.log(JSON.stringify(result));
+    } finally {
+      steps.end();
+    }
+  };
+  try {
+    if (values.once) {
+      await cycle();
+      return;
+    }
+    const stop = new AbortController();
+    const halt = () => {
+      if (stop.signal.aborted) process.exit(130);
+      console.error('[train] stopping after the running cycle (again to exit now)');
+      stop.abort();
+    };
+    console.error(
+      `[train] pid ${process.pid}: a cycle now and every ${values['every-hours']} h; kill -USR1 ${process.pid} for one now`,
+    );
+    const schedule = runSchedule({
+      everyMs: every,
+      signal: stop.signal,
+      cycle: async ({ n, reason }) => {
+        console.error(`[train] cycle ${n} (${reason}) at ${new Date().toISOString()}`);
+        await cycle();
+      },
+      onError: (err, { n }) => {
+        console.error(
+          `[train] cycle ${n} failed: ${err instanceof Error ? err.message : String(err)}`,
+        );
+      },
+    });
+    process.on('SIGINT', halt);
+    process.on('SIGTERM', halt);
+    process.on('SIGUSR1', () => {
+      console.error(
+        `[train] SIGUSR1: a cycle ${schedule.running ? 'right after the running one' : 'now'}`,
+      );
+      schedule.trigger();
+    });
+    await schedule.done;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(`train failed: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+});
