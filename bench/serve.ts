@@ -64,7 +64,7 @@ import { ensureStack } from '../stack/stack.ts';
 import { allTopics, topics as makeTopics } from '../streams/topics.ts';
 import { eventTimeNow, gatherCandidates, scaledCandidateConfig } from '../serving/candidates.ts';
 import { buildFixtureModel } from '../models/fixture.ts';
-import { loadModel, type LoadedModel } from '../models/metadata.ts';
+import { loadModel, type LoadedModel } from '../models/model-meta.ts';
 import { activateModel, registerModel } from '../models/registry.ts';
 import { ScorerPool } from '../serving/scoring/pool.ts';
 

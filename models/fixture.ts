@@ -10,7 +10,7 @@ import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FEATURE_NAMES } from '../features/definitions.ts';
-import { ModelError, parseModelMeta, type ModelMeta } from './metadata.ts';
+import { ModelError, parseModelMeta, type ModelMeta } from './model-meta.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const SCRIPT = join(ROOT, 'models', 'fixture_model.py');

@@ -16,7 +16,7 @@ the article last sold pushes it down. The same arguments give byte-identical `mo
     .venv/bin/python models/fixture_model.py --out DIR --features-json names.json \
         [--trees 500] [--depth 6] [--seed 7] [--version NAME]
 
-Writes DIR/model.onnx and DIR/model.json (metadata read by models/metadata.ts).
+Writes DIR/model.onnx and DIR/model.json (metadata read by models/model-meta.ts).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { KeySpace } from '../features/keys.ts';
-import { ModelError, parseModelMeta, type LoadedModel, type ModelMeta } from './metadata.ts';
+import { ModelError, parseModelMeta, type LoadedModel, type ModelMeta } from './model-meta.ts';
 
 export type ModelStatus = 'registered' | 'active' | 'retired' | 'rejected';
 

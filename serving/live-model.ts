@@ -16,7 +16,7 @@ import type { KeySpace } from '../features/keys.ts';
 import type { Logger } from '../common/logger.ts';
 import { HEURISTIC_VERSION, NO_MODEL, type NoModel, type Ranker } from './ranking.ts';
 import { ScorerPool } from './scoring/pool.ts';
-import { checkModel, type ModelMeta } from '../models/metadata.ts';
+import { checkModel, type ModelMeta } from '../models/model-meta.ts';
 import { activeVersion, readModel, rejectModel } from '../models/registry.ts';
 
 /** The `npm run serve` setting that lets an instance serve fixture models (benchmarks, tests). */

@@ -18,7 +18,7 @@ import { keySpace } from '../features/keys.ts';
 import { buildFixtureModel } from '../models/fixture.ts';
 import { HEURISTIC_VERSION } from './ranking.ts';
 import { fixtureRefusal } from './live-model.ts';
-import { loadModel, type ModelMeta } from '../models/metadata.ts';
+import { loadModel, type ModelMeta } from '../models/model-meta.ts';
 import { activateModel, listModels, readModel, registerModel } from '../models/registry.ts';
 
 /** After activating `meta`: say when serving instances without the opt-in will refuse it. */

@@ -19,7 +19,7 @@ import { deleteNamespace } from '../features/state.ts';
 import type { Logger } from '../common/logger.ts';
 import type { Topics } from '../streams/topics.ts';
 import { FEATURE_NAMES } from '../features/definitions.ts';
-import { checkModel, type LoadedModel } from '../models/metadata.ts';
+import { checkModel, type LoadedModel } from '../models/model-meta.ts';
 import {
   activateModel,
   activeVersion,

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { gateDecision, trainedThrough } from './fit.ts';
 import { cycleWeeks, WEEK_MS } from './recipe.ts';
 import { pairedRatio, rng, standardError } from '../evaluation/stats.ts';
-import type { ModelMeta } from '../models/metadata.ts';
+import type { ModelMeta } from '../models/model-meta.ts';
 
 const interval = (ratio: number, low: number, high: number) => ({
   ratio,

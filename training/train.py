@@ -64,7 +64,7 @@ shipped then on a week it never saw; written to --out/rolling_scores.f32 (little
 one per `--refit-with` row in file order, NaN for rows of weeks not listed) for a gate to judge.
 
 Output in --out: model.onnx, model.lgb.txt (the booster, best iteration only), model.json (read by
-models/metadata.ts; see `build_meta`), and one JSON summary line on stdout. Progress goes
+models/model-meta.ts; see `build_meta`), and one JSON summary line on stdout. Progress goes
 to stderr, one line per Optuna trial.
 
 MLflow: when MLFLOW_TRACKING_URI is set (a tracking server, or a local store such as

@@ -5,7 +5,7 @@ import { InferenceSession, Tensor } from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FEATURE_NAMES } from '../../features/definitions.ts';
 import { buildFixtureModel } from '../../models/fixture.ts';
-import { loadModel, ModelError, type LoadedModel } from '../../models/metadata.ts';
+import { loadModel, ModelError, type LoadedModel } from '../../models/model-meta.ts';
 import { ScorerError, ScorerPool } from './pool.ts';
 
 const F = FEATURE_NAMES.length;

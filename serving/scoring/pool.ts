@@ -19,7 +19,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { ModelError, type LoadedModel } from '../../models/metadata.ts';
+import { ModelError, type LoadedModel } from '../../models/model-meta.ts';
 import type { FromWorker, ToWorker } from './protocol.ts';
 
 /** A scoring request failed (worker crash, run error, bad input, pool closed). */

@@ -18,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../common/config.ts';
 import { keySpace } from '../../features/keys.ts';
 import { deleteNamespace } from '../../features/state.ts';
-import { parseModelMeta } from '../../models/metadata.ts';
+import { parseModelMeta } from '../../models/model-meta.ts';
 import { readModel, registerModel } from '../../models/registry.ts';
 import { RowTable, writeRows } from '../../training/rows.ts';
 import { rng } from '../../evaluation/stats.ts';

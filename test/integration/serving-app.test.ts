@@ -21,7 +21,7 @@ import { createApp, DEFAULT_SERVING_CONFIG, type ServingConfig } from '../../ser
 import { createServingMetrics, type ServingMetrics } from '../../serving/metrics.ts';
 import { buildFixtureModel } from '../../models/fixture.ts';
 import { LiveModel, type SwapOutcome } from '../../serving/live-model.ts';
-import { loadModel, type LoadedModel } from '../../models/metadata.ts';
+import { loadModel, type LoadedModel } from '../../models/model-meta.ts';
 import { activateModel, readModel, registerModel } from '../../models/registry.ts';
 import type { NoModel, Ranker } from '../../serving/ranking.ts';
 import { RecommendationResponse } from '../../serving/api-schemas.ts';

@@ -17,7 +17,7 @@ import { keySpace } from '../../features/keys.ts';
 import { deleteNamespace } from '../../features/state.ts';
 import { runLoad, type LoadReport } from '../../streams/loader/load.ts';
 import { buildFixtureModel } from '../../models/fixture.ts';
-import { loadModel, type LoadedModel } from '../../models/metadata.ts';
+import { loadModel, type LoadedModel } from '../../models/model-meta.ts';
 import type { SwapOutcome } from '../../serving/live-model.ts';
 import { activateModel, readModel, registerModel } from '../../models/registry.ts';
 import { startServing, type ServingHandle } from '../../serving/server.ts';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FEATURE_NAMES } from '../features/definitions.ts';
 import { buildFixtureModel, type FixtureModel } from './fixture.ts';
-import { loadModel, ModelError, modelMetaSchema } from './metadata.ts';
+import { loadModel, ModelError, modelMetaSchema } from './model-meta.ts';
 
 let dir: string;
 let fixture: FixtureModel;
