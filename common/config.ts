@@ -1,9 +1,13 @@
 /**
- * Service endpoints and stack settings, parsed once from the environment with zod, every problem
- * reported together, then frozen. Only `main`-style entry points call `loadConfig()`; everything
- * else receives the values as arguments.
+ * The one module that reads the environment (with the entry points: `*-cli.ts`, demo/, bench/,
+ * which read their own command-specific settings). Service endpoints, stack settings, the Redis
+ * namespace and the embeddings switch are parsed once with zod, every problem reported together,
+ * then frozen. Only entry points call `loadConfig()`; everything else receives the values as
+ * arguments. ESLint forbids `process.env` anywhere else.
  */
+import { delimiter } from 'node:path';
 import { z } from 'zod';
+import { RecError } from './errors.ts';
 
 const port = (fallback: number) => z.coerce.number().int().min(1).max(65535).default(fallback);
 
@@ -24,7 +28,35 @@ const envSchema = z.object({
     .regex(/^[A-Za-z0-9._-]*$/, 'may hold only A-Z a-z 0-9 . _ -')
     .default(''),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  REDIS_NAMESPACE: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]+$/, 'may hold only A-Z a-z 0-9 . _ -')
+    .default('rec'),
+  EMBEDDINGS: z
+    .string()
+    .default('off')
+    .transform((v) => v.toLowerCase())
+    .pipe(z.enum(['on', 'off'], { error: 'must be on or off' })),
+  EMBEDDINGS_NAMESPACE: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]+$/, 'may hold only A-Z a-z 0-9 . _ -')
+    .optional(),
+  EMBEDDINGS_MODEL_DIR: z.string().min(1).optional(),
+  EMBEDDINGS_REMOTE_MODEL: z.string().optional(),
+  REC_PYTHON: z.string().min(1).optional(),
 });
+
+/** The embeddings switch and where their data lives (see docs/embeddings.md). */
+export interface EmbeddingsConfig {
+  /** `EMBEDDINGS=on`: the taste processor, the embedding features and the `similar` source. */
+  readonly enabled: boolean;
+  /** Namespace of the article vectors and similar lists (`EMBEDDINGS_NAMESPACE`), if not ours. */
+  readonly namespace: string | undefined;
+  /** Where the local text model lives (`EMBEDDINGS_MODEL_DIR`, default `.stack/models`). */
+  readonly modelDir: string | undefined;
+  /** A Hugging Face hub id to fetch instead of the local model (`EMBEDDINGS_REMOTE_MODEL`). */
+  readonly remoteModel: string | undefined;
+}
 
 export interface Endpoints {
   /** Kafka bootstrap servers. */
@@ -50,11 +82,19 @@ export interface Config extends Endpoints {
   readonly stackDir: string;
   readonly topicPrefix: string;
   readonly logLevel: z.infer<typeof envSchema>['LOG_LEVEL'];
+  /** Prefix of every Redis key of this deployment (`REDIS_NAMESPACE`, default `rec`). */
+  readonly redisNamespace: string;
+  readonly embeddings: EmbeddingsConfig;
+  /** The Python that builds the fixture model (`REC_PYTHON`, default the project's `.venv`). */
+  readonly python: string | undefined;
 }
 
 /** Thrown when the environment holds invalid settings; lists every problem at once. */
-export class ConfigError extends Error {
-  override readonly name = 'ConfigError';
+export class ConfigError extends RecError {
+  override readonly name: string = 'ConfigError';
+  constructor(message: string) {
+    super('REC_ERR_CONFIG', message);
+  }
 }
 
 /** Parse the environment (default: `process.env`) into a frozen config. */
@@ -88,6 +128,31 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     stackDir: e.STACK_DIR,
     topicPrefix: e.TOPIC_PREFIX,
     logLevel: e.LOG_LEVEL,
+    redisNamespace: e.REDIS_NAMESPACE,
+    embeddings: Object.freeze({
+      enabled: e.EMBEDDINGS === 'on',
+      namespace: e.EMBEDDINGS_NAMESPACE,
+      modelDir: e.EMBEDDINGS_MODEL_DIR,
+      remoteModel: e.EMBEDDINGS_REMOTE_MODEL === '' ? undefined : e.EMBEDDINGS_REMOTE_MODEL,
+    }),
+    python: e.REC_PYTHON,
   };
   return Object.freeze(config);
 }
+
+/**
+ * The machine's side of the environment, for the tools this project starts: the directories of
+ * `PATH` (to find java, mvn, redis-server), `JAVA_HOME`, and the environment a child process
+ * inherits (plus `extra`).
+ */
+export const hostEnv = {
+  searchPath(): string[] {
+    return (process.env.PATH ?? '').split(delimiter).filter((d) => d.length > 0);
+  },
+  javaHome(): string | undefined {
+    return process.env.JAVA_HOME;
+  },
+  forChild(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+    return { ...process.env, ...extra };
+  },
+};

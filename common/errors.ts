@@ -1,8 +1,32 @@
 /**
- * The project's error hierarchy: one class with a stable `REC_ERR_*` code, a `retriable` flag and
- * a `cause`. Poison input (a record that cannot be decoded or validated) is not retriable and goes
- * to a dead-letter queue; anything retriable is retried, never dropped.
+ * The project's error base class, as kafkajs's `KafkaJSError`: every error the project throws is a
+ * `RecError` (or a subclass) with a stable `REC_ERR_*` code, a `retriable` flag and a `cause`.
+ * Callers branch on the code and the flag, never on message text. Poison input (a record that
+ * cannot be decoded or validated) is not retriable and goes to a dead-letter queue; anything
+ * retriable is retried, never dropped.
+ *
+ * | code                          | thrown by                                                     |
+ * | ----------------------------- | ------------------------------------------------------------- |
+ * | `REC_ERR_DECODE`              | streams/avro.ts: bytes that are not a framed Avro record      |
+ * | `REC_ERR_UNKNOWN_SCHEMA`      | streams/avro.ts: a schema id the registry does not know       |
+ * | `REC_ERR_VALIDATION`          | streams/avro.ts: a record that fails its zod contract         |
+ * | `REC_ERR_SCHEMA_INCOMPATIBLE` | streams/avro.ts: a schema the registry refuses                |
+ * | `REC_ERR_SCHEMA_REGISTRY`     | streams/avro.ts: the registry cannot be reached (retriable)   |
+ * | `REC_ERR_DLQ_WRITE`           | streams/consumer.ts: a dead letter could not be written       |
+ * | `REC_ERR_REPLAY`              | streams/replay.ts                                             |
+ * | `REC_ERR_CONFIG`              | common/config.ts (`ConfigError`), invalid settings            |
+ * | `REC_ERR_USAGE`               | a command line that cannot be run (`UsageError`)              |
+ * | `REC_ERR_DATASET`             | streams/loader (`DatasetError`, `CellError`)                  |
+ * | `REC_ERR_STACK`               | stack/ (`StackError`, `CommandError`)                         |
+ * | `REC_ERR_MODEL`               | models/ (`ModelError`): a model that cannot be read or used   |
+ * | `REC_ERR_SCORER`              | serving/scoring (`ScorerError`)                               |
+ * | `REC_ERR_RANKER`              | serving/ranking.ts (`RankerFailure`): the heuristic answers   |
+ * | `REC_ERR_BAD_REQUEST` …       | serving/http-errors.ts (`ServingError`): the API's answers    |
+ * | `REC_ERR_UNAVAILABLE`         | the feature store did not answer (`StoreUnavailableError`)    |
  */
+
+export type ServingErrorCode =
+  'REC_ERR_BAD_REQUEST' | 'REC_ERR_NOT_FOUND' | 'REC_ERR_UNAVAILABLE' | 'REC_ERR_INTERNAL';
 
 export type ErrorCode =
   | 'REC_ERR_DECODE'
@@ -12,21 +36,38 @@ export type ErrorCode =
   | 'REC_ERR_SCHEMA_REGISTRY'
   | 'REC_ERR_DLQ_WRITE'
   | 'REC_ERR_REPLAY'
-  | 'REC_ERR_CONFIG';
+  | 'REC_ERR_CONFIG'
+  | 'REC_ERR_USAGE'
+  | 'REC_ERR_DATASET'
+  | 'REC_ERR_STACK'
+  | 'REC_ERR_MODEL'
+  | 'REC_ERR_SCORER'
+  | 'REC_ERR_RANKER'
+  | ServingErrorCode;
+
+export interface RecErrorOptions {
+  /** Whether trying again may succeed (default false). */
+  readonly retriable?: boolean;
+  readonly cause?: unknown;
+}
 
 export class RecError extends Error {
-  override readonly name = 'RecError';
+  override readonly name: string = 'RecError';
   readonly code: ErrorCode;
   readonly retriable: boolean;
 
-  constructor(
-    code: ErrorCode,
-    message: string,
-    opts: { retriable?: boolean; cause?: unknown } = {},
-  ) {
+  constructor(code: ErrorCode, message: string, opts: RecErrorOptions = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.code = code;
     this.retriable = opts.retriable ?? false;
+  }
+}
+
+/** A mistake in a command line (option, value, path): reported as one line, no stack. */
+export class UsageError extends RecError {
+  override readonly name: string = 'UsageError';
+  constructor(message: string, opts: RecErrorOptions = {}) {
+    super('REC_ERR_USAGE', message, opts);
   }
 }
 

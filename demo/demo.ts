@@ -89,7 +89,7 @@ async function main(): Promise<void> {
   console.log('== 3/5 processors');
   const { kafka, topics, codecs } = await connectStreams(live, 'rec-demo', logger);
   const redis = new Redis(live.redisUrl, { maxRetriesPerRequest: null });
-  const keys = keySpace(process.env.REDIS_NAMESPACE ?? 'rec');
+  const keys = keySpace(config.redisNamespace);
   const producer = createIdempotentProducer(kafka);
   await producer.connect();
   const metrics = createProcessorMetrics(false);

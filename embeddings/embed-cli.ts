@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../common/config.ts';
 import { keySpace } from '../features/keys.ts';
-import { articleEmbeddingKeys, describeEmbedding, embeddingsEnabled, runEmbedding } from './job.ts';
+import { articleEmbeddingKeys, describeEmbedding, runEmbedding } from './job.ts';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -43,8 +43,10 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null });
   try {
-    const keys = keySpace(process.env.REDIS_NAMESPACE ?? 'rec');
-    const report = await runEmbedding(redis, keys, articleEmbeddingKeys(), {
+    const keys = keySpace(config.redisNamespace);
+    const report = await runEmbedding(redis, keys, articleEmbeddingKeys(config), {
+      root: config.embeddings.modelDir,
+      remoteModel: config.embeddings.remoteModel,
       all: values.all,
       neighbours,
       batchSize,
@@ -53,7 +55,7 @@ async function main(): Promise<void> {
       ...(soldSince === undefined ? {} : { soldSince }),
     });
     for (const line of describeEmbedding(report)) console.log(line);
-    if (embeddingsEnabled() && report.embed.embedded > 0) {
+    if (config.embeddings.enabled && report.embed.embedded > 0) {
       console.log('  EMBEDDINGS=on: run npm run taste:rebuild so that taste vectors include them');
     }
   } finally {

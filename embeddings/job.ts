@@ -3,6 +3,7 @@
  * and the namespace of the article vectors.
  */
 import type { Redis } from 'ioredis';
+import type { Config } from '../common/config.ts';
 import { embeddingKeys, type EmbeddingKeys } from '../features/embedding-keys.ts';
 import type { KeySpace } from '../features/keys.ts';
 export { embeddingsEnabled } from '../features/embedding-state.ts';
@@ -11,10 +12,12 @@ import { loadEmbedder, type EmbedderOptions } from './model.ts';
 
 /**
  * Key space of the article vectors and similar lists: `EMBEDDINGS_NAMESPACE`, else
- * `REDIS_NAMESPACE`, else `rec` (training replays read them from here, not from their own).
+ * `REDIS_NAMESPACE` (training replays read them from here, not from their own).
  */
-export function articleEmbeddingKeys(env: NodeJS.ProcessEnv = process.env): EmbeddingKeys {
-  return embeddingKeys(env.EMBEDDINGS_NAMESPACE ?? env.REDIS_NAMESPACE ?? 'rec');
+export function articleEmbeddingKeys(
+  config: Pick<Config, 'redisNamespace' | 'embeddings'>,
+): EmbeddingKeys {
+  return embeddingKeys(config.embeddings.namespace ?? config.redisNamespace);
 }
 
 export interface EmbedRunOptions extends EmbedderOptions {

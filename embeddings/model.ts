@@ -116,9 +116,12 @@ const TOKENIZER_CONFIG_JSON = {
 
 const STAMP = '.complete';
 
-/** Root of the local models (transformers.js `env.localModelPath`). */
-export function modelsRoot(env: NodeJS.ProcessEnv = process.env): string {
-  return env.EMBEDDINGS_MODEL_DIR ?? join(ROOT, '.stack', 'models');
+/** Root of the local models (transformers.js `env.localModelPath`) unless configured. */
+export const DEFAULT_MODELS_ROOT = join(ROOT, '.stack', 'models');
+
+/** Root of the local models: `dir` (config `embeddings.modelDir`), else the default. */
+export function modelsRoot(dir?: string): string {
+  return dir ?? DEFAULT_MODELS_ROOT;
 }
 
 const sha256 = (path: string): string =>
@@ -130,7 +133,7 @@ function stampText(): string {
 }
 
 /** Whether the local model folder is complete (stamp written by `ensureModel`). */
-export function modelReady(root = modelsRoot()): boolean {
+export function modelReady(root = DEFAULT_MODELS_ROOT): boolean {
   const dir = join(root, MODEL_NAME);
   const stamp = join(dir, STAMP);
   return existsSync(stamp) && readFileSync(stamp, 'utf8') === stampText();
@@ -148,7 +151,7 @@ function python(): string {
  */
 export function ensureModel(
   log: (line: string) => void = () => undefined,
-  root = modelsRoot(),
+  root = DEFAULT_MODELS_ROOT,
 ): string {
   const dir = join(root, MODEL_NAME);
   if (modelReady(root)) {
@@ -223,9 +226,9 @@ export interface Embedder {
 }
 
 export interface EmbedderOptions {
-  /** Local models root (default `modelsRoot()`). */
-  readonly root?: string;
-  /** A Hugging Face hub id to fetch normally (default `EMBEDDINGS_REMOTE_MODEL`, off when unset). */
+  /** Local models root (default `DEFAULT_MODELS_ROOT`; config `embeddings.modelDir`). */
+  readonly root?: string | undefined;
+  /** A Hugging Face hub id to fetch normally (config `embeddings.remoteModel`; off when unset). */
   readonly remoteModel?: string | undefined;
   /** ONNX Runtime intra-op threads (default: onnxruntime's, one per core). */
   readonly threads?: number;
@@ -234,9 +237,8 @@ export interface EmbedderOptions {
 /** Load the model with transformers.js: the local copy, never the network, unless remote is asked. */
 export async function loadEmbedder(opts: EmbedderOptions = {}): Promise<Embedder> {
   const { env, pipeline, LogLevel } = await import('@huggingface/transformers');
-  const remote =
-    'remoteModel' in opts ? opts.remoteModel : process.env.EMBEDDINGS_REMOTE_MODEL || undefined;
-  const root = opts.root ?? modelsRoot();
+  const remote = opts.remoteModel;
+  const root = opts.root ?? DEFAULT_MODELS_ROOT;
   env.logLevel = LogLevel.ERROR;
   if (remote === undefined) {
     if (!modelReady(root)) {

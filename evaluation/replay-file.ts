@@ -30,15 +30,13 @@ import type { Logger } from '../common/logger.ts';
 import { progress as makeProgress, type Progress } from '../common/progress.ts';
 import { replay, type ReplayResult } from '../streams/replay.ts';
 import type { TopicDescriptor, Topics } from '../streams/topics.ts';
+import { UsageError } from '../common/errors.ts';
 
 export const TOPIC_NAMES = ['purchases', 'articles', 'customers'] as const;
 export type TopicName = (typeof TOPIC_NAMES)[number];
 export type FileFormat = 'parquet' | 'csv';
 
-/** A mistake in the command line or the output path: reported as one line, no stack. */
-export class UsageError extends Error {
-  override readonly name = 'UsageError';
-}
+export { UsageError } from '../common/errors.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Arguments

@@ -24,6 +24,8 @@ export interface FixtureOptions {
   readonly seed?: number;
   /** Default `fixture-<seed>-<trees>`. */
   readonly version?: string;
+  /** The Python to run (config `python`, `REC_PYTHON`; default the project's `.venv`). */
+  readonly python?: string | undefined;
 }
 
 export interface FixtureModel {
@@ -32,9 +34,7 @@ export interface FixtureModel {
   readonly meta: ModelMeta;
 }
 
-function python(): string {
-  return process.env.REC_PYTHON ?? join(ROOT, '.venv', 'bin', 'python');
-}
+const VENV_PYTHON = join(ROOT, '.venv', 'bin', 'python');
 
 /** Run a command; on failure, reject with its stderr (or the spawn error) as the message. */
 function run(cmd: string, args: string[]): Promise<void> {
@@ -55,7 +55,7 @@ export async function buildFixtureModel(
   outDir: string,
   opts: FixtureOptions = {},
 ): Promise<FixtureModel> {
-  const py = python();
+  const py = opts.python ?? VENV_PYTHON;
   try {
     await access(py);
   } catch (err) {

@@ -79,15 +79,9 @@ describe('fixture model', () => {
   });
 
   it('says how to create the venv when Python is missing', async () => {
-    const saved = process.env.REC_PYTHON;
-    process.env.REC_PYTHON = join(dir, 'no-such-python');
-    try {
-      const err = await refusal(buildFixtureModel(join(dir, 'nopy'), { trees: 1 }));
-      expect(err.message).toContain('python3 -m venv .venv');
-    } finally {
-      if (saved === undefined) delete process.env.REC_PYTHON;
-      else process.env.REC_PYTHON = saved;
-    }
+    const python = join(dir, 'no-such-python');
+    const err = await refusal(buildFixtureModel(join(dir, 'nopy'), { trees: 1, python }));
+    expect(err.message).toContain('python3 -m venv .venv');
   });
 });
 

@@ -8,15 +8,13 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 import { z } from 'zod';
+import { RecError } from '../common/errors.ts';
 
 /** Every failure to read, validate, load or swap in a model. */
-export class ModelError extends Error {
-  override readonly name = 'ModelError';
-  readonly code = 'REC_ERR_MODEL';
-  readonly retriable = false;
-
+export class ModelError extends RecError {
+  override readonly name: string = 'ModelError';
   constructor(message: string, opts: { cause?: unknown } = {}) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    super('REC_ERR_MODEL', message, opts);
   }
 }
 

@@ -21,10 +21,6 @@ const env = z
       .string()
       .regex(/^[A-Za-z0-9._-]+$/)
       .default('rec-processors'),
-    REDIS_NAMESPACE: z
-      .string()
-      .regex(/^[A-Za-z0-9_.-]+$/)
-      .default('rec'),
     PROCESSOR_RECENT_CAP: z.coerce.number().int().positive().default(50),
     PROCESSOR_COPURCHASE_WINDOW_DAYS: z.coerce.number().positive().default(14),
     PROCESSOR_COPURCHASE_FANOUT: z.coerce.number().int().positive().default(20),
@@ -52,7 +48,7 @@ async function main(): Promise<void> {
     redis,
     codecs,
     topics,
-    keys: keySpace(env.REDIS_NAMESPACE),
+    keys: keySpace(config.redisNamespace),
     logger,
     metrics,
     dlqProducer,

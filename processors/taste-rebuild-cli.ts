@@ -20,10 +20,10 @@ async function main(): Promise<void> {
   const { kafka, topics, codecs } = await connectStreams(config, 'rec-taste-rebuild', logger);
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null });
   try {
-    const keys = keySpace(process.env.REDIS_NAMESPACE ?? 'rec');
+    const keys = keySpace(config.redisNamespace);
     const r = await rebuildTaste(
       { kafka, redis, codecs, topics, keys, logger },
-      articleEmbeddingKeys(),
+      articleEmbeddingKeys(config),
       { progress: !values['no-progress'] },
     );
     console.log(

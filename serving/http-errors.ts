@@ -6,7 +6,7 @@
  *
  * - request validation (zod, through the routes' `defaultHook` or a ZodError thrown anywhere)
  *   → 400 `REC_ERR_BAD_REQUEST`, every offending field named (unknown query parameters included);
- * - `HTTPException`s (and `ServingError`, which is one) keep their status;
+ * - a `ServingError` (and Hono's own `HTTPException`s) keep their status;
  * - the feature store being unreachable is a `StoreUnavailableError`: routes turn it into a
  *   degraded answer when they can, and it maps to 503 `REC_ERR_UNAVAILABLE` when they cannot;
  * - anything else → 500 `REC_ERR_INTERNAL` with a generic message; the error itself is logged with
@@ -17,9 +17,9 @@ import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { ZodError } from 'zod';
 import type { Logger } from '../common/logger.ts';
+import { RecError, type ServingErrorCode } from '../common/errors.ts';
 
-export type ServingErrorCode =
-  'REC_ERR_BAD_REQUEST' | 'REC_ERR_NOT_FOUND' | 'REC_ERR_UNAVAILABLE' | 'REC_ERR_INTERNAL';
+export type { ServingErrorCode } from '../common/errors.ts';
 
 export interface FieldIssue {
   /** Dotted path of the offending field (a query or path parameter name). */
@@ -33,9 +33,10 @@ export interface ErrorBody {
 }
 
 /** An error with a status and a stable code, answered as is. */
-export class ServingError extends HTTPException {
-  override readonly name = 'ServingError';
-  readonly code: ServingErrorCode;
+export class ServingError extends RecError {
+  override readonly name: string = 'ServingError';
+  declare readonly code: ServingErrorCode;
+  readonly status: ContentfulStatusCode;
   readonly fields: readonly FieldIssue[] | undefined;
 
   constructor(
@@ -44,8 +45,8 @@ export class ServingError extends HTTPException {
     message: string,
     opts: { fields?: readonly FieldIssue[]; cause?: unknown } = {},
   ) {
-    super(status, { message, cause: opts.cause });
-    this.code = code;
+    super(code, message, { cause: opts.cause });
+    this.status = status;
     this.fields = opts.fields;
   }
 }
@@ -55,10 +56,10 @@ export class ServingError extends HTTPException {
  * queue disabled, or a server-side "not ready" reply (LOADING, MASTERDOWN…). Not a bug: callers
  * degrade.
  */
-export class StoreUnavailableError extends Error {
-  override readonly name = 'StoreUnavailableError';
+export class StoreUnavailableError extends RecError {
+  override readonly name: string = 'StoreUnavailableError';
   constructor(message: string, opts: { cause?: unknown } = {}) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    super('REC_ERR_UNAVAILABLE', message, { retriable: true, cause: opts.cause });
   }
 }
 

@@ -41,7 +41,7 @@ async function main(): Promise<void> {
     },
   });
   const config = loadConfig();
-  const keys = keySpace(process.env.REDIS_NAMESPACE ?? 'rec');
+  const keys = keySpace(config.redisNamespace);
   const redis = new Redis(config.redisUrl);
   try {
     const [command, arg] = positionals;
@@ -52,6 +52,7 @@ async function main(): Promise<void> {
           features: FEATURE_NAMES,
           trees: Number(values.trees),
           seed: Number(values.seed),
+          python: config.python,
         });
         const model = await loadModel(built.onnxPath, built.metaPath, FEATURE_NAMES);
         await registerModel(redis, keys, model);

@@ -12,6 +12,7 @@ import { FEATURE_NAMES, featureVector, missingFeatures } from '../features/defin
 import { DAY_MS } from '../features/decay.ts';
 import { emptyArticleState, type ArticleState, type CustomerState } from '../features/state.ts';
 import { SOURCES, type Candidate } from './candidates.ts';
+import { RecError } from '../common/errors.ts';
 
 /** A loaded model, as the scoring pool exposes it. */
 export interface Ranker {
@@ -85,14 +86,15 @@ export const HEURISTIC_FEATURES: readonly string[] = [
 
 export type FallbackReason = 'ranker_error' | 'ranker_timeout' | 'ranker_incompatible';
 
-export class RankerFailure extends Error {
-  override readonly name = 'RankerFailure';
+/** The ranker could not rank a request: the heuristic answers it, saying why. */
+export class RankerFailure extends RecError {
+  override readonly name: string = 'RankerFailure';
   constructor(
     readonly reason: FallbackReason,
     message: string,
     opts: { cause?: unknown } = {},
   ) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    super('REC_ERR_RANKER', message, opts);
   }
 }
 

@@ -26,10 +26,6 @@ const env = z
     SERVING_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
     SERVING_HOST: z.string().default('0.0.0.0'),
     SCORER_WORKERS: z.coerce.number().int().min(1).max(16).default(2),
-    REDIS_NAMESPACE: z
-      .string()
-      .regex(/^[A-Za-z0-9_.-]+$/)
-      .default('rec'),
     SERVING_MAX_CANDIDATES: z.coerce.number().int().min(1).max(1000).optional(),
     SERVING_ALLOW_FIXTURE_MODEL: z
       .enum(['true', 'false', '1', '0'], {
@@ -53,7 +49,7 @@ async function main(): Promise<void> {
   const logger = createLogger(config.logLevel, 'serving');
   const handle = await startServing({
     redisUrl: config.redisUrl,
-    keys: keySpace(env.REDIS_NAMESPACE),
+    keys: keySpace(config.redisNamespace),
     logger,
     port: env.SERVING_PORT,
     host: env.SERVING_HOST,

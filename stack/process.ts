@@ -15,9 +15,11 @@ import {
 } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createConnection } from 'node:net';
-import { delimiter, isAbsolute, join, resolve } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stripVTControlCharacters } from 'node:util';
+import { hostEnv } from '../common/config.ts';
+import { RecError } from '../common/errors.ts';
 
 /** Repository root: two levels above this file, independent of the working directory. */
 export const repoRoot = resolve(fileURLToPath(new URL('.', import.meta.url)), '..');
@@ -283,13 +285,13 @@ export async function tailLog(file: string, n = 20): Promise<string> {
 }
 
 /** Thrown when a helper command exits non-zero; carries its combined output. */
-export class CommandError extends Error {
-  override readonly name = 'CommandError';
+export class CommandError extends RecError {
+  override readonly name: string = 'CommandError';
   constructor(
     message: string,
     readonly output: string,
   ) {
-    super(message);
+    super('REC_ERR_STACK', message);
   }
 }
 
@@ -305,7 +307,7 @@ export function runCommand(
       [...args],
       {
         cwd: options.cwd ?? repoRoot,
-        env: options.env ?? process.env,
+        env: options.env ?? hostEnv.forChild(),
         timeout: options.timeoutMs ?? 15 * 60_000,
         maxBuffer: 64 * 1024 * 1024,
       },
@@ -334,7 +336,7 @@ export function findExecutable(
   name: string,
   fallbacks: readonly string[] = [],
 ): string | undefined {
-  const dirs = (process.env.PATH ?? '').split(delimiter).filter((d) => d.length > 0);
+  const dirs = hostEnv.searchPath();
   const candidates = [...dirs.map((d) => join(d, name)), ...fallbacks];
   return candidates.find((c) => {
     try {
@@ -348,7 +350,7 @@ export function findExecutable(
 
 /** `java` from JAVA_HOME, else PATH; throws with a hint when missing. */
 export function javaExecutable(): string {
-  const home = process.env.JAVA_HOME;
+  const home = hostEnv.javaHome();
   const fromHome = home ? findExecutable('java', [join(home, 'bin', 'java')]) : undefined;
   const java = fromHome ?? findExecutable('java');
   if (java === undefined) {

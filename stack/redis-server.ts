@@ -6,7 +6,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import type { Config } from '../common/config.ts';
+import { hostEnv, type Config } from '../common/config.ts';
 import {
   CommandError,
   elapsed,
@@ -30,7 +30,7 @@ async function redisServer(log: StackLog): Promise<string> {
   }
   const started = Date.now();
   log('redis: redis-server not found; installing it with apt-get…');
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  const env = hostEnv.forChild({ DEBIAN_FRONTEND: 'noninteractive' });
   const install = () =>
     runCommand('apt-get', ['install', '-y', '--no-install-recommends', 'redis-server'], { env });
   try {

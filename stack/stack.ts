@@ -30,6 +30,7 @@ import {
   type ServiceName,
   type StackLog,
 } from './service.ts';
+import { RecError } from '../common/errors.ts';
 
 export type { ServiceName, StackLog, StopOutcome };
 
@@ -37,8 +38,11 @@ export type { ServiceName, StackLog, StopOutcome };
 const SERVICES: readonly ManagedService[] = [kafkaService, registryService, redisService];
 
 /** Thrown by `ensureStack` when a service cannot be brought up; lists every failure. */
-export class StackError extends Error {
-  override readonly name = 'StackError';
+export class StackError extends RecError {
+  override readonly name: string = 'StackError';
+  constructor(message: string) {
+    super('REC_ERR_STACK', message);
+  }
 }
 
 /** Who runs a service. */

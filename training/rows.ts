@@ -76,7 +76,7 @@ import { applyArticles, applyCustomers } from '../processors/metadata.ts';
 import { PurchaseProcessor, type PurchaseProcessorOptions } from '../processors/purchases.ts';
 import { defineScripts } from '../processors/scripts.ts';
 import { TasteProcessor } from '../processors/taste.ts'; // EMBEDDINGS=on (issue 7)
-import { articleEmbeddingKeys, embeddingsEnabled } from '../embeddings/job.ts';
+import { embeddingsEnabled } from '../embeddings/job.ts';
 import { embeddingKeys } from '../features/embedding-keys.ts';
 import {
   DEFAULT_CANDIDATE_CONFIG,
@@ -515,7 +515,10 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
     // Article vectors where `npm run embed` wrote them, as serving reads them: EMBEDDINGS_NAMESPACE,
     // else the live namespace.
     embeddingNamespace:
-      process.env.EMBEDDINGS_NAMESPACE ?? opts.liveNamespace ?? articleEmbeddingKeys().ns,
+      process.env.EMBEDDINGS_NAMESPACE ??
+      opts.liveNamespace ??
+      process.env.REDIS_NAMESPACE ??
+      'rec',
     ...opts.candidateConfig,
   };
   const concurrency = Math.max(1, opts.concurrency ?? 8);

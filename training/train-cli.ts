@@ -80,7 +80,7 @@ async function main(): Promise<void> {
   const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, 'trainer');
   const { kafka, topics, codecs } = await connectStreams(config, 'rec-trainer', logger);
   const redis = new Redis(config.redisUrl);
-  const keys = keySpace(process.env.REDIS_NAMESPACE ?? 'rec');
+  const keys = keySpace(config.redisNamespace);
   const bars = !values['no-progress'];
   // On a terminal the trial bar also stands in for the trial lines.
   const quiet = bars && process.stderr.isTTY;

@@ -21,16 +21,13 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ModelError, type LoadedModel } from '../../models/model-meta.ts';
 import type { FromWorker, ToWorker } from './protocol.ts';
+import { RecError } from '../../common/errors.ts';
 
 /** A scoring request failed (worker crash, run error, bad input, pool closed). */
-export class ScorerError extends Error {
-  override readonly name = 'ScorerError';
-  readonly code = 'REC_ERR_SCORER';
-  readonly retriable: boolean;
-
+export class ScorerError extends RecError {
+  override readonly name: string = 'ScorerError';
   constructor(message: string, opts: { retriable?: boolean; cause?: unknown } = {}) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
-    this.retriable = opts.retriable ?? false;
+    super('REC_ERR_SCORER', message, opts);
   }
 }
 

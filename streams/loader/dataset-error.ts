@@ -3,12 +3,13 @@
  * (a 1-based line of a CSV file, header = line 1; a 1-based row of a Parquet file) and the column.
  */
 import { basename } from 'node:path';
+import { RecError } from '../../common/errors.ts';
 
 /** How positions in a file are counted: text lines (CSV) or data rows (Parquet). */
 export type PositionUnit = 'line' | 'row';
 
-export class DatasetError extends Error {
-  override readonly name = 'DatasetError';
+export class DatasetError extends RecError {
+  override readonly name: string = 'DatasetError';
   /** Path of the file, as found in the dataset folder. */
   readonly file: string;
   /**
@@ -32,10 +33,7 @@ export class DatasetError extends Error {
       ...(opts.line > 0 ? [`${opts.unit ?? 'line'} ${opts.line}`] : []),
     ].join(' ');
     const column = opts.column === undefined ? '' : `, column ${opts.column}`;
-    super(
-      `${where}${column}: ${opts.problem}`,
-      opts.cause === undefined ? undefined : { cause: opts.cause },
-    );
+    super('REC_ERR_DATASET', `${where}${column}: ${opts.problem}`, { cause: opts.cause });
     this.file = opts.file;
     this.line = opts.line;
     this.column = opts.column;

@@ -5,10 +5,14 @@
  * with the file, line and column.
  */
 import { ID_PATTERN } from '../../schemas/events.ts';
+import { RecError } from '../../common/errors.ts';
 
 /** The problem of one cell, without its position (added by the caller). */
-export class CellError extends Error {
-  override readonly name = 'CellError';
+export class CellError extends RecError {
+  override readonly name: string = 'CellError';
+  constructor(message: string) {
+    super('REC_ERR_DATASET', message);
+  }
 }
 
 const DAY_MS = 86_400_000;
