@@ -17,11 +17,18 @@ ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json tsconfig.json ./
+# Every source folder but stack/ (the local launcher: compose runs the real services), demo/,
+# bench/ and test/.
+COPY common ./common
 COPY schemas ./schemas
+COPY features ./features
 COPY streams ./streams
+COPY embeddings ./embeddings
 COPY processors ./processors
+COPY models ./models
 COPY serving ./serving
 COPY training ./training
+COPY evaluation ./evaluation
 # The image's built-in unprivileged user; the sources stay root-owned and read-only to it.
 USER node
 # Each compose service picks its entry point, e.g. `npx tsx streams/setup-cli.ts`.
