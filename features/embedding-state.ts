@@ -11,7 +11,7 @@ import type { ArticleState, CustomerState } from './state.ts';
 
 /**
  * `EMBEDDINGS=on` turns on the taste processor, the embedding features and the `similar`
- * candidate source; `off` (the default: the backtest measured no gain, README) leaves the
+ * candidate source; `off` (the default: the backtest measured no gain, docs/embeddings.md) leaves the
  * pipeline as it is without embeddings. `npm run embed` and the `/similar/embedding` route work
  * either way.
  */

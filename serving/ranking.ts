@@ -66,7 +66,7 @@ export const NO_MODEL: NoModel = {
  *
  * The weights were chosen from a small grid on the 20 weeks before the backtest's last 12, on both
  * development datasets; on those 12 weeks `heuristic-v2` scores about twice `heuristic-v2`'s
- * MAP@12 (README, Offline evaluation), which put 0.3 on co-purchase and only 0.1 on repurchase.
+ * MAP@12 (docs/evaluation.md), which put 0.3 on co-purchase and only 0.1 on repurchase.
  */
 export const HEURISTIC_WEIGHTS = {
   repurchase: 1,

@@ -2,8 +2,8 @@
  * `npm run serve`: the recommendation API. Reads the environment (common/config.ts plus the
  * SERVING_* settings below), serves until SIGINT / SIGTERM.
  *
- * SERVING_MAX_CANDIDATES=N (default: the app's defaults, 150 with quotas repurchase 50,
- * co-purchase 40, segment 30, similar 30 with EMBEDDINGS=on, global 30) caps the candidates per
+ * SERVING_MAX_CANDIDATES=N (default: the app's defaults, 150 with quotas repurchase 100,
+ * siblings 40, co-purchase 30, segment 30, similar 30 with EMBEDDINGS=on, global 30) caps the candidates per
  * recommendation at N and scales the quotas by the same shares of N (global trending: N). Global
  * trending fills whatever the personal sources leave, so a request holds exactly N candidates whenever the store has N to offer (a cold
  * customer gets them from global trending). The serving benchmark runs with N = 100.

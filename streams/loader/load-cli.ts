@@ -1,6 +1,6 @@
 /**
  * `npm run load -- --data <dir> [--rate <events/s>] [--no-progress]`: publish an H&M-layout folder
- * (CSV or Parquet) to Kafka. Services come from the environment (see README, Configuration).
+ * (CSV or Parquet) to Kafka. Services come from the environment (see docs/configuration.md).
  */
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../../common/config.ts';

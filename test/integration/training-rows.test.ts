@@ -308,7 +308,7 @@ describe('training rows on the real stack', () => {
     }
 
     if (!existsSync(PYTHON)) {
-      console.warn('pyarrow check skipped: no .venv (see README, Development)');
+      console.warn('pyarrow check skipped: no .venv (see docs/development.md)');
       return;
     }
     const script = [
