@@ -51,7 +51,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
-import { InferenceSession, Tensor } from 'onnxruntime-node';
+import { Tensor } from 'onnxruntime-node';
 import { pino } from 'pino';
 import { consumerLag } from '../streams/admin.ts';
 import { loadConfig } from '../common/config.ts';
@@ -65,6 +65,7 @@ import { allTopics, topics as makeTopics } from '../streams/topics.ts';
 import { eventTimeNow, gatherCandidates, scaledCandidateConfig } from '../serving/candidates.ts';
 import { buildFixtureModel } from '../models/fixture.ts';
 import { loadModel, type LoadedModel } from '../models/model-meta.ts';
+import { createSession } from '../models/onnx.ts';
 import { activateModel, registerModel } from '../models/registry.ts';
 import { ScorerPool } from '../serving/scoring/pool.ts';
 
@@ -681,12 +682,7 @@ async function main(): Promise<void> {
     const rows = CANDIDATES;
     const input100 =
       realRows ?? Float32Array.from({ length: rows * width }, () => Math.random() * 10);
-    const session = await InferenceSession.create(model.bytes, {
-      intraOpNumThreads: 1,
-      interOpNumThreads: 1,
-      executionMode: 'sequential',
-      graphOptimizationLevel: 'all',
-    });
+    const session = await createSession(model.bytes);
     const tensor = new Tensor('float32', input100, [rows, width]);
     const feeds = { [model.meta.onnx_input]: tensor };
     const fetches = [model.meta.onnx_output];

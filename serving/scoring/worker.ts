@@ -4,10 +4,11 @@
  * promise, so it blocks this thread, not the server's event loop. Sessions are single-threaded
  * (intra/inter-op 1, sequential): the pool's parallelism is its number of workers.
  *
- * Depends on onnxruntime-node only (the protocol import is types-only).
+ * Depends on onnxruntime-node and models/onnx.ts only (the protocol import is types-only).
  */
 import { parentPort } from 'node:worker_threads';
-import { InferenceSession, Tensor } from 'onnxruntime-node';
+import { Tensor, type InferenceSession } from 'onnxruntime-node';
+import { createSession } from '../../models/onnx.ts';
 import type { FromWorker, ToWorker } from './protocol.ts';
 
 interface Loaded {
@@ -20,13 +21,6 @@ interface Loaded {
   /** The pool no longer sends work for it: release once `busy` drops to 0. */
   dropped: boolean;
 }
-
-const SESSION_OPTIONS: InferenceSession.SessionOptions = {
-  intraOpNumThreads: 1,
-  interOpNumThreads: 1,
-  executionMode: 'sequential',
-  graphOptimizationLevel: 'all',
-};
 
 const port = parentPort;
 if (!port) throw new Error('serving/scoring/worker.ts must run in a worker thread');
@@ -80,7 +74,7 @@ async function handle(msg: Exclude<ToWorker, { kind: 'crash' }>): Promise<void> 
     case 'load': {
       loading.add(msg.gen);
       try {
-        const session = await InferenceSession.create(msg.bytes, SESSION_OPTIONS);
+        const session = await createSession(msg.bytes);
         if (droppedEarly.delete(msg.gen)) {
           await session.release();
         } else {
