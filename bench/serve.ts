@@ -62,7 +62,11 @@ import { createKafka } from '../streams/kafka.ts';
 import { runLoad } from '../streams/loader/load.ts';
 import { ensureStack } from '../stack/stack.ts';
 import { allTopics, topics as makeTopics } from '../streams/topics.ts';
-import { eventTimeNow, gatherCandidates, scaledCandidateConfig } from '../serving/candidates.ts';
+import {
+  eventTimeNow,
+  gatherCandidates,
+  scaledCandidateConfig,
+} from '../serving/candidates/index.ts';
 import { buildFixtureModel } from '../models/fixture.ts';
 import { loadModel, type LoadedModel } from '../models/model-meta.ts';
 import { createSession } from '../models/onnx.ts';

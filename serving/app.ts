@@ -50,7 +50,7 @@ import {
   type CandidateConfig,
   type CandidateSet,
   type Filters,
-} from './candidates.ts';
+} from './candidates/index.ts';
 import {
   ServingError,
   StoreUnavailableError,

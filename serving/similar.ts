@@ -10,7 +10,7 @@ import type { Redis } from 'ioredis';
 import type { EmbeddingKeys } from '../features/embedding-keys.ts';
 import type { KeySpace } from '../features/keys.ts';
 import { readSimilar } from '../embeddings/store.ts';
-import { readSummaries } from './candidates.ts';
+import { readSummaries } from './candidates/index.ts';
 import { ServingError, storeRead } from './http-errors.ts';
 import { ErrorResponse, SimilarParams, SimpleItem } from './api-schemas.ts';
 
