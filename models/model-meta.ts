@@ -6,9 +6,10 @@
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { InferenceSession, Tensor } from 'onnxruntime-node';
+import { Tensor, type InferenceSession } from 'onnxruntime-node';
 import { z } from 'zod';
 import { RecError } from '../common/errors.ts';
+import { createSession } from './onnx.ts';
 
 /** Every failure to read, validate, load or swap in a model. */
 export class ModelError extends RecError {
@@ -95,12 +96,7 @@ async function checkOnnx(meta: ModelMeta, bytes: Buffer, onnxPath: string): Prom
   const what = `model ${meta.version} (${onnxPath})`;
   let session: InferenceSession;
   try {
-    session = await InferenceSession.create(bytes, {
-      intraOpNumThreads: 1,
-      interOpNumThreads: 1,
-      executionMode: 'sequential',
-      graphOptimizationLevel: 'all',
-    });
+    session = await createSession(bytes);
   } catch (err) {
     throw new ModelError(`${what}: ONNX Runtime cannot load it: ${message(err)}`, { cause: err });
   }

@@ -173,6 +173,31 @@ export const SimilarResponse = z
   })
   .openapi('SimilarResponse');
 
+/** Most embedding neighbours a request may ask for (the index keeps 20 by default). */
+export const MAX_SIMILAR_N = 50;
+
+export const EmbeddingSimilarQuery = z.strictObject({
+  n: z.coerce
+    .number({ error: `n must be an integer from 1 to ${MAX_SIMILAR_N}` })
+    .int({ error: `n must be an integer from 1 to ${MAX_SIMILAR_N}` })
+    .min(1, { error: `n must be an integer from 1 to ${MAX_SIMILAR_N}` })
+    .max(MAX_SIMILAR_N, { error: `n must be an integer from 1 to ${MAX_SIMILAR_N}` })
+    .default(10)
+    .openapi({ description: `Number of items (1-${MAX_SIMILAR_N})`, example: 10 }),
+});
+
+export const EmbeddingSimilarResponse = z
+  .object({
+    article_id: z.string(),
+    name: z.string().nullable(),
+    embedded: z.boolean().openapi({ description: 'Whether the article has an embedding yet' }),
+    items: z.array(SimpleItem).openapi({
+      description: 'Nearest articles by text embedding; score = cosine similarity',
+    }),
+    took_ms: z.number(),
+  })
+  .openapi('EmbeddingSimilarResponse');
+
 export const AGE_BUCKETS = ['u25', '25-34', '35-44', '45-54', '55+', 'unknown'] as const;
 
 export interface ParsedSegment {
@@ -269,4 +294,6 @@ export type RecommendationResponseBody = z.infer<typeof RecommendationResponse>;
 export type RankedByBody = z.infer<typeof RankedBy>;
 export type RecommendationItemBody = z.infer<typeof RecommendationItem>;
 export type ScoredArticleBody = z.infer<typeof SimpleItem>;
+export type SimilarResponseBody = z.infer<typeof SimilarResponse>;
+export type TrendingResponseBody = z.infer<typeof TrendingResponse>;
 export type ReadyBody = z.infer<typeof ReadyResponse>;

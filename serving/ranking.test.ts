@@ -6,7 +6,7 @@ import { DAY_MS, logWeight } from '../features/decay.ts';
 import { FEATURE_NAMES, featureVector } from '../features/definitions.ts';
 import { HALF_LIVES } from '../features/keys.ts';
 import type { ArticleState, CustomerState } from '../features/state.ts';
-import type { Candidate } from './candidates.ts';
+import type { Candidate } from './candidates/index.ts';
 import {
   HEURISTIC_VERSION,
   HEURISTIC_WEIGHTS,

@@ -11,8 +11,8 @@
 import { FEATURE_NAMES, featureVector, missingFeatures } from '../features/definitions.ts';
 import { DAY_MS } from '../features/decay.ts';
 import { emptyArticleState, type ArticleState, type CustomerState } from '../features/state.ts';
-import { SOURCES, type Candidate } from './candidates.ts';
 import { RecError } from '../common/errors.ts';
+import { SOURCES, type Candidate } from './candidates/index.ts';
 
 /** A loaded model, as the scoring pool exposes it. */
 export interface Ranker {
@@ -61,7 +61,8 @@ export const NO_MODEL: NoModel = {
  * - `popularity`: 0.7 · `a_pop_7d` + 0.3 · `a_pop_1d` (global trending, with a push for what sells
  *   today), each divided by its largest value;
  * - `segment`: its score in the customer's segment trending sets, normalised by each set's top and
- *   weighted by the customer's share of purchases in the set's index group (see candidates.ts).
+ *   weighted by the customer's share of purchases in the set's index group (see
+ *   candidates/trending-segment.ts).
  * Ties go to the higher-priority source, then the smaller article id.
  *
  * The weights were chosen from a small grid on the 20 weeks before the backtest's last 12, on both

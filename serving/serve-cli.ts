@@ -18,7 +18,7 @@ import { loadConfig } from '../common/config.ts';
 import { keySpace } from '../features/keys.ts';
 import { createLogger } from '../common/logger.ts';
 import type { ServingConfig } from './app.ts';
-import { scaledCandidateConfig } from './candidates.ts';
+import { scaledCandidateConfig } from './candidates/index.ts';
 import { startServing } from './server.ts';
 
 const env = z

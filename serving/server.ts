@@ -105,14 +105,7 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
     trendingCache,
     ...(opts.now === undefined ? {} : { now: opts.now }),
   });
-  const server: ServerType = await new Promise((resolve) => {
-    const s = serve({ fetch: app.fetch, port: opts.port, hostname: opts.host ?? '0.0.0.0' }, () => {
-      resolve(s);
-    });
-  });
-  const address = server.address() as AddressInfo;
-  const host = opts.host === undefined || opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host;
-  const url = `http://${host}:${address.port}`;
+  const { server, url } = await listen(app.fetch, opts.port, opts.host);
   log.info(
     { url, model: live.version ?? HEURISTIC_VERSION, ...(live.version ? {} : live.noModel()) },
     'serving',
@@ -134,4 +127,20 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
       redis.disconnect();
     },
   };
+}
+
+/** Serve `fetch` on `port` (0: any free port); the server and its base URL (loopback for 0.0.0.0). */
+async function listen(
+  fetch: Parameters<typeof serve>[0]['fetch'],
+  port: number,
+  hostname?: string,
+): Promise<{ server: ServerType; url: string }> {
+  const server: ServerType = await new Promise((resolve) => {
+    const s = serve({ fetch, port, hostname: hostname ?? '0.0.0.0' }, () => {
+      resolve(s);
+    });
+  });
+  const address = server.address() as AddressInfo;
+  const host = hostname === undefined || hostname === '0.0.0.0' ? '127.0.0.1' : hostname;
+  return { server, url: `http://${host}:${address.port}` };
 }

@@ -6,7 +6,7 @@ import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DAY_MS, decayedValue, logWeight } from '../features/decay.ts';
 import { HALF_LIVES, keySpace } from '../features/keys.ts';
-import type { ArticleSummary } from './candidates.ts';
+import type { ArticleSummary } from './candidates/index.ts';
 import { TrendingCache } from './trending-cache.ts';
 
 const NOW = Date.UTC(2020, 6, 1);

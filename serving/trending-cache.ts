@@ -25,7 +25,7 @@ import {
   type ArticleSummary,
   type Filters,
   type LogScored,
-} from './candidates.ts';
+} from './candidates/index.ts';
 import { storeRead } from './http-errors.ts';
 
 export interface TrendingCacheOptions {

@@ -16,7 +16,7 @@
  *    on every week, v and the gate weeks included, so it knows the latest purchases.
  */
 import { DAY_MS } from '../features/decay.ts';
-import { DEFAULT_CANDIDATE_CONFIG, type CandidateConfig } from '../serving/candidates.ts';
+import { DEFAULT_CANDIDATE_CONFIG, type CandidateConfig } from '../serving/candidates/index.ts';
 
 export const WEEK_MS = 7 * DAY_MS;
 

@@ -85,7 +85,7 @@ import {
   type Candidate,
   type CandidateConfig,
   type Source,
-} from '../serving/candidates.ts';
+} from '../serving/candidates/index.ts';
 import { heuristicScores } from '../serving/ranking.ts';
 
 export const DEFAULT_LABEL_WINDOW_MS = 7 * DAY_MS;

@@ -5,6 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import * as ort from 'onnxruntime-node';
+import { createSession } from '../models/onnx.ts';
 import { replay } from '../streams/replay.ts';
 import { PurchaseLog, type PurchaseEvent } from '../evaluation/baselines.ts';
 import { RowTable, type RowsDeps } from './rows.ts';
@@ -64,7 +65,7 @@ export function filterTable(table: RowTable, keep: (cutoff: number) => boolean):
 
 /** Scores of every row of `table` (float32, row order) from an ONNX model, in this process. */
 export async function scoreOnnx(table: RowTable, bytes: Buffer, features: readonly string[]) {
-  const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1 });
+  const session = await createSession(bytes);
   try {
     const cols = features.map((f) => table.feature(f));
     const data = new Float32Array(table.length * features.length);

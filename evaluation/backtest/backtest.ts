@@ -25,7 +25,7 @@ import { tmpdir } from 'node:os';
 import { DAY_MS } from '../../features/decay.ts';
 import { keySpace } from '../../features/keys.ts';
 import { deleteNamespace } from '../../features/state.ts';
-import { SOURCES } from '../../serving/candidates.ts';
+import { SOURCES } from '../../serving/candidates/index.ts';
 import type { LoadedModel } from '../../models/model-meta.ts';
 import type { HeuristicWeights, PurchaseLog } from '../baselines.ts';
 import { fitAndGate } from '../../training/fit.ts';

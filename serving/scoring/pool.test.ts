@@ -1,11 +1,12 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { InferenceSession, Tensor } from 'onnxruntime-node';
+import { Tensor } from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FEATURE_NAMES } from '../../features/definitions.ts';
 import { buildFixtureModel } from '../../models/fixture.ts';
 import { loadModel, ModelError, type LoadedModel } from '../../models/model-meta.ts';
+import { createSession } from '../../models/onnx.ts';
 import { ScorerError, ScorerPool } from './pool.ts';
 
 const F = FEATURE_NAMES.length;
@@ -33,12 +34,7 @@ function rows(n: number, seed: number, missing = 0): Float32Array {
 
 /** Scores from a session in this thread, with the workers' session options. */
 async function direct(model: LoadedModel, x: Float32Array, n: number): Promise<Float32Array> {
-  const session = await InferenceSession.create(model.bytes, {
-    intraOpNumThreads: 1,
-    interOpNumThreads: 1,
-    executionMode: 'sequential',
-    graphOptimizationLevel: 'all',
-  });
+  const session = await createSession(model.bytes);
   try {
     const out = await session.run({ input: new Tensor('float32', x.slice(), [n, F]) });
     return out.variable!.data as Float32Array;

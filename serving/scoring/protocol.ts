@@ -1,6 +1,7 @@
 /**
  * Messages between the scorer pool (main thread) and its workers. Types only: the worker imports
- * this file with `import type`, so it stays free of everything but onnxruntime-node.
+ * this file with `import type`, so the worker thread loads nothing but onnxruntime-node and
+ * models/onnx.ts.
  *
  * A model is addressed by a generation number the pool assigns per load (not by its version
  * string, which two loads may share). Every request carries an id; every reply names it.

@@ -4,10 +4,11 @@
  * promise, so it blocks this thread, not the server's event loop. Sessions are single-threaded
  * (intra/inter-op 1, sequential): the pool's parallelism is its number of workers.
  *
- * Depends on onnxruntime-node only (the protocol import is types-only).
+ * Depends on onnxruntime-node and models/onnx.ts only (the protocol import is types-only).
  */
 import { parentPort } from 'node:worker_threads';
-import { InferenceSession, Tensor } from 'onnxruntime-node';
+import { Tensor, type InferenceSession } from 'onnxruntime-node';
+import { createSession } from '../../models/onnx.ts';
 import type { FromWorker, ToWorker } from './protocol.ts';
 
 interface Loaded {
@@ -20,13 +21,6 @@ interface Loaded {
   /** The pool no longer sends work for it: release once `busy` drops to 0. */
   dropped: boolean;
 }
-
-const SESSION_OPTIONS: InferenceSession.SessionOptions = {
-  intraOpNumThreads: 1,
-  interOpNumThreads: 1,
-  executionMode: 'sequential',
-  graphOptimizationLevel: 'all',
-};
 
 const port = parentPort;
 if (!port) throw new Error('serving/scoring/worker.ts must run in a worker thread');
@@ -75,89 +69,97 @@ async function run(m: Loaded, features: Float32Array, rows: number): Promise<Flo
   return scores;
 }
 
+async function load(msg: Extract<ToWorker, { kind: 'load' }>): Promise<void> {
+  loading.add(msg.gen);
+  try {
+    const session = await createSession(msg.bytes);
+    if (droppedEarly.delete(msg.gen)) {
+      await session.release();
+    } else {
+      models.set(msg.gen, {
+        session,
+        input: msg.input,
+        output: msg.output,
+        width: msg.width,
+        busy: 0,
+        dropped: false,
+      });
+    }
+    reply({ kind: 'loaded', id: msg.id });
+  } catch (err) {
+    droppedEarly.delete(msg.gen);
+    reply({ kind: 'failed', id: msg.id, message: message(err) });
+  } finally {
+    loading.delete(msg.gen);
+  }
+}
+
+/** Run `work` on a loaded generation, counted busy meanwhile; a failure is replied to the pool. */
+async function withModel(
+  msg: { readonly id: number; readonly gen: number },
+  work: (m: Loaded) => Promise<void>,
+): Promise<void> {
+  let m: Loaded;
+  try {
+    m = model(msg.gen);
+  } catch (err) {
+    reply({ kind: 'failed', id: msg.id, message: message(err) });
+    return;
+  }
+  m.busy += 1;
+  try {
+    await work(m);
+  } catch (err) {
+    reply({ kind: 'failed', id: msg.id, message: message(err) });
+  } finally {
+    finish(msg.gen, m);
+  }
+}
+
+function score(msg: Extract<ToWorker, { kind: 'score' }>): Promise<void> {
+  return withModel(msg, async (m) => {
+    const scores = await run(m, msg.features, msg.rows);
+    reply({ kind: 'scored', id: msg.id, scores }, [scores.buffer as ArrayBuffer]);
+  });
+}
+
+/** Time `iterations` runs on `rows` random rows (the benchmark's worker ceiling). */
+function bench(msg: Extract<ToWorker, { kind: 'bench' }>): Promise<void> {
+  return withModel(msg, async (m) => {
+    const features = new Float32Array(msg.rows * m.width);
+    for (let i = 0; i < features.length; i++) features[i] = Math.random() * 10;
+    const input = new Tensor('float32', features, [msg.rows, m.width]);
+    const times: number[] = [];
+    for (let i = 0; i < msg.iterations; i++) {
+      const t0 = performance.now();
+      await m.session.run({ [m.input]: input }, [m.output]);
+      times.push(performance.now() - t0);
+    }
+    reply({ kind: 'benched', id: msg.id, times });
+  });
+}
+
+function drop(msg: Extract<ToWorker, { kind: 'drop' }>): void {
+  const m = models.get(msg.gen);
+  if (!m) {
+    if (loading.has(msg.gen)) droppedEarly.add(msg.gen);
+    return;
+  }
+  m.dropped = true;
+  if (m.busy === 0) release(msg.gen, m);
+}
+
 async function handle(msg: Exclude<ToWorker, { kind: 'crash' }>): Promise<void> {
   switch (msg.kind) {
-    case 'load': {
-      loading.add(msg.gen);
-      try {
-        const session = await InferenceSession.create(msg.bytes, SESSION_OPTIONS);
-        if (droppedEarly.delete(msg.gen)) {
-          await session.release();
-        } else {
-          models.set(msg.gen, {
-            session,
-            input: msg.input,
-            output: msg.output,
-            width: msg.width,
-            busy: 0,
-            dropped: false,
-          });
-        }
-        reply({ kind: 'loaded', id: msg.id });
-      } catch (err) {
-        droppedEarly.delete(msg.gen);
-        reply({ kind: 'failed', id: msg.id, message: message(err) });
-      } finally {
-        loading.delete(msg.gen);
-      }
+    case 'load':
+      return load(msg);
+    case 'score':
+      return score(msg);
+    case 'bench':
+      return bench(msg);
+    case 'drop':
+      drop(msg);
       return;
-    }
-    case 'score': {
-      let m: Loaded;
-      try {
-        m = model(msg.gen);
-      } catch (err) {
-        reply({ kind: 'failed', id: msg.id, message: message(err) });
-        return;
-      }
-      m.busy += 1;
-      try {
-        const scores = await run(m, msg.features, msg.rows);
-        reply({ kind: 'scored', id: msg.id, scores }, [scores.buffer as ArrayBuffer]);
-      } catch (err) {
-        reply({ kind: 'failed', id: msg.id, message: message(err) });
-      } finally {
-        finish(msg.gen, m);
-      }
-      return;
-    }
-    case 'bench': {
-      let m: Loaded;
-      try {
-        m = model(msg.gen);
-      } catch (err) {
-        reply({ kind: 'failed', id: msg.id, message: message(err) });
-        return;
-      }
-      m.busy += 1;
-      try {
-        const features = new Float32Array(msg.rows * m.width);
-        for (let i = 0; i < features.length; i++) features[i] = Math.random() * 10;
-        const input = new Tensor('float32', features, [msg.rows, m.width]);
-        const times: number[] = [];
-        for (let i = 0; i < msg.iterations; i++) {
-          const t0 = performance.now();
-          await m.session.run({ [m.input]: input }, [m.output]);
-          times.push(performance.now() - t0);
-        }
-        reply({ kind: 'benched', id: msg.id, times });
-      } catch (err) {
-        reply({ kind: 'failed', id: msg.id, message: message(err) });
-      } finally {
-        finish(msg.gen, m);
-      }
-      return;
-    }
-    case 'drop': {
-      const m = models.get(msg.gen);
-      if (!m) {
-        if (loading.has(msg.gen)) droppedEarly.add(msg.gen);
-        return;
-      }
-      m.dropped = true;
-      if (m.busy === 0) release(msg.gen, m);
-      return;
-    }
   }
 }
 

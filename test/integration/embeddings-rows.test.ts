@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import type { Candidate } from '../../serving/candidates.ts';
+import type { Candidate } from '../../serving/candidates/index.ts';
 import { bootstrap } from '../../streams/bootstrap.ts';
 import type { DecodedRecord } from '../../streams/consumer.ts';
 import { embeddingKeys } from '../../features/embedding-keys.ts';

@@ -22,7 +22,7 @@ const { PurchaseProcessor } = await import('../../processors/purchases.ts');
 const { defineScripts } = await import('../../processors/scripts.ts');
 const { TasteProcessor, TASTE_HALF_LIFE } = await import('../../processors/taste.ts');
 const { SOURCES, DEFAULT_CANDIDATE_CONFIG, gatherCandidates } =
-  await import('../../serving/candidates.ts');
+  await import('../../serving/candidates/index.ts');
 const { buildSimilar, embedArticles } = await import('../../embeddings/embed.ts');
 const { loadEmbedder } = await import('../../embeddings/model.ts');
 const { decodeTaste, dot, readVectors } = await import('../../embeddings/store.ts');

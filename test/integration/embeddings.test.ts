@@ -22,7 +22,7 @@ import { keySpace, type KeySpace } from '../../features/keys.ts';
 import { deleteNamespace } from '../../features/state.ts';
 import { createLogger } from '../../common/logger.ts';
 import { embeddingCatalogue } from '../fixtures/embedding-articles.ts';
-import { SOURCES } from '../../serving/candidates.ts';
+import { SOURCES } from '../../serving/candidates/index.ts';
 import { FEATURE_NAMES } from '../../features/definitions.ts';
 import { embeddingsEnabled } from '../../features/embedding-state.ts';
 

@@ -24,7 +24,11 @@ import { runLoad } from '../../streams/loader/load.ts';
 import { applyArticles, applyCustomers } from '../../processors/metadata.ts';
 import { PurchaseProcessor } from '../../processors/purchases.ts';
 import { defineScripts } from '../../processors/scripts.ts';
-import { DEFAULT_CANDIDATE_CONFIG, SOURCES, gatherCandidates } from '../../serving/candidates.ts';
+import {
+  DEFAULT_CANDIDATE_CONFIG,
+  SOURCES,
+  gatherCandidates,
+} from '../../serving/candidates/index.ts';
 import {
   buildTrainingRows,
   type QueryInfo,

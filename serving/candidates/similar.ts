@@ -2,7 +2,8 @@
  * The embedding side of candidate generation (issue 7), used by `gatherCandidates` only when
  * `EMBEDDINGS=on`:
  *  - the `similar` source: text-embedding neighbours (`npm run embed`'s index) of the customer's
- *    latest distinct purchases (the co-purchase seeds), scored by the best cosine over the seeds;
+ *    latest distinct purchases (the co-purchase seeds), scored by the best cosine over the seeds,
+ *    only articles that have sold before now (`CandidatePool.select`);
  *  - the customer's taste vector, the vectors of the candidates and of the latest purchases,
  *    read with the round trips candidate generation makes anyway (`EmbeddingReads`: no round trip
  *    of their own) and attached to the request's states for the embedding features
@@ -12,16 +13,18 @@
  * request's namespace (the taste processor writes them there).
  */
 import type { ChainableCommander, Redis } from 'ioredis';
-import { decodeTaste, parseSimilar, readVectors, type Neighbour } from '../embeddings/store.ts';
-import { embeddingKeys, type EmbeddingKeys } from '../features/embedding-keys.ts';
+import { decodeTaste, parseSimilar, readVectors, type Neighbour } from '../../embeddings/store.ts';
+import { embeddingKeys, type EmbeddingKeys } from '../../features/embedding-keys.ts';
 import {
   RECENT_FOR_SIMILARITY,
   attachArticleVector,
   attachCustomerEmbedding,
   embeddingsEnabled,
-} from '../features/embedding-state.ts';
-import type { KeySpace } from '../features/keys.ts';
-import type { ArticleState, CustomerState } from '../features/state.ts';
+} from '../../features/embedding-state.ts';
+import type { KeySpace } from '../../features/keys.ts';
+import type { ArticleState, CustomerState } from '../../features/state.ts';
+import type { CandidatePool } from './pool.ts';
+import type { Replies } from './replies.ts';
 
 /** Whether embeddings take part in candidate generation and features (`EMBEDDINGS`, at start). */
 export const EMBEDDINGS_ON = embeddingsEnabled();
@@ -42,9 +45,13 @@ export function queueSimilarReads(
   for (const seed of seeds) pipe.get(ekeys.article(seed).similar);
 }
 
-/** Parse one GET reply of `queueSimilarReads`. */
-export const similarReply = (v: unknown): Neighbour[] =>
-  parseSimilar(typeof v === 'string' ? v : null);
+/** The replies of `queueSimilarReads`: each seed's neighbours. */
+export function similarReplies(replies: Replies, seeds: readonly string[]): Neighbour[][] {
+  return seeds.map(() => {
+    const v = replies.next();
+    return parseSimilar(typeof v === 'string' ? v : null);
+  });
+}
 
 /**
  * `similar` picks: neighbours of the seeds, best cosine over seeds, without the seeds and the
@@ -66,6 +73,19 @@ export function similarPicks(
     }
   });
   return [...best].sort((a, b) => b[1].score - a[1].score || (a[0] < b[0] ? -1 : 1)).slice(0, n);
+}
+
+/** Add the `similar` picks (see `similarPicks`). */
+export function addSimilar(
+  pool: CandidatePool,
+  seeds: readonly string[],
+  lists: readonly Neighbour[][],
+  excluded: (id: string) => boolean,
+  n: number,
+): void {
+  similarPicks(seeds, lists, excluded, n).forEach(([articleId, v], rank) => {
+    pool.add(articleId, 'similar', rank).similar = v;
+  });
 }
 
 /**

@@ -1,0 +1,73 @@
+/**
+ * The serving benchmark's command line (see bench/serve.ts) and its fixed settings.
+ */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const DEFAULT_DATA = fileURLToPath(new URL('../../../shared/data/hm-sample', import.meta.url));
+
+/** Candidates per request (the API's SERVING_MAX_CANDIDATES) and rows per bare session.run. */
+export const CANDIDATES = 100;
+/** Scorer worker threads of the API, and of the benchmark's own ScorerPool. */
+export const WORKERS = 2;
+/** Items asked per recommendation request. */
+export const K = 12;
+/** The latency target: the headline rate is the highest whose p99 is within it. */
+export const P99_TARGET_MS = 10;
+
+export interface BenchOptions {
+  /** The H&M-layout folder loaded. */
+  readonly data: string;
+  /** Seconds per rate run and of the unthrottled run. */
+  readonly duration: number;
+  readonly rates: readonly number[];
+  readonly connections: number;
+  /** Trees of the fixture model. */
+  readonly trees: number;
+  /** Most known customers requested. */
+  readonly known: number;
+  /** Share of the requested customers that are cold (never seen). */
+  readonly coldShare: number;
+  /** One autocannon instance with `overallRate` per rate run, instead of staggered ones. */
+  readonly burst: boolean;
+}
+
+/** The options of `process.argv` (not checked: see `checkOptions`). */
+export function parseOptions(): BenchOptions {
+  const { values } = parseArgs({
+    options: {
+      data: { type: 'string', default: DEFAULT_DATA },
+      duration: { type: 'string', default: '10' },
+      rates: { type: 'string', default: '25,50,100,300,600' },
+      connections: { type: 'string', default: '16' },
+      trees: { type: 'string', default: '500' },
+      known: { type: 'string', default: '1000' },
+      'cold-share': { type: 'string', default: '0.2' },
+      burst: { type: 'boolean', default: false },
+    },
+  });
+  return {
+    data: values.data,
+    duration: Number(values.duration),
+    rates: values.rates
+      .split(',')
+      .map((r) => Number(r.trim()))
+      .filter((r) => Number.isFinite(r) && r > 0),
+    connections: Number(values.connections),
+    trees: Number(values.trees),
+    known: Number(values.known),
+    coldShare: Number(values['cold-share']),
+    burst: values.burst,
+  };
+}
+
+/** Throw when the dataset is missing or a number is not positive. */
+export function checkOptions(o: BenchOptions): void {
+  if (!existsSync(o.data)) {
+    throw new Error(`no dataset at ${o.data}; pass --data <dir> (H&M layout)`);
+  }
+  if (o.rates.length === 0 || !(o.duration > 0) || !(o.connections >= 1) || !(o.trees >= 1)) {
+    throw new Error('--rates, --duration, --connections and --trees must be positive numbers');
+  }
+}

@@ -1,0 +1,60 @@
+/**
+ * What the serving API (`createApp`, app.ts) is built from: its configuration, with defaults, and
+ * everything it uses, injected — no module singletons, no environment reading — so tests and the
+ * server entry point wire it alike.
+ */
+import type { Redis } from 'ioredis';
+import type { Logger } from '../common/logger.ts';
+import type { KeySpace } from '../features/keys.ts';
+import { DEFAULT_CANDIDATE_CONFIG, type CandidateConfig } from './candidates/index.ts';
+import type { ServingMetrics } from './metrics.ts';
+import type { NoModel, Ranker } from './ranking.ts';
+import type { TrendingCache } from './trending-cache.ts';
+
+export interface ServingConfig extends CandidateConfig {
+  /** A ranker taking longer than this falls back to the heuristic (ms; 0 = no limit). */
+  readonly rankerTimeoutMs: number;
+  /** `/readyz` is 503 without a loaded model (else the heuristic counts as ready). */
+  readonly requireModel: boolean;
+  /** Bound of the Redis PING of `/readyz` (ms). */
+  readonly readyTimeoutMs: number;
+  /** Trending cache size and refresh period, when `createApp` builds the cache itself. */
+  readonly trendingCacheSize: number;
+  readonly trendingCacheRefreshMs: number;
+}
+
+export const DEFAULT_SERVING_CONFIG: ServingConfig = {
+  ...DEFAULT_CANDIDATE_CONFIG,
+  rankerTimeoutMs: 250,
+  requireModel: false,
+  readyTimeoutMs: 500,
+  trendingCacheSize: 200,
+  trendingCacheRefreshMs: 10_000,
+};
+
+export interface ServingDeps {
+  /**
+   * The caller's client. Create it so that an outage fails fast instead of queueing: `new
+   * Redis(url, { maxRetriesPerRequest: 1, enableOfflineQueue: false, commandTimeout: 200 })`.
+   */
+  readonly redis: Redis;
+  readonly keys: KeySpace;
+  /** The current model, or null (heuristic ranking). Asked once per request (hot swaps). */
+  readonly ranker: () => Ranker | null;
+  /**
+   * Why `ranker()` is null, for the answers and `/readyz` (LiveModel.noModel). Default: no
+   * promoted model.
+   */
+  readonly noModel?: () => NoModel;
+  readonly logger: Logger;
+  readonly metrics: ServingMetrics;
+  readonly config: ServingConfig;
+  /** Event-time "now" (ms); see `RouteContext.eventNow` (routes/context.ts) when absent. */
+  readonly now?: () => number;
+  /**
+   * The degraded-mode cache. When absent, the app makes one over `redis` that refreshes on demand
+   * (a request finding it older than `trendingCacheRefreshMs` starts a background refresh); pass
+   * one to share it or to run its periodic timer (`start()`), which the app never starts itself.
+   */
+  readonly trendingCache?: TrendingCache;
+}

@@ -1,0 +1,80 @@
+/**
+ * What the route modules share: the request's variables (`AppEnv`), the services and clocks a
+ * route uses (`RouteContext`, made once per app), the error responses every OpenAPI route
+ * documents, and `took_ms`.
+ */
+import type { Redis } from 'ioredis';
+import type { Logger } from '../../common/logger.ts';
+import type { KeySpace } from '../../features/keys.ts';
+import { ErrorResponse } from '../api-schemas.ts';
+import { eventTimeNow } from '../candidates/index.ts';
+import type { ServingConfig, ServingDeps } from '../deps.ts';
+import type { ServingMetrics } from '../metrics.ts';
+import { NO_MODEL, type NoModel, type Ranker } from '../ranking.ts';
+import type { TrendingCache } from '../trending-cache.ts';
+
+export interface AppEnv {
+  Variables: { requestId: string };
+}
+
+export interface RouteContext {
+  readonly redis: Redis;
+  readonly keys: KeySpace;
+  readonly config: ServingConfig;
+  readonly metrics: ServingMetrics;
+  /** The app's logger (`module: serving`). */
+  readonly logger: Logger;
+  /** The degraded-mode cache (degraded.ts). */
+  readonly cache: TrendingCache;
+  /** The current model, or null (heuristic ranking); asked once per request (hot swaps). */
+  readonly ranker: () => Ranker | null;
+  /** Why `ranker()` is null (default: no promoted model). */
+  readonly noModel: () => NoModel;
+  /**
+   * The event-time "now" of a request: `deps.now()` when given, else the latest event time the
+   * request read from the store (`times`, see `eventTimeNow`), else the wall clock.
+   */
+  readonly eventNow: (times: Iterable<number | null | undefined>) => number;
+  /** The "now" of an answer from the cache: `deps.now()`, else its latest sale, else the clock. */
+  readonly cacheNow: () => number;
+}
+
+export function routeContext(
+  deps: ServingDeps,
+  logger: Logger,
+  cache: TrendingCache,
+): RouteContext {
+  return {
+    redis: deps.redis,
+    keys: deps.keys,
+    config: deps.config,
+    metrics: deps.metrics,
+    logger,
+    cache,
+    ranker: () => deps.ranker(),
+    noModel: () => deps.noModel?.() ?? NO_MODEL,
+    eventNow: (times) => deps.now?.() ?? eventTimeNow(times, Date.now()),
+    cacheNow: () => deps.now?.() ?? cache.latestEventTime() ?? Date.now(),
+  };
+}
+
+/** The error responses of every OpenAPI route. */
+export const ERROR_RESPONSES = {
+  400: {
+    description: 'Invalid request; every offending field is named',
+    content: { 'application/json': { schema: ErrorResponse } },
+  },
+  500: {
+    description: 'Internal error (logged with the request id)',
+    content: { 'application/json': { schema: ErrorResponse } },
+  },
+  503: {
+    description: 'Feature store unavailable and nothing cached to answer with',
+    content: { 'application/json': { schema: ErrorResponse } },
+  },
+} as const;
+
+export const round2 = (x: number): number => Math.round(x * 100) / 100;
+
+/** `took_ms` of an answer: milliseconds since `t0`, to two decimals. */
+export const tookMs = (t0: number): number => round2(performance.now() - t0);

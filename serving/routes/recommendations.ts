@@ -1,0 +1,214 @@
+/**
+ * `GET /v1/recommendations/{customerId}`: the customer's candidates (candidates/), ranked by the
+ * active model or the heuristic (ranking.ts), the first `k` answered with what ranked them; from
+ * the trending cache when the feature store is unavailable (degraded.ts).
+ *
+ * Every answer says what ranked it (`ranker`): the active model, the heuristic `heuristic-v2` and
+ * why (no promoted model, the active one refused by this instance, or a ranker failure on this
+ * request), or the trending cache. Users are never told a ranking is a model's when it is not.
+ */
+import { OpenAPIHono, createRoute } from '@hono/zod-openapi';
+import type { ArticleState } from '../../features/state.ts';
+import {
+  RecommendationParams,
+  RecommendationQuery,
+  RecommendationResponse,
+  type RankedByBody,
+  type RecommendationItemBody,
+  type RecommendationResponseBody,
+} from '../api-schemas.ts';
+import {
+  gatherCandidates,
+  type ArticleSummary,
+  type CandidateSet,
+  type Filters,
+} from '../candidates/index.ts';
+import { StoreUnavailableError, requestIdOf } from '../http-errors.ts';
+import {
+  HEURISTIC_VERSION,
+  rankCandidates,
+  reasonsFor,
+  type RankOutcome,
+  type RankerFailure,
+  type Ranker,
+} from '../ranking.ts';
+import { ERROR_RESPONSES, tookMs, type AppEnv, type RouteContext } from './context.ts';
+import { cachedRecommendations } from './degraded.ts';
+
+/** The route pattern, as the request metrics and the degraded-responses metric name it. */
+const ROUTE = '/v1/recommendations/:customerId';
+
+const route = createRoute({
+  method: 'get',
+  path: '/v1/recommendations/{customerId}',
+  summary: 'Ranked recommendations for a customer',
+  description:
+    'Candidates from repurchase, co-purchase, segment and global trending, ranked by the ' +
+    'promoted model, or by the heuristic heuristic-v2 when there is none (or this instance ' +
+    'refused it, e.g. an untrained fixture): `ranker` says which and why. Unknown customers get ' +
+    'a cold-start answer (200).',
+  request: { params: RecommendationParams, query: RecommendationQuery },
+  responses: {
+    200: {
+      description: 'Recommendations',
+      content: { 'application/json': { schema: RecommendationResponse } },
+    },
+    ...ERROR_RESPONSES,
+  },
+});
+
+export function recommendationRoutes(ctx: RouteContext): OpenAPIHono<AppEnv> {
+  const app = new OpenAPIHono<AppEnv>();
+  const reportFailure = failureReporter(ctx);
+
+  app.openapi(route, async (c) => {
+    const t0 = performance.now();
+    const { customerId } = c.req.valid('param');
+    const q = c.req.valid('query');
+    const filters: Filters = {
+      indexGroup: q.index_group,
+      section: q.section,
+      productGroup: q.product_group,
+    };
+    const explain = q.explain ?? false;
+
+    let set: CandidateSet;
+    try {
+      set = await gatherCandidates(ctx.redis, ctx.keys, ctx.config, {
+        customerId,
+        filters,
+        allowRepurchase: q.allow_repurchase ?? false,
+      });
+    } catch (err) {
+      if (!(err instanceof StoreUnavailableError)) throw err;
+      const request = { customerId, k: q.k, filters, explain, t0 };
+      const degraded = cachedRecommendations(
+        ctx,
+        { ...request, route: ROUTE, requestId: requestIdOf(c) },
+        err,
+      );
+      return c.json(degraded, 200);
+    }
+    recordCandidates(ctx, set);
+
+    const now = ctx.eventNow([set.customer.last, ...[...set.articles.values()].map((a) => a.last)]);
+    const ranker = ctx.ranker();
+    const outcome = await rankCandidates(
+      { candidates: set.candidates, customer: set.customer, articles: set.articles, now, explain },
+      ranker,
+      { timeoutMs: ctx.config.rankerTimeoutMs },
+    );
+    if (outcome.fallback) reportFailure(outcome.fallback, ranker, requestIdOf(c));
+    ctx.metrics.setModelVersion(outcome.modelVersion);
+
+    const body: RecommendationResponseBody = {
+      customer_id: customerId,
+      items: answerItems(set, outcome, { k: q.k, explain, now }),
+      model_version: outcome.modelVersion,
+      ranker: rankedBy(ctx, ranker, outcome),
+      degraded: outcome.fallback !== null,
+      ...(outcome.fallback ? { degraded_reason: outcome.fallback.reason } : {}),
+      cold_start: set.coldStart,
+      candidates: set.candidates.length,
+      took_ms: tookMs(t0),
+      now,
+    };
+    return c.json(body, 200);
+  });
+  return app;
+}
+
+/** Candidate metrics, and the global trending top read for the trending cache. */
+function recordCandidates(ctx: RouteContext, set: CandidateSet): void {
+  ctx.metrics.redisRoundTrips.observe(set.roundTrips);
+  ctx.metrics.candidates.observe(set.candidates.length);
+  const globalSummaries = new Map<string, ArticleSummary>();
+  for (const g of set.globalTop) {
+    const a = set.articles.get(g.articleId);
+    if (a) globalSummaries.set(g.articleId, summaryOf(a));
+  }
+  ctx.cache.offer(set.globalTop, globalSummaries);
+}
+
+function summaryOf(a: ArticleState): ArticleSummary {
+  const m = a.meta;
+  const text = (v: string | undefined) => (v === undefined || v === '' ? null : v);
+  return {
+    articleId: a.articleId,
+    name: text(m.prod_name),
+    indexGroup: text(m.index_group_name),
+    section: text(m.section_name),
+    productGroup: text(m.product_group_name),
+    last: a.last,
+  };
+}
+
+/**
+ * Counts a ranker failure (the heuristic ranked instead) and logs it; an incompatible model
+ * fails every request the same way, so that is logged once per version.
+ */
+function failureReporter(ctx: RouteContext) {
+  const incompatibleLogged = new Set<string>();
+  return (failure: RankerFailure, ranker: Ranker | null, requestId: string): void => {
+    const reason = failure.reason;
+    ctx.metrics.rankerErrors.inc({ reason });
+    ctx.metrics.degraded.inc({ route: ROUTE, reason });
+    const once = `${ranker?.version ?? ''}|${reason}`;
+    if (reason !== 'ranker_incompatible' || !incompatibleLogged.has(once)) {
+      incompatibleLogged.add(once);
+      ctx.logger.error(
+        { request_id: requestId, err: failure, model: ranker?.version },
+        'ranker failed; ranked with the heuristic',
+      );
+    }
+  };
+}
+
+const nullIfNaN = (v: number): number | null => (Number.isFinite(v) ? v : null);
+
+/** The first `k` ranked items as answered (features and reasons with `explain`). */
+function answerItems(
+  set: CandidateSet,
+  outcome: RankOutcome,
+  opts: { k: number; explain: boolean; now: number },
+): RecommendationItemBody[] {
+  const { explain, now } = opts;
+  const names = new Map<string, string | null>(set.recentNames);
+  for (const a of set.articles.values()) names.set(a.articleId, a.meta.prod_name ?? null);
+  return outcome.items.slice(0, opts.k).map((it, i) => ({
+    article_id: it.candidate.articleId,
+    name: it.article.meta.prod_name ?? null,
+    score: it.score,
+    rank: i + 1,
+    sources: [...it.candidate.sources],
+    ...(explain && it.features
+      ? {
+          features: Object.fromEntries(
+            Object.entries(it.features).map(([k, v]) => [k, nullIfNaN(v)]),
+          ),
+        }
+      : {}),
+    ...(explain ? { reasons: reasonsFor(it, set.customer, names, now) } : {}),
+  }));
+}
+
+/** What ranked an answer: the model, or the heuristic and why (see the module comment). */
+function rankedBy(ctx: RouteContext, ranker: Ranker | null, outcome: RankOutcome): RankedByBody {
+  const fallback = outcome.fallback;
+  if (fallback !== null) {
+    // Fixed sentences: the failure's own message (logged) may carry internals.
+    const model = `model ${ranker?.version ?? '?'}`;
+    const what = {
+      ranker_error: `${model} failed on this request`,
+      ranker_timeout: `${model} took longer than rankerTimeoutMs (${ctx.config.rankerTimeoutMs} ms)`,
+      ranker_incompatible: `${model} needs features this build cannot produce`,
+    }[fallback.reason];
+    return {
+      kind: 'heuristic',
+      reason: fallback.reason,
+      message: `${what}; ranked with ${HEURISTIC_VERSION}`,
+    };
+  }
+  if (ranker === null) return { kind: 'heuristic', ...ctx.noModel() };
+  return { kind: 'model' };
+}
