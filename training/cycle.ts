@@ -256,7 +256,7 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
       active,
       say: (l) => {
         say(l);
-        const trial = /\btrial (\d+)\/(\d+)/.exec(l); // train.py: "trial 3/10: map@12=..."
+        const trial = /\btrial (\d+)\/(\d+)/.exec(l); // the trainer: "trial 3/10: map@12=..."
         if (trial) {
           step({
             stage: 'train',

@@ -1,12 +1,13 @@
 /**
  * One model by the recipe (training/recipe.ts), trained and judged. The rows of a cycle's weeks go
- * to training/train.py: an Optuna search with early stopping on the validation week chooses the
- * parameters and number of trees; then, for each gate week, those are trained on every week before
- * it and score that week (rolling origin: what the recipe would have shipped at the start of the
- * week, judged on a week it never saw and as fresh as the shipped model will be); last, the refit
- * on every week is the model shipped. The gate judges the rolling scores against the baselines and
- * the active model, customer-weeks pooled, with paired bootstrap intervals. The production cycle
- * (cycle.ts) and the backtest (eval.ts) both call `fitAndGate`.
+ * to the Python trainer (training/trainer/, run as `python -m training.trainer`): an Optuna search
+ * with early stopping on the validation week chooses the parameters and number of trees; then, for
+ * each gate week, those are trained on every week before it and score that week (rolling origin:
+ * what the recipe would have shipped at the start of the week, judged on a week it never saw and as
+ * fresh as the shipped model will be); last, the refit on every week is the model shipped. The gate
+ * judges the rolling scores against the baselines (training/judge.ts) and the active model,
+ * customer-weeks pooled, with paired bootstrap intervals. The production cycle (cycle.ts) and the
+ * backtest (evaluation/backtest/backtest.ts) both call `fitAndGate`.
  */
 import { mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -144,7 +145,7 @@ export async function fitAndGate(input: FitInput): Promise<FitResult> {
   const stdout = await runPython(
     input.python,
     [
-      'training/train.py',
+      ...['-m', 'training.trainer'],
       ...['--rows', paths.train, '--valid', paths.valid, '--out', out],
       ...['--trials', String(recipe.trials), '--seed', String(recipe.seed)],
       ...['--min-rounds', String(recipe.minRounds)],
