@@ -6,14 +6,12 @@
  */
 import { consumerLag } from '../streams/admin.ts';
 import { runConsumer, type RunningConsumer } from '../streams/consumer.ts';
-import { applyArticles, applyCustomers } from './metadata.ts';
 import type { ProcessorDeps } from './deps.ts';
-import { PurchaseProcessor } from './purchases.ts';
-import { defineScripts } from './scripts.ts';
-
-export type { ProcessorDeps } from './deps.ts';
 import { embeddingKeys } from '../features/embedding-keys.ts';
 import { startTasteConsumer, type RunningTaste } from './taste.ts';
+import { createWriters } from './writers.ts';
+
+export type { ProcessorDeps } from './deps.ts';
 
 export interface RunningProcessors {
   readonly groups: { purchases: string; articles: string; customers: string };
@@ -25,8 +23,11 @@ export interface RunningProcessors {
 export async function startProcessors(deps: ProcessorDeps): Promise<RunningProcessors> {
   const { kafka, redis, codecs, topics, keys, logger, metrics } = deps;
   const log = logger.child({ module: 'processors' });
-  const scripts = defineScripts(redis);
-  const purchases = new PurchaseProcessor(redis, keys, scripts, deps.options);
+  const writers = createWriters(redis, keys, {
+    purchases: deps.options,
+    // Article vectors where `npm run embed` wrote them (EMBEDDINGS_NAMESPACE, else ours).
+    tasteArticles: embeddingKeys(process.env.EMBEDDINGS_NAMESPACE ?? deps.keys.ns),
+  });
   const hooks = metrics.hooks();
   const groups = {
     purchases: `${deps.groupPrefix}.${topics.purchases.name}`,
@@ -68,7 +69,7 @@ export async function startProcessors(deps: ProcessorDeps): Promise<RunningProce
         hooks,
         ...session,
         handler: async (records) => {
-          await applyArticles(redis, keys, scripts, records);
+          await writers.articles(records);
           metrics.events.inc({ topic: topics.articles.name }, records.length);
           return undefined;
         },
@@ -83,7 +84,7 @@ export async function startProcessors(deps: ProcessorDeps): Promise<RunningProce
         hooks,
         ...session,
         handler: async (records) => {
-          await applyCustomers(redis, keys, scripts, records);
+          await writers.customers(records);
           metrics.events.inc({ topic: topics.customers.name }, records.length);
           return undefined;
         },
@@ -109,7 +110,7 @@ export async function startProcessors(deps: ProcessorDeps): Promise<RunningProce
         partitionsConsumedConcurrently: topics.purchases.partitions,
         ...session,
         handler: async (records) => {
-          const out = await purchases.apply(records);
+          const out = await writers.purchases.apply(records);
           metrics.events.inc({ topic: topics.purchases.name }, out.applied);
           if (out.duplicates > 0)
             metrics.duplicates.inc({ topic: topics.purchases.name }, out.duplicates);
@@ -117,12 +118,10 @@ export async function startProcessors(deps: ProcessorDeps): Promise<RunningProce
         },
       }),
     );
-    // Article vectors where `npm run embed` wrote them (EMBEDDINGS_NAMESPACE, else ours).
-    taste = await startTasteConsumer(
-      deps,
-      embeddingKeys(process.env.EMBEDDINGS_NAMESPACE ?? deps.keys.ns),
-    );
-    if (taste) running.push(taste.consumer);
+    if (writers.taste) {
+      taste = await startTasteConsumer(deps, writers.taste);
+      running.push(taste.consumer);
+    }
   } catch (err) {
     await Promise.allSettled(running.map((r) => r.stop()));
     await admin.disconnect();

@@ -18,7 +18,6 @@ import type { Admin } from 'kafkajs';
 import { consumerLag } from '../streams/admin.ts';
 import { runConsumer, type RunningConsumer } from '../streams/consumer.ts';
 import { readVectors } from '../embeddings/store.ts';
-import { embeddingsEnabled } from '../features/embedding-state.ts';
 import type { ProcessorDeps } from './deps.ts';
 import { defineScripts, type Scripts } from './scripts.ts';
 
@@ -112,19 +111,17 @@ export function tasteGroupId(groupPrefix: string, purchasesTopic: string): strin
 }
 
 /**
- * Start the taste consumer group (`tasteGroupId`) when `EMBEDDINGS=on`; null when off. Article
- * vectors are read from the processors' own namespace unless `articleKeys` says otherwise. Not
- * counted in the processor metrics (those count purchases once). The purchases group owns the
- * purchases DLQ: a malformed record, which it dead-letters, is only logged and counted here
- * (`rec_processor_records_skipped_total`), never written to the DLQ a second time.
+ * Start the taste consumer group (`tasteGroupId`) feeding `taste` (the writers' taste processor,
+ * which exists when `EMBEDDINGS=on`, see writers.ts). Not counted in the processor metrics (those
+ * count purchases once). The purchases group owns the purchases DLQ: a malformed record, which it
+ * dead-letters, is only logged and counted here (`rec_processor_records_skipped_total`), never
+ * written to the DLQ a second time.
  */
 export async function startTasteConsumer(
   deps: ProcessorDeps,
-  articleKeys: EmbeddingKeys = embeddingKeys(deps.keys.ns),
-): Promise<RunningTaste | null> {
-  if (!embeddingsEnabled()) return null;
-  const { kafka, redis, codecs, topics, keys, logger } = deps;
-  const taste = new TasteProcessor(redis, keys, articleKeys);
+  taste: TasteProcessor,
+): Promise<RunningTaste> {
+  const { kafka, codecs, topics, logger } = deps;
   const group = tasteGroupId(deps.groupPrefix, topics.purchases.name);
   const consumer = await runConsumer({
     kafka,

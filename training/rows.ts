@@ -3,10 +3,11 @@
  * customer at that instant, the feature vectors serving would have scored, and a label saying
  * whether the customer bought the article in the week after.
  *
- * State at a cutoff is rebuilt by REPLAYING the topics through the processors' own code
- * (`applyArticles` / `applyCustomers` / `PurchaseProcessor`) into an isolated Redis namespace,
- * never the live one; candidates come from serving's `gatherCandidates` and features from the
- * shared `featureVector` at now = cutoff, so a row is what `explain=true` would have shown.
+ * State at a cutoff is rebuilt by REPLAYING the topics through the processors' own writers
+ * (processors/writers.ts: metadata upserts, `PurchaseProcessor`, the taste processor) into an
+ * isolated Redis namespace, never the live one; candidates come from serving's
+ * `gatherCandidates` and features from the shared `featureVector` at now = cutoff, so a row is
+ * what `explain=true` would have shown.
  *
  * Intervals (all event time, ms; half-open like `replay`):
  *  - state at cutoff c = purchases with event_time < c, metadata records with updated_at <= c;
@@ -72,11 +73,9 @@ import type { Logger } from '../common/logger.ts';
 import { replay } from '../streams/replay.ts';
 import type { Topics } from '../streams/topics.ts';
 import type { Purchase } from '../schemas/events.ts';
-import { applyArticles, applyCustomers } from '../processors/metadata.ts';
-import { PurchaseProcessor, type PurchaseProcessorOptions } from '../processors/purchases.ts';
-import { defineScripts } from '../processors/scripts.ts';
-import { TasteProcessor } from '../processors/taste.ts'; // EMBEDDINGS=on (issue 7)
-import { articleEmbeddingKeys, embeddingsEnabled } from '../embeddings/job.ts';
+import type { PurchaseProcessorOptions } from '../processors/purchases.ts';
+import { createWriters } from '../processors/writers.ts';
+import { articleEmbeddingKeys } from '../embeddings/job.ts';
 import { embeddingKeys } from '../features/embedding-keys.ts';
 import {
   DEFAULT_CANDIDATE_CONFIG,
@@ -577,11 +576,11 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
   // 2. Clean slate.
   const deleted = await deleteNamespace(redis, keys);
   if (deleted > 0) log.info({ deleted }, 'deleted the previous state of the training namespace');
-  const scripts = defineScripts(redis);
-  const processor = new PurchaseProcessor(redis, keys, scripts, opts.processorOptions);
-  const taste = embeddingsEnabled()
-    ? new TasteProcessor(redis, keys, embeddingKeys(config.embeddingNamespace))
-    : null;
+  // The live processors' writers (EMBEDDINGS=on: the taste processor too, issue 7).
+  const writers = createWriters(redis, keys, {
+    purchases: opts.processorOptions,
+    tasteArticles: embeddingKeys(config.embeddingNamespace),
+  });
 
   const table = new RowTable(FEATURE_NAMES);
   const perCutoff: CutoffSummary[] = [];
@@ -606,7 +605,7 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
           to: cutoff + 1,
           logger: deps.logger,
           onRecords: async (records) => {
-            await applyArticles(redis, keys, scripts, records);
+            await writers.articles(records);
           },
           onProgress: (read, n) => progress?.('articles', read, n),
         }),
@@ -618,7 +617,7 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
           to: cutoff + 1,
           logger: deps.logger,
           onRecords: async (records) => {
-            await applyCustomers(redis, keys, scripts, records);
+            await writers.customers(records);
           },
           onProgress: (read, n) => progress?.('customers', read, n),
         }),
@@ -637,8 +636,8 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
         to: cutoff,
         logger: deps.logger,
         onRecords: async (records: readonly DecodedRecord<Purchase>[]) => {
-          await processor.apply(records);
-          await taste?.apply(records);
+          await writers.purchases.apply(records);
+          await writers.taste?.apply(records);
           for (const r of records) {
             history.add(r.value.customer_id);
             const offset = BigInt(r.offset);
