@@ -64,7 +64,7 @@ describe('baselines', () => {
     const onlyCo = s.recommend('c2', { repurchase: 0, copurchase: 1, popularity: 0 }, 1);
     expect(['a', 'b', 'c']).toContain(onlyCo[0]);
     const onlyPop = s.recommend('nobody', { repurchase: 1, copurchase: 1, popularity: 1 }, 3);
-    expect(onlyPop).toEqual(s.popular(3));
+    expect(onlyPop).toEqual(s.decayedPopular(3));
   });
 
   it('weights are tuned on the given week only', () => {

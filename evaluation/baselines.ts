@@ -2,15 +2,22 @@
  * Heuristic recommenders the ranker is measured against, computed straight from the purchase
  * events (not from our feature store), so they are independent of the pipeline under test:
  *
- *  - `popular`: the k articles bought most often in the week before the cutoff, catalogue-wide,
- *    the same list for everyone;
- *  - `repurchase_popular`: the customer's own purchases before the cutoff, most recent first
- *    (distinct articles), filled with `popular`;
+ *  - `popular` (`popularBetween(log, cutoff - 7 days, cutoff, k)`): the k articles bought most
+ *    often (purchase events) in the week before the cutoff, catalogue-wide, the same list for
+ *    everyone;
+ *  - `repurchase_popular` (`repurchasePopular`): the customer's own purchases before the cutoff,
+ *    most recent first (distinct articles), filled with `popular`;
  *  - `strong_heuristic`: a weighted sum of three normalised scores — repurchase (the customer's
  *    own purchases, decayed with a 30-day half-life), co-purchase (how often the customer's last
  *    distinct purchases were bought together with the article by the same customer within 14 days
  *    over the last 180 days, as a conditional frequency) and time-decayed popularity (7-day
  *    half-life over the last 30 days) — with weights tuned on the week before (see `tuneWeights`).
+ *    Its own popularity list (`HeuristicState.decayedPopular`, decayed over 30 days) is not the
+ *    `popular` baseline (counts over 7 days), and is named apart from it.
+ *
+ * These are the only definitions of the baselines: training/judge.ts builds every label week's
+ * lists from them (`labelWeek`), for the promotion gate (training/fit.ts) and the backtest
+ * (evaluation/backtest/backtest.ts) alike, and fills every method's list with `popular`.
  *
  * All lists are deterministic: ties are broken by article id.
  */
@@ -152,7 +159,8 @@ const POPULAR_CANDIDATES = 50;
 export class HeuristicState {
   readonly cutoff: number;
   private readonly popularity = new Map<string, number>();
-  private readonly popularList: string[];
+  /** The articles by decayed popularity (the `popularity` component), the top 50. */
+  private readonly decayedPopularList: string[];
   private readonly cooc = new Map<string, Map<string, number>>();
   private readonly coocTotal = new Map<string, number>();
 
@@ -170,7 +178,7 @@ export class HeuristicState {
       max = Math.max(max, v);
     }
     if (max > 0) for (const [a, v] of this.popularity) this.popularity.set(a, v / max);
-    this.popularList = [...this.popularity]
+    this.decayedPopularList = [...this.popularity]
       .sort(byScoreThenId)
       .slice(0, POPULAR_CANDIDATES)
       .map(([a]) => a);
@@ -238,12 +246,16 @@ export class HeuristicState {
       const top = [...m].sort(byScoreThenId).slice(0, NEIGHBOURS_PER_SEED);
       for (const [a, c] of top) get(a)[1] += c / total / SEEDS;
     }
-    for (const a of this.popularList) get(a);
+    for (const a of this.decayedPopularList) get(a);
     return out;
   }
 
-  popular(k: number): string[] {
-    return this.popularList.slice(0, k);
+  /**
+   * The top k by decayed popularity (7-day half-life over 30 days): the strong heuristic's own
+   * fill, not the `popular` baseline (`popularBetween`, counts over the week before).
+   */
+  decayedPopular(k: number): string[] {
+    return this.decayedPopularList.slice(0, k);
   }
 
   recommend(customer: string, w: HeuristicWeights, k: number): string[] {
@@ -260,7 +272,7 @@ export class HeuristicState {
         .sort(byScoreThenId)
         .slice(0, k)
         .map(([a]) => a),
-      this.popularList,
+      this.decayedPopularList,
       k,
     );
   }

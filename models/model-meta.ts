@@ -38,7 +38,7 @@ export const modelMetaSchema = z
       .regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits')
       .optional(),
     /**
-     * The MLflow run that logged the model's training (training/train.py with
+     * The MLflow run that logged the model's training (training/trainer/ with
      * MLFLOW_TRACKING_URI set); null when nothing was tracked or the tracking server failed.
      * Registry entries keep the whole metadata, so they link the run too.
      */

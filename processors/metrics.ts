@@ -83,22 +83,29 @@ export function createProcessorMetrics(defaults = true): ProcessorMetrics {
     batchSeconds,
     lag,
     lastEventTime,
-    hooks: () => ({
-      onBatch: (b) => {
-        batchSeconds.observe({ topic: b.topic }, b.durationMs / 1000);
-        lag.set(
-          { topic: b.topic, partition: String(b.partition) },
-          Math.max(0, Number(BigInt(b.highWatermark) - BigInt(b.lastOffset) - 1n)),
-        );
-        if (b.lastTimestamp !== null) lastEventTime.set({ topic: b.topic }, b.lastTimestamp / 1000);
-      },
-      onDlq: (d) => {
-        dlq.inc({ topic: d.topic, code: d.code });
-      },
-      onRetry: (r) => {
-        retries.inc({ topic: r.topic });
-      },
-    }),
+    hooks: () => runnerHooks({ batchSeconds, lag, lastEventTime, dlq, retries }),
+  };
+}
+
+/** Consumer-runner hooks feeding the batch, lag, event-time, DLQ and retry metrics. */
+function runnerHooks(
+  m: Pick<ProcessorMetrics, 'batchSeconds' | 'lag' | 'lastEventTime' | 'dlq' | 'retries'>,
+): RunnerHooks {
+  return {
+    onBatch: (b) => {
+      m.batchSeconds.observe({ topic: b.topic }, b.durationMs / 1000);
+      m.lag.set(
+        { topic: b.topic, partition: String(b.partition) },
+        Math.max(0, Number(BigInt(b.highWatermark) - BigInt(b.lastOffset) - 1n)),
+      );
+      if (b.lastTimestamp !== null) m.lastEventTime.set({ topic: b.topic }, b.lastTimestamp / 1000);
+    },
+    onDlq: (d) => {
+      m.dlq.inc({ topic: d.topic, code: d.code });
+    },
+    onRetry: (r) => {
+      m.retries.inc({ topic: r.topic });
+    },
   };
 }
 

@@ -142,9 +142,25 @@ export class PurchaseProcessor {
   /** Apply a batch; resolves only when Redis acknowledged every effect. */
   async apply(records: readonly DecodedRecord<Purchase>[]): Promise<BatchOutcome> {
     if (records.length === 0) return { applied: 0, duplicates: 0 };
-    const { keys, scripts, opts } = this;
+    const { articleMeta, customerAge } = await this.readMetadata(records);
+    const { pending, applied, duplicates } = await this.applyCustomerScripts(records, articleMeta);
+    if (pending.length === 0) return { applied, duplicates };
+    // Secondary slots need each partition's events in offset order.
+    pending.sort(
+      (x, y) =>
+        x.record.partition - y.record.partition ||
+        Number(BigInt(x.record.offset) - BigInt(y.record.offset)),
+    );
+    await this.applySlotScripts(pending, articleMeta, customerAge);
+    return { applied, duplicates };
+  }
 
-    // 1. metadata
+  /** Step 1: the metadata the events need, article categories and customer age (one round trip). */
+  private async readMetadata(records: readonly DecodedRecord<Purchase>[]): Promise<{
+    articleMeta: Map<string, (string | null)[]>;
+    customerAge: Map<string, number | null>;
+  }> {
+    const { keys, opts } = this;
     const articles = [...new Set(records.map((r) => r.value.article_id))];
     const customers = [...new Set(records.map((r) => r.value.customer_id))];
     const metaPipe = this.redis.pipeline();
@@ -161,50 +177,28 @@ export class PurchaseProcessor {
         return [c, v === null || v === undefined ? null : Number(v)];
       }),
     );
+    return { articleMeta, customerAge };
+  }
 
-    // 2. customer scripts
-    const byCustomer = groupBy(records, (r) => r.value.customer_id);
+  /**
+   * Step 2: one customer script per customer (the event-id guard, customer state, co-purchase
+   * partners), one round trip. Returns the events the other slots must apply (new ones and
+   * redeliveries) with their partners, and the counts of new and duplicate events.
+   */
+  private async applyCustomerScripts(
+    records: readonly DecodedRecord<Purchase>[],
+    articleMeta: Map<string, (string | null)[]>,
+  ): Promise<{ pending: Pending[]; applied: number; duplicates: number }> {
+    const { keys, scripts, opts } = this;
     const custPipe = this.redis.pipeline();
     const order: DecodedRecord<Purchase>[][] = [];
-    for (const [c, list] of byCustomer) {
+    for (const [c, list] of groupBy(records, (r) => r.value.customer_id)) {
       const k = keys.customer(c);
-      const args: (string | number)[] = [
-        DECAY_EPOCH_MS,
-        rate(HALF_LIVES[AFFINITY_HALF_LIFE]),
-        opts.recentCap,
-        opts.copurchaseWindowMs,
-        opts.copurchaseFanout,
-        rate(HALF_LIVES[ITEM_HALF_LIFE]),
-        list.length,
-      ];
-      for (const r of list) {
-        const e = r.value;
-        const m = articleMeta.get(e.article_id) ?? [];
-        const cats: string[] = [];
-        ARTICLE_FIELDS.forEach((f, i) => {
-          const prefix = AFFINITY_PREFIX[f];
-          const v = m[i];
-          if (prefix !== undefined && v !== null && v !== undefined && v !== '') {
-            cats.push(`${prefix}:${v}`);
-          }
-        });
-        args.push(
-          e.event_id,
-          e.article_id,
-          e.event_time,
-          e.price,
-          e.quantity,
-          e.sales_channel_id,
-          `${r.partition}:${r.offset}`,
-          cats.join(US),
-          productCode(m),
-        );
-      }
       scripts.call(
         custPipe,
         'customer',
         [k.seen, k.stats, k.recent, k.window, k.bought, k.affinity, k.items],
-        args,
+        this.customerArgs(list, articleMeta),
       );
       order.push(list);
     }
@@ -226,20 +220,95 @@ export class PurchaseProcessor {
         pending.push({ record, status, partners: parsePartners(partners) });
       });
     });
-    if (pending.length === 0) return { applied, duplicates };
-    // Secondary slots need each partition's events in offset order.
-    pending.sort(
-      (x, y) =>
-        x.record.partition - y.record.partition ||
-        Number(BigInt(x.record.offset) - BigInt(y.record.offset)),
-    );
+    return { pending, applied, duplicates };
+  }
 
-    // 3. article, co-purchase and trending scripts
+  /** The customer script's ARGV for one customer's events (see customer.lua). */
+  private customerArgs(
+    list: readonly DecodedRecord<Purchase>[],
+    articleMeta: Map<string, (string | null)[]>,
+  ): (string | number)[] {
+    const { opts } = this;
+    const args: (string | number)[] = [
+      DECAY_EPOCH_MS,
+      rate(HALF_LIVES[AFFINITY_HALF_LIFE]),
+      opts.recentCap,
+      opts.copurchaseWindowMs,
+      opts.copurchaseFanout,
+      rate(HALF_LIVES[ITEM_HALF_LIFE]),
+      list.length,
+    ];
+    for (const r of list) {
+      const e = r.value;
+      const m = articleMeta.get(e.article_id) ?? [];
+      const cats: string[] = [];
+      ARTICLE_FIELDS.forEach((f, i) => {
+        const prefix = AFFINITY_PREFIX[f];
+        const v = m[i];
+        if (prefix !== undefined && v !== null && v !== undefined && v !== '') {
+          cats.push(`${prefix}:${v}`);
+        }
+      });
+      args.push(
+        e.event_id,
+        e.article_id,
+        e.event_time,
+        e.price,
+        e.quantity,
+        e.sales_channel_id,
+        `${r.partition}:${r.offset}`,
+        cats.join(US),
+        productCode(m),
+      );
+    }
+    return args;
+  }
+
+  /**
+   * Step 3: the article, co-purchase and trending scripts and the products' sold articles, for
+   * the `pending` events (in offset order per partition), one round trip.
+   */
+  private async applySlotScripts(
+    pending: readonly Pending[],
+    articleMeta: Map<string, (string | null)[]>,
+    customerAge: Map<string, number | null>,
+  ): Promise<void> {
+    const { keys } = this;
     const slotPipe = this.redis.pipeline();
     const coRate = rate(HALF_LIVES[COPURCHASE_HALF_LIFE]);
+    this.articleCalls(slotPipe, pending, coRate);
+    this.copurchaseCalls(slotPipe, pending, coRate);
+    // The articles of a product that have sold, with their first sale (ZADD LT keeps the earliest:
+    // idempotent and independent of order, so no guard is needed).
+    for (const { record } of pending) {
+      const code = productCode(articleMeta.get(record.value.article_id));
+      if (code !== '') {
+        slotPipe.zadd(
+          keys.product(code).sold,
+          'LT',
+          record.value.event_time,
+          record.value.article_id,
+        );
+      }
+    }
+    // Chunks keep each script call short (Redis runs scripts one at a time).
+    for (let i = 0; i < pending.length; i += 500) {
+      const chunk = pending.slice(i, i + 500).map((p) => p.record);
+      this.trendingCall(slotPipe, chunk, articleMeta, customerAge);
+    }
+    check(await slotPipe.exec(), 'article/co-purchase/trending scripts');
+    this.opts.afterStep?.(3);
+  }
+
+  /** One article script per article: its stats, buyers and outgoing co-purchases. */
+  private articleCalls(
+    pipe: ReturnType<Redis['pipeline']>,
+    pending: readonly Pending[],
+    coRate: number,
+  ): void {
     const pops = POPULARITY_HALF_LIVES.flatMap((hl) => [hl, rate(HALF_LIVES[hl])]);
     for (const [a, list] of groupBy(pending, (p) => p.record.value.article_id)) {
-      const k = keys.article(a);
+      const k = this.keys.article(a);
       const args: (string | number)[] = [
         DECAY_EPOCH_MS,
         coRate,
@@ -260,8 +329,16 @@ export class PurchaseProcessor {
           partners.map((p) => `${p.article}${US}${p.time}`).join(RS),
         );
       }
-      scripts.call(slotPipe, 'article', [k.stats, k.buyers, k.copurchase, k.offsets], args);
+      this.scripts.call(pipe, 'article', [k.stats, k.buyers, k.copurchase, k.offsets], args);
     }
+  }
+
+  /** One co-purchase script per partner article: the incoming side of the events' pairs. */
+  private copurchaseCalls(
+    pipe: ReturnType<Redis['pipeline']>,
+    pending: readonly Pending[],
+    coRate: number,
+  ): void {
     const incoming = new Map<string, (string | number)[][]>();
     for (const { record, partners } of pending) {
       const e = record.value;
@@ -278,35 +355,14 @@ export class PurchaseProcessor {
       }
     }
     for (const [b, list] of incoming) {
-      const k = keys.article(b);
-      scripts.call(
-        slotPipe,
+      const k = this.keys.article(b);
+      this.scripts.call(
+        pipe,
         'copurchase',
         [k.copurchase, k.offsets],
         [DECAY_EPOCH_MS, coRate, list.length, ...list.flat()],
       );
     }
-    // The articles of a product that have sold, with their first sale (ZADD LT keeps the earliest:
-    // idempotent and independent of order, so no guard is needed).
-    for (const { record } of pending) {
-      const code = productCode(articleMeta.get(record.value.article_id));
-      if (code !== '') {
-        slotPipe.zadd(
-          keys.product(code).sold,
-          'LT',
-          record.value.event_time,
-          record.value.article_id,
-        );
-      }
-    }
-    // Chunks keep each script call short (Redis runs scripts one at a time).
-    for (let i = 0; i < pending.length; i += 500) {
-      const chunk = pending.slice(i, i + 500).map((p) => p.record);
-      this.trendingCall(slotPipe, chunk, articleMeta, customerAge);
-    }
-    check(await slotPipe.exec(), 'article/co-purchase/trending scripts');
-    opts.afterStep?.(3);
-    return { applied, duplicates };
   }
 
   private trendingCall(

@@ -1,18 +1,61 @@
 /**
- * The Lua scripts of the processors, loaded from the `.lua` files beside this module and defined
- * on an ioredis client (EVALSHA with automatic EVAL fallback, usable in pipelines).
+ * The Lua scripts of the processors, loaded from the `.lua` files in `lua/` and defined on an
+ * ioredis client (EVALSHA with automatic EVAL fallback, usable in pipelines).
+ *
+ * Helpers several scripts use (`fmt`, `logadd`, the per-partition offset guard) live once in
+ * `lua/include/<name>.lua`; a script pulls one in with a line `--- @include "<name>"` (the
+ * directive of bullmq's scripts), which `loadScript` replaces with the file's text. An include may
+ * include others; each is inserted once per script, at its first directive. The text sent to Redis
+ * is the resolved one, the same on every load, so its SHA is stable.
  */
 import { readFileSync } from 'node:fs';
 import type { ChainableCommander, Redis } from 'ioredis';
 
-const NAMES = ['customer', 'article', 'copurchase', 'trending', 'metadata'] as const;
+const NAMES = ['customer', 'article', 'copurchase', 'trending', 'metadata', 'taste'] as const;
 export type ScriptName = (typeof NAMES)[number];
 
+/** The directive lines of a script (a new expression per use: the flag `g` keeps state). */
+const includeLines = () => /^--- @include "([^"]+)"[ \t]*$/gm;
+
+function readLua(path: string): string {
+  return readFileSync(new URL(`./lua/${path}.lua`, import.meta.url), 'utf8');
+}
+
+/** `source` with every `--- @include "name"` line replaced by lua/include/name.lua (resolved too). */
+function resolveIncludes(
+  source: string,
+  script: string,
+  done: Set<string>,
+  stack: string[],
+): string {
+  return source.replace(includeLines(), (_line, name: string) => {
+    if (stack.includes(name)) {
+      throw new Error(`${script}.lua: include loop ${[...stack, name].join(' -> ')}`);
+    }
+    if (done.has(name)) return `-- (${name} included above)`;
+    done.add(name);
+    let text: string;
+    try {
+      text = readLua(`include/${name}`);
+    } catch (err) {
+      throw new Error(`${script}.lua: cannot include "${name}" (lua/include/${name}.lua)`, {
+        cause: err,
+      });
+    }
+    return resolveIncludes(text, script, done, [...stack, name]).replace(/\n$/, '');
+  });
+}
+
+/** The text of script `name` (lua/<name>.lua) as Redis runs it: its includes resolved. */
+export function loadScript(name: ScriptName): string {
+  return resolveIncludes(readLua(name), name, new Set(), []);
+}
+
 const sources: Record<ScriptName, string> = Object.fromEntries(
-  NAMES.map((n) => [n, readFileSync(new URL(`./lua/${n}.lua`, import.meta.url), 'utf8')]),
+  NAMES.map((n) => [n, loadScript(n)]),
 ) as Record<ScriptName, string>;
 
-type Arg = string | number;
+type Arg = string | number | Buffer;
 
 /** Typed handle to call a script on a pipeline: keys then args. */
 export interface Scripts {

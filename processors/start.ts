@@ -5,15 +5,14 @@
  * categories. Everything is passed in; `processors-cli.ts` builds the clients.
  */
 import { consumerLag } from '../streams/admin.ts';
-import { runConsumer, type RunningConsumer } from '../streams/consumer.ts';
-import { applyArticles, applyCustomers } from './metadata.ts';
+import type { Admin } from 'kafkajs';
+import { runConsumer, type RunnerHooks, type RunningConsumer } from '../streams/consumer.ts';
 import type { ProcessorDeps } from './deps.ts';
-import { PurchaseProcessor } from './purchases.ts';
-import { defineScripts } from './scripts.ts';
-
-export type { ProcessorDeps } from './deps.ts';
 import { embeddingKeys } from '../features/embedding-keys.ts';
 import { startTasteConsumer, type RunningTaste } from './taste.ts';
+import { createWriters, type Writers } from './writers.ts';
+
+export type { ProcessorDeps } from './deps.ts';
 
 export interface RunningProcessors {
   readonly groups: { purchases: string; articles: string; customers: string };
@@ -23,106 +22,44 @@ export interface RunningProcessors {
 }
 
 export async function startProcessors(deps: ProcessorDeps): Promise<RunningProcessors> {
-  const { kafka, redis, codecs, topics, keys, logger, metrics } = deps;
+  const { kafka, redis, topics, keys, logger } = deps;
   const log = logger.child({ module: 'processors' });
-  const scripts = defineScripts(redis);
-  const purchases = new PurchaseProcessor(redis, keys, scripts, deps.options);
-  const hooks = metrics.hooks();
+  const writers = createWriters(redis, keys, {
+    purchases: deps.options,
+    // Article vectors where `npm run embed` wrote them (EMBEDDINGS_NAMESPACE, else ours).
+    tasteArticles: embeddingKeys(process.env.EMBEDDINGS_NAMESPACE ?? deps.keys.ns),
+  });
+  const common = consumerSettings(deps);
   const groups = {
     purchases: `${deps.groupPrefix}.${topics.purchases.name}`,
     articles: `${deps.groupPrefix}.${topics.articles.name}`,
     customers: `${deps.groupPrefix}.${topics.customers.name}`,
   };
   const running: RunningConsumer[] = [];
-  const session =
-    deps.sessionTimeoutMs === undefined ? {} : { sessionTimeoutMs: deps.sessionTimeoutMs };
   const admin = kafka.admin();
   await admin.connect();
   let taste: RunningTaste | null = null; // EMBEDDINGS=on: the taste consumer (taste.ts)
-
-  const caughtUp = async (which: (keyof typeof groups)[], timeoutMs: number) => {
-    const deadline = Date.now() + timeoutMs;
-    for (const w of which) {
-      for (;;) {
-        const lag = await consumerLag(admin, groups[w], topics[w].name);
-        if (lag.every((p) => p.lag <= 0)) break;
-        if (Date.now() > deadline) {
-          throw new Error(
-            `processors did not catch up on ${topics[w].name} within ${timeoutMs} ms`,
-          );
-        }
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-  };
+  const caughtUp = (which: (keyof typeof groups)[], timeoutMs: number) =>
+    waitCaughtUp(
+      admin,
+      which.map((w) => [groups[w], topics[w].name] as const),
+      timeoutMs,
+    );
 
   try {
     running.push(
-      await runConsumer({
-        kafka,
-        groupId: groups.articles,
-        topic: topics.articles,
-        codec: codecs.articles,
-        dlqProducer: deps.dlqProducer,
-        logger,
-        hooks,
-        ...session,
-        handler: async (records) => {
-          await applyArticles(redis, keys, scripts, records);
-          metrics.events.inc({ topic: topics.articles.name }, records.length);
-          return undefined;
-        },
-      }),
-      await runConsumer({
-        kafka,
-        groupId: groups.customers,
-        topic: topics.customers,
-        codec: codecs.customers,
-        dlqProducer: deps.dlqProducer,
-        logger,
-        hooks,
-        ...session,
-        handler: async (records) => {
-          await applyCustomers(redis, keys, scripts, records);
-          metrics.events.inc({ topic: topics.customers.name }, records.length);
-          return undefined;
-        },
-      }),
+      await startArticlesConsumer(deps, common, groups.articles, writers),
+      await startCustomersConsumer(deps, common, groups.customers, writers),
     );
     if (deps.metadataFirst ?? true) {
       await caughtUp(['articles', 'customers'], 600_000);
       log.info('metadata caught up; starting purchases');
     }
-    running.push(
-      await runConsumer({
-        kafka,
-        groupId: groups.purchases,
-        topic: topics.purchases,
-        codec: codecs.purchases,
-        dlqProducer: deps.dlqProducer,
-        logger,
-        hooks,
-        maxBytesPerPartition: 2_097_152,
-        // Partitions hold disjoint customers, and every script in a shared slot (article,
-        // trending) is atomic with its own per-partition offset guard, so batches of different
-        // partitions may be applied concurrently: Redis stays busy while Node builds the next one.
-        partitionsConsumedConcurrently: topics.purchases.partitions,
-        ...session,
-        handler: async (records) => {
-          const out = await purchases.apply(records);
-          metrics.events.inc({ topic: topics.purchases.name }, out.applied);
-          if (out.duplicates > 0)
-            metrics.duplicates.inc({ topic: topics.purchases.name }, out.duplicates);
-          return undefined;
-        },
-      }),
-    );
-    // Article vectors where `npm run embed` wrote them (EMBEDDINGS_NAMESPACE, else ours).
-    taste = await startTasteConsumer(
-      deps,
-      embeddingKeys(process.env.EMBEDDINGS_NAMESPACE ?? deps.keys.ns),
-    );
-    if (taste) running.push(taste.consumer);
+    running.push(await startPurchasesConsumer(deps, common, groups.purchases, writers));
+    if (writers.taste) {
+      taste = await startTasteConsumer(deps, writers.taste);
+      running.push(taste.consumer);
+    }
   } catch (err) {
     await Promise.allSettled(running.map((r) => r.stop()));
     await admin.disconnect();
@@ -140,4 +77,118 @@ export async function startProcessors(deps: ProcessorDeps): Promise<RunningProce
       await admin.disconnect();
     },
   };
+}
+
+/** What every consumer group of the processors is started with. */
+interface ConsumerSettings {
+  readonly hooks: RunnerHooks;
+  readonly session: { sessionTimeoutMs?: number };
+}
+
+function consumerSettings(deps: ProcessorDeps): ConsumerSettings {
+  return {
+    hooks: deps.metrics.hooks(),
+    session: deps.sessionTimeoutMs === undefined ? {} : { sessionTimeoutMs: deps.sessionTimeoutMs },
+  };
+}
+
+/** Resolves when each (group, topic) has committed up to the current end of its topic, in turn. */
+async function waitCaughtUp(
+  admin: Admin,
+  which: readonly (readonly [group: string, topic: string])[],
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (const [group, topic] of which) {
+    for (;;) {
+      const lag = await consumerLag(admin, group, topic);
+      if (lag.every((p) => p.lag <= 0)) break;
+      if (Date.now() > deadline) {
+        throw new Error(`processors did not catch up on ${topic} within ${timeoutMs} ms`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+/** The articles group: catalogue records into the article metadata. */
+function startArticlesConsumer(
+  deps: ProcessorDeps,
+  { hooks, session }: ConsumerSettings,
+  groupId: string,
+  writers: Writers,
+): Promise<RunningConsumer> {
+  const { kafka, codecs, topics, logger, metrics } = deps;
+  return runConsumer({
+    kafka,
+    groupId,
+    topic: topics.articles,
+    codec: codecs.articles,
+    dlqProducer: deps.dlqProducer,
+    logger,
+    hooks,
+    ...session,
+    handler: async (records) => {
+      await writers.articles(records);
+      metrics.events.inc({ topic: topics.articles.name }, records.length);
+      return undefined;
+    },
+  });
+}
+
+/** The customers group: customer records into the customer metadata. */
+function startCustomersConsumer(
+  deps: ProcessorDeps,
+  { hooks, session }: ConsumerSettings,
+  groupId: string,
+  writers: Writers,
+): Promise<RunningConsumer> {
+  const { kafka, codecs, topics, logger, metrics } = deps;
+  return runConsumer({
+    kafka,
+    groupId,
+    topic: topics.customers,
+    codec: codecs.customers,
+    dlqProducer: deps.dlqProducer,
+    logger,
+    hooks,
+    ...session,
+    handler: async (records) => {
+      await writers.customers(records);
+      metrics.events.inc({ topic: topics.customers.name }, records.length);
+      return undefined;
+    },
+  });
+}
+
+/** The purchases group: purchase events into the online features (purchases.ts). */
+function startPurchasesConsumer(
+  deps: ProcessorDeps,
+  { hooks, session }: ConsumerSettings,
+  groupId: string,
+  writers: Writers,
+): Promise<RunningConsumer> {
+  const { kafka, codecs, topics, logger, metrics } = deps;
+  return runConsumer({
+    kafka,
+    groupId,
+    topic: topics.purchases,
+    codec: codecs.purchases,
+    dlqProducer: deps.dlqProducer,
+    logger,
+    hooks,
+    maxBytesPerPartition: 2_097_152,
+    // Partitions hold disjoint customers, and every script in a shared slot (article,
+    // trending) is atomic with its own per-partition offset guard, so batches of different
+    // partitions may be applied concurrently: Redis stays busy while Node builds the next one.
+    partitionsConsumedConcurrently: topics.purchases.partitions,
+    ...session,
+    handler: async (records) => {
+      const out = await writers.purchases.apply(records);
+      metrics.events.inc({ topic: topics.purchases.name }, out.applied);
+      if (out.duplicates > 0)
+        metrics.duplicates.inc({ topic: topics.purchases.name }, out.duplicates);
+      return undefined;
+    },
+  });
 }

@@ -2,12 +2,12 @@
  * The taste processor (issue 7, `EMBEDDINGS=on`): keeps a time-decayed mean embedding per
  * customer, updated as purchases arrive. Its own consumer group on the purchases topic; a batch
  * costs two round trips: the vectors of the batch's articles (from the article-embedding
- * namespace, see `articleEmbeddingKeys`), then one `taste.lua` call per customer, atomic with its
- * event-id guard, so redeliveries and duplicates are applied once. The taste state lives in the
- * processor's own key space (a training replay rebuilds it in its isolated namespace).
+ * namespace, see `articleEmbeddingKeys`), then one `taste.lua` call per customer (loaded by
+ * scripts.ts, as every processor script), atomic with its event-id guard, so redeliveries and
+ * duplicates are applied once. The taste state lives in the processor's own key space (a
+ * training replay rebuilds it in its isolated namespace).
  * A purchase of an article without a vector yet is marked seen and adds nothing.
  */
-import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import type { Purchase } from '../schemas/events.ts';
 import type { DecodedRecord } from '../streams/consumer.ts';
@@ -18,14 +18,11 @@ import type { Admin } from 'kafkajs';
 import { consumerLag } from '../streams/admin.ts';
 import { runConsumer, type RunningConsumer } from '../streams/consumer.ts';
 import { readVectors } from '../embeddings/store.ts';
-import { embeddingsEnabled } from '../features/embedding-state.ts';
 import type { ProcessorDeps } from './deps.ts';
+import { defineScripts, type Scripts } from './scripts.ts';
 
 /** Half-life of the taste vector (the affinities'). */
 export const TASTE_HALF_LIFE = AFFINITY_HALF_LIFE;
-
-const SOURCE = readFileSync(new URL('./lua/taste.lua', import.meta.url), 'utf8');
-const COMMAND = 'rec_taste';
 
 export interface TasteOutcome {
   /** Events applied for the first time (with or without a vector). */
@@ -36,10 +33,9 @@ export interface TasteOutcome {
   skipped: number;
 }
 
-type Call = (numKeys: number, ...args: (string | number | Buffer)[]) => unknown;
-
 export class TasteProcessor {
   private readonly tasteKeys: EmbeddingKeys;
+  private readonly scripts: Scripts;
 
   /**
    * @param keys the processor's key space (taste state goes there)
@@ -52,7 +48,7 @@ export class TasteProcessor {
     private readonly dim = 384,
   ) {
     this.tasteKeys = embeddingKeys(keys.ns);
-    if (!(COMMAND in redis)) redis.defineCommand(COMMAND, { lua: SOURCE });
+    this.scripts = defineScripts(redis);
   }
 
   async apply(records: readonly DecodedRecord<Purchase>[]): Promise<TasteOutcome> {
@@ -71,8 +67,6 @@ export class TasteProcessor {
       else byCustomer.set(r.value.customer_id, [r]);
     }
     const pipe = this.redis.pipeline();
-    const call = (pipe as unknown as Record<string, Call>)[COMMAND];
-    if (typeof call !== 'function') throw new Error(`script ${COMMAND} is not defined`);
     const hlRate = rate(HALF_LIVES[TASTE_HALF_LIFE]);
     for (const [customer, list] of byCustomer) {
       const k = this.tasteKeys.customer(customer);
@@ -86,7 +80,7 @@ export class TasteProcessor {
           blobs.get(e.article_id) ?? '',
         );
       }
-      call.call(pipe, 2, k.taste, k.tasteSeen, ...args);
+      this.scripts.call(pipe, 'taste', [k.taste, k.tasteSeen], args);
     }
     const results = await pipe.exec();
     if (results === null) throw new Error('redis pipeline for the taste script was aborted');
@@ -117,19 +111,17 @@ export function tasteGroupId(groupPrefix: string, purchasesTopic: string): strin
 }
 
 /**
- * Start the taste consumer group (`tasteGroupId`) when `EMBEDDINGS=on`; null when off. Article
- * vectors are read from the processors' own namespace unless `articleKeys` says otherwise. Not
- * counted in the processor metrics (those count purchases once). The purchases group owns the
- * purchases DLQ: a malformed record, which it dead-letters, is only logged and counted here
- * (`rec_processor_records_skipped_total`), never written to the DLQ a second time.
+ * Start the taste consumer group (`tasteGroupId`) feeding `taste` (the writers' taste processor,
+ * which exists when `EMBEDDINGS=on`, see writers.ts). Not counted in the processor metrics (those
+ * count purchases once). The purchases group owns the purchases DLQ: a malformed record, which it
+ * dead-letters, is only logged and counted here (`rec_processor_records_skipped_total`), never
+ * written to the DLQ a second time.
  */
 export async function startTasteConsumer(
   deps: ProcessorDeps,
-  articleKeys: EmbeddingKeys = embeddingKeys(deps.keys.ns),
-): Promise<RunningTaste | null> {
-  if (!embeddingsEnabled()) return null;
-  const { kafka, redis, codecs, topics, keys, logger } = deps;
-  const taste = new TasteProcessor(redis, keys, articleKeys);
+  taste: TasteProcessor,
+): Promise<RunningTaste> {
+  const { kafka, codecs, topics, logger } = deps;
   const group = tasteGroupId(deps.groupPrefix, topics.purchases.name);
   const consumer = await runConsumer({
     kafka,

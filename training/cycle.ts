@@ -27,9 +27,15 @@ import {
   registerModel,
   rejectModel,
 } from '../models/registry.ts';
-import { fitAndGate, type GateResult } from './fit.ts';
+import { fitAndGate, type FitResult, type GateResult } from './fit.ts';
 import { RECIPE, cycleWeeks, recipeRecord, type CycleWeeks, type Recipe } from './recipe.ts';
-import { buildTrainingRows, type CandidateRecall } from './rows.ts';
+import {
+  buildTrainingRows,
+  type CandidateRecall,
+  type RowsResult,
+  type RowsStage,
+} from './rows.ts';
+import type { PurchaseLog } from '../evaluation/baselines.ts';
 import { readPurchases } from './steps.ts';
 import { ensurePythonEnv } from './venv.ts';
 
@@ -171,29 +177,7 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
   const say = opts.onProgress ?? (() => undefined);
   const step = opts.onStep ?? (() => undefined);
   const recipe: Recipe = { ...RECIPE, ...opts.recipe };
-  const [latest, log] = await Promise.all([
-    latestEventTime(deps.kafka, deps.topics.purchases.name),
-    readPurchases(deps),
-  ]);
-  if (latest === null) {
-    throw new Error(`too little data: ${deps.topics.purchases.name} holds no purchases`);
-  }
-  const lastDayEnd = Math.floor(latest / DAY_MS) * DAY_MS + DAY_MS;
-  const end = opts.end ?? lastDayEnd;
-  if (end > lastDayEnd) {
-    throw new Error(
-      `too little data: the cycle ends ${day(end)}, after the last purchase (${day(latest)}): its gate weeks would hold no purchases; choose an end on or before ${day(lastDayEnd)}`,
-    );
-  }
-  const first = log.all[0]?.time ?? end;
-  const weeks = cycleWeeks(end, recipe, first);
-  if (weeks.train.length === 0 || weeks.validation <= first) {
-    throw new Error(
-      `too little data: purchases from ${day(first)} to ${day(end)} leave no training week before ` +
-        `the early-stopping week ${day(weeks.validation)} and ${recipe.gateWeeks} gate week(s); ` +
-        `a cycle needs ${recipe.gateWeeks + 2} weeks of data at least`,
-    );
-  }
+  const { log, end, weeks } = await chooseWeeks(deps, recipe, opts.end);
   const cutoffs = [...weeks.train, weeks.validation, ...weeks.gate];
   const work = opts.workDir ?? join(tmpdir(), `rec-train-${randomUUID().slice(0, 8)}`);
   mkdirSync(work, { recursive: true });
@@ -203,9 +187,6 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
       `weeks: train ${weeks.train.map(day).join(', ')}; early stopping ${day(weeks.validation)}; ` +
         `gate ${weeks.gate.map(day).join(', ')}; end ${day(end)}`,
     );
-    let lastStage = '';
-    let cutoffIndex = 0; // the cutoff being built: advanced when its queries are done
-    const metaRead = new Map<string, readonly [number, number]>(); // articles, customers: read, total
     const rows = await buildTrainingRows(deps, {
       cutoffs,
       namespace,
@@ -214,31 +195,9 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
       ...(opts.sampleOthers
         ? { customerSample: { others: opts.sampleOthers, seed: recipe.seed } }
         : {}),
-      onProgress: (stage, done, total) => {
-        if (stage !== lastStage || done === total) say(`rows: ${stage} ${done}/${total}`);
-        lastStage = stage;
-        const at = day(cutoffs[cutoffIndex] ?? 0);
-        if (stage === 'labels') step({ stage: 'replay', label: 'label weeks', done, total });
-        else if (stage === 'articles' || stage === 'customers') {
-          // Replayed concurrently: one counter for both.
-          metaRead.set(stage, [done, total]);
-          const sum = [...metaRead.values()].reduce((a, [d, t]) => [a[0] + d, a[1] + t], [0, 0]);
-          step({ stage: 'replay', label: `metadata <= ${at}`, done: sum[0], total: sum[1] });
-        } else if (stage === 'purchases') {
-          step({ stage: 'replay', label: `purchases < ${at}`, done, total });
-        } else if (stage === 'queries') {
-          step({ stage: 'rows', label: `customers at ${at}`, done, total });
-          if (done === total) {
-            cutoffIndex++;
-            metaRead.clear();
-          }
-        }
-      },
+      onProgress: rowsProgress(cutoffs, say, step),
     });
     const rowsMs = performance.now() - t0;
-    const count = (keep: (c: number) => boolean) => rows.table.cutoff.filter(keep).length;
-    const gateSet = new Set(weeks.gate);
-    const gateSummaries = rows.perCutoff.filter((c) => gateSet.has(c.cutoff));
     say(
       `rows: ${rows.rows} over ${rows.queries} queries (candidate recall ${rows.candidateRecall.overall.toFixed(3)})`,
     );
@@ -254,55 +213,162 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
       log,
       workDir: work,
       active,
-      say: (l) => {
-        say(l);
-        const trial = /\btrial (\d+)\/(\d+)/.exec(l); // train.py: "trial 3/10: map@12=..."
-        if (trial) {
-          step({
-            stage: 'train',
-            label: 'optuna trials',
-            done: Number(trial[1]),
-            total: Number(trial[2]),
-          });
-        }
-      },
+      say: trainerLines(say, step),
     });
-    const { shipped, gate } = fit;
-    const version = shipped.meta.version;
-    const meta = {
-      ...shipped.meta,
-      recipe: recipeRecord(recipe),
-      trained_through: new Date(end).toISOString(),
-      gate: { ...gate, trainer: fit.trainer },
-    };
-    await registerModel(deps.redis, deps.keys, { meta, bytes: shipped.bytes });
-    if (gate.promoted) await activateModel(deps.redis, deps.keys, version);
-    else await rejectModel(deps.redis, deps.keys, version, gate.reason);
-    say(`${gate.promoted ? 'promoted' : 'refused'} ${version}: ${gate.reason}`);
-    return {
-      version,
-      promoted: gate.promoted,
-      reason: gate.reason,
-      weeks,
-      gate,
-      candidateRecall: pooledRecall(gateSummaries) ?? rows.candidateRecall,
-      rows: {
-        train: count((c) => c < weeks.validation),
-        validation: count((c) => c === weeks.validation),
-        gate: count((c) => gateSet.has(c)),
-        gateQueries: gateSummaries.reduce((n, c) => n + c.queries, 0),
-      },
-      timings: {
-        rowsMs,
-        trainMs: fit.seconds.train * 1000,
-        evaluateMs: fit.seconds.gate * 1000,
-        totalMs: performance.now() - t0,
-      },
-    };
+    const version = await registerCandidate(deps, fit, recipe, end);
+    say(`${fit.gate.promoted ? 'promoted' : 'refused'} ${version}: ${fit.gate.reason}`);
+    return cycleResult(version, weeks, rows, fit, {
+      rowsMs,
+      trainMs: fit.seconds.train * 1000,
+      evaluateMs: fit.seconds.gate * 1000,
+      totalMs: performance.now() - t0,
+    });
   } finally {
     await deleteNamespace(deps.redis, keySpace(namespace)).catch(() => undefined);
     if (opts.workDir === undefined) rmSync(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * The purchase log and the cycle's weeks by the recipe, ending at `end` (default: the end of the
+ * last day with purchases); "too little data" when the purchases cannot fill them.
+ */
+async function chooseWeeks(
+  deps: CycleDeps,
+  recipe: Recipe,
+  endOption: number | undefined,
+): Promise<{ log: PurchaseLog; end: number; weeks: CycleWeeks }> {
+  const [latest, log] = await Promise.all([
+    latestEventTime(deps.kafka, deps.topics.purchases.name),
+    readPurchases(deps),
+  ]);
+  if (latest === null) {
+    throw new Error(`too little data: ${deps.topics.purchases.name} holds no purchases`);
+  }
+  const lastDayEnd = Math.floor(latest / DAY_MS) * DAY_MS + DAY_MS;
+  const end = endOption ?? lastDayEnd;
+  if (end > lastDayEnd) {
+    throw new Error(
+      `too little data: the cycle ends ${day(end)}, after the last purchase (${day(latest)}): its gate weeks would hold no purchases; choose an end on or before ${day(lastDayEnd)}`,
+    );
+  }
+  const first = log.all[0]?.time ?? end;
+  const weeks = cycleWeeks(end, recipe, first);
+  if (weeks.train.length === 0 || weeks.validation <= first) {
+    throw new Error(
+      `too little data: purchases from ${day(first)} to ${day(end)} leave no training week before ` +
+        `the early-stopping week ${day(weeks.validation)} and ${recipe.gateWeeks} gate week(s); ` +
+        `a cycle needs ${recipe.gateWeeks + 2} weeks of data at least`,
+    );
+  }
+  return { log, end, weeks };
+}
+
+/**
+ * The row builder's progress as cycle lines (a stage's first and last count) and steps: the
+ * replays of each cutoff (label weeks, metadata, purchases), then its customers.
+ */
+function rowsProgress(
+  cutoffs: readonly number[],
+  say: (line: string) => void,
+  step: (s: CycleStep) => void,
+): (stage: RowsStage, done: number, total: number) => void {
+  let lastStage = '';
+  let cutoffIndex = 0; // the cutoff being built: advanced when its queries are done
+  const metaRead = new Map<string, readonly [number, number]>(); // articles, customers: read, total
+  return (stage, done, total) => {
+    if (stage !== lastStage || done === total) say(`rows: ${stage} ${done}/${total}`);
+    lastStage = stage;
+    const at = day(cutoffs[cutoffIndex] ?? 0);
+    if (stage === 'labels') step({ stage: 'replay', label: 'label weeks', done, total });
+    else if (stage === 'articles' || stage === 'customers') {
+      // Replayed concurrently: one counter for both.
+      metaRead.set(stage, [done, total]);
+      const sum = [...metaRead.values()].reduce((a, [d, t]) => [a[0] + d, a[1] + t], [0, 0]);
+      step({ stage: 'replay', label: `metadata <= ${at}`, done: sum[0], total: sum[1] });
+    } else if (stage === 'purchases') {
+      step({ stage: 'replay', label: `purchases < ${at}`, done, total });
+    } else if (stage === 'queries') {
+      step({ stage: 'rows', label: `customers at ${at}`, done, total });
+      if (done === total) {
+        cutoffIndex++;
+        metaRead.clear();
+      }
+    }
+  };
+}
+
+/** The trainer's log lines to `say`, its "trial 3/10: ..." lines also as steps. */
+function trainerLines(
+  say: (line: string) => void,
+  step: (s: CycleStep) => void,
+): (line: string) => void {
+  return (l) => {
+    say(l);
+    const trial = /\btrial (\d+)\/(\d+)/.exec(l); // the trainer: "trial 3/10: map@12=..."
+    if (trial) {
+      step({
+        stage: 'train',
+        label: 'optuna trials',
+        done: Number(trial[1]),
+        total: Number(trial[2]),
+      });
+    }
+  };
+}
+
+/**
+ * Register the shipped model with the recipe and the gate's evidence (every candidate is
+ * registered), and activate it when the gate promoted it, else mark it refused with the reason.
+ * Returns its version.
+ */
+async function registerCandidate(
+  deps: CycleDeps,
+  fit: FitResult,
+  recipe: Recipe,
+  end: number,
+): Promise<string> {
+  const { shipped, gate } = fit;
+  const version = shipped.meta.version;
+  const meta = {
+    ...shipped.meta,
+    recipe: recipeRecord(recipe),
+    trained_through: new Date(end).toISOString(),
+    gate: { ...gate, trainer: fit.trainer },
+  };
+  await registerModel(deps.redis, deps.keys, { meta, bytes: shipped.bytes });
+  if (gate.promoted) await activateModel(deps.redis, deps.keys, version);
+  else await rejectModel(deps.redis, deps.keys, version, gate.reason);
+  return version;
+}
+
+/** The cycle's result: the gate's decision, rows per part of the cycle, recall over the gate weeks. */
+function cycleResult(
+  version: string,
+  weeks: CycleWeeks,
+  rows: RowsResult,
+  fit: FitResult,
+  timings: CycleResult['timings'],
+): CycleResult {
+  const { gate } = fit;
+  const count = (keep: (c: number) => boolean) => rows.table.cutoff.filter(keep).length;
+  const gateSet = new Set(weeks.gate);
+  const gateSummaries = rows.perCutoff.filter((c) => gateSet.has(c.cutoff));
+  return {
+    version,
+    promoted: gate.promoted,
+    reason: gate.reason,
+    weeks,
+    gate,
+    candidateRecall: pooledRecall(gateSummaries) ?? rows.candidateRecall,
+    rows: {
+      train: count((c) => c < weeks.validation),
+      validation: count((c) => c === weeks.validation),
+      gate: count((c) => gateSet.has(c)),
+      gateQueries: gateSummaries.reduce((n, c) => n + c.queries, 0),
+    },
+    timings,
+  };
 }
 
 /** Candidate recall pooled over cutoffs (label pairs weighted); null for none. */

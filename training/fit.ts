@@ -1,12 +1,13 @@
 /**
  * One model by the recipe (training/recipe.ts), trained and judged. The rows of a cycle's weeks go
- * to training/train.py: an Optuna search with early stopping on the validation week chooses the
- * parameters and number of trees; then, for each gate week, those are trained on every week before
- * it and score that week (rolling origin: what the recipe would have shipped at the start of the
- * week, judged on a week it never saw and as fresh as the shipped model will be); last, the refit
- * on every week is the model shipped. The gate judges the rolling scores against the baselines and
- * the active model, customer-weeks pooled, with paired bootstrap intervals. The production cycle
- * (cycle.ts) and the backtest (eval.ts) both call `fitAndGate`.
+ * to the Python trainer (training/trainer/, run as `python -m training.trainer`): an Optuna search
+ * with early stopping on the validation week chooses the parameters and number of trees; then, for
+ * each gate week, those are trained on every week before it and score that week (rolling origin:
+ * what the recipe would have shipped at the start of the week, judged on a week it never saw and as
+ * fresh as the shipped model will be); last, the refit on every week is the model shipped. The gate
+ * judges the rolling scores against the baselines (training/judge.ts) and the active model,
+ * customer-weeks pooled, with paired bootstrap intervals. The production cycle (cycle.ts) and the
+ * backtest (evaluation/backtest/backtest.ts) both call `fitAndGate`.
  */
 import { mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -21,6 +22,7 @@ import {
   mean,
   pairedRatio,
   standardError,
+  type BootstrapOptions,
   type RatioInterval,
   formatRatio,
 } from '../evaluation/stats.ts';
@@ -120,62 +122,22 @@ export interface FitResult {
 
 /** Train by the recipe on `weeks` and judge the result at the gate (see the module comment). */
 export async function fitAndGate(input: FitInput): Promise<FitResult> {
-  const { recipe, weeks, rows, workDir, say } = input;
+  const { recipe, weeks, workDir, say } = input;
   mkdirSync(workDir, { recursive: true });
-  const trainSet = new Set(weeks.train);
-  const gateSet = new Set(weeks.gate);
-  const trainTable = filterTable(rows, (c) => trainSet.has(c));
-  const validTable = filterTable(rows, (c) => c === weeks.validation);
-  const gateTable = filterTable(rows, (c) => gateSet.has(c));
-  const paths = {
-    train: join(workDir, 'train.arrow'),
-    valid: join(workDir, 'valid.arrow'),
-    gate: join(workDir, 'gate.arrow'),
-  };
-  await writeRows(paths.train, trainTable, { cutoffs: weeks.train });
-  await writeRows(paths.valid, validTable, { cutoffs: [weeks.validation] });
-  await writeRows(paths.gate, gateTable, { cutoffs: weeks.gate });
+  const { paths, gateTable } = await writeWeekRows(input);
 
   const t0 = performance.now();
   const out = join(workDir, 'model');
   // Rolling fits need the gate rows as refit rows; without a refit the gate judges the shipped
   // (searched) model itself, which is as old as the validation week.
   const rolling = recipe.refit ? weeks.gate.filter((g) => !input.shippedAt?.has(g)) : [];
-  const stdout = await runPython(
-    input.python,
-    [
-      'training/train.py',
-      ...['--rows', paths.train, '--valid', paths.valid, '--out', out],
-      ...['--trials', String(recipe.trials), '--seed', String(recipe.seed)],
-      ...['--min-rounds', String(recipe.minRounds)],
-      ...['--num-boost-round', String(recipe.maxRounds)],
-      ...['--early-stopping', String(recipe.earlyStopping)],
-      ...(recipe.refit ? ['--refit', '--refit-with', paths.gate] : []),
-      ...(rolling.length > 0 ? ['--rolling', rolling.join(',')] : []),
-    ],
-    say,
-  );
+  const stdout = await runPython(input.python, trainerArgs(recipe, paths, out, rolling), say);
   const trainSeconds = (performance.now() - t0) / 1000;
   const trainer = JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>;
   const shipped = await loadModel(join(out, 'model.onnx'), join(out, 'model.json'), FEATURE_NAMES);
 
   const t1 = performance.now();
-  const scores = new Float32Array(gateTable.length).fill(NaN);
-  if (rolling.length > 0) {
-    const buf = await readFile(join(out, 'rolling_scores.f32'));
-    const fitted = new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
-    if (fitted.length !== gateTable.length) {
-      throw new Error(`rolling scores: ${fitted.length} for ${gateTable.length} gate rows`);
-    }
-    scores.set(fitted);
-  }
-  for (const g of weeks.gate) {
-    const model = recipe.refit ? input.shippedAt?.get(g) : shipped;
-    if (model === undefined) continue;
-    const week = filterTable(gateTable, (c) => c === g);
-    const s = await scoreOnnx(week, model.bytes, model.meta.features);
-    rowsOf(gateTable, g).forEach((row, j) => (scores[row] = s[j] ?? NaN));
-  }
+  const scores = await gateScores(input, gateTable, out, rolling, shipped);
   const scoredBy = Object.fromEntries(
     weeks.gate.map((g) => [
       day(g),
@@ -194,6 +156,82 @@ export async function fitAndGate(input: FitInput): Promise<FitResult> {
   };
 }
 
+interface WeekPaths {
+  readonly train: string;
+  readonly valid: string;
+  readonly gate: string;
+}
+
+/** The rows of the training, validation and gate weeks, each to its Arrow file in `workDir`. */
+async function writeWeekRows(input: FitInput): Promise<{ paths: WeekPaths; gateTable: RowTable }> {
+  const { weeks, rows, workDir } = input;
+  const trainSet = new Set(weeks.train);
+  const gateSet = new Set(weeks.gate);
+  const trainTable = filterTable(rows, (c) => trainSet.has(c));
+  const validTable = filterTable(rows, (c) => c === weeks.validation);
+  const gateTable = filterTable(rows, (c) => gateSet.has(c));
+  const paths = {
+    train: join(workDir, 'train.arrow'),
+    valid: join(workDir, 'valid.arrow'),
+    gate: join(workDir, 'gate.arrow'),
+  };
+  await writeRows(paths.train, trainTable, { cutoffs: weeks.train });
+  await writeRows(paths.valid, validTable, { cutoffs: [weeks.validation] });
+  await writeRows(paths.gate, gateTable, { cutoffs: weeks.gate });
+  return { paths, gateTable };
+}
+
+/** The Python trainer's command line (training/trainer/cli.py) for the recipe. */
+function trainerArgs(
+  recipe: Recipe,
+  paths: WeekPaths,
+  out: string,
+  rolling: readonly number[],
+): string[] {
+  return [
+    ...['-m', 'training.trainer'],
+    ...['--rows', paths.train, '--valid', paths.valid, '--out', out],
+    ...['--trials', String(recipe.trials), '--seed', String(recipe.seed)],
+    ...['--min-rounds', String(recipe.minRounds)],
+    ...['--num-boost-round', String(recipe.maxRounds)],
+    ...['--early-stopping', String(recipe.earlyStopping)],
+    ...(recipe.refit ? ['--refit', '--refit-with', paths.gate] : []),
+    ...(rolling.length > 0 ? ['--rolling', rolling.join(',')] : []),
+  ];
+}
+
+/**
+ * The candidate's score of every gate row: the trainer's rolling scores for the `rolling` weeks;
+ * with a refit, the model shipped at the start of a week (`shippedAt`) for the others; without,
+ * the shipped model. NaN where nothing scored.
+ */
+async function gateScores(
+  input: FitInput,
+  gateTable: RowTable,
+  out: string,
+  rolling: readonly number[],
+  shipped: LoadedModel,
+): Promise<Float32Array> {
+  const { recipe, weeks } = input;
+  const scores = new Float32Array(gateTable.length).fill(NaN);
+  if (rolling.length > 0) {
+    const buf = await readFile(join(out, 'rolling_scores.f32'));
+    const fitted = new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
+    if (fitted.length !== gateTable.length) {
+      throw new Error(`rolling scores: ${fitted.length} for ${gateTable.length} gate rows`);
+    }
+    scores.set(fitted);
+  }
+  for (const g of weeks.gate) {
+    const model = recipe.refit ? input.shippedAt?.get(g) : shipped;
+    if (model === undefined) continue;
+    const week = filterTable(gateTable, (c) => c === g);
+    const s = await scoreOnnx(week, model.bytes, model.meta.features);
+    rowsOf(gateTable, g).forEach((row, j) => (scores[row] = s[j] ?? NaN));
+  }
+  return scores;
+}
+
 /** Indexes of the rows of `table` at `cutoff`, in order. */
 function rowsOf(table: RowTable, cutoff: number): number[] {
   const idx: number[] = [];
@@ -207,27 +245,20 @@ async function scoreIfPossible(rows: RowTable, model: LoadedModel): Promise<Floa
   return scoreOnnx(rows, model.bytes, model.meta.features);
 }
 
+/**
+ * The gate's evidence and decision: the candidate's pooled MAP@k on the gate weeks against each
+ * baseline's and, on the weeks it had not trained on, the active model's.
+ */
 async function judgeAtGate(
   input: FitInput,
   gateTable: RowTable,
   candidateScores: Float32Array,
   scoredBy: Readonly<Record<string, string>>,
 ): Promise<Omit<GateResult, 'scoredBy'>> {
-  const { recipe, weeks, log, active } = input;
+  const { recipe, weeks, active } = input;
   const k = recipe.k;
   const activeScores = active === null ? null : await scoreIfPossible(gateTable, active);
-  const activeFrom = active === null ? null : trainedThrough(active.meta);
-  const judged: Week[] = [];
-  for (const cutoff of weeks.gate) {
-    const week = labelWeek(log, cutoff, k);
-    const idx = rowsOf(gateTable, cutoff);
-    const rows = filterTable(gateTable, (c) => c === cutoff);
-    const pick = (s: ArrayLike<number>) => Float32Array.from(idx, (i) => s[i] ?? NaN);
-    addRanked(week, 'candidate', rows, pick(candidateScores), k);
-    addRanked(week, 'heuristic', rows, rows.heuristic, k);
-    if (activeScores !== null) addRanked(week, 'active', rows, pick(activeScores), k);
-    judged.push(week);
-  }
+  const judged = judgedWeeks(input, gateTable, candidateScores, activeScores);
   const opts = {
     confidence: recipe.gate.confidence,
     iterations: recipe.gate.iterations,
@@ -246,34 +277,19 @@ async function judgeAtGate(
     vs[b] = interval;
     if (best === null || m.mean > best.mean) best = { name: b, interval, mean: m.mean };
   }
-  // The active model only on the weeks after its own training data.
-  let activeCompared: GateResult['active'] = null;
-  let vsActive: { version: string; interval: RatioInterval } | null = null;
-  if (active !== null && activeScores !== null) {
-    // Weeks the active model itself scored for the candidate (a backtest's weekly cycles) compare
-    // it with itself: left out.
-    const unseen = judged.filter(
-      (w) =>
-        activeFrom !== null &&
-        w.cutoff >= activeFrom &&
-        scoredBy[day(w.cutoff)] !== active.meta.version,
-    );
-    if (unseen.length > 0) {
-      const a = pooledAp(unseen, 'candidate', k);
-      const b = pooledAp(unseen, 'active', k);
-      map.active = { mean: mean(b), se: standardError(b) };
-      const interval = pairedRatio(a, b, opts);
-      vs.active = interval;
-      vsActive = { version: active.meta.version, interval };
-      activeCompared = {
-        version: active.meta.version,
-        weeks: unseen.map((w) => day(w.cutoff)),
-        units: a.length,
-      };
-    }
+  const versus =
+    active !== null && activeScores !== null
+      ? compareWithActive(judged, active, scoredBy, k, opts)
+      : null;
+  if (versus !== null) {
+    map.active = versus.map;
+    vs.active = versus.interval;
   }
   if (best === null) throw new Error('no baseline to compare with');
-  const decision = gateDecision(best, vsActive);
+  const decision = gateDecision(
+    best,
+    versus && { version: versus.compared.version, interval: versus.interval },
+  );
   return {
     ...decision,
     weeks: weeks.gate.map(day),
@@ -281,7 +297,71 @@ async function judgeAtGate(
     map,
     vs,
     bestBaseline: best.name,
-    active: activeCompared,
+    active: versus?.compared ?? null,
     confidence: recipe.gate.confidence,
+  };
+}
+
+/**
+ * Each gate week with every method's lists: the baselines (judge.ts), the candidate's and the
+ * active model's scores and serving's heuristic, over the week's rows.
+ */
+function judgedWeeks(
+  input: FitInput,
+  gateTable: RowTable,
+  candidateScores: Float32Array,
+  activeScores: Float32Array | null,
+): Week[] {
+  const { recipe, weeks, log } = input;
+  const k = recipe.k;
+  const judged: Week[] = [];
+  for (const cutoff of weeks.gate) {
+    const week = labelWeek(log, cutoff, k);
+    const idx = rowsOf(gateTable, cutoff);
+    const rows = filterTable(gateTable, (c) => c === cutoff);
+    const pick = (s: ArrayLike<number>) => Float32Array.from(idx, (i) => s[i] ?? NaN);
+    addRanked(week, 'candidate', rows, pick(candidateScores), k);
+    addRanked(week, 'heuristic', rows, rows.heuristic, k);
+    if (activeScores !== null) addRanked(week, 'active', rows, pick(activeScores), k);
+    judged.push(week);
+  }
+  return judged;
+}
+
+/**
+ * The candidate against the active model, only on the weeks after the active model's own
+ * training data; null when there are none.
+ */
+function compareWithActive(
+  judged: readonly Week[],
+  active: LoadedModel,
+  scoredBy: Readonly<Record<string, string>>,
+  k: number,
+  opts: BootstrapOptions,
+): {
+  map: { mean: number; se: number };
+  interval: RatioInterval;
+  compared: NonNullable<GateResult['active']>;
+} | null {
+  const activeFrom = trainedThrough(active.meta);
+  // Weeks the active model itself scored for the candidate (a backtest's weekly cycles) compare
+  // it with itself: left out.
+  const unseen = judged.filter(
+    (w) =>
+      activeFrom !== null &&
+      w.cutoff >= activeFrom &&
+      scoredBy[day(w.cutoff)] !== active.meta.version,
+  );
+  if (unseen.length === 0) return null;
+  const a = pooledAp(unseen, 'candidate', k);
+  const b = pooledAp(unseen, 'active', k);
+  return {
+    map: { mean: mean(b), se: standardError(b) },
+    interval: pairedRatio(a, b, opts),
+    compared: {
+      version: active.meta.version,
+      weeks: unseen.map((w) => day(w.cutoff)),
+      units: a.length,
+    },
   };
 }

@@ -7,6 +7,10 @@
  * `popular`, `repurchase_popular`, `strong_heuristic` (evaluation/baselines.ts, computed from the
  * raw purchase log) and `heuristic` (serving's `heuristic-v2` over the same candidates, what the
  * API serves without a promoted model).
+ *
+ * `popular` and `repurchase_popular` have one definition each (evaluation/baselines.ts:
+ * `popularBetween` over the week before the cutoff, `repurchasePopular`), taken here for the
+ * promotion gate (training/fit.ts) and the backtest (evaluation/backtest/backtest.ts) alike.
  */
 import { DAY_MS } from '../features/decay.ts';
 import {

@@ -3,10 +3,11 @@
  * customer at that instant, the feature vectors serving would have scored, and a label saying
  * whether the customer bought the article in the week after.
  *
- * State at a cutoff is rebuilt by REPLAYING the topics through the processors' own code
- * (`applyArticles` / `applyCustomers` / `PurchaseProcessor`) into an isolated Redis namespace,
- * never the live one; candidates come from serving's `gatherCandidates` and features from the
- * shared `featureVector` at now = cutoff, so a row is what `explain=true` would have shown.
+ * State at a cutoff is rebuilt by REPLAYING the topics through the processors' own writers
+ * (processors/writers.ts: metadata upserts, `PurchaseProcessor`, the taste processor) into an
+ * isolated Redis namespace, never the live one; candidates come from serving's
+ * `gatherCandidates` and features from the shared `featureVector` at now = cutoff, so a row is
+ * what `explain=true` would have shown.
  *
  * Intervals (all event time, ms; half-open like `replay`):
  *  - state at cutoff c = purchases with event_time < c, metadata records with updated_at <= c;
@@ -72,11 +73,8 @@ import type { Logger } from '../common/logger.ts';
 import { replay } from '../streams/replay.ts';
 import type { Topics } from '../streams/topics.ts';
 import type { Purchase } from '../schemas/events.ts';
-import { applyArticles, applyCustomers } from '../processors/metadata.ts';
-import { PurchaseProcessor, type PurchaseProcessorOptions } from '../processors/purchases.ts';
-import { defineScripts } from '../processors/scripts.ts';
-import { TasteProcessor } from '../processors/taste.ts'; // EMBEDDINGS=on (issue 7)
-import { embeddingsEnabled } from '../embeddings/job.ts';
+import type { PurchaseProcessorOptions } from '../processors/purchases.ts';
+import { createWriters, type Writers } from '../processors/writers.ts';
 import { embeddingKeys } from '../features/embedding-keys.ts';
 import {
   DEFAULT_CANDIDATE_CONFIG,
@@ -84,6 +82,7 @@ import {
   gatherCandidates,
   type Candidate,
   type CandidateConfig,
+  type CandidateSet,
   type Source,
 } from '../serving/candidates/index.ts';
 import { heuristicScores } from '../serving/ranking.ts';
@@ -308,6 +307,34 @@ export async function writeRows(
   rows: RowTable,
   meta: RowsMeta,
 ): Promise<{ path: string; rows: number; bytes: number }> {
+  const schema = rowsSchema(rows, meta);
+  const tmp = `${path}.tmp-${process.pid}`;
+  const out = createWriteStream(tmp);
+  const writer = new RecordBatchFileWriter();
+  const piped = writer.toNodeStream().pipe(out);
+  try {
+    writer.reset(undefined, schema);
+    const total = rows.length;
+    const features = rows.features.map((f) => rows.feature(f));
+    // An empty table still gets one (empty) batch.
+    for (let start = 0; start < total || (start === 0 && total === 0); start += BATCH_ROWS) {
+      const end = Math.min(total, start + BATCH_ROWS);
+      writer.write(recordBatch(schema, rows, features, start, end));
+      if (total === 0) break;
+    }
+    writer.finish();
+    await once(piped, 'finish');
+    renameSync(tmp, path);
+  } catch (err) {
+    out.destroy();
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+  return { path, rows: rows.length, bytes: statSync(path).size };
+}
+
+/** The Arrow schema of `writeRows`: its columns, in order, and its metadata. */
+function rowsSchema(rows: RowTable, meta: RowsMeta): Schema {
   const fields = [
     new Field('qid', new Int64(), false),
     new Field('customer_id', new Utf8(), false),
@@ -324,7 +351,18 @@ export async function writeRows(
     ['label_window_ms', String(meta.labelWindowMs ?? DEFAULT_LABEL_WINDOW_MS)],
     ...Object.entries(meta.extra ?? {}),
   ]);
-  const schema = new Schema(fields, metadata);
+  return new Schema(fields, metadata);
+}
+
+/** Rows [start, end) of `rows` as one record batch of `schema` (`features`: the float32 columns). */
+function recordBatch(
+  schema: Schema,
+  rows: RowTable,
+  features: readonly Float32Array[],
+  start: number,
+  end: number,
+): RecordBatch {
+  const length = end - start;
   const int64 = (src: Float64Array) => {
     const out = new BigInt64Array(src.length);
     for (let i = 0; i < src.length; i++) out[i] = BigInt(src[i] as number);
@@ -335,61 +373,35 @@ export async function writeRows(
     if (d.length !== 1 || !d[0]) throw new Error('unexpected chunking of a utf8 column');
     return d[0];
   };
-
-  const tmp = `${path}.tmp-${process.pid}`;
-  const out = createWriteStream(tmp);
-  const writer = new RecordBatchFileWriter();
-  const piped = writer.toNodeStream().pipe(out);
-  try {
-    writer.reset(undefined, schema);
-    const total = rows.length;
-    const qid = rows.qid;
-    const cutoff = rows.cutoff;
-    const label = rows.label;
-    const features = rows.features.map((f) => rows.feature(f));
-    for (let start = 0; start < total || (start === 0 && total === 0); start += BATCH_ROWS) {
-      const end = Math.min(total, start + BATCH_ROWS);
-      const length = end - start;
-      const children = [
-        makeData({
-          type: new Int64(),
-          length,
-          nullCount: 0,
-          data: int64(qid.subarray(start, end)),
-        }),
-        utf8(rows.customerId.slice(start, end)),
-        utf8(rows.articleId.slice(start, end)),
-        makeData({
-          type: new Int64(),
-          length,
-          nullCount: 0,
-          data: int64(cutoff.subarray(start, end)),
-        }),
-        makeData({ type: new Int8(), length, nullCount: 0, data: label.slice(start, end) }),
-        ...features.map((col) =>
-          makeData({ type: new Float32(), length, nullCount: 0, data: col.slice(start, end) }),
-        ),
-        utf8(rows.sources.slice(start, end)),
-        makeData({
-          type: new Float32(),
-          length,
-          nullCount: 0,
-          data: rows.heuristic.slice(start, end),
-        }),
-      ];
-      const data = makeData({ type: new Struct(fields), length, nullCount: 0, children });
-      writer.write(new RecordBatch(schema, data));
-      if (total === 0) break;
-    }
-    writer.finish();
-    await once(piped, 'finish');
-    renameSync(tmp, path);
-  } catch (err) {
-    out.destroy();
-    rmSync(tmp, { force: true });
-    throw err;
-  }
-  return { path, rows: rows.length, bytes: statSync(path).size };
+  const children = [
+    makeData({
+      type: new Int64(),
+      length,
+      nullCount: 0,
+      data: int64(rows.qid.subarray(start, end)),
+    }),
+    utf8(rows.customerId.slice(start, end)),
+    utf8(rows.articleId.slice(start, end)),
+    makeData({
+      type: new Int64(),
+      length,
+      nullCount: 0,
+      data: int64(rows.cutoff.subarray(start, end)),
+    }),
+    makeData({ type: new Int8(), length, nullCount: 0, data: rows.label.slice(start, end) }),
+    ...features.map((col) =>
+      makeData({ type: new Float32(), length, nullCount: 0, data: col.slice(start, end) }),
+    ),
+    utf8(rows.sources.slice(start, end)),
+    makeData({
+      type: new Float32(),
+      length,
+      nullCount: 0,
+      data: rows.heuristic.slice(start, end),
+    }),
+  ];
+  const data = makeData({ type: new Struct(schema.fields), length, nullCount: 0, children });
+  return new RecordBatch(schema, data);
 }
 
 // ---- building rows ----------------------------------------------------------------------------
@@ -500,16 +512,88 @@ class RecallCounter {
   }
 }
 
+/** The timings of `RowsResult`, but the total. */
+type StepTimings = Omit<RowsResult['timings'], 'totalMs'>;
+
+/** What every step of one `buildTrainingRows` call shares. */
+interface RowsRun {
+  readonly deps: RowsDeps;
+  readonly opts: RowsOptions;
+  readonly keys: KeySpace;
+  readonly windowMs: number;
+  /** `opts.cutoffs`, ascending. */
+  readonly cutoffs: readonly number[];
+  readonly config: CandidateConfig;
+  readonly log: Logger;
+  readonly timings: { -readonly [K in keyof StepTimings]: number };
+  /** Run `f`, adding its wall time to `timings[what]`. */
+  timed<T>(what: keyof StepTimings, f: () => Promise<T>): Promise<T>;
+}
+
 /** Build point-in-time training rows for `opts.cutoffs` (see the module comment). */
 export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Promise<RowsResult> {
   const started = performance.now();
+  const run = startRun(deps, opts);
+  const labelsOf = await readLabels(run);
+
+  // Clean slate.
+  const deleted = await deleteNamespace(deps.redis, run.keys);
+  if (deleted > 0) {
+    run.log.info({ deleted }, 'deleted the previous state of the training namespace');
+  }
+  // The live processors' writers (EMBEDDINGS=on: the taste processor too, issue 7).
+  const writers = createWriters(deps.redis, run.keys, {
+    purchases: opts.processorOptions,
+    tasteArticles: embeddingKeys(run.config.embeddingNamespace),
+  });
+
+  const table = new RowTable(FEATURE_NAMES);
+  const perCutoff: CutoffSummary[] = [];
+  const total = new RecallCounter();
+  const replayed = new ReplayState();
+  for (const [ci, cutoff] of run.cutoffs.entries()) {
+    await replayMetadata(run, writers, replayed, cutoff);
+    const applied = await replayPurchases(run, writers, replayed, cutoff);
+    const labels = labelsOf[ci] as Map<string, Set<string>>;
+    const scored = customersToScore(labels, replayed.history, opts.customerSample, cutoff);
+    const queries = await addQueries(run, table, scored.customers, labels, cutoff);
+    total.merge(queries.recall);
+    const summary: CutoffSummary = {
+      cutoff,
+      customers: scored.customers.length,
+      labelCustomers: scored.labelCustomers,
+      sampledCustomers: scored.sampledCustomers,
+      coldCustomers: scored.coldCustomers,
+      queries: queries.queries,
+      rows: queries.rows,
+      positives: queries.positives,
+      labelPairs: queries.recall.pairs,
+      candidateRecall: queries.recall.recall(),
+      purchasesApplied: applied,
+    };
+    perCutoff.push(summary);
+    run.log.info({ ...summary, cutoff: iso(cutoff) }, 'cutoff done');
+  }
+
+  const path = await writeIfAsked(run, table);
+  const positives = perCutoff.reduce((s, c) => s + c.positives, 0);
+  return {
+    rows: table.length,
+    queries: perCutoff.reduce((s, c) => s + c.queries, 0),
+    positives,
+    labelPairs: total.pairs,
+    perCutoff,
+    candidateRecall: total.recall(),
+    lateEvents: replayed.lateEvents,
+    timings: { ...run.timings, totalMs: performance.now() - started },
+    table,
+    ...(path === undefined ? {} : { path }),
+  };
+}
+
+/** The checked options, serving's candidate configuration, the logger and the timers of a run. */
+function startRun(deps: RowsDeps, opts: RowsOptions): RowsRun {
   const { keys, windowMs } = validate(opts);
-  const { redis, codecs, topics } = deps;
-  const kafka = deps.kafka;
-  const log = deps.logger.child({ module: 'training-rows', namespace: keys.ns });
-  const cutoffs = [...opts.cutoffs];
-  const first = cutoffs[0] as number;
-  const last = cutoffs.at(-1) as number;
   const config: CandidateConfig = {
     ...DEFAULT_CANDIDATE_CONFIG,
     // Article vectors where `npm run embed` wrote them, as serving reads them: EMBEDDINGS_NAMESPACE,
@@ -521,25 +605,41 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
       'rec',
     ...opts.candidateConfig,
   };
-  const concurrency = Math.max(1, opts.concurrency ?? 8);
-  const progress = opts.onProgress;
   const timings = { labelsMs: 0, metadataMs: 0, purchasesMs: 0, queriesMs: 0, writeMs: 0 };
-  const timed = async <T>(what: keyof typeof timings, f: () => Promise<T>): Promise<T> => {
-    const t0 = performance.now();
-    try {
-      return await f();
-    } finally {
-      timings[what] += performance.now() - t0;
-    }
+  return {
+    deps,
+    opts,
+    keys,
+    windowMs,
+    cutoffs: [...opts.cutoffs],
+    config,
+    log: deps.logger.child({ module: 'training-rows', namespace: keys.ns }),
+    timings,
+    async timed(what, f) {
+      const t0 = performance.now();
+      try {
+        return await f();
+      } finally {
+        timings[what] += performance.now() - t0;
+      }
+    },
   };
+}
 
-  // 1. Labels of every cutoff, in one replay: [first cutoff, last cutoff + window).
+/**
+ * The labels of every cutoff (customer -> articles bought in [c, c + window)), from one replay of
+ * [first cutoff, last cutoff + window); a configuration error for a cutoff without any.
+ */
+async function readLabels(run: RowsRun): Promise<Map<string, Set<string>>[]> {
+  const { deps, cutoffs, windowMs } = run;
+  const first = cutoffs[0] as number;
+  const last = cutoffs.at(-1) as number;
   const labelEvents: LabelEvent[] = [];
-  await timed('labelsMs', () =>
+  await run.timed('labelsMs', () =>
     replay({
-      kafka,
-      topic: topics.purchases,
-      codec: codecs.purchases,
+      kafka: deps.kafka,
+      topic: deps.topics.purchases,
+      codec: deps.codecs.purchases,
       from: first,
       to: last + windowMs,
       logger: deps.logger,
@@ -554,11 +654,11 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
           });
         }
       },
-      onProgress: (read, total) => progress?.('labels', read, total),
+      onProgress: (read, total) => run.opts.onProgress?.('labels', read, total),
     }),
   );
   const latest = labelEvents.reduce((m, e) => Math.max(m, e.time), -Infinity);
-  const labelsOf = cutoffs.map((c) => {
+  return cutoffs.map((c) => {
     const byCustomer = new Map<string, Set<string>>();
     for (const e of labelEvents) {
       if (e.time < c || e.time >= c + windowMs) continue;
@@ -571,221 +671,265 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
         `no purchases in [${iso(c)}, ${iso(c + windowMs)}) to label cutoff ${iso(c)}: choose an earlier cutoff` +
           (Number.isFinite(latest)
             ? ` (the latest purchase on or after ${iso(first)} is at ${iso(latest)})`
-            : ` (there is no purchase on or after ${iso(first)} in ${topics.purchases.name})`),
+            : ` (there is no purchase on or after ${iso(first)} in ${deps.topics.purchases.name})`),
       );
     }
     return byCustomer;
   });
+}
 
-  // 2. Clean slate.
-  const deleted = await deleteNamespace(redis, keys);
-  if (deleted > 0) log.info({ deleted }, 'deleted the previous state of the training namespace');
-  const scripts = defineScripts(redis);
-  const processor = new PurchaseProcessor(redis, keys, scripts, opts.processorOptions);
-  const taste = embeddingsEnabled()
-    ? new TasteProcessor(redis, keys, embeddingKeys(config.embeddingNamespace))
-    : null;
-
-  const table = new RowTable(FEATURE_NAMES);
-  const perCutoff: CutoffSummary[] = [];
-  const total = new RecallCounter();
-  const history = new Set<string>();
+/** What the incremental replay carries from one cutoff to the next (see the module comment). */
+class ReplayState {
+  /** Customers with a purchase applied so far (before the current cutoff). */
+  readonly history = new Set<string>();
   /** Highest offset applied per partition, over previous intervals. */
-  const appliedUpTo = new Map<number, bigint>();
-  let lateEvents = 0;
-  let qid = 0;
-  let metaFrom = 0;
-  let purchaseFrom = 0;
+  readonly appliedUpTo = new Map<number, bigint>();
+  /** Purchases applied out of per-partition offset order across intervals. */
+  lateEvents = 0;
+  /** Start of the next metadata interval (updated_at), and of the next purchases interval. */
+  metaFrom = 0;
+  purchaseFrom = 0;
+}
 
-  for (const [ci, cutoff] of cutoffs.entries()) {
-    // 3. Metadata with updated_at in (previous cutoff, cutoff], then purchases in [previous, cutoff).
-    await timed('metadataMs', () =>
-      Promise.all([
-        replay({
-          kafka,
-          topic: topics.articles,
-          codec: codecs.articles,
-          from: metaFrom,
-          to: cutoff + 1,
-          logger: deps.logger,
-          onRecords: async (records) => {
-            await applyArticles(redis, keys, scripts, records);
-          },
-          onProgress: (read, n) => progress?.('articles', read, n),
-        }),
-        replay({
-          kafka,
-          topic: topics.customers,
-          codec: codecs.customers,
-          from: metaFrom,
-          to: cutoff + 1,
-          logger: deps.logger,
-          onRecords: async (records) => {
-            await applyCustomers(redis, keys, scripts, records);
-          },
-          onProgress: (read, n) => progress?.('customers', read, n),
-        }),
-      ]),
-    );
-    metaFrom = cutoff + 1;
-
-    const before = new Map(appliedUpTo);
-    let late = 0;
-    const applied = await timed('purchasesMs', () =>
+/** Article and customer records with updated_at in (previous cutoff, cutoff], concurrently. */
+async function replayMetadata(
+  run: RowsRun,
+  writers: Writers,
+  replayed: ReplayState,
+  cutoff: number,
+): Promise<void> {
+  const { deps } = run;
+  const progress = run.opts.onProgress;
+  await run.timed('metadataMs', () =>
+    Promise.all([
       replay({
-        kafka,
-        topic: topics.purchases,
-        codec: codecs.purchases,
-        from: purchaseFrom,
-        to: cutoff,
+        kafka: deps.kafka,
+        topic: deps.topics.articles,
+        codec: deps.codecs.articles,
+        from: replayed.metaFrom,
+        to: cutoff + 1,
         logger: deps.logger,
-        onRecords: async (records: readonly DecodedRecord<Purchase>[]) => {
-          await processor.apply(records);
-          await taste?.apply(records);
-          for (const r of records) {
-            history.add(r.value.customer_id);
-            const offset = BigInt(r.offset);
-            const prev = before.get(r.partition);
-            if (prev !== undefined && offset <= prev) late++;
-            const top = appliedUpTo.get(r.partition);
-            if (top === undefined || offset > top) appliedUpTo.set(r.partition, offset);
-          }
+        onRecords: async (records) => {
+          await writers.articles(records);
         },
-        onProgress: (read, n) => progress?.('purchases', read, n),
+        onProgress: (read, n) => progress?.('articles', read, n),
       }),
+      replay({
+        kafka: deps.kafka,
+        topic: deps.topics.customers,
+        codec: deps.codecs.customers,
+        from: replayed.metaFrom,
+        to: cutoff + 1,
+        logger: deps.logger,
+        onRecords: async (records) => {
+          await writers.customers(records);
+        },
+        onProgress: (read, n) => progress?.('customers', read, n),
+      }),
+    ]),
+  );
+  replayed.metaFrom = cutoff + 1;
+}
+
+/**
+ * Purchases with event_time in [previous cutoff, cutoff), through the purchases (and taste)
+ * processors; counts the late ones (see the module comment). Returns the purchases applied;
+ * a configuration error when no purchase at all precedes the cutoff.
+ */
+async function replayPurchases(
+  run: RowsRun,
+  writers: Writers,
+  replayed: ReplayState,
+  cutoff: number,
+): Promise<number> {
+  const { deps } = run;
+  const { history, appliedUpTo } = replayed;
+  const before = new Map(appliedUpTo);
+  let late = 0;
+  const applied = await run.timed('purchasesMs', () =>
+    replay({
+      kafka: deps.kafka,
+      topic: deps.topics.purchases,
+      codec: deps.codecs.purchases,
+      from: replayed.purchaseFrom,
+      to: cutoff,
+      logger: deps.logger,
+      onRecords: async (records: readonly DecodedRecord<Purchase>[]) => {
+        await writers.purchases.apply(records);
+        await writers.taste?.apply(records);
+        for (const r of records) {
+          history.add(r.value.customer_id);
+          const offset = BigInt(r.offset);
+          const prev = before.get(r.partition);
+          if (prev !== undefined && offset <= prev) late++;
+          const top = appliedUpTo.get(r.partition);
+          if (top === undefined || offset > top) appliedUpTo.set(r.partition, offset);
+        }
+      },
+      onProgress: (read, n) => run.opts.onProgress?.('purchases', read, n),
+    }),
+  );
+  replayed.purchaseFrom = cutoff;
+  if (late > 0) {
+    replayed.lateEvents += late;
+    run.log.warn(
+      { cutoff: iso(cutoff), late },
+      'purchases published after later events of their partition: applied to their customers, ' +
+        'skipped by the article, co-purchase and trending scripts (offset guards)',
     );
-    purchaseFrom = cutoff;
-    if (late > 0) {
-      lateEvents += late;
-      log.warn(
-        { cutoff: iso(cutoff), late },
-        'purchases published after later events of their partition: applied to their customers, ' +
-          'skipped by the article, co-purchase and trending scripts (offset guards)',
-      );
-    }
-    if (history.size === 0) {
-      throw configError(
-        `no purchases before ${iso(cutoff)}: nothing to build features from; choose a later cutoff`,
-      );
-    }
-
-    // 4. Customers to score.
-    const labels = labelsOf[ci] as Map<string, Set<string>>;
-    const labelCustomers = [...labels.keys()].sort();
-    const sample = opts.customerSample;
-    const sampled =
-      sample && sample.others > 0
-        ? sampleCustomers(
-            [...history].filter((c) => !labels.has(c)),
-            sample.others,
-            sample.seed,
-            cutoff,
-          ).sort()
-        : [];
-    const customers = [...labelCustomers, ...sampled];
-    const coldCustomers = labelCustomers.filter((c) => !history.has(c)).length;
-
-    // 5. Candidates and features at now = cutoff, in batches of `concurrency`.
-    const recall = new RecallCounter();
-    let rows = 0;
-    let positives = 0;
-    let queries = 0;
-    await timed('queriesMs', async () => {
-      for (let i = 0; i < customers.length; i += concurrency) {
-        const chunk = customers.slice(i, i + concurrency);
-        const sets = await Promise.all(
-          chunk.map((customerId) =>
-            gatherCandidates(redis, keys, config, {
-              customerId,
-              filters: {},
-              allowRepurchase: true,
-            }),
-          ),
-        );
-        chunk.forEach((customerId, j) => {
-          const set = sets[j];
-          if (!set) throw new Error('gatherCandidates returned nothing');
-          const bought = labels.get(customerId) ?? new Set<string>();
-          recall.add(bought, set.candidates);
-          if (set.candidates.length === 0) return;
-          const features = set.candidates.map((c) =>
-            featureVector(FEATURE_NAMES, {
-              customer: set.customer,
-              article: set.articles.get(c.articleId) ?? emptyArticleState(c.articleId),
-              now: cutoff,
-              candidate: c,
-            }),
-          );
-          const heuristic = heuristicScores(set.candidates, FEATURE_NAMES, features);
-          set.candidates.forEach((c, k) => {
-            const label = bought.has(c.articleId) ? 1 : 0;
-            table.push({
-              qid,
-              customerId,
-              articleId: c.articleId,
-              cutoff,
-              label,
-              sources: c.sources.join(','),
-              values: features[k] as number[],
-              heuristic: heuristic[k] ?? NaN,
-            });
-            positives += label;
-          });
-          rows += set.candidates.length;
-          queries++;
-          opts.onQuery?.({
-            qid,
-            cutoff,
-            customerId,
-            candidates: set.candidates,
-            features,
-            labels: bought,
-          });
-          qid++;
-        });
-        progress?.('queries', Math.min(i + concurrency, customers.length), customers.length);
-      }
-    });
-    total.merge(recall);
-    const summary: CutoffSummary = {
-      cutoff,
-      customers: customers.length,
-      labelCustomers: labelCustomers.length,
-      sampledCustomers: sampled.length,
-      coldCustomers,
-      queries,
-      rows,
-      positives,
-      labelPairs: recall.pairs,
-      candidateRecall: recall.recall(),
-      purchasesApplied: applied.records,
-    };
-    perCutoff.push(summary);
-    log.info({ ...summary, cutoff: iso(cutoff) }, 'cutoff done');
   }
-
-  let path: string | undefined;
-  if (opts.path !== undefined) {
-    const target = opts.path;
-    progress?.('write', 0, table.length);
-    await timed('writeMs', async () => {
-      await writeRows(target, table, { cutoffs, labelWindowMs: windowMs });
-    });
-    progress?.('write', table.length, table.length);
-    path = target;
+  if (history.size === 0) {
+    throw configError(
+      `no purchases before ${iso(cutoff)}: nothing to build features from; choose a later cutoff`,
+    );
   }
+  return applied.records;
+}
 
-  const positives = perCutoff.reduce((s, c) => s + c.positives, 0);
+/** The customers scored at a cutoff: the label week's (sorted), then the sampled others (sorted). */
+function customersToScore(
+  labels: ReadonlyMap<string, ReadonlySet<string>>,
+  history: ReadonlySet<string>,
+  sample: RowsOptions['customerSample'],
+  cutoff: number,
+): {
+  customers: string[];
+  labelCustomers: number;
+  sampledCustomers: number;
+  coldCustomers: number;
+} {
+  const labelCustomers = [...labels.keys()].sort();
+  const sampled =
+    sample && sample.others > 0
+      ? sampleCustomers(
+          [...history].filter((c) => !labels.has(c)),
+          sample.others,
+          sample.seed,
+          cutoff,
+        ).sort()
+      : [];
   return {
-    rows: table.length,
-    queries: qid,
-    positives,
-    labelPairs: total.pairs,
-    perCutoff,
-    candidateRecall: total.recall(),
-    lateEvents,
-    timings: { ...timings, totalMs: performance.now() - started },
-    table,
-    ...(path === undefined ? {} : { path }),
+    customers: [...labelCustomers, ...sampled],
+    labelCustomers: labelCustomers.length,
+    sampledCustomers: sampled.length,
+    coldCustomers: labelCustomers.filter((c) => !history.has(c)).length,
   };
+}
+
+/** The qid of the next query: one more than the table's last (0 for an empty table). */
+function nextQid(table: RowTable): number {
+  return table.length === 0 ? 0 : (table.qid[table.length - 1] as number) + 1;
+}
+
+/**
+ * The rows of `customers` at `cutoff` into `table`: candidates and features at now = cutoff, in
+ * batches of `opts.concurrency` customers; one query per customer with candidates.
+ */
+async function addQueries(
+  run: RowsRun,
+  table: RowTable,
+  customers: readonly string[],
+  labels: ReadonlyMap<string, ReadonlySet<string>>,
+  cutoff: number,
+): Promise<{ recall: RecallCounter; rows: number; positives: number; queries: number }> {
+  const { redis } = run.deps;
+  const concurrency = Math.max(1, run.opts.concurrency ?? 8);
+  const recall = new RecallCounter();
+  const counts = { rows: 0, positives: 0, queries: 0 };
+  await run.timed('queriesMs', async () => {
+    for (let i = 0; i < customers.length; i += concurrency) {
+      const chunk = customers.slice(i, i + concurrency);
+      const sets = await Promise.all(
+        chunk.map((customerId) =>
+          gatherCandidates(redis, run.keys, run.config, {
+            customerId,
+            filters: {},
+            allowRepurchase: true,
+          }),
+        ),
+      );
+      chunk.forEach((customerId, j) => {
+        const set = sets[j];
+        if (!set) throw new Error('gatherCandidates returned nothing');
+        const bought = labels.get(customerId) ?? new Set<string>();
+        recall.add(bought, set.candidates);
+        if (set.candidates.length === 0) return;
+        const positives = addQuery(run, table, { customerId, cutoff, set, bought });
+        counts.rows += set.candidates.length;
+        counts.positives += positives;
+        counts.queries++;
+      });
+      run.opts.onProgress?.(
+        'queries',
+        Math.min(i + concurrency, customers.length),
+        customers.length,
+      );
+    }
+  });
+  return { recall, ...counts };
+}
+
+/**
+ * One query's rows (one per candidate, in serving's order, the next qid) into `table`: the
+ * features serving would score at now = cutoff, serving's heuristic score, the label. Returns the
+ * positives.
+ */
+function addQuery(
+  run: RowsRun,
+  table: RowTable,
+  q: {
+    customerId: string;
+    cutoff: number;
+    set: CandidateSet;
+    bought: ReadonlySet<string>;
+  },
+): number {
+  const { customerId, cutoff, set, bought } = q;
+  const qid = nextQid(table);
+  const features = set.candidates.map((c) =>
+    featureVector(FEATURE_NAMES, {
+      customer: set.customer,
+      article: set.articles.get(c.articleId) ?? emptyArticleState(c.articleId),
+      now: cutoff,
+      candidate: c,
+    }),
+  );
+  const heuristic = heuristicScores(set.candidates, FEATURE_NAMES, features);
+  let positives = 0;
+  set.candidates.forEach((c, k) => {
+    const label = bought.has(c.articleId) ? 1 : 0;
+    table.push({
+      qid,
+      customerId,
+      articleId: c.articleId,
+      cutoff,
+      label,
+      sources: c.sources.join(','),
+      values: features[k] as number[],
+      heuristic: heuristic[k] ?? NaN,
+    });
+    positives += label;
+  });
+  run.opts.onQuery?.({
+    qid,
+    cutoff,
+    customerId,
+    candidates: set.candidates,
+    features,
+    labels: bought,
+  });
+  return positives;
+}
+
+/** With `opts.path`, the rows written there (`writeRows`); the path, else undefined. */
+async function writeIfAsked(run: RowsRun, table: RowTable): Promise<string | undefined> {
+  const target = run.opts.path;
+  if (target === undefined) return undefined;
+  const progress = run.opts.onProgress;
+  progress?.('write', 0, table.length);
+  await run.timed('writeMs', async () => {
+    await writeRows(target, table, { cutoffs: run.cutoffs, labelWindowMs: run.windowMs });
+  });
+  progress?.('write', table.length, table.length);
+  return target;
 }

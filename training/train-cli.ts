@@ -19,7 +19,7 @@ import { loadConfig } from '../common/config.ts';
 import { keySpace } from '../features/keys.ts';
 import { createLogger } from '../common/logger.ts';
 import { progress, type Progress } from '../common/progress.ts';
-import { runCycle, type CycleStep } from './cycle.ts';
+import { runCycle, type CycleDeps, type CycleStep } from './cycle.ts';
 import { recipeOverrides, RECIPE_FLAGS } from './recipe-flags.ts';
 import { runSchedule } from './schedule.ts';
 
@@ -54,6 +54,37 @@ function stepBars(enabled: boolean): { onStep: (s: CycleStep) => void; end: () =
 }
 
 async function main(): Promise<void> {
+  const flags = parseFlags();
+  const config = loadConfig();
+  const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, 'trainer');
+  const { kafka, topics, codecs } = await connectStreams(config, 'rec-trainer', logger);
+  const redis = new Redis(config.redisUrl);
+  const keys = keySpace(config.redisNamespace);
+  const cycle = cycleRunner({ kafka, redis, codecs, topics, keys, logger }, flags);
+  try {
+    if (flags.once) {
+      await cycle();
+      return;
+    }
+    await runScheduled(flags, cycle);
+  } finally {
+    redis.disconnect();
+  }
+}
+
+interface Flags {
+  readonly once: boolean;
+  /** The schedule's period, as given (hours) and in ms. */
+  readonly everyHours: string;
+  readonly everyMs: number;
+  readonly recipe: ReturnType<typeof recipeOverrides>;
+  readonly workDir: string | undefined;
+  readonly end: number | undefined;
+  readonly progress: boolean;
+}
+
+/** The command line, checked (see the module comment). */
+function parseFlags(): Flags {
   const { values } = parseArgs({
     options: {
       once: { type: 'boolean', default: false },
@@ -76,78 +107,83 @@ async function main(): Promise<void> {
       throw new Error(`--end: "${values.end}" is not a YYYY-MM-DD date`);
     }
   }
-  const config = loadConfig();
-  const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, 'trainer');
-  const { kafka, topics, codecs } = await connectStreams(config, 'rec-trainer', logger);
-  const redis = new Redis(config.redisUrl);
-  const keys = keySpace(config.redisNamespace);
-  const bars = !values['no-progress'];
+  return {
+    once: values.once,
+    everyHours: values['every-hours'],
+    everyMs: every,
+    recipe,
+    workDir: values['work-dir'],
+    end,
+    progress: !values['no-progress'],
+  };
+}
+
+/** One cycle with its progress on stderr (bars unless --no-progress) and its result on stdout. */
+function cycleRunner(deps: CycleDeps, flags: Flags): () => Promise<void> {
+  const { recipe, end } = flags;
+  const bars = flags.progress;
   // On a terminal the trial bar also stands in for the trial lines.
   const quiet = bars && process.stderr.isTTY;
-  const cycle = async () => {
+  return async () => {
     const steps = stepBars(bars);
     try {
-      const result = await runCycle(
-        { kafka, redis, codecs, topics, keys, logger },
-        {
-          recipe,
-          ...(values['work-dir'] === undefined ? {} : { workDir: values['work-dir'] }),
-          ...(end === undefined ? {} : { end }),
-          onProgress: (line) => {
-            if (bars && /^rows: \w+ \d+\/\d+$/.test(line)) return; // the bars count these
-            if (quiet) {
-              if (/^train: (train: )?trial \d+\/\d+/.test(line)) return;
-              steps.end(); // a line under a live bar would garble it
-            }
-            console.error(`[train] ${line}`);
-          },
-          onStep: steps.onStep,
+      const result = await runCycle(deps, {
+        recipe,
+        ...(flags.workDir === undefined ? {} : { workDir: flags.workDir }),
+        ...(end === undefined ? {} : { end }),
+        onProgress: (line) => {
+          if (bars && /^rows: \w+ \d+\/\d+$/.test(line)) return; // the bars count these
+          if (quiet) {
+            if (/^train: (train: )?trial \d+\/\d+/.test(line)) return;
+            steps.end(); // a line under a live bar would garble it
+          }
+          console.error(`[train] ${line}`);
         },
-      );
+        onStep: steps.onStep,
+      });
       console.log(JSON.stringify(result));
     } finally {
       steps.end();
     }
   };
-  try {
-    if (values.once) {
+}
+
+/**
+ * A cycle now and every `--every-hours` (training/schedule.ts) until SIGINT / SIGTERM (a second
+ * one exits at once); SIGUSR1 asks for one now.
+ */
+async function runScheduled(flags: Flags, cycle: () => Promise<void>): Promise<void> {
+  const stop = new AbortController();
+  const halt = () => {
+    if (stop.signal.aborted) process.exit(130);
+    console.error('[train] stopping after the running cycle (again to exit now)');
+    stop.abort();
+  };
+  console.error(
+    `[train] pid ${process.pid}: a cycle now and every ${flags.everyHours} h; kill -USR1 ${process.pid} for one now`,
+  );
+  const schedule = runSchedule({
+    everyMs: flags.everyMs,
+    signal: stop.signal,
+    cycle: async ({ n, reason }) => {
+      console.error(`[train] cycle ${n} (${reason}) at ${new Date().toISOString()}`);
       await cycle();
-      return;
-    }
-    const stop = new AbortController();
-    const halt = () => {
-      if (stop.signal.aborted) process.exit(130);
-      console.error('[train] stopping after the running cycle (again to exit now)');
-      stop.abort();
-    };
-    console.error(
-      `[train] pid ${process.pid}: a cycle now and every ${values['every-hours']} h; kill -USR1 ${process.pid} for one now`,
-    );
-    const schedule = runSchedule({
-      everyMs: every,
-      signal: stop.signal,
-      cycle: async ({ n, reason }) => {
-        console.error(`[train] cycle ${n} (${reason}) at ${new Date().toISOString()}`);
-        await cycle();
-      },
-      onError: (err, { n }) => {
-        console.error(
-          `[train] cycle ${n} failed: ${err instanceof Error ? err.message : String(err)}`,
-        );
-      },
-    });
-    process.on('SIGINT', halt);
-    process.on('SIGTERM', halt);
-    process.on('SIGUSR1', () => {
+    },
+    onError: (err, { n }) => {
       console.error(
-        `[train] SIGUSR1: a cycle ${schedule.running ? 'right after the running one' : 'now'}`,
+        `[train] cycle ${n} failed: ${err instanceof Error ? err.message : String(err)}`,
       );
-      schedule.trigger();
-    });
-    await schedule.done;
-  } finally {
-    redis.disconnect();
-  }
+    },
+  });
+  process.on('SIGINT', halt);
+  process.on('SIGTERM', halt);
+  process.on('SIGUSR1', () => {
+    console.error(
+      `[train] SIGUSR1: a cycle ${schedule.running ? 'right after the running one' : 'now'}`,
+    );
+    schedule.trigger();
+  });
+  await schedule.done;
 }
 
 main().catch((err: unknown) => {

@@ -1,6 +1,7 @@
 /**
- * The Python trainer's own suite (training/test_train.py: MAP@12 cases, planted-signal training,
- * ONNX parity, tampered-model detection, error cases) run from vitest, so `npm test` covers it.
+ * The Python trainer's own suite (training/trainer/test_*.py: MAP@12 cases, planted-signal
+ * training, ONNX parity, tampered-model detection, error cases) run from vitest, so `npm test`
+ * covers it.
  */
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';

@@ -23,13 +23,9 @@ for j = 0, h - 1 do pops[#pops + 1] = { 'pop:' .. ARGV[4 + 2 * j], tonumber(ARGV
 local base = 4 + 2 * h
 local n = tonumber(ARGV[base])
 
-local function fmt(x) return string.format('%.17g', x) end
-local function logadd(a, b)
-  if a == nil then return b end
-  local hi, lo = a, b
-  if b > a then hi, lo = b, a end
-  return hi + math.log(1 + math.exp(lo - hi))
-end
+--- @include "fmt"
+--- @include "logadd"
+--- @include "offsets"
 
 local names = { 'n', 'units', 'revenue', 'price_sum', 'first', 'last' }
 for _, p in ipairs(pops) do names[#names + 1] = p[1] end
@@ -44,10 +40,7 @@ local applied = 0
 for i = 0, n - 1 do
   local b = base + 1 + i * 8
   local partition, o, status = ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2]
-  if last[partition] == nil then
-    last[partition] = tonumber(redis.call('HGET', offsets, 'a:' .. partition)) or -1
-  end
-  if o <= last[partition] then
+  if o <= applied_offset(offsets, 'a:', last, partition) then
     if status == 'n' then
       return redis.error_reply('REC_OFFSET_REGRESSION: offset ' .. o .. ' of partition ' .. partition ..
         ' was applied before, yet its event is new: the topic was recreated while this Redis namespace ' ..
@@ -86,11 +79,6 @@ if applied > 0 then
   for pa, x in pairs(co_add) do
     redis.call('ZADD', co, fmt(logadd(tonumber(redis.call('ZSCORE', co, pa)), x)), pa)
   end
-  local offs = {}
-  for partition, o in pairs(last) do
-    offs[#offs + 1] = 'a:' .. partition
-    offs[#offs + 1] = o
-  end
-  redis.call('HSET', offsets, unpack(offs))
+  save_offsets(offsets, 'a:', last)
 end
 return applied

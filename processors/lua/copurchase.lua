@@ -16,13 +16,9 @@ local epoch = tonumber(ARGV[1])
 local corate = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 
-local function fmt(x) return string.format('%.17g', x) end
-local function logadd(a, b)
-  if a == nil then return b end
-  local hi, lo = a, b
-  if b > a then hi, lo = b, a end
-  return hi + math.log(1 + math.exp(lo - hi))
-end
+--- @include "fmt"
+--- @include "logadd"
+--- @include "offsets"
 
 local last = {}
 local add = {}
@@ -30,10 +26,7 @@ local applied = 0
 for i = 0, n - 1 do
   local b = 4 + i * 4
   local partition, o = ARGV[b], tonumber(ARGV[b + 1])
-  if last[partition] == nil then
-    last[partition] = tonumber(redis.call('HGET', offsets, 'c:' .. partition)) or -1
-  end
-  if o > last[partition] then
+  if o > applied_offset(offsets, 'c:', last, partition) then
     last[partition] = o
     applied = applied + 1
     local article = ARGV[b + 2]
@@ -46,11 +39,6 @@ if applied > 0 then
   for article, x in pairs(add) do
     redis.call('ZADD', co, fmt(logadd(tonumber(redis.call('ZSCORE', co, article)), x)), article)
   end
-  local offs = {}
-  for partition, o in pairs(last) do
-    offs[#offs + 1] = 'c:' .. partition
-    offs[#offs + 1] = o
-  end
-  redis.call('HSET', offsets, unpack(offs))
+  save_offsets(offsets, 'c:', last)
 end
 return applied

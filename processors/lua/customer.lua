@@ -33,13 +33,8 @@ local irate = tonumber(ARGV[6])
 local n = tonumber(ARGV[7])
 local FIRST, WIDTH = 8, 9 -- ARGV index of the first event, fields per event
 
-local function fmt(x) return string.format('%.17g', x) end
-local function logadd(a, b)
-  if a == nil then return b end
-  local hi, lo = a, b
-  if b > a then hi, lo = b, a end
-  return hi + math.log(1 + math.exp(lo - hi))
-end
+--- @include "fmt"
+--- @include "logadd"
 local function offset_of(position) return tonumber(string.match(position, ':(%d+)$')) end
 
 -- Partners of an event at time t, offset o: window members applied before it (lower offset).

@@ -7,6 +7,8 @@ ARGV: 1 updated_at, 2 digest of the record (ties on updated_at keep the larger d
       outcome does not depend on arrival order), then field/value pairs (an empty value deletes)
 Returns 1 when written, 0 when the stored record wins.
 ]]
+--- @include "fmt"
+
 local key = KEYS[1]
 local t = tonumber(ARGV[1])
 local digest = ARGV[2]
@@ -22,5 +24,5 @@ for i = 3, #ARGV, 2 do
     redis.call('HSET', key, ARGV[i], ARGV[i + 1])
   end
 end
-redis.call('HSET', key, 'updated_at', string.format('%.17g', t), '_digest', digest)
+redis.call('HSET', key, 'updated_at', fmt(t), '_digest', digest)
 return 1

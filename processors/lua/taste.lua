@@ -13,6 +13,8 @@ ARGV: 1 decay rate (ln 2 / half-life, per ms), 2 dim, 3 event count, then per ev
 Returns one status per event: 'n' applied, 'x' applied without a vector (article not embedded),
 'r' redelivery (same position), 'd' duplicate (same event id at another position).
 ]]
+--- @include "fmt"
+
 local rate = tonumber(ARGV[1])
 local dim = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
@@ -85,7 +87,6 @@ end
 if changed then
   local parts = {}
   for i = 1, dim do parts[i] = struct.pack('<f', s[i]) end
-  redis.call('HSET', KEYS[1], 'v', table.concat(parts), 'w', string.format('%.17g', w),
-    't', string.format('%.17g', t), 'n', n)
+  redis.call('HSET', KEYS[1], 'v', table.concat(parts), 'w', fmt(w), 't', fmt(t), 'n', n)
 end
 return out

@@ -20,13 +20,9 @@ local pos = 3 + k
 local n = tonumber(ARGV[pos])
 pos = pos + 1
 
-local function fmt(x) return string.format('%.17g', x) end
-local function logadd(a, b)
-  if a == nil then return b end
-  local hi, lo = a, b
-  if b > a then hi, lo = b, a end
-  return hi + math.log(1 + math.exp(lo - hi))
-end
+--- @include "fmt"
+--- @include "logadd"
+--- @include "offsets"
 
 local last = {}
 local add = {} -- set index -> article -> log-space sum of this batch
@@ -35,10 +31,7 @@ local applied = 0
 for _ = 1, n do
   local partition, o = ARGV[pos], tonumber(ARGV[pos + 1])
   local article, t, m = ARGV[pos + 2], tonumber(ARGV[pos + 3]), tonumber(ARGV[pos + 4])
-  if last[partition] == nil then
-    last[partition] = tonumber(redis.call('HGET', offsets, partition)) or -1
-  end
-  if o > last[partition] then
+  if o > applied_offset(offsets, '', last, partition) then
     last[partition] = o
     applied = applied + 1
     for j = 1, m do
@@ -55,11 +48,6 @@ if applied > 0 then
       redis.call('ZADD', key, fmt(logadd(tonumber(redis.call('ZSCORE', key, article)), x)), article)
     end
   end
-  local offs = {}
-  for partition, o in pairs(last) do
-    offs[#offs + 1] = partition
-    offs[#offs + 1] = o
-  end
-  redis.call('HSET', offsets, unpack(offs))
+  save_offsets(offsets, '', last)
 end
 return applied

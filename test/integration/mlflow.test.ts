@@ -1,6 +1,6 @@
 /**
  * MLflow tracking end to end: a real `mlflow server` from the project venv (SQLite backend,
- * artifacts served by the server) on a free local port; training/train.py trains on small planted
+ * artifacts served by the server) on a free local port; the trainer (training/trainer/) trains on small planted
  * rows (written by the TypeScript row writer) with MLFLOW_TRACKING_URI pointing at it; the run is
  * then read back through MLflow's REST API: parameters, the trials as child runs with their
  * metrics, the model files as artifacts, and the link in model.json. The registry entry made
@@ -220,7 +220,8 @@ describe('MLflow tracking of a training run', () => {
       const trainer = await run(
         ensurePythonEnv(),
         [
-          'training/train.py',
+          '-m',
+          'training.trainer',
           '--rows',
           join(dir, 'train.arrow'),
           '--valid',

@@ -1,0 +1,49 @@
+/**
+ * The processors' writers for one Redis key space, built once: the article and customer metadata
+ * upserts (metadata.ts), the purchases processor (purchases.ts) and, with `EMBEDDINGS=on`, the
+ * taste processor (taste.ts), all on one set of scripts (scripts.ts).
+ *
+ * Two callers feed them the same records in the same way: the live processors (start.ts), from
+ * their consumer groups, and the training replay (training/rows.ts), from the replayed topics into
+ * its isolated namespace. One factory keeps the state a training replay rebuilds what the live
+ * processors would have written.
+ */
+import type { Redis } from 'ioredis';
+import type { EmbeddingKeys } from '../features/embedding-keys.ts';
+import { embeddingsEnabled } from '../features/embedding-state.ts';
+import type { KeySpace } from '../features/keys.ts';
+import type { Article, Customer } from '../schemas/events.ts';
+import type { DecodedRecord } from '../streams/consumer.ts';
+import { applyArticles, applyCustomers } from './metadata.ts';
+import { PurchaseProcessor, type PurchaseProcessorOptions } from './purchases.ts';
+import { defineScripts } from './scripts.ts';
+import { TasteProcessor } from './taste.ts';
+
+export interface Writers {
+  /** Article records into their `meta` hashes (last write wins by `updated_at`); records written. */
+  articles(records: readonly DecodedRecord<Article>[]): Promise<number>;
+  /** Customer records into their `meta` hashes, likewise. */
+  customers(records: readonly DecodedRecord<Customer>[]): Promise<number>;
+  /** Purchases into the online features, effectively once. */
+  readonly purchases: PurchaseProcessor;
+  /** `EMBEDDINGS=on`: purchases into the customers' taste vectors; null when off. */
+  readonly taste: TasteProcessor | null;
+}
+
+export interface WritersOptions {
+  /** Overrides of the purchases processor's options (the deployment's). */
+  readonly purchases?: Partial<PurchaseProcessorOptions> | undefined;
+  /** Where the taste processor reads the article vectors (where `npm run embed` wrote them). */
+  readonly tasteArticles: EmbeddingKeys;
+}
+
+/** The writers of key space `keys` on `redis` (see the module comment). */
+export function createWriters(redis: Redis, keys: KeySpace, opts: WritersOptions): Writers {
+  const scripts = defineScripts(redis);
+  return {
+    articles: (records) => applyArticles(redis, keys, scripts, records),
+    customers: (records) => applyCustomers(redis, keys, scripts, records),
+    purchases: new PurchaseProcessor(redis, keys, scripts, opts.purchases),
+    taste: embeddingsEnabled() ? new TasteProcessor(redis, keys, opts.tasteArticles) : null,
+  };
+}

@@ -1,0 +1,300 @@
+"""The trainer's command line (see the package doc for the flags): `run_train` reads the rows,
+searches, ships the best trial whose ONNX export passes the parity check (refitted with
+`--refit`), tracks the run and writes the model files; `run_check_parity` re-checks an exported
+model. `main` prints one JSON summary line on stdout, or the error on stderr with its exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .common import EXIT_PARITY, TrainError, log
+from .data import RankData, data_hash, read_rows
+from .metrics import map_at_k, random_map
+from .output import build_meta, utc_now, write_atomic
+from .parity import ParityResult, export_checked, parity
+from .refit import refit, rolling_scores
+from .search import DEFAULT_TRIAL, Trained, search
+from .tracking import MlflowRun, finish_mlflow_run, log_mlflow_search, start_mlflow_run
+
+
+@dataclass
+class Shipped:
+    """The model that passed the parity check: `ranked[chosen]` as searched, and as shipped
+    (refitted with --refit, else the same), with its ONNX export and parity check."""
+
+    chosen: int
+    searched: Trained
+    trained: Trained
+    onnx_bytes: bytes
+    input_name: str
+    output_name: str
+    check: ParityResult
+
+
+def run_train(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    created = utc_now()
+    tr, va, dropped = read_training_rows(args)
+    features = tr.features
+    ranked = search(
+        tr,
+        va,
+        trials=args.trials,
+        seed=args.seed,
+        num_boost_round=args.num_boost_round,
+        early_stopping=args.early_stopping,
+        min_rounds=args.min_rounds,
+    )
+    digest = data_hash([args.rows, args.valid])
+    version = args.version or f"lgbm-{created.strftime('%Y%m%d%H%M%S')}-{digest[:8]}"
+    extra = [read_rows(path, features) for path in args.refit_with]
+    shipped = first_passing_parity(ranked, tr, va, extra, with_refit=args.refit, version=version)
+    trained, check = shipped.trained, shipped.check
+    meta = build_meta(
+        version=version,
+        created=created,
+        features=features,
+        trained=trained,
+        onnx_bytes=shipped.onnx_bytes,
+        input_name=shipped.input_name,
+        output_name=shipped.output_name,
+        tr=tr,
+        va=va,
+        dropped=dropped,
+        digest=digest,
+        parity_diff=check.max_abs_diff,
+        parity_rows=check.rows,
+        parity_sets=check.row_sets,
+        num_boost_round=args.num_boost_round,
+        early_stopping=args.early_stopping,
+        valid_map_random=random_map(va, args.seed),
+    )
+    if args.refit:
+        meta["cutoffs"]["refit"] = sorted({c for d in extra for c in d.cutoffs})
+    # Tracking: the run is created and logged before the files are written, so model.json can
+    # link it (or say tracking: null when the server failed); the files are uploaded after.
+    run = track_search(args, meta, ranked, shipped.chosen, created=created)
+    meta["tracking"] = run.link() if run is not None else None
+    out: Path = args.out
+    write_model_files(out, shipped, meta)
+    if args.rolling:
+        scores = rolling_scores(tr, va, extra, shipped.searched, args.rolling)
+        write_atomic(out / "rolling_scores.f32", scores.astype("<f4").tobytes())
+    if run is not None:
+        finish_mlflow_run(run, out)
+    return {
+        "out": str(out),
+        "version": version,
+        "valid_map12": round(trained.valid_map, 6),
+        "valid_map12_random": round(meta["metrics"]["valid_map12_random"], 6),
+        "trees": meta["trees"],
+        "best_params": {k: trained.params[k] for k in DEFAULT_TRIAL},
+        "onnx_bytes": len(shipped.onnx_bytes),
+        "onnx_output": shipped.output_name,
+        "parity_max_abs_diff": check.max_abs_diff,
+        "train_queries": tr.queries,
+        "dropped_train_queries_without_positive": dropped,
+        "valid_queries": va.queries,
+        "seconds": round(time.perf_counter() - started, 3),
+        "tracking": meta["tracking"],
+    }
+
+
+def read_training_rows(args: argparse.Namespace) -> tuple[RankData, RankData, int]:
+    """The training rows (queries without a positive dropped), the validation rows and the
+    number dropped; TrainError when too little is left to train or validate on."""
+    tr = read_rows(args.rows)
+    va = read_rows(args.valid, tr.features)
+    log(f"train {tr.rows} rows / {tr.queries} queries, valid {va.rows} rows / {va.queries} "
+        f"queries, {len(tr.features)} features")
+
+    if va.queries == 0 or not (va.positives_per_query() > 0).any():
+        raise TrainError(
+            "too little data: the validation week has no purchases among the candidates "
+            f"({args.valid}: {va.queries} queries, none with label 1)"
+        )
+    has_pos = tr.positives_per_query() > 0
+    dropped = int((~has_pos).sum())
+    if int(has_pos.sum()) < 2:
+        raise TrainError(
+            f"too little data: {int(has_pos.sum())} training queries with a purchase among the "
+            f"candidates ({args.rows}: {tr.queries} queries); at least 2 are needed"
+        )
+    tr = tr.subset_queries(has_pos)
+    log(f"dropped {dropped} training queries without a positive; {tr.queries} left")
+    return tr, va, dropped
+
+
+def first_passing_parity(
+    ranked: list[Trained],
+    tr: RankData,
+    va: RankData,
+    extra: list[RankData],
+    *,
+    with_refit: bool,
+    version: str,
+) -> Shipped:
+    """The best trial whose ONNX export passes the parity check: a model that fails it is never
+    shipped, but one failing trial does not throw the search away. With `with_refit`, each trial
+    is refitted (refit.py) before its export."""
+    features = tr.features
+    failures: list[str] = []
+    for n, searched in enumerate(ranked):
+        # The kept booster (cut at its best iteration) scores exactly as in its trial;
+        # re-measured so the reported number is the shipped model's.
+        searched.valid_map = map_at_k(searched.booster.predict(va.x), va.y, va.bounds, va.items)[0]
+        trained = refit(tr, va, extra, searched) if with_refit else searched
+        try:
+            onnx_bytes, input_name, output_name, check = export_checked(
+                trained, len(features), version, va.x)
+        except TrainError as err:
+            failures.append(str(err))
+            log(f"candidate {n + 1}/{len(ranked)} refused: {err}")
+            continue
+        break
+    else:
+        raise TrainError(f"no trial's model passed the parity check: {failures[0]}", EXIT_PARITY)
+    diff, rows = check.max_abs_diff, check.rows
+    log(f"parity ok: max |onnx - lightgbm| = {diff:.3g} over {rows} rows ({check.summary()})")
+    if failures:
+        log(f"kept the best of the {len(ranked) - len(failures)} trials that passed parity")
+    return Shipped(n, searched, trained, onnx_bytes, input_name, output_name, check)
+
+
+def track_search(
+    args: argparse.Namespace,
+    meta: dict[str, Any],
+    ranked: list[Trained],
+    chosen: int,
+    *,
+    created: datetime,
+) -> MlflowRun | None:
+    """The MLflow run with the search logged (tracking.py); None when not tracked or failed."""
+    run = start_mlflow_run(version=meta["version"], digest=meta["data_hash"], started=created)
+    features = meta["features"]
+    settings = {
+        "trials": args.trials, "seed": args.seed, "min_rounds": args.min_rounds,
+        "refit": args.refit, "rows": str(args.rows), "valid": str(args.valid),
+        "n_features": len(features), "features": features,
+    }
+    if run is not None and not log_mlflow_search(run, meta, settings=settings, ranked=ranked,
+                                                 chosen=chosen):
+        run = None
+    return run
+
+
+def write_model_files(out: Path, shipped: Shipped, meta: dict[str, Any]) -> None:
+    """model.onnx, model.lgb.txt and model.json in `out` (created when missing)."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "model.onnx", shipped.onnx_bytes)
+    write_atomic(out / "model.lgb.txt", shipped.trained.booster.model_to_string().encode())
+    write_atomic(out / "model.json", (json.dumps(meta, indent=2) + "\n").encode())
+
+
+def run_check_parity(args: argparse.Namespace) -> dict[str, Any]:
+    import lightgbm as lgb
+
+    onnx_path: Path = args.check_parity
+    meta_path: Path = args.meta or onnx_path.with_name("model.json")
+    booster_path: Path = args.booster or onnx_path.with_name("model.lgb.txt")
+    for p in (onnx_path, meta_path, booster_path, args.valid):
+        if not p.is_file():
+            raise TrainError(f"missing file: {p} does not exist (or is not a file)")
+    try:
+        meta = json.loads(meta_path.read_text())
+        features = list(meta["features"])
+        input_name, output_name = meta["onnx_input"], meta["onnx_output"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise TrainError(f"{meta_path}: not a model.json with features / onnx_input / "
+                         f"onnx_output: {err}") from err
+    va = read_rows(args.valid, features)
+    onnx_bytes = onnx_path.read_bytes()
+    sha = hashlib.sha256(onnx_bytes).hexdigest()
+    sha_ok = meta.get("onnx_sha256") in (None, sha)
+    if not sha_ok:
+        log(f"warning: {onnx_path} does not match onnx_sha256 of {meta_path} (sha256 {sha}): "
+            "the file was changed or truncated")
+    try:
+        booster = lgb.Booster(model_file=str(booster_path))
+    except lgb.basic.LightGBMError as err:
+        raise TrainError(f"{booster_path}: cannot load the LightGBM model: {err}") from err
+    if booster.num_feature() != len(features):
+        raise TrainError(f"{booster_path} takes {booster.num_feature()} features, "
+                         f"{meta_path} lists {len(features)}")
+    check = parity(onnx_bytes, input_name, output_name, booster, va.x)
+    diff, rows = check.max_abs_diff, check.rows
+    if not sha_ok:
+        raise TrainError(
+            f"checksum mismatch: {onnx_path} does not match onnx_sha256 of {meta_path} "
+            f"(parity itself passed: max |onnx - lightgbm| = {diff:.3g})",
+            EXIT_PARITY,
+        )
+    log(f"parity ok: max |onnx - lightgbm| = {diff:.3g} over {rows} rows ({check.summary()})")
+    return {"check_parity": str(onnx_path), "ok": True, "max_abs_diff": diff, "rows": rows,
+            "onnx_sha256_ok": sha_ok}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m training.trainer",
+        description="Train the LightGBM LambdaRank ranker, tune with Optuna, export to ONNX.",
+    )
+    p.add_argument("--rows", type=Path, help="training rows (Arrow IPC)")
+    p.add_argument("--valid", type=Path, help="validation rows (Arrow IPC)")
+    p.add_argument("--out", type=Path, help="output directory")
+    p.add_argument("--trials", type=int, default=10, help="Optuna trials (default 10)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--version", default=None,
+                   help="model version (default lgbm-<UTC yyyymmddHHMMSS>-<data hash 8>)")
+    p.add_argument("--num-boost-round", type=int, default=500)
+    p.add_argument("--early-stopping", type=int, default=30)
+    p.add_argument("--min-rounds", type=int, default=0,
+                   help="keep at least this many trees when early stopping stops sooner")
+    p.add_argument("--refit", action="store_true",
+                   help="after the search, retrain on training + validation (+ --refit-with) rows; "
+                        "the searched model goes to OUT/search")
+    p.add_argument("--refit-with", type=Path, action="append", default=[], metavar="ROWS",
+                   help="more rows (later weeks) the refit also trains on; repeatable")
+    p.add_argument("--rolling", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
+                   metavar="MS,MS", help="cutoffs (ms) of --refit-with weeks to score with a model "
+                   "trained on every row before each; float32 scores in OUT/rolling_scores.f32")
+    p.add_argument("--check-parity", type=Path, metavar="MODEL_ONNX",
+                   help="re-run the parity check of an exported model instead of training")
+    p.add_argument("--meta", type=Path, help="model.json for --check-parity (default: beside it)")
+    p.add_argument("--booster", type=Path,
+                   help="LightGBM model for --check-parity (default: model.lgb.txt beside it)")
+    args = p.parse_args(argv)
+    if args.check_parity is not None:
+        if args.valid is None:
+            p.error("--check-parity needs --valid")
+    else:
+        missing = [f"--{n}" for n in ("rows", "valid", "out") if getattr(args, n) is None]
+        if missing:
+            p.error(f"missing {', '.join(missing)}")
+        if args.trials < 1 or args.num_boost_round < 1 or args.early_stopping < 1:
+            p.error("--trials, --num-boost-round and --early-stopping must be >= 1")
+        if args.refit_with and not args.refit:
+            p.error("--refit-with needs --refit")
+        if args.rolling and not args.refit_with:
+            p.error("--rolling needs --refit-with (the rows it scores)")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    try:
+        summary = run_check_parity(args) if args.check_parity is not None else run_train(args)
+    except TrainError as err:
+        print(f"train: error: {err}", file=sys.stderr, flush=True)
+        return err.code
+    print(json.dumps(summary), flush=True)
+    return 0

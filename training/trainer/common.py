@@ -1,0 +1,22 @@
+"""What every step of the trainer shares: the cut-off K of MAP@K, the error a user can act on
+(with its exit code) and the progress log on stderr (stdout carries the summary line only)."""
+
+from __future__ import annotations
+
+import sys
+
+K = 12
+EXIT_INPUT = 1
+EXIT_PARITY = 3
+
+
+class TrainError(Exception):
+    """A failure the user can act on; main prints the message and exits with `code`."""
+
+    def __init__(self, message: str, code: int = EXIT_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def log(message: str) -> None:
+    print(f"train: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,85 @@
+"""After the search: the chosen params and number of trees trained again on more weeks.
+
+Refit (`--refit`): on the training, validation and `--refit-with` rows (the latest weeks, which the
+shipped model must know); that model is the output, and `cutoffs.refit` in model.json lists the
+extra weeks.
+
+Rolling scores (`--rolling g1,g2,...`, cutoffs of `--refit-with` weeks): for each, the chosen
+params and trees trained on every row before it score that week's rows, what the recipe would have
+shipped then on a week it never saw; written to --out/rolling_scores.f32 (little-endian float32,
+one per `--refit-with` row in file order, NaN for rows of weeks not listed) for a gate to judge
+(training/fit.ts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from .common import TrainError, log
+from .data import RankData
+from .search import Trained
+
+
+def train_on(parts: Sequence[RankData], trained: Trained) -> Any:
+    """A booster with `trained`'s params and number of trees, on the queries of `parts` together."""
+    import lightgbm as lgb
+
+    data = lgb.Dataset(
+        np.concatenate([d.x for d in parts]),
+        np.concatenate([d.y for d in parts]),
+        group=np.concatenate([np.diff(d.bounds) for d in parts]),
+        params={"feature_pre_filter": False, "verbose": -1},
+    )
+    return lgb.train(trained.params, data, num_boost_round=trained.best_iteration)
+
+
+def refit(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Trained) -> Trained:
+    """Retrain with the chosen params and rounds on the training, validation and `extra` weeks.
+
+    The latest weeks are, for fashion, the most informative: the shipped model must know them. The
+    searched model's `valid_map` is kept (measured before, on the held-out validation week).
+    Queries without a positive carry no LambdaRank gradient and are left out, as in training.
+    """
+    parts = [tr] + [d.subset_queries(d.positives_per_query() > 0) for d in (va, *extra)]
+    booster = train_on(parts, trained)
+    log(f"refit on {' + '.join(str(d.queries) for d in parts)} queries, "
+        f"{trained.best_iteration} rounds")
+    return Trained(booster, trained.params, trained.best_iteration, trained.valid_map, trained.trials,
+                   refit=True, trial=trained.trial, started=trained.started, seconds=trained.seconds)
+
+
+def rolling_scores(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Trained,
+                   weeks: Sequence[int]) -> np.ndarray:
+    """Scores of the `extra` rows of each week in `weeks` by what the recipe would have shipped then.
+
+    For a week starting at cutoff g: the chosen params and number of trees trained on every row
+    before g (training, validation and earlier `extra` weeks), scoring the rows of g. One float
+    per `extra` row, in file order (files concatenated); NaN for rows of weeks not listed. A gate
+    judges these: fresh models on weeks they never saw, as the shipped model will be.
+    """
+    out = [np.full(d.rows, np.nan, dtype=np.float32) for d in extra]
+    pool = [tr, va, *extra]
+    for g in sorted(set(int(w) for w in weeks)):
+        parts = []
+        for d in pool:
+            qc = d.query_cutoffs("rolling scores")
+            keep = (qc < g) & (d.positives_per_query() > 0)
+            if keep.any():
+                parts.append(d.subset_queries(keep))
+        if not parts:
+            raise TrainError(f"no training rows before the rolling week {g}")
+        booster = train_on(parts, trained)
+        scored = 0
+        for i, d in enumerate(extra):
+            rows = np.repeat(d.query_cutoffs("rolling scores") == g, np.diff(d.bounds))
+            if rows.any():
+                out[i][rows] = booster.predict(d.x[rows]).astype(np.float32)
+                scored += int(rows.sum())
+        week = datetime.fromtimestamp(g / 1000, timezone.utc).date().isoformat()
+        log(f"rolling week {week}: trained on {sum(d.queries for d in parts)} queries, "
+            f"scored {scored} rows")
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)

@@ -1,0 +1,245 @@
+"""The trainer end to end, as training/fit.ts runs it: training on planted data, model.json,
+refit and rolling scores, --check-parity on the exported model and on tampered ones, and the clear
+errors of bad input (cli.py and the modules it runs)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from . import cli
+from .metrics import map_at_k, query_bounds
+from .testdata import BASE_ENV, DAY, FEATURES, ROOT, TRAINER, planted, write_rows
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    d = tmp_path_factory.mktemp("train")
+    rng = np.random.default_rng(7)
+    t0 = 1_600_000_000_000
+    cut_train, cut_valid = [t0, t0 + 7 * DAY], [t0 + 14 * DAY]
+    write_rows(d / "train.arrow", *planted(rng, 300, 20, no_positive=25), FEATURES, cut_train)
+    vq, va, vl, vx = planted(rng, 150, 20, no_positive=10, qid0=10_000)
+    vx[:40, 5] = np.nan  # some NaN runs too
+    write_rows(d / "valid.arrow", vq, va, vl, vx, FEATURES, cut_valid, stream=True)
+    out = d / "model"
+    proc = subprocess.run(
+        [*TRAINER, "--rows", str(d / "train.arrow"), "--valid",
+         str(d / "valid.arrow"), "--out", str(out), "--trials", "2", "--num-boost-round", "150",
+         "--early-stopping", "20"],
+        capture_output=True, text=True, timeout=120, env=BASE_ENV, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return {"dir": d, "out": out, "proc": proc, "valid": (vq, va, vl, vx),
+            "cutoffs": (cut_train, cut_valid)}
+
+
+def test_training_learns_the_planted_signal(trained: dict) -> None:
+    proc = trained["proc"]
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stdout
+    summary = json.loads(lines[0])
+    assert summary["onnx_output"] == "variable"
+    vq, va, vl, vx = trained["valid"]
+    bounds = query_bounds(vq)
+    rng = np.random.default_rng(0)
+    random_map = np.mean(
+        [map_at_k(rng.random(len(vq)), vl, bounds, np.array(va))[0] for _ in range(5)]
+    )
+    assert summary["valid_map12"] > 0.6
+    assert summary["valid_map12"] > random_map + 0.3
+    # one line per trial on stderr
+    assert sum("trial " in line for line in proc.stderr.splitlines()) == 2
+    # without MLFLOW_TRACKING_URI nothing is tracked, and nothing is said about it
+    assert summary["tracking"] is None and "MLflow" not in proc.stderr
+
+
+def test_model_json(trained: dict) -> None:
+    out: Path = trained["out"]
+    meta = json.loads((out / "model.json").read_text())
+    for key in ("version", "kind", "objective", "features", "trees", "created_at", "onnx_input",
+                "onnx_output", "onnx_sha256", "params", "cutoffs", "data_hash", "metrics",
+                "parity", "tracking"):
+        assert key in meta, key
+    assert meta["tracking"] is None
+    assert meta["kind"] == "lightgbm" and meta["objective"] == "lambdarank"
+    assert meta["features"] == FEATURES
+    assert isinstance(meta["trees"], int) and meta["trees"] >= 1
+    assert meta["trees"] == meta["metrics"]["best_iteration"]
+    assert meta["created_at"].endswith("Z")
+    assert meta["onnx_input"] == "input" and meta["onnx_output"] == "variable"
+    data = (out / "model.onnx").read_bytes()
+    assert meta["onnx_sha256"] == hashlib.sha256(data).hexdigest()
+    d = trained["dir"]
+    both = (d / "train.arrow").read_bytes() + (d / "valid.arrow").read_bytes()
+    assert meta["data_hash"] == hashlib.sha256(both).hexdigest()
+    assert meta["version"] == f"lgbm-{meta['version'][5:19]}-{meta['data_hash'][:8]}"
+    cut_train, cut_valid = trained["cutoffs"]
+    assert meta["cutoffs"] == {"train": cut_train, "valid": cut_valid}
+    for p in ("num_leaves", "learning_rate", "min_data_in_leaf", "feature_fraction",
+              "bagging_fraction", "lambda_l2", "max_depth"):
+        assert p in meta["params"], p
+    assert meta["params"]["objective"] == "lambdarank" and meta["params"]["deterministic"]
+    m = meta["metrics"]
+    assert m["valid_queries"] == 150 and m["valid_queries_with_positive"] == 140
+    assert m["train_queries"] == 275 and m["dropped_train_queries_without_positive"] == 25
+    assert m["trials"] == 2 and 0 < m["valid_map12"] <= 1
+    parity = meta["parity"]
+    assert parity["max_abs_diff"] <= 1e-4
+    assert parity["row_sets"]["validation"] == 150 * 20 and parity["row_sets"]["all_nan"] == 1
+    assert parity["row_sets"]["nan_masks"] == 2000 and parity["row_sets"]["split_thresholds"] > 0
+    assert parity["rows"] == sum(parity["row_sets"].values())
+    # the graph serving will load: one float input [N, F], one output [N, 1]
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["input"]
+    assert sess.get_inputs()[0].shape[1] == len(FEATURES)
+    assert [o.name for o in sess.get_outputs()] == ["variable"]
+    score = sess.run(["variable"], {"input": np.full((1, len(FEATURES)), np.nan, np.float32)})[0]
+    assert score.shape == (1, 1) and score.dtype == np.float32
+    assert (out / "model.lgb.txt").is_file()
+
+
+def test_refit_ships_a_model_trained_on_the_later_weeks_too(trained: dict, tmp_path: Path) -> None:
+    """--refit learns the --refit-with weeks too; --rolling scores each of them with a model trained
+    on every row before it."""
+    d = trained["dir"]
+    rng = np.random.default_rng(11)
+    later = tmp_path / "later.arrow"
+    week1 = trained["cutoffs"][1][0] + 7 * DAY
+    week2 = week1 + 7 * DAY
+    q, a, lab, x = planted(rng, 100, 20, no_positive=5, qid0=20_000)
+    write_rows(later, q, a, lab, x, FEATURES, [week1, week2])  # queries alternate between weeks
+    out = tmp_path / "model"
+    proc = subprocess.run(
+        [*TRAINER, "--rows", str(d / "train.arrow"), "--valid",
+         str(d / "valid.arrow"), "--out", str(out), "--trials", "1", "--num-boost-round", "60",
+         "--early-stopping", "10", "--min-rounds", "60", "--refit", "--refit-with", str(later),
+         "--rolling", f"{week1},{week2}"],
+        capture_output=True, text=True, timeout=120, env=BASE_ENV, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "refit on" in proc.stderr
+    shipped = json.loads((out / "model.json").read_text())
+    assert shipped["cutoffs"]["refit"] == [week1, week2]
+    assert shipped["metrics"]["refit_with_valid"] is True
+    assert shipped["trees"] == 60
+    assert check(out, d / "valid.arrow") == 0
+    # One score per row of the later file, none missing, and informative on the planted signal.
+    scores = np.frombuffer((out / "rolling_scores.f32").read_bytes(), dtype="<f4")
+    assert scores.shape == (len(lab),)
+    assert np.all(np.isfinite(scores))
+    bounds = query_bounds(q)
+    assert map_at_k(scores, lab, bounds)[0] > 2 * map_at_k(
+        np.random.default_rng(0).random(len(lab)), lab, bounds)[0]
+    # The week-1 model never saw week 1 or 2; the week-2 model saw week 1, not week 2: the two
+    # weeks were scored by different models.
+    assert "rolling week" in proc.stderr and proc.stderr.count("rolling week") == 2
+
+
+def test_refit_with_needs_refit(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--rows", "a", "--valid", "b", "--out", "c", "--refit-with", "d"])
+
+
+def check(out: Path, valid: Path, onnx_path: Path | None = None) -> int:
+    return cli.main(["--check-parity", str(onnx_path or out / "model.onnx"), "--meta",
+                       str(out / "model.json"), "--valid", str(valid)])
+
+
+def test_check_parity_passes_on_the_exported_model(trained: dict, capsys) -> None:
+    assert check(trained["out"], trained["dir"] / "valid.arrow") == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+
+
+def test_check_parity_detects_changed_thresholds(trained: dict, tmp_path: Path, capsys) -> None:
+    out: Path = trained["out"]
+    model = onnx.load_from_string((out / "model.onnx").read_bytes())
+    node = next(n for n in model.graph.node if n.op_type == "TreeEnsembleRegressor")
+    attr = next(a for a in node.attribute if a.name == "nodes_values")
+    attr.floats[:] = [v + 0.75 for v in attr.floats]
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(model.SerializeToString())
+    code = cli.main(["--check-parity", str(bad), "--meta", str(out / "model.json"), "--valid",
+                       str(trained["dir"] / "valid.arrow"), "--booster",
+                       str(out / "model.lgb.txt")])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "parity check failed: max |onnx - lightgbm| = " in err and "> 0.0001" in err
+
+
+def test_check_parity_detects_truncation(trained: dict, tmp_path: Path, capsys) -> None:
+    out: Path = trained["out"]
+    data = (out / "model.onnx").read_bytes()
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(data[: len(data) // 2])
+    code = cli.main(["--check-parity", str(bad), "--meta", str(out / "model.json"), "--valid",
+                       str(trained["dir"] / "valid.arrow"), "--booster",
+                       str(out / "model.lgb.txt")])
+    assert code != 0
+    assert "parity check failed" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Clear errors
+
+
+def run_main(tmp_path: Path, train_file: Path, valid_file: Path) -> int:
+    return cli.main(["--rows", str(train_file), "--valid", str(valid_file), "--out",
+                       str(tmp_path / "out"), "--trials", "1", "--num-boost-round", "5"])
+
+
+def test_missing_file(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(1)
+    valid = write_rows(tmp_path / "v.arrow", *planted(rng, 5, 4), FEATURES, [0])
+    assert run_main(tmp_path, tmp_path / "nope.arrow", valid) == 1
+    assert "missing file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_feature_columns(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(1)
+    q, a, lab, x = planted(rng, 5, 4)
+    rows = write_rows(tmp_path / "t.arrow", q, a, lab, x, None, [0])
+    assert run_main(tmp_path, rows, rows) == 1
+    assert "no feature columns" in capsys.readouterr().err
+
+
+def test_no_positive_in_validation(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(1)
+    tr = write_rows(tmp_path / "t.arrow", *planted(rng, 10, 4), FEATURES, [0])
+    va = write_rows(tmp_path / "v.arrow", *planted(rng, 5, 4, no_positive=5), FEATURES, [DAY])
+    assert run_main(tmp_path, tr, va) == 1
+    assert (
+        "too little data: the validation week has no purchases among the candidates"
+        in capsys.readouterr().err
+    )
+
+
+def test_fewer_than_two_training_queries_with_positive(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(1)
+    tr = write_rows(tmp_path / "t.arrow", *planted(rng, 10, 4, no_positive=9), FEATURES, [0])
+    va = write_rows(tmp_path / "v.arrow", *planted(rng, 5, 4), FEATURES, [DAY])
+    assert run_main(tmp_path, tr, va) == 1
+    err = capsys.readouterr().err
+    assert "too little data: 1 training queries with a purchase" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_contiguous_qid(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(1)
+    q, a, lab, x = planted(rng, 4, 3)
+    q = q[[0, 3, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11]]
+    rows = write_rows(tmp_path / "t.arrow", q, a, lab, x, FEATURES, [0])
+    assert run_main(tmp_path, rows, rows) == 1
+    assert "not contiguous" in capsys.readouterr().err
