@@ -36,7 +36,7 @@ const envSchema = z.object({
     .string()
     .default('off')
     .transform((v) => v.toLowerCase())
-    .pipe(z.enum(['on', 'off'], { error: 'must be on or off' })),
+    .pipe(z.enum(['on', 'off', 'true', 'false', '1', '0', ''], { error: 'must be on or off' })),
   EMBEDDINGS_NAMESPACE: z
     .string()
     .regex(/^[A-Za-z0-9_.-]+$/, 'may hold only A-Z a-z 0-9 . _ -')
@@ -130,7 +130,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: e.LOG_LEVEL,
     redisNamespace: e.REDIS_NAMESPACE,
     embeddings: Object.freeze({
-      enabled: e.EMBEDDINGS === 'on',
+      enabled: e.EMBEDDINGS === 'on' || e.EMBEDDINGS === 'true' || e.EMBEDDINGS === '1',
       namespace: e.EMBEDDINGS_NAMESPACE,
       modelDir: e.EMBEDDINGS_MODEL_DIR,
       remoteModel: e.EMBEDDINGS_REMOTE_MODEL === '' ? undefined : e.EMBEDDINGS_REMOTE_MODEL,

@@ -23,8 +23,11 @@ import { deleteNamespace } from '../../features/state.ts';
 import { createLogger } from '../../common/logger.ts';
 import { embeddingCatalogue } from '../fixtures/embedding-articles.ts';
 import { SOURCES } from '../../serving/candidates/index.ts';
-import { FEATURE_NAMES } from '../../features/definitions.ts';
+import { featureNames } from '../../features/definitions.ts';
 import { embeddingsEnabled } from '../../features/embedding-state.ts';
+
+/** The features this build computes with embeddings off (the default). */
+const FEATURE_NAMES = featureNames(false);
 
 const records = (articles: readonly Article[]): DecodedRecord<Article>[] =>
   articles.map((value, i) => ({

@@ -11,7 +11,7 @@ import type { Producer } from 'kafkajs';
 import { bootstrap, type Codecs } from '../../streams/bootstrap.ts';
 import { endOffsetTotal } from '../../streams/admin.ts';
 import { DAY_MS, directDecayedSum } from '../../features/decay.ts';
-import { featureVector, FEATURE_NAMES } from '../../features/definitions.ts';
+import { featureVector, featureNames } from '../../features/definitions.ts';
 import { embeddingKeys } from '../../features/embedding-keys.ts';
 import { embeddingsEnabled } from '../../features/embedding-state.ts';
 import { keySpace, HALF_LIVES, type KeySpace } from '../../features/keys.ts';
@@ -31,6 +31,9 @@ import type { Article, Customer, Purchase } from '../../schemas/events.ts';
 import { makeArticles, makeCustomers, makePurchases, shuffled } from '../fixtures/events.ts';
 import { stackContext, type StackContext } from '../helpers.ts';
 import { dumpNamespace, expectSameState } from '../redis-helpers.ts';
+
+/** The features this build computes with embeddings off (the default). */
+const FEATURE_NAMES = featureNames(false);
 
 const T0 = Date.UTC(2020, 5, 1);
 
