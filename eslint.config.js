@@ -123,6 +123,22 @@ export default tseslint.config(
   },
   { files: ['**/*.js'], ...tseslint.configs.disableTypeChecked },
   {
+    // The environment is read by common/config.ts and the entry points only, and passed down.
+    files: ['**/*.ts'],
+    ignores: ['common/config.ts', '**/*-cli.ts', 'demo/**', 'bench/**', 'test/**', '**/*.test.ts'],
+    rules: {
+      'no-restricted-properties': [
+        'error',
+        {
+          object: 'process',
+          property: 'env',
+          message:
+            'read settings in common/config.ts (or an entry point, *-cli.ts) and pass them down as values.',
+        },
+      ],
+    },
+  },
+  {
     // Tests assert on values they just built; non-null assertions keep them readable.
     files: ['test/**/*.ts', '**/*.test.ts'],
     rules: { '@typescript-eslint/no-non-null-assertion': 'off' },

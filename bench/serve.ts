@@ -8,7 +8,7 @@
  *   1. loads an H&M-layout folder (default ../shared/data/hm-sample) into topics
  *      `bench-serve-<id>.*` and processes it with the real processors (`processors/processors-cli.ts` as a
  *      child process: serving/ may not import processors/) until every consumer group's lag is 0;
- *   2. builds, registers and activates the fixture ranker (500 trees, depth 6, FEATURE_NAMES);
+ *   2. builds, registers and activates the fixture ranker (500 trees, depth 6, every feature of the API's feature set);
  *   3. starts the API as a child process (`serving/serve-cli.ts`, 2 scorer workers,
  *      SERVING_MAX_CANDIDATES=100, SERVING_ALLOW_FIXTURE_MODEL=true: the fixture measures the
  *      cost of a 500-tree model, and serving refuses untrained models without the opt-in) and

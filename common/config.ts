@@ -36,7 +36,7 @@ const envSchema = z.object({
     .string()
     .default('off')
     .transform((v) => v.toLowerCase())
-    .pipe(z.enum(['on', 'off'], { error: 'must be on or off' })),
+    .pipe(z.enum(['on', 'off', 'true', 'false', '1', '0', ''], { error: 'must be on or off' })),
   EMBEDDINGS_NAMESPACE: z
     .string()
     .regex(/^[A-Za-z0-9_.-]+$/, 'may hold only A-Z a-z 0-9 . _ -')
@@ -46,8 +46,19 @@ const envSchema = z.object({
   REC_PYTHON: z.string().min(1).optional(),
 });
 
+/** The embeddings switch and the namespace of the article vectors: what processors and training take. */
+export interface EmbeddingsSwitch {
+  /** `EMBEDDINGS=on`: the taste processor, the embedding features and the `similar` source. */
+  readonly enabled: boolean;
+  /** Namespace of the article vectors and similar lists (`EMBEDDINGS_NAMESPACE`), if not ours. */
+  readonly namespace?: string | undefined;
+}
+
+/** Embeddings off: the default wherever a switch is optional. */
+export const EMBEDDINGS_OFF: EmbeddingsSwitch = Object.freeze({ enabled: false });
+
 /** The embeddings switch and where their data lives (see docs/embeddings.md). */
-export interface EmbeddingsConfig {
+export interface EmbeddingsConfig extends EmbeddingsSwitch {
   /** `EMBEDDINGS=on`: the taste processor, the embedding features and the `similar` source. */
   readonly enabled: boolean;
   /** Namespace of the article vectors and similar lists (`EMBEDDINGS_NAMESPACE`), if not ours. */
@@ -130,7 +141,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: e.LOG_LEVEL,
     redisNamespace: e.REDIS_NAMESPACE,
     embeddings: Object.freeze({
-      enabled: e.EMBEDDINGS === 'on',
+      enabled: e.EMBEDDINGS === 'on' || e.EMBEDDINGS === 'true' || e.EMBEDDINGS === '1',
       namespace: e.EMBEDDINGS_NAMESPACE,
       modelDir: e.EMBEDDINGS_MODEL_DIR,
       remoteModel: e.EMBEDDINGS_REMOTE_MODEL === '' ? undefined : e.EMBEDDINGS_REMOTE_MODEL,

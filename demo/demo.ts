@@ -38,7 +38,7 @@ import { runCycle } from '../training/cycle.ts';
 import { RECIPE } from '../training/recipe.ts';
 import { formatRatio } from '../evaluation/stats.ts';
 import { showSimilarItems } from './embeddings.ts';
-import { embeddingsEnabled } from '../features/embedding-state.ts';
+import { defaultCandidateConfig } from '../serving/candidates/index.ts';
 
 const DEFAULT_DATA = fileURLToPath(new URL('../../shared/data/hm-sample', import.meta.url));
 const day = (t: number | null) => (t === null ? '-' : new Date(t).toISOString().slice(0, 10));
@@ -104,6 +104,7 @@ async function main(): Promise<void> {
     metrics,
     dlqProducer: producer,
     groupPrefix: process.env.PROCESSOR_GROUP ?? 'rec-processors',
+    embeddings: config.embeddings,
   });
   await running.caughtUp(600_000);
   await running.stop();
@@ -164,9 +165,11 @@ async function main(): Promise<void> {
     // sample, under a minute on 2 cores), so training sees the vectors serving has; otherwise
     // those of the last 4 weeks, for the similar items shown. `npm run embed` does all sold ones.
     {
+      embeddings: config.embeddings,
       progress: !values['no-progress'],
       soldSince:
-        now - (embeddingsEnabled() ? RECIPE.trainWeeks + RECIPE.gateWeeks + 2 : 4) * 7 * 86_400_000,
+        now -
+        (config.embeddings.enabled ? RECIPE.trainWeeks + RECIPE.gateWeeks + 2 : 4) * 7 * 86_400_000,
     },
     { kafka, codecs, topics, logger },
   );
@@ -176,7 +179,7 @@ async function main(): Promise<void> {
   let notPromoted: string | null = null;
   try {
     const result = await runCycle(
-      { kafka, redis, codecs, topics, keys, logger },
+      { kafka, redis, codecs, topics, keys, logger, embeddings: config.embeddings },
       {
         onProgress: (line) => {
           // Per-batch counts of replay and rows, and the trial lines, are too many for the demo.
@@ -219,6 +222,10 @@ async function main(): Promise<void> {
     keys,
     logger,
     port: Number(values.port),
+    config: {
+      ...defaultCandidateConfig(config.embeddings.enabled),
+      ...(config.embeddings.namespace ? { embeddingNamespace: config.embeddings.namespace } : {}),
+    },
   });
   const served = serving.live.version;
   if (served !== null) {

@@ -8,7 +8,9 @@
 import type { Redis } from 'ioredis';
 import { rebuildTaste, type TasteRebuildDeps } from '../processors/taste-rebuild.ts';
 import { ensureModel } from '../embeddings/model.ts';
-import { describeEmbedding, embeddingsEnabled, runEmbedding } from '../embeddings/job.ts';
+import type { EmbeddingsConfig } from '../common/config.ts';
+import { describeEmbedding, runEmbedding } from '../embeddings/job.ts';
+import { modelsRoot } from '../embeddings/model.ts';
 import { readSimilar } from '../embeddings/store.ts';
 import { embeddingKeys } from '../features/embedding-keys.ts';
 import type { KeySpace } from '../features/keys.ts';
@@ -23,24 +25,27 @@ export async function showSimilarItems(
   redis: Redis,
   keys: KeySpace,
   articleId: string | undefined,
-  opts: { progress: boolean; all?: boolean; soldSince?: number },
-  /** With EMBEDDINGS=on: rebuild the tastes when articles were newly embedded. */
+  opts: { embeddings: EmbeddingsConfig; progress: boolean; all?: boolean; soldSince?: number },
+  /** With embeddings on: rebuild the tastes when articles were newly embedded. */
   streams?: Omit<TasteRebuildDeps, 'redis' | 'keys'>,
 ): Promise<void> {
   try {
+    const root = modelsRoot(opts.embeddings.modelDir);
     ensureModel((line) => {
       console.log(`  ${line}`);
-    });
+    }, root);
     const ekeys = embeddingKeys(keys.ns);
     const report = await runEmbedding(redis, keys, ekeys, {
+      root,
+      remoteModel: opts.embeddings.remoteModel,
       progress: opts.progress,
       all: opts.all ?? false,
       ...(opts.soldSince === undefined ? {} : { soldSince: opts.soldSince }),
     });
     for (const line of describeEmbedding(report)) console.log(line);
-    if (embeddingsEnabled() && streams && report.embed.embedded > 0) {
+    if (opts.embeddings.enabled && streams && report.embed.embedded > 0) {
       const r = await rebuildTaste({ ...streams, redis, keys }, ekeys, opts);
-      console.log(`  taste vectors rebuilt from ${r.applied} purchases (EMBEDDINGS=on)`);
+      console.log(`  taste vectors rebuilt from ${r.applied} purchases (embeddings on)`);
     }
     if (articleId === undefined) return;
     const [list = []] = await readSimilar(redis, ekeys, [articleId]);

@@ -1,12 +1,11 @@
 /**
- * The embedding step as one call (used by `npm run embed` and the demo), the `EMBEDDINGS` switch,
- * and the namespace of the article vectors.
+ * The embedding step as one call (used by `npm run embed` and the demo) and the namespace of the
+ * article vectors.
  */
 import type { Redis } from 'ioredis';
 import type { Config } from '../common/config.ts';
 import { embeddingKeys, type EmbeddingKeys } from '../features/embedding-keys.ts';
 import type { KeySpace } from '../features/keys.ts';
-export { embeddingsEnabled } from '../features/embedding-state.ts';
 import { buildSimilar, embedArticles, type EmbedReport, type SimilarReport } from './embed.ts';
 import { loadEmbedder, type EmbedderOptions } from './model.ts';
 

@@ -109,7 +109,8 @@ const sourceRank = (source: string): FeatureDefinition => ({
   read: ({ candidate }) => candidate?.ranks[source] ?? NaN,
 });
 
-export const FEATURES: readonly FeatureDefinition[] = [
+/** The features computed with embeddings off (the default). */
+const BASE_FEATURES: readonly FeatureDefinition[] = [
   // customer
   {
     name: 'c_purchases',
@@ -273,18 +274,39 @@ export const FEATURES: readonly FeatureDefinition[] = [
   affinity('dep', 'department_no'),
   affinity('idx', 'index_code'),
   affinity('sec', 'section_no'),
-  // p_emb_taste_cos, p_emb_recent_max with EMBEDDINGS=on (embedding-state.ts); none when off
-  ...EMBEDDING_FEATURES,
 ];
 
-const BY_NAME = new Map(FEATURES.map((f) => [f.name, f]));
+/** The features an instance computes, in column order, and their names. */
+export interface FeatureSet {
+  readonly definitions: readonly FeatureDefinition[];
+  readonly names: readonly string[];
+}
 
-/** Names this build can produce; a model needing any other feature must be refused. */
-export const FEATURE_NAMES: readonly string[] = FEATURES.map((f) => f.name);
+const setOf = (definitions: readonly FeatureDefinition[]): FeatureSet =>
+  Object.freeze({ definitions, names: Object.freeze(definitions.map((f) => f.name)) });
+const WITHOUT_EMBEDDINGS = setOf(BASE_FEATURES);
+// p_emb_taste_cos, p_emb_recent_max (embedding-state.ts) last, so columns only ever append.
+const WITH_EMBEDDINGS = setOf([...BASE_FEATURES, ...EMBEDDING_FEATURES]);
 
-/** Features in `names` that this build cannot compute. */
-export function missingFeatures(names: readonly string[]): string[] {
-  return names.filter((n) => !BY_NAME.has(n));
+/**
+ * The feature set of an instance: every base feature, plus the embedding features when
+ * embeddings are on (config `embeddings.enabled`). A model needing any other feature is refused.
+ */
+export function featureSet(embeddings: boolean): FeatureSet {
+  return embeddings ? WITH_EMBEDDINGS : WITHOUT_EMBEDDINGS;
+}
+
+/** The names of `featureSet(embeddings)`, in column order. */
+export function featureNames(embeddings: boolean): readonly string[] {
+  return featureSet(embeddings).names;
+}
+
+const BY_NAME = new Map(WITH_EMBEDDINGS.definitions.map((f) => [f.name, f]));
+
+/** Features in `names` that are not in `available` (an instance's `featureNames`). */
+export function missingFeatures(names: readonly string[], available: readonly string[]): string[] {
+  const known = new Set(available);
+  return names.filter((n) => !known.has(n));
 }
 
 /** Feature vector in the order of `names` (throws on an unknown name). */

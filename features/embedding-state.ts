@@ -1,26 +1,18 @@
 /**
  * Embedding state of a request (issue 7): article vectors, the customer's taste vector and the
  * vectors of their latest purchases, attached to the `ArticleState` / `CustomerState` objects that
- * candidate generation returns (serving/candidates.ts, which training rows use too), and the two
- * ranking features computed from them. Attached when `EMBEDDINGS=on`; the features are then part
- * of `FEATURES` (definitions.ts), and absent with `EMBEDDINGS=off` (the default).
- * Missing vectors read NaN.
+ * candidate generation returns (serving/candidates/, which training rows use too), and the two
+ * ranking features computed from them. Attached when embeddings are on (config `embeddings.enabled`,
+ * `EMBEDDINGS=on`); the features are then part of `featureSet(true)` (definitions.ts), and absent
+ * from `featureSet(false)` (the default). Missing vectors read NaN.
+ *
+ * `EMBEDDINGS=on` turns on the taste processor, the embedding features and the `similar`
+ * candidate source; `off` (the default: the backtest measured no gain, docs/embeddings.md) leaves
+ * the pipeline as it is without embeddings. `npm run embed` and the `/similar/embedding` route work
+ * either way. The switch is a value (common/config.ts) passed to whoever needs it.
  */
 import type { FeatureDefinition } from './feature.ts';
 import type { ArticleState, CustomerState } from './state.ts';
-
-/**
- * `EMBEDDINGS=on` turns on the taste processor, the embedding features and the `similar`
- * candidate source; `off` (the default: the backtest measured no gain, docs/embeddings.md) leaves the
- * pipeline as it is without embeddings. `npm run embed` and the `/similar/embedding` route work
- * either way.
- */
-export function embeddingsEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
-  const v = (env.EMBEDDINGS ?? 'off').toLowerCase();
-  if (v === 'on' || v === '1' || v === 'true') return true;
-  if (v === 'off' || v === '0' || v === 'false' || v === '') return false;
-  throw new Error(`EMBEDDINGS must be on or off, not "${env.EMBEDDINGS ?? ''}"`);
-}
 
 export interface CustomerEmbedding {
   /** Unit direction of the time-decayed mean of purchased articles' vectors, or null. */
@@ -85,7 +77,5 @@ const TASTE_FEATURES: readonly FeatureDefinition[] = [
   },
 ];
 
-/** The embedding features when `EMBEDDINGS=on`, else none (read once, at start-up). */
-export const EMBEDDING_FEATURES: readonly FeatureDefinition[] = embeddingsEnabled()
-  ? TASTE_FEATURES
-  : [];
+/** The embedding features, part of the feature set when embeddings are on. */
+export const EMBEDDING_FEATURES: readonly FeatureDefinition[] = TASTE_FEATURES;

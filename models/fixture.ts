@@ -9,7 +9,7 @@ import { execFile } from 'node:child_process';
 import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FEATURE_NAMES } from '../features/definitions.ts';
+import { featureNames } from '../features/definitions.ts';
 import { ModelError, parseModelMeta, type ModelMeta } from './model-meta.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -17,7 +17,7 @@ const SCRIPT = join(ROOT, 'models', 'fixture_model.py');
 const HINT = 'run: python3 -m venv .venv && .venv/bin/pip install -r training/requirements.txt';
 
 export interface FixtureOptions {
-  /** Input columns, in order (default: every feature serving can produce, FEATURE_NAMES). */
+  /** Input columns, in order (default: the features computed with embeddings off). */
   readonly features?: readonly string[];
   readonly trees?: number;
   readonly depth?: number;
@@ -63,7 +63,7 @@ export async function buildFixtureModel(
   }
   await mkdir(outDir, { recursive: true });
   const featuresJson = join(outDir, 'features.json');
-  await writeFile(featuresJson, JSON.stringify(opts.features ?? FEATURE_NAMES));
+  await writeFile(featuresJson, JSON.stringify(opts.features ?? featureNames(false)));
   const args = [SCRIPT, '--out', outDir, '--features-json', featuresJson];
   if (opts.trees !== undefined) args.push('--trees', String(opts.trees));
   if (opts.depth !== undefined) args.push('--depth', String(opts.depth));

@@ -2,9 +2,12 @@ import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FEATURE_NAMES } from '../features/definitions.ts';
+import { featureNames } from '../features/definitions.ts';
 import { buildFixtureModel, type FixtureModel } from './fixture.ts';
 import { loadModel, ModelError, modelMetaSchema } from './model-meta.ts';
+
+/** The features this build computes with embeddings off (the default). */
+const FEATURE_NAMES = featureNames(false);
 
 let dir: string;
 let fixture: FixtureModel;

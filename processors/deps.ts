@@ -1,6 +1,7 @@
 /** What the processors of one deployment are given: clients, codecs, key space, logger, metrics. */
 import type { Kafka, Producer } from 'kafkajs';
 import type { Redis } from 'ioredis';
+import type { EmbeddingsSwitch } from '../common/config.ts';
 import type { Logger } from '../common/logger.ts';
 import type { KeySpace } from '../features/keys.ts';
 import type { Codecs } from '../streams/bootstrap.ts';
@@ -24,4 +25,6 @@ export interface ProcessorDeps {
   sessionTimeoutMs?: number;
   /** Wait for metadata to catch up before consuming purchases (default true). */
   metadataFirst?: boolean;
+  /** Embeddings on: the taste consumer group too (config `embeddings`; default off). */
+  embeddings?: EmbeddingsSwitch;
 }

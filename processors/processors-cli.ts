@@ -54,6 +54,7 @@ async function main(): Promise<void> {
     dlqProducer,
     groupPrefix: env.PROCESSOR_GROUP,
     sessionTimeoutMs: env.PROCESSOR_SESSION_TIMEOUT_MS,
+    embeddings: config.embeddings,
     options: {
       recentCap: env.PROCESSOR_RECENT_CAP,
       copurchaseWindowMs: env.PROCESSOR_COPURCHASE_WINDOW_DAYS * 86_400_000,

@@ -27,7 +27,9 @@ export async function startProcessors(deps: ProcessorDeps): Promise<RunningProce
   const writers = createWriters(redis, keys, {
     purchases: deps.options,
     // Article vectors where `npm run embed` wrote them (EMBEDDINGS_NAMESPACE, else ours).
-    tasteArticles: embeddingKeys(process.env.EMBEDDINGS_NAMESPACE ?? deps.keys.ns),
+    tasteArticles: deps.embeddings?.enabled
+      ? embeddingKeys(deps.embeddings.namespace ?? deps.keys.ns)
+      : null,
   });
   const common = consumerSettings(deps);
   const groups = {

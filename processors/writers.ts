@@ -1,6 +1,6 @@
 /**
  * The processors' writers for one Redis key space, built once: the article and customer metadata
- * upserts (metadata.ts), the purchases processor (purchases.ts) and, with `EMBEDDINGS=on`, the
+ * upserts (metadata.ts), the purchases processor (purchases.ts) and, with embeddings on, the
  * taste processor (taste.ts), all on one set of scripts (scripts.ts).
  *
  * Two callers feed them the same records in the same way: the live processors (start.ts), from
@@ -10,7 +10,6 @@
  */
 import type { Redis } from 'ioredis';
 import type { EmbeddingKeys } from '../features/embedding-keys.ts';
-import { embeddingsEnabled } from '../features/embedding-state.ts';
 import type { KeySpace } from '../features/keys.ts';
 import type { Article, Customer } from '../schemas/events.ts';
 import type { DecodedRecord } from '../streams/consumer.ts';
@@ -26,15 +25,18 @@ export interface Writers {
   customers(records: readonly DecodedRecord<Customer>[]): Promise<number>;
   /** Purchases into the online features, effectively once. */
   readonly purchases: PurchaseProcessor;
-  /** `EMBEDDINGS=on`: purchases into the customers' taste vectors; null when off. */
+  /** Embeddings on: purchases into the customers' taste vectors; null when off. */
   readonly taste: TasteProcessor | null;
 }
 
 export interface WritersOptions {
   /** Overrides of the purchases processor's options (the deployment's). */
   readonly purchases?: Partial<PurchaseProcessorOptions> | undefined;
-  /** Where the taste processor reads the article vectors (where `npm run embed` wrote them). */
-  readonly tasteArticles: EmbeddingKeys;
+  /**
+   * Embeddings on: where the taste processor reads the article vectors (where `npm run embed`
+   * wrote them); null: embeddings off, no taste processor.
+   */
+  readonly tasteArticles: EmbeddingKeys | null;
 }
 
 /** The writers of key space `keys` on `redis` (see the module comment). */
@@ -44,6 +46,6 @@ export function createWriters(redis: Redis, keys: KeySpace, opts: WritersOptions
     articles: (records) => applyArticles(redis, keys, scripts, records),
     customers: (records) => applyCustomers(redis, keys, scripts, records),
     purchases: new PurchaseProcessor(redis, keys, scripts, opts.purchases),
-    taste: embeddingsEnabled() ? new TasteProcessor(redis, keys, opts.tasteArticles) : null,
+    taste: opts.tasteArticles ? new TasteProcessor(redis, keys, opts.tasteArticles) : null,
   };
 }

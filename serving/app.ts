@@ -25,7 +25,7 @@ import { OpenAPIHono } from '@hono/zod-openapi';
 import { swaggerUI } from '@hono/swagger-ui';
 import type { Context, MiddlewareHandler } from 'hono';
 import { routePath } from 'hono/route';
-import { FEATURE_NAMES } from '../features/definitions.ts';
+import { featureNames } from '../features/definitions.ts';
 import type { ServingDeps } from './deps.ts';
 import { badRequestBody, errorHandler, requestIdOf } from './http-errors.ts';
 import {
@@ -88,7 +88,7 @@ export function createApp(deps: ServingDeps): OpenAPIHono<AppEnv> {
     info: {
       title: 'fashion-recsys serving API',
       version: '1.0.0',
-      description: `Real-time fashion recommendations. Features: ${FEATURE_NAMES.length} shared definitions (features/definitions.ts).`,
+      description: `Real-time fashion recommendations. Features: ${featureNames(deps.config.embeddings).length} shared definitions (features/definitions.ts).`,
     },
   });
   app.get('/docs', swaggerUI({ url: '/openapi.json' }));

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../common/config.ts';
-import { FEATURE_NAMES } from '../features/definitions.ts';
+import { featureNames } from '../features/definitions.ts';
 import { keySpace } from '../features/keys.ts';
 import { buildFixtureModel } from '../models/fixture.ts';
 import { HEURISTIC_VERSION } from './ranking.ts';
@@ -49,12 +49,16 @@ async function main(): Promise<void> {
       const dir = mkdtempSync(join(tmpdir(), 'rec-fixture-'));
       try {
         const built = await buildFixtureModel(dir, {
-          features: FEATURE_NAMES,
+          features: featureNames(config.embeddings.enabled),
           trees: Number(values.trees),
           seed: Number(values.seed),
           python: config.python,
         });
-        const model = await loadModel(built.onnxPath, built.metaPath, FEATURE_NAMES);
+        const model = await loadModel(
+          built.onnxPath,
+          built.metaPath,
+          featureNames(config.embeddings.enabled),
+        );
         await registerModel(redis, keys, model);
         console.log(
           `registered ${model.meta.version} (${model.meta.trees} trees, ${model.bytes.length} bytes)`,

@@ -3,7 +3,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { DAY_MS, logWeight } from '../features/decay.ts';
-import { FEATURE_NAMES, featureVector } from '../features/definitions.ts';
+import { featureNames, featureVector } from '../features/definitions.ts';
 import { HALF_LIVES } from '../features/keys.ts';
 import type { ArticleState, CustomerState } from '../features/state.ts';
 import type { Candidate } from './candidates/index.ts';
@@ -16,6 +16,9 @@ import {
   reasonsFor,
   type Ranker,
 } from './ranking.ts';
+
+/** The features this build computes with embeddings off (the default). */
+const FEATURE_NAMES = featureNames(false);
 
 const NOW = Date.UTC(2020, 6, 1);
 
@@ -142,7 +145,7 @@ describe('heuristic-v2', () => {
     const out = await rankCandidates(
       { candidates, customer, articles, now: NOW, explain: false },
       null,
-      { timeoutMs: 100 },
+      { timeoutMs: 100, features: FEATURE_NAMES },
     );
     expect(out.modelVersion).toBe(HEURISTIC_VERSION);
     expect(out.fallback).toBeNull();
@@ -164,7 +167,7 @@ describe('rankCandidates with a ranker', () => {
       score: (f, rows) =>
         Promise.resolve({ scores: f.map((v) => -v).subarray(0, rows), version: 'm1-swapped' }),
     };
-    const out = await rankCandidates(input, ranker, { timeoutMs: 100 });
+    const out = await rankCandidates(input, ranker, { timeoutMs: 100, features: FEATURE_NAMES });
     expect(out.items.map((i) => i.candidate.articleId)).toEqual(['x', 'y', 'z']);
     expect(out.items.map((i) => i.score)).toEqual([-1, -2, -3]);
     expect(out.modelVersion).toBe('m1-swapped');
@@ -177,7 +180,7 @@ describe('rankCandidates with a ranker', () => {
     ['rejection', () => Promise.reject(new Error('boom'))],
   ])('falls back to the heuristic on a %s', async (_name, score) => {
     const ranker: Ranker = { version: 'm', features: ['a_purchases'], score };
-    const out = await rankCandidates(input, ranker, { timeoutMs: 100 });
+    const out = await rankCandidates(input, ranker, { timeoutMs: 100, features: FEATURE_NAMES });
     expect(out.fallback?.reason).toBe('ranker_error');
     expect(out.modelVersion).toBe(HEURISTIC_VERSION);
     expect(out.items).toHaveLength(3);

@@ -8,7 +8,7 @@
  * heuristic instead, and the outcome says so (`fallback`), for the response (`degraded: true`,
  * `model_version: heuristic-v2`) and the metrics (`rec_serving_ranker_errors_total`).
  */
-import { FEATURE_NAMES, featureVector, missingFeatures } from '../features/definitions.ts';
+import { featureVector, missingFeatures } from '../features/definitions.ts';
 import { DAY_MS } from '../features/decay.ts';
 import { emptyArticleState, type ArticleState, type CustomerState } from '../features/state.ts';
 import { RecError } from '../common/errors.ts';
@@ -77,7 +77,7 @@ export const HEURISTIC_WEIGHTS = {
   segment: 0.1,
 } as const;
 
-/** Features the heuristic reads (all part of FEATURE_NAMES). */
+/** Features the heuristic reads (all part of every feature set, `featureNames`). */
 export const HEURISTIC_FEATURES: readonly string[] = [
   'p_item_weighted',
   'p_prod_weighted',
@@ -107,6 +107,13 @@ export interface RankInput {
   readonly now: number;
   /** Return each item's feature values. */
   readonly explain: boolean;
+}
+
+export interface RankOptions {
+  /** A ranker taking longer falls back to the heuristic (ms; 0 = no limit). */
+  readonly timeoutMs: number;
+  /** The features this instance computes (`featureNames(embeddings)`); a model needing others is refused. */
+  readonly features: readonly string[];
 }
 
 export interface RankedItem {
@@ -222,8 +229,7 @@ function named(names: readonly string[], row: readonly number[]): Record<string,
   return Object.fromEntries(names.map((n, i) => [n, row[i] ?? NaN]));
 }
 
-function rankHeuristic(input: RankInput): RankedItem[] {
-  const names = FEATURE_NAMES;
+function rankHeuristic(input: RankInput, names: readonly string[]): RankedItem[] {
   const rows = featureRows(names, input);
   const scores = heuristicScores(input.candidates, names, rows);
   return sortItems(
@@ -255,10 +261,10 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
 async function rankWithModel(
   ranker: Ranker,
   input: RankInput,
-  timeoutMs: number,
+  opts: RankOptions,
 ): Promise<{ items: RankedItem[]; version: string }> {
   const names = ranker.features;
-  const missing = missingFeatures(names);
+  const missing = missingFeatures(names, opts.features);
   if (missing.length > 0) {
     throw new RankerFailure(
       'ranker_incompatible',
@@ -273,7 +279,7 @@ async function rankWithModel(
   });
   let result: { scores: Float32Array; version: string };
   try {
-    result = await withTimeout(ranker.score(matrix, rows.length), timeoutMs);
+    result = await withTimeout(ranker.score(matrix, rows.length), opts.timeoutMs);
   } catch (err) {
     if (err instanceof RankerFailure) throw err;
     const message = err instanceof Error ? err.message : String(err);
@@ -308,19 +314,20 @@ async function rankWithModel(
 export async function rankCandidates(
   input: RankInput,
   ranker: Ranker | null,
-  opts: { timeoutMs: number },
+  opts: RankOptions,
 ): Promise<RankOutcome> {
   if (ranker !== null && input.candidates.length > 0) {
     try {
-      const { items, version } = await rankWithModel(ranker, input, opts.timeoutMs);
+      const { items, version } = await rankWithModel(ranker, input, opts);
       return { items, modelVersion: version, fallback: null };
     } catch (err) {
       if (!(err instanceof RankerFailure)) throw err;
-      return { items: rankHeuristic(input), modelVersion: HEURISTIC_VERSION, fallback: err };
+      const items = rankHeuristic(input, opts.features);
+      return { items, modelVersion: HEURISTIC_VERSION, fallback: err };
     }
   }
   return {
-    items: rankHeuristic(input),
+    items: rankHeuristic(input, opts.features),
     modelVersion: ranker?.version ?? HEURISTIC_VERSION,
     fallback: null,
   };

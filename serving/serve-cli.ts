@@ -18,7 +18,7 @@ import { loadConfig } from '../common/config.ts';
 import { keySpace } from '../features/keys.ts';
 import { createLogger } from '../common/logger.ts';
 import type { ServingConfig } from './app.ts';
-import { scaledCandidateConfig } from './candidates/index.ts';
+import { defaultCandidateConfig, scaledCandidateConfig } from './candidates/index.ts';
 import { startServing } from './server.ts';
 
 const env = z
@@ -37,11 +37,11 @@ const env = z
   })
   .parse(process.env);
 
-/** Config overrides from SERVING_MAX_CANDIDATES (see the module comment). */
-function candidateOverrides(max: number | undefined): Partial<ServingConfig> {
-  if (max === undefined) return {};
-  const { maxCandidates, quotas } = scaledCandidateConfig(max);
-  return { maxCandidates, quotas };
+/** Candidate settings: the defaults, or scaled to SERVING_MAX_CANDIDATES (module comment). */
+function candidateConfig(max: number | undefined, embeddings: boolean): Partial<ServingConfig> {
+  const { maxCandidates, quotas } =
+    max === undefined ? defaultCandidateConfig(embeddings) : scaledCandidateConfig(max, embeddings);
+  return { maxCandidates, quotas, embeddings };
 }
 
 async function main(): Promise<void> {
@@ -56,11 +56,9 @@ async function main(): Promise<void> {
     workers: env.SCORER_WORKERS,
     allowFixtureModel: env.SERVING_ALLOW_FIXTURE_MODEL,
     config: {
-      ...candidateOverrides(env.SERVING_MAX_CANDIDATES),
+      ...candidateConfig(env.SERVING_MAX_CANDIDATES, config.embeddings.enabled),
       // Where `npm run embed` wrote the article vectors (default: the serving namespace).
-      ...(process.env.EMBEDDINGS_NAMESPACE
-        ? { embeddingNamespace: process.env.EMBEDDINGS_NAMESPACE }
-        : {}),
+      ...(config.embeddings.namespace ? { embeddingNamespace: config.embeddings.namespace } : {}),
     },
   });
   const version = handle.live.version;

@@ -7,7 +7,7 @@
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import { Redis } from 'ioredis';
-import { FEATURE_NAMES } from '../features/definitions.ts';
+import { featureNames } from '../features/definitions.ts';
 import type { KeySpace } from '../features/keys.ts';
 import type { Logger } from '../common/logger.ts';
 import { createApp, DEFAULT_SERVING_CONFIG, type ServingConfig } from './app.ts';
@@ -62,7 +62,8 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
   const subscriber = new Redis(opts.redisUrl, { lazyConnect: true });
   await subscriber.connect();
   const metrics = createServingMetrics({ defaults: true });
-  const live = new LiveModel(redis, opts.keys, FEATURE_NAMES, opts.logger, {
+  const config: ServingConfig = { ...DEFAULT_SERVING_CONFIG, ...opts.config };
+  const live = new LiveModel(redis, opts.keys, featureNames(config.embeddings), opts.logger, {
     workers: opts.workers ?? 2,
     allowFixtureModel: opts.allowFixtureModel ?? false,
     onSwap: (o) => {
@@ -79,7 +80,6 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
     void live.activate(version);
   });
   await live.loadActive();
-  const config: ServingConfig = { ...DEFAULT_SERVING_CONFIG, ...opts.config };
   const trendingCache = new TrendingCache({
     redis,
     keys: opts.keys,

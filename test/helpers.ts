@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Kafka } from 'kafkajs';
 import { bootstrap, type Codecs } from '../streams/bootstrap.ts';
-import { loadConfig, type Config } from '../common/config.ts';
+import { loadConfig, type Config, type EmbeddingsSwitch } from '../common/config.ts';
 import type { KeySpace } from '../features/keys.ts';
 import { createIdempotentProducer } from '../streams/producer.ts';
 import { createKafka, createRegistryClient, type SchemaRegistryClient } from '../streams/kafka.ts';
@@ -80,8 +80,8 @@ export async function waitFor<T>(
 
 /**
  * Run the real processors (every consumer group, taste included) over the suite's topics into
- * `keys` until they caught up with the end offsets, then stop them. Returns the codecs. The
- * processors are imported when called, so a suite that sets EMBEDDINGS first gets its mode.
+ * `keys` until they caught up with the end offsets, then stop them. Returns the codecs. Embeddings
+ * as `embeddings` says (default: as the environment's EMBEDDINGS, config `embeddings`).
  */
 export async function processAll(
   ctx: StackContext,
@@ -89,6 +89,7 @@ export async function processAll(
   keys: KeySpace,
   groupPrefix: string,
   timeoutMs = 60_000,
+  embeddings: EmbeddingsSwitch = loadConfig().embeddings,
 ): Promise<Codecs> {
   const { startProcessors } = await import('../processors/start.ts');
   const { createProcessorMetrics } = await import('../processors/metrics.ts');
@@ -106,6 +107,7 @@ export async function processAll(
       metrics: createProcessorMetrics(false),
       dlqProducer: producer,
       groupPrefix,
+      embeddings,
     });
     try {
       await running.caughtUp(timeoutMs);

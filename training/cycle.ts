@@ -18,7 +18,8 @@ import { keySpace, type KeySpace } from '../features/keys.ts';
 import { deleteNamespace } from '../features/state.ts';
 import type { Logger } from '../common/logger.ts';
 import type { Topics } from '../streams/topics.ts';
-import { FEATURE_NAMES } from '../features/definitions.ts';
+import { featureNames } from '../features/definitions.ts';
+import type { EmbeddingsSwitch } from '../common/config.ts';
 import { checkModel, type LoadedModel } from '../models/model-meta.ts';
 import {
   activateModel,
@@ -47,6 +48,8 @@ export interface CycleDeps {
   /** The live key space: its model registry receives the candidate. */
   keys: KeySpace;
   logger: Logger;
+  /** The deployment's embeddings switch (config `embeddings`; default off), see `RowsDeps`. */
+  embeddings?: EmbeddingsSwitch;
 }
 
 export interface CycleOptions {
@@ -160,7 +163,11 @@ async function activeModel(
   const entry = await readModel(deps.redis, deps.keys, v);
   if (entry === null) return null;
   try {
-    return await checkModel(entry.meta, entry.bytes, FEATURE_NAMES);
+    return await checkModel(
+      entry.meta,
+      entry.bytes,
+      featureNames(deps.embeddings?.enabled ?? false),
+    );
   } catch (err) {
     say(
       `active model ${v} cannot be scored on these rows (${err instanceof Error ? err.message : String(err)}); it does not gate`,

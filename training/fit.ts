@@ -12,7 +12,6 @@
 import { mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { FEATURE_NAMES } from '../features/definitions.ts';
 import { loadModel, type LoadedModel, type ModelMeta } from '../models/model-meta.ts';
 import type { PurchaseLog } from '../evaluation/baselines.ts';
 import { BASELINES, addRanked, labelWeek, pooledAp, type Week } from './judge.ts';
@@ -134,7 +133,11 @@ export async function fitAndGate(input: FitInput): Promise<FitResult> {
   const stdout = await runPython(input.python, trainerArgs(recipe, paths, out, rolling), say);
   const trainSeconds = (performance.now() - t0) / 1000;
   const trainer = JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>;
-  const shipped = await loadModel(join(out, 'model.onnx'), join(out, 'model.json'), FEATURE_NAMES);
+  const shipped = await loadModel(
+    join(out, 'model.onnx'),
+    join(out, 'model.json'),
+    input.rows.features,
+  );
 
   const t1 = performance.now();
   const scores = await gateScores(input, gateTable, out, rolling, shipped);

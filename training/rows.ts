@@ -65,7 +65,7 @@ import type { Kafka } from 'kafkajs';
 import type { Codecs } from '../streams/bootstrap.ts';
 import type { DecodedRecord } from '../streams/consumer.ts';
 import { DAY_MS } from '../features/decay.ts';
-import { FEATURE_NAMES, featureVector } from '../features/definitions.ts';
+import { featureNames, featureVector } from '../features/definitions.ts';
 import { keySpace, type KeySpace } from '../features/keys.ts';
 import { deleteNamespace, emptyArticleState } from '../features/state.ts';
 import { RecError } from '../common/errors.ts';
@@ -75,10 +75,12 @@ import type { Topics } from '../streams/topics.ts';
 import type { Purchase } from '../schemas/events.ts';
 import type { PurchaseProcessorOptions } from '../processors/purchases.ts';
 import { createWriters, type Writers } from '../processors/writers.ts';
+import { EMBEDDINGS_OFF, type EmbeddingsSwitch } from '../common/config.ts';
 import { embeddingKeys } from '../features/embedding-keys.ts';
 import {
   DEFAULT_CANDIDATE_CONFIG,
   SOURCES,
+  withEmbeddings,
   gatherCandidates,
   type Candidate,
   type CandidateConfig,
@@ -97,6 +99,12 @@ export interface RowsDeps {
   readonly codecs: Codecs;
   readonly topics: Topics;
   readonly logger: Logger;
+  /**
+   * The deployment's embeddings switch (config `embeddings`; default off): on, the taste processor
+   * replays too, the rows carry the embedding features and the `similar` source takes part.
+   * Article vectors are read from `embeddings.namespace`, else `liveNamespace`, else `rec`.
+   */
+  readonly embeddings?: EmbeddingsSwitch;
 }
 
 export type RowsStage = 'labels' | 'articles' | 'customers' | 'purchases' | 'queries' | 'write';
@@ -107,7 +115,7 @@ export interface QueryInfo {
   readonly cutoff: number;
   readonly customerId: string;
   readonly candidates: readonly Candidate[];
-  /** One vector per candidate, in `FEATURE_NAMES` order, as `featureVector` returned it. */
+  /** One vector per candidate, in the row table's feature order, as `featureVector` returned it. */
   readonly features: readonly (readonly number[])[];
   /** Articles the customer bought in the label window. */
   readonly labels: ReadonlySet<string>;
@@ -214,7 +222,7 @@ export class RowTable {
   private readonly sourceList: string[] = [];
   private values: Float32Array[];
 
-  constructor(features: readonly string[] = FEATURE_NAMES, capacity = 4096) {
+  constructor(features: readonly string[], capacity = 4096) {
     this.features = [...features];
     this.capacity = Math.max(1, capacity);
     this.qids = new Float64Array(this.capacity);
@@ -498,7 +506,8 @@ class RecallCounter {
     for (const s of SOURCES) this.bySource[s] += o.bySource[s];
   }
 
-  recall(): CandidateRecall {
+  /** Recall overall and per source (`similar` only with embeddings on). */
+  recall(embeddings: boolean): CandidateRecall {
     const r = (hits: number) => (this.pairs === 0 ? NaN : hits / this.pairs);
     return {
       overall: r(this.hits),
@@ -507,7 +516,7 @@ class RecallCounter {
       copurchase: r(this.bySource.copurchase),
       trending_segment: r(this.bySource.trending_segment),
       trending_global: r(this.bySource.trending_global),
-      ...(SOURCES.includes('similar') ? { similar: r(this.bySource.similar) } : {}),
+      ...(embeddings ? { similar: r(this.bySource.similar) } : {}),
     };
   }
 }
@@ -544,10 +553,10 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
   // The live processors' writers (EMBEDDINGS=on: the taste processor too, issue 7).
   const writers = createWriters(deps.redis, run.keys, {
     purchases: opts.processorOptions,
-    tasteArticles: embeddingKeys(run.config.embeddingNamespace),
+    tasteArticles: run.config.embeddings ? embeddingKeys(run.config.embeddingNamespace) : null,
   });
 
-  const table = new RowTable(FEATURE_NAMES);
+  const table = new RowTable(featureNames(run.config.embeddings));
   const perCutoff: CutoffSummary[] = [];
   const total = new RecallCounter();
   const replayed = new ReplayState();
@@ -568,7 +577,7 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
       rows: queries.rows,
       positives: queries.positives,
       labelPairs: queries.recall.pairs,
-      candidateRecall: queries.recall.recall(),
+      candidateRecall: queries.recall.recall(run.config.embeddings),
       purchasesApplied: applied,
     };
     perCutoff.push(summary);
@@ -583,7 +592,7 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
     positives,
     labelPairs: total.pairs,
     perCutoff,
-    candidateRecall: total.recall(),
+    candidateRecall: total.recall(run.config.embeddings),
     lateEvents: replayed.lateEvents,
     timings: { ...run.timings, totalMs: performance.now() - started },
     table,
@@ -594,17 +603,17 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
 /** The checked options, serving's candidate configuration, the logger and the timers of a run. */
 function startRun(deps: RowsDeps, opts: RowsOptions): RowsRun {
   const { keys, windowMs } = validate(opts);
-  const config: CandidateConfig = {
-    ...DEFAULT_CANDIDATE_CONFIG,
-    // Article vectors where `npm run embed` wrote them, as serving reads them: EMBEDDINGS_NAMESPACE,
-    // else the live namespace.
-    embeddingNamespace:
-      process.env.EMBEDDINGS_NAMESPACE ??
-      opts.liveNamespace ??
-      process.env.REDIS_NAMESPACE ??
-      'rec',
-    ...opts.candidateConfig,
-  };
+  const embeddings = deps.embeddings ?? EMBEDDINGS_OFF;
+  const config = withEmbeddings(
+    {
+      ...DEFAULT_CANDIDATE_CONFIG,
+      // Article vectors where `npm run embed` wrote them, as serving reads them:
+      // EMBEDDINGS_NAMESPACE, else the live namespace.
+      embeddingNamespace: embeddings.namespace ?? opts.liveNamespace ?? LIVE_NAMESPACE,
+      ...opts.candidateConfig,
+    },
+    embeddings.enabled,
+  );
   const timings = { labelsMs: 0, metadataMs: 0, purchasesMs: 0, queriesMs: 0, writeMs: 0 };
   return {
     deps,
@@ -887,14 +896,14 @@ function addQuery(
   const { customerId, cutoff, set, bought } = q;
   const qid = nextQid(table);
   const features = set.candidates.map((c) =>
-    featureVector(FEATURE_NAMES, {
+    featureVector(table.features, {
       customer: set.customer,
       article: set.articles.get(c.articleId) ?? emptyArticleState(c.articleId),
       now: cutoff,
       candidate: c,
     }),
   );
-  const heuristic = heuristicScores(set.candidates, FEATURE_NAMES, features);
+  const heuristic = heuristicScores(set.candidates, table.features, features);
   let positives = 0;
   set.candidates.forEach((c, k) => {
     const label = bought.has(c.articleId) ? 1 : 0;

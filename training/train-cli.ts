@@ -60,7 +60,8 @@ async function main(): Promise<void> {
   const { kafka, topics, codecs } = await connectStreams(config, 'rec-trainer', logger);
   const redis = new Redis(config.redisUrl);
   const keys = keySpace(config.redisNamespace);
-  const cycle = cycleRunner({ kafka, redis, codecs, topics, keys, logger }, flags);
+  const deps = { kafka, redis, codecs, topics, keys, logger, embeddings: config.embeddings };
+  const cycle = cycleRunner(deps, flags);
   try {
     if (flags.once) {
       await cycle();

@@ -53,7 +53,7 @@ export async function timeBreakdown(
     gatherCpu: 0,
     featuresCpu: 0,
   };
-  const cfg = scaledCandidateConfig(CANDIDATES);
+  const cfg = scaledCandidateConfig(CANDIDATES, run.config.embeddings.enabled);
   const bench: Bench = { run, base, pool, cfg, names: pool.features, width };
   let realRows: Float32Array | null = null;
   const breakdownCustomers = customers.slice(0, 500);

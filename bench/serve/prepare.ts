@@ -4,7 +4,7 @@
  * start the API and wait until it ranks with the model.
  */
 import { randomBytes } from 'node:crypto';
-import { FEATURE_NAMES } from '../../features/definitions.ts';
+import { featureNames } from '../../features/definitions.ts';
 import { buildFixtureModel } from '../../models/fixture.ts';
 import { loadModel, type LoadedModel } from '../../models/model-meta.ts';
 import { activateModel, registerModel } from '../../models/registry.ts';
@@ -75,13 +75,14 @@ async function untilCaughtUp(run: BenchRun, proc: Child, tProc: number): Promise
 
 /** 2. Build the fixture ranker (`trees` trees, depth 6), register it and activate it. */
 export async function buildModel(run: BenchRun, trees: number): Promise<LoadedModel> {
+  const features = featureNames(run.config.embeddings.enabled);
   const built = await buildFixtureModel(run.modelDir, {
-    features: FEATURE_NAMES,
+    features,
     trees,
     depth: 6,
     seed: 1,
   });
-  const model: LoadedModel = await loadModel(built.onnxPath, built.metaPath, FEATURE_NAMES);
+  const model: LoadedModel = await loadModel(built.onnxPath, built.metaPath, features);
   await registerModel(run.redis, run.keys, model);
   await activateModel(run.redis, run.keys, model.meta.version);
   say(

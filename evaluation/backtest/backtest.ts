@@ -25,7 +25,7 @@ import { tmpdir } from 'node:os';
 import { DAY_MS } from '../../features/decay.ts';
 import { keySpace } from '../../features/keys.ts';
 import { deleteNamespace } from '../../features/state.ts';
-import { SOURCES } from '../../serving/candidates/index.ts';
+import { activeSources } from '../../serving/candidates/index.ts';
 import type { LoadedModel } from '../../models/model-meta.ts';
 import type { HeuristicWeights, PurchaseLog } from '../baselines.ts';
 import { fitAndGate } from '../../training/fit.ts';
@@ -366,7 +366,7 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
       ]),
     );
     const candidateRecall = Object.fromEntries(
-      ['overall', ...SOURCES].map((s) => [
+      ['overall', ...activeSources(deps.embeddings?.enabled ?? false)].map((s) => [
         s,
         recallPairs.pairs === 0 ? NaN : (recallPairs.hits[s] ?? 0) / recallPairs.pairs,
       ]),

@@ -129,7 +129,7 @@ async function main(): Promise<void> {
     const { kafka, topics, codecs } = await connectStreams(config, 'rec-eval', logger);
     const bars = new Map<string, Progress>();
     const result = await runEval(
-      { kafka, redis, codecs, topics, logger },
+      { kafka, redis, codecs, topics, logger, embeddings: config.embeddings },
       {
         dataset: values.data === undefined ? prefix : basename(resolve(values.data)),
         cutoffs,

@@ -3,7 +3,7 @@
  * defaults (the ones training uses) and the defaults scaled to another cap (the server's
  * SERVING_MAX_CANDIDATES).
  */
-import { DEFAULT_SIMILAR_QUOTA } from './similar.ts';
+import { SIMILAR_QUOTA } from './similar.ts';
 
 export interface CandidateConfig {
   /** Most candidates taken from each source. */
@@ -14,9 +14,14 @@ export interface CandidateConfig {
     readonly copurchase: number;
     readonly segment: number;
     readonly global: number;
-    /** `similar` (text-embedding neighbours of the seeds), EMBEDDINGS=on only. */
+    /** `similar` (text-embedding neighbours of the seeds), only with `embeddings`. */
     readonly similar?: number;
   };
+  /**
+   * Embeddings take part (config `embeddings.enabled`, `EMBEDDINGS=on`): the `similar` source, and
+   * the taste and article vectors attached to the states for the embedding features.
+   */
+  readonly embeddings: boolean;
   /** Cap of the de-duplicated, filtered pool (kept in source priority order). */
   readonly maxCandidates: number;
   /** Latest distinct purchased articles whose co-purchase neighbours are read. */
@@ -44,8 +49,9 @@ export const DEFAULT_CANDIDATE_CONFIG: CandidateConfig = {
     copurchase: 30,
     segment: 30,
     global: 30,
-    similar: DEFAULT_SIMILAR_QUOTA,
+    similar: 0,
   },
+  embeddings: false,
   maxCandidates: 150,
   copurchaseSeeds: 5,
   copurchasePerSeed: 20,
@@ -56,13 +62,27 @@ export const DEFAULT_CANDIDATE_CONFIG: CandidateConfig = {
 };
 
 /**
+ * `config` with embeddings on (the `similar` source takes part, quota 30 unless one is set) or
+ * off (no `similar` source).
+ */
+export function withEmbeddings(config: CandidateConfig, embeddings: boolean): CandidateConfig {
+  const similar = embeddings ? config.quotas.similar || SIMILAR_QUOTA : 0;
+  return { ...config, embeddings, quotas: { ...config.quotas, similar } };
+}
+
+/** The defaults with embeddings on or off (off: `DEFAULT_CANDIDATE_CONFIG`). */
+export function defaultCandidateConfig(embeddings: boolean): CandidateConfig {
+  return embeddings ? withEmbeddings(DEFAULT_CANDIDATE_CONFIG, true) : DEFAULT_CANDIDATE_CONFIG;
+}
+
+/**
  * The default configuration capped at `max` candidates: every personal quota keeps its share of
  * the default cap, global trending may fill up to `max` (what the personal sources leave), so a
  * request holds `max` candidates whenever the store has that many to offer. `max` = the default
  * cap gives the defaults' personal quotas (the ones training uses).
  */
-export function scaledCandidateConfig(max: number): CandidateConfig {
-  const d = DEFAULT_CANDIDATE_CONFIG;
+export function scaledCandidateConfig(max: number, embeddings = false): CandidateConfig {
+  const d = defaultCandidateConfig(embeddings);
   const share = (q: number) => (q > 0 ? Math.max(1, Math.round((q * max) / d.maxCandidates)) : 0);
   return {
     ...d,

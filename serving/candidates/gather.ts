@@ -51,7 +51,6 @@ import {
   type Product,
 } from './siblings.ts';
 import {
-  EMBEDDINGS_ON,
   EmbeddingReads,
   addSimilar,
   articleVectorKeys,
@@ -92,7 +91,7 @@ export async function gatherCandidates(
   const plan = personalReads(customer, config, req.filters, over);
   const ekeys = articleVectorKeys(keys, config.embeddingNamespace);
   // EMBEDDINGS=on: the taste and the vectors of the known and recent articles go along.
-  const embReads = EMBEDDINGS_ON ? new EmbeddingReads(redis, keys, ekeys, customer) : null;
+  const embReads = config.embeddings ? new EmbeddingReads(redis, keys, ekeys, customer) : null;
   const round2 = await readPersonal(
     redis,
     keys,
@@ -165,7 +164,7 @@ function personalReads(
     copurchaseSeeds: quotas.copurchase > 0 ? seeds : [],
     products: siblingProducts(customer, config),
     recent: latest.slice(0, Math.max(10, config.copurchaseSeeds)),
-    similarSeeds: EMBEDDINGS_ON && (quotas.similar ?? 0) > 0 ? seeds : [],
+    similarSeeds: config.embeddings && (quotas.similar ?? 0) > 0 ? seeds : [],
   };
 }
 

@@ -4,7 +4,7 @@
  * the routes and the trending cache share.
  *
  * One module per source, each queuing its reads on the request's pipeline and adding its picks to
- * the pool (pool.ts): repurchase.ts, siblings.ts, copurchase.ts, similar.ts (EMBEDDINGS=on, with
+ * the pool (pool.ts): repurchase.ts, siblings.ts, copurchase.ts, similar.ts (embeddings on, with
  * the embedding reads that ride along), trending-segment.ts, trending-global.ts. config.ts holds
  * the quotas, types.ts what a request gives and gets, customer.ts what is derived from the
  * customer's state.
@@ -13,9 +13,16 @@
  * nothing else of serving/. Code outside this folder imports from this file.
  */
 export { gatherCandidates } from './gather.ts';
-export { DEFAULT_CANDIDATE_CONFIG, scaledCandidateConfig, type CandidateConfig } from './config.ts';
+export {
+  DEFAULT_CANDIDATE_CONFIG,
+  defaultCandidateConfig,
+  scaledCandidateConfig,
+  withEmbeddings,
+  type CandidateConfig,
+} from './config.ts';
 export {
   SOURCES,
+  activeSources,
   type Candidate,
   type CandidateRequest,
   type CandidateSet,

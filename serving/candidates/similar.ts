@@ -19,17 +19,14 @@ import {
   RECENT_FOR_SIMILARITY,
   attachArticleVector,
   attachCustomerEmbedding,
-  embeddingsEnabled,
 } from '../../features/embedding-state.ts';
 import type { KeySpace } from '../../features/keys.ts';
 import type { ArticleState, CustomerState } from '../../features/state.ts';
 import type { CandidatePool } from './pool.ts';
 import type { Replies } from './replies.ts';
 
-/** Whether embeddings take part in candidate generation and features (`EMBEDDINGS`, at start). */
-export const EMBEDDINGS_ON = embeddingsEnabled();
-/** Default quota of the `similar` source (0 when off). */
-export const DEFAULT_SIMILAR_QUOTA = EMBEDDINGS_ON ? 30 : 0;
+/** Quota of the `similar` source when embeddings are on (`defaultCandidateConfig(true)`). */
+export const SIMILAR_QUOTA = 30;
 
 /** Key space of the article vectors for a request in `keys` (see the module comment). */
 export function articleVectorKeys(keys: KeySpace, embeddingNamespace?: string): EmbeddingKeys {

@@ -4,7 +4,6 @@
  */
 import type { ArticleState, CustomerState } from '../../features/state.ts';
 import type { LogScored } from './replies.ts';
-import { EMBEDDINGS_ON } from './similar.ts';
 
 export type Source =
   'repurchase' | 'siblings' | 'copurchase' | 'similar' | 'trending_segment' | 'trending_global';
@@ -13,10 +12,17 @@ export const SOURCES: readonly Source[] = [
   'repurchase',
   'siblings',
   'copurchase',
-  ...(EMBEDDINGS_ON ? (['similar'] as const) : []),
+  'similar',
   'trending_segment',
   'trending_global',
 ];
+
+const WITHOUT_SIMILAR = SOURCES.filter((s) => s !== 'similar');
+
+/** The sources that take part with embeddings on or off (`similar` only when on). */
+export function activeSources(embeddings: boolean): readonly Source[] {
+  return embeddings ? SOURCES : WITHOUT_SIMILAR;
+}
 
 export interface Filters {
   readonly indexGroup?: string | undefined;

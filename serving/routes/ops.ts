@@ -5,7 +5,7 @@
  */
 import { OpenAPIHono } from '@hono/zod-openapi';
 import type { Redis } from 'ioredis';
-import { missingFeatures } from '../../features/definitions.ts';
+import { featureNames, missingFeatures } from '../../features/definitions.ts';
 import type { ReadyBody } from '../api-schemas.ts';
 import { HEURISTIC_VERSION } from '../ranking.ts';
 import type { AppEnv, RouteContext } from './context.ts';
@@ -69,7 +69,8 @@ async function pingRedis(
 function checkRanker(ctx: RouteContext, reasons: string[]): ReadyBody['checks']['ranker'] {
   const { requireModel } = ctx.config;
   const ranker = ctx.ranker();
-  const missing = ranker === null ? [] : missingFeatures(ranker.features);
+  const missing =
+    ranker === null ? [] : missingFeatures(ranker.features, featureNames(ctx.config.embeddings));
   if (ranker !== null && missing.length > 0) {
     const message = `model ${ranker.version} needs unknown features (${missing.join(', ')}); ranking with the heuristic`;
     if (requireModel) reasons.push(`ranker: ${message}`);

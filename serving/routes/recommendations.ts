@@ -7,6 +7,7 @@
  * why (no promoted model, the active one refused by this instance, or a ranker failure on this
  * request), or the trending cache. Users are never told a ranking is a model's when it is not.
  */
+import { featureNames } from '../../features/definitions.ts';
 import { OpenAPIHono, createRoute } from '@hono/zod-openapi';
 import type { ArticleState } from '../../features/state.ts';
 import {
@@ -96,7 +97,7 @@ export function recommendationRoutes(ctx: RouteContext): OpenAPIHono<AppEnv> {
     const outcome = await rankCandidates(
       { candidates: set.candidates, customer: set.customer, articles: set.articles, now, explain },
       ranker,
-      { timeoutMs: ctx.config.rankerTimeoutMs },
+      { timeoutMs: ctx.config.rankerTimeoutMs, features: featureNames(ctx.config.embeddings) },
     );
     if (outcome.fallback) reportFailure(outcome.fallback, ranker, requestIdOf(c));
     ctx.metrics.setModelVersion(outcome.modelVersion);

@@ -3,11 +3,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tensor } from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FEATURE_NAMES } from '../../features/definitions.ts';
+import { featureNames } from '../../features/definitions.ts';
 import { buildFixtureModel } from '../../models/fixture.ts';
 import { loadModel, ModelError, type LoadedModel } from '../../models/model-meta.ts';
 import { createSession } from '../../models/onnx.ts';
 import { ScorerError, ScorerPool } from './pool.ts';
+
+/** The features this build computes with embeddings off (the default). */
+const FEATURE_NAMES = featureNames(false);
 
 const F = FEATURE_NAMES.length;
 let dir: string;

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Candidate } from '../../serving/candidates/index.ts';
 import { bootstrap } from '../../streams/bootstrap.ts';
 import type { DecodedRecord } from '../../streams/consumer.ts';
@@ -21,16 +21,19 @@ import type { Article } from '../../schemas/events.ts';
 import { generateDataset } from '../fixtures/generate.ts';
 import { processAll, stackContext } from '../helpers.ts';
 
-vi.stubEnv('EMBEDDINGS', 'on');
-const { applyArticles } = await import('../../processors/metadata.ts');
-const { defineScripts } = await import('../../processors/scripts.ts');
-const { buildSimilar, embedArticles } = await import('../../embeddings/embed.ts');
-const { loadEmbedder } = await import('../../embeddings/model.ts');
-const { FEATURE_NAMES } = await import('../../features/definitions.ts');
-const { deleteNamespace } = await import('../../features/state.ts');
-const { buildTrainingRows } = await import('../../training/rows.ts');
-const { rebuildTaste } = await import('../../processors/taste-rebuild.ts');
-const { decodeTaste, dot } = await import('../../embeddings/store.ts');
+import { applyArticles } from '../../processors/metadata.ts';
+import { defineScripts } from '../../processors/scripts.ts';
+import { buildSimilar, embedArticles } from '../../embeddings/embed.ts';
+import { loadEmbedder } from '../../embeddings/model.ts';
+import { featureNames } from '../../features/definitions.ts';
+import { deleteNamespace } from '../../features/state.ts';
+import { buildTrainingRows } from '../../training/rows.ts';
+import { rebuildTaste } from '../../processors/taste-rebuild.ts';
+import { decodeTaste, dot } from '../../embeddings/store.ts';
+
+// A deployment with embeddings on.
+const EMBEDDINGS = { enabled: true } as const;
+const FEATURE_NAMES = featureNames(true);
 
 const CUTOFF = Date.UTC(2020, 6, 13);
 
@@ -85,7 +88,14 @@ describe('training rows with EMBEDDINGS=on', () => {
 
     ({ codecs } = await bootstrap(ctx));
     const result = await buildTrainingRows(
-      { kafka: ctx.kafka, redis, codecs, topics: ctx.topics, logger: ctx.logger },
+      {
+        kafka: ctx.kafka,
+        redis,
+        codecs,
+        topics: ctx.topics,
+        logger: ctx.logger,
+        embeddings: EMBEDDINGS,
+      },
       {
         cutoffs: [CUTOFF],
         namespace: ns,
@@ -104,7 +114,6 @@ describe('training rows with EMBEDDINGS=on', () => {
     redis.disconnect();
     rmSync(dir, { recursive: true, force: true });
     await ctx.cleanup();
-    vi.unstubAllEnvs();
   });
 
   it('replays the taste processor and fills the embedding features and the similar source', async () => {
@@ -139,7 +148,7 @@ describe('training rows with EMBEDDINGS=on', () => {
 
   it('starts the taste consumer group with the processors: one taste update per purchase event', async () => {
     const keys = keySpace(live);
-    await processAll(ctx, redis, keys, `g-${id}`, 120_000);
+    await processAll(ctx, redis, keys, `g-${id}`, 120_000, EMBEDDINGS);
     const dataset = await readDataset(join(dir, 'data'));
     const customers = [...new Set(dataset.purchases.map((p) => p.customer_id))];
     const pipe = redis.pipeline();

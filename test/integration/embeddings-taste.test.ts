@@ -7,7 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Article, Purchase } from '../../schemas/events.ts';
 import { loadConfig } from '../../common/config.ts';
 import type { DecodedRecord } from '../../streams/consumer.ts';
@@ -15,20 +15,26 @@ import { embeddingKeys, type EmbeddingKeys } from '../../features/embedding-keys
 import { keySpace, type KeySpace } from '../../features/keys.ts';
 import { embeddingCatalogue } from '../fixtures/embedding-articles.ts';
 
-vi.stubEnv('EMBEDDINGS', 'on');
-// Modules that read the switch at load time are imported after it is set.
-const { applyArticles } = await import('../../processors/metadata.ts');
-const { PurchaseProcessor } = await import('../../processors/purchases.ts');
-const { defineScripts } = await import('../../processors/scripts.ts');
-const { TasteProcessor, TASTE_HALF_LIFE } = await import('../../processors/taste.ts');
-const { SOURCES, DEFAULT_CANDIDATE_CONFIG, gatherCandidates } =
-  await import('../../serving/candidates/index.ts');
-const { buildSimilar, embedArticles } = await import('../../embeddings/embed.ts');
-const { loadEmbedder } = await import('../../embeddings/model.ts');
-const { decodeTaste, dot, readVectors } = await import('../../embeddings/store.ts');
-const { FEATURE_NAMES, featureVector } = await import('../../features/definitions.ts');
-const { HALF_LIVES } = await import('../../features/keys.ts');
-const { deleteNamespace, emptyArticleState } = await import('../../features/state.ts');
+import { applyArticles } from '../../processors/metadata.ts';
+import { PurchaseProcessor } from '../../processors/purchases.ts';
+import { defineScripts } from '../../processors/scripts.ts';
+import { TasteProcessor, TASTE_HALF_LIFE } from '../../processors/taste.ts';
+import {
+  activeSources,
+  defaultCandidateConfig,
+  gatherCandidates,
+} from '../../serving/candidates/index.ts';
+import { buildSimilar, embedArticles } from '../../embeddings/embed.ts';
+import { loadEmbedder } from '../../embeddings/model.ts';
+import { decodeTaste, dot, readVectors } from '../../embeddings/store.ts';
+import { featureNames, featureVector } from '../../features/definitions.ts';
+import { HALF_LIVES } from '../../features/keys.ts';
+import { deleteNamespace, emptyArticleState } from '../../features/state.ts';
+
+// Embeddings on: the feature set, the sources and the candidate configuration of such a deployment.
+const FEATURE_NAMES = featureNames(true);
+const SOURCES = activeSources(true);
+const CANDIDATES = defaultCandidateConfig(true);
 
 const DAY = 86_400_000;
 const T0 = Date.UTC(2020, 8, 10);
@@ -94,7 +100,6 @@ describe('taste vectors, embedding features and the similar source (EMBEDDINGS=o
   afterAll(async () => {
     await deleteNamespace(redis, keys);
     redis.disconnect();
-    vi.unstubAllEnvs();
   });
 
   it('turns the features and the source on', () => {
@@ -160,7 +165,7 @@ describe('taste vectors, embedding features and the similar source (EMBEDDINGS=o
     await purchases.apply(events);
     await taste.apply(events);
 
-    const set = await gatherCandidates(redis, keys, DEFAULT_CANDIDATE_CONFIG, {
+    const set = await gatherCandidates(redis, keys, CANDIDATES, {
       customerId: 'cust-c',
       filters: {},
       allowRepurchase: false,
@@ -190,7 +195,7 @@ describe('taste vectors, embedding features and the similar source (EMBEDDINGS=o
     expect(boots[0]).toBeLessThan(tasteCos!);
     // Unknown to the index (no vector), or a customer without history: NaN.
     expect(featureVector(names, ctx(catalogue.at(-1)!.article_id))).toEqual([NaN, NaN]);
-    const cold = await gatherCandidates(redis, keys, DEFAULT_CANDIDATE_CONFIG, {
+    const cold = await gatherCandidates(redis, keys, CANDIDATES, {
       customerId: 'nobody',
       filters: {},
       allowRepurchase: false,

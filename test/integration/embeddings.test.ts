@@ -22,9 +22,9 @@ import { keySpace, type KeySpace } from '../../features/keys.ts';
 import { deleteNamespace } from '../../features/state.ts';
 import { createLogger } from '../../common/logger.ts';
 import { embeddingCatalogue } from '../fixtures/embedding-articles.ts';
-import { SOURCES } from '../../serving/candidates/index.ts';
-import { FEATURE_NAMES } from '../../features/definitions.ts';
-import { embeddingsEnabled } from '../../features/embedding-state.ts';
+import { activeSources } from '../../serving/candidates/index.ts';
+import { featureNames } from '../../features/definitions.ts';
+import { ConfigError } from '../../common/config.ts';
 
 const records = (articles: readonly Article[]): DecodedRecord<Article>[] =>
   articles.map((value, i) => ({
@@ -60,14 +60,19 @@ describe('article embeddings and similar items', () => {
   });
 
   it('adds the features and the similar source only with EMBEDDINGS=on (off by default)', () => {
-    const on = embeddingsEnabled();
-    expect(FEATURE_NAMES.includes('p_emb_taste_cos')).toBe(on);
-    expect(FEATURE_NAMES.includes('p_emb_recent_max')).toBe(on);
-    expect(SOURCES.includes('similar')).toBe(on);
-    expect(embeddingsEnabled({ EMBEDDINGS: 'on' })).toBe(true);
-    expect(embeddingsEnabled({ EMBEDDINGS: 'off' })).toBe(false);
-    expect(embeddingsEnabled({})).toBe(false);
-    expect(() => embeddingsEnabled({ EMBEDDINGS: 'maybe' })).toThrow(/on or off/);
+    for (const on of [false, true]) {
+      expect(featureNames(on).includes('p_emb_taste_cos')).toBe(on);
+      expect(featureNames(on).includes('p_emb_recent_max')).toBe(on);
+      expect(activeSources(on).includes('similar')).toBe(on);
+    }
+    // The embedding features come last: a set with them only appends columns.
+    expect(featureNames(true).slice(0, featureNames(false).length)).toEqual(featureNames(false));
+    const enabled = (env: NodeJS.ProcessEnv) => loadConfig(env).embeddings.enabled;
+    expect(enabled({ EMBEDDINGS: 'on' })).toBe(true);
+    expect(enabled({ EMBEDDINGS: 'OFF' })).toBe(false);
+    expect(enabled({})).toBe(false);
+    expect(() => enabled({ EMBEDDINGS: 'maybe' })).toThrow(ConfigError);
+    expect(() => enabled({ EMBEDDINGS: 'maybe' })).toThrow(/EMBEDDINGS: must be on or off/);
   });
 
   it('embeds the catalogue once, then only the article whose text changed', async () => {

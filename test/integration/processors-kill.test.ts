@@ -2,6 +2,7 @@
  * Fault injection: `kill -9` of a processor process in the middle of a stream, then a restart.
  * The final Redis state must equal that of a clean single run, key for key.
  */
+import { loadConfig } from '../../common/config.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -9,7 +10,6 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { bootstrap } from '../../streams/bootstrap.ts';
 import { consumerLag } from '../../streams/admin.ts';
-import { embeddingsEnabled } from '../../features/embedding-state.ts';
 import { keySpace } from '../../features/keys.ts';
 import { EventProducer, createIdempotentProducer } from '../../streams/producer.ts';
 import { createProcessorMetrics } from '../../processors/metrics.ts';
@@ -83,7 +83,7 @@ describe('processor killed with SIGKILL mid-stream', () => {
       const purchaseGroup = `${group}.${ctx.topics.purchases.name}`;
       // EMBEDDINGS=on (inherited by the child): the taste group consumes purchases too, and its
       // state is compared as well, so the restarted process must have caught up in both groups.
-      const tasteGroup = embeddingsEnabled()
+      const tasteGroup = loadConfig().embeddings.enabled
         ? tasteGroupId(group, ctx.topics.purchases.name)
         : null;
       const admin = ctx.kafka.admin();

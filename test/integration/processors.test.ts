@@ -4,6 +4,7 @@
  * Redis write and the commit, and DLQ accounting (with `EMBEDDINGS=on`, the taste group included).
  * (kill -9 of a process: processors-kill.test.ts.)
  */
+import { loadConfig } from '../../common/config.ts';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
@@ -11,9 +12,8 @@ import type { Producer } from 'kafkajs';
 import { bootstrap, type Codecs } from '../../streams/bootstrap.ts';
 import { endOffsetTotal } from '../../streams/admin.ts';
 import { DAY_MS, directDecayedSum } from '../../features/decay.ts';
-import { featureVector, FEATURE_NAMES } from '../../features/definitions.ts';
+import { featureVector, featureNames } from '../../features/definitions.ts';
 import { embeddingKeys } from '../../features/embedding-keys.ts';
-import { embeddingsEnabled } from '../../features/embedding-state.ts';
 import { keySpace, HALF_LIVES, type KeySpace } from '../../features/keys.ts';
 import {
   type ArticleState,
@@ -31,6 +31,9 @@ import type { Article, Customer, Purchase } from '../../schemas/events.ts';
 import { makeArticles, makeCustomers, makePurchases, shuffled } from '../fixtures/events.ts';
 import { stackContext, type StackContext } from '../helpers.ts';
 import { dumpNamespace, expectSameState } from '../redis-helpers.ts';
+
+/** The features this build computes with embeddings off (the default). */
+const FEATURE_NAMES = featureNames(false);
 
 const T0 = Date.UTC(2020, 5, 1);
 
@@ -402,8 +405,8 @@ describe('processors on the real stack', () => {
     // EMBEDDINGS=on: the taste group reads the same records; the purchases group owns the DLQ,
     // so the taste group only counts the N malformed ones as skipped, and applies every good one.
     const skipped = (await metrics.skipped.get()).values.reduce((s, v) => s + v.value, 0);
-    expect(skipped).toBe(embeddingsEnabled() ? N : 0);
-    if (embeddingsEnabled()) {
+    expect(skipped).toBe(loadConfig().embeddings.enabled ? N : 0);
+    if (loadConfig().embeddings.enabled) {
       const ekeys = embeddingKeys(ns);
       const applied = await Promise.all(
         customers.map((c) => redis.hget(ekeys.customer(c).taste, 'n')),

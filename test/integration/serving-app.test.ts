@@ -29,7 +29,7 @@ import { TrendingCache } from '../../serving/trending-cache.ts';
 import { loadConfig } from '../../common/config.ts';
 import type { DecodedRecord } from '../../streams/consumer.ts';
 import { DAY_MS } from '../../features/decay.ts';
-import { FEATURE_NAMES, featureVector } from '../../features/definitions.ts';
+import { featureNames, featureVector } from '../../features/definitions.ts';
 import { keySpace, type KeySpace } from '../../features/keys.ts';
 import {
   copurchaseTop,
@@ -40,6 +40,9 @@ import {
 } from '../../features/state.ts';
 import { createLogger, type Logger } from '../../common/logger.ts';
 import { articleId, makeArticles } from '../fixtures/events.ts';
+
+/** The features this build computes with embeddings off (the default). */
+const FEATURE_NAMES = featureNames(false);
 
 const T0 = Date.UTC(2020, 5, 1);
 const NOW = T0 + 25 * DAY_MS;

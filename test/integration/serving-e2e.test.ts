@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
-import { FEATURE_NAMES } from '../../features/definitions.ts';
+import { featureNames } from '../../features/definitions.ts';
 import { keySpace } from '../../features/keys.ts';
 import { deleteNamespace } from '../../features/state.ts';
 import { runLoad, type LoadReport } from '../../streams/loader/load.ts';
@@ -23,6 +23,9 @@ import { activateModel, readModel, registerModel } from '../../models/registry.t
 import { startServing, type ServingHandle } from '../../serving/server.ts';
 import { generateDataset } from '../fixtures/generate.ts';
 import { processAll, stackContext, waitFor } from '../helpers.ts';
+
+/** The features this build computes with embeddings off (the default). */
+const FEATURE_NAMES = featureNames(false);
 
 interface RecResponse {
   customer_id: string;

@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bootstrap, type Codecs } from '../../streams/bootstrap.ts';
 import type { DecodedRecord } from '../../streams/consumer.ts';
 import { DAY_MS } from '../../features/decay.ts';
-import { FEATURE_NAMES, featureVector } from '../../features/definitions.ts';
+import { featureNames, featureVector } from '../../features/definitions.ts';
 import { keySpace } from '../../features/keys.ts';
 import { deleteNamespace, readArticles, readCustomers } from '../../features/state.ts';
 import { readDataset, type Dataset } from '../../streams/loader/dataset.ts';
@@ -37,6 +37,9 @@ import {
 } from '../../training/rows.ts';
 import { generateDataset } from '../fixtures/generate.ts';
 import { stackContext } from '../helpers.ts';
+
+/** The features this build computes with embeddings off (the default). */
+const FEATURE_NAMES = featureNames(false);
 
 const CUTOFFS = [Date.UTC(2020, 6, 13), Date.UTC(2020, 6, 20)];
 const day = (t: number) => new Date(t).toISOString().slice(0, 10);

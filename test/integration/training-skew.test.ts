@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { bootstrap } from '../../streams/bootstrap.ts';
-import { FEATURE_NAMES } from '../../features/definitions.ts';
+import { featureNames } from '../../features/definitions.ts';
 import { keySpace } from '../../features/keys.ts';
 import { deleteNamespace } from '../../features/state.ts';
 import { readDataset } from '../../streams/loader/dataset.ts';
@@ -24,6 +24,9 @@ import { startServing } from '../../serving/server.ts';
 import { buildTrainingRows, type QueryInfo } from '../../training/rows.ts';
 import { generateDataset } from '../fixtures/generate.ts';
 import { stackContext } from '../helpers.ts';
+
+/** The features this build computes with embeddings off (the default). */
+const FEATURE_NAMES = featureNames(false);
 
 interface Explained {
   items: { article_id: string; features?: Record<string, number | null> }[];
