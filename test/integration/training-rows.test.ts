@@ -26,7 +26,7 @@ import { PurchaseProcessor } from '../../processors/purchases.ts';
 import { defineScripts } from '../../processors/scripts.ts';
 import {
   DEFAULT_CANDIDATE_CONFIG,
-  SOURCES,
+  activeSources,
   gatherCandidates,
 } from '../../serving/candidates/index.ts';
 import {
@@ -37,6 +37,9 @@ import {
 } from '../../training/rows.ts';
 import { generateDataset } from '../fixtures/generate.ts';
 import { stackContext } from '../helpers.ts';
+
+/** The sources of these rows: their deps leave embeddings off (embeddings-rows.test.ts: on). */
+const SOURCES = activeSources(false);
 
 /** The features this build computes with embeddings off (the default). */
 const FEATURE_NAMES = featureNames(false);
