@@ -3,7 +3,8 @@
  * defaults (the ones training uses) and the defaults scaled to another cap (the server's
  * SERVING_MAX_CANDIDATES).
  */
-import { SIMILAR_QUOTA } from './similar.ts';
+/** Quota of the `similar` source when embeddings are on (`defaultCandidateConfig(true)`). */
+export const SIMILAR_QUOTA = 30;
 
 export interface CandidateConfig {
   /** Most candidates taken from each source. */

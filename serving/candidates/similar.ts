@@ -25,9 +25,6 @@ import type { ArticleState, CustomerState } from '../../features/state.ts';
 import type { CandidatePool } from './pool.ts';
 import type { Replies } from './replies.ts';
 
-/** Quota of the `similar` source when embeddings are on (`defaultCandidateConfig(true)`). */
-export const SIMILAR_QUOTA = 30;
-
 /** Key space of the article vectors for a request in `keys` (see the module comment). */
 export function articleVectorKeys(keys: KeySpace, embeddingNamespace?: string): EmbeddingKeys {
   return embeddingKeys(embeddingNamespace ?? keys.ns);

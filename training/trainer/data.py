@@ -22,9 +22,17 @@ from typing import Any
 import numpy as np
 
 from .common import TrainError
-from .metrics import query_bounds
 
 FIXED_COLUMNS = ("qid", "customer_id", "article_id", "cutoff", "label")
+
+
+def query_bounds(qid: np.ndarray) -> np.ndarray:
+    """Start offsets of each run of equal qids, plus len(qid) at the end."""
+    n = len(qid)
+    if n == 0:
+        return np.zeros(1, dtype=np.int64)
+    change = np.flatnonzero(qid[1:] != qid[:-1]) + 1
+    return np.concatenate(([0], change, [n])).astype(np.int64)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .common import K
+from .data import query_bounds  # noqa: F401  (re-exported: the metrics' query layout)
 
 if TYPE_CHECKING:
     from .data import RankData
@@ -51,15 +52,6 @@ def average_precision_at_k(
             hits += 1
             total += hits / position
     return total / min(len(rel), k)
-
-
-def query_bounds(qid: np.ndarray) -> np.ndarray:
-    """Start offsets of each run of equal qids, plus len(qid) at the end."""
-    n = len(qid)
-    if n == 0:
-        return np.zeros(1, dtype=np.int64)
-    change = np.flatnonzero(qid[1:] != qid[:-1]) + 1
-    return np.concatenate(([0], change, [n])).astype(np.int64)
 
 
 def map_at_k(
