@@ -13,27 +13,30 @@
  *      rate and measures, for a sample, the time from send to the event being visible in Redis;
  *   5. Redis memory per customer and per article (MEMORY USAGE over a sample of each).
  * Prints progress, then one JSON line with the figures last. Topics and keys are deleted after.
+ * `main` is the run's outline; each step is a function below it (buildDataset, publish,
+ * decodeCeiling, processFromStart, freshness, memoryUsage, resultLine).
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
-import { bootstrap } from '../streams/bootstrap.ts';
+import type { Admin, Kafka, Producer } from 'kafkajs';
+import { bootstrap, type Codecs } from '../streams/bootstrap.ts';
 import { consumerLag } from '../streams/admin.ts';
 import { loadConfig } from '../common/config.ts';
 import { runConsumer } from '../streams/consumer.ts';
-import { keySpace } from '../features/keys.ts';
+import { keySpace, type KeySpace } from '../features/keys.ts';
 import { deleteNamespace } from '../features/state.ts';
 import { createKafka, createRegistryClient } from '../streams/kafka.ts';
-import { createLogger } from '../common/logger.ts';
+import { createLogger, type Logger } from '../common/logger.ts';
 import { readDataset } from '../streams/loader/dataset.ts';
 import { EventProducer, createIdempotentProducer } from '../streams/producer.ts';
 import { ensureStack } from '../stack/stack.ts';
-import { topics as makeTopics, allTopics } from '../streams/topics.ts';
-import type { Purchase } from '../schemas/events.ts';
+import { topics as makeTopics, allTopics, type Topics } from '../streams/topics.ts';
+import type { Article, Customer, Purchase } from '../schemas/events.ts';
 import { createProcessorMetrics } from '../processors/metrics.ts';
-import { startProcessors } from '../processors/start.ts';
+import { startProcessors, type RunningProcessors } from '../processors/start.ts';
 
 const DEFAULT_DATA = fileURLToPath(new URL('../../shared/data/hm-sample', import.meta.url));
 
@@ -73,8 +76,71 @@ async function main(): Promise<void> {
   const ns = `bench${runId}`;
   const keys = keySpace(ns);
 
-  // Events: re-keyed copies of the dataset's purchases, in event-time order.
-  const data = await readDataset(values.data);
+  const dataset = await buildDataset(values.data);
+
+  const { codecs } = await bootstrap({
+    kafka,
+    registry: createRegistryClient(endpoints.schemaRegistryUrl),
+    topics,
+    logger,
+  });
+  const producer = createIdempotentProducer(kafka);
+  await producer.connect();
+  const run: Run = { runId, logger, topics, kafka, redis, keys, codecs, producer };
+  try {
+    const published = await publish(run, dataset);
+
+    const admin = kafka.admin();
+    await admin.connect();
+
+    const ceiling = await decodeCeiling(run, admin);
+    const processing = await processFromStart(run, admin, dataset.events.length);
+    const latencies = await freshness(run, dataset.events, published.purchases, processing.running);
+    const memory = await memoryUsage(run, dataset);
+    await admin.disconnect();
+
+    console.log(
+      JSON.stringify(
+        resultLine(dataset.events.length, published, ceiling, processing, latencies, memory),
+      ),
+    );
+  } finally {
+    await producer.disconnect();
+    const admin = kafka.admin();
+    await admin.connect();
+    await admin
+      .deleteTopics({ topics: allTopics(topics).flatMap((d) => [d.name, d.dlq]) })
+      .catch(() => undefined);
+    await admin.disconnect();
+    await deleteNamespace(redis, keys);
+    redis.disconnect();
+  }
+}
+
+/** What the steps share: the run's id, topics, clients, key space, codecs and producer. */
+interface Run {
+  readonly runId: string;
+  readonly logger: Logger;
+  readonly topics: Topics;
+  readonly kafka: Kafka;
+  readonly redis: Redis;
+  readonly keys: KeySpace;
+  readonly codecs: Codecs;
+  readonly producer: Producer;
+}
+
+/** What the benchmark publishes: re-keyed copies of the dataset's purchases, and their metadata. */
+interface BenchDataset {
+  /** The purchase events, in event-time order. */
+  readonly events: Purchase[];
+  readonly customers: Customer[];
+  /** The articles bought. */
+  readonly articles: Article[];
+}
+
+/** Events: re-keyed copies of the dataset's purchases, in event-time order. */
+async function buildDataset(dir: string): Promise<BenchDataset> {
+  const data = await readDataset(dir);
   const copies = Math.ceil(TARGET / data.purchases.length);
   const events: Purchase[] = [];
   for (const p of data.purchases) {
@@ -90,217 +156,261 @@ async function main(): Promise<void> {
   say(
     `${events.length} purchase events (${copies} re-keyed copies of ${data.purchases.length}), ${articles.length} articles, ${customers.length} customers`,
   );
+  return { events, customers, articles };
+}
 
-  const { codecs } = await bootstrap({
-    kafka,
-    registry: createRegistryClient(endpoints.schemaRegistryUrl),
-    topics,
-    logger,
+/** The purchases' producer (step 4 sends the live events with it) and the publishing rate. */
+interface Published {
+  readonly purchases: EventProducer<Purchase>;
+  readonly publishPerS: number;
+}
+
+/** 1. publish: articles, customers, then the purchases (not timed as ingestion). */
+async function publish(
+  run: Run,
+  { events, customers, articles }: BenchDataset,
+): Promise<Published> {
+  const { producer, topics, codecs } = run;
+  const t = performance.now();
+  await new EventProducer(producer, topics.articles, codecs.articles).send(articles);
+  await new EventProducer(producer, topics.customers, codecs.customers).send(customers);
+  const purchases = new EventProducer(producer, topics.purchases, codecs.purchases);
+  await purchases.send(events, {
+    chunkSize: 5_000,
+    onProgress: (n) => {
+      if (n % 200_000 < 5_000) say(`published ${n}`);
+    },
   });
-  const producer = createIdempotentProducer(kafka);
-  await producer.connect();
-  try {
-    // 1. publish
-    let t = performance.now();
-    await new EventProducer(producer, topics.articles, codecs.articles).send(articles);
-    await new EventProducer(producer, topics.customers, codecs.customers).send(customers);
-    const purchases = new EventProducer(producer, topics.purchases, codecs.purchases);
-    await purchases.send(events, {
-      chunkSize: 5_000,
-      onProgress: (n) => {
-        if (n % 200_000 < 5_000) say(`published ${n}`);
-      },
-    });
-    const publishPerS = events.length / ((performance.now() - t) / 1000);
-    say(
-      `published in ${((performance.now() - t) / 1000).toFixed(1)} s (${Math.round(publishPerS)}/s)`,
-    );
+  const publishPerS = events.length / ((performance.now() - t) / 1000);
+  say(
+    `published in ${((performance.now() - t) / 1000).toFixed(1)} s (${Math.round(publishPerS)}/s)`,
+  );
+  return { purchases, publishPerS };
+}
 
-    const admin = kafka.admin();
-    await admin.connect();
-    const waitCaughtUp = async (group: string, topic: string) => {
-      for (;;) {
-        const lag = (await consumerLag(admin, group, topic)).reduce((s, p) => s + p.lag, 0);
-        if (lag <= 0) return;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    };
-
-    // 2. ceiling: decode + validate only
-    const ceilingGroup = `bench-ceiling-${runId}`;
-    let decoded = 0;
-    t = performance.now();
-    const bare = await runConsumer({
-      kafka,
-      groupId: ceilingGroup,
-      topic: topics.purchases,
-      codec: codecs.purchases,
-      dlqProducer: producer,
-      logger,
-      maxBytesPerPartition: 2_097_152,
-      handler: (records) => {
-        decoded += records.length;
-        return Promise.resolve(undefined);
-      },
-    });
-    await waitCaughtUp(ceilingGroup, topics.purchases.name);
-    const ceilingS = (performance.now() - t) / 1000;
-    await bare.stop();
-    const ceiling = decoded / ceilingS;
-    say(`ceiling (decode only): ${Math.round(ceiling)} events/s over ${ceilingS.toFixed(1)} s`);
-
-    // 3. processors from offset 0
-    const metrics = createProcessorMetrics(false);
-    const redisBefore = Number((await redis.info('memory')).match(/used_memory:(\d+)/)?.[1] ?? 0);
-    const cpuBefore = process.cpuUsage();
-    t = performance.now();
-    const running = await startProcessors({
-      kafka,
-      redis,
-      codecs,
-      topics,
-      keys,
-      logger,
-      metrics,
-      dlqProducer: producer,
-      groupPrefix: `bench-proc-${runId}`,
-    });
-    const purchaseGroup = running.groups.purchases;
-    const progress = setInterval(() => {
-      void metrics.events.get().then((m) => {
-        const n = m.values.find((v) => v.labels.topic === topics.purchases.name)?.value ?? 0;
-        say(`processed ${n} (${Math.round(n / ((performance.now() - t) / 1000))}/s)`);
-      });
-    }, 10_000);
-    await waitCaughtUp(purchaseGroup, topics.purchases.name);
-    clearInterval(progress);
-    const procS = (performance.now() - t) / 1000;
-    const cpu = process.cpuUsage(cpuBefore);
-    const sustained = events.length / procS;
-    const batch = await metrics.batchSeconds.get();
-    const batchSum =
-      batch.values.find(
-        (v) => v.metricName?.endsWith('_sum') && v.labels.topic === topics.purchases.name,
-      )?.value ?? 0;
-    const batchCount =
-      batch.values.find(
-        (v) => v.metricName?.endsWith('_count') && v.labels.topic === topics.purchases.name,
-      )?.value ?? 0;
-    say(
-      `processors: ${Math.round(sustained)} events/s over ${procS.toFixed(1)} s, ${batchCount} batches`,
-    );
-
-    // 4. freshness: live events at a steady rate, probes polled in Redis
-    const liveCount = LIVE_RATE * LIVE_SECONDS;
-    const live: Purchase[] = Array.from({ length: liveCount }, (_, i) => {
-      const src = events[i % events.length] as Purchase;
-      return {
-        ...src,
-        event_id: `live${runId}x${i}`,
-        event_time: (events.at(-1)?.event_time ?? 0) + i,
-      };
-    });
-    const latencies: number[] = [];
-    const probes = new Map<string, { customer: string; sent: number }>();
-    const state = { polling: true };
-    const poller = (async () => {
-      while (state.polling || probes.size > 0) {
-        const entries = [...probes.entries()];
-        if (entries.length > 0) {
-          const pipe = redis.pipeline();
-          for (const [id, p] of entries) pipe.hexists(keys.customer(p.customer).seen, id);
-          const res = (await pipe.exec()) ?? [];
-          const now = performance.now();
-          entries.forEach(([id, p], i) => {
-            if (res[i]?.[1] === 1) {
-              latencies.push(now - p.sent);
-              probes.delete(id);
-            }
-          });
-        }
-        await new Promise((r) => setTimeout(r, 2));
-      }
-    })();
-    const chunk = Math.max(1, Math.round(LIVE_RATE / 20)); // 20 sends a second
-    const liveStart = performance.now();
-    for (let i = 0; i < live.length; i += chunk) {
-      const due = liveStart + (i / LIVE_RATE) * 1000;
-      const wait = due - performance.now();
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      const part = live.slice(i, i + chunk);
-      const probe = part[part.length - 1] as Purchase;
-      const sent = performance.now();
-      probes.set(probe.event_id, { customer: probe.customer_id, sent });
-      await producer.send({
-        topic: topics.purchases.name,
-        acks: -1,
-        messages: part.map((e) => purchases.toMessage(e)),
-      });
-    }
-    state.polling = false;
-    await Promise.race([poller, new Promise((r) => setTimeout(r, 30_000))]);
-    await running.stop();
-    latencies.sort((a, b) => a - b);
-    say(
-      `freshness over ${latencies.length} probes at ${LIVE_RATE}/s: p50 ${round(pct(latencies, 0.5))} ms, p99 ${round(pct(latencies, 0.99))} ms`,
-    );
-
-    // 5. memory per customer / article
-    const sample = async (ids: string[], keysOf: (id: string) => string[]) => {
-      const pipe = redis.pipeline();
-      for (const id of ids)
-        for (const k of keysOf(id)) pipe.call('MEMORY', 'USAGE', k, 'SAMPLES', '0');
-      const res = (await pipe.exec()) ?? [];
-      return res.reduce((s, [, v]) => s + (typeof v === 'number' ? v : 0), 0) / ids.length;
-    };
-    const custSample = customers.slice(0, 500).map((c) => c.customer_id);
-    const artSample = articles.slice(0, 500).map((a) => a.article_id);
-    const perCustomer = await sample(custSample, (id) => {
-      const k = keys.customer(id);
-      return [k.seen, k.stats, k.recent, k.window, k.bought, k.affinity, k.items, k.meta];
-    });
-    const perArticle = await sample(artSample, (id) => {
-      const k = keys.article(id);
-      return [k.stats, k.buyers, k.copurchase, k.meta, k.offsets];
-    });
-    const redisAfter = Number((await redis.info('memory')).match(/used_memory:(\d+)/)?.[1] ?? 0);
-    await admin.disconnect();
-
-    console.log(
-      JSON.stringify({
-        bench: 'ingest',
-        data: values.data,
-        events: events.length,
-        partitions: Number(values.partitions),
-        events_per_s: Math.round(sustained),
-        ceiling_events_per_s: Math.round(ceiling),
-        ratio_to_ceiling: round(sustained / ceiling, 3),
-        processing_s: round(procS),
-        batches: batchCount,
-        mean_batch_ms: round((batchSum / Math.max(batchCount, 1)) * 1000),
-        processor_cpu_s: round((cpu.user + cpu.system) / 1e6),
-        freshness_rate_per_s: LIVE_RATE,
-        freshness_probes: latencies.length,
-        freshness_p50_ms: round(pct(latencies, 0.5)),
-        freshness_p99_ms: round(pct(latencies, 0.99)),
-        freshness_max_ms: round(latencies.at(-1) ?? NaN),
-        redis_bytes_per_customer: Math.round(perCustomer),
-        redis_bytes_per_article: Math.round(perArticle),
-        redis_used_mb_delta: round((redisAfter - redisBefore) / 1048576),
-        publish_events_per_s: Math.round(publishPerS),
-      }),
-    );
-  } finally {
-    await producer.disconnect();
-    const admin = kafka.admin();
-    await admin.connect();
-    await admin
-      .deleteTopics({ topics: allTopics(topics).flatMap((d) => [d.name, d.dlq]) })
-      .catch(() => undefined);
-    await admin.disconnect();
-    await deleteNamespace(redis, keys);
-    redis.disconnect();
+/** Until the group has committed up to the end of the topic. */
+async function waitCaughtUp(admin: Admin, group: string, topic: string): Promise<void> {
+  for (;;) {
+    const lag = (await consumerLag(admin, group, topic)).reduce((s, p) => s + p.lag, 0);
+    if (lag <= 0) return;
+    await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** 2. ceiling: a bare consumer group that only decodes and validates; events/s. */
+async function decodeCeiling(run: Run, admin: Admin): Promise<number> {
+  const { runId, kafka, topics, codecs, producer, logger } = run;
+  const ceilingGroup = `bench-ceiling-${runId}`;
+  let decoded = 0;
+  const t = performance.now();
+  const bare = await runConsumer({
+    kafka,
+    groupId: ceilingGroup,
+    topic: topics.purchases,
+    codec: codecs.purchases,
+    dlqProducer: producer,
+    logger,
+    maxBytesPerPartition: 2_097_152,
+    handler: (records) => {
+      decoded += records.length;
+      return Promise.resolve(undefined);
+    },
+  });
+  await waitCaughtUp(admin, ceilingGroup, topics.purchases.name);
+  const ceilingS = (performance.now() - t) / 1000;
+  await bare.stop();
+  const ceiling = decoded / ceilingS;
+  say(`ceiling (decode only): ${Math.round(ceiling)} events/s over ${ceilingS.toFixed(1)} s`);
+  return ceiling;
+}
+
+/** Step 3's figures, and the processors, still running for step 4. */
+interface Processing {
+  readonly running: RunningProcessors;
+  /** Redis's used_memory before the processors started. */
+  readonly redisBefore: number;
+  readonly procS: number;
+  readonly cpu: NodeJS.CpuUsage;
+  /** Events/s from offset 0 to caught up. */
+  readonly sustained: number;
+  readonly batchSum: number;
+  readonly batchCount: number;
+}
+
+/** 3. processors: the real consumer groups from offset 0 to caught up; sustained events/s. */
+async function processFromStart(run: Run, admin: Admin, eventCount: number): Promise<Processing> {
+  const { runId, kafka, redis, codecs, topics, keys, logger, producer } = run;
+  const metrics = createProcessorMetrics(false);
+  const redisBefore = Number((await redis.info('memory')).match(/used_memory:(\d+)/)?.[1] ?? 0);
+  const cpuBefore = process.cpuUsage();
+  const t = performance.now();
+  const running = await startProcessors({
+    kafka,
+    redis,
+    codecs,
+    topics,
+    keys,
+    logger,
+    metrics,
+    dlqProducer: producer,
+    groupPrefix: `bench-proc-${runId}`,
+  });
+  const purchaseGroup = running.groups.purchases;
+  const progress = setInterval(() => {
+    void metrics.events.get().then((m) => {
+      const n = m.values.find((v) => v.labels.topic === topics.purchases.name)?.value ?? 0;
+      say(`processed ${n} (${Math.round(n / ((performance.now() - t) / 1000))}/s)`);
+    });
+  }, 10_000);
+  await waitCaughtUp(admin, purchaseGroup, topics.purchases.name);
+  clearInterval(progress);
+  const procS = (performance.now() - t) / 1000;
+  const cpu = process.cpuUsage(cpuBefore);
+  const sustained = eventCount / procS;
+  const batch = await metrics.batchSeconds.get();
+  const batchSum =
+    batch.values.find(
+      (v) => v.metricName?.endsWith('_sum') && v.labels.topic === topics.purchases.name,
+    )?.value ?? 0;
+  const batchCount =
+    batch.values.find(
+      (v) => v.metricName?.endsWith('_count') && v.labels.topic === topics.purchases.name,
+    )?.value ?? 0;
+  say(
+    `processors: ${Math.round(sustained)} events/s over ${procS.toFixed(1)} s, ${batchCount} batches`,
+  );
+  return { running, redisBefore, procS, cpu, sustained, batchSum, batchCount };
+}
+
+/**
+ * 4. freshness: live events at a steady rate, probes polled in Redis; the processors are stopped
+ * after. Returns the probes' latencies (ms), ascending.
+ */
+async function freshness(
+  run: Run,
+  events: Purchase[],
+  purchases: EventProducer<Purchase>,
+  running: RunningProcessors,
+): Promise<number[]> {
+  const { runId, redis, keys, producer, topics } = run;
+  const liveCount = LIVE_RATE * LIVE_SECONDS;
+  const live: Purchase[] = Array.from({ length: liveCount }, (_, i) => {
+    const src = events[i % events.length] as Purchase;
+    return {
+      ...src,
+      event_id: `live${runId}x${i}`,
+      event_time: (events.at(-1)?.event_time ?? 0) + i,
+    };
+  });
+  const latencies: number[] = [];
+  const probes = new Map<string, { customer: string; sent: number }>();
+  const state = { polling: true };
+  const poller = (async () => {
+    while (state.polling || probes.size > 0) {
+      const entries = [...probes.entries()];
+      if (entries.length > 0) {
+        const pipe = redis.pipeline();
+        for (const [id, p] of entries) pipe.hexists(keys.customer(p.customer).seen, id);
+        const res = (await pipe.exec()) ?? [];
+        const now = performance.now();
+        entries.forEach(([id, p], i) => {
+          if (res[i]?.[1] === 1) {
+            latencies.push(now - p.sent);
+            probes.delete(id);
+          }
+        });
+      }
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  })();
+  const chunk = Math.max(1, Math.round(LIVE_RATE / 20)); // 20 sends a second
+  const liveStart = performance.now();
+  for (let i = 0; i < live.length; i += chunk) {
+    const due = liveStart + (i / LIVE_RATE) * 1000;
+    const wait = due - performance.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    const part = live.slice(i, i + chunk);
+    const probe = part[part.length - 1] as Purchase;
+    const sent = performance.now();
+    probes.set(probe.event_id, { customer: probe.customer_id, sent });
+    await producer.send({
+      topic: topics.purchases.name,
+      acks: -1,
+      messages: part.map((e) => purchases.toMessage(e)),
+    });
+  }
+  state.polling = false;
+  await Promise.race([poller, new Promise((r) => setTimeout(r, 30_000))]);
+  await running.stop();
+  latencies.sort((a, b) => a - b);
+  say(
+    `freshness over ${latencies.length} probes at ${LIVE_RATE}/s: p50 ${round(pct(latencies, 0.5))} ms, p99 ${round(pct(latencies, 0.99))} ms`,
+  );
+  return latencies;
+}
+
+/** Step 5's figures: bytes per customer and per article, Redis's used_memory at the end. */
+interface Memory {
+  readonly perCustomer: number;
+  readonly perArticle: number;
+  readonly redisAfter: number;
+}
+
+/** 5. memory per customer / article (MEMORY USAGE over a sample of each), and Redis's after. */
+async function memoryUsage(run: Run, { customers, articles }: BenchDataset): Promise<Memory> {
+  const { redis, keys } = run;
+  const sample = async (ids: string[], keysOf: (id: string) => string[]) => {
+    const pipe = redis.pipeline();
+    for (const id of ids)
+      for (const k of keysOf(id)) pipe.call('MEMORY', 'USAGE', k, 'SAMPLES', '0');
+    const res = (await pipe.exec()) ?? [];
+    return res.reduce((s, [, v]) => s + (typeof v === 'number' ? v : 0), 0) / ids.length;
+  };
+  const custSample = customers.slice(0, 500).map((c) => c.customer_id);
+  const artSample = articles.slice(0, 500).map((a) => a.article_id);
+  const perCustomer = await sample(custSample, (id) => {
+    const k = keys.customer(id);
+    return [k.seen, k.stats, k.recent, k.window, k.bought, k.affinity, k.items, k.meta];
+  });
+  const perArticle = await sample(artSample, (id) => {
+    const k = keys.article(id);
+    return [k.stats, k.buyers, k.copurchase, k.meta, k.offsets];
+  });
+  const redisAfter = Number((await redis.info('memory')).match(/used_memory:(\d+)/)?.[1] ?? 0);
+  return { perCustomer, perArticle, redisAfter };
+}
+
+/** The JSON line printed last: the figures of every step. */
+function resultLine(
+  eventCount: number,
+  { publishPerS }: Published,
+  ceiling: number,
+  { procS, cpu, sustained, batchSum, batchCount, redisBefore }: Processing,
+  latencies: number[],
+  { perCustomer, perArticle, redisAfter }: Memory,
+): Record<string, unknown> {
+  return {
+    bench: 'ingest',
+    data: values.data,
+    events: eventCount,
+    partitions: Number(values.partitions),
+    events_per_s: Math.round(sustained),
+    ceiling_events_per_s: Math.round(ceiling),
+    ratio_to_ceiling: round(sustained / ceiling, 3),
+    processing_s: round(procS),
+    batches: batchCount,
+    mean_batch_ms: round((batchSum / Math.max(batchCount, 1)) * 1000),
+    processor_cpu_s: round((cpu.user + cpu.system) / 1e6),
+    freshness_rate_per_s: LIVE_RATE,
+    freshness_probes: latencies.length,
+    freshness_p50_ms: round(pct(latencies, 0.5)),
+    freshness_p99_ms: round(pct(latencies, 0.99)),
+    freshness_max_ms: round(latencies.at(-1) ?? NaN),
+    redis_bytes_per_customer: Math.round(perCustomer),
+    redis_bytes_per_article: Math.round(perArticle),
+    redis_used_mb_delta: round((redisAfter - redisBefore) / 1048576),
+    publish_events_per_s: Math.round(publishPerS),
+  };
 }
 
 main().catch((err: unknown) => {

@@ -14,6 +14,8 @@
  *     untrained fixture ranker is never activated: it is for benchmarks and tests only, and
  *     serving refuses it without SERVING_ALLOW_FIXTURE_MODEL=true.
  * The API stays up until Ctrl-C (`--exit` stops after a self-check request instead).
+ * `main` is the outline; the steps are the functions below it (bringUpStack, runProcessors,
+ * showLiveFeatures, trainFirstModel, startApi, tryTheApi; the embedding step is ./embeddings.ts).
  * demo/ sits at the top of the import graph: it drives the stack, the loader, the processors,
  * training and serving.
  */
@@ -21,19 +23,21 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
-import { connectStreams } from '../streams/bootstrap.ts';
-import { loadConfig } from '../common/config.ts';
+import type { Kafka } from 'kafkajs';
+import { connectStreams, type Codecs } from '../streams/bootstrap.ts';
+import { loadConfig, type Config, type EmbeddingsConfig } from '../common/config.ts';
 import { keySpace, type KeySpace } from '../features/keys.ts';
 import { readArticles, readCustomers, trendingTop } from '../features/state.ts';
-import { createLogger } from '../common/logger.ts';
+import { createLogger, type Logger } from '../common/logger.ts';
 import { describeLoad, runLoad } from '../streams/loader/load.ts';
 import { createIdempotentProducer } from '../streams/producer.ts';
 import { ensureStack } from '../stack/stack.ts';
+import type { Topics } from '../streams/topics.ts';
 import { createProcessorMetrics } from '../processors/metrics.ts';
 import { startProcessors } from '../processors/start.ts';
 import { activeVersion } from '../models/registry.ts';
 import { HEURISTIC_VERSION } from '../serving/ranking.ts';
-import { startServing } from '../serving/server.ts';
+import { startServing, type ServingHandle } from '../serving/server.ts';
 import { runCycle } from '../training/cycle.ts';
 import { RECIPE } from '../training/recipe.ts';
 import { formatRatio } from '../evaluation/stats.ts';
@@ -74,22 +78,76 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, 'demo');
 
+  const live = await bringUpStack(config);
+
+  console.log(`== 2/5 load ${dataDir}`);
+  const report = await runLoad({ config: live, logger, dataDir, progress: !values['no-progress'] });
+  for (const line of describeLoad(report)) console.log(line);
+
+  const streams = await runProcessors(live, logger);
+  const now = report.lastEventTime ?? Date.now();
+  const top = await showLiveFeatures(streams, now, report.mostActiveCustomer);
+
+  console.log('\n== embeddings (npm run embed)');
+  const { kafka, codecs, topics, redis, keys } = streams;
+  await showSimilarItems(
+    redis,
+    keys,
+    top[0]?.articleId,
+    // With EMBEDDINGS=on the articles sold over the training cycle's weeks (~3.4k in the H&M
+    // sample, under a minute on 2 cores), so training sees the vectors serving has; otherwise
+    // those of the last 4 weeks, for the similar items shown. `npm run embed` does all sold ones.
+    {
+      embeddings: config.embeddings,
+      progress: !values['no-progress'],
+      soldSince:
+        now -
+        (config.embeddings.enabled ? RECIPE.trainWeeks + RECIPE.gateWeeks + 2 : 4) * 7 * 86_400_000,
+    },
+    { kafka, codecs, topics, logger },
+  );
+
+  const notPromoted = await trainFirstModel(streams, logger, config.embeddings);
+
+  const { serving, served } = await startApi(
+    streams,
+    live,
+    logger,
+    Number(values.port),
+    notPromoted,
+  );
+  await tryTheApi(serving, served, report.mostActiveCustomer, values.exit);
+}
+
+/** 1/5: the local stack up (or the services named by the environment); their endpoints. */
+async function bringUpStack(config: Config): Promise<Readonly<Config>> {
   console.log('== 1/5 stack');
   const t0 = performance.now();
   const endpoints = await ensureStack(config, (line) => {
     console.log(`  ${line}`);
   });
   console.log(`  stack ready in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-  const live = Object.freeze({ ...config, ...endpoints });
+  return Object.freeze({ ...config, ...endpoints });
+}
 
-  console.log(`== 2/5 load ${dataDir}`);
-  const report = await runLoad({ config: live, logger, dataDir, progress: !values['no-progress'] });
-  for (const line of describeLoad(report)) console.log(line);
+/** The clients the steps after the load share. */
+interface DemoStreams {
+  readonly kafka: Kafka;
+  readonly topics: Topics;
+  readonly codecs: Codecs;
+  readonly redis: Redis;
+  readonly keys: KeySpace;
+}
 
+/**
+ * 3/5: the processors over the loaded topics until caught up; the clients for what follows.
+ * `live` is the configuration with the stack's endpoints (main's `live`).
+ */
+async function runProcessors(live: Readonly<Config>, logger: Logger): Promise<DemoStreams> {
   console.log('== 3/5 processors');
   const { kafka, topics, codecs } = await connectStreams(live, 'rec-demo', logger);
   const redis = new Redis(live.redisUrl, { maxRetriesPerRequest: null });
-  const keys = keySpace(config.redisNamespace);
+  const keys = keySpace(live.redisNamespace);
   const producer = createIdempotentProducer(kafka);
   await producer.connect();
   const metrics = createProcessorMetrics(false);
@@ -104,7 +162,7 @@ async function main(): Promise<void> {
     metrics,
     dlqProducer: producer,
     groupPrefix: process.env.PROCESSOR_GROUP ?? 'rec-processors',
-    embeddings: config.embeddings,
+    embeddings: live.embeddings,
   });
   await running.caughtUp(600_000);
   await running.stop();
@@ -119,8 +177,15 @@ async function main(): Promise<void> {
     `  caught up in ${((performance.now() - t1) / 1000).toFixed(1)} s: ${applied} purchases applied, ` +
       `${duplicates} skipped as already applied (a re-run of the demo publishes the same event ids again)`,
   );
+  return { kafka, topics, codecs, redis, keys };
+}
 
-  const now = report.lastEventTime ?? Date.now();
+/** Live features: the top trending articles at `now`, and the most active customer's state. */
+async function showLiveFeatures(
+  { redis, keys }: DemoStreams,
+  now: number,
+  customerId: string | null,
+): Promise<{ articleId: string }[]> {
   console.log(`\nTop trending articles at ${day(now)} (7-day half-life):`);
   const top = await trendingTop(redis, keys, { n: 10, now, halfLife: '7d' });
   const topNames = await names(
@@ -134,7 +199,6 @@ async function main(): Promise<void> {
     );
   });
 
-  const customerId = report.mostActiveCustomer;
   if (customerId !== null) {
     const [c] = await readCustomers(redis, keys, [customerId]);
     if (c) {
@@ -155,31 +219,25 @@ async function main(): Promise<void> {
       }
     }
   }
+  return top;
+}
 
-  console.log('\n== embeddings (npm run embed)');
-  await showSimilarItems(
-    redis,
-    keys,
-    top[0]?.articleId,
-    // With EMBEDDINGS=on the articles sold over the training cycle's weeks (~3.4k in the H&M
-    // sample, under a minute on 2 cores), so training sees the vectors serving has; otherwise
-    // those of the last 4 weeks, for the similar items shown. `npm run embed` does all sold ones.
-    {
-      embeddings: config.embeddings,
-      progress: !values['no-progress'],
-      soldSince:
-        now -
-        (config.embeddings.enabled ? RECIPE.trainWeeks + RECIPE.gateWeeks + 2 : 4) * 7 * 86_400_000,
-    },
-    { kafka, codecs, topics, logger },
-  );
-
+/**
+ * 4/5: one training cycle with its gate, its figures printed. Returns why this run promoted no
+ * model (the gate's reason, or why training did not run), or null when it promoted one.
+ */
+async function trainFirstModel(
+  streams: DemoStreams,
+  logger: Logger,
+  embeddings: EmbeddingsConfig,
+): Promise<string | null> {
+  const { kafka, redis, codecs, topics, keys } = streams;
   console.log('\n== 4/5 training');
   /** Why this run promoted no model (the gate's reason, or why training did not run). */
   let notPromoted: string | null = null;
   try {
     const result = await runCycle(
-      { kafka, redis, codecs, topics, keys, logger, embeddings: config.embeddings },
+      { kafka, redis, codecs, topics, keys, logger, embeddings },
       {
         onProgress: (line) => {
           // Per-batch counts of replay and rows, and the trial lines, are too many for the demo.
@@ -213,7 +271,21 @@ async function main(): Promise<void> {
     notPromoted = `training skipped: ${err instanceof Error ? err.message : String(err)}`;
     console.log(`  ${notPromoted}`);
   }
+  return notPromoted;
+}
 
+/**
+ * 5/5: the API up (the demo's Redis client closed first), and what it ranks with: the promoted
+ * model, or the heuristic and why. Returns the server and the version it serves (null: heuristic).
+ * `live` is the configuration with the stack's endpoints (main's `live`).
+ */
+async function startApi(
+  { redis, keys }: DemoStreams,
+  live: Readonly<Config>,
+  logger: Logger,
+  port: number,
+  notPromoted: string | null,
+): Promise<{ serving: ServingHandle; served: string | null }> {
   console.log('\n== 5/5 serving');
   const active = await activeVersion(redis, keys);
   redis.disconnect();
@@ -221,10 +293,10 @@ async function main(): Promise<void> {
     redisUrl: live.redisUrl,
     keys,
     logger,
-    port: Number(values.port),
+    port,
     config: {
-      ...defaultCandidateConfig(config.embeddings.enabled),
-      ...(config.embeddings.namespace ? { embeddingNamespace: config.embeddings.namespace } : {}),
+      ...defaultCandidateConfig(live.embeddings.enabled),
+      ...(live.embeddings.namespace ? { embeddingNamespace: live.embeddings.namespace } : {}),
     },
   });
   const served = serving.live.version;
@@ -240,6 +312,19 @@ async function main(): Promise<void> {
         `every answer says so: model_version "${HEURISTIC_VERSION}", ranker.reason "${serving.live.noModel().reason}"`,
     );
   }
+  return { serving, served };
+}
+
+/**
+ * The curl lines to try, a self-check request, then either stop (`--exit`) or keep the API up
+ * until Ctrl-C.
+ */
+async function tryTheApi(
+  serving: ServingHandle,
+  served: string | null,
+  customerId: string | null,
+  exit: boolean,
+): Promise<void> {
   const known = customerId ?? 'unknown-customer';
   const lines = [
     `curl -s '${serving.url}/v1/recommendations/${known}?k=12' | jq .`,
@@ -262,7 +347,7 @@ async function main(): Promise<void> {
   console.log(
     `  self-check: HTTP ${check.status}, ${body.items?.length ?? 0} items from ${body.model_version ?? '?'}${by}`,
   );
-  if (values.exit) {
+  if (exit) {
     await serving.close();
     return;
   }

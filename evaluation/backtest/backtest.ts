@@ -28,7 +28,7 @@ import { deleteNamespace } from '../../features/state.ts';
 import { activeSources } from '../../serving/candidates/index.ts';
 import type { LoadedModel } from '../../models/model-meta.ts';
 import type { HeuristicWeights, PurchaseLog } from '../baselines.ts';
-import { fitAndGate } from '../../training/fit.ts';
+import { fitAndGate, type FitResult } from '../../training/fit.ts';
 import {
   BASELINES,
   addRanked,
@@ -41,7 +41,12 @@ import {
 } from '../../training/judge.ts';
 import { RECIPE, cycleWeeks, type CycleWeeks, type Recipe } from '../../training/recipe.ts';
 import type { EvalReport } from './report.ts';
-import { buildTrainingRows, type RowsDeps } from '../../training/rows.ts';
+import {
+  buildTrainingRows,
+  type CutoffSummary,
+  type RowsDeps,
+  type RowsResult,
+} from '../../training/rows.ts';
 import { mean, pairedRatio, sampleSd, standardError, type RatioInterval } from '../stats.ts';
 import { filterTable, readPurchases, scoreOnnx } from '../../training/steps.ts';
 import { ensurePythonEnv } from '../../training/venv.ts';
@@ -173,10 +178,57 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
   const t0 = performance.now();
   const say = opts.onProgress ?? (() => undefined);
   const recipe: Recipe = { ...RECIPE, ...opts.recipe };
-  const k = recipe.k;
   const log = await readPurchases(deps, (read, total) =>
     opts.onRowsProgress?.('events', read, total),
   );
+  const { plan, rowCutoffs } = planCycles(log, recipe, opts);
+  say(
+    `evaluating ${plan.map((p) => iso(p.cutoff)).join(', ')}; rows at ${rowCutoffs.length} weekly cutoffs from ${iso(rowCutoffs[0] ?? 0)}`,
+  );
+
+  const namespace = `eval-${randomUUID().slice(0, 8)}`;
+  const work = opts.workDir ?? join(tmpdir(), `rec-eval-${randomUUID().slice(0, 8)}`);
+  mkdirSync(work, { recursive: true });
+  const timings: Record<string, number> = {};
+  try {
+    const t1 = performance.now();
+    const rows = await buildTrainingRows(deps, {
+      cutoffs: rowCutoffs,
+      namespace,
+      candidateConfig: recipe.candidates,
+      ...(opts.onRowsProgress ? { onProgress: opts.onRowsProgress } : {}),
+    });
+    timings.rows_s = (performance.now() - t1) / 1000;
+    say(`rows: ${rows.rows} over ${rows.queries} queries in ${timings.rows_s.toFixed(1)} s`);
+
+    const python = ensurePythonEnv(say);
+    const cycles = await runCycles({ python, recipe, rows, log, work, say }, plan);
+    timings.train_s = cycles.trainSeconds;
+
+    const summary = summarize(opts.dataset, recipe, cycles, deps.embeddings?.enabled ?? false);
+    timings.total_s = (performance.now() - t0) / 1000;
+    return { ...summary, timings };
+  } finally {
+    await deleteNamespace(deps.redis, keySpace(namespace)).catch(() => undefined);
+    if (opts.workDir === undefined) rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** One cycle of the backtest: the evaluated cutoff and the weeks its cycle uses. */
+interface CyclePlan {
+  readonly cutoff: number;
+  readonly weeks: CycleWeeks;
+}
+
+/**
+ * The cycles to run, one per evaluated cutoff (training weeks without purchases dropped; the
+ * early-stopping and gate weeks must have some), and every cutoff rows are needed at, ascending.
+ */
+function planCycles(
+  log: PurchaseLog,
+  recipe: Recipe,
+  opts: EvalOptions,
+): { plan: CyclePlan[]; rowCutoffs: number[] } {
   const first = log.all[0]?.time ?? 0;
   const hasWeek = (c: number) => log.indexAt(c + WEEK) > log.indexAt(c);
   const evalCutoffs = chooseCutoffs(log, opts.cutoffs ?? 6, opts.cutoffDates, recipe.gateWeeks + 2);
@@ -202,200 +254,249 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
       plan.flatMap((p) => [...p.weeks.train, p.weeks.validation, ...p.weeks.gate, p.cutoff]),
     ),
   ].sort((a, b) => a - b);
-  say(
-    `evaluating ${evalCutoffs.map(iso).join(', ')}; rows at ${rowCutoffs.length} weekly cutoffs from ${iso(rowCutoffs[0] ?? 0)}`,
-  );
+  return { plan, rowCutoffs };
+}
 
-  const namespace = `eval-${randomUUID().slice(0, 8)}`;
-  const work = opts.workDir ?? join(tmpdir(), `rec-eval-${randomUUID().slice(0, 8)}`);
-  mkdirSync(work, { recursive: true });
-  const timings: Record<string, number> = {};
-  try {
-    const t1 = performance.now();
-    const rows = await buildTrainingRows(deps, {
-      cutoffs: rowCutoffs,
-      namespace,
-      candidateConfig: recipe.candidates,
-      ...(opts.onRowsProgress ? { onProgress: opts.onRowsProgress } : {}),
+/** What every cycle of the backtest uses: the trainer's environment, the recipe, rows and log. */
+interface CycleContext {
+  readonly python: string;
+  readonly recipe: Recipe;
+  readonly rows: RowsResult;
+  readonly log: PurchaseLog;
+  /** Each cycle works in a folder named after its cutoff under this one. */
+  readonly work: string;
+  readonly say: (line: string) => void;
+}
+
+/** What the cycles left for the summary. */
+interface CyclesRun {
+  readonly perCutoff: CutoffResult[];
+  /** Each cutoff's test week with every method's lists. */
+  readonly judged: Week[];
+  /** Of the last cycle's shipped model. */
+  readonly featureImportance: EvalResult['featureImportance'];
+  readonly trainSeconds: number;
+  readonly promotions: number;
+  /** Label pairs over the evaluated cutoffs, and those each source's candidates held. */
+  readonly recallPairs: { pairs: number; hits: Record<string, number> };
+}
+
+/**
+ * Run the cycles in ascending cutoff order: fit and gate each (its gate judging the models shipped
+ * at earlier cutoffs), keep the promoted model as the one production would serve, and score the
+ * test week after the cutoff.
+ */
+async function runCycles(ctx: CycleContext, plan: readonly CyclePlan[]): Promise<CyclesRun> {
+  const { recipe, rows, say } = ctx;
+  const k = recipe.k;
+  const perCutoff: CutoffResult[] = [];
+  const judged: Week[] = [];
+  let featureImportance: EvalResult['featureImportance'] = [];
+  let trainSeconds = 0;
+  let promotions = 0;
+  /** The model production would be serving (the last promoted one). */
+  let active: LoadedModel | null = null;
+  /** What each cycle shipped, by its end: later cycles' gates judge them on their weeks. */
+  const shippedAt = new Map<number, LoadedModel>();
+  const recallPairs = { pairs: 0, hits: {} as Record<string, number> };
+  for (const [i, p] of plan.entries()) {
+    say(
+      `cutoff ${i + 1}/${plan.length} ${iso(p.cutoff)}: training on ${p.weeks.train.length} weeks`,
+    );
+    const fit = await fitAndGate({
+      python: ctx.python,
+      recipe,
+      weeks: p.weeks,
+      rows: rows.table,
+      log: ctx.log,
+      workDir: join(ctx.work, iso(p.cutoff)),
+      active,
+      shippedAt,
+      say: (l) => {
+        say(`  ${l}`);
+      },
     });
-    timings.rows_s = (performance.now() - t1) / 1000;
-    say(`rows: ${rows.rows} over ${rows.queries} queries in ${timings.rows_s.toFixed(1)} s`);
-
-    const python = ensurePythonEnv(say);
-    const perCutoff: CutoffResult[] = [];
-    const judged: Week[] = [];
-    let featureImportance: EvalResult['featureImportance'] = [];
-    let trainSeconds = 0;
-    let promotions = 0;
-    /** The model production would be serving (the last promoted one). */
-    let active: LoadedModel | null = null;
-    /** What each cycle shipped, by its end: later cycles' gates judge them on their weeks. */
-    const shippedAt = new Map<number, LoadedModel>();
-    const recallPairs = { pairs: 0, hits: {} as Record<string, number> };
-    for (const [i, p] of plan.entries()) {
-      say(
-        `cutoff ${i + 1}/${plan.length} ${iso(p.cutoff)}: training on ${p.weeks.train.length} weeks`,
-      );
-      const fit = await fitAndGate({
-        python,
-        recipe,
-        weeks: p.weeks,
-        rows: rows.table,
-        log,
-        workDir: join(work, iso(p.cutoff)),
-        active,
-        shippedAt,
-        say: (l) => {
-          say(`  ${l}`);
-        },
-      });
-      trainSeconds += fit.seconds.train;
-      const { shipped, gate } = fit;
-      shippedAt.set(p.cutoff, shipped);
-      featureImportance =
-        (shipped.meta as { feature_importance?: { feature: string; gain: number }[] })
-          .feature_importance ?? [];
-      if (gate.promoted) {
-        promotions++;
-        active = shipped;
-      }
-
-      // The test week: the shipped model, what would have been served, and the baselines.
-      const testTable = filterTable(rows.table, (c) => c === p.cutoff);
-      const week = labelWeek(log, p.cutoff, k);
-      addRanked(
-        week,
-        'ranker',
-        testTable,
-        await scoreOnnx(testTable, shipped.bytes, shipped.meta.features),
-        k,
-      );
-      addRanked(week, 'heuristic', testTable, testTable.heuristic, k);
-      const servedBy = active === null ? 'heuristic-v2' : active.meta.version;
-      if (active === null) week.lists.set('served', week.lists.get('heuristic') ?? []);
-      else if (active === shipped) week.lists.set('served', week.lists.get('ranker') ?? []);
-      else {
-        addRanked(
-          week,
-          'served',
-          testTable,
-          await scoreOnnx(testTable, active.bytes, active.meta.features),
-          k,
-        );
-      }
-      judged.push(week);
-
-      const summary = rows.perCutoff.find((s) => s.cutoff === p.cutoff);
-      const cr: Record<string, number> = { ...(summary?.candidateRecall ?? { overall: NaN }) };
-      if (summary) {
-        recallPairs.pairs += summary.labelPairs;
-        for (const [s, v] of Object.entries(summary.candidateRecall)) {
-          recallPairs.hits[s] = (recallPairs.hits[s] ?? 0) + v * summary.labelPairs;
-        }
-      }
-      const per = (f: typeof apAtK, kk: number) =>
-        Object.fromEntries(METHODS.map((m) => [m, mean(perCustomer(week, m, f, kk))])) as Record<
-          Method,
-          number
-        >;
-      const result: CutoffResult = {
-        cutoff: iso(p.cutoff),
-        usersScored: week.customers.length,
-        coldUsers: week.cold,
-        weeks: {
-          train: p.weeks.train.map(iso),
-          validation: iso(p.weeks.validation),
-          gate: p.weeks.gate.map(iso),
-        },
-        mapAtK: Object.fromEntries(
-          METHODS.map((m) => [
-            m,
-            Array.from({ length: k }, (_, j) => mean(perCustomer(week, m, apAtK, j + 1))),
-          ]),
-        ) as Record<Method, number[]>,
-        recall: per(recallAtK, k),
-        ndcg: per(ndcgAtK, k),
-        candidateRecall: cr,
-        heuristicWeights: week.heuristicWeights,
-        model: {
-          version: shipped.meta.version,
-          trees: shipped.meta.trees,
-          trainSeconds: fit.seconds.train,
-        },
-        gate: {
-          promoted: gate.promoted,
-          reason: gate.reason,
-          bestBaseline: gate.bestBaseline,
-          vsBest: gate.vs[gate.bestBaseline] as RatioInterval,
-          scoredBy: gate.scoredBy,
-        },
-        served: servedBy,
-      };
-      perCutoff.push(result);
-      say(
-        `cutoff ${iso(p.cutoff)}: ${week.customers.length} users, MAP@${k} ` +
-          METHODS.map((m) => `${m} ${(result.mapAtK[m][k - 1] ?? NaN).toFixed(5)}`).join(', ') +
-          `; gate ${gate.promoted ? 'promoted' : 'refused'}`,
-      );
+    trainSeconds += fit.seconds.train;
+    const { shipped, gate } = fit;
+    shippedAt.set(p.cutoff, shipped);
+    featureImportance =
+      (shipped.meta as { feature_importance?: { feature: string; gain: number }[] })
+        .feature_importance ?? [];
+    if (gate.promoted) {
+      promotions++;
+      active = shipped;
     }
-    timings.train_s = trainSeconds;
 
-    const mapK = (m: Method) => perCutoff.map((r) => r.mapAtK[m][k - 1] ?? NaN);
-    const pooled = (m: Method) => judged.flatMap((w) => perCustomer(w, m, apAtK, k));
-    const map = Object.fromEntries(
+    const { week, servedBy } = await scoreTestWeek(ctx, p.cutoff, shipped, active);
+    judged.push(week);
+
+    const summary = rows.perCutoff.find((s) => s.cutoff === p.cutoff);
+    if (summary) {
+      recallPairs.pairs += summary.labelPairs;
+      for (const [s, v] of Object.entries(summary.candidateRecall)) {
+        recallPairs.hits[s] = (recallPairs.hits[s] ?? 0) + v * summary.labelPairs;
+      }
+    }
+    const result = cutoffResult(p, week, summary, fit, servedBy, k);
+    perCutoff.push(result);
+    say(
+      `cutoff ${iso(p.cutoff)}: ${week.customers.length} users, MAP@${k} ` +
+        METHODS.map((m) => `${m} ${(result.mapAtK[m][k - 1] ?? NaN).toFixed(5)}`).join(', ') +
+        `; gate ${gate.promoted ? 'promoted' : 'refused'}`,
+    );
+  }
+  return { perCutoff, judged, featureImportance, trainSeconds, promotions, recallPairs };
+}
+
+/**
+ * The test week after `cutoff`: the shipped model's lists, the heuristic's, and what would have
+ * been served (the active model's, or the heuristic's without one), with its name.
+ */
+async function scoreTestWeek(
+  ctx: CycleContext,
+  cutoff: number,
+  shipped: LoadedModel,
+  active: LoadedModel | null,
+): Promise<{ week: Week; servedBy: string }> {
+  const k = ctx.recipe.k;
+  const testTable = filterTable(ctx.rows.table, (c) => c === cutoff);
+  const week = labelWeek(ctx.log, cutoff, k);
+  addRanked(
+    week,
+    'ranker',
+    testTable,
+    await scoreOnnx(testTable, shipped.bytes, shipped.meta.features),
+    k,
+  );
+  addRanked(week, 'heuristic', testTable, testTable.heuristic, k);
+  const servedBy = active === null ? 'heuristic-v2' : active.meta.version;
+  if (active === null) week.lists.set('served', week.lists.get('heuristic') ?? []);
+  else if (active === shipped) week.lists.set('served', week.lists.get('ranker') ?? []);
+  else {
+    addRanked(
+      week,
+      'served',
+      testTable,
+      await scoreOnnx(testTable, active.bytes, active.meta.features),
+      k,
+    );
+  }
+  return { week, servedBy };
+}
+
+/** One cutoff's figures: every method's metrics on its test week, its cycle, its gate. */
+function cutoffResult(
+  p: CyclePlan,
+  week: Week,
+  summary: CutoffSummary | undefined,
+  fit: FitResult,
+  servedBy: string,
+  k: number,
+): CutoffResult {
+  const { shipped, gate } = fit;
+  const cr: Record<string, number> = { ...(summary?.candidateRecall ?? { overall: NaN }) };
+  const per = (f: typeof apAtK, kk: number) =>
+    Object.fromEntries(METHODS.map((m) => [m, mean(perCustomer(week, m, f, kk))])) as Record<
+      Method,
+      number
+    >;
+  return {
+    cutoff: iso(p.cutoff),
+    usersScored: week.customers.length,
+    coldUsers: week.cold,
+    weeks: {
+      train: p.weeks.train.map(iso),
+      validation: iso(p.weeks.validation),
+      gate: p.weeks.gate.map(iso),
+    },
+    mapAtK: Object.fromEntries(
       METHODS.map((m) => [
         m,
-        { mean: mean(mapK(m)), spread: sampleSd(mapK(m)), se: standardError(pooled(m)) },
+        Array.from({ length: k }, (_, j) => mean(perCustomer(week, m, apAtK, j + 1))),
       ]),
-    ) as EvalResult['map'];
-    const ranker = pooled('ranker');
-    const versus = Object.fromEntries(
-      METHODS.filter((m) => m !== 'ranker').map((m) => [
-        m,
-        {
-          ratio: map.ranker.mean / map[m].mean,
-          pooled: pairedRatio(ranker, pooled(m), {
-            confidence: recipe.gate.confidence,
-            iterations: recipe.gate.iterations,
-            seed: recipe.seed,
-          }),
-          weeksWon: perCutoff.filter(
-            (r) => (r.mapAtK.ranker[k - 1] ?? 0) > (r.mapAtK[m][k - 1] ?? 0),
-          ).length,
-        },
-      ]),
-    );
-    const candidateRecall = Object.fromEntries(
-      ['overall', ...activeSources(deps.embeddings?.enabled ?? false)].map((s) => [
-        s,
-        recallPairs.pairs === 0 ? NaN : (recallPairs.hits[s] ?? 0) / recallPairs.pairs,
-      ]),
-    );
-    timings.total_s = (performance.now() - t0) / 1000;
-    return {
-      dataset: opts.dataset,
-      k,
-      recipe,
-      cutoffs: perCutoff.map((r) => r.cutoff),
-      perCutoff,
-      usersScored: perCutoff.reduce((s, r) => s + r.usersScored, 0),
-      map,
-      recall: Object.fromEntries(
-        METHODS.map((m) => [m, mean(perCutoff.map((r) => r.recall[m]))]),
-      ) as Record<Method, number>,
-      ndcg: Object.fromEntries(
-        METHODS.map((m) => [m, mean(perCutoff.map((r) => r.ndcg[m]))]),
-      ) as Record<Method, number>,
-      versus,
-      promotions,
-      candidateRecall,
-      featureImportance: featureImportance.map(({ feature, gain }) => ({ feature, gain })),
-      timings,
-    };
-  } finally {
-    await deleteNamespace(deps.redis, keySpace(namespace)).catch(() => undefined);
-    if (opts.workDir === undefined) rmSync(work, { recursive: true, force: true });
-  }
+    ) as Record<Method, number[]>,
+    recall: per(recallAtK, k),
+    ndcg: per(ndcgAtK, k),
+    candidateRecall: cr,
+    heuristicWeights: week.heuristicWeights,
+    model: {
+      version: shipped.meta.version,
+      trees: shipped.meta.trees,
+      trainSeconds: fit.seconds.train,
+    },
+    gate: {
+      promoted: gate.promoted,
+      reason: gate.reason,
+      bestBaseline: gate.bestBaseline,
+      vsBest: gate.vs[gate.bestBaseline] as RatioInterval,
+      scoredBy: gate.scoredBy,
+    },
+    served: servedBy,
+  };
+}
+
+/**
+ * The backtest's figures over its cutoffs: MAP@k per method (mean and spread over cutoffs, the
+ * standard error over the pooled customer-weeks), the ranker against each other method, recall,
+ * NDCG and candidate recall pooled over the label pairs.
+ */
+function summarize(
+  dataset: string,
+  recipe: Recipe,
+  cycles: CyclesRun,
+  embeddingsEnabled: boolean,
+): Omit<EvalResult, 'timings'> {
+  const k = recipe.k;
+  const { perCutoff, judged, recallPairs } = cycles;
+  const mapK = (m: Method) => perCutoff.map((r) => r.mapAtK[m][k - 1] ?? NaN);
+  const pooled = (m: Method) => judged.flatMap((w) => perCustomer(w, m, apAtK, k));
+  const map = Object.fromEntries(
+    METHODS.map((m) => [
+      m,
+      { mean: mean(mapK(m)), spread: sampleSd(mapK(m)), se: standardError(pooled(m)) },
+    ]),
+  ) as EvalResult['map'];
+  const ranker = pooled('ranker');
+  const versus = Object.fromEntries(
+    METHODS.filter((m) => m !== 'ranker').map((m) => [
+      m,
+      {
+        ratio: map.ranker.mean / map[m].mean,
+        pooled: pairedRatio(ranker, pooled(m), {
+          confidence: recipe.gate.confidence,
+          iterations: recipe.gate.iterations,
+          seed: recipe.seed,
+        }),
+        weeksWon: perCutoff.filter((r) => (r.mapAtK.ranker[k - 1] ?? 0) > (r.mapAtK[m][k - 1] ?? 0))
+          .length,
+      },
+    ]),
+  );
+  const candidateRecall = Object.fromEntries(
+    ['overall', ...activeSources(embeddingsEnabled)].map((s) => [
+      s,
+      recallPairs.pairs === 0 ? NaN : (recallPairs.hits[s] ?? 0) / recallPairs.pairs,
+    ]),
+  );
+  return {
+    dataset,
+    k,
+    recipe,
+    cutoffs: perCutoff.map((r) => r.cutoff),
+    perCutoff,
+    usersScored: perCutoff.reduce((s, r) => s + r.usersScored, 0),
+    map,
+    recall: Object.fromEntries(
+      METHODS.map((m) => [m, mean(perCutoff.map((r) => r.recall[m]))]),
+    ) as Record<Method, number>,
+    ndcg: Object.fromEntries(
+      METHODS.map((m) => [m, mean(perCutoff.map((r) => r.ndcg[m]))]),
+    ) as Record<Method, number>,
+    versus,
+    promotions: cycles.promotions,
+    candidateRecall,
+    featureImportance: cycles.featureImportance.map(({ feature, gain }) => ({ feature, gain })),
+  };
 }
 
 const round = (x: number, d = 6) => (Number.isFinite(x) ? Number(x.toFixed(d)) : null);

@@ -20,7 +20,7 @@ import { loadConfig, type Config } from '../../common/config.ts';
 import { createLogger, type Logger } from '../../common/logger.ts';
 import { progress, type Progress } from '../../common/progress.ts';
 import { runLoad } from '../../streams/loader/load.ts';
-import { METHODS, runEval, summaryLine, toReport } from './backtest.ts';
+import { METHODS, runEval, summaryLine, toReport, type EvalResult } from './backtest.ts';
 import { recipeOverrides, RECIPE_FLAGS } from '../../training/recipe-flags.ts';
 import { formatRatio } from '../stats.ts';
 
@@ -80,6 +80,63 @@ function positiveInt(name: string, v: string | undefined, dflt: number): number 
 }
 
 async function main(): Promise<void> {
+  const flags = parseFlags();
+  if (flags === 'help') {
+    console.log(USAGE);
+    return;
+  }
+  const base = loadConfig();
+  const logger = createLogger(base.logLevel === 'info' ? 'warn' : base.logLevel, 'eval');
+  const redis = new Redis(base.redisUrl);
+  const t0 = performance.now();
+  try {
+    const prefix =
+      flags.prefix ?? (await ensureLoaded(base, logger, redis, flags.data as string, flags.reload));
+    const config = { ...base, topicPrefix: prefix };
+    const { kafka, topics, codecs } = await connectStreams(config, 'rec-eval', logger);
+    const result = await runEval(
+      { kafka, redis, codecs, topics, logger, embeddings: config.embeddings },
+      {
+        dataset: flags.data === undefined ? prefix : basename(resolve(flags.data)),
+        cutoffs: flags.cutoffs,
+        ...(flags.dates ? { cutoffDates: flags.dates } : {}),
+        recipe: flags.recipe,
+        ...(flags.workDir === undefined ? {} : { workDir: flags.workDir }),
+        onProgress: (line) => {
+          console.error(`[eval] ${line}`);
+        },
+        onRowsProgress: rowsProgressBars(),
+      },
+    );
+    result.timings.wall_s = (performance.now() - t0) / 1000;
+    printTable(result);
+    if (flags.report !== undefined) {
+      // Loaded only when asked for: vega is large.
+      const { writeReport } = await import('./report.ts');
+      const out = await writeReport(flags.report, toReport(result));
+      console.log(`report: ${join(flags.report, 'report.md')} (${out.images.length} images)`);
+    }
+    console.log(JSON.stringify(summaryLine(result)));
+  } finally {
+    redis.disconnect();
+  }
+}
+
+interface Flags {
+  /** Exactly one of the folder to load and the prefix of topics already loaded. */
+  readonly data: string | undefined;
+  readonly prefix: string | undefined;
+  readonly cutoffs: number;
+  /** `--cutoff-dates` (ms, UTC midnight). */
+  readonly dates: number[] | undefined;
+  readonly recipe: ReturnType<typeof recipeOverrides>;
+  readonly report: string | undefined;
+  readonly reload: boolean;
+  readonly workDir: string | undefined;
+}
+
+/** The command line, checked (see the module comment and USAGE); 'help' for --help. */
+function parseFlags(): Flags | 'help' {
   const { values } = parseArgs({
     options: {
       data: { type: 'string' },
@@ -93,10 +150,7 @@ async function main(): Promise<void> {
       help: { type: 'boolean', default: false },
     },
   });
-  if (values.help) {
-    console.log(USAGE);
-    return;
-  }
+  if (values.help) return 'help';
   if ((values.data === undefined) === (values.prefix === undefined)) {
     throw new Error(`give exactly one of --data or --prefix\n${USAGE}`);
   }
@@ -116,81 +170,64 @@ async function main(): Promise<void> {
       `[eval] recipe overrides ${JSON.stringify(recipe)}: this measures a variant, not what production trains`,
     );
   }
+  return {
+    data: values.data,
+    prefix: values.prefix,
+    cutoffs,
+    dates,
+    recipe,
+    report: values.report,
+    reload: values.reload,
+    workDir: values['work-dir'],
+  };
+}
 
-  const base = loadConfig();
-  const logger = createLogger(base.logLevel === 'info' ? 'warn' : base.logLevel, 'eval');
-  const redis = new Redis(base.redisUrl);
-  const t0 = performance.now();
-  try {
-    const prefix =
-      values.prefix ??
-      (await ensureLoaded(base, logger, redis, values.data as string, values.reload));
-    const config = { ...base, topicPrefix: prefix };
-    const { kafka, topics, codecs } = await connectStreams(config, 'rec-eval', logger);
-    const bars = new Map<string, Progress>();
-    const result = await runEval(
-      { kafka, redis, codecs, topics, logger, embeddings: config.embeddings },
-      {
-        dataset: values.data === undefined ? prefix : basename(resolve(values.data)),
-        cutoffs,
-        ...(dates ? { cutoffDates: dates } : {}),
-        recipe,
-        ...(values['work-dir'] === undefined ? {} : { workDir: values['work-dir'] }),
-        onProgress: (line) => {
-          console.error(`[eval] ${line}`);
-        },
-        onRowsProgress: (stage, done, total) => {
-          let bar = bars.get(stage);
-          if (!bar) {
-            bar = progress(stage === 'queries' ? 'rows: queries' : `replay: ${stage}`, total);
-            bars.set(stage, bar);
-          }
-          bar.update(done);
-          if (done >= total) {
-            bar.stop(done);
-            bars.delete(stage);
-          }
-        },
-      },
-    );
-    result.timings.wall_s = (performance.now() - t0) / 1000;
-    const pct = (x: number) => (Number.isFinite(x) ? x.toFixed(5) : '   n/a');
-    const k = result.k;
-    console.log(
-      `\nbacktest of ${result.dataset}: ${result.cutoffs.join(', ')} (${result.usersScored} customer-weeks scored)`,
-    );
-    console.log(
-      `method              MAP@${k} mean  sd/week   s.e.   recall@${k}  NDCG@${k}  ranker ÷ (pooled, 90 % interval)  weeks won`,
-    );
-    for (const m of METHODS) {
-      const v = result.versus[m];
-      console.log(
-        `${m.padEnd(20)}${pct(result.map[m].mean).padStart(10)} ${pct(result.map[m].spread).padStart(8)} ${pct(result.map[m].se).padStart(8)} ${pct(result.recall[m]).padStart(10)} ${pct(result.ndcg[m]).padStart(9)}  ${
-          v === undefined
-            ? ''
-            : `${v.ratio.toFixed(2)} (${formatRatio(v.pooled)})`.padEnd(34) +
-              `${v.weeksWon}/${result.cutoffs.length}`
-        }`,
-      );
+/** The backtest's row-building progress: one bar per stage while it runs. */
+function rowsProgressBars(): (stage: string, done: number, total: number) => void {
+  const bars = new Map<string, Progress>();
+  return (stage, done, total) => {
+    let bar = bars.get(stage);
+    if (!bar) {
+      bar = progress(stage === 'queries' ? 'rows: queries' : `replay: ${stage}`, total);
+      bars.set(stage, bar);
     }
-    console.log(
-      `gate: promoted at ${result.promotions} of ${result.cutoffs.length} cutoffs; served: ${result.perCutoff.map((c) => c.served).join(', ')}`,
-    );
-    console.log(
-      `candidate recall: ${Object.entries(result.candidateRecall)
-        .map(([s, v]) => `${s} ${pct(v)}`)
-        .join(', ')}`,
-    );
-    if (values.report !== undefined) {
-      // Loaded only when asked for: vega is large.
-      const { writeReport } = await import('./report.ts');
-      const out = await writeReport(values.report, toReport(result));
-      console.log(`report: ${join(values.report, 'report.md')} (${out.images.length} images)`);
+    bar.update(done);
+    if (done >= total) {
+      bar.stop(done);
+      bars.delete(stage);
     }
-    console.log(JSON.stringify(summaryLine(result)));
-  } finally {
-    redis.disconnect();
+  };
+}
+
+/** The table per method on stdout, then the gate's promotions and the candidate recall. */
+function printTable(result: EvalResult): void {
+  const pct = (x: number) => (Number.isFinite(x) ? x.toFixed(5) : '   n/a');
+  const k = result.k;
+  console.log(
+    `\nbacktest of ${result.dataset}: ${result.cutoffs.join(', ')} (${result.usersScored} customer-weeks scored)`,
+  );
+  console.log(
+    `method              MAP@${k} mean  sd/week   s.e.   recall@${k}  NDCG@${k}  ranker ÷ (pooled, 90 % interval)  weeks won`,
+  );
+  for (const m of METHODS) {
+    const v = result.versus[m];
+    console.log(
+      `${m.padEnd(20)}${pct(result.map[m].mean).padStart(10)} ${pct(result.map[m].spread).padStart(8)} ${pct(result.map[m].se).padStart(8)} ${pct(result.recall[m]).padStart(10)} ${pct(result.ndcg[m]).padStart(9)}  ${
+        v === undefined
+          ? ''
+          : `${v.ratio.toFixed(2)} (${formatRatio(v.pooled)})`.padEnd(34) +
+            `${v.weeksWon}/${result.cutoffs.length}`
+      }`,
+    );
   }
+  console.log(
+    `gate: promoted at ${result.promotions} of ${result.cutoffs.length} cutoffs; served: ${result.perCutoff.map((c) => c.served).join(', ')}`,
+  );
+  console.log(
+    `candidate recall: ${Object.entries(result.candidateRecall)
+      .map(([s, v]) => `${s} ${pct(v)}`)
+      .join(', ')}`,
+  );
 }
 
 main().then(

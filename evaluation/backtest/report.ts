@@ -128,142 +128,156 @@ function methodColor(data: EvalReport) {
   };
 }
 
+/** The report's plots, in the order they open it; a plot without data is left out. */
 function plots(data: EvalReport): Plot[] {
-  const K = data.k;
-  const list: Plot[] = [];
-  const mapK = meanMapAtK(data);
-  if (mapK.length > 0) {
-    list.push({
-      name: 'map-at-k',
-      title: `MAP@k for k = 1..${K} per method (mean over ${data.perCutoff.length} cutoffs)`,
-      spec: {
-        $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-        title: `MAP@k, k = 1..${K} (mean over cutoffs)`,
-        width: WIDTH,
-        height: HEIGHT,
-        config: CONFIG,
-        data: { values: mapK },
-        mark: { type: 'line', point: true, strokeWidth: 2 },
-        encoding: {
-          x: {
-            field: 'k',
-            type: 'quantitative',
-            title: 'k',
-            scale: { domain: [1, K] },
-            axis: { tickMinStep: 1, format: 'd' },
-          },
-          y: { field: 'map', type: 'quantitative', title: 'MAP@k' },
-          color: methodColor(data),
-        },
-      },
-    });
-  }
+  return [
+    mapAtKPlot(data),
+    mapPerCutoffPlot(data),
+    candidateRecallPlot(data),
+    featureImportancePlot(data),
+  ].filter((p): p is Plot => p !== null);
+}
 
+/** Plot 1: MAP@k for k = 1..K per method, the mean over cutoffs (line chart). */
+function mapAtKPlot(data: EvalReport): Plot | null {
+  const K = data.k;
+  const mapK = meanMapAtK(data);
+  if (mapK.length === 0) return null;
+  return {
+    name: 'map-at-k',
+    title: `MAP@k for k = 1..${K} per method (mean over ${data.perCutoff.length} cutoffs)`,
+    spec: {
+      $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+      title: `MAP@k, k = 1..${K} (mean over cutoffs)`,
+      width: WIDTH,
+      height: HEIGHT,
+      config: CONFIG,
+      data: { values: mapK },
+      mark: { type: 'line', point: true, strokeWidth: 2 },
+      encoding: {
+        x: {
+          field: 'k',
+          type: 'quantitative',
+          title: 'k',
+          scale: { domain: [1, K] },
+          axis: { tickMinStep: 1, format: 'd' },
+        },
+        y: { field: 'map', type: 'quantitative', title: 'MAP@k' },
+        color: methodColor(data),
+      },
+    },
+  };
+}
+
+/** Plot 2: MAP@K per cutoff and method (grouped bars). */
+function mapPerCutoffPlot(data: EvalReport): Plot | null {
+  const K = data.k;
   const perCutoff = data.perCutoff.flatMap((c) =>
     data.methods.flatMap((method) => {
       const v = c.mapAtK[method]?.[K - 1];
       return finite(v) ? [{ cutoff: c.cutoff, method, map: v }] : [];
     }),
   );
-  if (perCutoff.length > 0) {
-    list.push({
-      name: 'map-per-cutoff',
-      title: `MAP@${K} per cutoff and method`,
-      spec: {
-        $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-        title: `MAP@${K} per cutoff`,
-        width: WIDTH,
-        height: HEIGHT,
-        config: CONFIG,
-        data: { values: perCutoff },
-        mark: { type: 'bar' },
-        encoding: {
-          x: {
-            field: 'cutoff',
-            type: 'ordinal',
-            title: 'cutoff (scored week starts)',
-            sort: data.cutoffs,
-            axis: { labelAngle: -30 },
-          },
-          xOffset: { field: 'method', type: 'nominal', sort: data.methods },
-          y: { field: 'map', type: 'quantitative', title: `MAP@${K}` },
-          color: methodColor(data),
+  if (perCutoff.length === 0) return null;
+  return {
+    name: 'map-per-cutoff',
+    title: `MAP@${K} per cutoff and method`,
+    spec: {
+      $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+      title: `MAP@${K} per cutoff`,
+      width: WIDTH,
+      height: HEIGHT,
+      config: CONFIG,
+      data: { values: perCutoff },
+      mark: { type: 'bar' },
+      encoding: {
+        x: {
+          field: 'cutoff',
+          type: 'ordinal',
+          title: 'cutoff (scored week starts)',
+          sort: data.cutoffs,
+          axis: { labelAngle: -30 },
         },
+        xOffset: { field: 'method', type: 'nominal', sort: data.methods },
+        y: { field: 'map', type: 'quantitative', title: `MAP@${K}` },
+        color: methodColor(data),
       },
-    });
-  }
+    },
+  };
+}
 
+/** Plot 3: candidate recall by source over all cutoffs, overall first (bars). */
+function candidateRecallPlot(data: EvalReport): Plot | null {
   const sources = Object.entries(data.summary.candidateRecall)
     .filter(([, v]) => finite(v))
     .map(([source, recall]) => ({ source, recall, overall: source === 'overall' }))
     .sort((a, b) => Number(b.overall) - Number(a.overall) || b.recall - a.recall);
-  if (sources.length > 0) {
-    list.push({
-      name: 'candidate-recall',
-      title:
-        'Candidate recall by source (share of the scored week’s purchases among the candidates)',
-      spec: {
-        $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-        title: 'Candidate recall by source',
-        width: WIDTH,
-        height: HEIGHT,
-        config: CONFIG,
-        data: { values: sources },
-        mark: { type: 'bar' },
-        encoding: {
-          x: {
-            field: 'source',
-            type: 'nominal',
-            title: 'source',
-            sort: sources.map((s) => s.source),
-            axis: { labelAngle: -30 },
-          },
-          y: {
-            field: 'recall',
-            type: 'quantitative',
-            title: 'recall',
-          },
-          color: {
-            field: 'overall',
-            type: 'nominal',
-            scale: { domain: [true, false], range: ['#e15759', '#4e79a7'] },
-            legend: null,
-          },
+  if (sources.length === 0) return null;
+  return {
+    name: 'candidate-recall',
+    title: 'Candidate recall by source (share of the scored week’s purchases among the candidates)',
+    spec: {
+      $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+      title: 'Candidate recall by source',
+      width: WIDTH,
+      height: HEIGHT,
+      config: CONFIG,
+      data: { values: sources },
+      mark: { type: 'bar' },
+      encoding: {
+        x: {
+          field: 'source',
+          type: 'nominal',
+          title: 'source',
+          sort: sources.map((s) => s.source),
+          axis: { labelAngle: -30 },
+        },
+        y: {
+          field: 'recall',
+          type: 'quantitative',
+          title: 'recall',
+        },
+        color: {
+          field: 'overall',
+          type: 'nominal',
+          scale: { domain: [true, false], range: ['#e15759', '#4e79a7'] },
+          legend: null,
         },
       },
-    });
-  }
+    },
+  };
+}
 
+/** Plot 4: feature importance (gain) of the last model, top TOP_FEATURES (horizontal bars). */
+function featureImportancePlot(data: EvalReport): Plot | null {
   const features = [...data.featureImportance]
     .filter((f) => finite(f.gain))
     .sort((a, b) => b.gain - a.gain)
     .slice(0, TOP_FEATURES);
-  if (features.length > 0) {
-    list.push({
-      name: 'feature-importance',
-      title: `Feature importance (gain) of the last model, top ${features.length}`,
-      spec: {
-        $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-        title: `Feature importance (gain), top ${features.length}`,
-        width: WIDTH,
-        height: Math.max(120, features.length * 16),
-        config: CONFIG,
-        data: { values: features },
-        mark: { type: 'bar', color: '#4e79a7' },
-        encoding: {
-          y: {
-            field: 'feature',
-            type: 'nominal',
-            title: null,
-            sort: features.map((f) => f.feature),
-            axis: { labelLimit: 320 },
-          },
-          x: { field: 'gain', type: 'quantitative', title: 'gain' },
+  if (features.length === 0) return null;
+  return {
+    name: 'feature-importance',
+    title: `Feature importance (gain) of the last model, top ${features.length}`,
+    spec: {
+      $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+      title: `Feature importance (gain), top ${features.length}`,
+      width: WIDTH,
+      height: Math.max(120, features.length * 16),
+      config: CONFIG,
+      data: { values: features },
+      mark: { type: 'bar', color: '#4e79a7' },
+      encoding: {
+        y: {
+          field: 'feature',
+          type: 'nominal',
+          title: null,
+          sort: features.map((f) => f.feature),
+          axis: { labelLimit: 320 },
         },
+        x: { field: 'gain', type: 'quantitative', title: 'gain' },
       },
-    });
-  }
-  return list;
+    },
+  };
 }
 
 /** Render a Vega-Lite spec to an SVG document, headless. */
@@ -299,7 +313,23 @@ async function pngRenderer(): Promise<PngRenderer | null> {
 // Markdown
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * The report's tables, one Markdown section after the other: the summary and the per-cutoff tables
+ * always, the others when they have data.
+ */
 function tables(data: EvalReport): string[] {
+  return [
+    ...summarySection(data),
+    ...perCutoffSection(data),
+    ...mapAtKSection(data),
+    ...candidateRecallSection(data),
+    ...featureImportanceSection(data),
+    ...timingsSection(data),
+  ];
+}
+
+/** The summary per method, the ranker's ratios to the others with their intervals, the notes. */
+function summarySection(data: EvalReport): string[] {
   const K = data.k;
   const out: string[] = [];
   const s = data.summary;
@@ -345,7 +375,12 @@ function tables(data: EvalReport): string[] {
   if (data.notes && data.notes.length > 0) {
     out.push('', ...data.notes.map((line) => `- ${line}`));
   }
+  return out;
+}
 
+/** MAP@K, recall@K and NDCG@K per cutoff and method, one table each. */
+function perCutoffSection(data: EvalReport): string[] {
+  const K = data.k;
   const perCutoffTable = (
     title: string,
     pick: (c: EvalReport['perCutoff'][number], m: string) => number | undefined,
@@ -362,7 +397,7 @@ function tables(data: EvalReport): string[] {
       ]),
     ),
   ];
-  out.push(
+  return [
     '',
     '## Per cutoff',
     '',
@@ -370,86 +405,95 @@ function tables(data: EvalReport): string[] {
     ...perCutoffTable(`MAP@${K}`, (c, m) => c.mapAtK[m]?.[K - 1]),
     ...perCutoffTable(`Recall@${K}`, (c, m) => c.recall[m]),
     ...perCutoffTable(`NDCG@${K}`, (c, m) => c.ndcg[m]),
-  );
+  ];
+}
 
+/** MAP@k for k = 1..K per method, the mean over cutoffs. */
+function mapAtKSection(data: EvalReport): string[] {
+  const K = data.k;
   const mapK = meanMapAtK(data);
-  if (mapK.length > 0) {
-    const ks = Array.from({ length: K }, (_, i) => i + 1);
-    out.push(
-      '',
-      `## MAP@k, k = 1..${K} (mean over cutoffs)`,
-      '',
-      table(
-        ['method', ...ks.map((k) => `@${k}`)],
-        data.methods.map((m) => [
-          cell(m),
-          ...ks.map((k) => fmtMetric(mapK.find((x) => x.method === m && x.k === k)?.map)),
-        ]),
-      ),
-    );
-  }
+  if (mapK.length === 0) return [];
+  const ks = Array.from({ length: K }, (_, i) => i + 1);
+  return [
+    '',
+    `## MAP@k, k = 1..${K} (mean over cutoffs)`,
+    '',
+    table(
+      ['method', ...ks.map((k) => `@${k}`)],
+      data.methods.map((m) => [
+        cell(m),
+        ...ks.map((k) => fmtMetric(mapK.find((x) => x.method === m && x.k === k)?.map)),
+      ]),
+    ),
+  ];
+}
 
+/** Candidate recall per cutoff and source, and over all cutoffs. */
+function candidateRecallSection(data: EvalReport): string[] {
+  const s = data.summary;
   const sources = [
     ...new Set([
       ...Object.keys(s.candidateRecall),
       ...data.perCutoff.flatMap((c) => Object.keys(c.candidateRecall)),
     ]),
   ];
-  if (sources.length > 0) {
-    out.push(
-      '',
-      '## Candidate recall by source',
-      '',
-      'Share of the scored week’s purchases found among the candidates of each source.',
-      '',
-      table(
-        ['cutoff', ...sources.map(cell)],
-        [
-          ...data.perCutoff.map((c) => [
-            c.cutoff,
-            ...sources.map((src) => fmtMetric(c.candidateRecall[src])),
-          ]),
-          ['**all**', ...sources.map((src) => `**${fmtMetric(s.candidateRecall[src])}**`)],
-        ],
-      ),
-    );
-  }
+  if (sources.length === 0) return [];
+  return [
+    '',
+    '## Candidate recall by source',
+    '',
+    'Share of the scored week’s purchases found among the candidates of each source.',
+    '',
+    table(
+      ['cutoff', ...sources.map(cell)],
+      [
+        ...data.perCutoff.map((c) => [
+          c.cutoff,
+          ...sources.map((src) => fmtMetric(c.candidateRecall[src])),
+        ]),
+        ['**all**', ...sources.map((src) => `**${fmtMetric(s.candidateRecall[src])}**`)],
+      ],
+    ),
+  ];
+}
 
+/** Feature importance (gain and share) of the last model, top TOP_FEATURES. */
+function featureImportanceSection(data: EvalReport): string[] {
   const features = [...data.featureImportance].sort((a, b) => b.gain - a.gain);
-  if (features.length > 0) {
-    const total = features.reduce((t, f) => t + (finite(f.gain) ? f.gain : 0), 0);
-    out.push(
-      '',
-      `## Feature importance (gain) of the last model, top ${Math.min(TOP_FEATURES, features.length)} of ${features.length}`,
-      '',
-      table(
-        ['#', 'feature', 'gain', 'share'],
-        features
-          .slice(0, TOP_FEATURES)
-          .map((f, i) => [
-            String(i + 1),
-            cell(f.feature),
-            fmtGain(f.gain),
-            total > 0 ? `${((100 * f.gain) / total).toFixed(1)} %` : '–',
-          ]),
-        ['r', 'l', 'r', 'r'],
-      ),
-    );
-  }
+  if (features.length === 0) return [];
+  const total = features.reduce((t, f) => t + (finite(f.gain) ? f.gain : 0), 0);
+  return [
+    '',
+    `## Feature importance (gain) of the last model, top ${Math.min(TOP_FEATURES, features.length)} of ${features.length}`,
+    '',
+    table(
+      ['#', 'feature', 'gain', 'share'],
+      features
+        .slice(0, TOP_FEATURES)
+        .map((f, i) => [
+          String(i + 1),
+          cell(f.feature),
+          fmtGain(f.gain),
+          total > 0 ? `${((100 * f.gain) / total).toFixed(1)} %` : '–',
+        ]),
+      ['r', 'l', 'r', 'r'],
+    ),
+  ];
+}
 
+/** The run's timings, in seconds. */
+function timingsSection(data: EvalReport): string[] {
   const timings = Object.entries(data.timings ?? {});
-  if (timings.length > 0) {
-    out.push(
-      '',
-      '## Timings',
-      '',
-      table(
-        ['step', 'seconds'],
-        timings.map(([step, sec]) => [cell(step), fmtSeconds(sec)]),
-      ),
-    );
-  }
-  return out;
+  if (timings.length === 0) return [];
+  return [
+    '',
+    '## Timings',
+    '',
+    table(
+      ['step', 'seconds'],
+      timings.map(([step, sec]) => [cell(step), fmtSeconds(sec)]),
+    ),
+  ];
 }
 
 /**
