@@ -24,7 +24,7 @@ import { Redis } from 'ioredis';
 import type { Admin, Kafka, Producer } from 'kafkajs';
 import { bootstrap, type Codecs } from '../streams/bootstrap.ts';
 import { consumerLag } from '../streams/admin.ts';
-import { loadConfig } from '../common/config.ts';
+import { loadConfig, type EmbeddingsSwitch } from '../common/config.ts';
 import { runConsumer } from '../streams/consumer.ts';
 import { keySpace, type KeySpace } from '../features/keys.ts';
 import { deleteNamespace } from '../features/state.ts';
@@ -86,7 +86,8 @@ async function main(): Promise<void> {
   });
   const producer = createIdempotentProducer(kafka);
   await producer.connect();
-  const run: Run = { runId, logger, topics, kafka, redis, keys, codecs, producer };
+  const embeddings = config.embeddings;
+  const run: Run = { runId, logger, topics, kafka, redis, keys, codecs, producer, embeddings };
   try {
     const published = await publish(run, dataset);
 
@@ -127,6 +128,8 @@ interface Run {
   readonly keys: KeySpace;
   readonly codecs: Codecs;
   readonly producer: Producer;
+  /** The deployment's embeddings switch (EMBEDDINGS): on, the taste group processes too. */
+  readonly embeddings: EmbeddingsSwitch;
 }
 
 /** What the benchmark publishes: re-keyed copies of the dataset's purchases, and their metadata. */
@@ -254,6 +257,7 @@ async function processFromStart(run: Run, admin: Admin, eventCount: number): Pro
     metrics,
     dlqProducer: producer,
     groupPrefix: `bench-proc-${runId}`,
+    embeddings: run.embeddings,
   });
   const purchaseGroup = running.groups.purchases;
   const progress = setInterval(() => {
