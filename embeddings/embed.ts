@@ -83,6 +83,16 @@ async function scanArticles(
 
 const CHUNK = 2_000;
 
+/** An article to embed: new, or its text changed since its vector was written. */
+interface Todo {
+  readonly id: string;
+  readonly text: string;
+  readonly hash: string;
+}
+
+/** The `sold` scope's test of an article, from its id, `updated_at` and last sale (ms). */
+type IsInScope = (id: string, updatedAt: number, lastSold: number) => boolean;
+
 /** Embed the new and changed articles in scope (see the module comment). */
 export async function embedArticles(
   redis: Redis,
@@ -92,17 +102,69 @@ export async function embedArticles(
   opts: EmbedOptions,
 ): Promise<EmbedReport> {
   const t0 = performance.now();
-  const batchSize = opts.batchSize ?? 64;
-  const { catalogue, sold } =
-    opts.scope.kind === 'ids'
-      ? { catalogue: [...opts.scope.ids], sold: new Set<string>() }
-      : await scanArticles(redis, keys);
-  const known = opts.scope.kind === 'sold' ? new Set(await redis.smembers(ekeys.ids)) : null;
-  const updatedSince = opts.scope.kind === 'sold' ? opts.scope.updatedSince : undefined;
-  const soldSince = opts.scope.kind === 'sold' ? opts.scope.soldSince : undefined;
+  const { catalogue, isInScope } = await resolveScope(redis, keys, ekeys, opts.scope);
+  const { todo, inScope, empty, unchanged } = await readChanged(
+    redis,
+    keys,
+    ekeys,
+    embedder.modelId,
+    catalogue,
+    isInScope,
+  );
+  // Shortest texts first: a batch of similar lengths pads less.
+  todo.sort((a, b) => a.text.length - b.text.length || (a.id < b.id ? -1 : 1));
+  const modelMs = await embedAndWrite(redis, ekeys, embedder, todo, opts);
+  await redis.hset(ekeys.meta, 'model', embedder.modelId, 'dim', embedder.dim);
+  return {
+    catalogue: catalogue.length,
+    inScope,
+    embedded: todo.length,
+    unchanged,
+    empty,
+    ms: performance.now() - t0,
+    perSecond: todo.length === 0 ? NaN : todo.length / (modelMs / 1000),
+    ids: todo.map((t) => t.id),
+  };
+}
 
-  // Texts and stored hashes, in chunks of pipelined reads.
-  const todo: { id: string; text: string; hash: string }[] = [];
+/**
+ * The article ids to read (the given ids, or the catalogue from one SCAN) and, for the `sold`
+ * scope, the test an article must pass: sold (since `soldSince`), embedded before, or updated
+ * since `updatedSince`. Null: every article read is in scope.
+ */
+async function resolveScope(
+  redis: Redis,
+  keys: KeySpace,
+  ekeys: EmbeddingKeys,
+  scope: EmbedScope,
+): Promise<{ catalogue: string[]; isInScope: IsInScope | null }> {
+  if (scope.kind === 'ids') return { catalogue: [...scope.ids], isInScope: null };
+  const { catalogue, sold } = await scanArticles(redis, keys);
+  if (scope.kind === 'all') return { catalogue, isInScope: null };
+  const known = new Set(await redis.smembers(ekeys.ids));
+  const { updatedSince, soldSince } = scope;
+  const isInScope: IsInScope = (id, updatedAt, lastSold) => {
+    const recent = updatedSince !== undefined && updatedAt >= updatedSince;
+    const soldInScope = sold.has(id) && (soldSince === undefined || lastSold >= soldSince);
+    return soldInScope || known.has(id) || recent;
+  };
+  return { catalogue, isInScope };
+}
+
+/**
+ * Texts and stored hashes, in chunks of pipelined reads (one HMGET and two HGETs per article):
+ * the articles in scope whose text hashes (with the model id) differ from the stored hash, and
+ * the counts of the report.
+ */
+async function readChanged(
+  redis: Redis,
+  keys: KeySpace,
+  ekeys: EmbeddingKeys,
+  modelId: string,
+  catalogue: readonly string[],
+  isInScope: IsInScope | null,
+): Promise<{ todo: Todo[]; inScope: number; empty: number; unchanged: number }> {
+  const todo: Todo[] = [];
   let inScope = 0;
   let empty = 0;
   let unchanged = 0;
@@ -119,12 +181,8 @@ export async function embedArticles(
       const fields = v[j * 3] as (string | null)[];
       const stored = v[j * 3 + 1] as string | null;
       const lastSold = Number(v[j * 3 + 2] ?? NaN);
-      if (known !== null) {
-        const updatedAt = Number(fields[TEXT_FIELDS.length] ?? NaN);
-        const recent = updatedSince !== undefined && updatedAt >= updatedSince;
-        const soldInScope = sold.has(id) && (soldSince === undefined || lastSold >= soldSince);
-        if (!soldInScope && !known.has(id) && !recent) return;
-      }
+      const updatedAt = Number(fields[TEXT_FIELDS.length] ?? NaN);
+      if (isInScope !== null && !isInScope(id, updatedAt, lastSold)) return;
       inScope++;
       const meta: Record<string, string | null | undefined> = {};
       TEXT_FIELDS.forEach((f, k) => (meta[f] = fields[k]));
@@ -133,13 +191,26 @@ export async function embedArticles(
         empty++;
         return;
       }
-      const hash = contentHash(text, embedder.modelId);
+      const hash = contentHash(text, modelId);
       if (stored === hash) unchanged++;
       else todo.push({ id, text, hash });
     });
   }
+  return { todo, inScope, empty, unchanged };
+}
 
-  todo.sort((a, b) => a.text.length - b.text.length || (a.id < b.id ? -1 : 1));
+/**
+ * Embed `todo` in batches of `opts.batchSize` and write each vector with its hash (and the id to
+ * the set of embedded articles); returns the time spent in the model (ms).
+ */
+async function embedAndWrite(
+  redis: Redis,
+  ekeys: EmbeddingKeys,
+  embedder: Embedder,
+  todo: readonly Todo[],
+  opts: EmbedOptions,
+): Promise<number> {
+  const batchSize = opts.batchSize ?? 64;
   const bar = progress('embedding articles', todo.length, opts.progress ?? false);
   let modelMs = 0;
   for (let i = 0; i < todo.length; i += batchSize) {
@@ -161,17 +232,7 @@ export async function embedArticles(
     bar.update(Math.min(todo.length, i + batchSize));
   }
   bar.stop(todo.length);
-  await redis.hset(ekeys.meta, 'model', embedder.modelId, 'dim', embedder.dim);
-  return {
-    catalogue: catalogue.length,
-    inScope,
-    embedded: todo.length,
-    unchanged,
-    empty,
-    ms: performance.now() - t0,
-    perSecond: todo.length === 0 ? NaN : todo.length / (modelMs / 1000),
-    ids: todo.map((t) => t.id),
-  };
+  return modelMs;
 }
 
 export interface SimilarOptions {

@@ -6,7 +6,15 @@
  * retried with backoff while the consumer keeps heartbeating, so a transient outage (Redis
  * restarting) neither loses records nor turns into a crash loop.
  */
-import type { Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer, IHeaders } from 'kafkajs';
+import type {
+  Batch,
+  Consumer,
+  EachBatchPayload,
+  Kafka,
+  KafkaMessage,
+  Producer,
+  IHeaders,
+} from 'kafkajs';
 import type { AvroCodec } from './avro.ts';
 import { RecError, errorMessage } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
@@ -128,6 +136,22 @@ function dlqMessage(
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** A record that failed decoding/validation or that the handler rejected, with the reason. */
+interface Poison {
+  readonly message: KafkaMessage;
+  readonly err: RecError;
+}
+
+/** What the steps of a batch share: the options, the logger, the consumer, the retry bounds. */
+interface Runner<T> {
+  readonly opts: ConsumerRunnerOptions<T>;
+  readonly log: Logger;
+  readonly consumer: Consumer;
+  readonly retry: { readonly initialMs: number; readonly maxMs: number };
+  /** True once `stop()` was called. */
+  readonly stopping: () => boolean;
+}
+
 /** Start consuming `topic` in group `groupId`; resolves once the consumer is running. */
 export async function runConsumer<T>(opts: ConsumerRunnerOptions<T>): Promise<RunningConsumer> {
   const log = opts.logger.child({
@@ -142,128 +166,9 @@ export async function runConsumer<T>(opts: ConsumerRunnerOptions<T>): Promise<Ru
     sessionTimeout: opts.sessionTimeoutMs ?? 30_000,
     heartbeatInterval: Math.min(3_000, Math.floor((opts.sessionTimeoutMs ?? 30_000) / 3)),
   });
-  const initialMs = opts.retry?.initialMs ?? 200;
-  const maxMs = opts.retry?.maxMs ?? 10_000;
+  const retry = { initialMs: opts.retry?.initialMs ?? 200, maxMs: opts.retry?.maxMs ?? 10_000 };
   let stopping = false;
-
-  async function processBatch(payload: EachBatchPayload): Promise<void> {
-    const { batch } = payload;
-    const heartbeat = () => payload.heartbeat();
-    const isRunning = () => payload.isRunning();
-    const isStale = () => payload.isStale();
-    if (batch.messages.length === 0) return;
-    const started = performance.now();
-    const good: DecodedRecord<T>[] = [];
-    const poison: { message: KafkaMessage; err: RecError }[] = [];
-
-    for (const message of batch.messages) {
-      try {
-        const value = await opts.codec.decodeValid(message.value);
-        good.push({
-          value,
-          key: message.key?.toString('utf8') ?? null,
-          topic: batch.topic,
-          partition: batch.partition,
-          offset: message.offset,
-          timestamp: Number(message.timestamp),
-        });
-      } catch (err) {
-        if (err instanceof RecError && !err.retriable) poison.push({ message, err });
-        else throw err; // e.g. registry unreachable: retry the whole batch, commit nothing
-      }
-    }
-
-    const ctx: BatchContext = {
-      topic: batch.topic,
-      partition: batch.partition,
-      highWatermark: batch.highWatermark,
-      heartbeat,
-    };
-    // Retry the handler until it succeeds or this consumer is stopped or loses the partition.
-    let rejected: readonly Rejection<T>[] = [];
-    for (let attempt = 1; ; attempt++) {
-      try {
-        if (good.length > 0) rejected = (await opts.handler(good, ctx))?.rejected ?? [];
-        break;
-      } catch (err) {
-        if (stopping || !isRunning() || isStale()) throw err;
-        const delay = Math.min(maxMs, initialMs * 2 ** (attempt - 1));
-        log.warn({ attempt, delay, err: errorMessage(err) }, 'batch handler failed; retrying');
-        opts.hooks?.onRetry?.({ topic: batch.topic, attempt, error: errorMessage(err) });
-        await sleep(delay);
-        await heartbeat();
-      }
-    }
-
-    const bad = [
-      ...poison,
-      ...rejected.map((r) => ({
-        message: batch.messages.find((m) => m.offset === r.record.offset) as KafkaMessage,
-        err: r.reason,
-      })),
-    ];
-    const toDlq = opts.poison === 'skip' ? [] : bad;
-    if (opts.poison === 'skip' && bad.length > 0) {
-      for (const p of bad) {
-        log.debug(
-          { offset: p.message.offset, partition: batch.partition, code: p.err.code },
-          'record skipped (dead-lettered by the group owning the DLQ)',
-        );
-        opts.hooks?.onSkip?.({ topic: batch.topic, code: p.err.code, reason: p.err.message });
-      }
-      log.info(
-        { partition: batch.partition, skipped: bad.length },
-        'skipped malformed records (dead-lettered by the group owning the DLQ)',
-      );
-    }
-    if (toDlq.length > 0) {
-      try {
-        await opts.dlqProducer.send({
-          topic: opts.topic.dlq,
-          acks: -1,
-          messages: toDlq.map((p) =>
-            dlqMessage(opts.groupId, batch.topic, batch.partition, p.message, p.err),
-          ),
-        });
-      } catch (err) {
-        throw new RecError(
-          'REC_ERR_DLQ_WRITE',
-          `could not write ${toDlq.length} records to ${opts.topic.dlq}: ${errorMessage(err)}`,
-          { retriable: true, cause: err },
-        );
-      }
-      for (const p of toDlq) {
-        log.warn(
-          {
-            offset: p.message.offset,
-            partition: batch.partition,
-            code: p.err.code,
-            reason: p.err.message,
-          },
-          'record sent to DLQ',
-        );
-        opts.hooks?.onDlq?.({ topic: batch.topic, code: p.err.code, reason: p.err.message });
-      }
-    }
-
-    const last = batch.lastOffset();
-    payload.resolveOffset(last);
-    await consumer.commitOffsets([
-      { topic: batch.topic, partition: batch.partition, offset: (BigInt(last) + 1n).toString() },
-    ]);
-    await heartbeat();
-    const lastMessage = batch.messages[batch.messages.length - 1];
-    opts.hooks?.onBatch?.({
-      topic: batch.topic,
-      partition: batch.partition,
-      records: good.length,
-      dlq: toDlq.length,
-      durationMs: performance.now() - started,
-      lastOffset: last,
-      highWatermark: batch.highWatermark,
-      lastTimestamp: lastMessage ? Number(lastMessage.timestamp) : null,
-    });
-  }
+  const runner: Runner<T> = { opts, log, consumer, retry, stopping: () => stopping };
 
   await consumer.connect();
   await consumer.subscribe({ topic: opts.topic.name, fromBeginning: opts.fromBeginning ?? true });
@@ -271,7 +176,7 @@ export async function runConsumer<T>(opts: ConsumerRunnerOptions<T>): Promise<Ru
     autoCommit: false,
     eachBatchAutoResolve: false,
     partitionsConsumedConcurrently: opts.partitionsConsumedConcurrently ?? 1,
-    eachBatch: processBatch,
+    eachBatch: (payload) => processBatch(runner, payload),
   });
   log.info('consumer running');
   return {
@@ -281,4 +186,165 @@ export async function runConsumer<T>(opts: ConsumerRunnerOptions<T>): Promise<Ru
       await consumer.disconnect();
     },
   };
+}
+
+/**
+ * One batch: decode, hand the good records to the handler (retrying), dead-letter the poison ones
+ * (undecodable or invalid, and those the handler rejected), and only then commit. A step that
+ * throws commits nothing.
+ */
+async function processBatch<T>(runner: Runner<T>, payload: EachBatchPayload): Promise<void> {
+  const { batch } = payload;
+  if (batch.messages.length === 0) return;
+  const started = performance.now();
+  const { good, poison } = await decodeBatch(runner.opts.codec, batch);
+  const rejected = await handleWithRetry(runner, payload, good);
+  const bad: Poison[] = [
+    ...poison,
+    ...rejected.map((r) => ({
+      message: batch.messages.find((m) => m.offset === r.record.offset) as KafkaMessage,
+      err: r.reason,
+    })),
+  ];
+  const dlq = await deadLetter(runner, batch, bad);
+  const last = await commitBatch(runner.consumer, payload);
+  const lastMessage = batch.messages[batch.messages.length - 1];
+  runner.opts.hooks?.onBatch?.({
+    topic: batch.topic,
+    partition: batch.partition,
+    records: good.length,
+    dlq,
+    durationMs: performance.now() - started,
+    lastOffset: last,
+    highWatermark: batch.highWatermark,
+    lastTimestamp: lastMessage ? Number(lastMessage.timestamp) : null,
+  });
+}
+
+/**
+ * Decode and validate every record of the batch. A non-retriable failure makes the record poison;
+ * any other (e.g. registry unreachable) is thrown: the whole batch is retried, nothing committed.
+ */
+async function decodeBatch<T>(
+  codec: AvroCodec<T>,
+  batch: Batch,
+): Promise<{ good: DecodedRecord<T>[]; poison: Poison[] }> {
+  const good: DecodedRecord<T>[] = [];
+  const poison: Poison[] = [];
+  for (const message of batch.messages) {
+    try {
+      const value = await codec.decodeValid(message.value);
+      good.push({
+        value,
+        key: message.key?.toString('utf8') ?? null,
+        topic: batch.topic,
+        partition: batch.partition,
+        offset: message.offset,
+        timestamp: Number(message.timestamp),
+      });
+    } catch (err) {
+      if (err instanceof RecError && !err.retriable) poison.push({ message, err });
+      else throw err; // e.g. registry unreachable: retry the whole batch, commit nothing
+    }
+  }
+  return { good, poison };
+}
+
+/**
+ * Hand the good records to the handler (not called when there are none); what it rejects comes
+ * back. Retry the handler with backoff, heartbeating, until it succeeds or this consumer is
+ * stopped or loses the partition (then the error is thrown and nothing is committed).
+ */
+async function handleWithRetry<T>(
+  runner: Runner<T>,
+  payload: EachBatchPayload,
+  good: readonly DecodedRecord<T>[],
+): Promise<readonly Rejection<T>[]> {
+  const { opts, log, retry } = runner;
+  const { batch } = payload;
+  const heartbeat = () => payload.heartbeat();
+  const ctx: BatchContext = {
+    topic: batch.topic,
+    partition: batch.partition,
+    highWatermark: batch.highWatermark,
+    heartbeat,
+  };
+  let rejected: readonly Rejection<T>[] = [];
+  for (let attempt = 1; ; attempt++) {
+    try {
+      if (good.length > 0) rejected = (await opts.handler(good, ctx))?.rejected ?? [];
+      return rejected;
+    } catch (err) {
+      if (runner.stopping() || !payload.isRunning() || payload.isStale()) throw err;
+      const delay = Math.min(retry.maxMs, retry.initialMs * 2 ** (attempt - 1));
+      log.warn({ attempt, delay, err: errorMessage(err) }, 'batch handler failed; retrying');
+      opts.hooks?.onRetry?.({ topic: batch.topic, attempt, error: errorMessage(err) });
+      await sleep(delay);
+      await heartbeat();
+    }
+  }
+}
+
+/**
+ * Route the poison records: to `<topic>.dlq` with the reason in headers, or, with
+ * `poison: 'skip'`, only log and count them. Returns how many were written to the DLQ. A failed
+ * DLQ write throws a retriable `REC_ERR_DLQ_WRITE`: the batch is not committed.
+ */
+async function deadLetter<T>(runner: Runner<T>, batch: Batch, bad: readonly Poison[]) {
+  const { opts, log } = runner;
+  if (bad.length === 0) return 0;
+  if (opts.poison === 'skip') {
+    for (const p of bad) {
+      log.debug(
+        { offset: p.message.offset, partition: batch.partition, code: p.err.code },
+        'record skipped (dead-lettered by the group owning the DLQ)',
+      );
+      opts.hooks?.onSkip?.({ topic: batch.topic, code: p.err.code, reason: p.err.message });
+    }
+    log.info(
+      { partition: batch.partition, skipped: bad.length },
+      'skipped malformed records (dead-lettered by the group owning the DLQ)',
+    );
+    return 0;
+  }
+  try {
+    await opts.dlqProducer.send({
+      topic: opts.topic.dlq,
+      acks: -1,
+      messages: bad.map((p) =>
+        dlqMessage(opts.groupId, batch.topic, batch.partition, p.message, p.err),
+      ),
+    });
+  } catch (err) {
+    throw new RecError(
+      'REC_ERR_DLQ_WRITE',
+      `could not write ${bad.length} records to ${opts.topic.dlq}: ${errorMessage(err)}`,
+      { retriable: true, cause: err },
+    );
+  }
+  for (const p of bad) {
+    log.warn(
+      {
+        offset: p.message.offset,
+        partition: batch.partition,
+        code: p.err.code,
+        reason: p.err.message,
+      },
+      'record sent to DLQ',
+    );
+    opts.hooks?.onDlq?.({ topic: batch.topic, code: p.err.code, reason: p.err.message });
+  }
+  return bad.length;
+}
+
+/** Commit the batch's offsets (the handler and the DLQ write succeeded); returns its last offset. */
+async function commitBatch(consumer: Consumer, payload: EachBatchPayload): Promise<string> {
+  const { batch } = payload;
+  const last = batch.lastOffset();
+  payload.resolveOffset(last);
+  await consumer.commitOffsets([
+    { topic: batch.topic, partition: batch.partition, offset: (BigInt(last) + 1n).toString() },
+  ]);
+  await payload.heartbeat();
+  return last;
 }

@@ -7,7 +7,7 @@
  * then gives exactly the interval. Read-only: records that fail to decode are counted and skipped.
  */
 import { randomUUID } from 'node:crypto';
-import type { Kafka } from 'kafkajs';
+import type { Batch, Consumer, EachBatchPayload, Kafka } from 'kafkajs';
 import type { AvroCodec } from './avro.ts';
 import type { DecodedRecord } from './consumer.ts';
 import { RecError, errorMessage } from '../common/errors.ts';
@@ -42,30 +42,36 @@ export interface ReplayResult {
   ranges: { partition: number; start: string; end: string }[];
 }
 
+/** A partition's [start, end) offsets. */
+type PartitionRange = ReplayResult['ranges'][number];
+
+/** Where a running replay stands; shared by the batch handler, the seeks and the watchdog. */
+interface ReplayState {
+  /** Partitions not yet read to their end offset. */
+  readonly pending: Map<number, PartitionRange>;
+  /** Next offset to hand over, per pending partition. */
+  readonly position: Map<number, bigint>;
+  /** Records to read in all (in or out of range). */
+  readonly total: number;
+  readonly result: ReplayResult;
+  /** Records read so far (in or out of range), for `onProgress`. */
+  read: number;
+  /** When the last batch was done (ms since the epoch), for the watchdog. */
+  lastProgress: number;
+  /** Set when `onRecords` failed or the watchdog gave up; thrown once the consumer is closed. */
+  failure: unknown;
+  /** Every partition reached its end, or a failure was set. */
+  readonly done: Promise<void>;
+  readonly finish: () => void;
+}
+
 /** Replay `topic` between two instants; resolves when every partition reached its end offset. */
 export async function replay<T>(opts: ReplayOptions<T>): Promise<ReplayResult> {
   if (!(opts.from < opts.to)) {
     throw new RecError('REC_ERR_REPLAY', `replay needs from < to (got ${opts.from} .. ${opts.to})`);
   }
   const log = opts.logger.child({ module: 'replay', topic: opts.topic.name });
-  const admin = opts.kafka.admin();
-  await admin.connect();
-  let ranges: ReplayResult['ranges'];
-  try {
-    const [starts, ends] = await Promise.all([
-      admin.fetchTopicOffsetsByTimestamp(opts.topic.name, opts.from),
-      admin.fetchTopicOffsets(opts.topic.name),
-    ]);
-    ranges = ends.map((e) => {
-      const s = starts.find((x) => x.partition === e.partition);
-      // -1 means no record at or after `from`: nothing to read in that partition.
-      const start = s === undefined || BigInt(s.offset) < 0n ? e.high : s.offset;
-      return { partition: e.partition, start, end: e.high };
-    });
-  } finally {
-    await admin.disconnect();
-  }
-
+  const ranges = await partitionRanges(opts.kafka, opts.topic.name, opts.from);
   const pending = new Map(
     ranges.filter((r) => BigInt(r.start) < BigInt(r.end)).map((r) => [r.partition, r]),
   );
@@ -75,24 +81,9 @@ export async function replay<T>(opts: ReplayOptions<T>): Promise<ReplayResult> {
 
   const groupId = `replay-${randomUUID()}`;
   const consumer = opts.kafka.consumer({ groupId, allowAutoTopicCreation: false });
-  let read = 0;
-  let lastProgress = Date.now();
-  let failure: unknown = null;
-  let finish!: () => void;
-  const done = new Promise<void>((resolve) => (finish = resolve));
-
-  // Next offset to hand over, per pending partition.
-  const position = new Map([...pending.values()].map((r) => [r.partition, BigInt(r.start)]));
+  const state = replayState(pending, total, result);
   const seekAll = () => {
-    for (const [partition, offset] of position) {
-      if (!pending.has(partition)) continue;
-      try {
-        consumer.seek({ topic: opts.topic.name, partition, offset: offset.toString() });
-      } catch (err) {
-        // Not in the group yet (or restarting): the GROUP_JOIN listener seeks again.
-        log.debug({ partition, err: errorMessage(err) }, 'seek deferred to the next group join');
-      }
-    }
+    seekPositions(consumer, opts.topic.name, state, log);
   };
   consumer.on(consumer.events.GROUP_JOIN, seekAll);
 
@@ -102,99 +93,196 @@ export async function replay<T>(opts: ReplayOptions<T>): Promise<ReplayResult> {
     await consumer.run({
       autoCommit: false,
       eachBatchAutoResolve: false,
-      eachBatch: async (payload) => {
-        const { batch } = payload;
-        const range = pending.get(batch.partition);
-        if (!range) return;
-        const start = position.get(batch.partition) ?? BigInt(range.start);
-        const end = BigInt(range.end);
-        const inRange: DecodedRecord<T>[] = [];
-        // Counted locally and merged only when the batch is done: a retried batch counts once.
-        let batchRead = 0;
-        let batchSkipped = 0;
-        let batchInvalid = 0;
-        for (const m of batch.messages) {
-          const offset = BigInt(m.offset);
-          if (offset < start) continue;
-          if (offset >= end) break;
-          batchRead++;
-          const ts = Number(m.timestamp);
-          if (ts < opts.from || ts >= opts.to) {
-            batchSkipped++;
-            continue;
-          }
-          try {
-            inRange.push({
-              value: await opts.codec.decodeValid(m.value),
-              key: m.key?.toString('utf8') ?? null,
-              topic: batch.topic,
-              partition: batch.partition,
-              offset: m.offset,
-              timestamp: ts,
-            });
-          } catch (err) {
-            if (err instanceof RecError && !err.retriable) {
-              batchInvalid++;
-              log.warn(
-                { partition: batch.partition, offset: m.offset, err: err.message },
-                'skipped',
-              );
-            } else throw err;
-          }
-        }
-        try {
-          if (inRange.length > 0) await opts.onRecords(inRange);
-        } catch (err) {
-          failure = err;
-          finish();
-          return;
-        }
-        result.records += inRange.length;
-        result.skipped += batchSkipped;
-        result.invalid += batchInvalid;
-        read += batchRead;
-        lastProgress = Date.now();
-        opts.onProgress?.(read, total);
-        // Mark the batch consumed, or kafkajs fetches it again (auto-resolve is off so that a
-        // failed handler does not skip records).
-        payload.resolveOffset(batch.lastOffset());
-        const lastOffset = BigInt(batch.lastOffset());
-        position.set(batch.partition, lastOffset + 1n);
-        if (lastOffset + 1n >= end) {
-          pending.delete(batch.partition);
-          if (pending.size === 0) finish();
-        }
-        await payload.heartbeat();
-      },
+      eachBatch: (payload) => handOver(opts, log, state, payload),
     });
     // Seek each partition to where this replay stands. kafkajs applies a seek only while the
     // consumer is in its group, and forgets it when the consumer restarts after an error, so the
     // same seek is repeated on every group join (from the position reached, not the start: a
     // rejoin must not hand over records twice).
     seekAll();
-    const idle = opts.idleTimeoutMs ?? 60_000;
-    const watchdog = setInterval(() => {
-      if (Date.now() - lastProgress > idle) {
-        failure = new RecError(
-          'REC_ERR_REPLAY',
-          `replay of ${opts.topic.name} made no progress for ${idle} ms (partitions left: ${[...pending.keys()].join(',')})`,
-          { retriable: true },
-        );
-        finish();
-      }
-    }, 1_000);
-    await done;
+    const watchdog = watchIdle(opts.topic.name, opts.idleTimeoutMs ?? 60_000, state);
+    await state.done;
     clearInterval(watchdog);
   } finally {
     await consumer.disconnect();
-    const cleanup = opts.kafka.admin();
-    await cleanup.connect();
-    await cleanup.deleteGroups([groupId]).catch((err: unknown) => {
-      log.debug({ err: errorMessage(err) }, 'could not delete replay group');
-    });
-    await cleanup.disconnect();
+    await deleteGroup(opts.kafka, groupId, log);
   }
+  const { failure } = state;
   if (failure !== null) throw failure instanceof Error ? failure : new Error(errorMessage(failure));
   log.info(result, 'replay finished');
   return result;
+}
+
+/**
+ * Per partition, [first offset with a timestamp >= from, end offset now): the broker's
+ * offsets-by-timestamp lookup and the end offsets, fetched together.
+ */
+async function partitionRanges(
+  kafka: Kafka,
+  topic: string,
+  from: number,
+): Promise<PartitionRange[]> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const [starts, ends] = await Promise.all([
+      admin.fetchTopicOffsetsByTimestamp(topic, from),
+      admin.fetchTopicOffsets(topic),
+    ]);
+    return ends.map((e) => {
+      const s = starts.find((x) => x.partition === e.partition);
+      // -1 means no record at or after `from`: nothing to read in that partition.
+      const start = s === undefined || BigInt(s.offset) < 0n ? e.high : s.offset;
+      return { partition: e.partition, start, end: e.high };
+    });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** A replay about to start: every pending partition at its start offset, nothing counted yet. */
+function replayState(
+  pending: Map<number, PartitionRange>,
+  total: number,
+  result: ReplayResult,
+): ReplayState {
+  let finish!: () => void;
+  const done = new Promise<void>((resolve) => (finish = resolve));
+  return {
+    pending,
+    position: new Map([...pending.values()].map((r) => [r.partition, BigInt(r.start)])),
+    total,
+    result,
+    read: 0,
+    lastProgress: Date.now(),
+    failure: null,
+    done,
+    finish,
+  };
+}
+
+/** Seek every pending partition to its position (see the GROUP_JOIN note in `replay`). */
+function seekPositions(consumer: Consumer, topic: string, state: ReplayState, log: Logger) {
+  for (const [partition, offset] of state.position) {
+    if (!state.pending.has(partition)) continue;
+    try {
+      consumer.seek({ topic, partition, offset: offset.toString() });
+    } catch (err) {
+      // Not in the group yet (or restarting): the GROUP_JOIN listener seeks again.
+      log.debug({ partition, err: errorMessage(err) }, 'seek deferred to the next group join');
+    }
+  }
+}
+
+/**
+ * The eachBatch handler: hand the batch's records in range to `onRecords`, then count them, move
+ * the partition's position past the batch and finish when no partition is left. A failing
+ * `onRecords` ends the replay with that failure, the batch neither counted nor resolved.
+ */
+async function handOver<T>(
+  opts: ReplayOptions<T>,
+  log: Logger,
+  state: ReplayState,
+  payload: EachBatchPayload,
+): Promise<void> {
+  const { batch } = payload;
+  const range = state.pending.get(batch.partition);
+  if (!range) return;
+  const start = state.position.get(batch.partition) ?? BigInt(range.start);
+  const end = BigInt(range.end);
+  const { inRange, read, skipped, invalid } = await readBatch(opts, log, batch, start, end);
+  try {
+    if (inRange.length > 0) await opts.onRecords(inRange);
+  } catch (err) {
+    state.failure = err;
+    state.finish();
+    return;
+  }
+  state.result.records += inRange.length;
+  state.result.skipped += skipped;
+  state.result.invalid += invalid;
+  state.read += read;
+  state.lastProgress = Date.now();
+  opts.onProgress?.(state.read, state.total);
+  // Mark the batch consumed, or kafkajs fetches it again (auto-resolve is off so that a
+  // failed handler does not skip records).
+  payload.resolveOffset(batch.lastOffset());
+  const lastOffset = BigInt(batch.lastOffset());
+  state.position.set(batch.partition, lastOffset + 1n);
+  if (lastOffset + 1n >= end) {
+    state.pending.delete(batch.partition);
+    if (state.pending.size === 0) state.finish();
+  }
+  await payload.heartbeat();
+}
+
+/**
+ * The batch's records in [start, end) by offset, decoded when in [from, to) by timestamp. Counted
+ * here and merged by the caller only when the batch is done: a retried batch counts once.
+ */
+async function readBatch<T>(
+  opts: ReplayOptions<T>,
+  log: Logger,
+  batch: Batch,
+  start: bigint,
+  end: bigint,
+): Promise<{ inRange: DecodedRecord<T>[]; read: number; skipped: number; invalid: number }> {
+  const inRange: DecodedRecord<T>[] = [];
+  let read = 0;
+  let skipped = 0;
+  let invalid = 0;
+  for (const m of batch.messages) {
+    const offset = BigInt(m.offset);
+    if (offset < start) continue;
+    if (offset >= end) break;
+    read++;
+    const ts = Number(m.timestamp);
+    if (ts < opts.from || ts >= opts.to) {
+      skipped++;
+      continue;
+    }
+    try {
+      inRange.push({
+        value: await opts.codec.decodeValid(m.value),
+        key: m.key?.toString('utf8') ?? null,
+        topic: batch.topic,
+        partition: batch.partition,
+        offset: m.offset,
+        timestamp: ts,
+      });
+    } catch (err) {
+      if (err instanceof RecError && !err.retriable) {
+        invalid++;
+        log.warn({ partition: batch.partition, offset: m.offset, err: err.message }, 'skipped');
+      } else throw err;
+    }
+  }
+  return { inRange, read, skipped, invalid };
+}
+
+/**
+ * Fail the replay (retriable `REC_ERR_REPLAY`) when no batch of a pending partition was done for
+ * `idleMs`; checked every second.
+ */
+function watchIdle(topic: string, idleMs: number, state: ReplayState) {
+  return setInterval(() => {
+    if (Date.now() - state.lastProgress > idleMs) {
+      state.failure = new RecError(
+        'REC_ERR_REPLAY',
+        `replay of ${topic} made no progress for ${idleMs} ms (partitions left: ${[...state.pending.keys()].join(',')})`,
+        { retriable: true },
+      );
+      state.finish();
+    }
+  }, 1_000);
+}
+
+/** Delete the replay's throwaway consumer group (best effort: a failure is only logged). */
+async function deleteGroup(kafka: Kafka, groupId: string, log: Logger): Promise<void> {
+  const cleanup = kafka.admin();
+  await cleanup.connect();
+  await cleanup.deleteGroups([groupId]).catch((err: unknown) => {
+    log.debug({ err: errorMessage(err) }, 'could not delete replay group');
+  });
+  await cleanup.disconnect();
 }
