@@ -21,10 +21,35 @@ export interface ServingConfig extends CandidateConfig {
   /** Trending cache size and refresh period, when `createApp` builds the cache itself. */
   readonly trendingCacheSize: number;
   readonly trendingCacheRefreshMs: number;
+  /**
+   * Admission control (admission.ts): the most recommendation requests this process answers at a
+   * time; one more is refused with 503 and `Retry-After`. 0: no limit. Default
+   * `defaultMaxInFlight(scorer workers)`.
+   */
+  readonly maxInFlight: number;
+}
+
+/** Scorer worker threads of an instance unless told otherwise (`SCORER_WORKERS`). */
+export const DEFAULT_SCORER_WORKERS = 2;
+
+/**
+ * Recommendation requests in flight per scorer thread by default. SCORER_WORKERS is sized to the
+ * cores an instance may use, and those cores answer everything a request needs. On the 2-core
+ * reference machine (`npm run bench:serve`, 100 candidates, 500 trees) one request takes about
+ * 5 ms of event-loop CPU (candidate reads, feature rows, JSON) and 1 ms in a scorer thread, so
+ * even a saturated process answers the last of 4 × 2 = 8 admitted requests within about 40 ms;
+ * admitting twice as many doubles that wait and adds no throughput.
+ */
+export const IN_FLIGHT_PER_SCORER = 4;
+
+/** The default `maxInFlight` of a process with `scorerWorkers` scorer threads. */
+export function defaultMaxInFlight(scorerWorkers: number): number {
+  return IN_FLIGHT_PER_SCORER * Math.max(1, scorerWorkers);
 }
 
 export const DEFAULT_SERVING_CONFIG: ServingConfig = {
   ...DEFAULT_CANDIDATE_CONFIG,
+  maxInFlight: defaultMaxInFlight(DEFAULT_SCORER_WORKERS),
   rankerTimeoutMs: 250,
   requireModel: false,
   readyTimeoutMs: 500,

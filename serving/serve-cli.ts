@@ -12,6 +12,10 @@
  * ranker (`npm run model -- fixture`) when it is the active model. For benchmarks and tests only:
  * without it a fixture is refused and the API ranks with the heuristic `heuristic-v2` (or keeps
  * the model it had), saying so in every answer.
+ *
+ * SERVING_MAX_IN_FLIGHT=N (default 4 × SCORER_WORKERS) is admission control: the most
+ * recommendation requests this instance answers at a time; one more gets 503 REC_ERR_UNAVAILABLE
+ * with `Retry-After` at once (serving/admission.ts). 0 turns the limit off.
  */
 import { z } from 'zod';
 import { loadConfig } from '../common/config.ts';
@@ -27,6 +31,7 @@ const env = z
     SERVING_HOST: z.string().default('0.0.0.0'),
     SCORER_WORKERS: z.coerce.number().int().min(1).max(16).default(2),
     SERVING_MAX_CANDIDATES: z.coerce.number().int().min(1).max(1000).optional(),
+    SERVING_MAX_IN_FLIGHT: z.coerce.number().int().min(0).max(100_000).optional(),
     SERVING_ALLOW_FIXTURE_MODEL: z
       .enum(['true', 'false', '1', '0'], {
         error:
@@ -57,6 +62,9 @@ async function main(): Promise<void> {
     allowFixtureModel: env.SERVING_ALLOW_FIXTURE_MODEL,
     config: {
       ...candidateConfig(env.SERVING_MAX_CANDIDATES, config.embeddings.enabled),
+      ...(env.SERVING_MAX_IN_FLIGHT === undefined
+        ? {}
+        : { maxInFlight: env.SERVING_MAX_IN_FLIGHT }),
       // Where `npm run embed` wrote the article vectors (default: the serving namespace).
       ...(config.embeddings.namespace ? { embeddingNamespace: config.embeddings.namespace } : {}),
     },

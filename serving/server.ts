@@ -10,7 +10,13 @@ import { Redis } from 'ioredis';
 import { featureNames } from '../features/definitions.ts';
 import type { KeySpace } from '../features/keys.ts';
 import type { Logger } from '../common/logger.ts';
-import { createApp, DEFAULT_SERVING_CONFIG, type ServingConfig } from './app.ts';
+import {
+  createApp,
+  DEFAULT_SCORER_WORKERS,
+  DEFAULT_SERVING_CONFIG,
+  defaultMaxInFlight,
+  type ServingConfig,
+} from './app.ts';
 import { createServingMetrics, type ServingMetrics } from './metrics.ts';
 import { HEURISTIC_VERSION } from './ranking.ts';
 import { LiveModel, type SwapOutcome } from './live-model.ts';
@@ -23,8 +29,9 @@ export interface ServingOptions {
   logger: Logger;
   port: number;
   host?: string;
-  /** Scorer worker threads (one ONNX session each). */
+  /** Scorer worker threads (one ONNX session each; default 2). */
   workers?: number;
+  /** Settings; `maxInFlight` defaults to `defaultMaxInFlight(workers)`. */
   config?: Partial<ServingConfig>;
   /** Fixed event-time "now" (tests); by default the latest event time a request reads. */
   now?: () => number;
@@ -62,9 +69,14 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
   const subscriber = new Redis(opts.redisUrl, { lazyConnect: true });
   await subscriber.connect();
   const metrics = createServingMetrics({ defaults: true });
-  const config: ServingConfig = { ...DEFAULT_SERVING_CONFIG, ...opts.config };
+  const workers = opts.workers ?? DEFAULT_SCORER_WORKERS;
+  const config: ServingConfig = {
+    ...DEFAULT_SERVING_CONFIG,
+    maxInFlight: defaultMaxInFlight(workers),
+    ...opts.config,
+  };
   const live = new LiveModel(redis, opts.keys, featureNames(config.embeddings), opts.logger, {
-    workers: opts.workers ?? 2,
+    workers,
     allowFixtureModel: opts.allowFixtureModel ?? false,
     onSwap: (o) => {
       log.info(o, 'model swap');
@@ -107,7 +119,12 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
   });
   const { server, url } = await listen(app.fetch, opts.port, opts.host);
   log.info(
-    { url, model: live.version ?? HEURISTIC_VERSION, ...(live.version ? {} : live.noModel()) },
+    {
+      url,
+      model: live.version ?? HEURISTIC_VERSION,
+      ...(live.version ? {} : live.noModel()),
+      max_in_flight: config.maxInFlight,
+    },
     'serving',
   );
   return {

@@ -1,7 +1,8 @@
 /**
  * Operations: `GET /healthz` (the process answers), `GET /readyz` (Redis answers a PING in time,
  * and a model is loaded when `requireModel`; 503 with the reasons otherwise) and `GET /metrics`
- * (Prometheus). Not in the OpenAPI document.
+ * (Prometheus). Not in the OpenAPI document, and never refused by admission control (admission.ts
+ * guards recommendations only).
  */
 import { OpenAPIHono } from '@hono/zod-openapi';
 import type { Redis } from 'ioredis';
