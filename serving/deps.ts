@@ -82,4 +82,9 @@ export interface ServingDeps {
    * one to share it or to run its periodic timer (`start()`), which the app never starts itself.
    */
   readonly trendingCache?: TrendingCache;
+  /**
+   * The text `/metrics` answers. Default: `metrics.registry`'s. A process of several
+   * (`SERVING_PROCESSES`) answers every process's, summed by the primary (cluster.ts).
+   */
+  readonly metricsText?: () => Promise<string>;
 }

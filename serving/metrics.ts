@@ -67,6 +67,8 @@ export function createServingMetrics(opts: { defaults?: boolean } = {}): Serving
     labelNames: ['reason'] as const,
     registers,
   });
+  // With SERVING_PROCESSES > 1, /metrics sums every process's series (cluster.ts): the in-flight
+  // figures and the limit are the whole instance's.
   const inFlight = new Gauge({
     name: 'rec_serving_in_flight_requests',
     help: 'Requests being answered, by route guarded by admission control',
@@ -90,6 +92,8 @@ export function createServingMetrics(opts: { defaults?: boolean } = {}): Serving
     help: 'Model version that ranked the latest request (value 1)',
     labelNames: ['version'] as const,
     registers,
+    // 1, not the number of processes, when several serve (cluster.ts sums the others).
+    aggregator: 'max',
   });
   let current: string | null = null;
   return {

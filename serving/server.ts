@@ -1,8 +1,8 @@
 /**
- * Wiring of one serving instance: Redis clients, the live model (active version from the registry,
+ * Wiring of one serving process: Redis clients, the live model (active version from the registry,
  * hot-swapped on activation announcements), the degraded-mode trending cache, the Hono app and the
- * HTTP server. `main.ts` calls it with settings from the environment; the demo and the tests call
- * it directly.
+ * HTTP server. `serve-cli.ts` calls it with settings from the environment (in each worker process
+ * when SERVING_PROCESSES > 1, see cluster.ts); the demo and the tests call it directly.
  */
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
@@ -33,6 +33,10 @@ export interface ServingOptions {
   workers?: number;
   /** Settings; `maxInFlight` defaults to `defaultMaxInFlight(workers)`. */
   config?: Partial<ServingConfig>;
+  /** The metrics to record in (default: a new set, with the process's default metrics). */
+  metrics?: ServingMetrics;
+  /** The text of `/metrics` (default: `metrics`'; see `ServingDeps.metricsText`). */
+  metricsText?: () => Promise<string>;
   /** Fixed event-time "now" (tests); by default the latest event time a request reads. */
   now?: () => number;
   onSwap?: (o: SwapOutcome) => void;
@@ -68,7 +72,7 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
   await redis.connect();
   const subscriber = new Redis(opts.redisUrl, { lazyConnect: true });
   await subscriber.connect();
-  const metrics = createServingMetrics({ defaults: true });
+  const metrics = opts.metrics ?? createServingMetrics({ defaults: true });
   const workers = opts.workers ?? DEFAULT_SCORER_WORKERS;
   const config: ServingConfig = {
     ...DEFAULT_SERVING_CONFIG,
@@ -116,6 +120,7 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
     config,
     trendingCache,
     ...(opts.now === undefined ? {} : { now: opts.now }),
+    ...(opts.metricsText === undefined ? {} : { metricsText: opts.metricsText }),
   });
   const { server, url } = await listen(app.fetch, opts.port, opts.host);
   log.info(
