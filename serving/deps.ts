@@ -34,11 +34,12 @@ export const DEFAULT_SCORER_WORKERS = 2;
 
 /**
  * Recommendation requests in flight per scorer thread by default. SCORER_WORKERS is sized to the
- * cores an instance may use, and those cores answer everything a request needs. On the 2-core
- * reference machine (`npm run bench:serve`, 100 candidates, 500 trees) one request takes about
- * 5 ms of event-loop CPU (candidate reads, feature rows, JSON) and 1 ms in a scorer thread, so
- * even a saturated process answers the last of 4 × 2 = 8 admitted requests within about 40 ms;
- * admitting twice as many doubles that wait and adds no throughput.
+ * cores an instance may use, and those cores answer everything a request needs: with 100
+ * candidates and 500 trees (`npm run bench:serve`) about 6 ms of CPU per answer, 1.4 ms of it in a
+ * scorer thread and most of the rest the event loop's candidate reads. The last of 4 × 2 = 8
+ * admitted requests so waits for about 7 others' CPU, some 50 ms on a core of its own. Admitting
+ * twice as many would double that wait for no more throughput; half as many would likely refuse
+ * bursts far below capacity (at a third of it, 100 requests/s, p99 was already 49 ms).
  */
 export const IN_FLIGHT_PER_SCORER = 4;
 
