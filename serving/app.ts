@@ -9,12 +9,15 @@
  *   GET /v1/articles/{id}/similar/embedding?n  text-embedding neighbours (routes/articles.ts)
  *   GET /v1/trending?segment&k               global, or channel:<id> / age_index:<bucket>|<group>
  *                                            (routes/trending.ts)
- *   GET /healthz  /readyz  /metrics          routes/ops.ts
+ *   GET /healthz  /readyz  /metrics          routes/ops.ts (never refused)
  *   GET /openapi.json  /docs                 here
  *
  * "now": features and decayed scores are computed at event time — `deps.now()` when given, else
  * the latest event time the request read from the store (see `eventTimeNow` in
  * candidates/event-time.ts), else the wall clock.
+ *
+ * Admission control (admission.ts): at most `config.maxInFlight` recommendation requests are
+ * answered at a time; more are refused at once with 503 and `Retry-After`.
  *
  * When Redis fails, recommendations and global trending are answered from the in-process trending
  * cache (`degraded: true`, `rec_serving_degraded_responses_total`; routes/degraded.ts); 503 only
@@ -26,6 +29,7 @@ import { swaggerUI } from '@hono/swagger-ui';
 import type { Context, MiddlewareHandler } from 'hono';
 import { routePath } from 'hono/route';
 import { featureNames } from '../features/definitions.ts';
+import { admission, InFlightLimit } from './admission.ts';
 import type { ServingDeps } from './deps.ts';
 import { badRequestBody, errorHandler, requestIdOf } from './http-errors.ts';
 import {
@@ -40,10 +44,19 @@ import {
 } from './routes/index.ts';
 import { TrendingCache } from './trending-cache.ts';
 
-export { DEFAULT_SERVING_CONFIG, type ServingConfig, type ServingDeps } from './deps.ts';
+export {
+  DEFAULT_SCORER_WORKERS,
+  DEFAULT_SERVING_CONFIG,
+  defaultMaxInFlight,
+  type ServingConfig,
+  type ServingDeps,
+} from './deps.ts';
 export { TRENDING_CACHE_VERSION, type AppEnv } from './routes/index.ts';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** The recommendations route, in Hono's syntax (also the pattern the metrics name it by). */
+const RECOMMENDATIONS_ROUTE = '/v1/recommendations/:customerId';
 
 export function createApp(deps: ServingDeps): OpenAPIHono<AppEnv> {
   const { redis, keys, config } = deps;
@@ -67,6 +80,11 @@ export function createApp(deps: ServingDeps): OpenAPIHono<AppEnv> {
     },
   });
   app.use('*', requestMiddleware(ctx));
+  // Admission control: refused before validation, Redis or scoring (admission.ts).
+  app.use(
+    RECOMMENDATIONS_ROUTE,
+    admission(new InFlightLimit(config.maxInFlight), ctx.metrics, RECOMMENDATIONS_ROUTE),
+  );
   app.onError(errorHandler(logger));
   app.notFound((c) =>
     c.json(

@@ -21,10 +21,36 @@ export interface ServingConfig extends CandidateConfig {
   /** Trending cache size and refresh period, when `createApp` builds the cache itself. */
   readonly trendingCacheSize: number;
   readonly trendingCacheRefreshMs: number;
+  /**
+   * Admission control (admission.ts): the most recommendation requests this process answers at a
+   * time; one more is refused with 503 and `Retry-After`. 0: no limit. Default
+   * `defaultMaxInFlight(scorer workers)`.
+   */
+  readonly maxInFlight: number;
+}
+
+/** Scorer worker threads of an instance unless told otherwise (`SCORER_WORKERS`). */
+export const DEFAULT_SCORER_WORKERS = 2;
+
+/**
+ * Recommendation requests in flight per scorer thread by default. SCORER_WORKERS is sized to the
+ * cores an instance may use, and those cores answer everything a request needs: with 100
+ * candidates and 500 trees (`npm run bench:serve`) about 6 ms of CPU per answer, 1.4 ms of it in a
+ * scorer thread and most of the rest the event loop's candidate reads. The last of 4 × 2 = 8
+ * admitted requests so waits for about 7 others' CPU, some 50 ms on a core of its own. Admitting
+ * twice as many would double that wait for no more throughput; half as many would likely refuse
+ * bursts far below capacity (at a third of it, 100 requests/s, p99 was already 49 ms).
+ */
+export const IN_FLIGHT_PER_SCORER = 4;
+
+/** The default `maxInFlight` of a process with `scorerWorkers` scorer threads. */
+export function defaultMaxInFlight(scorerWorkers: number): number {
+  return IN_FLIGHT_PER_SCORER * Math.max(1, scorerWorkers);
 }
 
 export const DEFAULT_SERVING_CONFIG: ServingConfig = {
   ...DEFAULT_CANDIDATE_CONFIG,
+  maxInFlight: defaultMaxInFlight(DEFAULT_SCORER_WORKERS),
   rankerTimeoutMs: 250,
   requireModel: false,
   readyTimeoutMs: 500,
@@ -57,4 +83,9 @@ export interface ServingDeps {
    * one to share it or to run its periodic timer (`start()`), which the app never starts itself.
    */
   readonly trendingCache?: TrendingCache;
+  /**
+   * The text `/metrics` answers. Default: `metrics.registry`'s. A process of several
+   * (`SERVING_PROCESSES`) answers every process's, summed by the primary (cluster.ts).
+   */
+  readonly metricsText?: () => Promise<string>;
 }

@@ -20,6 +20,12 @@ export interface ServingMetrics {
   readonly degraded: Counter<'route' | 'reason'>;
   /** Ranker failures (each fell back to the heuristic), by reason. */
   readonly rankerErrors: Counter<'reason'>;
+  /** Requests being answered, by guarded route (admission.ts). */
+  readonly inFlight: Gauge<'route'>;
+  /** The most requests of a guarded route answered at a time (`maxInFlight`; 0: no limit). */
+  readonly inFlightLimit: Gauge<'route'>;
+  /** Requests refused with 503 because the route's limit was reached, by route. */
+  readonly rejected: Counter<'route'>;
   /** 1 for the model version that ranked the latest request (`heuristic-v2` without a model). */
   readonly modelVersion: Gauge<'version'>;
   /** Set the model version gauge to `version` (only one series is 1 at a time). */
@@ -61,11 +67,33 @@ export function createServingMetrics(opts: { defaults?: boolean } = {}): Serving
     labelNames: ['reason'] as const,
     registers,
   });
+  // With SERVING_PROCESSES > 1, /metrics sums every process's series (cluster.ts): the in-flight
+  // figures and the limit are the whole instance's.
+  const inFlight = new Gauge({
+    name: 'rec_serving_in_flight_requests',
+    help: 'Requests being answered, by route guarded by admission control',
+    labelNames: ['route'] as const,
+    registers,
+  });
+  const inFlightLimit = new Gauge({
+    name: 'rec_serving_in_flight_limit',
+    help: 'Most requests of the route answered at a time; more are refused with 503 (0: no limit)',
+    labelNames: ['route'] as const,
+    registers,
+  });
+  const rejected = new Counter({
+    name: 'rec_serving_rejected_requests_total',
+    help: 'Requests refused with 503 and Retry-After because the route was at its in-flight limit',
+    labelNames: ['route'] as const,
+    registers,
+  });
   const modelVersion = new Gauge({
     name: 'rec_serving_model_version',
     help: 'Model version that ranked the latest request (value 1)',
     labelNames: ['version'] as const,
     registers,
+    // 1, not the number of processes, when several serve (cluster.ts sums the others).
+    aggregator: 'max',
   });
   let current: string | null = null;
   return {
@@ -75,6 +103,9 @@ export function createServingMetrics(opts: { defaults?: boolean } = {}): Serving
     redisRoundTrips,
     degraded,
     rankerErrors,
+    inFlight,
+    inFlightLimit,
+    rejected,
     modelVersion,
     setModelVersion(version) {
       if (version === current) return;

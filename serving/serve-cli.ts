@@ -12,12 +12,24 @@
  * ranker (`npm run model -- fixture`) when it is the active model. For benchmarks and tests only:
  * without it a fixture is refused and the API ranks with the heuristic `heuristic-v2` (or keeps
  * the model it had), saying so in every answer.
+ *
+ * SERVING_MAX_IN_FLIGHT=N (default 4 × SCORER_WORKERS) is admission control: the most
+ * recommendation requests a process answers at a time; one more gets 503 REC_ERR_UNAVAILABLE with
+ * `Retry-After` at once (serving/admission.ts). 0 turns the limit off.
+ *
+ * SERVING_PROCESSES=N (default 1) runs N API processes on the one port (node:cluster,
+ * serving/cluster.ts), each with its own scorer pool of SCORER_WORKERS threads and its own
+ * SERVING_MAX_IN_FLIGHT; this process is then their primary: it prints the `serving on` line once
+ * all serve, replaces one that dies, and stops them all on SIGINT / SIGTERM.
  */
+import cluster from 'node:cluster';
 import { z } from 'zod';
-import { loadConfig } from '../common/config.ts';
+import { loadConfig, type Config } from '../common/config.ts';
 import { keySpace } from '../features/keys.ts';
-import { createLogger } from '../common/logger.ts';
+import { createLogger, type Logger } from '../common/logger.ts';
 import type { ServingConfig } from './app.ts';
+import { linkToPrimary, startPrimary, type ProcessReady } from './cluster.ts';
+import { createServingMetrics } from './metrics.ts';
 import { defaultCandidateConfig, scaledCandidateConfig } from './candidates/index.ts';
 import { startServing } from './server.ts';
 
@@ -27,6 +39,8 @@ const env = z
     SERVING_HOST: z.string().default('0.0.0.0'),
     SCORER_WORKERS: z.coerce.number().int().min(1).max(16).default(2),
     SERVING_MAX_CANDIDATES: z.coerce.number().int().min(1).max(1000).optional(),
+    SERVING_MAX_IN_FLIGHT: z.coerce.number().int().min(0).max(100_000).optional(),
+    SERVING_PROCESSES: z.coerce.number().int().min(1).max(64).default(1),
     SERVING_ALLOW_FIXTURE_MODEL: z
       .enum(['true', 'false', '1', '0'], {
         error:
@@ -47,6 +61,42 @@ function candidateConfig(max: number | undefined, embeddings: boolean): Partial<
 async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(config.logLevel, 'serving');
+  if (env.SERVING_PROCESSES > 1 && cluster.isPrimary) {
+    await runPrimary(logger);
+  } else {
+    await runProcess(config, logger);
+  }
+}
+
+/** What the `serving on` line says about the ranking. */
+function rankingNote(r: Pick<ProcessReady, 'model' | 'noModel'>): string {
+  return r.model === null ? `— ${r.noModel ?? 'no model'}` : `(model: ${r.model})`;
+}
+
+/** SIGINT / SIGTERM run `stop` once, then the process exits 0. */
+function onStopSignals(stop: () => Promise<void>): void {
+  let stopping = false;
+  const handler = () => {
+    if (stopping) return;
+    stopping = true;
+    void stop().then(() => process.exit(0));
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+}
+
+/** SERVING_PROCESSES > 1: fork the serving processes, supervise them, stop them on a signal. */
+async function runPrimary(logger: Logger): Promise<void> {
+  const primary = startPrimary({ processes: env.SERVING_PROCESSES, logger });
+  onStopSignals(() => primary.stop());
+  const ready = await primary.ready;
+  console.log(`serving on ${ready.url} ${rankingNote(ready)} [${env.SERVING_PROCESSES} processes]`);
+}
+
+/** One serving process: alone, or one of a primary's (then it reports to it). */
+async function runProcess(config: Config, logger: Logger): Promise<void> {
+  const metrics = createServingMetrics({ defaults: true });
+  const link = cluster.isWorker ? linkToPrimary(metrics.registry) : null;
   const handle = await startServing({
     redisUrl: config.redisUrl,
     keys: keySpace(config.redisNamespace),
@@ -55,24 +105,26 @@ async function main(): Promise<void> {
     host: env.SERVING_HOST,
     workers: env.SCORER_WORKERS,
     allowFixtureModel: env.SERVING_ALLOW_FIXTURE_MODEL,
+    metrics,
+    ...(link === null ? {} : { metricsText: () => link.metricsText() }),
     config: {
       ...candidateConfig(env.SERVING_MAX_CANDIDATES, config.embeddings.enabled),
+      ...(env.SERVING_MAX_IN_FLIGHT === undefined
+        ? {}
+        : { maxInFlight: env.SERVING_MAX_IN_FLIGHT }),
       // Where `npm run embed` wrote the article vectors (default: the serving namespace).
       ...(config.embeddings.namespace ? { embeddingNamespace: config.embeddings.namespace } : {}),
     },
   });
-  const version = handle.live.version;
-  console.log(
-    `serving on ${handle.url} ${version === null ? `— ${handle.live.noModel().message}` : `(model: ${version})`}`,
-  );
-  let stopping = false;
-  const stop = () => {
-    if (stopping) return;
-    stopping = true;
-    void handle.close().then(() => process.exit(0));
+  onStopSignals(() => handle.close());
+  const model = handle.live.version;
+  const ready: ProcessReady = {
+    url: handle.url,
+    model,
+    noModel: model === null ? handle.live.noModel().message : null,
   };
-  process.on('SIGINT', stop);
-  process.on('SIGTERM', stop);
+  if (link === null) console.log(`serving on ${ready.url} ${rankingNote(ready)}`);
+  else link.ready(ready);
 }
 
 main().catch((err: unknown) => {

@@ -1,8 +1,8 @@
 /**
- * Wiring of one serving instance: Redis clients, the live model (active version from the registry,
+ * Wiring of one serving process: Redis clients, the live model (active version from the registry,
  * hot-swapped on activation announcements), the degraded-mode trending cache, the Hono app and the
- * HTTP server. `main.ts` calls it with settings from the environment; the demo and the tests call
- * it directly.
+ * HTTP server. `serve-cli.ts` calls it with settings from the environment (in each worker process
+ * when SERVING_PROCESSES > 1, see cluster.ts); the demo and the tests call it directly.
  */
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
@@ -10,7 +10,13 @@ import { Redis } from 'ioredis';
 import { featureNames } from '../features/definitions.ts';
 import type { KeySpace } from '../features/keys.ts';
 import type { Logger } from '../common/logger.ts';
-import { createApp, DEFAULT_SERVING_CONFIG, type ServingConfig } from './app.ts';
+import {
+  createApp,
+  DEFAULT_SCORER_WORKERS,
+  DEFAULT_SERVING_CONFIG,
+  defaultMaxInFlight,
+  type ServingConfig,
+} from './app.ts';
 import { createServingMetrics, type ServingMetrics } from './metrics.ts';
 import { HEURISTIC_VERSION } from './ranking.ts';
 import { LiveModel, type SwapOutcome } from './live-model.ts';
@@ -23,9 +29,14 @@ export interface ServingOptions {
   logger: Logger;
   port: number;
   host?: string;
-  /** Scorer worker threads (one ONNX session each). */
+  /** Scorer worker threads (one ONNX session each; default 2). */
   workers?: number;
+  /** Settings; `maxInFlight` defaults to `defaultMaxInFlight(workers)`. */
   config?: Partial<ServingConfig>;
+  /** The metrics to record in (default: a new set, with the process's default metrics). */
+  metrics?: ServingMetrics;
+  /** The text of `/metrics` (default: `metrics`'; see `ServingDeps.metricsText`). */
+  metricsText?: () => Promise<string>;
   /** Fixed event-time "now" (tests); by default the latest event time a request reads. */
   now?: () => number;
   onSwap?: (o: SwapOutcome) => void;
@@ -61,10 +72,15 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
   await redis.connect();
   const subscriber = new Redis(opts.redisUrl, { lazyConnect: true });
   await subscriber.connect();
-  const metrics = createServingMetrics({ defaults: true });
-  const config: ServingConfig = { ...DEFAULT_SERVING_CONFIG, ...opts.config };
+  const metrics = opts.metrics ?? createServingMetrics({ defaults: true });
+  const workers = opts.workers ?? DEFAULT_SCORER_WORKERS;
+  const config: ServingConfig = {
+    ...DEFAULT_SERVING_CONFIG,
+    maxInFlight: defaultMaxInFlight(workers),
+    ...opts.config,
+  };
   const live = new LiveModel(redis, opts.keys, featureNames(config.embeddings), opts.logger, {
-    workers: opts.workers ?? 2,
+    workers,
     allowFixtureModel: opts.allowFixtureModel ?? false,
     onSwap: (o) => {
       log.info(o, 'model swap');
@@ -104,10 +120,16 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
     config,
     trendingCache,
     ...(opts.now === undefined ? {} : { now: opts.now }),
+    ...(opts.metricsText === undefined ? {} : { metricsText: opts.metricsText }),
   });
   const { server, url } = await listen(app.fetch, opts.port, opts.host);
   log.info(
-    { url, model: live.version ?? HEURISTIC_VERSION, ...(live.version ? {} : live.noModel()) },
+    {
+      url,
+      model: live.version ?? HEURISTIC_VERSION,
+      ...(live.version ? {} : live.noModel()),
+      max_in_flight: config.maxInFlight,
+    },
     'serving',
   );
   return {

@@ -28,6 +28,8 @@ export interface RouteContext {
   readonly cache: TrendingCache;
   /** The current model, or null (heuristic ranking); asked once per request (hot swaps). */
   readonly ranker: () => Ranker | null;
+  /** The text of `/metrics` (`deps.metricsText`, else the app's registry). */
+  readonly metricsText: () => Promise<string>;
   /** Why `ranker()` is null (default: no promoted model). */
   readonly noModel: () => NoModel;
   /**
@@ -52,6 +54,7 @@ export function routeContext(
     logger,
     cache,
     ranker: () => deps.ranker(),
+    metricsText: deps.metricsText ?? (() => deps.metrics.registry.metrics()),
     noModel: () => deps.noModel?.() ?? NO_MODEL,
     eventNow: (times) => deps.now?.() ?? eventTimeNow(times, Date.now()),
     cacheNow: () => deps.now?.() ?? cache.latestEventTime() ?? Date.now(),

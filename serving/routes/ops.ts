@@ -1,7 +1,8 @@
 /**
  * Operations: `GET /healthz` (the process answers), `GET /readyz` (Redis answers a PING in time,
  * and a model is loaded when `requireModel`; 503 with the reasons otherwise) and `GET /metrics`
- * (Prometheus). Not in the OpenAPI document.
+ * (Prometheus; every process's, summed, when several serve). Not in the OpenAPI document, and
+ * never refused by admission control (admission.ts guards recommendations only).
  */
 import { OpenAPIHono } from '@hono/zod-openapi';
 import type { Redis } from 'ioredis';
@@ -33,7 +34,7 @@ export function opsRoutes(ctx: RouteContext): OpenAPIHono<AppEnv> {
   });
 
   app.get('/metrics', async (c) => {
-    const text = await ctx.metrics.registry.metrics();
+    const text = await ctx.metricsText();
     return c.body(text, 200, { 'content-type': ctx.metrics.registry.contentType });
   });
   return app;

@@ -11,6 +11,7 @@ import { featureNames } from '../../features/definitions.ts';
 import { OpenAPIHono, createRoute } from '@hono/zod-openapi';
 import type { ArticleState } from '../../features/state.ts';
 import {
+  ErrorResponse,
   RecommendationParams,
   RecommendationQuery,
   RecommendationResponse,
@@ -47,7 +48,8 @@ const route = createRoute({
     'Candidates from repurchase, co-purchase, segment and global trending, ranked by the ' +
     'promoted model, or by the heuristic heuristic-v2 when there is none (or this instance ' +
     'refused it, e.g. an untrained fixture): `ranker` says which and why. Unknown customers get ' +
-    'a cold-start answer (200).',
+    'a cold-start answer (200). Past its in-flight limit an instance refuses at once: 503 ' +
+    'REC_ERR_UNAVAILABLE with Retry-After.',
   request: { params: RecommendationParams, query: RecommendationQuery },
   responses: {
     200: {
@@ -55,6 +57,18 @@ const route = createRoute({
       content: { 'application/json': { schema: RecommendationResponse } },
     },
     ...ERROR_RESPONSES,
+    503: {
+      description:
+        'Overloaded (the instance answers as many recommendation requests at a time as it is ' +
+        'allowed: retry after Retry-After), or the feature store unavailable with nothing cached',
+      headers: {
+        'Retry-After': {
+          description: 'Seconds to wait before retrying (overload only)',
+          schema: { type: 'integer' },
+        },
+      },
+      content: { 'application/json': { schema: ErrorResponse } },
+    },
   },
 });
 

@@ -40,6 +40,7 @@ import {
 } from '../../features/state.ts';
 import { createLogger, type Logger } from '../../common/logger.ts';
 import { articleId, makeArticles } from '../fixtures/events.ts';
+import { waitFor } from '../helpers.ts';
 
 /** The features this build computes with embeddings off (the default). */
 const FEATURE_NAMES = featureNames(false);
@@ -664,6 +665,127 @@ describe('serving API on the real Redis', () => {
     });
   });
 
+  describe('admission control', () => {
+    const ROUTE = '/v1/recommendations/:customerId';
+    /** A ranker holding every request until `release()`: admitted requests stay in flight. */
+    const held = () => {
+      let release = (): void => undefined;
+      const released = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const state = { scoring: 0 };
+      const ranker: Ranker = {
+        version: 'held-1',
+        features: ['a_pop_7d'],
+        async score(matrix, rows) {
+          state.scoring++;
+          await released;
+          const scores = Float32Array.from({ length: rows }, (_, r) => matrix[r] ?? 0);
+          return { scores, version: 'held-1' };
+        },
+      };
+      return { ranker, state, release };
+    };
+    const customers = ['alice', 'bob', 'dave', 'erin', 'carol', 'x1', 'x2', 'x3', 'x4', 'x5'];
+
+    it('refuses recommendations past maxInFlight at once with 503 and Retry-After; the admitted ones are answered, operations never refused', async () => {
+      const slow = held();
+      const b = build({
+        ranker: () => slow.ranker,
+        config: { maxInFlight: 3, rankerTimeoutMs: 0 },
+      });
+      const settled: number[] = [];
+      const pending = customers.map((c) =>
+        Promise.resolve(b.app.request(`/v1/recommendations/${c}?k=3`)).then((res) => {
+          settled.push(res.status);
+          return res;
+        }),
+      );
+      await waitFor(
+        'the admitted requests at the ranker',
+        () => slow.state.scoring >= 3,
+        10_000,
+        5,
+      );
+      // The ranker holds the 3 admitted ones; the other 7 were answered without waiting for them.
+      const refused = Array.from({ length: 7 }, () => 503);
+      expect(settled).toEqual(refused);
+      expect((await b.app.request('/healthz')).status).toBe(200);
+      expect((await b.app.request('/readyz')).status).toBe(200);
+      const busy = await b.app.request('/metrics');
+      expect(busy.status).toBe(200);
+      const text = await busy.text();
+      expect(metricValue(text, 'rec_serving_in_flight_requests', { route: ROUTE })).toBe(3);
+      expect(metricValue(text, 'rec_serving_in_flight_limit', { route: ROUTE })).toBe(3);
+      expect(metricValue(text, 'rec_serving_rejected_requests_total', { route: ROUTE })).toBe(7);
+
+      slow.release();
+      const answers: Response[] = await Promise.all(pending);
+      expect(answers.map((r) => r.status).sort()).toEqual([200, 200, 200, ...refused]);
+      for (const res of answers) {
+        if (res.status === 200) {
+          const body = (await res.json()) as RecJson;
+          expect(body.model_version).toBe('held-1');
+          expect(body.ranker).toEqual({ kind: 'model' });
+          expect(body.items).toHaveLength(3);
+        } else {
+          expect(res.headers.get('retry-after')).toBe('1');
+          const body = (await res.json()) as ErrorJson;
+          expect(body).toEqual({
+            error: {
+              code: 'REC_ERR_UNAVAILABLE',
+              message: expect.stringMatching(
+                /^overloaded: 3 recommendation requests in flight/,
+              ) as string,
+            },
+            request_id: res.headers.get('x-request-id'),
+          });
+        }
+      }
+      const after = await (await b.app.request('/metrics')).text();
+      expect(metricValue(after, 'rec_serving_in_flight_requests', { route: ROUTE })).toBe(0);
+      expect(
+        metricValue(after, 'rec_serving_request_duration_seconds_count', {
+          route: ROUTE,
+          status: '503',
+        }),
+      ).toBe(7);
+      // The slots are free again.
+      expect((await b.app.request('/v1/recommendations/alice?k=3')).status).toBe(200);
+    });
+
+    it('frees the slot of a request that failed, and admits everything with maxInFlight 0', async () => {
+      let broken = true;
+      const b = build({
+        config: { maxInFlight: 1 },
+        ranker: () => {
+          if (broken) throw new Error('model registry is corrupt');
+          return null;
+        },
+      });
+      expect((await b.app.request('/v1/recommendations/alice')).status).toBe(500);
+      broken = false;
+      expect((await b.app.request('/v1/recommendations/alice')).status).toBe(200);
+
+      const slow = held();
+      const open = build({
+        ranker: () => slow.ranker,
+        config: { maxInFlight: 0, rankerTimeoutMs: 0 },
+      });
+      const pending = customers.map((c) =>
+        Promise.resolve(open.app.request(`/v1/recommendations/${c}?k=3`)),
+      );
+      await waitFor(
+        'every request at the ranker',
+        () => slow.state.scoring === customers.length,
+        10_000,
+        5,
+      );
+      slow.release();
+      expect((await Promise.all(pending)).map((r) => r.status)).toEqual(customers.map(() => 200));
+    });
+  });
+
   describe('the untrained fixture ranker in the registry', () => {
     let dir: string;
     let fixture: LoadedModel;
@@ -988,6 +1110,11 @@ describe('serving API on the real Redis', () => {
         '/v1/recommendations/{customerId}',
         '/v1/trending',
       ]);
+      // Refusals under overload are documented with their Retry-After header.
+      const recs = doc.paths['/v1/recommendations/{customerId}'] as {
+        get: { responses: Record<string, { headers?: Record<string, unknown> }> };
+      };
+      expect(Object.keys(recs.get.responses['503']?.headers ?? {})).toEqual(['Retry-After']);
       const docs = await b.app.request('/docs');
       expect(docs.status).toBe(200);
       expect(await docs.text()).toContain('swagger');

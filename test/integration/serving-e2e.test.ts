@@ -81,6 +81,10 @@ describe('serving over HTTP on the real stack', () => {
       onSwap: (o) => swaps.push(o),
       // The fixture models below are untrained: only an instance that opts in serves them.
       allowFixtureModel: true,
+      // The swap test sends waves of 16 concurrent requests and wants every one answered: past
+      // the default limit (4 per scorer thread) admission control would refuse some, which is
+      // tested on its own in serving-app.test.ts.
+      config: { maxInFlight: 16 },
     });
   });
 
