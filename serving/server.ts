@@ -11,7 +11,7 @@ import { featureNames } from '../features/definitions.ts';
 import type { KeySpace } from '../features/keys.ts';
 import type { Logger } from '../common/logger.ts';
 import { createApp, DEFAULT_SERVING_CONFIG, type ServingConfig } from './app.ts';
-import { createServingMetrics, type ServingMetrics } from './metrics.ts';
+import { countRedisCommands, createServingMetrics, type ServingMetrics } from './metrics.ts';
 import { HEURISTIC_VERSION } from './ranking.ts';
 import { LiveModel, type SwapOutcome } from './live-model.ts';
 import { watchActivations } from '../models/registry.ts';
@@ -62,6 +62,7 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
   const subscriber = new Redis(opts.redisUrl, { lazyConnect: true });
   await subscriber.connect();
   const metrics = createServingMetrics({ defaults: true });
+  countRedisCommands(redis, metrics.redisCommands);
   const config: ServingConfig = { ...DEFAULT_SERVING_CONFIG, ...opts.config };
   const live = new LiveModel(redis, opts.keys, featureNames(config.embeddings), opts.logger, {
     workers: opts.workers ?? 2,
