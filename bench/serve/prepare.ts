@@ -10,6 +10,7 @@ import { loadModel, type LoadedModel } from '../../models/model-meta.ts';
 import { activateModel, registerModel } from '../../models/registry.ts';
 import { consumerLag } from '../../streams/admin.ts';
 import { runLoad } from '../../streams/loader/load.ts';
+import { ensurePythonEnv } from '../../training/venv.ts';
 import { spawnTs, stopChild, type Child } from './children.ts';
 import { CANDIDATES, K, WORKERS, type BenchOptions } from './options.ts';
 import type { BenchRun } from './setup.ts';
@@ -73,14 +74,20 @@ async function untilCaughtUp(run: BenchRun, proc: Child, tProc: number): Promise
   }
 }
 
-/** 2. Build the fixture ranker (`trees` trees, depth 6), register it and activate it. */
+/**
+ * 2. Build the fixture ranker (`trees` trees, depth 6), register it and activate it. The fixture
+ * is built by the project's Python (`REC_PYTHON`, else `.venv`, created or brought up to date the
+ * way the demo does on a fresh clone).
+ */
 export async function buildModel(run: BenchRun, trees: number): Promise<LoadedModel> {
   const features = featureNames(run.config.embeddings.enabled);
+  const python = run.config.python ?? ensurePythonEnv(say);
   const built = await buildFixtureModel(run.modelDir, {
     features,
     trees,
     depth: 6,
     seed: 1,
+    python,
   });
   const model: LoadedModel = await loadModel(built.onnxPath, built.metaPath, features);
   await registerModel(run.redis, run.keys, model);
