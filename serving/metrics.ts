@@ -68,7 +68,7 @@ export function createServingMetrics(opts: { defaults?: boolean } = {}): Serving
     labelNames: ['stage'] as const,
     buckets: [
       0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01,
-      0.015, 0.025, 0.05, 0.1, 0.25, 1,
+      0.015, 0.025, 0.05, 0.1, 0.25, 1, 2.5, 5,
     ],
     registers,
   });
