@@ -32,6 +32,19 @@ export async function loadAndProcess(run: BenchRun, data: string): Promise<numbe
     `published ${load.published.articles} articles, ${load.published.customers} customers, ${load.published.purchases} purchases in ${round(load.publishMs / 1000, 1)} s`,
   );
   const tProc = performance.now();
+  const proc = startProcessors(run);
+  await untilCaughtUp(run, proc, tProc);
+  const processingS = (performance.now() - tProc) / 1000;
+  say(`processed (every consumer group at lag 0) in ${round(processingS, 1)} s`);
+  await stopChild(proc);
+  return processingS;
+}
+
+/**
+ * The processors (`processors/processors-cli.ts`) as a child process on the run's topics, consumer
+ * groups and namespace; `run.children.processors`.
+ */
+export function startProcessors(run: BenchRun): Child {
   const proc = spawnTs('processors', 'processors/processors-cli.ts', {
     ...run.childEnv,
     TOPIC_PREFIX: run.prefix,
@@ -42,11 +55,7 @@ export async function loadAndProcess(run: BenchRun, data: string): Promise<numbe
   void (async () => {
     for await (const line of proc.lines) process.stderr.write(`  [processors] ${line}\n`);
   })();
-  await untilCaughtUp(run, proc, tProc);
-  const processingS = (performance.now() - tProc) / 1000;
-  say(`processed (every consumer group at lag 0) in ${round(processingS, 1)} s`);
-  await stopChild(proc);
-  return processingS;
+  return proc;
 }
 
 async function untilCaughtUp(run: BenchRun, proc: Child, tProc: number): Promise<void> {
