@@ -76,6 +76,9 @@
  *   overload_503                 answers 503 (refused by admission control)
  *   overload_5xx_non503          other 5xx answers, connection errors and timeouts
  *   overload_p99_ms              p99 of the accepted (2xx) requests; `overload_accepted_rps`
+ *   overload_degraded            of those, answers the API served degraded (its own count): the
+ *                                trending cache when its Redis commands timed out, the heuristic
+ *                                after a ranker failure
  *
  * Progress on stderr, one JSON line on stdout at the end. Child processes, topics, consumer groups
  * and the namespace's keys are removed afterwards.
@@ -283,6 +286,7 @@ function resultLine(r: Results) {
     overload_503: overload.status_503,
     overload_5xx_non503: overload.status_5xx_other + overload.connection_errors + overload.timeouts,
     overload_p99_ms: overload.accepted.p99_ms,
+    overload_degraded: overload.server.degraded,
     overload_accepted_rps: overload.accepted_rps,
     overload_basis: r.sustainable.basis,
     redis_rtt_ms: redisRun.pingStats.p50_ms,
