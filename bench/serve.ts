@@ -1,14 +1,16 @@
 /**
  * `npm run bench:serve [-- --data <dir>] [--duration S] [--rates a,b,c] [--connections N]
  *   [--trees N] [--known N] [--cold-share F] [--burst]`
- * (defaults: hm-sample, 10 s per rate, rates 25,50,100,300,600, 16 connections, 500 trees,
- * 1,000 known customers, 20 % cold requests)
+ * (defaults: hm-sample, 10 s per rate (and for the freshness and overload runs), rates
+ * 25,50,100,300,600, 16 connections, 500 trees, 1,000 known customers, 20 % cold requests)
  *
  * Serving benchmark on the real stack, in one run, on fresh topics and a fresh Redis namespace:
  *   1. loads an H&M-layout folder (default ../shared/data/hm-sample) into topics
  *      `bench-serve-<id>.*` and processes it with the real processors (`processors/processors-cli.ts` as a
  *      child process: serving/ may not import processors/) until every consumer group's lag is 0;
- *   2. builds, registers and activates the fixture ranker (500 trees, depth 6, every feature of the API's feature set);
+ *   2. builds, registers and activates the fixture ranker (500 trees, depth 6, every feature of the
+ *      API's feature set), with the project's Python (`REC_PYTHON`, else `.venv`, created or
+ *      brought up to date from training/requirements.txt as the demo does on a fresh clone);
  *   3. starts the API as a child process (`serving/serve-cli.ts`, 2 scorer workers,
  *      SERVING_MAX_CANDIDATES=100, SERVING_ALLOW_FIXTURE_MODEL=true: the fixture measures the
  *      cost of a 500-tree model, and serving refuses untrained models without the opt-in) and
@@ -23,7 +25,15 @@
  *      `ceiling_rps = scoring threads x 1000 / p50`; the same model through a ScorerPool of 2 at
  *      concurrency 16 (`pool_ceiling_rps`); Redis round trip (PING) and a pipelined read of 100
  *      candidates' article states;
- *   7. load: autocannon at each `--rates` value, then one run without a rate limit.
+ *   7. load: autocannon at each `--rates` value, then one run without a rate limit;
+ *   8. freshness (serve/freshness.ts): the processors run again, the API under load at 300 req/s;
+ *      one at a time, a purchase is published to Kafka (the real producer) by a known customer of
+ *      a trending article not in their current recommendations, and their recommendations with
+ *      `explain=true` are polled every 10 ms until the features show it (`c_purchases` went up):
+ *      publish -> visible in the API's answer;
+ *   9. overload (serve/overload.ts): twice the highest sustainable rate (`max_rps_p99_25ms`, else
+ *      the unthrottled rps) offered open loop for `--duration` seconds, requests sent on schedule
+ *      whatever the answers (up to 512 connections, 5-s timeout), each answer classed.
  *
  * Pacing: autocannon's rate limiter lets each connection send its per-second quota back to back
  * at the start of every second, all connections' seconds aligned, so `overallRate` alone is a
@@ -34,15 +44,47 @@
  * whatever the rate); latencies are autocannon's per-response hrtime measurements, kept exactly
  * (its histogram rounds to whole ms).
  *
- * Each run also reports the CPU used by the API process, the load generator (this process), Redis
- * and, from /proc/stat, everything else on the machine (`other_cpu_cores`: other tenants of a
- * shared machine make the figures noisy).
+ * Each run also reports the CPU used by the API process (and by its main thread, the one running
+ * the event loop, from /proc/<pid>/task), the load generator (this process), Redis and, from
+ * /proc/stat, everything else on the machine (`other_cpu_cores`: other tenants of a shared machine
+ * make the figures noisy); and the API's own figures from its /metrics, scraped before and after:
+ * the p50 / p99 of each stage of a ranked request (`rec_serving_stage_duration_seconds`,
+ * estimated within its buckets as Prometheus' histogram_quantile does) and the Redis commands its
+ * client sent per recommendation request (`rec_serving_redis_commands_total`).
+ *
+ * The JSON line, besides every run's figures (`per_rate`, `max_run`, `freshness`, `overload`):
+ *   rps, p50_ms, p99_ms, max_ms  rps of the unthrottled run; latencies of the highest rate whose
+ *                                p99 <= 10 ms, else of the lowest (`latency_rule`)
+ *   errors                       connection errors, timeouts and non-2xx over the rate runs and
+ *                                the unthrottled one
+ *   ceiling_rps                  the scoring ceiling (step 6)
+ *   p99_ms_at_300rps             p99 of the 300 req/s run (null when 300 is not among --rates)
+ *   max_rps_p99_25ms             highest rps achieved by a run (rate runs and the unthrottled one)
+ *                                whose p99 <= 25 ms; null when none
+ *   candidates_ms, features_ms, scoring_ms, http_ms
+ *                                { p50, p99 } of each stage in the API (ms): the candidate reads,
+ *                                building the feature rows, scoring (scorer pool round trip, or the
+ *                                heuristic, and the sort), and the rest of the request in the
+ *                                server (routing, validation, middleware, answer and JSON)
+ *   redis_commands_per_request   commands the API's Redis client sent per recommendation request
+ *   main_thread_cpu_ms_per_request  CPU of the API's main thread per request
+ *                                (these six from the 300 req/s run, else the headline's:
+ *                                `per_request_figures_from_rate`)
+ *   freshness_p50_ms, freshness_p99_ms, freshness_probes
+ *                                publish -> visible in the API's answer (step 8); how many probes
+ *   overload_rps                 the rate offered in step 9 (`overload_basis` says from what)
+ *   overload_503                 answers 503 (refused by admission control)
+ *   overload_5xx_non503          other 5xx answers, connection errors and timeouts
+ *   overload_p99_ms              p99 of the accepted (2xx) requests; `overload_accepted_rps`
+ *   overload_degraded            of those, answers the API served degraded (its own count): the
+ *                                trending cache when its Redis commands timed out, the heuristic
+ *                                after a ranker failure
  *
  * Progress on stderr, one JSON line on stdout at the end. Child processes, topics, consumer groups
  * and the namespace's keys are removed afterwards.
  *
  * The steps are in bench/serve/, one module each (prepare.ts: 1-3, warmup.ts, breakdown.ts,
- * ceilings.ts, load.ts), with the run's resources (setup.ts), options (options.ts) and the
+ * ceilings.ts, load.ts, freshness.ts, overload.ts), with the run's resources (setup.ts), options (options.ts) and the
  * measuring helpers (stats.ts, server-metrics.ts, cpu.ts, children.ts, autocannon.ts). Being a
  * benchmark of the whole stack, they may import from any folder of the project.
  */
@@ -50,16 +92,20 @@ import { availableParallelism, loadavg } from 'node:os';
 import { ScorerPool } from '../serving/scoring/pool.ts';
 import { timeBreakdown } from './serve/breakdown.ts';
 import { poolCeiling, redisCeilings, sessionCeiling } from './serve/ceilings.ts';
-import { loadRuns, type LoadRun } from './serve/load.ts';
+import { freshnessRun } from './serve/freshness.ts';
+import { loadRunner, loadRuns, type LoadRun, type LoadTarget } from './serve/load.ts';
 import {
   CANDIDATES,
   K,
   P99_TARGET_MS,
+  STOREFRONT_RATE,
+  SUSTAINABLE_P99_MS,
   WORKERS,
   checkOptions,
   parseOptions,
   type BenchOptions,
 } from './serve/options.ts';
+import { overloadRun } from './serve/overload.ts';
 import { buildModel, loadAndProcess, pickCustomers, startApi } from './serve/prepare.ts';
 import { closeRun, openRun } from './serve/setup.ts';
 import { round, say } from './serve/stats.ts';
@@ -100,17 +146,32 @@ async function main(): Promise<void> {
     const redisRun = await redisCeilings(run);
 
     const redisPid = Number(/process_id:(\d+)/.exec(await run.redis.info('server'))?.[1]);
-    const ours = new Set([process.pid, api.proc.pid ?? -1, redisPid]);
-    const load = await loadRuns(
-      {
-        base,
-        redis: run.redis,
-        paths: customers.paths,
-        connections: opts.connections,
-        burst: opts.burst,
-        ours,
-      },
-      opts.rates,
+    const apiPid = api.proc.pid ?? -1;
+    const ours = new Set([process.pid, apiPid, redisPid]);
+    const target: LoadTarget = {
+      base,
+      redis: run.redis,
+      paths: customers.paths,
+      connections: opts.connections,
+      burst: opts.burst,
+      ours,
+      apiPid,
+    };
+    const load = await loadRuns(target, opts.rates, opts.duration);
+
+    const freshness = await freshnessRun(
+      { run, base, customers, loadRun: loadRunner(target), ours },
+      opts.duration,
+    );
+
+    const sustainable = maxSustainable(load);
+    const overloadRate = Math.max(1, Math.round(2 * sustainable.rps));
+    say(
+      `overload: ${overloadRate} req/s offered open loop for ${opts.duration} s (2 x ${sustainable.rps} req/s, ${sustainable.basis})`,
+    );
+    const overload = await overloadRun(
+      { base, paths: customers.paths, apiPid },
+      overloadRate,
       opts.duration,
     );
 
@@ -128,6 +189,9 @@ async function main(): Promise<void> {
           poolRun,
           redisRun,
           load,
+          freshness,
+          sustainable,
+          overload,
         }),
       ),
     );
@@ -148,6 +212,29 @@ interface Results {
   readonly poolRun: Awaited<ReturnType<typeof poolCeiling>>;
   readonly redisRun: Awaited<ReturnType<typeof redisCeilings>>;
   readonly load: { perRate: LoadRun[]; maxRun: LoadRun; otherMax: number };
+  readonly freshness: Awaited<ReturnType<typeof freshnessRun>>;
+  readonly sustainable: ReturnType<typeof maxSustainable>;
+  readonly overload: Awaited<ReturnType<typeof overloadRun>>;
+}
+
+/**
+ * The highest rps achieved by a run (rate runs and the unthrottled one) whose p99 is within
+ * SUSTAINABLE_P99_MS; the unthrottled run's rps when none is.
+ */
+function maxSustainable(load: Results['load']) {
+  const runs = [...load.perRate, load.maxRun].filter((r) => r.p99_ms <= SUSTAINABLE_P99_MS);
+  const best = runs.reduce<LoadRun | null>((b, r) => (b === null || r.rps > b.rps ? r : b), null);
+  return best === null
+    ? {
+        rps: load.maxRun.rps,
+        within: null,
+        basis: `no run had p99 <= ${SUSTAINABLE_P99_MS} ms: the unthrottled rps`,
+      }
+    : {
+        rps: best.rps,
+        within: best.rps,
+        basis: `max_rps_p99_${SUSTAINABLE_P99_MS}ms (the ${best.rate === 'max' ? 'unthrottled' : `${best.rate}/s`} run)`,
+      };
 }
 
 /**
@@ -167,6 +254,11 @@ function resultLine(r: Results) {
     Number.isFinite(x.candidates_mean) ? [x.candidates_mean * x.requests] : [],
   );
   const requestsAll = allRuns.reduce((s, x) => s + x.requests, 0);
+  const at300 = perRate.find((x) => x.rate === STOREFRONT_RATE) ?? null;
+  // Per-stage and per-request figures: of the STOREFRONT_RATE run, else of the headline's.
+  const figures = at300 ?? headline;
+  const { freshness, overload } = r;
+  const stage = (name: keyof typeof figures.stages_ms) => figures.stages_ms[name];
   return {
     bench: 'serve',
     candidates: CANDIDATES,
@@ -178,6 +270,25 @@ function resultLine(r: Results) {
     /** 200s ranked by the heuristic after a ranker failure / timeout (server-side count). */
     degraded: allRuns.reduce((s, x) => s + x.degraded, 0),
     ceiling_rps: Math.round(ceilingRps),
+    p99_ms_at_300rps: at300?.p99_ms ?? null,
+    max_rps_p99_25ms: r.sustainable.within,
+    candidates_ms: stage('candidates'),
+    features_ms: stage('features'),
+    scoring_ms: stage('scoring'),
+    http_ms: stage('http'),
+    redis_commands_per_request: figures.redis_commands_per_request,
+    main_thread_cpu_ms_per_request: figures.main_thread_cpu_ms_per_request,
+    per_request_figures_from_rate: figures.rate,
+    freshness_p50_ms: freshness.p50_ms,
+    freshness_p99_ms: freshness.p99_ms,
+    freshness_probes: freshness.probes,
+    overload_rps: overload.rate,
+    overload_503: overload.status_503,
+    overload_5xx_non503: overload.status_5xx_other + overload.connection_errors + overload.timeouts,
+    overload_p99_ms: overload.accepted.p99_ms,
+    overload_degraded: overload.server.degraded,
+    overload_accepted_rps: overload.accepted_rps,
+    overload_basis: r.sustainable.basis,
     redis_rtt_ms: redisRun.pingStats.p50_ms,
     latency_from_rate: headline.rate,
     latency_rule: `p50/p99/max of the highest rate whose p99 <= ${P99_TARGET_MS} ms, else of the lowest rate; rps of the unthrottled run; errors over every run (connection errors, timeouts, non-2xx)`,
@@ -196,6 +307,8 @@ function resultLine(r: Results) {
     customers: { known: known.length, cold: cold.length, in_store: knownAll.length },
     per_rate: perRate,
     max_run: maxRun,
+    freshness,
+    overload,
     sequential: r.warm.sequential,
     breakdown: r.breakdown,
     pacing: opts.burst

@@ -117,7 +117,8 @@ export function createApp(deps: ServingDeps): OpenAPIHono<AppEnv> {
 /**
  * Every request: its id (the caller's `x-request-id` when well-formed, else a new one) in the
  * context and the response header; a background refresh of the trending cache when stale; then
- * the latency metric by route pattern and status, and a debug log line.
+ * the latency metric by route pattern and status (and, for a ranked recommendation, its `http`
+ * stage: the request's time minus the stages the route measured), and a debug log line.
  */
 function requestMiddleware(ctx: RouteContext): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
@@ -133,6 +134,10 @@ function requestMiddleware(ctx: RouteContext): MiddlewareHandler<AppEnv> {
     const route = path === '*' || path === '/*' || path === '' ? 'unmatched' : path;
     const seconds = (performance.now() - started) / 1000;
     ctx.metrics.requestSeconds.observe({ route, status: String(c.res.status) }, seconds);
+    const stagesMs = c.get('stagesMs');
+    if (stagesMs !== undefined) {
+      ctx.metrics.stageSeconds.observe({ stage: 'http' }, Math.max(0, seconds - stagesMs / 1000));
+    }
     ctx.logger.debug(
       { request_id: requestId, route, status: c.res.status, ms: round2(seconds * 1000) },
       'request',

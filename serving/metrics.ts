@@ -2,11 +2,20 @@
  * Prometheus metrics of the serving API (`rec_serving_*`), in their own registry (exposed by the
  * app's `/metrics` route).
  */
+import type { Redis } from 'ioredis';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** Why a response was degraded. */
 export type DegradedReason =
   'store_unavailable' | 'ranker_error' | 'ranker_timeout' | 'ranker_incompatible';
+
+/**
+ * The stages of a ranked recommendation request: `candidates` (the candidate reads), `features`
+ * (building the feature rows), `scoring` (the model through the scorer pool, or the heuristic, and
+ * the sort) and `http` (the rest of the request in the server: routing, validation, the
+ * middleware, building and serialising the answer).
+ */
+export type Stage = 'candidates' | 'features' | 'scoring' | 'http';
 
 export interface ServingMetrics {
   readonly registry: Registry;
@@ -16,6 +25,10 @@ export interface ServingMetrics {
   readonly candidates: Histogram;
   /** Sequential Redis round trips per recommendation request. */
   readonly redisRoundTrips: Histogram;
+  /** Seconds per stage of each ranked recommendation request (`Stage`). */
+  readonly stageSeconds: Histogram<'stage'>;
+  /** Commands sent by the instance's Redis client (`countRedisCommands`). */
+  readonly redisCommands: Counter;
   /** Responses served degraded, by route and reason. */
   readonly degraded: Counter<'route' | 'reason'>;
   /** Ranker failures (each fell back to the heuristic), by reason. */
@@ -53,6 +66,21 @@ export function createServingMetrics(opts: { defaults?: boolean } = {}): Serving
     name: 'rec_serving_redis_round_trips',
     help: 'Sequential Redis round trips per recommendation request',
     buckets: [1, 2, 3, 4, 5],
+    registers,
+  });
+  const stageSeconds = new Histogram({
+    name: 'rec_serving_stage_duration_seconds',
+    help: 'Time of each stage of a ranked recommendation request: candidates, features, scoring, http (the rest)',
+    labelNames: ['stage'] as const,
+    buckets: [
+      0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01,
+      0.015, 0.025, 0.05, 0.1, 0.25, 1, 2.5, 5,
+    ],
+    registers,
+  });
+  const redisCommands = new Counter({
+    name: 'rec_serving_redis_commands_total',
+    help: 'Commands sent by the Redis client of the instance (pipelined and scripted ones included)',
     registers,
   });
   const degraded = new Counter({
@@ -101,6 +129,8 @@ export function createServingMetrics(opts: { defaults?: boolean } = {}): Serving
     requestSeconds,
     candidates,
     redisRoundTrips,
+    stageSeconds,
+    redisCommands,
     degraded,
     rankerErrors,
     inFlight,
@@ -113,5 +143,17 @@ export function createServingMetrics(opts: { defaults?: boolean } = {}): Serving
       modelVersion.labels(version).set(1);
       current = version;
     },
+  };
+}
+
+/**
+ * Count every command `redis` sends in `counter`: its `sendCommand`, which plain, pipelined and
+ * scripted commands all go through, wrapped.
+ */
+export function countRedisCommands(redis: Redis, counter: Counter): void {
+  const send = redis.sendCommand.bind(redis);
+  redis.sendCommand = (...args: Parameters<Redis['sendCommand']>) => {
+    counter.inc();
+    return send(...args);
   };
 }

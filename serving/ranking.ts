@@ -130,6 +130,13 @@ export interface RankOutcome {
   readonly modelVersion: string;
   /** Set when a ranker was available but failed and the heuristic ranked instead. */
   readonly fallback: RankerFailure | null;
+  /** Milliseconds spent building feature rows (the rest of the ranking is scoring). */
+  readonly featuresMs: number;
+}
+
+/** Feature-row time of one ranking (ms), added to by each ranker tried. */
+interface RankTiming {
+  featuresMs: number;
 }
 
 export interface HeuristicSignals {
@@ -229,8 +236,14 @@ function named(names: readonly string[], row: readonly number[]): Record<string,
   return Object.fromEntries(names.map((n, i) => [n, row[i] ?? NaN]));
 }
 
-function rankHeuristic(input: RankInput, names: readonly string[]): RankedItem[] {
+function rankHeuristic(
+  input: RankInput,
+  names: readonly string[],
+  timing: RankTiming,
+): RankedItem[] {
+  const t0 = performance.now();
   const rows = featureRows(names, input);
+  timing.featuresMs += performance.now() - t0;
   const scores = heuristicScores(input.candidates, names, rows);
   return sortItems(
     input.candidates.map((candidate, i) => {
@@ -262,6 +275,7 @@ async function rankWithModel(
   ranker: Ranker,
   input: RankInput,
   opts: RankOptions,
+  timing: RankTiming,
 ): Promise<{ items: RankedItem[]; version: string }> {
   const names = ranker.features;
   const missing = missingFeatures(names, opts.features);
@@ -271,12 +285,14 @@ async function rankWithModel(
       `model ${ranker.version} needs features this build cannot compute: ${missing.join(', ')}`,
     );
   }
+  const t0 = performance.now();
   const rows = featureRows(names, input);
   const width = names.length;
   const matrix = new Float32Array(rows.length * width);
   rows.forEach((row, i) => {
     matrix.set(row, i * width);
   });
+  timing.featuresMs += performance.now() - t0;
   let result: { scores: Float32Array; version: string };
   try {
     result = await withTimeout(ranker.score(matrix, rows.length), opts.timeoutMs);
@@ -316,20 +332,27 @@ export async function rankCandidates(
   ranker: Ranker | null,
   opts: RankOptions,
 ): Promise<RankOutcome> {
+  const timing: RankTiming = { featuresMs: 0 };
   if (ranker !== null && input.candidates.length > 0) {
     try {
-      const { items, version } = await rankWithModel(ranker, input, opts);
-      return { items, modelVersion: version, fallback: null };
+      const { items, version } = await rankWithModel(ranker, input, opts, timing);
+      return { items, modelVersion: version, fallback: null, featuresMs: timing.featuresMs };
     } catch (err) {
       if (!(err instanceof RankerFailure)) throw err;
-      const items = rankHeuristic(input, opts.features);
-      return { items, modelVersion: HEURISTIC_VERSION, fallback: err };
+      const items = rankHeuristic(input, opts.features, timing);
+      return {
+        items,
+        modelVersion: HEURISTIC_VERSION,
+        fallback: err,
+        featuresMs: timing.featuresMs,
+      };
     }
   }
   return {
-    items: rankHeuristic(input, opts.features),
+    items: rankHeuristic(input, opts.features, timing),
     modelVersion: ranker?.version ?? HEURISTIC_VERSION,
     fallback: null,
+    featuresMs: timing.featuresMs,
   };
 }
 

@@ -17,7 +17,7 @@ import {
   defaultMaxInFlight,
   type ServingConfig,
 } from './app.ts';
-import { createServingMetrics, type ServingMetrics } from './metrics.ts';
+import { countRedisCommands, createServingMetrics, type ServingMetrics } from './metrics.ts';
 import { HEURISTIC_VERSION } from './ranking.ts';
 import { LiveModel, type SwapOutcome } from './live-model.ts';
 import { watchActivations } from '../models/registry.ts';
@@ -73,6 +73,7 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
   const subscriber = new Redis(opts.redisUrl, { lazyConnect: true });
   await subscriber.connect();
   const metrics = opts.metrics ?? createServingMetrics({ defaults: true });
+  countRedisCommands(redis, metrics.redisCommands);
   const workers = opts.workers ?? DEFAULT_SCORER_WORKERS;
   const config: ServingConfig = {
     ...DEFAULT_SERVING_CONFIG,

@@ -1,7 +1,9 @@
 /**
  * Topic administration: create the project's topics (and their DLQs) with partitions and configs.
  * Idempotent: existing topics are left as they are, and a topic with fewer partitions than wanted
- * is reported rather than silently changed (re-partitioning moves keys between partitions).
+ * is reported rather than silently changed (re-partitioning moves keys between partitions). Also
+ * record counts and consumer lag; the lag's offset reads are retried while the broker's group
+ * coordinator is not ready yet (retriable errors, bounded, with backoff).
  */
 import type { Admin } from 'kafkajs';
 import type { Logger } from '../common/logger.ts';
@@ -67,15 +69,56 @@ export async function endOffsetTotal(admin: Admin, topic: string): Promise<numbe
   return offsets.reduce((sum, p) => sum + Number(p.high), 0);
 }
 
-/** Per-partition lag of a consumer group on a topic (high watermark minus committed offset). */
+/** How an admin call that failed with a retriable error is tried again. */
+export interface AdminRetry {
+  /** Attempts after the first. */
+  readonly retries: number;
+  /** Wait before the first retry (ms), doubled after each one up to `maxMs`. */
+  readonly initialMs: number;
+  readonly maxMs: number;
+}
+
+/**
+ * Default for the lag probes: about 13 s in all, longer than the broker takes to load its group
+ * coordinator after a fresh start.
+ */
+export const ADMIN_RETRY: AdminRetry = { retries: 10, initialMs: 100, maxMs: 2_000 };
+
+/**
+ * `call()`, tried again with backoff while it fails with an error marked `retriable` (kafkajs
+ * errors carry it: e.g. NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS while the broker loads its
+ * group coordinator); any other error, or the last retriable one, is thrown.
+ */
+export async function retryRetriable<T>(
+  call: () => Promise<T>,
+  retry: AdminRetry = ADMIN_RETRY,
+): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await call();
+    } catch (err) {
+      const retriable = (err as { retriable?: unknown } | null)?.retriable === true;
+      if (!retriable || attempt >= retry.retries) throw err;
+      const wait = Math.min(retry.maxMs, retry.initialMs * 2 ** attempt);
+      await new Promise((r) => setTimeout(r, wait));
+    }
+  }
+}
+
+/**
+ * Per-partition lag of a consumer group on a topic (high watermark minus committed offset). The
+ * offset reads are retried on retriable errors (`retryRetriable`): right after the broker starts,
+ * its group coordinator answers NOT_COORDINATOR until it has loaded the group offsets.
+ */
 export async function consumerLag(
   admin: Admin,
   groupId: string,
   topic: string,
+  retry: AdminRetry = ADMIN_RETRY,
 ): Promise<{ partition: number; lag: number }[]> {
   const [ends, committed] = await Promise.all([
-    admin.fetchTopicOffsets(topic),
-    admin.fetchOffsets({ groupId, topics: [topic] }),
+    retryRetriable(() => admin.fetchTopicOffsets(topic), retry),
+    retryRetriable(() => admin.fetchOffsets({ groupId, topics: [topic] }), retry),
   ]);
   const done = new Map(committed[0]?.partitions.map((p) => [p.partition, BigInt(p.offset)]) ?? []);
   return ends.map((e) => {

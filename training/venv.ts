@@ -12,6 +12,11 @@ const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const VENV = `${ROOT}.venv`;
 const REQUIREMENTS = `${ROOT}training/requirements.txt`;
 const STAMP = `${VENV}/.requirements.sha256`;
+/**
+ * venv's and pip's output goes to stderr: the entry points that call this (the benchmarks, the
+ * backtest) keep stdout for their one JSON line.
+ */
+const PROGRESS_ON_STDERR: ['ignore', number, number] = ['ignore', 2, 2];
 
 /** Path of the venv's python, after making sure the pinned requirements are installed. */
 export function ensurePythonEnv(log: (line: string) => void = () => undefined): string {
@@ -23,13 +28,13 @@ export function ensurePythonEnv(log: (line: string) => void = () => undefined): 
   try {
     if (!existsSync(python)) {
       log('creating .venv (python3 -m venv)');
-      execFileSync('python3', ['-m', 'venv', VENV], { stdio: 'inherit' });
+      execFileSync('python3', ['-m', 'venv', VENV], { stdio: PROGRESS_ON_STDERR });
     }
     log('installing training/requirements.txt into .venv');
     execFileSync(
       python,
       ['-m', 'pip', 'install', '-q', '--disable-pip-version-check', '-r', REQUIREMENTS],
-      { stdio: 'inherit' },
+      { stdio: PROGRESS_ON_STDERR },
     );
   } catch (err) {
     throw new Error(

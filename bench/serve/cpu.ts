@@ -1,6 +1,7 @@
 /**
  * CPU accounting of a load run on Linux: the whole machine (/proc/stat), every process
- * (/proc/<pid>/stat, to name the busiest other ones) and Redis (INFO cpu).
+ * (/proc/<pid>/stat, to name the busiest other ones), the API's main thread (/proc/<pid>/task)
+ * and Redis (INFO cpu).
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
@@ -41,6 +42,47 @@ export function processTicks(): Map<number, { comm: string; ticks: number }> {
     }
   }
   return out;
+}
+
+/** utime + stime ticks of a /proc stat line, and the parent pid. */
+function statTicks(stat: string): { ppid: number; ticks: number } {
+  // After "(comm) ": state is field 3, ppid 4, utime 14 and stime 15 (1-based in proc(5)).
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) };
+}
+
+/**
+ * CPU ticks (USER_HZ = 100) of the main thread (the task whose id is the pid) of `root` and of
+ * each of its descendant processes (an API serving from several processes): the thread that
+ * runs the event loop, without the scorer worker threads; NaN where /proc is missing.
+ */
+export function mainThreadTicks(root: number): number {
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  } catch {
+    return NaN;
+  }
+  const children = new Map<number, number[]>();
+  for (const pid of pids) {
+    try {
+      const { ppid } = statTicks(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(pid)]);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  let ticks = 0;
+  for (const queue = [root]; queue.length > 0;) {
+    const pid = queue.pop() ?? root;
+    try {
+      ticks += statTicks(readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8')).ticks;
+    } catch {
+      if (pid === root) return NaN;
+    }
+    queue.push(...(children.get(pid) ?? []));
+  }
+  return ticks;
 }
 
 /** The busiest processes between two snapshots, except `exclude`, in cores. */

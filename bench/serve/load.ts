@@ -1,15 +1,15 @@
 /**
  * Step 7 of the serving benchmark: autocannon against the API at each `--rates` value, then one
  * run without a rate limit; per run the client latencies (per-response hrtime, 2xx only), the
- * API's `took_ms` and its own metrics, and the CPU of the API, the load generator, Redis and
- * everything else. Rate runs are paced as staggered single-connection instances unless `--burst`
+ * API's `took_ms` and its own metrics (stage times, Redis commands per request), and the CPU of
+ * the API (and of its main thread), the load generator, Redis and everything else. Rate runs are paced as staggered single-connection instances unless `--burst`
  * (why: the Pacing paragraph of bench/serve.ts).
  */
 import { availableParallelism } from 'node:os';
 import type { Redis } from 'ioredis';
 import { autocannon, type AcRequest, type AcResult } from './autocannon.ts';
-import { busiest, hostCpu, processTicks, redisCpuSeconds } from './cpu.ts';
-import { scrape, serverDelta } from './server-metrics.ts';
+import { busiest, hostCpu, mainThreadTicks, processTicks, redisCpuSeconds } from './cpu.ts';
+import { STAGES, scrape, serverDelta } from './server-metrics.ts';
 import { mean, round, say, sleep, summary } from './stats.ts';
 
 export interface LoadTarget {
@@ -21,8 +21,10 @@ export interface LoadTarget {
   readonly connections: number;
   /** One autocannon instance with `overallRate` per rate run, instead of staggered ones. */
   readonly burst: boolean;
-  /** Processes not counted as "other" (this one, the API, Redis). */
+  /** Processes not counted as "other" (this one, the API, Redis; the processors while running). */
   readonly ours: ReadonlySet<number>;
+  /** The API's process id (its main thread's CPU is measured, see `mainThreadTicks`). */
+  readonly apiPid: number;
 }
 
 /** A function running the load at a rate (null: unthrottled) for `duration` seconds. */
@@ -54,11 +56,13 @@ export function loadRunner(target: LoadTarget) {
     const cpu0 = process.cpuUsage();
     const host0 = hostCpu();
     const procs0 = processTicks();
+    const main0 = mainThreadTicks(target.apiPid);
     const t0 = performance.now();
     const parts = await fire(target, request, rate, duration, latencies);
     const wall = (performance.now() - t0) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const host1 = hostCpu();
+    const main1 = mainThreadTicks(target.apiPid);
     const procs1 = processTicks();
     const redisCpu = (await redisCpuSeconds(redis)) - redisCpu0;
     const after = await scrape(base);
@@ -71,6 +75,7 @@ export function loadRunner(target: LoadTarget) {
         ? NaN
         : ((host1.busy - host0.busy) / Math.max(1, host1.total - host0.total)) *
           availableParallelism();
+    const responses = parts.reduce((s, p) => s + p.responses, 0);
     const errors = parts.reduce((s, p) => s + p.result.errors, 0);
     const non2xx = parts.reduce((s, p) => s + p.result.non2xx, 0);
     const first = parts[0]?.result;
@@ -86,6 +91,7 @@ export function loadRunner(target: LoadTarget) {
       candidates_mean: round(mean(onResponse.cands), 1),
       ...server,
       server_cpu_ms_per_request: round((server.server_cpu_cores * 1000) / Math.max(rps, 1e-9)),
+      main_thread_cpu_ms_per_request: round(((main1 - main0) * 10) / Math.max(1, responses)),
       loadgen_cpu_cores: round(loadgenCores),
       redis_cpu_cores: round(redisCores),
       host_cpu_cores: round(hostCores),
@@ -148,8 +154,9 @@ async function fire(
   );
 }
 
-const describe = (r: LoadRun) =>
-  `  -> ${r.rps} req/s, p50 ${r.p50_ms} / p99 ${r.p99_ms} / max ${r.max_ms} ms, errors ${r.errors}, took_ms p50 ${r.took_ms.p50_ms} p99 ${r.took_ms.p99_ms}, server cpu ${r.server_cpu_cores} cores (${r.server_cpu_ms_per_request} ms/request), load generator ${r.loadgen_cpu_cores}, redis ${r.redis_cpu_cores}, other processes ${r.other_cpu_cores}${r.other_busiest.length > 0 ? ` (${r.other_busiest.map((p) => `${p.name} ${p.cores}`).join(', ')})` : ''}`;
+/** A run's figures in one progress line. */
+export const describeRun = (r: LoadRun) =>
+  `  -> ${r.rps} req/s, p50 ${r.p50_ms} / p99 ${r.p99_ms} / max ${r.max_ms} ms, errors ${r.errors}, took_ms p50 ${r.took_ms.p50_ms} p99 ${r.took_ms.p99_ms}, server cpu ${r.server_cpu_cores} cores (${r.server_cpu_ms_per_request} ms/request, main thread ${r.main_thread_cpu_ms_per_request}), load generator ${r.loadgen_cpu_cores}, redis ${r.redis_cpu_cores}, other processes ${r.other_cpu_cores}${r.other_busiest.length > 0 ? ` (${r.other_busiest.map((p) => `${p.name} ${p.cores}`).join(', ')})` : ''}\n     stages p50/p99 ms: ${STAGES.map((st) => `${st} ${r.stages_ms[st].p50 ?? '-'}/${r.stages_ms[st].p99 ?? '-'}`).join(', ')}; ${r.redis_commands_per_request ?? '-'} Redis commands/request`;
 
 /**
  * A 3-s unthrottled warm-up, a run at each rate and one unthrottled run; the most CPU other
@@ -169,11 +176,11 @@ export async function loadRuns(
     say(`rate ${rate}/s for ${duration} s (${connections} connections)`);
     const r = await loadRun(rate, duration);
     perRate.push(r);
-    say(describe(r));
+    say(describeRun(r));
   }
   say(`max throughput for ${duration} s (${connections} connections, no rate limit)`);
   const maxRun = await loadRun(null, duration);
-  say(describe(maxRun));
+  say(describeRun(maxRun));
 
   const otherMax = Math.max(...[...perRate, maxRun].map((r) => r.other_cpu_cores));
   if (otherMax > 0.25) {

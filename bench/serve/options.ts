@@ -15,6 +15,13 @@ export const WORKERS = 2;
 export const K = 12;
 /** The latency target: the headline rate is the highest whose p99 is within it. */
 export const P99_TARGET_MS = 10;
+/**
+ * The p99 a rate must stay within to count as sustainable (`max_rps_p99_25ms`); the overload step
+ * offers twice the highest such rate.
+ */
+export const SUSTAINABLE_P99_MS = 25;
+/** The rate whose run gives the per-stage and per-request figures, and the freshness run's load. */
+export const STOREFRONT_RATE = 300;
 
 export interface BenchOptions {
   /** The H&M-layout folder loaded. */

@@ -10,6 +10,7 @@ import { loadModel, type LoadedModel } from '../../models/model-meta.ts';
 import { activateModel, registerModel } from '../../models/registry.ts';
 import { consumerLag } from '../../streams/admin.ts';
 import { runLoad } from '../../streams/loader/load.ts';
+import { ensurePythonEnv } from '../../training/venv.ts';
 import { spawnTs, stopChild, type Child } from './children.ts';
 import { CANDIDATES, K, WORKERS, type BenchOptions } from './options.ts';
 import type { BenchRun } from './setup.ts';
@@ -31,6 +32,19 @@ export async function loadAndProcess(run: BenchRun, data: string): Promise<numbe
     `published ${load.published.articles} articles, ${load.published.customers} customers, ${load.published.purchases} purchases in ${round(load.publishMs / 1000, 1)} s`,
   );
   const tProc = performance.now();
+  const proc = startProcessors(run);
+  await untilCaughtUp(run, proc, tProc);
+  const processingS = (performance.now() - tProc) / 1000;
+  say(`processed (every consumer group at lag 0) in ${round(processingS, 1)} s`);
+  await stopChild(proc);
+  return processingS;
+}
+
+/**
+ * The processors (`processors/processors-cli.ts`) as a child process on the run's topics, consumer
+ * groups and namespace; `run.children.processors`.
+ */
+export function startProcessors(run: BenchRun): Child {
   const proc = spawnTs('processors', 'processors/processors-cli.ts', {
     ...run.childEnv,
     TOPIC_PREFIX: run.prefix,
@@ -41,11 +55,7 @@ export async function loadAndProcess(run: BenchRun, data: string): Promise<numbe
   void (async () => {
     for await (const line of proc.lines) process.stderr.write(`  [processors] ${line}\n`);
   })();
-  await untilCaughtUp(run, proc, tProc);
-  const processingS = (performance.now() - tProc) / 1000;
-  say(`processed (every consumer group at lag 0) in ${round(processingS, 1)} s`);
-  await stopChild(proc);
-  return processingS;
+  return proc;
 }
 
 async function untilCaughtUp(run: BenchRun, proc: Child, tProc: number): Promise<void> {
@@ -73,14 +83,20 @@ async function untilCaughtUp(run: BenchRun, proc: Child, tProc: number): Promise
   }
 }
 
-/** 2. Build the fixture ranker (`trees` trees, depth 6), register it and activate it. */
+/**
+ * 2. Build the fixture ranker (`trees` trees, depth 6), register it and activate it. The fixture
+ * is built by the project's Python (`REC_PYTHON`, else `.venv`, created or brought up to date the
+ * way the demo does on a fresh clone).
+ */
 export async function buildModel(run: BenchRun, trees: number): Promise<LoadedModel> {
   const features = featureNames(run.config.embeddings.enabled);
+  const python = run.config.python ?? ensurePythonEnv(say);
   const built = await buildFixtureModel(run.modelDir, {
     features,
     trees,
     depth: 6,
     seed: 1,
+    python,
   });
   const model: LoadedModel = await loadModel(built.onnxPath, built.metaPath, features);
   await registerModel(run.redis, run.keys, model);

@@ -1,7 +1,8 @@
 /**
  * The API's own figures over a load run: its Prometheus `/metrics` scraped before and after, and
- * the difference (requests, mean latency, the p99 histogram bound, round trips, CPU, event-loop
- * lag, degraded answers, ranker errors).
+ * the difference (requests, mean latency, the p99 histogram bound, the p50 / p99 of each stage of
+ * a ranked request, round trips and Redis commands per request, CPU, event-loop lag, degraded
+ * answers, ranker errors).
  */
 import { round } from './stats.ts';
 
@@ -26,6 +27,51 @@ function metricValue(s: Sample[], name: string, labels: Record<string, string> =
   return s
     .filter((x) => x.name === name && Object.entries(labels).every(([k, v]) => x.labels[k] === v))
     .reduce((sum, x) => sum + x.value, 0);
+}
+
+/** The stages of a ranked request the API times (`rec_serving_stage_duration_seconds`). */
+export const STAGES = ['candidates', 'features', 'scoring', 'http'] as const;
+export type StageName = (typeof STAGES)[number];
+
+/**
+ * The q-quantile (ms) of a histogram's observations between two scrapes, as Prometheus'
+ * `histogram_quantile` estimates it: linear within the bucket holding it (the highest finite
+ * bound when it falls in +Inf); null without observations.
+ */
+export function histogramQuantile(
+  before: Sample[],
+  after: Sample[],
+  name: string,
+  labels: Record<string, string>,
+  q: number,
+): number | null {
+  const bucket = `${name}_bucket`;
+  const les = after
+    .filter((x) => x.name === bucket && Object.entries(labels).every(([k, v]) => x.labels[k] === v))
+    .map((x) => x.labels.le ?? '');
+  const cumulative = les
+    .map((le) => ({
+      le: le === '+Inf' ? Infinity : Number(le),
+      n:
+        metricValue(after, bucket, { ...labels, le }) -
+        metricValue(before, bucket, { ...labels, le }),
+    }))
+    .sort((a, b) => a.le - b.le);
+  const total = cumulative.at(-1)?.n ?? 0;
+  if (total <= 0) return null;
+  const rank = q * total;
+  let lower = 0;
+  let below = 0;
+  for (const { le, n } of cumulative) {
+    if (n >= rank) {
+      if (!Number.isFinite(le)) return round(lower * 1000, 3);
+      const share = n > below ? (rank - below) / (n - below) : 1;
+      return round((lower + (le - lower) * share) * 1000, 3);
+    }
+    lower = le;
+    below = n;
+  }
+  return round(lower * 1000, 3);
 }
 
 /** Server-side figures over the interval between two scrapes. */
@@ -57,10 +103,33 @@ export function serverDelta(before: Sample[], after: Sample[], seconds: number) 
       break;
     }
   }
+  const stage = (name: StageName) => ({
+    p50: histogramQuantile(
+      before,
+      after,
+      'rec_serving_stage_duration_seconds',
+      { stage: name },
+      0.5,
+    ),
+    p99: histogramQuantile(
+      before,
+      after,
+      'rec_serving_stage_duration_seconds',
+      { stage: name },
+      0.99,
+    ),
+  });
+  const recRequests = d('rec_serving_request_duration_seconds_count', { route: REC_ROUTE });
   return {
     server_requests: count,
     server_mean_ms: round(count > 0 ? (sum / count) * 1000 : NaN),
     server_p99_le_ms: p99Le,
+    stages_ms: Object.fromEntries(STAGES.map((name) => [name, stage(name)])) as Record<
+      StageName,
+      ReturnType<typeof stage>
+    >,
+    redis_commands_per_request:
+      recRequests > 0 ? round(d('rec_serving_redis_commands_total') / recRequests, 1) : null,
     redis_round_trips_mean: round(
       d('rec_serving_redis_round_trips_sum') /
         Math.max(1, d('rec_serving_redis_round_trips_count')),

@@ -1,14 +1,14 @@
 /**
  * What one benchmark run owns and removes afterwards: fresh topic, consumer-group and Redis
- * namespace names, the Kafka admin and Redis clients, the environment of its child processes, the
- * model folder; and the children themselves (stopped first when the run ends).
+ * namespace names, the Kafka client and admin and the Redis client, the environment of its child
+ * processes, the model folder; and the children themselves (stopped first when the run ends).
  */
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import type { Admin } from 'kafkajs';
+import type { Admin, Kafka } from 'kafkajs';
 import { pino, type Logger } from 'pino';
 import { loadConfig, type Config, type Endpoints } from '../../common/config.ts';
 import { keySpace, type KeySpace } from '../../features/keys.ts';
@@ -31,6 +31,7 @@ export interface BenchRun {
   readonly keys: KeySpace;
   readonly topics: Topics;
   readonly redis: Redis;
+  readonly kafka: Kafka;
   readonly admin: Admin;
   /** Environment of the child processes (the stack's endpoints, the namespace). */
   readonly childEnv: NodeJS.ProcessEnv;
@@ -79,6 +80,7 @@ export async function openRun(): Promise<BenchRun> {
     keys: keySpace(ns),
     topics,
     redis,
+    kafka,
     admin,
     childEnv,
     groups,

@@ -14,7 +14,14 @@ import { NO_MODEL, type NoModel, type Ranker } from '../ranking.ts';
 import type { TrendingCache } from '../trending-cache.ts';
 
 export interface AppEnv {
-  Variables: { requestId: string };
+  Variables: {
+    requestId: string;
+    /**
+     * Milliseconds a ranked recommendation spent in its candidates, features and scoring stages
+     * (routes/recommendations.ts); the request middleware counts the rest as the `http` stage.
+     */
+    stagesMs?: number;
+  };
 }
 
 export interface RouteContext {

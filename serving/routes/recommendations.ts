@@ -9,6 +9,7 @@
  */
 import { featureNames } from '../../features/definitions.ts';
 import { OpenAPIHono, createRoute } from '@hono/zod-openapi';
+import type { Context } from 'hono';
 import type { ArticleState } from '../../features/state.ts';
 import {
   ErrorResponse,
@@ -88,6 +89,7 @@ export function recommendationRoutes(ctx: RouteContext): OpenAPIHono<AppEnv> {
     const explain = q.explain ?? false;
 
     let set: CandidateSet;
+    const tCandidates = performance.now();
     try {
       set = await gatherCandidates(ctx.redis, ctx.keys, ctx.config, {
         customerId,
@@ -108,11 +110,17 @@ export function recommendationRoutes(ctx: RouteContext): OpenAPIHono<AppEnv> {
 
     const now = ctx.eventNow([set.customer.last, ...[...set.articles.values()].map((a) => a.last)]);
     const ranker = ctx.ranker();
+    const tRank = performance.now();
     const outcome = await rankCandidates(
       { candidates: set.candidates, customer: set.customer, articles: set.articles, now, explain },
       ranker,
       { timeoutMs: ctx.config.rankerTimeoutMs, features: featureNames(ctx.config.embeddings) },
     );
+    recordStages(c, ctx, {
+      candidates: tRank - tCandidates,
+      features: outcome.featuresMs,
+      scoring: performance.now() - tRank - outcome.featuresMs,
+    });
     if (outcome.fallback) reportFailure(outcome.fallback, ranker, requestIdOf(c));
     ctx.metrics.setModelVersion(outcome.modelVersion);
 
@@ -131,6 +139,23 @@ export function recommendationRoutes(ctx: RouteContext): OpenAPIHono<AppEnv> {
     return c.json(body, 200);
   });
   return app;
+}
+
+/**
+ * The stage times of a ranked request (ms; the `candidates` stage includes the little between the
+ * reads and the ranking); their sum is left in the context for the request middleware, which
+ * observes the `http` stage as the rest of the request's time in the server.
+ */
+function recordStages(
+  c: Context<AppEnv>,
+  ctx: RouteContext,
+  ms: { candidates: number; features: number; scoring: number },
+): void {
+  const stages = ctx.metrics.stageSeconds;
+  stages.observe({ stage: 'candidates' }, ms.candidates / 1000);
+  stages.observe({ stage: 'features' }, ms.features / 1000);
+  stages.observe({ stage: 'scoring' }, ms.scoring / 1000);
+  c.set('stagesMs', ms.candidates + ms.features + ms.scoring);
 }
 
 /** Candidate metrics, and the global trending top read for the trending cache. */

@@ -1083,6 +1083,10 @@ describe('serving API on the real Redis', () => {
       ).toBe(1);
       expect(metricValue(text, 'rec_serving_candidates_count')).toBe(1);
       expect(text).toContain('rec_serving_model_version{version="heuristic-v2"} 1');
+      // One ranked request: each of its stages observed once (the 400 has none).
+      for (const stage of ['candidates', 'features', 'scoring', 'http']) {
+        expect(metricValue(text, 'rec_serving_stage_duration_seconds_count', { stage })).toBe(1);
+      }
     });
 
     it('/openapi.json describes the four /v1 paths; /docs serves Swagger UI', async () => {

@@ -125,6 +125,33 @@ describe('serving over HTTP on the real stack', () => {
     expect(JSON.stringify(await bad.json())).toContain('k');
   });
 
+  it('counts its Redis commands and times the stages of each ranked request', async () => {
+    const { redisCommands, stageSeconds } = serving.metrics;
+    const commands = async () => (await redisCommands.get()).values[0]?.value ?? 0;
+    const stages = ['candidates', 'features', 'scoring', 'http'];
+    const observed = async () => {
+      const values = (await stageSeconds.get()).values;
+      return stages.map(
+        (stage) =>
+          values.find(
+            (v) =>
+              v.metricName === 'rec_serving_stage_duration_seconds_count' &&
+              v.labels.stage === stage,
+          )?.value ?? 0,
+      );
+    };
+    const commands0 = await commands();
+    const stages0 = await observed();
+    const n = 5;
+    for (const c of customers.slice(0, n)) {
+      expect((await get(`/v1/recommendations/${c}?k=12`)).status).toBe(200);
+    }
+    // Candidates alone take at least three round trips of one command or more each.
+    expect((await commands()) - commands0).toBeGreaterThanOrEqual(3 * n);
+    const stages1 = await observed();
+    expect(stages1.map((x, i) => x - (stages0[i] ?? 0))).toEqual(stages.map(() => n));
+  });
+
   it('hot-swaps to a newly activated model under concurrent requests without a single failure', async () => {
     await registerModel(redis, keys, modelB);
     const statuses: number[] = [];

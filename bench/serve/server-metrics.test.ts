@@ -1,0 +1,50 @@
+import { Histogram, Registry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { histogramQuantile, type Sample } from './server-metrics.ts';
+
+/** The samples of a registry's exposition, as `scrape` parses them. */
+async function samples(registry: Registry): Promise<Sample[]> {
+  const text = await registry.metrics();
+  const out: Sample[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$/.exec(line);
+    if (!m) continue;
+    const labels: Record<string, string> = {};
+    for (const l of (m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)) labels[l[1] ?? ''] = l[2] ?? '';
+    out.push({ name: m[1] ?? '', labels, value: Number(m[3]) });
+  }
+  return out;
+}
+
+describe('histogramQuantile', () => {
+  it("estimates quantiles of the observations between two scrapes, as Prometheus' histogram_quantile", async () => {
+    const registry = new Registry();
+    const h = new Histogram({
+      name: 'x_seconds',
+      help: 'x',
+      labelNames: ['stage'],
+      buckets: [0.001, 0.002, 0.004],
+      registers: [registry],
+    });
+    // Before: observations that must not count.
+    for (let i = 0; i < 50; i++) h.observe({ stage: 'a' }, 0.0035);
+    const before = await samples(registry);
+    // 100 between the scrapes: 40 in (0, 1 ms], 40 in (1, 2], 19 in (2, 4], 1 above 4 ms.
+    for (let i = 0; i < 40; i++) h.observe({ stage: 'a' }, 0.0005);
+    for (let i = 0; i < 40; i++) h.observe({ stage: 'a' }, 0.0015);
+    for (let i = 0; i < 19; i++) h.observe({ stage: 'a' }, 0.003);
+    h.observe({ stage: 'a' }, 0.5);
+    h.observe({ stage: 'b' }, 0.0001);
+    const after = await samples(registry);
+    const q = (p: number, stage = 'a') =>
+      histogramQuantile(before, after, 'x_seconds', { stage }, p);
+    // rank 50: the 10th of 40 in (1, 2] ms -> 1 + 10/40
+    expect(q(0.5)).toBeCloseTo(1.25, 6);
+    // rank 99: the 19th of 19 in (2, 4] -> 4
+    expect(q(0.99)).toBeCloseTo(4, 6);
+    // rank 99.5 falls in +Inf: the highest finite bound
+    expect(q(0.995)).toBeCloseTo(4, 6);
+    expect(q(0.5, 'b')).toBeCloseTo(0.5, 6);
+    expect(q(0.5, 'c')).toBeNull();
+  });
+});
