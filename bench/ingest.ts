@@ -261,7 +261,7 @@ async function main(): Promise<void> {
     });
     const perArticle = await sample(artSample, (id) => {
       const k = keys.article(id);
-      return [k.stats, k.buyers, k.copurchase, k.meta, k.offsets];
+      return [k.stats, k.buyers, k.copurchase, k.meta, k.summary, k.offsets];
     });
     const redisAfter = Number((await redis.info('memory')).match(/used_memory:(\d+)/)?.[1] ?? 0);
     await admin.disconnect();
