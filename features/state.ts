@@ -71,11 +71,12 @@ export interface ArticleState {
   priceSum: number;
   first: number | null;
   last: number | null;
-  /** Log-space decayed purchase counts per half-life. */
-  popularity: Partial<Record<HalfLife, number>>;
+  /** Log-space decayed purchase counts per half-life (shared between reads: do not modify). */
+  popularity: Readonly<Partial<Record<HalfLife, number>>>;
   /** Approximate distinct buyers (HyperLogLog). */
   buyers: number;
-  meta: Record<string, string>;
+  /** The record's `ARTICLE_META_FIELDS` (shared between reads: do not modify). */
+  meta: Readonly<Record<string, string>>;
 }
 
 type Hash = Record<string, string>;
@@ -256,14 +257,41 @@ const POP_AT = ARTICLE_SALES_FIELDS.indexOf('pop:' + (POPULARITY_HALF_LIVES[0] ?
 const SALES_PARTS = ARTICLE_SALES_FIELDS.length + 1;
 
 interface Sales {
-  n: number;
-  units: number;
-  revenue: number;
-  priceSum: number;
-  first: number | null;
-  last: number | null;
-  popularity: Partial<Record<HalfLife, number>>;
-  buyers: number;
+  readonly n: number;
+  readonly units: number;
+  readonly revenue: number;
+  readonly priceSum: number;
+  readonly first: number | null;
+  readonly last: number | null;
+  readonly popularity: Partial<Record<HalfLife, number>>;
+  readonly buyers: number;
+}
+
+/**
+ * The latest parsed summary part of each article, with the text it was parsed from, so that the
+ * many requests reading an unchanged article parse it once (exact: a changed text is parsed
+ * again). Bounded; emptied when full.
+ */
+class Parsed<T> {
+  readonly #byId = new Map<string, { text: string; value: T }>();
+  constructor(
+    private readonly parse: (text: string) => T,
+    private readonly max: number,
+  ) {}
+
+  get(id: string, text: string): T {
+    const hit = this.#byId.get(id);
+    if (hit !== undefined && hit.text === text) return hit.value;
+    const value = this.parse(text);
+    if (hit !== undefined) {
+      hit.text = text;
+      hit.value = value;
+    } else {
+      if (this.#byId.size >= this.max) this.#byId.clear();
+      this.#byId.set(id, { text, value });
+    }
+    return value;
+  }
 }
 
 /** The sales part of a summary, or null when it is not in the layout this build packs. */
@@ -315,8 +343,22 @@ function parseMeta(packed: string): Hash | null {
     : null;
 }
 
+const parsedSales = new Parsed(parseSales, 100_000);
+const parsedMeta = new Parsed(parseMeta, 100_000);
+
 function articleState(articleId: string, sales: Sales, meta: Hash): ArticleState {
-  return { articleId, ...sales, meta };
+  return {
+    articleId,
+    n: sales.n,
+    units: sales.units,
+    revenue: sales.revenue,
+    priceSum: sales.priceSum,
+    first: sales.first,
+    last: sales.last,
+    popularity: sales.popularity,
+    buyers: sales.buyers,
+    meta,
+  };
 }
 
 /**
@@ -338,8 +380,9 @@ export async function readArticles(
   const metas: (Hash | null)[] = [];
   for (let i = 0; i < ids.length; i++) {
     const [s = null, m = null] = v[i] as (string | null)[];
-    sales.push(s === null ? null : parseSales(s));
-    metas.push(m === null ? null : parseMeta(m));
+    const id = ids[i] as string;
+    sales.push(s === null ? null : parsedSales.get(id, s));
+    metas.push(m === null ? null : parsedMeta.get(id, m));
   }
   const missing = ids.flatMap((_, i) => (sales[i] === null || metas[i] === null ? [i] : []));
   if (missing.length > 0) await readFromHashes(redis, keys, ids, missing, sales, metas);

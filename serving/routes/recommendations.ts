@@ -119,10 +119,11 @@ export function recommendationRoutes(ctx: RouteContext): OpenAPIHono<AppEnv> {
   return app;
 }
 
-/** Candidate metrics, and the global trending top read for the trending cache. */
+/** Candidate metrics, and the global trending top read for the trending cache (when new). */
 function recordCandidates(ctx: RouteContext, set: CandidateSet): void {
   ctx.metrics.redisRoundTrips.observe(set.roundTrips);
   ctx.metrics.candidates.observe(set.candidates.length);
+  if (!ctx.cache.isNewOffer(set.globalTop)) return;
   const globalSummaries = new Map<string, ArticleSummary>();
   for (const g of set.globalTop) {
     const a = set.articles.get(g.articleId);
