@@ -6,7 +6,11 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from '../common/logger.ts';
 import type { KeySpace } from '../features/keys.ts';
-import { DEFAULT_CANDIDATE_CONFIG, type CandidateConfig } from './candidates/index.ts';
+import {
+  DEFAULT_CANDIDATE_CONFIG,
+  type CandidateConfig,
+  type SharedReads,
+} from './candidates/index.ts';
 import type { ServingMetrics } from './metrics.ts';
 import type { NoModel, Ranker } from './ranking.ts';
 import type { TrendingCache } from './trending-cache.ts';
@@ -21,6 +25,12 @@ export interface ServingConfig extends CandidateConfig {
   /** Trending cache size and refresh period, when `createApp` builds the cache itself. */
   readonly trendingCacheSize: number;
   readonly trendingCacheRefreshMs: number;
+  /**
+   * Article states and trending sets read for a recommendation are reused by the app's next
+   * ones for at most this long (ms, wall clock; 0: every request reads them): the staleness bound
+   * of what all requests share (candidates/shared.ts). Customer state is always read.
+   */
+  readonly sharedReadsMaxAgeMs: number;
 }
 
 export const DEFAULT_SERVING_CONFIG: ServingConfig = {
@@ -30,6 +40,7 @@ export const DEFAULT_SERVING_CONFIG: ServingConfig = {
   readyTimeoutMs: 500,
   trendingCacheSize: 200,
   trendingCacheRefreshMs: 10_000,
+  sharedReadsMaxAgeMs: 1_000,
 };
 
 export interface ServingDeps {
@@ -57,4 +68,9 @@ export interface ServingDeps {
    * one to share it or to run its periodic timer (`start()`), which the app never starts itself.
    */
   readonly trendingCache?: TrendingCache;
+  /**
+   * What recommendations share (candidates/shared.ts). When absent, the app makes one from
+   * `config.sharedReadsMaxAgeMs` (none when it is 0); pass one to set its clock (tests).
+   */
+  readonly sharedReads?: SharedReads;
 }

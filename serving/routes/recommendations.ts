@@ -75,11 +75,13 @@ export function recommendationRoutes(ctx: RouteContext): OpenAPIHono<AppEnv> {
 
     let set: CandidateSet;
     try {
-      set = await gatherCandidates(ctx.redis, ctx.keys, ctx.config, {
-        customerId,
-        filters,
-        allowRepurchase: q.allow_repurchase ?? false,
-      });
+      set = await gatherCandidates(
+        ctx.redis,
+        ctx.keys,
+        ctx.config,
+        { customerId, filters, allowRepurchase: q.allow_repurchase ?? false },
+        ctx.shared,
+      );
     } catch (err) {
       if (!(err instanceof StoreUnavailableError)) throw err;
       const request = { customerId, k: q.k, filters, explain, t0 };
