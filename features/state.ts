@@ -343,8 +343,8 @@ function parseMeta(packed: string): Hash | null {
     : null;
 }
 
-const parsedSales = new Parsed(parseSales, 100_000);
-const parsedMeta = new Parsed(parseMeta, 100_000);
+const parsedSales = new Parsed(parseSales, 20_000);
+const parsedMeta = new Parsed(parseMeta, 20_000);
 
 function articleState(articleId: string, sales: Sales, meta: Hash): ArticleState {
   return {
