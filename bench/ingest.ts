@@ -378,7 +378,7 @@ async function memoryUsage(run: Run, { customers, articles }: BenchDataset): Pro
   });
   const perArticle = await sample(artSample, (id) => {
     const k = keys.article(id);
-    return [k.stats, k.buyers, k.copurchase, k.meta, k.offsets];
+    return [k.stats, k.buyers, k.copurchase, k.meta, k.summary, k.offsets];
   });
   const redisAfter = Number((await redis.info('memory')).match(/used_memory:(\d+)/)?.[1] ?? 0);
   return { perCustomer, perArticle, redisAfter };

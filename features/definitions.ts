@@ -22,25 +22,38 @@ const days = (ms: number): number => ms / 86_400_000;
 const since = (t: number | null, now: number): number => (t === null ? NaN : days(now - t));
 const ratio = (a: number, b: number): number => (b === 0 ? NaN : a / b);
 
-/** The customer's latest purchases of the article, within the recent list (newest first). */
-function recentOf(
-  customer: CustomerState,
-  articleId: string,
-): { last: number; rank: number; n: number } | null {
-  let last: number | null = null;
-  let rank = -1;
-  let n = 0;
-  const seen = new Set<string>();
-  for (const p of customer.recent) {
-    if (!seen.has(p.articleId)) {
-      seen.add(p.articleId);
-      if (p.articleId === articleId) rank = seen.size - 1;
+interface RecentStat {
+  /** Latest purchase time. */
+  last: number;
+  /** Position among the distinct articles of the recent list (0 = the latest). */
+  rank: number;
+  /** Purchases within the list. */
+  n: number;
+}
+
+/** Per customer state, its recent purchases by article (built once: the state does not change). */
+const recentIndexes = new WeakMap<CustomerState, Map<string, RecentStat>>();
+
+function recentIndex(customer: CustomerState): Map<string, RecentStat> {
+  let index = recentIndexes.get(customer);
+  if (index === undefined) {
+    index = new Map();
+    for (const p of customer.recent) {
+      const r = index.get(p.articleId);
+      if (r === undefined) index.set(p.articleId, { last: p.time, rank: index.size, n: 1 });
+      else {
+        r.n++;
+        if (p.time > r.last) r.last = p.time;
+      }
     }
-    if (p.articleId !== articleId) continue;
-    n++;
-    if (last === null || p.time > last) last = p.time;
+    recentIndexes.set(customer, index);
   }
-  return last === null ? null : { last, rank, n };
+  return index;
+}
+
+/** The customer's latest purchases of the article, within the recent list (newest first). */
+function recentOf(customer: CustomerState, articleId: string): RecentStat | null {
+  return recentIndex(customer).get(articleId) ?? null;
 }
 
 const popularity = (hl: HalfLife): FeatureDefinition => ({
@@ -309,11 +322,38 @@ export function missingFeatures(names: readonly string[], available: readonly st
   return names.filter((n) => !known.has(n));
 }
 
+/** The definitions of each list of names asked for (the model's list is one array). */
+const definitionsByNames = new WeakMap<readonly string[], readonly FeatureDefinition[]>();
+
+function definitionsOf(names: readonly string[]): readonly FeatureDefinition[] {
+  let defs = definitionsByNames.get(names);
+  if (defs === undefined) {
+    defs = names.map((n) => {
+      const f = BY_NAME.get(n);
+      if (!f) throw new Error(`unknown feature "${n}"`);
+      return f;
+    });
+    definitionsByNames.set(names, defs);
+  }
+  return defs;
+}
+
 /** Feature vector in the order of `names` (throws on an unknown name). */
 export function featureVector(names: readonly string[], ctx: FeatureContext): number[] {
-  return names.map((n) => {
-    const f = BY_NAME.get(n);
-    if (!f) throw new Error(`unknown feature "${n}"`);
-    return f.read(ctx);
-  });
+  return definitionsOf(names).map((f) => f.read(ctx));
+}
+
+/**
+ * The feature vector of `ctx` in the order of `names`, written into `out` from `offset`: the
+ * values of `featureVector`, stored as `out` stores them (a Float32Array row of the model's input
+ * holds what `Float32Array.set(featureVector(…))` would), without an array per row.
+ */
+export function writeFeatureVector(
+  names: readonly string[],
+  ctx: FeatureContext,
+  out: Float32Array | Float64Array,
+  offset: number,
+): void {
+  const defs = definitionsOf(names);
+  for (let j = 0; j < defs.length; j++) out[offset + j] = (defs[j] as FeatureDefinition).read(ctx);
 }

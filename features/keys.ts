@@ -73,6 +73,13 @@ export interface ArticleKeys {
   readonly copurchase: string;
   /** hash of the article record (from the articles topic) */
   readonly meta: string;
+  /**
+   * hash: the article summary read per candidate in one command (state.ts `readArticles`) —
+   * `s:<sig>` the sales state packed from `stats` and `buyers` (article.lua), `m:<sig>` the
+   * metadata fields the features and answers use, packed from `meta` (metadata.lua); the
+   * signatures name the packed layouts (`ARTICLE_SUMMARY_FIELDS`)
+   */
+  readonly summary: string;
   /** hash `a:<partition>` / `c:<partition>` -> highest offset applied by article / co-purchase script */
   readonly offsets: string;
 }
@@ -147,6 +154,7 @@ export function keySpace(ns = 'rec'): KeySpace {
         buyers: `${p}:buyers`,
         copurchase: `${p}:co`,
         meta: `${p}:meta`,
+        summary: `${p}:sum`,
         offsets: `${p}:off`,
       };
     },

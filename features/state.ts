@@ -1,7 +1,13 @@
 /**
  * Reading the online state back from Redis into plain typed objects, in pipelined round trips.
  * Feature values are computed from these objects (definitions.ts) at an explicit "now".
+ *
+ * An article's state is read from its summary (`{a:<id>}:sum`, one command per article: the sales
+ * state and the metadata fields in use, packed by the scripts that write them, see
+ * processors/lua/include/summary.lua); articles whose summary lacks a part — written before the
+ * summary existed, or never seen — are read from the hashes it summarises, in one more round trip.
  */
+import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { decayedValue } from './decay.ts';
 import {
@@ -65,21 +71,30 @@ export interface ArticleState {
   priceSum: number;
   first: number | null;
   last: number | null;
-  /** Log-space decayed purchase counts per half-life. */
-  popularity: Partial<Record<HalfLife, number>>;
+  /** Log-space decayed purchase counts per half-life (shared between reads: do not modify). */
+  popularity: Readonly<Partial<Record<HalfLife, number>>>;
   /** Approximate distinct buyers (HyperLogLog). */
   buyers: number;
-  meta: Record<string, string>;
+  /** The record's `ARTICLE_META_FIELDS` (shared between reads: do not modify). */
+  meta: Readonly<Record<string, string>>;
 }
 
 type Hash = Record<string, string>;
 
-function metaOf(values: readonly (string | null)[]): Hash {
+/** The record fields `fields` from their values in order (null or '' for a missing one). */
+function metaOf(fields: readonly string[], values: readonly (string | null)[]): Hash {
   const out: Hash = {};
-  ARTICLE_META_FIELDS.forEach((f, i) => {
+  for (let i = 0; i < fields.length; i++) {
     const v = values[i];
-    if (v !== null && v !== undefined) out[f] = v;
-  });
+    // A stored field is never empty (metadata.lua deletes a field set to '').
+    if (v !== null && v !== undefined && v !== '') out[fields[i] as string] = v;
+  }
+  return out;
+}
+
+function numbers(h: Hash): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const f in h) out[f] = Number(h[f]);
   return out;
 }
 const num = (v: string | undefined): number => (v === undefined ? 0 : Number(v));
@@ -143,18 +158,16 @@ export async function readCustomers(
     pipe.hgetall(k.bought);
     pipe.hgetall(k.affinity);
     pipe.hgetall(k.items);
-    pipe.hgetall(k.meta);
+    pipe.hmget(k.meta, ...CUSTOMER_META_FIELDS);
   }
   const v = pipelineValues(await pipe.exec());
   const W = 6; // replies per customer
   return ids.map((customerId, i) => {
     const stats = v[i * W] as Hash;
     const channels: Record<string, number> = {};
-    for (const [f, val] of Object.entries(stats)) {
-      if (f.startsWith('ch:')) channels[f.slice(3)] = Number(val);
+    for (const f in stats) {
+      if (f.startsWith('ch:')) channels[f.slice(3)] = Number(stats[f]);
     }
-    const toNumbers = (h: Hash) =>
-      Object.fromEntries(Object.entries(h).map(([f, val]) => [f, Number(val)]));
     return {
       customerId,
       n: num(stats.n),
@@ -165,18 +178,21 @@ export async function readCustomers(
       last: opt(stats.last),
       channels,
       recent: parseRecent(v[i * W + 1] as string[]),
-      bought: toNumbers(v[i * W + 2] as Hash),
-      affinity: toNumbers(v[i * W + 3] as Hash),
+      bought: numbers(v[i * W + 2] as Hash),
+      affinity: numbers(v[i * W + 3] as Hash),
       ...parseItems(v[i * W + 4] as Hash),
-      meta: v[i * W + 5] as Hash,
+      meta: metaOf(CUSTOMER_META_FIELDS, v[i * W + 5] as (string | null)[]),
     };
   });
 }
 
+/** Customer record fields read back: the ones the features and candidate generation use. */
+export const CUSTOMER_META_FIELDS = ['age'] as const;
+
 /**
- * Article metadata fields read back for features and answers. A full HGETALL would also parse the
- * long description and a dozen unused columns for every candidate (the serving benchmark found
- * reply parsing to be most of a request's CPU).
+ * Article metadata fields read back for features and answers (the metadata part of the article
+ * summary). A full HGETALL would also parse the long description and a dozen unused columns for
+ * every candidate (the serving benchmark found reply parsing to be most of a request's CPU).
  */
 export const ARTICLE_META_FIELDS = [
   'prod_name',
@@ -194,40 +210,209 @@ export const ARTICLE_META_FIELDS = [
   'garment_group_name',
 ] as const;
 
-/** Read articles' state; unknown articles come back with zero counts. */
+/**
+ * The `{a}:stats` fields of the sales part of the article summary, in the order article.lua packs
+ * them (its `names`: the counts, then `pop:<hl>` in POPULARITY_HALF_LIVES order); the buyers'
+ * count follows them.
+ */
+export const ARTICLE_SALES_FIELDS: readonly string[] = [
+  'n',
+  'units',
+  'revenue',
+  'price_sum',
+  'first',
+  'last',
+  ...POPULARITY_HALF_LIVES.map((hl) => `pop:${hl}`),
+];
+
+const signature = (fields: readonly string[]): string =>
+  createHash('sha256').update(fields.join(',')).digest('hex').slice(0, 8);
+
+/**
+ * The fields of the article summary hash: `s:<sig>` the sales part (`ARTICLE_SALES_FIELDS`'
+ * values and the buyers' count, joined by `|`), `m:<sig>` the metadata part (a JSON array of the
+ * `ARTICLE_META_FIELDS` values, '' for a missing one). The signature names the layout, so a build
+ * packing other fields never reads a summary packed by another: it reads the hashes instead.
+ */
+export const ARTICLE_SUMMARY_FIELDS = {
+  sales: `s:${signature([...ARTICLE_SALES_FIELDS, 'buyers'])}`,
+  meta: `m:${signature(ARTICLE_META_FIELDS)}`,
+} as const;
+
+/**
+ * The summary arguments of metadata.lua for an article record: the metadata and sales fields of
+ * the summary, the metadata fields it packs (count first), then the stats fields of the sales part.
+ */
+export function articleSummaryArgs(): string[] {
+  return [
+    ARTICLE_SUMMARY_FIELDS.meta,
+    ARTICLE_SUMMARY_FIELDS.sales,
+    String(ARTICLE_META_FIELDS.length),
+    ...ARTICLE_META_FIELDS,
+    ...ARTICLE_SALES_FIELDS,
+  ];
+}
+
+const POP_AT = ARTICLE_SALES_FIELDS.indexOf('pop:' + (POPULARITY_HALF_LIVES[0] ?? ''));
+const SALES_PARTS = ARTICLE_SALES_FIELDS.length + 1;
+
+interface Sales {
+  readonly n: number;
+  readonly units: number;
+  readonly revenue: number;
+  readonly priceSum: number;
+  readonly first: number | null;
+  readonly last: number | null;
+  readonly popularity: Partial<Record<HalfLife, number>>;
+  readonly buyers: number;
+}
+
+/**
+ * The latest parsed summary part of each article, with the text it was parsed from, so that the
+ * many requests reading an unchanged article parse it once (exact: a changed text is parsed
+ * again). Bounded; emptied when full.
+ */
+class Parsed<T> {
+  readonly #byId = new Map<string, { text: string; value: T }>();
+  constructor(
+    private readonly parse: (text: string) => T,
+    private readonly max: number,
+  ) {}
+
+  get(id: string, text: string): T {
+    const hit = this.#byId.get(id);
+    if (hit !== undefined && hit.text === text) return hit.value;
+    const value = this.parse(text);
+    if (hit !== undefined) {
+      hit.text = text;
+      hit.value = value;
+    } else {
+      if (this.#byId.size >= this.max) this.#byId.clear();
+      this.#byId.set(id, { text, value });
+    }
+    return value;
+  }
+}
+
+/** The sales part of a summary, or null when it is not in the layout this build packs. */
+function parseSales(packed: string): Sales | null {
+  const p = packed.split('|');
+  if (p.length !== SALES_PARTS) return null;
+  const at = (i: number): string | undefined => (p[i] === '' ? undefined : p[i]);
+  const popularity: Partial<Record<HalfLife, number>> = {};
+  POPULARITY_HALF_LIVES.forEach((hl, j) => {
+    const v = at(POP_AT + j);
+    if (v !== undefined) popularity[hl] = Number(v);
+  });
+  return {
+    n: num(at(0)),
+    units: num(at(1)),
+    revenue: num(at(2)),
+    priceSum: num(at(3)),
+    first: opt(at(4)),
+    last: opt(at(5)),
+    popularity,
+    buyers: Number(p[SALES_PARTS - 1]),
+  };
+}
+
+/** The sales state from the `{a}:stats` hash and the buyers' count. */
+function salesOf(stats: Hash, buyers: number): Sales {
+  const popularity: Partial<Record<HalfLife, number>> = {};
+  for (const hl of POPULARITY_HALF_LIVES) {
+    const p = stats[`pop:${hl}`];
+    if (p !== undefined) popularity[hl] = Number(p);
+  }
+  return {
+    n: num(stats.n),
+    units: num(stats.units),
+    revenue: num(stats.revenue),
+    priceSum: num(stats.price_sum),
+    first: opt(stats.first),
+    last: opt(stats.last),
+    popularity,
+    buyers,
+  };
+}
+
+/** The metadata part of a summary, or null when it is not in the layout this build packs. */
+function parseMeta(packed: string): Hash | null {
+  const values = JSON.parse(packed) as unknown;
+  return Array.isArray(values) && values.length === ARTICLE_META_FIELDS.length
+    ? metaOf(ARTICLE_META_FIELDS, values as string[])
+    : null;
+}
+
+const parsedSales = new Parsed(parseSales, 20_000);
+const parsedMeta = new Parsed(parseMeta, 20_000);
+
+function articleState(articleId: string, sales: Sales, meta: Hash): ArticleState {
+  return {
+    articleId,
+    n: sales.n,
+    units: sales.units,
+    revenue: sales.revenue,
+    priceSum: sales.priceSum,
+    first: sales.first,
+    last: sales.last,
+    popularity: sales.popularity,
+    buyers: sales.buyers,
+    meta,
+  };
+}
+
+/**
+ * Read articles' state, one command per article (the summary); unknown articles come back with
+ * zero counts. Articles whose summary lacks a part are read from the hashes in one more round trip
+ * (see the module comment): the same values either way.
+ */
 export async function readArticles(
   redis: Redis,
   keys: KeySpace,
   ids: readonly string[],
 ): Promise<ArticleState[]> {
+  if (ids.length === 0) return [];
+  const { sales: salesField, meta: metaField } = ARTICLE_SUMMARY_FIELDS;
   const pipe = redis.pipeline();
-  for (const id of ids) {
-    const k = keys.article(id);
-    pipe.hgetall(k.stats);
-    pipe.pfcount(k.buyers);
-    pipe.hmget(k.meta, ...ARTICLE_META_FIELDS);
+  for (const id of ids) pipe.hmget(keys.article(id).summary, salesField, metaField);
+  const v = pipelineValues(await pipe.exec());
+  const sales: (Sales | null)[] = [];
+  const metas: (Hash | null)[] = [];
+  for (let i = 0; i < ids.length; i++) {
+    const [s = null, m = null] = v[i] as (string | null)[];
+    const id = ids[i] as string;
+    sales.push(s === null ? null : parsedSales.get(id, s));
+    metas.push(m === null ? null : parsedMeta.get(id, m));
+  }
+  const missing = ids.flatMap((_, i) => (sales[i] === null || metas[i] === null ? [i] : []));
+  if (missing.length > 0) await readFromHashes(redis, keys, ids, missing, sales, metas);
+  return ids.map((articleId, i) => articleState(articleId, sales[i] as Sales, metas[i] as Hash));
+}
+
+/** Fill the missing sales and metadata parts of `ids[i]`, `i` in `missing`, from the hashes. */
+async function readFromHashes(
+  redis: Redis,
+  keys: KeySpace,
+  ids: readonly string[],
+  missing: readonly number[],
+  sales: (Sales | null)[],
+  metas: (Hash | null)[],
+): Promise<void> {
+  const pipe = redis.pipeline();
+  for (const i of missing) {
+    const k = keys.article(ids[i] as string);
+    if (sales[i] === null) pipe.hgetall(k.stats).pfcount(k.buyers);
+    if (metas[i] === null) pipe.hmget(k.meta, ...ARTICLE_META_FIELDS);
   }
   const v = pipelineValues(await pipe.exec());
-  return ids.map((articleId, i) => {
-    const stats = v[i * 3] as Hash;
-    const popularity: Partial<Record<HalfLife, number>> = {};
-    for (const hl of POPULARITY_HALF_LIVES) {
-      const p = stats[`pop:${hl}`];
-      if (p !== undefined) popularity[hl] = Number(p);
+  let at = 0;
+  for (const i of missing) {
+    if (sales[i] === null) {
+      sales[i] = salesOf(v[at] as Hash, v[at + 1] as number);
+      at += 2;
     }
-    return {
-      articleId,
-      n: num(stats.n),
-      units: num(stats.units),
-      revenue: num(stats.revenue),
-      priceSum: num(stats.price_sum),
-      first: opt(stats.first),
-      last: opt(stats.last),
-      popularity,
-      buyers: v[i * 3 + 1] as number,
-      meta: metaOf(v[i * 3 + 2] as (string | null)[]),
-    };
-  });
+    if (metas[i] === null) metas[i] = metaOf(ARTICLE_META_FIELDS, v[at++] as (string | null)[]);
+  }
 }
 
 export interface Scored {

@@ -1,11 +1,13 @@
 /**
  * Metadata processors: article and customer records from the compacted topics into Redis hashes,
- * last-write-wins by `updated_at` (a Lua script), so replays and late records converge.
+ * last-write-wins by `updated_at` (a Lua script), so replays and late records converge. An article
+ * record also rewrites the metadata part of the article summary (features/state.ts).
  */
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { DecodedRecord } from '../streams/consumer.ts';
 import type { KeySpace } from '../features/keys.ts';
+import { articleSummaryArgs } from '../features/state.ts';
 import type { Article, Customer } from '../schemas/events.ts';
 import type { Scripts } from './scripts.ts';
 
@@ -24,15 +26,27 @@ function digest(pairs: readonly string[]): string {
   return createHash('sha256').update(pairs.join('\u001f')).digest('hex').slice(0, 16);
 }
 
-async function upsert(
-  redis: Redis,
-  scripts: Scripts,
-  items: { key: string; time: number; pairs: string[] }[],
-): Promise<number> {
+interface Upsert {
+  /** The record's hash, then (articles) the summary, stats and buyers keys. */
+  keys: string[];
+  time: number;
+  /** The summary arguments of metadata.lua (articles), else none. */
+  summary: readonly string[];
+  pairs: string[];
+}
+
+async function upsert(redis: Redis, scripts: Scripts, items: Upsert[]): Promise<number> {
   if (items.length === 0) return 0;
   const pipe = redis.pipeline();
-  for (const it of items)
-    scripts.call(pipe, 'metadata', [it.key], [it.time, digest(it.pairs), ...it.pairs]);
+  for (const it of items) {
+    scripts.call(pipe, 'metadata', it.keys, [
+      it.time,
+      digest(it.pairs),
+      it.summary.length,
+      ...it.summary,
+      ...it.pairs,
+    ]);
+  }
   const res = (await pipe.exec()) ?? [];
   let written = 0;
   for (const [err, v] of res) {
@@ -48,14 +62,19 @@ export function applyArticles(
   scripts: Scripts,
   records: readonly DecodedRecord<Article>[],
 ): Promise<number> {
+  const summary = articleSummaryArgs();
   return upsert(
     redis,
     scripts,
-    records.map((r) => ({
-      key: keys.article(r.value.article_id).meta,
-      time: r.value.updated_at,
-      pairs: fields(r.value, ['article_id', 'updated_at']),
-    })),
+    records.map((r) => {
+      const k = keys.article(r.value.article_id);
+      return {
+        keys: [k.meta, k.summary, k.stats, k.buyers],
+        time: r.value.updated_at,
+        summary,
+        pairs: fields(r.value, ['article_id', 'updated_at']),
+      };
+    }),
   );
 }
 
@@ -69,8 +88,9 @@ export function applyCustomers(
     redis,
     scripts,
     records.map((r) => ({
-      key: keys.customer(r.value.customer_id).meta,
+      keys: [keys.customer(r.value.customer_id).meta],
       time: r.value.updated_at,
+      summary: [],
       pairs: fields(r.value, ['customer_id', 'updated_at']),
     })),
   );

@@ -26,6 +26,7 @@ import {
   type KeySpace,
 } from '../features/keys.ts';
 import { segmentValue } from '../features/segments.ts';
+import { ARTICLE_SUMMARY_FIELDS } from '../features/state.ts';
 import type { Purchase } from '../schemas/events.ts';
 import type { Scripts } from './scripts.ts';
 
@@ -300,7 +301,10 @@ export class PurchaseProcessor {
     this.opts.afterStep?.(3);
   }
 
-  /** One article script per article: its stats, buyers and outgoing co-purchases. */
+  /**
+   * One article script per article: its stats, buyers and outgoing co-purchases, and the sales
+   * part of its summary.
+   */
   private articleCalls(
     pipe: ReturnType<Redis['pipeline']>,
     pending: readonly Pending[],
@@ -314,6 +318,7 @@ export class PurchaseProcessor {
         coRate,
         POPULARITY_HALF_LIVES.length,
         ...pops,
+        ARTICLE_SUMMARY_FIELDS.sales,
         list.length,
       ];
       for (const { record, status, partners } of list) {
@@ -329,7 +334,12 @@ export class PurchaseProcessor {
           partners.map((p) => `${p.article}${US}${p.time}`).join(RS),
         );
       }
-      this.scripts.call(pipe, 'article', [k.stats, k.buyers, k.copurchase, k.offsets], args);
+      this.scripts.call(
+        pipe,
+        'article',
+        [k.stats, k.buyers, k.copurchase, k.offsets, k.summary],
+        args,
+      );
     }
   }
 

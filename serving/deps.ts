@@ -6,7 +6,11 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from '../common/logger.ts';
 import type { KeySpace } from '../features/keys.ts';
-import { DEFAULT_CANDIDATE_CONFIG, type CandidateConfig } from './candidates/index.ts';
+import {
+  DEFAULT_CANDIDATE_CONFIG,
+  type CandidateConfig,
+  type SharedReads,
+} from './candidates/index.ts';
 import type { ServingMetrics } from './metrics.ts';
 import type { NoModel, Ranker } from './ranking.ts';
 import type { TrendingCache } from './trending-cache.ts';
@@ -27,6 +31,12 @@ export interface ServingConfig extends CandidateConfig {
    * `defaultMaxInFlight(scorer workers)`.
    */
   readonly maxInFlight: number;
+  /**
+   * Article states and trending sets read for a recommendation are reused by the app's next
+   * ones for at most this long (ms, wall clock; 0: every request reads them): the staleness bound
+   * of what all requests share (candidates/shared.ts). Customer state is always read.
+   */
+  readonly sharedReadsMaxAgeMs: number;
 }
 
 /** Scorer worker threads of an instance unless told otherwise (`SCORER_WORKERS`). */
@@ -56,6 +66,7 @@ export const DEFAULT_SERVING_CONFIG: ServingConfig = {
   readyTimeoutMs: 500,
   trendingCacheSize: 200,
   trendingCacheRefreshMs: 10_000,
+  sharedReadsMaxAgeMs: 1_000,
 };
 
 export interface ServingDeps {
@@ -88,4 +99,9 @@ export interface ServingDeps {
    * (`SERVING_PROCESSES`) answers every process's, summed by the primary (cluster.ts).
    */
   readonly metricsText?: () => Promise<string>;
+  /**
+   * What recommendations share (candidates/shared.ts). When absent, the app makes one from
+   * `config.sharedReadsMaxAgeMs` (none when it is 0); pass one to set its clock (tests).
+   */
+  readonly sharedReads?: SharedReads;
 }

@@ -174,6 +174,51 @@ describe('rankCandidates with a ranker', () => {
     expect(out.items[0]?.features).toEqual({ a_purchases: 1 });
   });
 
+  it('hands the model one float32 matrix of featureVector rows, and explains with the doubles', async () => {
+    const bought = (t: number, articleId: string, eventId: string) => ({
+      eventId,
+      articleId,
+      time: NOW - t * DAY_MS,
+      price: 0.02,
+      channel: 2,
+      quantity: 1,
+    });
+    // Recent purchases (newest first) exercise the per-customer index of p_recent_*.
+    const withRecent: CustomerState = {
+      ...customer,
+      recent: [bought(1, 'y', 'e3'), bought(2, 'x', 'e2'), bought(3, 'y', 'e1')],
+    };
+    const many = { ...input, customer: withRecent };
+    let seen: Float32Array | null = null;
+    const ranker: Ranker = {
+      version: 'm1',
+      features: FEATURE_NAMES,
+      score: (f, rows) => {
+        seen = f.slice();
+        return Promise.resolve({ scores: new Float32Array(rows), version: 'm1' });
+      },
+    };
+    const out = await rankCandidates(many, ranker, { timeoutMs: 100, features: FEATURE_NAMES });
+    const rows = candidates.map((c) =>
+      featureVector(FEATURE_NAMES, {
+        customer: withRecent,
+        article: articles.get(c.articleId)!,
+        now: NOW,
+        candidate: c,
+      }),
+    );
+    expect(seen).toEqual(Float32Array.from(rows.flat()));
+    for (const item of out.items) {
+      const row = rows[candidates.indexOf(item.candidate)]!;
+      expect(item.features).toEqual(Object.fromEntries(FEATURE_NAMES.map((n, j) => [n, row[j]])));
+    }
+    expect(out.items.find((i) => i.candidate.articleId === 'y')?.features).toMatchObject({
+      p_recent_rank: 0,
+      p_recent_count: 2,
+      p_days_since_bought: 1,
+    });
+  });
+
   it.each([
     ['wrong count', () => Promise.resolve({ scores: new Float32Array(1), version: 'm' })],
     ['NaN score', () => Promise.resolve({ scores: new Float32Array([1, NaN, 2]), version: 'm' })],

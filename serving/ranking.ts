@@ -8,7 +8,12 @@
  * heuristic instead, and the outcome says so (`fallback`), for the response (`degraded: true`,
  * `model_version: heuristic-v2`) and the metrics (`rec_serving_ranker_errors_total`).
  */
-import { featureVector, missingFeatures } from '../features/definitions.ts';
+import {
+  featureVector,
+  missingFeatures,
+  writeFeatureVector,
+  type FeatureContext,
+} from '../features/definitions.ts';
 import { DAY_MS } from '../features/decay.ts';
 import { emptyArticleState, type ArticleState, type CustomerState } from '../features/state.ts';
 import { RecError } from '../common/errors.ts';
@@ -147,16 +152,33 @@ export interface HeuristicSignals {
   readonly segment: number;
 }
 
+/** The feature context of each candidate, in order. */
+function contexts(input: RankInput): FeatureContext[] {
+  return input.candidates.map((c) => ({
+    customer: input.customer,
+    article: input.articles.get(c.articleId) ?? emptyArticleState(c.articleId),
+    now: input.now,
+    candidate: c,
+  }));
+}
+
 /** Feature rows (names order) of every candidate, as plain doubles. */
 function featureRows(names: readonly string[], input: RankInput): number[][] {
-  return input.candidates.map((c) =>
-    featureVector(names, {
-      customer: input.customer,
-      article: input.articles.get(c.articleId) ?? emptyArticleState(c.articleId),
-      now: input.now,
-      candidate: c,
-    }),
-  );
+  return contexts(input).map((ctx) => featureVector(names, ctx));
+}
+
+/**
+ * The model's input: every candidate's feature row (names order) in one row-major Float32Array,
+ * written in place (the values `featureRows` gives, as float32); it is transferred to the scorer
+ * worker, not copied.
+ */
+function featureMatrix(names: readonly string[], ctxs: readonly FeatureContext[]): Float32Array {
+  const width = names.length;
+  const matrix = new Float32Array(ctxs.length * width);
+  ctxs.forEach((ctx, i) => {
+    writeFeatureVector(names, ctx, matrix, i * width);
+  });
+  return matrix;
 }
 
 const finiteOr0 = (v: number | undefined): number =>
@@ -286,26 +308,27 @@ async function rankWithModel(
     );
   }
   const t0 = performance.now();
-  const rows = featureRows(names, input);
-  const width = names.length;
-  const matrix = new Float32Array(rows.length * width);
-  rows.forEach((row, i) => {
-    matrix.set(row, i * width);
-  });
+  const ctxs = contexts(input);
+  const n = ctxs.length;
+  // Explain: the values as doubles, from the same definitions (what training rows hold).
+  const explained = input.explain
+    ? ctxs.map((ctx) => named(names, featureVector(names, ctx)))
+    : null;
+  const matrix = featureMatrix(names, ctxs);
   timing.featuresMs += performance.now() - t0;
   let result: { scores: Float32Array; version: string };
   try {
-    result = await withTimeout(ranker.score(matrix, rows.length), opts.timeoutMs);
+    result = await withTimeout(ranker.score(matrix, n), opts.timeoutMs);
   } catch (err) {
     if (err instanceof RankerFailure) throw err;
     const message = err instanceof Error ? err.message : String(err);
     throw new RankerFailure('ranker_error', `ranker failed: ${message}`, { cause: err });
   }
   const { scores } = result;
-  if (scores.length !== rows.length) {
+  if (scores.length !== n) {
     throw new RankerFailure(
       'ranker_error',
-      `ranker returned ${scores.length} scores for ${rows.length} rows`,
+      `ranker returned ${scores.length} scores for ${n} rows`,
     );
   }
   const items = input.candidates.map((candidate, i) => {
@@ -313,11 +336,12 @@ async function rankWithModel(
     if (!Number.isFinite(score)) {
       throw new RankerFailure('ranker_error', `ranker returned a non-finite score (${score})`);
     }
+    const features = explained?.[i];
     return {
       candidate,
-      article: input.articles.get(candidate.articleId) ?? emptyArticleState(candidate.articleId),
+      article: ctxs[i]?.article ?? emptyArticleState(candidate.articleId),
       score,
-      ...(input.explain ? { features: named(names, rows[i] ?? []) } : {}),
+      ...(features ? { features } : {}),
     };
   });
   return { items: sortItems(items), version: result.version };

@@ -59,6 +59,19 @@ describe('TrendingCache', () => {
     expect(cache.latestEventTime()).toBe(NOW - DAY_MS);
   });
 
+  it('tells a read equal to the last one offered (nothing new) from a changed one', () => {
+    const cache = new TrendingCache({ redis: never, keys: keySpace('t') });
+    const read = [
+      { articleId: 'a', logScore: 2 },
+      { articleId: 'b', logScore: 1 },
+    ];
+    expect(cache.isNewOffer(read)).toBe(true);
+    cache.offer(read);
+    expect(cache.isNewOffer(read.map((e) => ({ ...e })))).toBe(false);
+    expect(cache.isNewOffer([read[0]!, { articleId: 'b', logScore: 1.5 }])).toBe(true);
+    expect(cache.isNewOffer([read[0]!])).toBe(true);
+  });
+
   it('does not reject when a refresh fails, and keeps what it had', async () => {
     const cache = new TrendingCache({ redis: never, keys: keySpace('t') });
     cache.offer([{ articleId: 'a', logScore: 1 }]);

@@ -11,7 +11,8 @@
  *    request — starts one in the background when the last is older than `refreshMs`; at most one
  *    refresh runs at a time, and a failed one is logged and leaves the cache as it was;
  *  - `offer()` merges every successful global trending read of a request (log-space scores only
- *    grow, so the larger of the cached and the offered score is the fresher one).
+ *    grow, so the larger of the cached and the offered score is the fresher one); a read equal to
+ *    the last one offered has nothing new (`isNewOffer`: the caller skips building summaries).
  */
 import type { Redis } from 'ioredis';
 import { decayedValue } from '../features/decay.ts';
@@ -55,6 +56,7 @@ export class TrendingCache {
   private readonly logger: Logger | undefined;
   private readonly clock: () => number;
   private ranking: LogScored[] = [];
+  private lastOffer: readonly LogScored[] = [];
   private summaries = new Map<string, ArticleSummary>();
   private refreshedAt: number | null = null;
   private attemptedAt: number | null = null;
@@ -112,9 +114,25 @@ export class TrendingCache {
     return out;
   }
 
+  /**
+   * Whether a read of the global set's top differs from the last one offered. An equal read has
+   * no new sale (a sale raises its article's score), so offering it would change nothing.
+   */
+  isNewOffer(entries: readonly LogScored[]): boolean {
+    const last = this.lastOffer;
+    if (entries.length !== last.length) return true;
+    for (let i = 0; i < entries.length; i++) {
+      const a = entries[i];
+      const b = last[i];
+      if (a?.articleId !== b?.articleId || a?.logScore !== b?.logScore) return true;
+    }
+    return false;
+  }
+
   /** Merge a successful read of the global set's top (and the summaries read with it). */
   offer(entries: readonly LogScored[], summaries?: ReadonlyMap<string, ArticleSummary>): void {
     if (entries.length === 0) return;
+    this.lastOffer = entries;
     const merged = new Map(this.ranking.map((e) => [e.articleId, e.logScore]));
     for (const e of entries) {
       const prev = merged.get(e.articleId);

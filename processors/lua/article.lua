@@ -1,31 +1,34 @@
 --[[
 article.lua: apply a batch of purchase events of one article to the article's state: counts,
 revenue, first / last sold, decayed popularity, unique buyers, and the outgoing co-purchase counts
-of each event's partners. Every key is in the article's slot {a:<id>}.
+of each event's partners; then the sales part of the article summary (include/summary.lua). Every
+key is in the article's slot {a:<id>}.
 
 Idempotence: hash `offsets` keeps, per source partition, the highest offset applied here (field
 `a:<partition>`); events at or below it were applied already and are skipped. Events arrive in
 offset order per partition. An event new to its customer (status 'n') at or below that offset
 means the topic was recreated under a store that remembers the old one: refused loudly.
 
-KEYS: 1 stats (hash), 2 buyers (hll), 3 copurchase (zset), 4 offsets (hash)
+KEYS: 1 stats (hash), 2 buyers (hll), 3 copurchase (zset), 4 offsets (hash), 5 summary (hash)
 ARGV: 1 epoch, 2 co-purchase rate, 3 number of popularity half-lives h, then h pairs
-      (label, rate), then events, then per event 8 fields: partition, offset, status, customer_id,
-      t, price, qty, partners (`article\31t` joined by \30)
+      (label, rate), then the summary's sales field, then events, then per event 8 fields:
+      partition, offset, status, customer_id, t, price, qty, partners (`article\31t` joined by \30)
 Returns the number of events applied.
 ]]
-local stats, buyers, co, offsets = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stats, buyers, co, offsets, summary = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local epoch = tonumber(ARGV[1])
 local corate = tonumber(ARGV[2])
 local h = tonumber(ARGV[3])
 local pops = {}
 for j = 0, h - 1 do pops[#pops + 1] = { 'pop:' .. ARGV[4 + 2 * j], tonumber(ARGV[5 + 2 * j]) } end
-local base = 4 + 2 * h
+local sales_field = ARGV[4 + 2 * h]
+local base = 5 + 2 * h
 local n = tonumber(ARGV[base])
 
 --- @include "fmt"
 --- @include "logadd"
 --- @include "offsets"
+--- @include "summary"
 
 local names = { 'n', 'units', 'revenue', 'price_sum', 'first', 'last' }
 for _, p in ipairs(pops) do names[#names + 1] = p[1] end
@@ -80,5 +83,6 @@ if applied > 0 then
     redis.call('ZADD', co, fmt(logadd(tonumber(redis.call('ZSCORE', co, pa)), x)), pa)
   end
   save_offsets(offsets, 'a:', last)
+  redis.call('HSET', summary, sales_field, pack_sales(stats, buyers, names))
 end
 return applied

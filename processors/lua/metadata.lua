@@ -2,22 +2,32 @@
 metadata.lua: last-write-wins upsert of a catalogue or customer record by event time. A record older
 than the stored one (by `updated_at`) is ignored, so replays and late records give the same state.
 
-KEYS: 1 meta hash
+An article record also rewrites the metadata part of the article summary (include/summary.lua):
+the fields the features and answers use, as a JSON array in their order ('' for a missing one: a
+stored field is never empty); and writes its sales part when the summary has none yet (an article
+that has not sold: every value empty, 0 buyers).
+
+KEYS: 1 meta hash; for an article record also 2 summary (hash), 3 stats (hash), 4 buyers (hll)
 ARGV: 1 updated_at, 2 digest of the record (ties on updated_at keep the larger digest, so the
-      outcome does not depend on arrival order), then field/value pairs (an empty value deletes)
+      outcome does not depend on arrival order), 3 k = number of summary arguments (0 for a
+      customer record), then k summary arguments: metadata field of the summary, sales field of
+      the summary, f = number of metadata fields, the f fields, then the stats fields the sales
+      part packs; then field/value pairs (an empty value deletes)
 Returns 1 when written, 0 when the stored record wins.
 ]]
 --- @include "fmt"
+--- @include "summary"
 
 local key = KEYS[1]
 local t = tonumber(ARGV[1])
 local digest = ARGV[2]
+local k = tonumber(ARGV[3])
 local stored = tonumber(redis.call('HGET', key, 'updated_at'))
 if stored ~= nil then
   if stored > t then return 0 end
   if stored == t and (redis.call('HGET', key, '_digest') or '') >= digest then return 0 end
 end
-for i = 3, #ARGV, 2 do
+for i = 4 + k, #ARGV, 2 do
   if ARGV[i + 1] == '' then
     redis.call('HDEL', key, ARGV[i])
   else
@@ -25,4 +35,19 @@ for i = 3, #ARGV, 2 do
   end
 end
 redis.call('HSET', key, 'updated_at', fmt(t), '_digest', digest)
+
+if k > 0 then
+  local summary, stats, buyers = KEYS[2], KEYS[3], KEYS[4]
+  local meta_field, sales_field, f = ARGV[4], ARGV[5], tonumber(ARGV[6])
+  local fields, names = {}, {}
+  for i = 1, f do fields[i] = ARGV[6 + i] end
+  for i = 7 + f, 3 + k do names[#names + 1] = ARGV[i] end
+  local v = redis.call('HMGET', key, unpack(fields))
+  local m = {}
+  for i = 1, f do m[i] = v[i] or '' end
+  redis.call('HSET', summary, meta_field, cjson.encode(m))
+  if redis.call('HEXISTS', summary, sales_field) == 0 then
+    redis.call('HSET', summary, sales_field, pack_sales(stats, buyers, names))
+  end
+end
 return 1

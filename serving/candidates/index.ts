@@ -7,7 +7,7 @@
  * the pool (pool.ts): repurchase.ts, siblings.ts, copurchase.ts, similar.ts (embeddings on, with
  * the embedding reads that ride along), trending-segment.ts, trending-global.ts. config.ts holds
  * the quotas, types.ts what a request gives and gets, customer.ts what is derived from the
- * customer's state.
+ * customer's state, shared.ts what the server's requests share (article states, trending sets).
  *
  * May import common/, schemas/, features/, streams/, embeddings/ and serving/http-errors.ts, and
  * nothing else of serving/. Code outside this folder imports from this file.
@@ -33,3 +33,4 @@ export { GLOBAL_TRENDING_HL } from './trending-global.ts';
 export { parseScored, type LogScored } from './replies.ts';
 export { readSummaries, summaryPassesFilters, type ArticleSummary } from './summaries.ts';
 export { eventTimeNow } from './event-time.ts';
+export { SharedReads, type SharedReadsOptions } from './shared.ts';

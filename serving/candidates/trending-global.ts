@@ -1,21 +1,36 @@
 /**
  * The `trending_global` source: the global 7-day trending set, read in round trip 1 beside the
- * customer state (also kept by the in-process trending cache, for answers while Redis is down).
+ * customer state (or taken from the shared reads; also kept by the in-process trending cache, for
+ * answers while Redis is down).
  */
 import type { Redis } from 'ioredis';
 import type { HalfLife, KeySpace } from '../../features/keys.ts';
 import type { CandidatePool } from './pool.ts';
-import type { LogScored } from './replies.ts';
+import { parseScored, type LogScored } from './replies.ts';
+import type { SharedReads } from './shared.ts';
 import type { Excluded } from './types.ts';
 
 /** Half-life of the global trending set used for candidates, the trending route and the cache. */
 export const GLOBAL_TRENDING_HL: HalfLife = '7d';
 
-/** The top `n` of the global trending set (a `WITHSCORES` reply; no read when `n` is 0). */
-export function readGlobalTrending(redis: Redis, keys: KeySpace, n: number): Promise<string[]> {
-  return n > 0
-    ? redis.zrevrange(keys.trending.global(GLOBAL_TRENDING_HL), 0, n - 1, 'WITHSCORES')
-    : Promise.resolve([]);
+/**
+ * The top `n` of the global trending set (no read when `n` is 0), from the shared reads when they
+ * hold it fresh enough.
+ */
+export async function readGlobalTrending(
+  redis: Redis,
+  keys: KeySpace,
+  n: number,
+  shared: SharedReads | null,
+): Promise<readonly LogScored[]> {
+  if (n <= 0) return [];
+  const key = keys.trending.global(GLOBAL_TRENDING_HL);
+  const cached = shared?.top(key, n);
+  if (cached !== undefined) return cached;
+  const at = shared?.now() ?? 0;
+  const top = parseScored(await redis.zrevrange(key, 0, n - 1, 'WITHSCORES'));
+  shared?.keepTop(key, n, top, at);
+  return top;
 }
 
 /** Add the global trending top, in its order, without the excluded articles. */

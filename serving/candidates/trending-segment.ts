@@ -4,14 +4,13 @@
  * only when `index_group` is given; only when the age is known from the customer record) and of
  * the customer's dominant sales channel. Read in round trip 2.
  */
-import type { ChainableCommander } from 'ioredis';
 import { ageBucket, SEGMENT_HALF_LIFE, type KeySpace } from '../../features/keys.ts';
 import { segmentValue } from '../../features/segments.ts';
 import type { CustomerState } from '../../features/state.ts';
 import type { CandidateConfig } from './config.ts';
 import { customerAge, dominantChannel } from './customer.ts';
 import type { CandidatePool } from './pool.ts';
-import { parseScored, type LogScored, type Replies } from './replies.ts';
+import type { LogScored } from './replies.ts';
 import type { Excluded, Filters } from './types.ts';
 
 /** The segments whose trending sets a request reads. */
@@ -39,44 +38,39 @@ export function customerSegments(
   };
 }
 
-/** Queue the reads of the top `n` of each segment's set (one ZREVRANGE each). */
-export function queueSegmentReads(
-  pipe: ChainableCommander,
-  keys: KeySpace,
-  segments: Segments,
-  n: number,
-): void {
-  for (const s of segments.age) {
-    pipe.zrevrange(
-      keys.trending.segment('age_index', s.value, SEGMENT_HALF_LIFE),
-      0,
-      n - 1,
-      'WITHSCORES',
-    );
-  }
+/** The keys of the segment sets a request reads: the age × group ones in order, then the channel's. */
+export function segmentKeys(keys: KeySpace, segments: Segments): string[] {
+  const out = segments.age.map((s) =>
+    keys.trending.segment('age_index', s.value, SEGMENT_HALF_LIFE),
+  );
   if (segments.channel !== null) {
-    pipe.zrevrange(
+    out.push(
       keys.trending.segment(
         'channel',
         segmentValue('channel', segments.channel),
         SEGMENT_HALF_LIFE,
       ),
-      0,
-      n - 1,
-      'WITHSCORES',
     );
   }
+  return out;
 }
 
 interface SegmentSets {
-  readonly age: readonly { readonly group: string; readonly value: string; entries: LogScored[] }[];
-  readonly channel: LogScored[];
+  readonly age: readonly {
+    readonly group: string;
+    readonly value: string;
+    readonly entries: readonly LogScored[];
+  }[];
+  readonly channel: readonly LogScored[];
 }
 
-/** The replies of `queueSegmentReads`. */
-export function segmentReplies(replies: Replies, segments: Segments): SegmentSets {
-  const age = segments.age.map((s) => ({ ...s, entries: parseScored(replies.next() as string[]) }));
-  const channel = segments.channel === null ? [] : parseScored(replies.next() as string[]);
+/** The segment sets from their tops, in `segmentKeys` order. */
+export function segmentSets(
+  segments: Segments,
+  tops: readonly (readonly LogScored[])[],
+): SegmentSets {
+  const age = segments.age.map((s, i) => ({ ...s, entries: tops[i] ?? [] }));
+  const channel = segments.channel === null ? [] : (tops[segments.age.length] ?? []);
   return { age, channel };
 }
 
@@ -103,7 +97,7 @@ export function addSegmentTrending(
   n: number,
 ): void {
   const scores = new Map<string, { score: number; segment: string }>();
-  const offer = (entries: LogScored[], weight: number, segment: string) => {
+  const offer = (entries: readonly LogScored[], weight: number, segment: string) => {
     const top = entries[0]?.logScore;
     if (top === undefined) return;
     for (const e of entries) {

@@ -65,7 +65,7 @@ export interface CandidateSet {
   /** Article state of every candidate (and of the ones filtered out). */
   readonly articles: Map<string, ArticleState>;
   /** The global trending top read in round trip 1 (for the in-process cache). */
-  readonly globalTop: LogScored[];
+  readonly globalTop: readonly LogScored[];
   /** Segments used: `age_index:<bucket>|<group>` values and the channel, if any. */
   readonly segments: { readonly age: string[]; readonly channel: string | null };
   /** Names of the customer's latest distinct purchases (the co-purchase seeds among them). */

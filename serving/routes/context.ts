@@ -7,7 +7,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from '../../common/logger.ts';
 import type { KeySpace } from '../../features/keys.ts';
 import { ErrorResponse } from '../api-schemas.ts';
-import { eventTimeNow } from '../candidates/index.ts';
+import { SharedReads, eventTimeNow } from '../candidates/index.ts';
 import type { ServingConfig, ServingDeps } from '../deps.ts';
 import type { ServingMetrics } from '../metrics.ts';
 import { NO_MODEL, type NoModel, type Ranker } from '../ranking.ts';
@@ -33,6 +33,11 @@ export interface RouteContext {
   readonly logger: Logger;
   /** The degraded-mode cache (degraded.ts). */
   readonly cache: TrendingCache;
+  /**
+   * What recommendations share (article states, trending sets), reused for at most
+   * `config.sharedReadsMaxAgeMs` (`deps.sharedReads` when given); null when that is 0.
+   */
+  readonly shared: SharedReads | null;
   /** The current model, or null (heuristic ranking); asked once per request (hot swaps). */
   readonly ranker: () => Ranker | null;
   /** The text of `/metrics` (`deps.metricsText`, else the app's registry). */
@@ -60,6 +65,11 @@ export function routeContext(
     metrics: deps.metrics,
     logger,
     cache,
+    shared:
+      deps.sharedReads ??
+      (deps.config.sharedReadsMaxAgeMs > 0
+        ? new SharedReads({ maxAgeMs: deps.config.sharedReadsMaxAgeMs })
+        : null),
     ranker: () => deps.ranker(),
     metricsText: deps.metricsText ?? (() => deps.metrics.registry.metrics()),
     noModel: () => deps.noModel?.() ?? NO_MODEL,

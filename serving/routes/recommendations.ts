@@ -91,11 +91,13 @@ export function recommendationRoutes(ctx: RouteContext): OpenAPIHono<AppEnv> {
     let set: CandidateSet;
     const tCandidates = performance.now();
     try {
-      set = await gatherCandidates(ctx.redis, ctx.keys, ctx.config, {
-        customerId,
-        filters,
-        allowRepurchase: q.allow_repurchase ?? false,
-      });
+      set = await gatherCandidates(
+        ctx.redis,
+        ctx.keys,
+        ctx.config,
+        { customerId, filters, allowRepurchase: q.allow_repurchase ?? false },
+        ctx.shared,
+      );
     } catch (err) {
       if (!(err instanceof StoreUnavailableError)) throw err;
       const request = { customerId, k: q.k, filters, explain, t0 };
@@ -158,10 +160,11 @@ function recordStages(
   c.set('stagesMs', ms.candidates + ms.features + ms.scoring);
 }
 
-/** Candidate metrics, and the global trending top read for the trending cache. */
+/** Candidate metrics, and the global trending top read for the trending cache (when new). */
 function recordCandidates(ctx: RouteContext, set: CandidateSet): void {
   ctx.metrics.redisRoundTrips.observe(set.roundTrips);
   ctx.metrics.candidates.observe(set.candidates.length);
+  if (!ctx.cache.isNewOffer(set.globalTop)) return;
   const globalSummaries = new Map<string, ArticleSummary>();
   for (const g of set.globalTop) {
     const a = set.articles.get(g.articleId);

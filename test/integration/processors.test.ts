@@ -114,8 +114,9 @@ describe('processors on the real stack', () => {
     const w = await world('known', producer);
     worlds.push(w);
     const ns = `t${randomUUID().slice(0, 8)}`;
-    const [a1, a2] = makeArticles(2, T0); // a1: Upper body / Ladieswear, a2: Lower body / Menswear
-    if (!a1 || !a2) throw new Error('fixture');
+    // a1: Upper body / Ladieswear, a2: Lower body / Menswear, a3: never sold
+    const [a1, a2, a3] = makeArticles(3, T0);
+    if (!a1 || !a2 || !a3) throw new Error('fixture');
     const A1 = a1.article_id;
     const A2 = a2.article_id;
     const c1: Customer = { ...makeCustomers(1, T0)[0]!, customer_id: 'alice', age: 30 };
@@ -141,7 +142,7 @@ describe('processors on the real stack', () => {
       p('e3', 'bob', A1, 2, 0.02, 2),
       p('e4', 'alice', A1, 20, 0.025, 2), // more than 14 days after e1/e2: no co-purchase pair
     ];
-    await w.send({ articles: [a1, a2], customers: [c1], purchases: events });
+    await w.send({ articles: [a1, a2, a3], customers: [c1], purchases: events });
     await processAll(w, redis, ns);
     const keys = keySpace(ns);
     const now = T0 + 25 * DAY_MS;
@@ -171,6 +172,17 @@ describe('processors on the real stack', () => {
     expect(s1).toMatchObject({ n: 3, units: 3, buyers: 2, first: t(0), last: t(20) });
     expect(s1?.meta.prod_name).toBe('Article 0');
     expect(s2).toMatchObject({ n: 1, buyers: 1, first: t(1), last: t(1) });
+
+    // The article summaries (one read per article) equal the hashes they summarise: the same
+    // states once they are gone (read from the hashes, as a namespace written before them).
+    const ids = [A1, A2, a3.article_id, 'never-seen'];
+    const fromSummaries = await readArticles(redis, keys, ids);
+    const summaryKeys = ids.map((id) => keys.article(id).summary);
+    expect(await Promise.all(summaryKeys.map((k) => redis.hlen(k)))).toEqual([2, 2, 2, 0]);
+    expect(fromSummaries[2]).toMatchObject({ n: 0, buyers: 0, first: null, popularity: {} });
+    expect(fromSummaries[2]?.meta.prod_name).toBe('Article 2');
+    await redis.del(...summaryKeys);
+    expect(await readArticles(redis, keys, ids)).toEqual(fromSummaries);
 
     // Feature values through the shared definitions, against direct sums.
     const f = (customer: CustomerState | undefined, article: ArticleState | undefined) => {

@@ -26,12 +26,14 @@ import { activateModel, readModel, registerModel } from '../../models/registry.t
 import type { NoModel, Ranker } from '../../serving/ranking.ts';
 import { RecommendationResponse } from '../../serving/api-schemas.ts';
 import { TrendingCache } from '../../serving/trending-cache.ts';
+import { SharedReads } from '../../serving/candidates/index.ts';
 import { loadConfig } from '../../common/config.ts';
 import type { DecodedRecord } from '../../streams/consumer.ts';
 import { DAY_MS } from '../../features/decay.ts';
 import { featureNames, featureVector } from '../../features/definitions.ts';
 import { keySpace, type KeySpace } from '../../features/keys.ts';
 import {
+  ARTICLE_SUMMARY_FIELDS,
   copurchaseTop,
   deleteNamespace,
   readArticles,
@@ -196,6 +198,7 @@ describe('serving API on the real Redis', () => {
       config?: Partial<ServingConfig>;
       logger?: Logger;
       trendingCache?: TrendingCache;
+      sharedReads?: SharedReads;
     } = {},
   ): Built => {
     const metrics = createServingMetrics();
@@ -209,6 +212,7 @@ describe('serving API on the real Redis', () => {
       config: { ...DEFAULT_SERVING_CONFIG, ...opts.config },
       now: () => NOW,
       ...(opts.trendingCache ? { trendingCache: opts.trendingCache } : {}),
+      ...(opts.sharedReads ? { sharedReads: opts.sharedReads } : {}),
     });
     return { app, metrics };
   };
@@ -921,6 +925,44 @@ describe('serving API on the real Redis', () => {
       expect(live.version).toBe('trained-app-1');
       const { body } = await get<RecJson>(b, '/v1/recommendations/alice?k=5');
       expect(body).toMatchObject({ model_version: 'trained-app-1', ranker: { kind: 'model' } });
+    });
+  });
+
+  describe('shared reads', () => {
+    it('answer as fresh reads do; article state is reused at most sharedReadsMaxAgeMs, the customer is always read', async () => {
+      let clock = 0;
+      const shared = new SharedReads({ maxAgeMs: 1_000, clock: () => clock });
+      const cached = build({ sharedReads: shared });
+      const fresh = build({ config: { sharedReadsMaxAgeMs: 0 } });
+      const url = '/v1/recommendations/alice?k=100&explain=true&allow_repurchase=true';
+      const answer = async (b: Built) => ({ ...(await get<RecJson>(b, url)).body, took_ms: 0 });
+      const first = await answer(cached);
+      clock = 500; // from the shared reads
+      expect(await answer(cached)).toEqual(first);
+      expect(first).toEqual(await answer(fresh));
+
+      // The store changes: a candidate's sales and alice's purchase count (restored below).
+      const target = first.items[0]!.article_id;
+      const summaryKey = keys.article(target).summary;
+      const sales = ARTICLE_SUMMARY_FIELDS.sales;
+      const statsKey = keys.customer('alice').stats;
+      const salesBefore = (await admin.hget(summaryKey, sales))!;
+      const nBefore = Number(await admin.hget(statsKey, 'n'));
+      const [n = '0', ...rest] = salesBefore.split('|');
+      await admin.hset(summaryKey, sales, [Number(n) + 100, ...rest].join('|'));
+      await admin.hset(statsKey, 'n', nBefore + 100);
+      const features = (b: RecJson) => b.items.find((i) => i.article_id === target)?.features;
+      try {
+        clock = 1_000; // at the bound: the shared article state, the customer read again
+        const within = features(await answer(cached));
+        expect(within?.a_purchases).toBe(features(first)?.a_purchases);
+        expect(within?.c_purchases).toBe(nBefore + 100);
+        clock = 1_001; // past it: read again
+        expect(features(await answer(cached))?.a_purchases).toBe(Number(n) + 100);
+      } finally {
+        await admin.hset(summaryKey, sales, salesBefore);
+        await admin.hset(statsKey, 'n', nBefore);
+      }
     });
   });
 
