@@ -17,6 +17,10 @@
  * recommendation requests a process answers at a time; one more gets 503 REC_ERR_UNAVAILABLE with
  * `Retry-After` at once (serving/admission.ts). 0 turns the limit off.
  *
+ * SERVING_SHARED_READS_MS=N (default 1000) bounds how old the article states and trending sets a
+ * recommendation reuses from the process's previous ones may be (serving/candidates/shared.ts);
+ * the customer's own state is always read. 0: every request reads everything.
+ *
  * SERVING_PROCESSES=N (default 1) runs N API processes on the one port (node:cluster,
  * serving/cluster.ts), each with its own scorer pool of SCORER_WORKERS threads and its own
  * SERVING_MAX_IN_FLIGHT; this process is then their primary: it prints the `serving on` line once
@@ -40,6 +44,7 @@ const env = z
     SCORER_WORKERS: z.coerce.number().int().min(1).max(16).default(2),
     SERVING_MAX_CANDIDATES: z.coerce.number().int().min(1).max(1000).optional(),
     SERVING_MAX_IN_FLIGHT: z.coerce.number().int().min(0).max(100_000).optional(),
+    SERVING_SHARED_READS_MS: z.coerce.number().int().min(0).max(60_000).optional(),
     SERVING_PROCESSES: z.coerce.number().int().min(1).max(64).default(1),
     SERVING_ALLOW_FIXTURE_MODEL: z
       .enum(['true', 'false', '1', '0'], {
@@ -112,6 +117,9 @@ async function runProcess(config: Config, logger: Logger): Promise<void> {
       ...(env.SERVING_MAX_IN_FLIGHT === undefined
         ? {}
         : { maxInFlight: env.SERVING_MAX_IN_FLIGHT }),
+      ...(env.SERVING_SHARED_READS_MS === undefined
+        ? {}
+        : { sharedReadsMaxAgeMs: env.SERVING_SHARED_READS_MS }),
       // Where `npm run embed` wrote the article vectors (default: the serving namespace).
       ...(config.embeddings.namespace ? { embeddingNamespace: config.embeddings.namespace } : {}),
     },
