@@ -82,6 +82,8 @@ export function loadRunner(target: LoadTarget) {
     return {
       rate: rate ?? 'max',
       rps: round(rps, 1),
+      // Answers that ranked (2xx): a 503 of admission control is a response, not throughput.
+      answered_rps: round((rps * latencies.length) / Math.max(1, responses), 1),
       ...summary(latencies),
       errors: errors + non2xx,
       non2xx,
