@@ -1,19 +1,10 @@
 import { Histogram, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { histogramQuantile, type Sample } from './server-metrics.ts';
+import { histogramQuantile, parseExposition, type Sample } from './server-metrics.ts';
 
-/** The samples of a registry's exposition, as `scrape` parses them. */
+/** The samples of a registry's exposition, parsed as `scrape` parses the API's. */
 async function samples(registry: Registry): Promise<Sample[]> {
-  const text = await registry.metrics();
-  const out: Sample[] = [];
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$/.exec(line);
-    if (!m) continue;
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)) labels[l[1] ?? ''] = l[2] ?? '';
-    out.push({ name: m[1] ?? '', labels, value: Number(m[3]) });
-  }
-  return out;
+  return parseExposition(await registry.metrics());
 }
 
 describe('histogramQuantile', () => {

@@ -9,7 +9,11 @@ import { round } from './stats.ts';
 export type Sample = { name: string; labels: Record<string, string>; value: number };
 
 export async function scrape(base: string): Promise<Sample[]> {
-  const text = await (await fetch(`${base}/metrics`)).text();
+  return parseExposition(await (await fetch(`${base}/metrics`)).text());
+}
+
+/** The samples of a Prometheus text exposition (comments and blank lines skipped). */
+export function parseExposition(text: string): Sample[] {
   const out: Sample[] = [];
   for (const line of text.split('\n')) {
     const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$/.exec(line);
