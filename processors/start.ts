@@ -6,7 +6,14 @@
  */
 import { consumerLag } from '../streams/admin.ts';
 import type { Admin } from 'kafkajs';
-import { runConsumer, type RunnerHooks, type RunningConsumer } from '../streams/consumer.ts';
+import type { AvroCodec } from '../streams/avro.ts';
+import {
+  runConsumer,
+  type DecodedRecord,
+  type RunnerHooks,
+  type RunningConsumer,
+} from '../streams/consumer.ts';
+import type { TopicDescriptor } from '../streams/topics.ts';
 import type { ProcessorDeps } from './deps.ts';
 import { embeddingKeys } from '../features/embedding-keys.ts';
 import { startTasteConsumer, type RunningTaste } from './taste.ts';
@@ -50,8 +57,20 @@ export async function startProcessors(deps: ProcessorDeps): Promise<RunningProce
 
   try {
     running.push(
-      await startArticlesConsumer(deps, common, groups.articles, writers),
-      await startCustomersConsumer(deps, common, groups.customers, writers),
+      await startMetadataConsumer(
+        deps,
+        common,
+        groups.articles,
+        { topic: deps.topics.articles, codec: deps.codecs.articles },
+        (records) => writers.articles(records),
+      ),
+      await startMetadataConsumer(
+        deps,
+        common,
+        groups.customers,
+        { topic: deps.topics.customers, codec: deps.codecs.customers },
+        (records) => writers.customers(records),
+      ),
     );
     if (deps.metadataFirst ?? true) {
       await caughtUp(['articles', 'customers'], 600_000);
@@ -113,51 +132,29 @@ async function waitCaughtUp(
   }
 }
 
-/** The articles group: catalogue records into the article metadata. */
-function startArticlesConsumer(
+/**
+ * A metadata group (articles, customers): its records into the metadata hashes through `write`
+ * (writers.ts; last write wins by `updated_at`), counted by topic.
+ */
+function startMetadataConsumer<T>(
   deps: ProcessorDeps,
   { hooks, session }: ConsumerSettings,
   groupId: string,
-  writers: Writers,
+  stream: { topic: TopicDescriptor<T>; codec: AvroCodec<T> },
+  write: (records: readonly DecodedRecord<T>[]) => Promise<unknown>,
 ): Promise<RunningConsumer> {
-  const { kafka, codecs, topics, logger, metrics } = deps;
+  const { kafka, logger, metrics } = deps;
   return runConsumer({
     kafka,
     groupId,
-    topic: topics.articles,
-    codec: codecs.articles,
+    ...stream,
     dlqProducer: deps.dlqProducer,
     logger,
     hooks,
     ...session,
     handler: async (records) => {
-      await writers.articles(records);
-      metrics.events.inc({ topic: topics.articles.name }, records.length);
-      return undefined;
-    },
-  });
-}
-
-/** The customers group: customer records into the customer metadata. */
-function startCustomersConsumer(
-  deps: ProcessorDeps,
-  { hooks, session }: ConsumerSettings,
-  groupId: string,
-  writers: Writers,
-): Promise<RunningConsumer> {
-  const { kafka, codecs, topics, logger, metrics } = deps;
-  return runConsumer({
-    kafka,
-    groupId,
-    topic: topics.customers,
-    codec: codecs.customers,
-    dlqProducer: deps.dlqProducer,
-    logger,
-    hooks,
-    ...session,
-    handler: async (records) => {
-      await writers.customers(records);
-      metrics.events.inc({ topic: topics.customers.name }, records.length);
+      await write(records);
+      metrics.events.inc({ topic: stream.topic.name }, records.length);
       return undefined;
     },
   });
