@@ -8,9 +8,13 @@
  * namespace:
  *   1. publishes them all (not timed as ingestion);
  *   2. ceiling: a bare consumer group that only decodes and validates, events/s;
- *   3. processors: the real consumer groups from offset 0 to caught up, sustained events/s;
+ *   3. processors: the real consumer groups from offset 0 to caught up, sustained events/s; the
+ *      CPU they cost per event: this process's (the processors run in it: `node_cpu_us_per_event`)
+ *      and Redis's (INFO cpu: `redis_us_per_event`), and Redis's commands per event (INFO
+ *      commandstats, scripts' inner commands included: `redis_top_commands`);
  *   4. freshness: with the processors running and caught up, publishes live events at a steady
- *      rate and measures, for a sample, the time from send to the event being visible in Redis;
+ *      rate (`--live-rate`, default half the sustained rate of step 3: `freshness_rate_per_s`)
+ *      and measures, for a sample, the time from send to the event being visible in Redis;
  *   5. Redis memory per customer and per article (MEMORY USAGE over a sample of each).
  * Prints progress, then one JSON line with the figures last. Topics and keys are deleted after.
  * `main` is the run's outline; each step is a function below it (buildDataset, publish,
@@ -44,13 +48,14 @@ const { values } = parseArgs({
   options: {
     data: { type: 'string', default: DEFAULT_DATA },
     events: { type: 'string', default: '1000000' },
-    'live-rate': { type: 'string', default: '2000' },
+    'live-rate': { type: 'string' },
     'live-seconds': { type: 'string', default: '15' },
     partitions: { type: 'string', default: '3' },
   },
 });
 const TARGET = Number(values.events);
-const LIVE_RATE = Number(values['live-rate']);
+/** The freshness step's rate: `--live-rate`, else half the measured sustained rate. */
+const LIVE_RATE_OPTION = values['live-rate'] === undefined ? null : Number(values['live-rate']);
 const LIVE_SECONDS = Number(values['live-seconds']);
 
 const say = (msg: string) => {
@@ -96,13 +101,27 @@ async function main(): Promise<void> {
 
     const ceiling = await decodeCeiling(run, admin);
     const processing = await processFromStart(run, admin, dataset.events.length);
-    const latencies = await freshness(run, dataset.events, published.purchases, processing.running);
+    const liveRate = LIVE_RATE_OPTION ?? Math.max(1, Math.round(processing.sustained / 2));
+    const latencies = await freshness(
+      run,
+      dataset.events,
+      published.purchases,
+      processing.running,
+      liveRate,
+    );
     const memory = await memoryUsage(run, dataset);
     await admin.disconnect();
 
     console.log(
       JSON.stringify(
-        resultLine(dataset.events.length, published, ceiling, processing, latencies, memory),
+        resultLine(
+          dataset.events.length,
+          published,
+          ceiling,
+          processing,
+          { rate: liveRate, latencies },
+          memory,
+        ),
       ),
     );
   } finally {
@@ -238,6 +257,28 @@ interface Processing {
   readonly sustained: number;
   readonly batchSum: number;
   readonly batchCount: number;
+  /** Redis's CPU seconds (INFO cpu) over the step. */
+  readonly redisCpuS: number;
+  /** Per Redis command (scripts' inner commands included): calls and microseconds over the step. */
+  readonly commands: Map<string, { calls: number; usec: number }>;
+}
+
+/** Redis's CPU seconds so far (INFO cpu: user + sys of the server, its threads included). */
+async function redisCpu(redis: Redis): Promise<number> {
+  const info = await redis.info('cpu');
+  const f = (k: string) => Number(new RegExp(`${k}:([\\d.]+)`).exec(info)?.[1] ?? 0);
+  return f('used_cpu_sys') + f('used_cpu_user');
+}
+
+/** INFO commandstats: per command, calls and microseconds so far. */
+async function commandStats(redis: Redis): Promise<Map<string, { calls: number; usec: number }>> {
+  const out = new Map<string, { calls: number; usec: number }>();
+  for (const m of (await redis.info('commandstats')).matchAll(
+    /cmdstat_([^:]+):calls=(\d+),usec=(\d+)/g,
+  )) {
+    out.set(m[1] ?? '', { calls: Number(m[2]), usec: Number(m[3]) });
+  }
+  return out;
 }
 
 /** 3. processors: the real consumer groups from offset 0 to caught up; sustained events/s. */
@@ -245,6 +286,8 @@ async function processFromStart(run: Run, admin: Admin, eventCount: number): Pro
   const { runId, kafka, redis, codecs, topics, keys, logger, producer } = run;
   const metrics = createProcessorMetrics(false);
   const redisBefore = Number((await redis.info('memory')).match(/used_memory:(\d+)/)?.[1] ?? 0);
+  const redisCpu0 = await redisCpu(redis);
+  const commands0 = await commandStats(redis);
   const cpuBefore = process.cpuUsage();
   const t = performance.now();
   const running = await startProcessors({
@@ -270,6 +313,13 @@ async function processFromStart(run: Run, admin: Admin, eventCount: number): Pro
   clearInterval(progress);
   const procS = (performance.now() - t) / 1000;
   const cpu = process.cpuUsage(cpuBefore);
+  const redisCpuS = (await redisCpu(redis)) - redisCpu0;
+  const commands = new Map(
+    [...(await commandStats(redis))].map(([name, c]) => {
+      const before = commands0.get(name) ?? { calls: 0, usec: 0 };
+      return [name, { calls: c.calls - before.calls, usec: c.usec - before.usec }];
+    }),
+  );
   const sustained = eventCount / procS;
   const batch = await metrics.batchSeconds.get();
   const batchSum =
@@ -283,7 +333,17 @@ async function processFromStart(run: Run, admin: Admin, eventCount: number): Pro
   say(
     `processors: ${Math.round(sustained)} events/s over ${procS.toFixed(1)} s, ${batchCount} batches`,
   );
-  return { running, redisBefore, procS, cpu, sustained, batchSum, batchCount };
+  return {
+    running,
+    redisBefore,
+    procS,
+    cpu,
+    sustained,
+    batchSum,
+    batchCount,
+    redisCpuS,
+    commands,
+  };
 }
 
 /**
@@ -295,9 +355,10 @@ async function freshness(
   events: Purchase[],
   purchases: EventProducer<Purchase>,
   running: RunningProcessors,
+  rate: number,
 ): Promise<number[]> {
   const { runId, redis, keys, producer, topics } = run;
-  const liveCount = LIVE_RATE * LIVE_SECONDS;
+  const liveCount = rate * LIVE_SECONDS;
   const live: Purchase[] = Array.from({ length: liveCount }, (_, i) => {
     const src = events[i % events.length] as Purchase;
     return {
@@ -327,10 +388,10 @@ async function freshness(
       await new Promise((r) => setTimeout(r, 2));
     }
   })();
-  const chunk = Math.max(1, Math.round(LIVE_RATE / 20)); // 20 sends a second
+  const chunk = Math.max(1, Math.round(rate / 20)); // 20 sends a second
   const liveStart = performance.now();
   for (let i = 0; i < live.length; i += chunk) {
-    const due = liveStart + (i / LIVE_RATE) * 1000;
+    const due = liveStart + (i / rate) * 1000;
     const wait = due - performance.now();
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     const part = live.slice(i, i + chunk);
@@ -348,7 +409,7 @@ async function freshness(
   await running.stop();
   latencies.sort((a, b) => a - b);
   say(
-    `freshness over ${latencies.length} probes at ${LIVE_RATE}/s: p50 ${round(pct(latencies, 0.5))} ms, p99 ${round(pct(latencies, 0.99))} ms`,
+    `freshness over ${latencies.length} probes at ${rate}/s: p50 ${round(pct(latencies, 0.5))} ms, p99 ${round(pct(latencies, 0.99))} ms`,
   );
   return latencies;
 }
@@ -389,8 +450,8 @@ function resultLine(
   eventCount: number,
   { publishPerS }: Published,
   ceiling: number,
-  { procS, cpu, sustained, batchSum, batchCount, redisBefore }: Processing,
-  latencies: number[],
+  { procS, cpu, sustained, batchSum, batchCount, redisBefore, redisCpuS, commands }: Processing,
+  { rate, latencies }: { rate: number; latencies: number[] },
   { perCustomer, perArticle, redisAfter }: Memory,
 ): Record<string, unknown> {
   return {
@@ -405,7 +466,21 @@ function resultLine(
     batches: batchCount,
     mean_batch_ms: round((batchSum / Math.max(batchCount, 1)) * 1000),
     processor_cpu_s: round((cpu.user + cpu.system) / 1e6),
-    freshness_rate_per_s: LIVE_RATE,
+    node_cpu_us_per_event: round((cpu.user + cpu.system) / eventCount),
+    redis_us_per_event: round((redisCpuS * 1e6) / eventCount),
+    redis_commands_per_event: round(
+      [...commands.values()].reduce((s, c) => s + c.calls, 0) / eventCount,
+      2,
+    ),
+    redis_top_commands: [...commands]
+      .sort(([, a], [, b]) => b.usec - a.usec)
+      .slice(0, 10)
+      .map(([name, c]) => ({
+        command: name,
+        calls_per_event: round(c.calls / eventCount, 2),
+        us_per_event: round(c.usec / eventCount, 2),
+      })),
+    freshness_rate_per_s: rate,
     freshness_probes: latencies.length,
     freshness_p50_ms: round(pct(latencies, 0.5)),
     freshness_p99_ms: round(pct(latencies, 0.99)),

@@ -1,8 +1,9 @@
 /**
  * `npm run bench:serve [-- --data <dir>] [--duration S] [--rates a,b,c] [--connections N]
- *   [--trees N] [--known N] [--cold-share F] [--burst]`
+ *   [--trees N] [--known N] [--cold-share F] [--burst] [--processes N]`
  * (defaults: hm-sample, 10 s per rate (and for the freshness and overload runs), rates
- * 25,50,100,300,600, 16 connections, 500 trees, 1,000 known customers, 20 % cold requests)
+ * 25,50,100,300,600, 16 connections, 500 trees, 1,000 known customers, 20 % cold requests, one
+ * API process: `--processes` is the API's SERVING_PROCESSES)
  *
  * Serving benchmark on the real stack, in one run, on fresh topics and a fresh Redis namespace:
  *   1. loads an H&M-layout folder (default ../shared/data/hm-sample) into topics
@@ -25,7 +26,10 @@
  *      `ceiling_rps = scoring threads x 1000 / p50`; the same model through a ScorerPool of 2 at
  *      concurrency 16 (`pool_ceiling_rps`); Redis round trip (PING) and a pipelined read of 100
  *      candidates' article states;
- *   7. load: autocannon at each `--rates` value, then one run without a rate limit;
+ *   7. load: autocannon at each `--rates` value; then the search for the highest sustainable rate
+ *      (1.25x the last rate each step while the last kept up: p99 <= 25 ms and at least 98 % of
+ *      the offered requests answered); then one run without a rate limit (16 closed-loop
+ *      connections: with the default admission limit of 8, mostly refusals: a stress figure);
  *   8. freshness (serve/freshness.ts): the processors run again, the API under load at 300 req/s;
  *      one at a time, a purchase is published to Kafka (the real producer) by a known customer of
  *      a trending article not in their current recommendations, and their recommendations with
@@ -56,12 +60,17 @@
  *   rps, p50_ms, p99_ms, max_ms  answered (2xx) rps of the unthrottled run (`responses_rps`: every
  *                                response, 503s of admission control included); latencies of the highest rate whose
  *                                p99 <= 10 ms, else of the lowest (`latency_rule`)
- *   errors                       connection errors, timeouts and non-2xx over the rate runs and
- *                                the unthrottled one
+ *   errors                       connection errors, timeouts and non-2xx over the rate runs, the
+ *                                search steps and the unthrottled one
  *   ceiling_rps                  the scoring ceiling (step 6)
  *   p99_ms_at_300rps             p99 of the 300 req/s run (null when 300 is not among --rates)
- *   max_rps_p99_25ms             highest answered (2xx) rps of a run (rate runs and the unthrottled one)
- *                                whose p99 <= 25 ms; null when none
+ *   max_rps_p99_25ms             highest answered (2xx) rps of a run whose p99 <= 25 ms (rate runs
+ *                                and search steps that kept up, and the unthrottled one); null
+ *                                when none; `ratio_sustainable_to_ceiling` = it / ceiling_rps
+ *   cpu_ms_per_request, cpu_bound_rps
+ *                                CPU per answered request of the API (and its main thread), Redis
+ *                                and the load generator in that run, and cores x 1000 / their
+ *                                total: the rate at which they would fill the machine
  *   candidates_ms, features_ms, scoring_ms, http_ms
  *                                { p50, p99 } of each stage in the API (ms): the candidate reads,
  *                                building the feature rows, scoring (scorer pool round trip, or the
@@ -94,7 +103,7 @@ import { ScorerPool } from '../serving/scoring/pool.ts';
 import { timeBreakdown } from './serve/breakdown.ts';
 import { poolCeiling, redisCeilings, sessionCeiling } from './serve/ceilings.ts';
 import { freshnessRun } from './serve/freshness.ts';
-import { loadRunner, loadRuns, type LoadRun, type LoadTarget } from './serve/load.ts';
+import { keptUp, loadRunner, loadRuns, type LoadRun, type LoadTarget } from './serve/load.ts';
 import {
   CANDIDATES,
   K,
@@ -123,7 +132,12 @@ async function main(): Promise<void> {
     const model = await buildModel(run, opts.trees);
     const width = model.meta.features.length;
     const customers = await pickCustomers(run, opts);
-    const { api, base } = await startApi(run, model, customers.known[0] ?? 'nobody');
+    const { api, base } = await startApi(
+      run,
+      model,
+      customers.known[0] ?? 'nobody',
+      opts.processes,
+    );
 
     const warm = await warmUpPass(base, customers, run.redis, model.meta.version);
 
@@ -158,7 +172,7 @@ async function main(): Promise<void> {
       ours,
       apiPid,
     };
-    const load = await loadRuns(target, opts.rates, opts.duration);
+    const load = await loadRuns(target, opts.rates, opts.duration, SUSTAINABLE_P99_MS);
 
     const freshness = await freshnessRun(
       { run, base, customers, loadRun: loadRunner(target), ours },
@@ -212,18 +226,22 @@ interface Results {
   readonly session: Awaited<ReturnType<typeof sessionCeiling>>;
   readonly poolRun: Awaited<ReturnType<typeof poolCeiling>>;
   readonly redisRun: Awaited<ReturnType<typeof redisCeilings>>;
-  readonly load: { perRate: LoadRun[]; maxRun: LoadRun; otherMax: number };
+  readonly load: { perRate: LoadRun[]; search: LoadRun[]; maxRun: LoadRun; otherMax: number };
   readonly freshness: Awaited<ReturnType<typeof freshnessRun>>;
   readonly sustainable: ReturnType<typeof maxSustainable>;
   readonly overload: Awaited<ReturnType<typeof overloadRun>>;
 }
 
 /**
- * The highest rps achieved by a run (rate runs and the unthrottled one) whose p99 is within
- * SUSTAINABLE_P99_MS; the unthrottled run's rps when none is.
+ * The highest answered rps of a run whose p99 is within SUSTAINABLE_P99_MS: a rate run or search
+ * step that kept up (`keptUp`), or the unthrottled run; the unthrottled run's answered rps when
+ * none is. `run` is the run it comes from (its CPU per request is the budget reported).
  */
 function maxSustainable(load: Results['load']) {
-  const runs = [...load.perRate, load.maxRun].filter((r) => r.p99_ms <= SUSTAINABLE_P99_MS);
+  const runs = [
+    ...[...load.perRate, ...load.search].filter((r) => keptUp(r, SUSTAINABLE_P99_MS)),
+    ...(load.maxRun.p99_ms <= SUSTAINABLE_P99_MS ? [load.maxRun] : []),
+  ];
   const best = runs.reduce<LoadRun | null>(
     (b, r) => (b === null || r.answered_rps > b.answered_rps ? r : b),
     null,
@@ -232,13 +250,36 @@ function maxSustainable(load: Results['load']) {
     ? {
         rps: load.maxRun.answered_rps,
         within: null,
+        run: load.maxRun,
         basis: `no run had p99 <= ${SUSTAINABLE_P99_MS} ms: the unthrottled answered rps`,
       }
     : {
         rps: best.answered_rps,
         within: best.answered_rps,
+        run: best,
         basis: `max_rps_p99_${SUSTAINABLE_P99_MS}ms (the ${best.rate === 'max' ? 'unthrottled' : `${best.rate}/s`} run)`,
       };
+}
+
+/**
+ * CPU per answered request over every process a request touches, in the run that gave
+ * `max_rps_p99_25ms`, and the rate at which they would fill every core: what bounds throughput
+ * on a machine where the load generator and Redis share the cores with the API.
+ */
+function cpuBudget(run: LoadRun) {
+  const per = (cores: number) => round((cores * 1000) / Math.max(run.answered_rps, 1e-9), 3);
+  const total = per(run.server_cpu_cores + run.redis_cpu_cores + run.loadgen_cpu_cores);
+  return {
+    cpu_ms_per_request: {
+      rate: run.rate,
+      api: per(run.server_cpu_cores),
+      api_main_thread: run.main_thread_cpu_ms_per_request,
+      redis: per(run.redis_cpu_cores),
+      load_generator: per(run.loadgen_cpu_cores),
+      total,
+    },
+    cpu_bound_rps: Math.round((availableParallelism() * 1000) / Math.max(total, 1e-9)),
+  };
 }
 
 /**
@@ -247,13 +288,13 @@ function maxSustainable(load: Results['load']) {
  */
 function resultLine(r: Results) {
   const { opts, customers, session, poolRun, redisRun } = r;
-  const { perRate, maxRun, otherMax } = r.load;
+  const { perRate, search, maxRun, otherMax } = r.load;
   const { known, cold, knownAll } = customers;
   const { rows, runStats, scoringThreads, ceilingRps } = session;
   const within = perRate.filter((x) => x.p99_ms <= P99_TARGET_MS);
   const headline = within.at(-1) ?? perRate[0];
   if (headline === undefined) throw new Error('no rate run');
-  const allRuns = [...perRate, maxRun];
+  const allRuns = [...perRate, ...search, maxRun];
   const candidatesAll = allRuns.flatMap((x) =>
     Number.isFinite(x.candidates_mean) ? [x.candidates_mean * x.requests] : [],
   );
@@ -277,6 +318,8 @@ function resultLine(r: Results) {
     ceiling_rps: Math.round(ceilingRps),
     p99_ms_at_300rps: at300?.p99_ms ?? null,
     max_rps_p99_25ms: r.sustainable.within,
+    ratio_sustainable_to_ceiling: round((r.sustainable.within ?? 0) / ceilingRps, 3),
+    ...cpuBudget(r.sustainable.run),
     candidates_ms: stage('candidates'),
     features_ms: stage('features'),
     scoring_ms: stage('scoring'),
@@ -311,6 +354,7 @@ function resultLine(r: Results) {
     cold_share: round(cold.length / customers.customers.length, 3),
     customers: { known: known.length, cold: cold.length, in_store: knownAll.length },
     per_rate: perRate,
+    search,
     max_run: maxRun,
     freshness,
     overload,
@@ -325,6 +369,7 @@ function resultLine(r: Results) {
     k: K,
     model: { version: r.model.version, trees: r.model.trees, depth: 6, features: r.model.width },
     scorer_workers: WORKERS,
+    api_processes: opts.processes,
     cores: availableParallelism(),
     processing_s: round(r.processingS, 1),
     loadavg_at_start: r.loadavgAtStart,

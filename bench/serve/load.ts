@@ -93,6 +93,11 @@ export function loadRunner(target: LoadTarget) {
       candidates_mean: round(mean(onResponse.cands), 1),
       ...server,
       server_cpu_ms_per_request: round((server.server_cpu_cores * 1000) / Math.max(rps, 1e-9)),
+      // Every process the request touches, per response: the API (main thread and scorer
+      // threads), Redis and the load generator.
+      total_cpu_ms_per_request: round(
+        ((server.server_cpu_cores + redisCores + loadgenCores) * 1000) / Math.max(rps, 1e-9),
+      ),
       main_thread_cpu_ms_per_request: round(((main1 - main0) * 10) / Math.max(1, responses)),
       loadgen_cpu_cores: round(loadgenCores),
       redis_cpu_cores: round(redisCores),
@@ -158,17 +163,39 @@ async function fire(
 
 /** A run's figures in one progress line. */
 export const describeRun = (r: LoadRun) =>
-  `  -> ${r.rps} req/s, p50 ${r.p50_ms} / p99 ${r.p99_ms} / max ${r.max_ms} ms, errors ${r.errors}, took_ms p50 ${r.took_ms.p50_ms} p99 ${r.took_ms.p99_ms}, server cpu ${r.server_cpu_cores} cores (${r.server_cpu_ms_per_request} ms/request, main thread ${r.main_thread_cpu_ms_per_request}), load generator ${r.loadgen_cpu_cores}, redis ${r.redis_cpu_cores}, other processes ${r.other_cpu_cores}${r.other_busiest.length > 0 ? ` (${r.other_busiest.map((p) => `${p.name} ${p.cores}`).join(', ')})` : ''}\n     stages p50/p99 ms: ${STAGES.map((st) => `${st} ${r.stages_ms[st].p50 ?? '-'}/${r.stages_ms[st].p99 ?? '-'}`).join(', ')}; ${r.redis_commands_per_request ?? '-'} Redis commands/request`;
+  `  -> ${r.rps} req/s, p50 ${r.p50_ms} / p99 ${r.p99_ms} / max ${r.max_ms} ms, errors ${r.errors}, took_ms p50 ${r.took_ms.p50_ms} p99 ${r.took_ms.p99_ms}, answered ${r.answered_rps}/s, server cpu ${r.server_cpu_cores} cores (${r.server_cpu_ms_per_request} ms/request, main thread ${r.main_thread_cpu_ms_per_request}; all processes ${r.total_cpu_ms_per_request}), load generator ${r.loadgen_cpu_cores}, redis ${r.redis_cpu_cores}, other processes ${r.other_cpu_cores}${r.other_busiest.length > 0 ? ` (${r.other_busiest.map((p) => `${p.name} ${p.cores}`).join(', ')})` : ''}\n     stages p50/p99 ms: ${STAGES.map((st) => `${st} ${r.stages_ms[st].p50 ?? '-'}/${r.stages_ms[st].p99 ?? '-'}`).join(', ')}; ${r.redis_commands_per_request ?? '-'} Redis commands/request`;
+
+/** Answered rps of a run may not trail its offered rate by more than this share (refusals, lag). */
+const SEARCH_SHORTFALL = 0.02;
+/** Each search step offers this much more than the last. */
+const SEARCH_STEP = 1.25;
+/** Search steps at most, after the last `--rates` value. */
+const SEARCH_STEPS = 8;
+
+/** A rate run that kept up: p99 within `p99Ms` and (nearly) every offered request answered. */
+export function keptUp(r: LoadRun, p99Ms: number): boolean {
+  return (
+    typeof r.rate === 'number' &&
+    r.p99_ms <= p99Ms &&
+    r.answered_rps >= r.rate * (1 - SEARCH_SHORTFALL)
+  );
+}
 
 /**
- * A 3-s unthrottled warm-up, a run at each rate and one unthrottled run; the most CPU other
- * processes used in a run (warned about above 0.25 cores).
+ * A 3-s unthrottled warm-up, a run at each rate, then the search for the highest sustainable
+ * rate: from the highest `--rates` value, rates SEARCH_STEP x higher each, as long as the last
+ * one kept up (`keptUp` within `searchP99Ms`), at most SEARCH_STEPS; then one unthrottled run. The
+ * unthrottled run offers whatever `connections` closed-loop clients can send: with more clients
+ * than the API admits, most of it is refused (503s are cheap but not free), so it is a stress
+ * figure, not the sustainable one; the search gives that. Returns the runs and the most CPU other
+ * processes used in one (warned about above 0.25 cores).
  */
 export async function loadRuns(
   target: LoadTarget,
   rates: readonly number[],
   duration: number,
-): Promise<{ perRate: LoadRun[]; maxRun: LoadRun; otherMax: number }> {
+  searchP99Ms: number,
+): Promise<{ perRate: LoadRun[]; search: LoadRun[]; maxRun: LoadRun; otherMax: number }> {
   const loadRun = loadRunner(target);
   const { connections } = target;
   say(`autocannon warm-up (3 s, ${connections} connections, unthrottled)`);
@@ -180,15 +207,24 @@ export async function loadRuns(
     perRate.push(r);
     say(describeRun(r));
   }
+  const search: LoadRun[] = [];
+  let last = perRate.at(-1);
+  while (last !== undefined && keptUp(last, searchP99Ms) && search.length < SEARCH_STEPS) {
+    const rate = Math.round(Number(last.rate) * SEARCH_STEP);
+    say(`search: rate ${rate}/s for ${duration} s (the last kept up: p99 <= ${searchP99Ms} ms)`);
+    last = await loadRun(rate, duration);
+    search.push(last);
+    say(describeRun(last));
+  }
   say(`max throughput for ${duration} s (${connections} connections, no rate limit)`);
   const maxRun = await loadRun(null, duration);
   say(describeRun(maxRun));
 
-  const otherMax = Math.max(...[...perRate, maxRun].map((r) => r.other_cpu_cores));
+  const otherMax = Math.max(...[...perRate, ...search, maxRun].map((r) => r.other_cpu_cores));
   if (otherMax > 0.25) {
     say(
       `warning: other processes used up to ${otherMax} of ${availableParallelism()} cores during the runs; the figures are lower than on a quiet machine`,
     );
   }
-  return { perRate, maxRun, otherMax };
+  return { perRate, search, maxRun, otherMax };
 }

@@ -38,6 +38,8 @@ export interface BenchOptions {
   readonly coldShare: number;
   /** One autocannon instance with `overallRate` per rate run, instead of staggered ones. */
   readonly burst: boolean;
+  /** API processes on the one port (the API's SERVING_PROCESSES). */
+  readonly processes: number;
 }
 
 /** The options of `process.argv` (not checked: see `checkOptions`). */
@@ -52,6 +54,7 @@ export function parseOptions(): BenchOptions {
       known: { type: 'string', default: '1000' },
       'cold-share': { type: 'string', default: '0.2' },
       burst: { type: 'boolean', default: false },
+      processes: { type: 'string', default: '1' },
     },
   });
   return {
@@ -66,6 +69,7 @@ export function parseOptions(): BenchOptions {
     known: Number(values.known),
     coldShare: Number(values['cold-share']),
     burst: values.burst,
+    processes: Number(values.processes),
   };
 }
 
@@ -74,7 +78,16 @@ export function checkOptions(o: BenchOptions): void {
   if (!existsSync(o.data)) {
     throw new Error(`no dataset at ${o.data}; pass --data <dir> (H&M layout)`);
   }
-  if (o.rates.length === 0 || !(o.duration > 0) || !(o.connections >= 1) || !(o.trees >= 1)) {
-    throw new Error('--rates, --duration, --connections and --trees must be positive numbers');
+  if (
+    o.rates.length === 0 ||
+    !(o.duration > 0) ||
+    !(o.connections >= 1) ||
+    !(o.trees >= 1) ||
+    !Number.isInteger(o.processes) ||
+    o.processes < 1
+  ) {
+    throw new Error(
+      '--rates, --duration, --connections, --trees and --processes must be positive numbers',
+    );
   }
 }

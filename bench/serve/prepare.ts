@@ -167,6 +167,7 @@ export async function startApi(
   run: BenchRun,
   model: LoadedModel,
   probeCustomer: string,
+  processes: number,
 ): Promise<{ api: Child; base: string }> {
   const api = spawnTs('api', 'serving/serve-cli.ts', {
     ...run.childEnv,
@@ -175,6 +176,7 @@ export async function startApi(
     SCORER_WORKERS: String(WORKERS),
     SERVING_MAX_CANDIDATES: String(CANDIDATES),
     SERVING_ALLOW_FIXTURE_MODEL: 'true',
+    SERVING_PROCESSES: String(processes),
   });
   run.children.api = api;
   const base = await new Promise<string>((resolve, reject) => {
