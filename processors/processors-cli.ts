@@ -24,6 +24,10 @@ const env = z
     PROCESSOR_RECENT_CAP: z.coerce.number().int().positive().default(50),
     PROCESSOR_COPURCHASE_WINDOW_DAYS: z.coerce.number().positive().default(14),
     PROCESSOR_COPURCHASE_FANOUT: z.coerce.number().int().positive().default(20),
+    PROCESSOR_DEDUP_HORIZON_DAYS: z.coerce.number().positive().default(30),
+    PROCESSOR_ITEMS_CAP: z.coerce.number().int().positive().default(200),
+    PROCESSOR_COPURCHASE_CAP: z.coerce.number().int().positive().default(100),
+    PROCESSOR_TRENDING_CAP: z.coerce.number().int().positive().default(2_000),
     PROCESSOR_SESSION_TIMEOUT_MS: z.coerce.number().int().min(6_000).default(30_000),
   })
   .parse(process.env);
@@ -59,6 +63,10 @@ async function main(): Promise<void> {
       recentCap: env.PROCESSOR_RECENT_CAP,
       copurchaseWindowMs: env.PROCESSOR_COPURCHASE_WINDOW_DAYS * 86_400_000,
       copurchaseFanout: env.PROCESSOR_COPURCHASE_FANOUT,
+      dedupHorizonMs: env.PROCESSOR_DEDUP_HORIZON_DAYS * 86_400_000,
+      itemsCap: env.PROCESSOR_ITEMS_CAP,
+      copurchaseCap: env.PROCESSOR_COPURCHASE_CAP,
+      trendingCap: env.PROCESSOR_TRENDING_CAP,
     },
   });
   logger.info(

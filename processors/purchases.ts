@@ -38,6 +38,21 @@ export interface PurchaseProcessorOptions {
   /** Most partners paired with one purchase (nearest in time first). */
   copurchaseFanout: number;
   /**
+   * Event-time horizon (ms) of the event-id guard: a second publish of an event is recognised
+   * while the customer's newest event time is within this of the first's; older guard entries are
+   * forgotten (redeliveries are recognised by position, whatever their age).
+   */
+  dedupHorizonMs: number;
+  /**
+   * Articles (and as many product codes) kept per customer in `items` and `bought`: the top by
+   * time-weighted count (ITEM_HALF_LIFE); the rest are dropped once there are 25 % more.
+   */
+  itemsCap: number;
+  /** Co-purchase partners kept per article: the top by decayed count, trimmed as they grow. */
+  copurchaseCap: number;
+  /** Articles kept per trending sorted set (global and per segment): the top by decayed count. */
+  trendingCap: number;
+  /**
    * Called after each of the four steps of a batch has been acknowledged by Redis. For
    * observability and for fault-injection tests, which throw here to simulate a crash mid-batch.
    */
@@ -48,6 +63,10 @@ export const DEFAULT_PURCHASE_OPTIONS: Omit<PurchaseProcessorOptions, 'afterStep
   recentCap: 50,
   copurchaseWindowMs: 14 * 86_400_000,
   copurchaseFanout: 20,
+  dedupHorizonMs: 30 * 86_400_000,
+  itemsCap: 200,
+  copurchaseCap: 100,
+  trendingCap: 2_000,
 };
 
 export interface BatchOutcome {
