@@ -81,7 +81,7 @@ async function main(): Promise<void> {
   const ns = `bench${runId}`;
   const keys = keySpace(ns);
 
-  const dataset = await buildDataset(values.data);
+  let dataset: BenchDataset | null = await buildDataset(values.data);
 
   const { codecs } = await bootstrap({
     kafka,
@@ -95,27 +95,32 @@ async function main(): Promise<void> {
   const run: Run = { runId, logger, topics, kafka, redis, keys, codecs, producer, embeddings };
   try {
     const published = await publish(run, dataset);
+    // The processors run in this process: what they measure must not include collecting a heap
+    // holding every published event (a processor process does not hold them). Only what the
+    // later steps use is kept.
+    const kept = keepAfterPublish(dataset);
+    dataset = null;
 
     const admin = kafka.admin();
     await admin.connect();
 
     const ceiling = await decodeCeiling(run, admin);
-    const processing = await processFromStart(run, admin, dataset.events.length);
+    const processing = await processFromStart(run, admin, kept.eventCount);
     const liveRate = LIVE_RATE_OPTION ?? Math.max(1, Math.round(processing.sustained / 2));
     const latencies = await freshness(
       run,
-      dataset.events,
+      kept.liveSource,
       published.purchases,
       processing.running,
       liveRate,
     );
-    const memory = await memoryUsage(run, dataset);
+    const memory = await memoryUsage(run, kept);
     await admin.disconnect();
 
     console.log(
       JSON.stringify(
         resultLine(
-          dataset.events.length,
+          kept.eventCount,
           published,
           ceiling,
           processing,
@@ -179,6 +184,25 @@ async function buildDataset(dir: string): Promise<BenchDataset> {
     `${events.length} purchase events (${copies} re-keyed copies of ${data.purchases.length}), ${articles.length} articles, ${customers.length} customers`,
   );
   return { events, customers, articles };
+}
+
+/** What the steps after publishing use of the dataset. */
+interface Kept {
+  readonly eventCount: number;
+  /** The last events published: step 4's live events are copies of them. */
+  readonly liveSource: Purchase[];
+  /** Samples of the customers and articles whose memory step 5 measures. */
+  readonly customerIds: string[];
+  readonly articleIds: string[];
+}
+
+function keepAfterPublish({ events, customers, articles }: BenchDataset): Kept {
+  return {
+    eventCount: events.length,
+    liveSource: events.slice(-20_000),
+    customerIds: customers.slice(0, 500).map((c) => c.customer_id),
+    articleIds: articles.slice(0, 500).map((a) => a.article_id),
+  };
 }
 
 /** The purchases' producer (step 4 sends the live events with it) and the publishing rate. */
@@ -422,7 +446,7 @@ interface Memory {
 }
 
 /** 5. memory per customer / article (MEMORY USAGE over a sample of each), and Redis's after. */
-async function memoryUsage(run: Run, { customers, articles }: BenchDataset): Promise<Memory> {
+async function memoryUsage(run: Run, { customerIds, articleIds }: Kept): Promise<Memory> {
   const { redis, keys } = run;
   const sample = async (ids: string[], keysOf: (id: string) => string[]) => {
     const pipe = redis.pipeline();
@@ -431,13 +455,11 @@ async function memoryUsage(run: Run, { customers, articles }: BenchDataset): Pro
     const res = (await pipe.exec()) ?? [];
     return res.reduce((s, [, v]) => s + (typeof v === 'number' ? v : 0), 0) / ids.length;
   };
-  const custSample = customers.slice(0, 500).map((c) => c.customer_id);
-  const artSample = articles.slice(0, 500).map((a) => a.article_id);
-  const perCustomer = await sample(custSample, (id) => {
+  const perCustomer = await sample(customerIds, (id) => {
     const k = keys.customer(id);
-    return [k.seen, k.stats, k.recent, k.window, k.bought, k.affinity, k.items, k.meta];
+    return [k.seen, k.off, k.stats, k.recent, k.window, k.bought, k.affinity, k.items, k.meta];
   });
-  const perArticle = await sample(artSample, (id) => {
+  const perArticle = await sample(articleIds, (id) => {
     const k = keys.article(id);
     return [k.stats, k.buyers, k.copurchase, k.meta, k.summary, k.offsets];
   });

@@ -42,8 +42,16 @@ export function productCodeOf(value: string | null | undefined): string | null {
 export type SegmentKind = 'age_index' | 'channel';
 
 export interface CustomerKeys {
-  /** hash event_id -> `<partition>:<offset>` it was applied from (the event-id guard) */
+  /**
+   * hash event_id -> `<partition>:<offset>|<event time>` it was applied from (the event-id guard;
+   * events within the dedup horizon)
+   */
   readonly seen: string;
+  /**
+   * hash: the customer script's bookkeeping: `o:<partition>` highest offset applied, `smin`
+   * earliest event time in `seen`, `in` entries in `items`
+   */
+  readonly off: string;
   /** hash: n, units, spend, price_sum, first, last, ch:<id> */
   readonly stats: string;
   /** zset: recent purchases scored by event time, member `t|event|article|price|channel|qty` */
@@ -135,6 +143,7 @@ export function keySpace(ns = 'rec'): KeySpace {
       const p = `${ns}:{u:${c}}`;
       return {
         seen: `${p}:seen`,
+        off: `${p}:off`,
         stats: `${p}:stats`,
         recent: `${p}:recent`,
         window: `${p}:win`,

@@ -2,13 +2,16 @@
  * The purchases processor: turns a batch of purchase events into the online features in Redis,
  * effectively once. A batch costs three pipelined round trips, whatever its size:
  *  1. read the metadata the events need (article categories, customer age);
- *  2. per customer, one script applies that customer's events atomically with the event-id guard
- *     (hash `seen`: event id -> Kafka position) and returns each event's co-purchase partners;
+ *  2. per customer, one script applies that customer's events atomically with its guards (the
+ *     highest offset applied per partition, and hash `seen`: event id -> Kafka position, kept for
+ *     the dedup horizon) and returns each event's co-purchase partners;
  *  3. per article, per co-purchase partner article and for trending, one script each applies
  *     the events of that slot, guarded by the highest Kafka offset per partition it has applied.
  * Each script aggregates its events in Lua and writes each touched field once. A crash anywhere
  * re-runs the batch: step 2 recognises redeliveries by position (and duplicates published twice by
- * a different position), step 3 skips offsets it already applied, so nothing is counted twice.
+ * a different position, within the dedup horizon), step 3 skips offsets it already applied, so
+ * nothing is counted twice. State is bounded: the guard by the horizon, the customer's items and
+ * bought by `itemsCap`, recent purchases by `recentCap`, the co-purchase window by time.
  */
 import type { Redis } from 'ioredis';
 import type { DecodedRecord } from '../streams/consumer.ts';
@@ -165,11 +168,13 @@ export class PurchaseProcessor {
     const { articleMeta, customerAge } = await this.readMetadata(records);
     const { pending, applied, duplicates } = await this.applyCustomerScripts(records, articleMeta);
     if (pending.length === 0) return { applied, duplicates };
-    // Secondary slots need each partition's events in offset order.
+    // Secondary slots need each partition's events in offset order (offsets are decimal strings
+    // of int64s, compared by length then text: no BigInt per comparison).
     pending.sort(
       (x, y) =>
         x.record.partition - y.record.partition ||
-        Number(BigInt(x.record.offset) - BigInt(y.record.offset)),
+        x.record.offset.length - y.record.offset.length ||
+        (x.record.offset < y.record.offset ? -1 : x.record.offset > y.record.offset ? 1 : 0),
     );
     await this.applySlotScripts(pending, articleMeta, customerAge);
     return { applied, duplicates };
@@ -217,7 +222,7 @@ export class PurchaseProcessor {
       scripts.call(
         custPipe,
         'customer',
-        [k.seen, k.stats, k.recent, k.window, k.bought, k.affinity, k.items],
+        [k.seen, k.stats, k.recent, k.window, k.bought, k.affinity, k.items, k.off],
         this.customerArgs(list, articleMeta),
       );
       order.push(list);
@@ -256,6 +261,8 @@ export class PurchaseProcessor {
       opts.copurchaseWindowMs,
       opts.copurchaseFanout,
       rate(HALF_LIVES[ITEM_HALF_LIFE]),
+      opts.dedupHorizonMs,
+      opts.itemsCap,
       list.length,
     ];
     for (const r of list) {
@@ -368,28 +375,35 @@ export class PurchaseProcessor {
     pending: readonly Pending[],
     coRate: number,
   ): void {
-    const incoming = new Map<string, (string | number)[][]>();
+    // Per partner article: its ARGV tail (4 values per event) and the number of events.
+    const incoming = new Map<string, { args: (string | number)[]; events: number }>();
     for (const { record, partners } of pending) {
       const e = record.value;
-      for (const [b, ps] of groupBy(partners, (p) => p.article)) {
-        const entry = [
-          record.partition,
-          record.offset,
-          e.article_id,
-          ps.map((p) => Math.max(p.time, e.event_time)).join(RS),
-        ];
-        const list = incoming.get(b);
-        if (list) list.push(entry);
-        else incoming.set(b, [entry]);
+      // An event's partners are distinct articles but for a repeat purchase within the window:
+      // each partner article gets one entry with every pair time of this event.
+      const times = new Map<string, string>();
+      for (const p of partners) {
+        const t = String(Math.max(p.time, e.event_time));
+        const had = times.get(p.article);
+        times.set(p.article, had === undefined ? t : `${had}${RS}${t}`);
+      }
+      for (const [b, pairTimes] of times) {
+        let entry = incoming.get(b);
+        if (!entry) {
+          entry = { args: [], events: 0 };
+          incoming.set(b, entry);
+        }
+        entry.args.push(record.partition, record.offset, e.article_id, pairTimes);
+        entry.events++;
       }
     }
-    for (const [b, list] of incoming) {
+    for (const [b, { args, events }] of incoming) {
       const k = this.keys.article(b);
       this.scripts.call(
         pipe,
         'copurchase',
         [k.copurchase, k.offsets],
-        [DECAY_EPOCH_MS, coRate, list.length, ...list.flat()],
+        [DECAY_EPOCH_MS, coRate, events, ...args],
       );
     }
   }

@@ -1,0 +1,176 @@
+/**
+ * Bounded customer state, against the real Redis and the real scripts: two simulated years of a
+ * heavy customer (three purchases a day over 400 articles), applied batch by batch through the
+ * purchases processor. After every batch the event-id guard holds only the events of its horizon,
+ * `items` / `bought` / `recent` / the co-purchase window stay within their caps; duplicates within
+ * the horizon and redeliveries of any age are still recognised; and the items kept are the ones an
+ * uncapped run weighs most.
+ */
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DAY_MS } from '../../features/decay.ts';
+import { keySpace, type KeySpace } from '../../features/keys.ts';
+import { deleteNamespace } from '../../features/state.ts';
+import { PurchaseProcessor, type PurchaseProcessorOptions } from '../../processors/purchases.ts';
+import { defineScripts } from '../../processors/scripts.ts';
+import type { Purchase } from '../../schemas/events.ts';
+import type { DecodedRecord } from '../../streams/consumer.ts';
+import { loadConfig } from '../../common/config.ts';
+
+const T0 = Date.UTC(2019, 0, 1);
+const DAYS = 730;
+const PER_DAY = 3;
+const ARTICLES = 400;
+const BATCH = 60;
+const CUSTOMER = 'heavy-1';
+const CAPS: Partial<PurchaseProcessorOptions> = {
+  recentCap: 10,
+  itemsCap: 20,
+  dedupHorizonMs: 30 * DAY_MS,
+  copurchaseWindowMs: 14 * DAY_MS,
+};
+/** The guard keeps events from the horizon before the quarter-horizon step of the newest. */
+const STEP = Math.floor((30 * DAY_MS) / 4);
+const cut = (newest: number) => Math.floor(newest / STEP) * STEP - 30 * DAY_MS;
+
+/** Purchases of one customer: PER_DAY a day, articles skewed (a few bought again and again). */
+function purchases(): Purchase[] {
+  const out: Purchase[] = [];
+  let seed = 7;
+  const rnd = () => {
+    seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+    return seed / 2 ** 31;
+  };
+  for (let d = 0; d < DAYS; d++) {
+    for (let k = 0; k < PER_DAY; k++) {
+      const a = Math.floor(ARTICLES * rnd() ** 3); // low ids far more often
+      out.push({
+        event_id: `e-${d}-${k}`,
+        customer_id: CUSTOMER,
+        article_id: `art${String(a).padStart(4, '0')}`,
+        event_time: T0 + d * DAY_MS + k * 3_600_000,
+        price: 0.01 + a / 10_000,
+        quantity: 1,
+        sales_channel_id: 1 + (k % 2),
+      });
+    }
+  }
+  return out;
+}
+
+const record = (value: Purchase, offset: number): DecodedRecord<Purchase> => ({
+  value,
+  key: value.customer_id,
+  topic: 'purchases',
+  partition: 0,
+  offset: String(offset),
+  timestamp: value.event_time,
+});
+
+describe('bounded customer state', () => {
+  let redis: Redis;
+  const spaces: KeySpace[] = [];
+  const space = () => {
+    const k = keySpace(`bounds${randomUUID().slice(0, 8)}`);
+    spaces.push(k);
+    return k;
+  };
+
+  beforeAll(() => {
+    redis = new Redis(loadConfig().redisUrl, { maxRetriesPerRequest: null });
+  });
+  afterAll(async () => {
+    for (const k of spaces) await deleteNamespace(redis, k);
+    redis.disconnect();
+  });
+
+  it('stays within its caps over two years of a heavy customer, still catching duplicates', async () => {
+    const keys = space();
+    const k = keys.customer(CUSTOMER);
+    const proc = new PurchaseProcessor(redis, keys, defineScripts(redis), CAPS);
+    const events = purchases();
+    const records = events.map((e, i) => record(e, i));
+    let maxSeen = 0;
+    for (let i = 0; i < records.length; i += BATCH) {
+      const batch = records.slice(i, i + BATCH);
+      const outcome = await proc.apply(batch);
+      expect(outcome.applied).toBe(batch.length);
+      const newest = Math.max(...records.slice(0, i + BATCH).map((r) => r.value.event_time));
+      const [seen, items, bought, recent, win] = await Promise.all([
+        redis.hkeys(k.seen),
+        redis.hlen(k.items),
+        redis.hkeys(k.bought),
+        redis.zcard(k.recent),
+        redis.zrange(k.window, 0, 0, 'WITHSCORES'),
+      ]);
+      // The guard: exactly the events applied at or after the cut.
+      const expected = records
+        .slice(0, i + BATCH)
+        .filter((r) => r.value.event_time >= cut(newest))
+        .map((r) => r.value.event_id);
+      expect(new Set(seen)).toEqual(new Set(expected));
+      maxSeen = Math.max(maxSeen, seen.length);
+      expect(items).toBeLessThanOrEqual(Math.ceil(2.5 * 20));
+      const itemArticles = new Set(
+        (await redis.hkeys(k.items)).filter((f) => f.startsWith('a:')).map((f) => f.slice(2)),
+      );
+      for (const a of bought) expect(itemArticles.has(a)).toBe(true);
+      expect(recent).toBeLessThanOrEqual(10);
+      // The co-purchase window keeps two windows behind the newest event.
+      expect(Number(win[1])).toBeGreaterThanOrEqual(newest - 2 * 14 * DAY_MS);
+    }
+    // Bounded by the horizon (~37.5 days of 3 a day), not by the 2,190 events applied.
+    expect(maxSeen).toBeLessThanOrEqual(PER_DAY * (30 + 8) + BATCH);
+    const stats = await redis.hgetall(k.stats);
+    expect(Number(stats.n)).toBe(events.length);
+
+    // A second publish (another offset) of an event 10 days old: a duplicate, not counted.
+    const last = events.at(-1) as Purchase;
+    const recentOne = events.find((e) => e.event_time >= last.event_time - 10 * DAY_MS) as Purchase;
+    let offset = records.length;
+    expect(await proc.apply([record(recentOne, offset++)])).toEqual({ applied: 0, duplicates: 1 });
+    // A redelivery (same offset) of the very first event, forgotten by the guard long ago: not
+    // counted either (recognised by position).
+    expect(await proc.apply([records[0] as DecodedRecord<Purchase>])).toEqual({
+      applied: 0,
+      duplicates: 0,
+    });
+    // A second publish of an event a year old, beyond the horizon: counted again (the documented
+    // limit of the horizon).
+    const old = events[DAYS * PER_DAY - 365 * PER_DAY] as Purchase;
+    expect(await proc.apply([record(old, offset++)])).toEqual({ applied: 1, duplicates: 0 });
+    expect(Number(await redis.hget(k.stats, 'n'))).toBe(events.length + 1);
+  });
+
+  it('keeps the items an uncapped run weighs most', async () => {
+    const capped = space();
+    const uncapped = space();
+    const events = purchases().map((e, i) => record(e, i));
+    const scripts = defineScripts(redis);
+    const a = new PurchaseProcessor(redis, capped, scripts, CAPS);
+    const b = new PurchaseProcessor(redis, uncapped, scripts, { ...CAPS, itemsCap: 100_000 });
+    for (let i = 0; i < events.length; i += BATCH) {
+      await a.apply(events.slice(i, i + BATCH));
+      await b.apply(events.slice(i, i + BATCH));
+    }
+    const top = async (keys: KeySpace, n: number) => {
+      const h = await redis.hgetall(keys.customer(CUSTOMER).items);
+      return Object.entries(h)
+        .filter(([f]) => f.startsWith('a:'))
+        .map(([f, v]) => [f, Number(v.split('|')[2])] as const)
+        .sort((x, y) => y[1] - x[1])
+        .slice(0, n)
+        .map(([f]) => f);
+    };
+    const kept = await top(capped, 1_000);
+    expect(kept.length).toBeLessThanOrEqual(Math.ceil(2.5 * 20));
+    expect(kept.length).toBeGreaterThanOrEqual(20);
+    // The uncapped run's heaviest articles are kept: its top 5 all, and 8 of its top 10 (an
+    // article dropped in a lull of its purchases and bought again restarts from its new events).
+    const heaviest = await top(uncapped, 10);
+    for (const f of heaviest.slice(0, 5)) expect(kept).toContain(f);
+    expect(heaviest.filter((f) => kept.includes(f)).length).toBeGreaterThanOrEqual(8);
+    expect((await redis.hlen(uncapped.customer(CUSTOMER).items)) > 2.5 * 20).toBe(true);
+  });
+});
