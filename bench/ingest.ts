@@ -457,7 +457,7 @@ async function memoryUsage(run: Run, { customerIds, articleIds }: Kept): Promise
   };
   const perCustomer = await sample(customerIds, (id) => {
     const k = keys.customer(id);
-    return [k.seen, k.off, k.stats, k.recent, k.window, k.bought, k.affinity, k.items, k.meta];
+    return [k.seen, k.state, k.recent, k.window, k.meta];
   });
   const perArticle = await sample(articleIds, (id) => {
     const k = keys.article(id);

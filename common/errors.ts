@@ -23,6 +23,8 @@
  * | `REC_ERR_RANKER`              | serving/ranking.ts (`RankerFailure`): the heuristic answers   |
  * | `REC_ERR_BAD_REQUEST` …       | serving/http-errors.ts (`ServingError`): the API's answers    |
  * | `REC_ERR_UNAVAILABLE`         | the feature store did not answer (`StoreUnavailableError`)    |
+ * | `REC_ERR_STORE_LAYOUT`        | features/state.ts (`StoreLayoutError`): a namespace written   |
+ * |                               | by a build with another key layout                           |
  */
 
 export type ServingErrorCode =
@@ -43,6 +45,7 @@ export type ErrorCode =
   | 'REC_ERR_MODEL'
   | 'REC_ERR_SCORER'
   | 'REC_ERR_RANKER'
+  | 'REC_ERR_STORE_LAYOUT'
   | ServingErrorCode;
 
 export interface RecErrorOptions {

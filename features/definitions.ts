@@ -67,7 +67,7 @@ const popularity = (hl: HalfLife): FeatureDefinition => ({
 const affinity = (prefix: string, metaField: string): FeatureDefinition => ({
   name: `p_aff_${prefix}`,
   scope: 'pair',
-  writes: `customer.lua: {u}:aff ${prefix}:<value> and _total (log-space decayed counts)`,
+  writes: `customer.lua: {u}:state f:${prefix}:<value> and f:_total (log-space decayed counts)`,
   read: ({ customer, article, now }) => {
     const value = article.meta[metaField];
     const total = customer.affinity._total;
@@ -95,19 +95,19 @@ const itemFeatures = (level: 'a' | 'p'): FeatureDefinition[] => {
     {
       name: `p_${name}_n`,
       scope: 'pair',
-      writes: `customer.lua: {u}:items ${what} (n)`,
+      writes: `customer.lua: {u}:state ${what} (n)`,
       read: (ctx) => itemOf(ctx, level)?.n ?? 0,
     },
     {
       name: `p_${name}_days_since_last`,
       scope: 'pair',
-      writes: `customer.lua: {u}:items ${what} (last)`,
+      writes: `customer.lua: {u}:state ${what} (last)`,
       read: (ctx) => since(itemOf(ctx, level)?.last ?? null, ctx.now),
     },
     {
       name: `p_${name}_weighted`,
       scope: 'pair',
-      writes: `customer.lua: {u}:items ${what} (log-space count, ${ITEM_HALF_LIFE} half-life)`,
+      writes: `customer.lua: {u}:state ${what} (log-space count, ${ITEM_HALF_LIFE} half-life)`,
       read: (ctx) =>
         decayedValue(itemOf(ctx, level)?.logCount ?? null, ctx.now, HALF_LIVES[ITEM_HALF_LIFE]),
     },
@@ -128,49 +128,49 @@ const BASE_FEATURES: readonly FeatureDefinition[] = [
   {
     name: 'c_purchases',
     scope: 'customer',
-    writes: 'customer.lua: {u}:stats n',
+    writes: 'customer.lua: {u}:state n',
     read: ({ customer }) => customer.n,
   },
   {
     name: 'c_units',
     scope: 'customer',
-    writes: 'customer.lua: {u}:stats units',
+    writes: 'customer.lua: {u}:state units',
     read: ({ customer }) => customer.units,
   },
   {
     name: 'c_spend',
     scope: 'customer',
-    writes: 'customer.lua: {u}:stats spend',
+    writes: 'customer.lua: {u}:state spend',
     read: ({ customer }) => customer.spend,
   },
   {
     name: 'c_avg_price',
     scope: 'customer',
-    writes: 'customer.lua: {u}:stats price_sum / n',
+    writes: 'customer.lua: {u}:state price_sum / n',
     read: ({ customer }) => ratio(customer.priceSum, customer.n),
   },
   {
     name: 'c_days_since_first',
     scope: 'customer',
-    writes: 'customer.lua: {u}:stats first',
+    writes: 'customer.lua: {u}:state first',
     read: ({ customer, now }) => since(customer.first, now),
   },
   {
     name: 'c_days_since_last',
     scope: 'customer',
-    writes: 'customer.lua: {u}:stats last',
+    writes: 'customer.lua: {u}:state last',
     read: ({ customer, now }) => since(customer.last, now),
   },
   {
     name: 'c_channel2_share',
     scope: 'customer',
-    writes: 'customer.lua: {u}:stats ch:<id>',
+    writes: 'customer.lua: {u}:state ch:<id>',
     read: ({ customer }) => ratio(customer.channels['2'] ?? 0, customer.n),
   },
   {
     name: 'c_articles',
     scope: 'customer',
-    writes: 'customer.lua: {u}:items a:<article> (distinct articles bought)',
+    writes: 'customer.lua: {u}:state a:<article> (distinct articles bought, within the items cap)',
     read: ({ customer }) => customer.items.size,
   },
   {
@@ -217,7 +217,7 @@ const BASE_FEATURES: readonly FeatureDefinition[] = [
   {
     name: 'p_units_bought',
     scope: 'pair',
-    writes: 'customer.lua: {u}:bought <article>',
+    writes: 'customer.lua: {u}:state a:<article> (units)',
     read: ({ customer, article }) => customer.bought[article.articleId] ?? 0,
   },
   {
@@ -273,7 +273,8 @@ const BASE_FEATURES: readonly FeatureDefinition[] = [
   {
     name: 'p_prod_other_n',
     scope: 'pair',
-    writes: 'customer.lua: {u}:items (purchases of the product code minus those of the article)',
+    writes:
+      'customer.lua: {u}:state p:<code> (purchases of the product code minus those of the article)',
     read: (ctx) => (itemOf(ctx, 'p')?.n ?? 0) - (itemOf(ctx, 'a')?.n ?? 0),
   },
   sourceRank('repurchase'),

@@ -44,30 +44,22 @@ export type SegmentKind = 'age_index' | 'channel';
 export interface CustomerKeys {
   /**
    * hash event_id -> `<partition>:<offset>|<event time>` it was applied from (the event-id guard;
-   * events within the dedup horizon)
+   * the events within the dedup horizon)
    */
   readonly seen: string;
   /**
-   * hash: the customer script's bookkeeping: `o:<partition>` highest offset applied, `smin`
-   * earliest event time in `seen`, `in` entries in `items`
+   * hash, by field prefix: the stats (`n`, `units`, `spend`, `price_sum`, `first`, `last`),
+   * events per sales channel (`ch:<id>`), log-space decayed affinities (`f:<kind>:<value>`,
+   * `f:_total`), items (`a:<article>` -> `n|last|L|units`, `p:<product code>` -> `n|last|L`:
+   * purchase events, latest event time, log-space decayed count (ITEM_HALF_LIFE), units; the
+   * article id stands in for a missing product code) and the script's bookkeeping
+   * (`o:<partition>` highest offset applied, `smin` earliest time in `seen`, `in` items held)
    */
-  readonly off: string;
-  /** hash: n, units, spend, price_sum, first, last, ch:<id> */
-  readonly stats: string;
+  readonly state: string;
   /** zset: recent purchases scored by event time, member `t|event|article|price|channel|qty` */
   readonly recent: string;
   /** zset: purchases within the co-purchase window, member `offset|event|article`, score event time */
   readonly window: string;
-  /** hash article -> units bought */
-  readonly bought: string;
-  /** hash `<kind>:<value>` -> log-space decayed count, plus `_total` */
-  readonly affinity: string;
-  /**
-   * hash `a:<article>` and `p:<product code>` -> `n|last|L`: purchase events, latest event time
-   * and the log-space decayed count (ITEM_HALF_LIFE) of the customer's purchases of that article /
-   * of any article of that product (the article id stands in for a missing product code)
-   */
-  readonly items: string;
   /** hash of the customer record (from the customers topic) */
   readonly meta: string;
 }
@@ -125,6 +117,8 @@ export interface KeySpace {
   readonly trending: TrendingKeys;
   /** Pattern matching every key of this namespace (for SCAN). */
   readonly pattern: string;
+  /** string: the key layout the processors wrote this namespace with (STORE_LAYOUT) */
+  readonly layout: string;
 }
 
 /** Build the key space of namespace `ns`. Ids must already be validated (see ID_PATTERN). */
@@ -133,6 +127,7 @@ export function keySpace(ns = 'rec'): KeySpace {
   return {
     ns,
     pattern: `${ns}:*`,
+    layout: `${ns}:layout`,
     models: {
       model: (v) => `${ns}:{m}:model:${v}`,
       versions: `${ns}:{m}:versions`,
@@ -143,13 +138,9 @@ export function keySpace(ns = 'rec'): KeySpace {
       const p = `${ns}:{u:${c}}`;
       return {
         seen: `${p}:seen`,
-        off: `${p}:off`,
-        stats: `${p}:stats`,
+        state: `${p}:state`,
         recent: `${p}:recent`,
         window: `${p}:win`,
-        bought: `${p}:bought`,
-        affinity: `${p}:aff`,
-        items: `${p}:items`,
         meta: `${p}:meta`,
       };
     },

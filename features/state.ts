@@ -9,6 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { RecError } from '../common/errors.ts';
 import { decayedValue } from './decay.ts';
 import {
   COPURCHASE_HALF_LIFE,
@@ -92,11 +93,6 @@ function metaOf(fields: readonly string[], values: readonly (string | null)[]): 
   return out;
 }
 
-function numbers(h: Hash): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const f in h) out[f] = Number(h[f]);
-  return out;
-}
 const num = (v: string | undefined): number => (v === undefined ? 0 : Number(v));
 const opt = (v: string | undefined): number | null => (v === undefined ? null : Number(v));
 
@@ -123,20 +119,39 @@ function parseRecent(members: string[]): RecentPurchase[] {
   });
 }
 
-/** Parse the `items` hash (`a:<article>` / `p:<product>` -> `n|last|L`). */
-export function parseItems(h: Hash): {
-  items: Map<string, ItemStat>;
-  products: Map<string, ItemStat>;
-} {
+/** A customer's `state` hash (features/keys.ts `CustomerKeys.state`), parsed. */
+export function parseCustomerState(h: Hash): Omit<CustomerState, 'customerId' | 'recent' | 'meta'> {
+  const channels: Record<string, number> = {};
+  const bought: Record<string, number> = {};
+  const affinity: Record<string, number> = {};
   const items = new Map<string, ItemStat>();
   const products = new Map<string, ItemStat>();
-  for (const [field, value] of Object.entries(h)) {
-    const [n = '0', last = '0', logCount = '-Infinity'] = value.split('|');
-    const stat = { n: Number(n), last: Number(last), logCount: Number(logCount) };
-    if (field.startsWith('a:')) items.set(field.slice(2), stat);
-    else if (field.startsWith('p:')) products.set(field.slice(2), stat);
+  for (const field in h) {
+    const value = h[field] as string;
+    const kind = field.slice(0, 2);
+    if (kind === 'a:' || kind === 'p:') {
+      const [n = '0', last = '0', logCount = '-Infinity', units] = value.split('|');
+      const stat = { n: Number(n), last: Number(last), logCount: Number(logCount) };
+      if (kind === 'a:') {
+        items.set(field.slice(2), stat);
+        if (units !== undefined) bought[field.slice(2)] = Number(units);
+      } else products.set(field.slice(2), stat);
+    } else if (kind === 'f:') affinity[field.slice(2)] = Number(value);
+    else if (field.startsWith('ch:')) channels[field.slice(3)] = Number(value);
   }
-  return { items, products };
+  return {
+    n: num(h.n),
+    units: num(h.units),
+    spend: num(h.spend),
+    priceSum: num(h.price_sum),
+    first: opt(h.first),
+    last: opt(h.last),
+    channels,
+    bought,
+    affinity,
+    items,
+    products,
+  };
 }
 
 /** The product key of an article: its usable product code, else its own id (as customer.lua). */
@@ -153,37 +168,18 @@ export async function readCustomers(
   const pipe = redis.pipeline();
   for (const id of ids) {
     const k = keys.customer(id);
-    pipe.hgetall(k.stats);
+    pipe.hgetall(k.state);
     pipe.zrevrange(k.recent, 0, -1);
-    pipe.hgetall(k.bought);
-    pipe.hgetall(k.affinity);
-    pipe.hgetall(k.items);
     pipe.hmget(k.meta, ...CUSTOMER_META_FIELDS);
   }
   const v = pipelineValues(await pipe.exec());
-  const W = 6; // replies per customer
-  return ids.map((customerId, i) => {
-    const stats = v[i * W] as Hash;
-    const channels: Record<string, number> = {};
-    for (const f in stats) {
-      if (f.startsWith('ch:')) channels[f.slice(3)] = Number(stats[f]);
-    }
-    return {
-      customerId,
-      n: num(stats.n),
-      units: num(stats.units),
-      spend: num(stats.spend),
-      priceSum: num(stats.price_sum),
-      first: opt(stats.first),
-      last: opt(stats.last),
-      channels,
-      recent: parseRecent(v[i * W + 1] as string[]),
-      bought: numbers(v[i * W + 2] as Hash),
-      affinity: numbers(v[i * W + 3] as Hash),
-      ...parseItems(v[i * W + 4] as Hash),
-      meta: metaOf(CUSTOMER_META_FIELDS, v[i * W + 5] as (string | null)[]),
-    };
-  });
+  const W = 3; // replies per customer
+  return ids.map((customerId, i) => ({
+    customerId,
+    ...parseCustomerState(v[i * W] as Hash),
+    recent: parseRecent(v[i * W + 1] as string[]),
+    meta: metaOf(CUSTOMER_META_FIELDS, v[i * W + 2] as (string | null)[]),
+  }));
 }
 
 /** Customer record fields read back: the ones the features and candidate generation use. */
@@ -472,6 +468,39 @@ export async function deleteNamespace(redis: Redis, keys: KeySpace): Promise<num
     if (batch.length > 0) deleted += await redis.unlink(...batch);
   } while (cursor !== '0');
   return deleted;
+}
+
+/**
+ * The key layout this build's processors write (`keys.layout`). 2: a customer's stats, affinities,
+ * items, units bought and bookkeeping in one `state` hash, the event-id guard bounded.
+ */
+export const STORE_LAYOUT = '2';
+
+/** A namespace holds state in another key layout than this build reads and writes. */
+export class StoreLayoutError extends RecError {
+  override readonly name: string = 'StoreLayoutError';
+  constructor(message: string) {
+    super('REC_ERR_STORE_LAYOUT', message);
+  }
+}
+
+/**
+ * Before processing into a namespace: records STORE_LAYOUT in a new one; refuses (StoreLayoutError)
+ * one written by a build with another layout, or before layouts were recorded (purchases applied
+ * but no layout key), since reading or adding to it would give wrong features.
+ */
+export async function claimStoreLayout(redis: Redis, keys: KeySpace): Promise<void> {
+  const found = await redis.get(keys.layout);
+  if (found === STORE_LAYOUT) return;
+  const used = found !== null || (await redis.exists(keys.trending.offsets)) === 1;
+  if (used) {
+    throw new StoreLayoutError(
+      `Redis namespace "${keys.ns}" holds state in key layout ${found ?? '1 (before layouts were recorded)'}, this build uses ${STORE_LAYOUT}: ` +
+        'the processors rebuild a namespace from the topics: set a new REDIS_NAMESPACE and a new PROCESSOR_GROUP ' +
+        `(consumer groups reading from the start), or delete the keys ${keys.pattern} and the processors' consumer groups`,
+    );
+  }
+  await redis.set(keys.layout, STORE_LAYOUT);
 }
 
 /** The state of an article the store knows nothing about (never sold, no record). */

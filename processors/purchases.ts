@@ -222,7 +222,7 @@ export class PurchaseProcessor {
       scripts.call(
         custPipe,
         'customer',
-        [k.seen, k.stats, k.recent, k.window, k.bought, k.affinity, k.items, k.off],
+        [k.seen, k.state, k.recent, k.window],
         this.customerArgs(list, articleMeta),
       );
       order.push(list);
@@ -273,7 +273,7 @@ export class PurchaseProcessor {
         const prefix = AFFINITY_PREFIX[f];
         const v = m[i];
         if (prefix !== undefined && v !== null && v !== undefined && v !== '') {
-          cats.push(`${prefix}:${v}`);
+          cats.push(`f:${prefix}:${v}`);
         }
       });
       args.push(

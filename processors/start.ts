@@ -4,6 +4,7 @@
  * caught up before purchases start, so a purchase processed at start-up sees its article's
  * categories. Everything is passed in; `processors-cli.ts` builds the clients.
  */
+import { claimStoreLayout } from '../features/state.ts';
 import { consumerLag } from '../streams/admin.ts';
 import type { Admin } from 'kafkajs';
 import type { AvroCodec } from '../streams/avro.ts';
@@ -30,6 +31,7 @@ export interface RunningProcessors {
 
 export async function startProcessors(deps: ProcessorDeps): Promise<RunningProcessors> {
   const { kafka, redis, topics, keys, logger } = deps;
+  await claimStoreLayout(redis, keys);
   const log = logger.child({ module: 'processors' });
   const writers = createWriters(redis, keys, {
     purchases: deps.options,

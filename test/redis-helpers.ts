@@ -10,8 +10,8 @@ export type Dump = Map<string, unknown>;
 
 /**
  * Dump every key of namespace `ns`. With `ignorePositions`, the Kafka bookkeeping is left out
- * (per-slot offsets, the position stored per event id in the `seen` / `tseen` guards, the offset
- * prefix of window members), so that runs over differently ordered topics can be compared on what
+ * (per-slot offsets, the customers' per-partition offsets, the position stored per event id in the
+ * `seen` / `tseen` guards, the offset prefix of window members), so that runs over differently ordered topics can be compared on what
  * they compute.
  */
 export async function dumpNamespace(
@@ -36,7 +36,13 @@ export async function dumpNamespace(
       // Event-id guards (event id -> Kafka position): `seen` (customer.lua), `tseen` (taste.lua).
       if (opts.ignorePositions && (name.endsWith(':seen') || name.endsWith(':tseen')))
         for (const f of Object.keys(h)) h[f] = '*';
-      out.set(name, h);
+      // The customer state's per-partition offsets (`o:<partition>`).
+      out.set(
+        name,
+        opts.ignorePositions && name.endsWith(':state')
+          ? Object.fromEntries(Object.entries(h).filter(([f]) => !f.startsWith('o:')))
+          : h,
+      );
     } else if (type === 'zset') {
       // By member: members with (nearly) equal scores may be ranked either way after rounding.
       const flat = await redis.zrange(key, 0, -1, 'WITHSCORES');

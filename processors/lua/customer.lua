@@ -1,42 +1,45 @@
 --[[
 customer.lua: apply a batch of one customer's purchase events to the customer's state, atomically.
-Every key is in the customer's slot {u:<id>}. The batch costs a fixed number of commands (reads
-first, one write per key at the end), not a few per event.
+Every key is in the customer's slot {u:<id>}. The batch costs a fixed number of commands whatever
+its size: one read and one write of the `state` hash, the guard, `recent` and the window.
 
-Idempotence: hash `off` keeps, per source partition, the highest offset applied here (field
-`o:<partition>`); hash `seen` maps each event id applied within the dedup horizon to
-`<partition>:<offset>|<event time>`. An event seen at its own position is a redelivery (status
-'p': not re-applied here, but returned so the other slots can complete it); seen at another, a
-duplicate publish (status 'd': skipped everywhere); unseen at or below its partition's offset, a
-redelivery whose entry was forgotten ('p'); else it is applied ('n'). `seen` forgets events older than the customer's newest event time minus `horizon`, rounded
-down to a quarter-horizon step (so it is pruned at most once a step, and what it keeps does not
-depend on how events were batched; `off` field `smin` is the earliest time it holds): a second
-publish of an event is recognised within the horizon of event time; a redelivery is recognised by
-position whatever its age. An event at or below the offset, unseen, and young enough that its id
-cannot have been forgotten means the topic was recreated under a store that remembers the old
-one: refused loudly (REC_OFFSET_REGRESSION).
+State: hash `state` holds, by field prefix: the stats (`n`, `units`, `spend`, `price_sum`, `first`,
+`last`), events per sales channel (`ch:<id>`), log-space decayed affinities (`f:<kind>:<value>`,
+`f:_total`), items (`a:<article>` -> `n|last|L|units`, `p:<product code>` -> `n|last|L`: events,
+latest event time, log-space decayed count at the items rate, units bought; the article id stands in
+for a missing product code), and the guards' bookkeeping (`o:<partition>`, `smin`, `in`). Counting,
+max and log-add commute, so the order of events does not matter.
+
+Idempotence: `state` field `o:<partition>` keeps the highest offset applied from that partition;
+hash `seen` maps each event id applied within the dedup horizon to `<partition>:<offset>|<event
+time>`. An event seen at its own position is a redelivery (status 'p': not re-applied here, but
+returned so the other slots can complete it); seen at another, a duplicate publish (status 'd':
+skipped everywhere); unseen at or below its partition's offset, a redelivery whose entry was
+forgotten ('p'); else it is applied ('n'). `seen` forgets events older than the customer's newest
+event time minus `horizon`, rounded down to a quarter-horizon step (so it is pruned at most once a
+step, and what it keeps does not depend on how events were batched; `smin` is the earliest time it
+holds): a second publish of an event is recognised within the horizon of event time; a redelivery
+by position whatever its age. An event at or below its partition's offset, unseen, and young
+enough that its id cannot have been forgotten means the topic was recreated under a store that
+remembers the old one: refused loudly (REC_OFFSET_REGRESSION).
+
+Bounds: at most `items cap` articles and as many products: once there are more than 2.5 x the cap
+items (`in` counts them), each kind is cut to the cap, those with the lowest decayed count going;
+`recent` keeps the last `recent cap` purchases; the window, two windows behind the newest event.
 
 Co-purchase partners of an event are the customer's other purchases within +-window that were
 applied before it (lower offset), nearest in time first, at most `fanout`. They are computed from
 one read of the window around the whole batch, and recomputed the same way on a redelivery,
 because the window members carry their offsets.
 
-Items: hash `items` keeps, per article (`a:<id>`) and per product code (`p:<code>`, the article id
-when the article has none), `n|last|L`: events, latest event time, log-space decayed count at the
-items rate. Counting, max and log-add commute, so the order of events does not matter. `items`
-and `bought` keep at most `items cap` articles and as many products: once `items` holds more than
-2.5 x the cap entries (count in `off` field `in`), each kind is cut to the cap, the entries with the
-lowest decayed count going (dropped articles leave `bought` too).
-
-KEYS: 1 seen, 2 stats, 3 recent, 4 window, 5 bought, 6 affinity, 7 items, 8 off
+KEYS: 1 seen, 2 state, 3 recent, 4 window
 ARGV: 1 epoch ms, 2 affinity rate (per ms), 3 recent cap, 4 window ms, 5 fan-out, 6 items rate,
       7 dedup horizon ms, 8 items cap, 9 events, then per event 9 fields: event_id, article_id, t,
-      price, qty, channel, position (`<partition>:<offset>`), categories (affinity fields joined
-      by \31, may be empty), product code (may be empty)
+      price, qty, channel, position (`<partition>:<offset>`), affinity fields (`f:<kind>:<value>`
+      joined by \31, may be empty), product code (may be empty)
 Returns per event {status, partners} with partners as `article\31t` joined by \30.
 ]]
-local seen, stats, recent, win, bought, aff, items, off = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5],
-  KEYS[6], KEYS[7], KEYS[8]
+local seen, state, recent, win = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local epoch = tonumber(ARGV[1])
 local lambda = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
@@ -54,7 +57,7 @@ local FIRST, WIDTH = 10, 9 -- ARGV index of the first event, fields per event
 
 -- The batch's events, parsed once.
 local ev = {}
-local partitions, channels = {}, {}
+local partitions = {}
 local tmin, tmax
 for i = 0, n - 1 do
   local b = FIRST + i * WIDTH
@@ -68,62 +71,51 @@ for i = 0, n - 1 do
   if e.product == '' then e.product = e.article end
   ev[#ev + 1] = e
   partitions[partition] = true
-  channels['ch:' .. e.channel] = true
   if tmin == nil or e.t < tmin then tmin = e.t end
   if tmax == nil or e.t > tmax then tmax = e.t end
 end
 
--- Reads: bookkeeping, stats (with the batch's channel counts), guard entries, affinity and item
--- fields, the window around the batch.
-local off_names = { 'smin', 'in' }
-for partition in pairs(partitions) do off_names[#off_names + 1] = 'o:' .. partition end
-local off_cur = redis.call('HMGET', off, unpack(off_names))
-local smin, item_count = tonumber(off_cur[1]), tonumber(off_cur[2])
+-- One read of every `state` field the batch touches: the stats, the guard's bookkeeping, the
+-- channel counts, affinities and items of its events.
+local names = { 'n', 'units', 'spend', 'price_sum', 'first', 'last', 'smin', 'in' }
+local wanted = {}
+for _, name in ipairs(names) do wanted[name] = true end
+local function want(field)
+  if wanted[field] == nil then
+    wanted[field] = true
+    names[#names + 1] = field
+  end
+end
+for partition in pairs(partitions) do want('o:' .. partition) end
+want('f:_total')
+for _, e in ipairs(ev) do
+  want('ch:' .. e.channel)
+  for field in string.gmatch(e.cats, '([^\31]+)') do want(field) end
+  want('a:' .. e.article)
+  want('p:' .. e.product)
+end
+local cur = hmget_chunked(state, names)
+local s = {}   -- stats, counts and log-space sums by field
+local item_val = {} -- `a:` / `p:` field -> { n, last, L, units }
+for i, name in ipairs(names) do
+  local v = cur[i]
+  local kind = string.sub(name, 1, 2)
+  if kind == 'a:' or kind == 'p:' then
+    if v then
+      local cn, cl, cL, cu = string.match(v, '^([^|]*)|([^|]*)|([^|]*)|?(.*)$')
+      item_val[name] = { tonumber(cn), tonumber(cl), tonumber(cL), tonumber(cu) }
+    end
+  else
+    s[name] = tonumber(v)
+  end
+end
+local smin, item_count = s.smin, s['in'] or 0
 local applied_to = {}
-for j = 3, #off_names do applied_to[string.sub(off_names[j], 3)] = tonumber(off_cur[j]) or -1 end
-
-local names = { 'n', 'units', 'spend', 'price_sum', 'first', 'last' }
-local nstat = #names
-for field in pairs(channels) do names[#names + 1] = field end
-local cur = redis.call('HMGET', stats, unpack(names))
-local s = {}
-for i, name in ipairs(names) do s[name] = tonumber(cur[i]) end
--- A customer with events but no `smin` was written before the horizon existed: its guard
--- entries have no time and are pruned at its next batch.
-local legacy = smin == nil and s.n ~= nil
+for partition in pairs(partitions) do applied_to[partition] = s['o:' .. partition] or -1 end
 
 local ids = {}
 for i, e in ipairs(ev) do ids[i] = e.id end
 local priors = hmget_chunked(seen, ids)
-
-local affs, wanted, item_names, item_wanted = {}, {}, {}, {}
-for _, e in ipairs(ev) do
-  for field in string.gmatch(e.cats, '([^\31]+)') do
-    if wanted[field] == nil then
-      wanted[field] = true
-      affs[#affs + 1] = field
-    end
-  end
-  for _, field in ipairs({ 'a:' .. e.article, 'p:' .. e.product }) do
-    if item_wanted[field] == nil then
-      item_wanted[field] = true
-      item_names[#item_names + 1] = field
-    end
-  end
-end
-affs[#affs + 1] = '_total'
-local aff_cur = hmget_chunked(aff, affs)
-local aff_val = {} -- field -> log-space sum (nil when empty)
-for i, field in ipairs(affs) do aff_val[field] = tonumber(aff_cur[i]) end
-local item_cur = hmget_chunked(items, item_names)
-local item_val = {} -- field -> { n, last, L }
-for i, field in ipairs(item_names) do
-  local v = item_cur[i]
-  if v then
-    local cn, cl, cL = string.match(v, '^([^|]*)|([^|]*)|(.*)$')
-    item_val[field] = { tonumber(cn), tonumber(cl), tonumber(cL) }
-  end
-end
 
 -- Window members around the batch, { member, offset, article, time }, sorted as Redis orders them
 -- (time, then member); the batch's applied events join them before partners are computed.
@@ -186,8 +178,8 @@ local function horizon_cut(t) return math.floor(t / step) * step - horizon end
 -- Pass 1: each event's status, and the state of the events applied now.
 local status = {}
 local applied_now = {}
-local recent_add, win_add, seen_add, bought_inc = {}, {}, {}, {}
-local aff_touched, item_touched = {}, {}
+local recent_add, win_add, seen_add = {}, {}, {}
+local touched = {} -- `state` fields to write (besides the stats)
 local newest = s.last
 for i, e in ipairs(ev) do
   local prior = applied_now[e.id] or priors[i]
@@ -214,30 +206,34 @@ for i, e in ipairs(ev) do
     if s.last == nil or e.t > s.last then s.last = e.t end
     local ch = 'ch:' .. e.channel
     s[ch] = (s[ch] or 0) + 1
+    touched[ch] = true
 
     recent_add[#recent_add + 1] = e.t
     recent_add[#recent_add + 1] = fmt(e.t) .. '|' .. e.id .. '|' .. e.article .. '|' .. fmt(e.price) .. '|' ..
         e.channel .. '|' .. e.qty
-    bought_inc[e.article] = (bought_inc[e.article] or 0) + e.qty
 
     local x = lambda * (e.t - epoch)
-    aff_val['_total'] = logadd(aff_val['_total'], x)
-    aff_touched['_total'] = true
+    s['f:_total'] = logadd(s['f:_total'], x)
+    touched['f:_total'] = true
     for field in string.gmatch(e.cats, '([^\31]+)') do
-      aff_val[field] = logadd(aff_val[field], x)
-      aff_touched[field] = true
+      s[field] = logadd(s[field], x)
+      touched[field] = true
     end
     local ix = irate * (e.t - epoch)
     for _, field in ipairs({ 'a:' .. e.article, 'p:' .. e.product }) do
       local v = item_val[field]
       if v == nil then
-        item_val[field] = { 1, e.t, ix }
-        item_count = item_count and item_count + 1
-      else
-        item_val[field] = { v[1] + 1, math.max(v[2], e.t), logadd(v[3], ix) }
+        v = { 0, e.t, nil, nil }
+        item_val[field] = v
+        item_count = item_count + 1
       end
-      item_touched[field] = true
+      v[1] = v[1] + 1
+      v[2] = math.max(v[2], e.t)
+      v[3] = logadd(v[3], ix)
+      touched[field] = true
     end
+    local a = item_val['a:' .. e.article]
+    a[4] = (a[4] or 0) + e.qty
 
     local member = e.o .. '|' .. e.id .. '|' .. e.article
     if not in_window[member] then
@@ -266,43 +262,41 @@ for i, e in ipairs(ev) do
   result[i] = { status[i], status[i] == 'd' and '' or partners_of(e.t, e.o, e.article) }
 end
 
--- Keep the `cap` articles and the `cap` products of `items` with the highest decayed count
--- (L, log space: comparable across entries); drop the others, and the dropped articles from
--- `bought`. Returns the entries left.
-local function cap_items(items_key, bought_key, cap)
-  local all = redis.call('HGETALL', items_key)
+-- Keep the `cap` articles (`a:`) and the `cap` products (`p:`) of the state with the highest
+-- decayed count (L, log space: comparable across entries); drop the others. Returns the entries
+-- left.
+local function cap_items(state_key, cap)
+  local all = redis.call('HGETALL', state_key)
   local kinds = { a = {}, p = {} }
   for j = 1, #all, 2 do
     local kind = string.sub(all[j], 1, 1)
-    local L = tonumber(string.match(all[j + 1], '|([^|]*)$')) or -math.huge
+    local L = tonumber(string.match(all[j + 1], '^[^|]*|[^|]*|([^|]*)')) or -math.huge
     local list = kinds[kind]
     if list then list[#list + 1] = { all[j], L } end
   end
-  local drop, unbought, left = {}, {}, 0
-  for kind, list in pairs(kinds) do
+  local drop, left = {}, 0
+  for _, list in pairs(kinds) do
     table.sort(list, function(p, q)
       if p[2] ~= q[2] then return p[2] > q[2] end
       return p[1] < q[1]
     end)
     for k = cap + 1, #list do
       drop[#drop + 1] = list[k][1]
-      if kind == 'a' then unbought[#unbought + 1] = string.sub(list[k][1], 3) end
     end
     left = left + math.min(cap, #list)
   end
-  call_chunked('HDEL', items_key, drop)
-  call_chunked('HDEL', bought_key, unbought)
+  call_chunked('HDEL', state_key, drop)
   return left
 end
 
 -- Forget the guard entries of events before `cut`; returns the earliest event time left (nil
--- when none). Entries without a time (written before the horizon existed) are forgotten too.
+-- when none).
 local function prune_seen(seen_key, cut)
   local all = redis.call('HGETALL', seen_key)
   local drop, earliest = {}, nil
   for j = 1, #all, 2 do
     local t = tonumber(string.match(all[j + 1], '|(.*)$'))
-    if t == nil or t < cut then
+    if t < cut then
       drop[#drop + 1] = all[j]
     elseif earliest == nil or t < earliest then
       earliest = t
@@ -313,38 +307,31 @@ local function prune_seen(seen_key, cut)
 end
 
 -- Writes: one per key.
-local off_flat = {}
-for partition, o in pairs(applied_to) do
-  off_flat[#off_flat + 1] = 'o:' .. partition
-  off_flat[#off_flat + 1] = o
+local out = {}
+local function put(field, value)
+  out[#out + 1] = field
+  out[#out + 1] = value
 end
+for partition, o in pairs(applied_to) do put('o:' .. partition, o) end
 if #seen_add > 0 then
-  local out = { 'n', s.n, 'units', s.units, 'spend', fmt(s.spend), 'price_sum', fmt(s.price_sum),
-    'first', fmt(s.first), 'last', fmt(s.last) }
-  for j = nstat + 1, #names do
-    local field = names[j]
-    if s[field] ~= nil then
-      out[#out + 1] = field
-      out[#out + 1] = s[field]
+  put('n', s.n)
+  put('units', s.units)
+  put('spend', fmt(s.spend))
+  put('price_sum', fmt(s.price_sum))
+  put('first', fmt(s.first))
+  put('last', fmt(s.last))
+  for field in pairs(touched) do
+    local v = item_val[field]
+    if v then
+      put(field, v[1] .. '|' .. fmt(v[2]) .. '|' .. fmt(v[3]) .. (v[4] and '|' .. v[4] or ''))
+    elseif string.sub(field, 1, 3) == 'ch:' then
+      put(field, s[field])
+    else
+      put(field, fmt(s[field]))
     end
   end
-  redis.call('HSET', stats, unpack(out))
   call_chunked('ZADD', recent, recent_add)
   call_chunked('ZADD', win, win_add)
-  for article, qty in pairs(bought_inc) do redis.call('HINCRBY', bought, article, qty) end
-  local aflat = {}
-  for field in pairs(aff_touched) do
-    aflat[#aflat + 1] = field
-    aflat[#aflat + 1] = fmt(aff_val[field])
-  end
-  hset_chunked(aff, aflat)
-  local iflat = {}
-  for field in pairs(item_touched) do
-    local v = item_val[field]
-    iflat[#iflat + 1] = field
-    iflat[#iflat + 1] = v[1] .. '|' .. fmt(v[2]) .. '|' .. fmt(v[3])
-  end
-  hset_chunked(items, iflat)
   hset_chunked(seen, seen_add)
   -- `recent` holds one member per applied event: trim only once there can be more than the cap.
   if s.n > cap then redis.call('ZREMRANGEBYRANK', recent, 0, -(cap + 1)) end
@@ -352,24 +339,17 @@ if #seen_add > 0 then
   if s.first < s.last - 2 * window then
     redis.call('ZREMRANGEBYSCORE', win, '-inf', '(' .. fmt(s.last - 2 * window))
   end
-
-  -- Items and bought: at most items_cap articles and as many products (amortised).
-  if item_count == nil then item_count = redis.call('HLEN', items) end
-  if item_count > math.ceil(items_cap * 2.5) then
-    item_count = cap_items(items, bought, items_cap)
-  end
-  -- Seen: forget the events before the horizon's cut (at most once a step; `smin` is the earliest
-  -- event time kept, unknown in a store written before the horizon existed).
+  -- Seen: forget the events before the horizon's cut (at most once a step: `smin` is the earliest
+  -- event time it holds).
   local cut = horizon_cut(s.last)
-  if legacy or smin < cut then smin = prune_seen(seen, cut) end
-  if smin ~= nil then
-    off_flat[#off_flat + 1] = 'smin'
-    off_flat[#off_flat + 1] = fmt(smin)
-  else
-    redis.call('HDEL', off, 'smin')
-  end
-  off_flat[#off_flat + 1] = 'in'
-  off_flat[#off_flat + 1] = item_count
+  if smin < cut then smin = prune_seen(seen, cut) end
+  if smin ~= nil then put('smin', fmt(smin)) end
 end
-redis.call('HSET', off, unpack(off_flat))
+hset_chunked(state, out)
+if #seen_add > 0 then
+  if smin == nil then redis.call('HDEL', state, 'smin') end
+  -- Items: at most items_cap articles and as many products (amortised).
+  if item_count > math.ceil(items_cap * 2.5) then item_count = cap_items(state, items_cap) end
+  redis.call('HSET', state, 'in', item_count)
+end
 return result

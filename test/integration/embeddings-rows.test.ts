@@ -153,7 +153,7 @@ describe('training rows with EMBEDDINGS=on', () => {
     const customers = [...new Set(dataset.purchases.map((p) => p.customer_id))];
     const pipe = redis.pipeline();
     for (const c of customers) {
-      pipe.hget(keys.customer(c).stats, 'n');
+      pipe.hget(keys.customer(c).state, 'n');
       pipe.hget(embeddingKeys(live).customer(c).taste, 'n');
     }
     const v = ((await pipe.exec()) ?? []).map(([, x]) => x as string | null);

@@ -2,7 +2,7 @@
  * Bounded customer state, against the real Redis and the real scripts: two simulated years of a
  * heavy customer (three purchases a day over 400 articles), applied batch by batch through the
  * purchases processor. After every batch the event-id guard holds only the events of its horizon,
- * `items` / `bought` / `recent` / the co-purchase window stay within their caps; duplicates within
+ * the items of the `state` hash, `recent` and the co-purchase window stay within their caps; duplicates within
  * the horizon and redeliveries of any age are still recognised; and the items kept are the ones an
  * uncapped run weighs most.
  */
@@ -11,7 +11,12 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DAY_MS } from '../../features/decay.ts';
 import { keySpace, type KeySpace } from '../../features/keys.ts';
-import { deleteNamespace } from '../../features/state.ts';
+import {
+  STORE_LAYOUT,
+  StoreLayoutError,
+  claimStoreLayout,
+  deleteNamespace,
+} from '../../features/state.ts';
 import { PurchaseProcessor, type PurchaseProcessorOptions } from '../../processors/purchases.ts';
 import { defineScripts } from '../../processors/scripts.ts';
 import type { Purchase } from '../../schemas/events.ts';
@@ -97,13 +102,14 @@ describe('bounded customer state', () => {
       const outcome = await proc.apply(batch);
       expect(outcome.applied).toBe(batch.length);
       const newest = Math.max(...records.slice(0, i + BATCH).map((r) => r.value.event_time));
-      const [seen, items, bought, recent, win] = await Promise.all([
+      const [seen, fields, recent, win] = await Promise.all([
         redis.hkeys(k.seen),
-        redis.hlen(k.items),
-        redis.hkeys(k.bought),
+        redis.hkeys(k.state),
         redis.zcard(k.recent),
         redis.zrange(k.window, 0, 0, 'WITHSCORES'),
       ]);
+      const articles = fields.filter((f) => f.startsWith('a:'));
+      const products = fields.filter((f) => f.startsWith('p:'));
       // The guard: exactly the events applied at or after the cut.
       const expected = records
         .slice(0, i + BATCH)
@@ -111,18 +117,15 @@ describe('bounded customer state', () => {
         .map((r) => r.value.event_id);
       expect(new Set(seen)).toEqual(new Set(expected));
       maxSeen = Math.max(maxSeen, seen.length);
-      expect(items).toBeLessThanOrEqual(Math.ceil(2.5 * 20));
-      const itemArticles = new Set(
-        (await redis.hkeys(k.items)).filter((f) => f.startsWith('a:')).map((f) => f.slice(2)),
-      );
-      for (const a of bought) expect(itemArticles.has(a)).toBe(true);
+      expect(articles.length + products.length).toBeLessThanOrEqual(Math.ceil(2.5 * 20));
+      expect(Number(await redis.hget(k.state, 'in'))).toBe(articles.length + products.length);
       expect(recent).toBeLessThanOrEqual(10);
       // The co-purchase window keeps two windows behind the newest event.
       expect(Number(win[1])).toBeGreaterThanOrEqual(newest - 2 * 14 * DAY_MS);
     }
     // Bounded by the horizon (~37.5 days of 3 a day), not by the 2,190 events applied.
     expect(maxSeen).toBeLessThanOrEqual(PER_DAY * (30 + 8) + BATCH);
-    const stats = await redis.hgetall(k.stats);
+    const stats = await redis.hgetall(k.state);
     expect(Number(stats.n)).toBe(events.length);
 
     // A second publish (another offset) of an event 10 days old: a duplicate, not counted.
@@ -140,7 +143,7 @@ describe('bounded customer state', () => {
     // limit of the horizon).
     const old = events[DAYS * PER_DAY - 365 * PER_DAY] as Purchase;
     expect(await proc.apply([record(old, offset++)])).toEqual({ applied: 1, duplicates: 0 });
-    expect(Number(await redis.hget(k.stats, 'n'))).toBe(events.length + 1);
+    expect(Number(await redis.hget(k.state, 'n'))).toBe(events.length + 1);
   });
 
   it('keeps the items an uncapped run weighs most', async () => {
@@ -155,7 +158,7 @@ describe('bounded customer state', () => {
       await b.apply(events.slice(i, i + BATCH));
     }
     const top = async (keys: KeySpace, n: number) => {
-      const h = await redis.hgetall(keys.customer(CUSTOMER).items);
+      const h = await redis.hgetall(keys.customer(CUSTOMER).state);
       return Object.entries(h)
         .filter(([f]) => f.startsWith('a:'))
         .map(([f, v]) => [f, Number(v.split('|')[2])] as const)
@@ -171,6 +174,23 @@ describe('bounded customer state', () => {
     const heaviest = await top(uncapped, 10);
     for (const f of heaviest.slice(0, 5)) expect(kept).toContain(f);
     expect(heaviest.filter((f) => kept.includes(f)).length).toBeGreaterThanOrEqual(8);
-    expect((await redis.hlen(uncapped.customer(CUSTOMER).items)) > 2.5 * 20).toBe(true);
+    const all = await redis.hkeys(uncapped.customer(CUSTOMER).state);
+    expect(all.filter((f) => f.startsWith('a:')).length).toBeGreaterThan(2.5 * 20);
+  });
+
+  it('records its key layout in a new namespace and refuses one written in another', async () => {
+    const fresh = space();
+    await claimStoreLayout(redis, fresh);
+    expect(await redis.get(fresh.layout)).toBe(STORE_LAYOUT);
+    await claimStoreLayout(redis, fresh); // its own: accepted again
+
+    // Purchases applied before layouts were recorded (trending offsets, no layout key).
+    const old = space();
+    await redis.hset(old.trending.offsets, '0', '41');
+    await expect(claimStoreLayout(redis, old)).rejects.toThrow(StoreLayoutError);
+    await expect(claimStoreLayout(redis, old)).rejects.toThrow(/REDIS_NAMESPACE/);
+    const other = space();
+    await redis.set(other.layout, '99');
+    await expect(claimStoreLayout(redis, other)).rejects.toThrow(/layout 99/);
   });
 });

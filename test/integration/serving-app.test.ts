@@ -945,7 +945,7 @@ describe('serving API on the real Redis', () => {
       const target = first.items[0]!.article_id;
       const summaryKey = keys.article(target).summary;
       const sales = ARTICLE_SUMMARY_FIELDS.sales;
-      const statsKey = keys.customer('alice').stats;
+      const statsKey = keys.customer('alice').state;
       const salesBefore = (await admin.hget(summaryKey, sales))!;
       const nBefore = Number(await admin.hget(statsKey, 'n'));
       const [n = '0', ...rest] = salesBefore.split('|');
