@@ -10,9 +10,10 @@ export type Dump = Map<string, unknown>;
 
 /**
  * Dump every key of namespace `ns`. With `ignorePositions`, the Kafka bookkeeping is left out
- * (per-slot offsets, the position stored per event id in the `seen` / `tseen` guards, the offset
- * prefix of window members), so that runs over differently ordered topics can be compared on what
- * they compute.
+ * (per-slot offsets, the position stored per event id in the `seen` guard, the offset prefix of
+ * window members, the taste guard: its `tseen` entries, which its prunes keep by the newest event
+ * time at the time, and its fields in the `taste` hash), so that runs over differently ordered
+ * topics can be compared on what they compute.
  */
 export async function dumpNamespace(
   redis: Redis,
@@ -33,9 +34,21 @@ export async function dumpNamespace(
     const type = await redis.type(key);
     if (type === 'hash') {
       const h = await redis.hgetall(key);
-      // Event-id guards (event id -> Kafka position): `seen` (customer.lua), `tseen` (taste.lua).
-      if (opts.ignorePositions && (name.endsWith(':seen') || name.endsWith(':tseen')))
-        for (const f of Object.keys(h)) h[f] = '*';
+      if (opts.ignorePositions) {
+        // Event-id guards (event id -> Kafka position): `seen` (customer.lua), `tseen` (taste.lua).
+        if (name.endsWith(':seen')) for (const f of Object.keys(h)) h[f] = '*';
+        if (name.endsWith(':tseen')) {
+          out.set(name, '*');
+          continue;
+        }
+        // The taste guard's fields (taste.lua): offsets per partition, entry counts.
+        if (name.endsWith(':taste')) {
+          const bookkeeping = (f: string) =>
+            f.startsWith('o:') || f === 'seen' || f === 'seen_at_prune';
+          out.set(name, Object.fromEntries(Object.entries(h).filter(([f]) => !bookkeeping(f))));
+          continue;
+        }
+      }
       out.set(name, h);
     } else if (type === 'zset') {
       // By member: members with (nearly) equal scores may be ranked either way after rounding.
