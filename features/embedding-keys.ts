@@ -18,10 +18,15 @@ export interface ArticleEmbeddingKeys {
 export interface CustomerEmbeddingKeys {
   /**
    * hash: v = float32 LE blob of the decayed sum of purchased articles' vectors, w = decayed
-   * weight, t = reference event time (ms) both are decayed to, n = purchases applied
+   * weight, t = reference event time (ms) both are decayed to, n = purchases applied; the guard's
+   * bookkeeping: `o:<partition>` = highest offset applied, `seen` = entries of `tasteSeen`,
+   * `seen_at_prune` = entries its last prune kept
    */
   readonly taste: string;
-  /** hash event_id -> `<partition>:<offset>` applied to the taste vector (the event-id guard) */
+  /**
+   * hash event_id -> `<partition>:<offset>|<event time>` applied to the taste vector (the event-id
+   * guard; entries more than the dedup horizon older than `t` are forgotten, see taste.lua)
+   */
   readonly tasteSeen: string;
 }
 

@@ -69,7 +69,10 @@ export interface ArticleKeys {
   readonly stats: string;
   /** HyperLogLog of buyers */
   readonly buyers: string;
-  /** zset partner article -> log-space decayed co-purchase count */
+  /**
+   * zset partner article -> log-space decayed co-purchase count: the top `copurchaseCap` partners
+   * (trimmed as they grow past 1.25 times that)
+   */
   readonly copurchase: string;
   /** hash of the article record (from the articles topic) */
   readonly meta: string;
@@ -89,6 +92,10 @@ export interface ProductKeys {
   readonly sold: string;
 }
 
+/**
+ * The trending sorted sets (article -> log-space decayed count), each the top `trendingCap`
+ * articles (trimmed as they grow past 1.25 times that).
+ */
 export interface TrendingKeys {
   global(hl: HalfLife): string;
   segment(kind: SegmentKind, value: string, hl: HalfLife): string;

@@ -20,6 +20,7 @@ export interface ProcessorDeps {
   dlqProducer: Producer;
   /** Consumer group prefix; groups are `<prefix>.<topic>`. */
   groupPrefix: string;
+  /** The purchases processor's options; `dedupHorizonMs` is the taste processor's too. */
   options?: Partial<PurchaseProcessorOptions>;
   /** Group session timeout (ms) of the consumers (default 30 s). */
   sessionTimeoutMs?: number;

@@ -328,8 +328,8 @@ export class PurchaseProcessor {
   }
 
   /**
-   * One article script per article: its stats, buyers and outgoing co-purchases, and the sales
-   * part of its summary.
+   * One article script per article: its stats, buyers and outgoing co-purchases (the partner set
+   * capped at about `copurchaseCap`, the top by decayed count), and the sales part of its summary.
    */
   private articleCalls(
     pipe: ReturnType<Redis['pipeline']>,
@@ -342,6 +342,7 @@ export class PurchaseProcessor {
       const args: (string | number)[] = [
         DECAY_EPOCH_MS,
         coRate,
+        this.opts.copurchaseCap,
         POPULARITY_HALF_LIVES.length,
         ...pops,
         ARTICLE_SUMMARY_FIELDS.sales,
@@ -369,7 +370,10 @@ export class PurchaseProcessor {
     }
   }
 
-  /** One co-purchase script per partner article: the incoming side of the events' pairs. */
+  /**
+   * One co-purchase script per partner article: the incoming side of the events' pairs (the same
+   * capped partner set as the article script's).
+   */
   private copurchaseCalls(
     pipe: ReturnType<Redis['pipeline']>,
     pending: readonly Pending[],
@@ -403,11 +407,15 @@ export class PurchaseProcessor {
         pipe,
         'copurchase',
         [k.copurchase, k.offsets],
-        [DECAY_EPOCH_MS, coRate, events, ...args],
+        [DECAY_EPOCH_MS, coRate, this.opts.copurchaseCap, events, ...args],
       );
     }
   }
 
+  /**
+   * One trending script for a chunk of events: the global and segment sets they touch, each kept
+   * at about `trendingCap` articles, the top by decayed count.
+   */
   private trendingCall(
     pipe: ReturnType<Redis['pipeline']>,
     records: readonly DecodedRecord<Purchase>[],
@@ -455,7 +463,7 @@ export class PurchaseProcessor {
       pipe,
       'trending',
       [keys.trending.offsets, ...zsets],
-      [DECAY_EPOCH_MS, zsets.length, ...rates, records.length, ...perEvent],
+      [DECAY_EPOCH_MS, this.opts.trendingCap, zsets.length, ...rates, records.length, ...perEvent],
     );
   }
 }

@@ -5,7 +5,9 @@
  * the namespace's taste state is deleted and the whole topic replayed through the taste
  * processor's code. The running taste consumer may go on meanwhile; both write through the same
  * event-id guard, so nothing is applied twice (an event it applies while the deletion runs may be
- * lost until the next rebuild).
+ * lost until the next rebuild). The rebuild ignores the per-partition offset guard, which the live
+ * consumer may have raised past the replay meanwhile (see taste.lua); the event ids it relies on
+ * are kept for the horizon, as live.
  */
 import type { Kafka } from 'kafkajs';
 import type { Redis } from 'ioredis';
@@ -25,6 +27,8 @@ export interface TasteRebuildDeps {
   readonly topics: Topics;
   readonly keys: KeySpace;
   readonly logger: Logger;
+  /** Event-time horizon (ms) of the event-id guard: the deployment's (default 30 days). */
+  readonly dedupHorizonMs?: number;
 }
 
 export interface TasteRebuildReport {
@@ -63,7 +67,10 @@ export async function rebuildTaste(
   const t0 = performance.now();
   const { redis, keys } = deps;
   const deleted = await deleteTastes(redis, keys.ns);
-  const taste = new TasteProcessor(redis, keys, articleKeys);
+  const taste = new TasteProcessor(redis, keys, articleKeys, {
+    offsetGuard: false,
+    ...(deps.dedupHorizonMs === undefined ? {} : { dedupHorizonMs: deps.dedupHorizonMs }),
+  });
   let applied = 0;
   let withoutVector = 0;
   let bar: ReturnType<typeof progress> | null = null;

@@ -4,7 +4,9 @@
  * costs two round trips: the vectors of the batch's articles (from the article-embedding
  * namespace, see `articleEmbeddingKeys`), then one `taste.lua` call per customer (loaded by
  * scripts.ts, as every processor script), atomic with its event-id guard, so redeliveries and
- * duplicates are applied once. The taste state lives in the processor's own key space (a
+ * duplicates are applied once. The guard is bounded: event ids are kept for `dedupHorizonMs` of
+ * event time behind the customer's newest purchase, and a per-partition offset guard recognises
+ * older redeliveries (see taste.lua). The taste state lives in the processor's own key space (a
  * training replay rebuilds it in its isolated namespace).
  * A purchase of an article without a vector yet is marked seen and adds nothing.
  */
@@ -19,6 +21,7 @@ import { consumerLag } from '../streams/admin.ts';
 import { runConsumer, type RunningConsumer } from '../streams/consumer.ts';
 import { readVectors } from '../embeddings/store.ts';
 import type { ProcessorDeps } from './deps.ts';
+import { DEFAULT_PURCHASE_OPTIONS } from './purchases.ts';
 import { defineScripts, type Scripts } from './scripts.ts';
 
 /** Half-life of the taste vector (the affinities'). */
@@ -33,9 +36,32 @@ export interface TasteOutcome {
   skipped: number;
 }
 
+export interface TasteOptions {
+  /** Dimension of the article vectors. */
+  dim: number;
+  /**
+   * Event-time horizon (ms) of the event-id guard: ids of events this much older than the
+   * customer's newest are forgotten (the deployment's, PurchaseProcessorOptions.dedupHorizonMs).
+   */
+  dedupHorizonMs: number;
+  /**
+   * Consult the per-partition offset guard (default true). A rebuild (taste-rebuild.ts) replays
+   * the topic from the start while the live consumer, further on, may have raised the guard after
+   * the rebuild deleted the state: it turns the check off (and still raises the guard).
+   */
+  offsetGuard: boolean;
+}
+
+export const DEFAULT_TASTE_OPTIONS: TasteOptions = {
+  dim: 384,
+  dedupHorizonMs: DEFAULT_PURCHASE_OPTIONS.dedupHorizonMs,
+  offsetGuard: true,
+};
+
 export class TasteProcessor {
   private readonly tasteKeys: EmbeddingKeys;
   private readonly scripts: Scripts;
+  private readonly opts: TasteOptions;
 
   /**
    * @param keys the processor's key space (taste state goes there)
@@ -45,10 +71,11 @@ export class TasteProcessor {
     private readonly redis: Redis,
     keys: KeySpace,
     private readonly articles: EmbeddingKeys,
-    private readonly dim = 384,
+    opts: Partial<TasteOptions> = {},
   ) {
     this.tasteKeys = embeddingKeys(keys.ns);
     this.scripts = defineScripts(redis);
+    this.opts = { ...DEFAULT_TASTE_OPTIONS, ...opts };
   }
 
   async apply(records: readonly DecodedRecord<Purchase>[]): Promise<TasteOutcome> {
@@ -58,7 +85,8 @@ export class TasteProcessor {
     const vectors = await readVectors(this.redis, this.articles, ids);
     const blobs = new Map<string, Buffer>();
     for (const [id, v] of vectors) {
-      if (v.length === this.dim) blobs.set(id, Buffer.from(v.buffer, v.byteOffset, v.byteLength));
+      if (v.length === this.opts.dim)
+        blobs.set(id, Buffer.from(v.buffer, v.byteOffset, v.byteLength));
     }
     const byCustomer = new Map<string, DecodedRecord<Purchase>[]>();
     for (const r of records) {
@@ -70,7 +98,13 @@ export class TasteProcessor {
     const hlRate = rate(HALF_LIVES[TASTE_HALF_LIFE]);
     for (const [customer, list] of byCustomer) {
       const k = this.tasteKeys.customer(customer);
-      const args: (string | number | Buffer)[] = [hlRate, this.dim, list.length];
+      const args: (string | number | Buffer)[] = [
+        hlRate,
+        this.opts.dim,
+        this.opts.dedupHorizonMs,
+        this.opts.offsetGuard ? 1 : 0,
+        list.length,
+      ];
       for (const r of list) {
         const e = r.value;
         args.push(

@@ -14,7 +14,11 @@ import type { KeySpace } from '../features/keys.ts';
 import type { Article, Customer } from '../schemas/events.ts';
 import type { DecodedRecord } from '../streams/consumer.ts';
 import { applyArticles, applyCustomers } from './metadata.ts';
-import { PurchaseProcessor, type PurchaseProcessorOptions } from './purchases.ts';
+import {
+  DEFAULT_PURCHASE_OPTIONS,
+  PurchaseProcessor,
+  type PurchaseProcessorOptions,
+} from './purchases.ts';
 import { defineScripts } from './scripts.ts';
 import { TasteProcessor } from './taste.ts';
 
@@ -30,7 +34,10 @@ export interface Writers {
 }
 
 export interface WritersOptions {
-  /** Overrides of the purchases processor's options (the deployment's). */
+  /**
+   * Overrides of the purchases processor's options (the deployment's); `dedupHorizonMs` is the
+   * taste processor's too.
+   */
   readonly purchases?: Partial<PurchaseProcessorOptions> | undefined;
   /**
    * Embeddings on: where the taste processor reads the article vectors (where `npm run embed`
@@ -46,6 +53,11 @@ export function createWriters(redis: Redis, keys: KeySpace, opts: WritersOptions
     articles: (records) => applyArticles(redis, keys, scripts, records),
     customers: (records) => applyCustomers(redis, keys, scripts, records),
     purchases: new PurchaseProcessor(redis, keys, scripts, opts.purchases),
-    taste: opts.tasteArticles ? new TasteProcessor(redis, keys, opts.tasteArticles) : null,
+    taste: opts.tasteArticles
+      ? new TasteProcessor(redis, keys, opts.tasteArticles, {
+          // The deployment's horizon of the event-id guards, for the taste guard too.
+          dedupHorizonMs: opts.purchases?.dedupHorizonMs ?? DEFAULT_PURCHASE_OPTIONS.dedupHorizonMs,
+        })
+      : null,
   };
 }

@@ -11,8 +11,9 @@ export type Dump = Map<string, unknown>;
 /**
  * Dump every key of namespace `ns`. With `ignorePositions`, the Kafka bookkeeping is left out
  * (per-slot offsets, the customers' per-partition offsets, the position stored per event id in the
- * `seen` / `tseen` guards, the offset prefix of window members), so that runs over differently ordered topics can be compared on what
- * they compute.
+ * `seen` guard, the offset prefix of window members, the taste guard: its `tseen` entries, which
+ * its prunes keep by the newest event time at the time, and its fields in the `taste` hash), so
+ * that runs over differently ordered topics can be compared on what they compute.
  */
 export async function dumpNamespace(
   redis: Redis,
@@ -33,16 +34,27 @@ export async function dumpNamespace(
     const type = await redis.type(key);
     if (type === 'hash') {
       const h = await redis.hgetall(key);
-      // Event-id guards (event id -> Kafka position): `seen` (customer.lua), `tseen` (taste.lua).
-      if (opts.ignorePositions && (name.endsWith(':seen') || name.endsWith(':tseen')))
-        for (const f of Object.keys(h)) h[f] = '*';
-      // The customer state's per-partition offsets (`o:<partition>`).
-      out.set(
-        name,
-        opts.ignorePositions && name.endsWith(':state')
-          ? Object.fromEntries(Object.entries(h).filter(([f]) => !f.startsWith('o:')))
-          : h,
-      );
+      if (opts.ignorePositions) {
+        // Event-id guards (event id -> Kafka position): `seen` (customer.lua), `tseen` (taste.lua).
+        if (name.endsWith(':seen')) for (const f of Object.keys(h)) h[f] = '*';
+        if (name.endsWith(':tseen')) {
+          out.set(name, '*');
+          continue;
+        }
+        // The taste guard's fields (taste.lua): offsets per partition, entry counts.
+        if (name.endsWith(':taste')) {
+          const bookkeeping = (f: string) =>
+            f.startsWith('o:') || f === 'seen' || f === 'seen_at_prune';
+          out.set(name, Object.fromEntries(Object.entries(h).filter(([f]) => !bookkeeping(f))));
+          continue;
+        }
+        // The customer state's per-partition offsets (`o:<partition>`).
+        if (name.endsWith(':state')) {
+          out.set(name, Object.fromEntries(Object.entries(h).filter(([f]) => !f.startsWith('o:'))));
+          continue;
+        }
+      }
+      out.set(name, h);
     } else if (type === 'zset') {
       // By member: members with (nearly) equal scores may be ranked either way after rounding.
       const flat = await redis.zrange(key, 0, -1, 'WITHSCORES');

@@ -4,31 +4,38 @@ revenue, first / last sold, decayed popularity, unique buyers, and the outgoing 
 of each event's partners; then the sales part of the article summary (include/summary.lua). Every
 key is in the article's slot {a:<id>}.
 
+Bounded: the co-purchase set keeps about `cap` partners, the top by decayed count (include/trim.lua:
+trimmed back to `cap` when a call that added partners finds more than ceil(cap * 1.25)); the
+incoming side (copurchase.lua) trims the same set alike.
+
 Idempotence: hash `offsets` keeps, per source partition, the highest offset applied here (field
 `a:<partition>`); events at or below it were applied already and are skipped. Events arrive in
 offset order per partition. An event new to its customer (status 'n') at or below that offset
 means the topic was recreated under a store that remembers the old one: refused loudly.
 
 KEYS: 1 stats (hash), 2 buyers (hll), 3 copurchase (zset), 4 offsets (hash), 5 summary (hash)
-ARGV: 1 epoch, 2 co-purchase rate, 3 number of popularity half-lives h, then h pairs
-      (label, rate), then the summary's sales field, then events, then per event 8 fields:
+ARGV: 1 epoch, 2 co-purchase rate, 3 co-purchase cap, 4 number of popularity half-lives h, then
+      h pairs (label, rate), then the summary's sales field, then events, then per event 8 fields:
       partition, offset, status, customer_id, t, price, qty, partners (`article\31t` joined by \30)
 Returns the number of events applied.
 ]]
 local stats, buyers, co, offsets, summary = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local epoch = tonumber(ARGV[1])
 local corate = tonumber(ARGV[2])
-local h = tonumber(ARGV[3])
+local cocap = tonumber(ARGV[3])
+local h = tonumber(ARGV[4])
 local pops = {}
-for j = 0, h - 1 do pops[#pops + 1] = { 'pop:' .. ARGV[4 + 2 * j], tonumber(ARGV[5 + 2 * j]) } end
-local sales_field = ARGV[4 + 2 * h]
-local base = 5 + 2 * h
+for j = 0, h - 1 do pops[#pops + 1] = { 'pop:' .. ARGV[5 + 2 * j], tonumber(ARGV[6 + 2 * j]) } end
+local sales_field = ARGV[5 + 2 * h]
+local base = 6 + 2 * h
 local n = tonumber(ARGV[base])
 
 --- @include "fmt"
 --- @include "logadd"
 --- @include "offsets"
 --- @include "summary"
+--- @include "chunks"
+--- @include "trim"
 
 local names = { 'n', 'units', 'revenue', 'price_sum', 'first', 'last' }
 for _, p in ipairs(pops) do names[#names + 1] = p[1] end
@@ -78,10 +85,13 @@ if applied > 0 then
     flat[#flat + 1] = fmt(s[p[1]])
   end
   redis.call('HSET', stats, unpack(flat))
-  redis.call('PFADD', buyers, unpack(buyer_list))
+  call_chunked('PFADD', buyers, buyer_list)
+  local added = 0
   for pa, x in pairs(co_add) do
-    redis.call('ZADD', co, fmt(logadd(tonumber(redis.call('ZSCORE', co, pa)), x)), pa)
+    local score = logadd(tonumber(redis.call('ZSCORE', co, pa)), x)
+    added = added + redis.call('ZADD', co, fmt(score), pa)
   end
+  trim_top(co, cocap, added)
   save_offsets(offsets, 'a:', last)
   redis.call('HSET', summary, sales_field, pack_sales(stats, buyers, names))
 end

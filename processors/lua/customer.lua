@@ -53,7 +53,7 @@ local FIRST, WIDTH = 10, 9 -- ARGV index of the first event, fields per event
 
 --- @include "fmt"
 --- @include "logadd"
---- @include "chunked"
+--- @include "chunks"
 
 -- The batch's events, parsed once.
 local ev = {}

@@ -3,26 +3,31 @@ trending.lua: add a batch of purchase events to the trending sorted sets (global
 Scores are log-space decayed counts, so the ranking of a set is the same at every "now" and a
 value is read as exp(score - rate * (now - epoch)). Every key is in the trending slot {t}.
 
+Bounded: each sorted set keeps about `cap` articles, the top by decayed count (include/trim.lua:
+trimmed back to `cap` when a call that added articles to it finds more than ceil(cap * 1.25)).
+
 Idempotence: hash `offsets` keeps, per source partition, the highest offset applied here; events
 at or below it are skipped. Events arrive in offset order per partition.
 
 KEYS: 1 offsets (hash), 2..k+1 the sorted sets used by this batch
-ARGV: 1 epoch, 2 k, then k rates (one per sorted set, by its half-life), then events, then per
-      event: partition, offset, article_id, t, m, and m indexes into the sorted sets (1-based)
+ARGV: 1 epoch, 2 cap, 3 k, then k rates (one per sorted set, by its half-life), then events, then
+      per event: partition, offset, article_id, t, m, and m indexes into the sorted sets (1-based)
 Returns the number of events applied.
 ]]
 local offsets = KEYS[1]
 local epoch = tonumber(ARGV[1])
-local k = tonumber(ARGV[2])
+local cap = tonumber(ARGV[2])
+local k = tonumber(ARGV[3])
 local rates = {}
-for j = 1, k do rates[j] = tonumber(ARGV[2 + j]) end
-local pos = 3 + k
+for j = 1, k do rates[j] = tonumber(ARGV[3 + j]) end
+local pos = 4 + k
 local n = tonumber(ARGV[pos])
 pos = pos + 1
 
 --- @include "fmt"
 --- @include "logadd"
 --- @include "offsets"
+--- @include "trim"
 
 local last = {}
 local add = {} -- set index -> article -> log-space sum of this batch
@@ -44,9 +49,12 @@ end
 if applied > 0 then
   for j = 1, k do
     local key = KEYS[1 + j]
+    local added = 0
     for article, x in pairs(add[j]) do
-      redis.call('ZADD', key, fmt(logadd(tonumber(redis.call('ZSCORE', key, article)), x)), article)
+      local score = logadd(tonumber(redis.call('ZSCORE', key, article)), x)
+      added = added + redis.call('ZADD', key, fmt(score), article)
     end
+    trim_top(key, cap, added)
   end
   save_offsets(offsets, '', last)
 end

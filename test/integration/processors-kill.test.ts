@@ -21,6 +21,10 @@ import { dumpNamespace, expectSameState } from '../redis-helpers.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const T0 = Date.UTC(2020, 0, 6);
+// Caps no set reaches: a capped set keeps the top members at each trim, so once a cap is reached
+// the state depends on how the partitions' batches interleaved, which a restart changes (the caps
+// themselves: processors-bounds.test.ts). Both runs, the killed one and the clean one, use these.
+const UNCAPPED = { copurchaseCap: 1_000_000, trendingCap: 1_000_000, itemsCap: 1_000_000 };
 
 describe('processor killed with SIGKILL mid-stream', () => {
   const ctx = stackContext('kill');
@@ -48,6 +52,9 @@ describe('processor killed with SIGKILL mid-stream', () => {
         // The killed member holds its partitions until its session expires.
         PROCESSOR_SESSION_TIMEOUT_MS: '8000',
         LOG_LEVEL: 'warn',
+        PROCESSOR_COPURCHASE_CAP: String(UNCAPPED.copurchaseCap),
+        PROCESSOR_TRENDING_CAP: String(UNCAPPED.trendingCap),
+        PROCESSOR_ITEMS_CAP: String(UNCAPPED.itemsCap),
       },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
@@ -135,6 +142,7 @@ describe('processor killed with SIGKILL mid-stream', () => {
         metrics: createProcessorMetrics(false),
         dlqProducer: producer,
         groupPrefix: `clean-${randomUUID().slice(0, 8)}`,
+        options: UNCAPPED,
       });
       await running.caughtUp(120_000);
       await running.stop();
