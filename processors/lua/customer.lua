@@ -344,12 +344,14 @@ if #seen_add > 0 then
   local cut = horizon_cut(s.last)
   if smin < cut then smin = prune_seen(seen, cut) end
   if smin ~= nil then put('smin', fmt(smin)) end
+  put('in', item_count)
 end
 hset_chunked(state, out)
 if #seen_add > 0 then
   if smin == nil then redis.call('HDEL', state, 'smin') end
   -- Items: at most items_cap articles and as many products (amortised).
-  if item_count > math.ceil(items_cap * 2.5) then item_count = cap_items(state, items_cap) end
-  redis.call('HSET', state, 'in', item_count)
+  if item_count > math.ceil(items_cap * 2.5) then
+    redis.call('HSET', state, 'in', cap_items(state, items_cap))
+  end
 end
 return result
