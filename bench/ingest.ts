@@ -21,6 +21,8 @@
  * decodeCeiling, processFromStart, freshness, memoryUsage, resultLine).
  */
 import { randomUUID } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+import { hostCpu } from './serve/cpu.ts';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -283,6 +285,8 @@ interface Processing {
   readonly batchCount: number;
   /** Redis's CPU seconds (INFO cpu) over the step. */
   readonly redisCpuS: number;
+  /** Cores the whole machine was busy on average over the step (Linux /proc/stat; NaN elsewhere). */
+  readonly hostCores: number;
   /** Per Redis command (scripts' inner commands included): calls and microseconds over the step. */
   readonly commands: Map<string, { calls: number; usec: number }>;
 }
@@ -312,6 +316,7 @@ async function processFromStart(run: Run, admin: Admin, eventCount: number): Pro
   const redisBefore = Number((await redis.info('memory')).match(/used_memory:(\d+)/)?.[1] ?? 0);
   const redisCpu0 = await redisCpu(redis);
   const commands0 = await commandStats(redis);
+  const host0 = hostCpu();
   const cpuBefore = process.cpuUsage();
   const t = performance.now();
   const running = await startProcessors({
@@ -337,6 +342,12 @@ async function processFromStart(run: Run, admin: Admin, eventCount: number): Pro
   clearInterval(progress);
   const procS = (performance.now() - t) / 1000;
   const cpu = process.cpuUsage(cpuBefore);
+  const host1 = hostCpu();
+  const hostCores =
+    host0 === null || host1 === null
+      ? NaN
+      : ((host1.busy - host0.busy) / Math.max(1, host1.total - host0.total)) *
+        availableParallelism();
   const redisCpuS = (await redisCpu(redis)) - redisCpu0;
   const commands = new Map(
     [...(await commandStats(redis))].map(([name, c]) => {
@@ -367,6 +378,7 @@ async function processFromStart(run: Run, admin: Admin, eventCount: number): Pro
     batchCount,
     redisCpuS,
     commands,
+    hostCores,
   };
 }
 
@@ -472,7 +484,17 @@ function resultLine(
   eventCount: number,
   { publishPerS }: Published,
   ceiling: number,
-  { procS, cpu, sustained, batchSum, batchCount, redisBefore, redisCpuS, commands }: Processing,
+  {
+    procS,
+    cpu,
+    sustained,
+    batchSum,
+    batchCount,
+    redisBefore,
+    redisCpuS,
+    commands,
+    hostCores,
+  }: Processing,
   { rate, latencies }: { rate: number; latencies: number[] },
   { perCustomer, perArticle, redisAfter }: Memory,
 ): Record<string, unknown> {
@@ -490,6 +512,12 @@ function resultLine(
     processor_cpu_s: round((cpu.user + cpu.system) / 1e6),
     node_cpu_us_per_event: round((cpu.user + cpu.system) / eventCount),
     redis_us_per_event: round((redisCpuS * 1e6) / eventCount),
+    // The machine during step 3: every process (the processors, Redis, Kafka, the rest), and
+    // what the processors' Node work and Redis took of it.
+    host_busy_cores: round(hostCores, 2),
+    processors_cores: round((cpu.user + cpu.system) / 1e6 / procS, 2),
+    redis_cores: round(redisCpuS / procS, 2),
+    cores: availableParallelism(),
     redis_commands_per_event: round(
       [...commands.values()].reduce((s, c) => s + c.calls, 0) / eventCount,
       2,
