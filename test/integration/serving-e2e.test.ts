@@ -67,7 +67,7 @@ describe('serving over HTTP on the real stack', () => {
     [modelA, modelB] = await Promise.all([build(1), build(2)]);
     await registerModel(redis, keys, modelA);
     await activateModel(redis, keys, modelA.meta.version);
-    customers = (await redis.keys(`${ns}:{u:*}:stats`)).map(
+    customers = (await redis.keys(`${ns}:{u:*}:state`)).map(
       (k) => k.split('{u:')[1]!.split('}')[0]!,
     );
 
