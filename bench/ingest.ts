@@ -14,7 +14,9 @@
  *      commandstats, scripts' inner commands included: `redis_top_commands`);
  *   4. freshness: with the processors running and caught up, publishes live events at a steady
  *      rate (`--live-rate`, default half the sustained rate of step 3: `freshness_rate_per_s`)
- *      and measures, for a sample, the time from send to the event being visible in Redis;
+ *      and measures, for a sample, the time from send to the event being visible in Redis (with
+ *      what may explain a slow probe: Redis forks meanwhile, this process's longest event-loop
+ *      stall);
  *   5. Redis memory per customer and per article (MEMORY USAGE over a sample of each).
  * Prints progress, then one JSON line with the figures last. Topics and keys are deleted after.
  * `main` is the run's outline; each step is a function below it (buildDataset, publish,
@@ -22,6 +24,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { availableParallelism } from 'node:os';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { hostCpu } from './serve/cpu.ts';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -109,7 +112,7 @@ async function main(): Promise<void> {
     const ceiling = await decodeCeiling(run, admin);
     const processing = await processFromStart(run, admin, kept.eventCount);
     const liveRate = LIVE_RATE_OPTION ?? Math.max(1, Math.round(processing.sustained / 2));
-    const latencies = await freshness(
+    const { latencies, forks, loopDelayMaxMs } = await freshness(
       run,
       kept.liveSource,
       published.purchases,
@@ -126,7 +129,7 @@ async function main(): Promise<void> {
           published,
           ceiling,
           processing,
-          { rate: liveRate, latencies },
+          { rate: liveRate, latencies, forks, loopDelayMaxMs },
           memory,
         ),
       ),
@@ -382,6 +385,19 @@ async function processFromStart(run: Run, admin: Admin, eventCount: number): Pro
   };
 }
 
+/** Step 4's latencies (ms, ascending) and what may explain a slow one. */
+interface Freshness {
+  readonly latencies: number[];
+  /** Forks Redis made meanwhile (an AOF rewrite or a snapshot copies the dataset's pages). */
+  readonly forks: number;
+  /** The longest this process's event loop (the processors run in it) was blocked, ms. */
+  readonly loopDelayMaxMs: number;
+}
+
+async function redisForks(redis: Redis): Promise<number> {
+  return Number(/total_forks:(\d+)/.exec(await redis.info('stats'))?.[1] ?? NaN);
+}
+
 /**
  * 4. freshness: live events at a steady rate, probes polled in Redis; the processors are stopped
  * after. Returns the probes' latencies (ms), ascending.
@@ -392,8 +408,11 @@ async function freshness(
   purchases: EventProducer<Purchase>,
   running: RunningProcessors,
   rate: number,
-): Promise<number[]> {
+): Promise<Freshness> {
   const { runId, redis, keys, producer, topics } = run;
+  const forks0 = await redisForks(redis);
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  loopDelay.enable();
   const liveCount = rate * LIVE_SECONDS;
   const live: Purchase[] = Array.from({ length: liveCount }, (_, i) => {
     const src = events[i % events.length] as Purchase;
@@ -442,12 +461,14 @@ async function freshness(
   }
   state.polling = false;
   await Promise.race([poller, new Promise((r) => setTimeout(r, 30_000))]);
+  loopDelay.disable();
   await running.stop();
   latencies.sort((a, b) => a - b);
+  const forks = (await redisForks(redis)) - forks0;
   say(
     `freshness over ${latencies.length} probes at ${rate}/s: p50 ${round(pct(latencies, 0.5))} ms, p99 ${round(pct(latencies, 0.99))} ms`,
   );
-  return latencies;
+  return { latencies, forks, loopDelayMaxMs: loopDelay.max / 1e6 };
 }
 
 /** Step 5's figures: bytes per customer and per article, Redis's used_memory at the end. */
@@ -495,7 +516,7 @@ function resultLine(
     commands,
     hostCores,
   }: Processing,
-  { rate, latencies }: { rate: number; latencies: number[] },
+  { rate, latencies, forks, loopDelayMaxMs }: Freshness & { rate: number },
   { perCustomer, perArticle, redisAfter }: Memory,
 ): Record<string, unknown> {
   return {
@@ -535,6 +556,8 @@ function resultLine(
     freshness_p50_ms: round(pct(latencies, 0.5)),
     freshness_p99_ms: round(pct(latencies, 0.99)),
     freshness_max_ms: round(latencies.at(-1) ?? NaN),
+    freshness_redis_forks: forks,
+    freshness_event_loop_max_ms: round(loopDelayMaxMs),
     redis_bytes_per_customer: Math.round(perCustomer),
     redis_bytes_per_article: Math.round(perArticle),
     redis_used_mb_delta: round((redisAfter - redisBefore) / 1048576),
