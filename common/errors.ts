@@ -23,6 +23,8 @@
  * | `REC_ERR_RANKER`              | serving/ranking.ts (`RankerFailure`): the heuristic answers   |
  * | `REC_ERR_BAD_REQUEST` …       | serving/http-errors.ts (`ServingError`): the API's answers    |
  * | `REC_ERR_UNAVAILABLE`         | the feature store did not answer (`StoreUnavailableError`)    |
+ * | `REC_ERR_KEY_MISMATCH`        | processors/admit.ts: a purchase not keyed by its customer     |
+ * | `REC_ERR_FUTURE_EVENT`        | processors/admit.ts: an event dated past now + the skew       |
  * | `REC_ERR_STORE_LAYOUT`        | features/state.ts (`StoreLayoutError`): a namespace written   |
  * |                               | by a build with another key layout                           |
  */
@@ -46,6 +48,8 @@ export type ErrorCode =
   | 'REC_ERR_SCORER'
   | 'REC_ERR_RANKER'
   | 'REC_ERR_STORE_LAYOUT'
+  | 'REC_ERR_KEY_MISMATCH'
+  | 'REC_ERR_FUTURE_EVENT'
   | ServingErrorCode;
 
 export interface RecErrorOptions {

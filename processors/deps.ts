@@ -26,6 +26,13 @@ export interface ProcessorDeps {
   sessionTimeoutMs?: number;
   /** Wait for metadata to catch up before consuming purchases (default true). */
   metadataFirst?: boolean;
+  /**
+   * How far (ms) an event time may be ahead of the processing clock before the purchases groups
+   * refuse it (default DEFAULT_MAX_EVENT_SKEW_MS, a day).
+   */
+  maxEventSkewMs?: number;
+  /** The processing clock (ms), for tests; default Date.now. */
+  clock?: () => number;
   /** Embeddings on: the taste consumer group too (config `embeddings`; default off). */
   embeddings?: EmbeddingsSwitch;
 }

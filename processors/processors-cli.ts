@@ -28,6 +28,7 @@ const env = z
     PROCESSOR_ITEMS_CAP: z.coerce.number().int().positive().default(200),
     PROCESSOR_COPURCHASE_CAP: z.coerce.number().int().positive().default(100),
     PROCESSOR_TRENDING_CAP: z.coerce.number().int().positive().default(2_000),
+    PROCESSOR_MAX_EVENT_SKEW_HOURS: z.coerce.number().nonnegative().default(24),
     PROCESSOR_SESSION_TIMEOUT_MS: z.coerce.number().int().min(6_000).default(30_000),
   })
   .parse(process.env);
@@ -59,6 +60,7 @@ async function main(): Promise<void> {
     groupPrefix: env.PROCESSOR_GROUP,
     sessionTimeoutMs: env.PROCESSOR_SESSION_TIMEOUT_MS,
     embeddings: config.embeddings,
+    maxEventSkewMs: env.PROCESSOR_MAX_EVENT_SKEW_HOURS * 3_600_000,
     options: {
       recentCap: env.PROCESSOR_RECENT_CAP,
       copurchaseWindowMs: env.PROCESSOR_COPURCHASE_WINDOW_DAYS * 86_400_000,

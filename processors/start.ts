@@ -5,6 +5,7 @@
  * categories. Everything is passed in; `processors-cli.ts` builds the clients.
  */
 import { claimStoreLayout } from '../features/state.ts';
+import { DEFAULT_MAX_EVENT_SKEW_MS, admitPurchases } from './admit.ts';
 import { consumerLag } from '../streams/admin.ts';
 import type { Admin } from 'kafkajs';
 import type { AvroCodec } from '../streams/avro.ts';
@@ -185,11 +186,16 @@ function startPurchasesConsumer(
     partitionsConsumedConcurrently: topics.purchases.partitions,
     ...session,
     handler: async (records) => {
-      const out = await writers.purchases.apply(records);
+      const { accepted, rejected } = admitPurchases(
+        records,
+        (deps.clock ?? Date.now)(),
+        deps.maxEventSkewMs ?? DEFAULT_MAX_EVENT_SKEW_MS,
+      );
+      const out = await writers.purchases.apply(accepted);
       metrics.events.inc({ topic: topics.purchases.name }, out.applied);
       if (out.duplicates > 0)
         metrics.duplicates.inc({ topic: topics.purchases.name }, out.duplicates);
-      return undefined;
+      return { rejected };
     },
   });
 }

@@ -21,6 +21,7 @@ import { consumerLag } from '../streams/admin.ts';
 import { runConsumer, type RunningConsumer } from '../streams/consumer.ts';
 import { readVectors } from '../embeddings/store.ts';
 import type { ProcessorDeps } from './deps.ts';
+import { DEFAULT_MAX_EVENT_SKEW_MS, admitPurchases } from './admit.ts';
 import { DEFAULT_PURCHASE_OPTIONS } from './purchases.ts';
 import { defineScripts, type Scripts } from './scripts.ts';
 
@@ -174,8 +175,14 @@ export async function startTasteConsumer(
     partitionsConsumedConcurrently: topics.purchases.partitions,
     ...(deps.sessionTimeoutMs === undefined ? {} : { sessionTimeoutMs: deps.sessionTimeoutMs }),
     handler: async (records) => {
-      await taste.apply(records);
-      return undefined;
+      // The records the purchases group dead-letters are skipped here (processors/admit.ts).
+      const { accepted, rejected } = admitPurchases(
+        records,
+        (deps.clock ?? Date.now)(),
+        deps.maxEventSkewMs ?? DEFAULT_MAX_EVENT_SKEW_MS,
+      );
+      await taste.apply(accepted);
+      return { rejected };
     },
   });
   return {

@@ -1,6 +1,6 @@
 import avro from 'avsc';
 import { describe, expect, it } from 'vitest';
-import { articleContract, customerContract, purchaseContract } from './events.ts';
+import { articleContract, articleSchema, customerContract, purchaseContract } from './events.ts';
 
 describe('event contracts', () => {
   for (const c of [purchaseContract, articleContract, customerContract]) {
@@ -26,6 +26,25 @@ describe('event contracts', () => {
           expect(f.default).toBeNull();
         }
       }
+    }
+  });
+
+  it('refuses article categories that would break out of a Redis field or key name', () => {
+    const base = articleSchema.parse({
+      ...Object.fromEntries(Object.keys(articleSchema.shape).map((k) => [k, null])),
+      article_id: 'a1',
+      updated_at: Date.UTC(2020, 0, 1),
+    });
+    const ok = {
+      ...base,
+      product_group_name: 'Garment Upper body',
+      index_group_name: 'Baby/Children',
+    };
+    expect(articleSchema.safeParse(ok).success).toBe(true);
+    for (const bad of ['Shoes\u001fn', 'Shoes\u001e_total', 'x}{t}', 'line\nbreak']) {
+      expect(articleSchema.safeParse({ ...ok, product_group_name: bad }).success).toBe(false);
+      expect(articleSchema.safeParse({ ...ok, index_group_name: bad }).success).toBe(false);
+      expect(articleSchema.safeParse({ ...ok, index_code: bad }).success).toBe(false);
     }
   });
 });

@@ -11,6 +11,17 @@ export const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const id = (what: string) =>
   z.string().regex(ID_PATTERN, `${what} must be 1-128 characters of A-Z a-z 0-9 _ . -`);
 const nullableText = z.string().nullable();
+/**
+ * Categories that become parts of Redis field and key names (affinities, trending segments): no
+ * control characters (the scripts join fields with \x1e / \x1f) and no braces (a key's hash tag).
+ */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
+const UNSAFE_IN_NAMES = /[\u0000-\u001f{}]/;
+const nullableCategory = z
+  .string()
+  .max(200)
+  .refine((v) => !UNSAFE_IN_NAMES.test(v), 'must not hold control characters or braces')
+  .nullable();
 const nullableInt = z.number().int().nullable();
 /** Event time in ms since the Unix epoch; 1990..2100 catches seconds-for-ms mistakes. */
 const eventTime = z
@@ -36,7 +47,7 @@ export const articleSchema = z.object({
   prod_name: nullableText,
   product_type_no: nullableInt,
   product_type_name: nullableText,
-  product_group_name: nullableText,
+  product_group_name: nullableCategory,
   graphical_appearance_no: nullableInt,
   graphical_appearance_name: nullableText,
   colour_group_code: nullableInt,
@@ -47,10 +58,10 @@ export const articleSchema = z.object({
   perceived_colour_master_name: nullableText,
   department_no: nullableInt,
   department_name: nullableText,
-  index_code: nullableText,
+  index_code: nullableCategory,
   index_name: nullableText,
   index_group_no: nullableInt,
-  index_group_name: nullableText,
+  index_group_name: nullableCategory,
   section_no: nullableInt,
   section_name: nullableText,
   garment_group_no: nullableInt,

@@ -396,16 +396,34 @@ describe('processors on the real stack', () => {
         i % 2 === 0 ? m : { key: m.key, value: Buffer.concat([m.value, Buffer.from([1, 2, 3])]) },
       ),
     });
+    // Valid Avro, refused by the processors: dated far ahead of the processing clock, and keyed
+    // by another customer than its own (the per-customer guards need one partition per customer).
+    const encoder = new EventProducer(producer, w.ctx.topics.purchases, w.codecs.purchases);
+    const future = { ...good[1]!, event_id: 'future-1', event_time: Date.UTC(2099, 0, 1) };
+    const misKeyed = encoder.toMessage({ ...good[2]!, event_id: 'mis-keyed-1' });
+    await producer.send({
+      topic: w.ctx.topics.purchases.name,
+      // The record's own timestamp is the send time: Kafka 4 refuses timestamps over an hour ahead
+      // (log.message.timestamp.after.max.ms), so a hostile producer dates only the event.
+      messages: [
+        { ...encoder.toMessage(future), timestamp: String(Date.now()) },
+        { ...misKeyed, key: 'somebody-else' },
+      ],
+    });
     await w.send({ purchases: good.slice(150) });
     const ns = `t${randomUUID().slice(0, 8)}`;
     const metrics = await processAll(w, redis, ns);
 
     const admin = w.ctx.kafka.admin();
     await admin.connect();
-    expect(await endOffsetTotal(admin, w.ctx.topics.purchases.dlq)).toBe(N);
+    expect(await endOffsetTotal(admin, w.ctx.topics.purchases.dlq)).toBe(N + 2);
     await admin.disconnect();
-    const dlqCount = (await metrics.dlq.get()).values.reduce((s, v) => s + v.value, 0);
-    expect(dlqCount).toBe(N);
+    const dlq = (await metrics.dlq.get()).values;
+    expect(dlq.reduce((s, v) => s + v.value, 0)).toBe(N + 2);
+    const byCode = (code: string) =>
+      dlq.filter((v) => v.labels.code === code).reduce((s, v) => s + v.value, 0);
+    expect(byCode('REC_ERR_FUTURE_EVENT')).toBe(1);
+    expect(byCode('REC_ERR_KEY_MISMATCH')).toBe(1);
     const processed = (await metrics.events.get()).values.find(
       (v) => v.labels.topic === w.ctx.topics.purchases.name,
     );
@@ -417,7 +435,7 @@ describe('processors on the real stack', () => {
     // EMBEDDINGS=on: the taste group reads the same records; the purchases group owns the DLQ,
     // so the taste group only counts the N malformed ones as skipped, and applies every good one.
     const skipped = (await metrics.skipped.get()).values.reduce((s, v) => s + v.value, 0);
-    expect(skipped).toBe(loadConfig().embeddings.enabled ? N : 0);
+    expect(skipped).toBe(loadConfig().embeddings.enabled ? N + 2 : 0);
     if (loadConfig().embeddings.enabled) {
       const ekeys = embeddingKeys(ns);
       const applied = await Promise.all(
