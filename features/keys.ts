@@ -126,6 +126,11 @@ export interface KeySpace {
   readonly pattern: string;
   /** string: the key layout the processors wrote this namespace with (STORE_LAYOUT) */
   readonly layout: string;
+  /**
+   * hash `<group>|<topic>|<partition>` -> the last offset whose effects this namespace holds
+   * (written after each batch; the consumers re-process from it when it is behind their commits)
+   */
+  readonly positions: string;
 }
 
 /** Build the key space of namespace `ns`. Ids must already be validated (see ID_PATTERN). */
@@ -135,6 +140,7 @@ export function keySpace(ns = 'rec'): KeySpace {
     ns,
     pattern: `${ns}:*`,
     layout: `${ns}:layout`,
+    positions: `${ns}:positions`,
     models: {
       model: (v) => `${ns}:{m}:model:${v}`,
       versions: `${ns}:{m}:versions`,

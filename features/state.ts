@@ -503,6 +503,30 @@ export async function claimStoreLayout(redis: Redis, keys: KeySpace): Promise<vo
   await redis.set(keys.layout, STORE_LAYOUT);
 }
 
+/**
+ * The consumers' position store in this namespace (`keys.positions`, streams/consumer.ts
+ * `PositionStore`) for consumer group `group`.
+ */
+export function positionStore(
+  redis: Redis,
+  keys: KeySpace,
+  group: string,
+): {
+  read(topic: string, partition: number): Promise<bigint | null>;
+  write(topic: string, partition: number, lastOffset: string): Promise<void>;
+} {
+  const field = (topic: string, partition: number) => `${group}|${topic}|${partition}`;
+  return {
+    async read(topic, partition) {
+      const v = await redis.hget(keys.positions, field(topic, partition));
+      return v === null ? null : BigInt(v);
+    },
+    async write(topic, partition, lastOffset) {
+      await redis.hset(keys.positions, field(topic, partition), lastOffset);
+    },
+  };
+}
+
 /** The state of an article the store knows nothing about (never sold, no record). */
 export function emptyArticleState(articleId: string): ArticleState {
   return {

@@ -4,7 +4,7 @@
  * caught up before purchases start, so a purchase processed at start-up sees its article's
  * categories. Everything is passed in; `processors-cli.ts` builds the clients.
  */
-import { claimStoreLayout } from '../features/state.ts';
+import { claimStoreLayout, positionStore } from '../features/state.ts';
 import { DEFAULT_MAX_EVENT_SKEW_MS, admitPurchases } from './admit.ts';
 import { consumerLag } from '../streams/admin.ts';
 import type { Admin } from 'kafkajs';
@@ -155,6 +155,7 @@ function startMetadataConsumer<T>(
     logger,
     hooks,
     ...session,
+    positions: positionStore(deps.redis, deps.keys, groupId),
     handler: async (records) => {
       await write(records);
       metrics.events.inc({ topic: stream.topic.name }, records.length);
@@ -185,6 +186,7 @@ function startPurchasesConsumer(
     // partitions may be applied concurrently: Redis stays busy while Node builds the next one.
     partitionsConsumedConcurrently: topics.purchases.partitions,
     ...session,
+    positions: positionStore(deps.redis, deps.keys, groupId),
     handler: async (records) => {
       const { accepted, rejected } = admitPurchases(
         records,

@@ -94,6 +94,22 @@ export interface ConsumerRunnerOptions<T> {
   partitionsConsumedConcurrently?: number;
   /** Group session timeout (ms): how long a crashed member holds its partitions. */
   sessionTimeoutMs?: number;
+  /**
+   * Where the handler's effects live keeps, per partition, the last offset whose effects it holds
+   * (`PositionStore`). Each batch is checked against it first: when the store holds less than
+   * the batch starts from (a store restored from older persistence, a failover to a replica that
+   * missed writes, a store emptied), the consumer seeks back to what the store holds and
+   * re-processes from there instead of applying the batch; the handler's guards make the
+   * records already applied count once. The position is written after each batch's handler.
+   */
+  positions?: PositionStore;
+}
+
+/** The last offset per partition whose effects a store holds (see `ConsumerRunnerOptions`). */
+export interface PositionStore {
+  /** The last offset held for the partition, or null when the store holds none. */
+  read(topic: string, partition: number): Promise<bigint | null>;
+  write(topic: string, partition: number, lastOffset: string): Promise<void>;
 }
 
 export interface RunningConsumer {
@@ -150,6 +166,8 @@ interface Runner<T> {
   readonly retry: { readonly initialMs: number; readonly maxMs: number };
   /** True once `stop()` was called. */
   readonly stopping: () => boolean;
+  /** Per `topic:partition`: where the runner last sought to after finding the store behind. */
+  readonly sought: Map<string, bigint>;
 }
 
 /** Start consuming `topic` in group `groupId`; resolves once the consumer is running. */
@@ -168,7 +186,14 @@ export async function runConsumer<T>(opts: ConsumerRunnerOptions<T>): Promise<Ru
   });
   const retry = { initialMs: opts.retry?.initialMs ?? 200, maxMs: opts.retry?.maxMs ?? 10_000 };
   let stopping = false;
-  const runner: Runner<T> = { opts, log, consumer, retry, stopping: () => stopping };
+  const runner: Runner<T> = {
+    opts,
+    log,
+    consumer,
+    retry,
+    stopping: () => stopping,
+    sought: new Map(),
+  };
 
   await consumer.connect();
   await consumer.subscribe({ topic: opts.topic.name, fromBeginning: opts.fromBeginning ?? true });
@@ -196,6 +221,7 @@ export async function runConsumer<T>(opts: ConsumerRunnerOptions<T>): Promise<Ru
 async function processBatch<T>(runner: Runner<T>, payload: EachBatchPayload): Promise<void> {
   const { batch } = payload;
   if (batch.messages.length === 0) return;
+  if (await storeBehind(runner, payload)) return;
   const started = performance.now();
   const { good, poison } = await decodeBatch(runner.opts.codec, batch);
   const rejected = await handleWithRetry(runner, payload, good);
@@ -207,6 +233,7 @@ async function processBatch<T>(runner: Runner<T>, payload: EachBatchPayload): Pr
     })),
   ];
   const dlq = await deadLetter(runner, batch, bad);
+  await runner.opts.positions?.write(batch.topic, batch.partition, batch.lastOffset());
   const last = await commitBatch(runner.consumer, payload);
   const lastMessage = batch.messages[batch.messages.length - 1];
   runner.opts.hooks?.onBatch?.({
@@ -219,6 +246,39 @@ async function processBatch<T>(runner: Runner<T>, payload: EachBatchPayload): Pr
     highWatermark: batch.highWatermark,
     lastTimestamp: lastMessage ? Number(lastMessage.timestamp) : null,
   });
+}
+
+/**
+ * Whether the position store holds less than the batch starts from; if so, seek back to the
+ * offset after what it holds (to the start when it holds nothing) and drop the batch, committing
+ * nothing. After such a seek, a batch starting later than the target is accepted: the log starts
+ * there (retention, compaction).
+ */
+async function storeBehind<T>(runner: Runner<T>, payload: EachBatchPayload): Promise<boolean> {
+  const { positions } = runner.opts;
+  const { batch } = payload;
+  const first = batch.messages[0];
+  if (!positions || !first) return false;
+  // Fetched before a seek of this partition: dropped, the consumer fetches from the seek.
+  if (payload.isStale()) return true;
+  const held = await positions.read(batch.topic, batch.partition);
+  const from = BigInt(first.offset);
+  const target = held === null ? 0n : held + 1n;
+  const id = `${batch.topic}:${batch.partition}`;
+  const sought = runner.sought.get(id);
+  runner.sought.delete(id);
+  if (target >= from || (sought !== undefined && sought === target)) return false;
+  runner.log.warn(
+    { partition: batch.partition, held: held?.toString() ?? null, batchFrom: first.offset },
+    'the store holds less than this batch starts from (restored, failed over or emptied): re-processing from what it holds',
+  );
+  runner.sought.set(id, target);
+  runner.consumer.seek({
+    topic: batch.topic,
+    partition: batch.partition,
+    offset: target.toString(),
+  });
+  return true;
 }
 
 /**

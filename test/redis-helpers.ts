@@ -31,6 +31,8 @@ export async function dumpNamespace(
   for (const key of keys.sort()) {
     const name = key.slice(ns.length + 1);
     if (opts.ignorePositions && name.endsWith(':off')) continue;
+    // The consumer groups' positions (each run its own groups): never part of the state.
+    if (name === 'positions') continue;
     const type = await redis.type(key);
     if (type === 'hash') {
       const h = await redis.hgetall(key);
