@@ -1,8 +1,9 @@
 /**
  * `npm run replay -- --topic purchases|articles|customers --from <time> --to <time>
- * --out <file.parquet|file.csv> [--no-progress]`: the decoded events of one topic whose event
- * time lies in [from, to), written as Parquet or CSV (by extension), with progress on stderr and
- * a one-line summary on stdout. Times are ISO dates (00:00 UTC) or date-times (UTC unless they
+ * --out <file.parquet|file.csv> [--keep-duplicates] [--no-progress]`: the decoded events of one
+ * topic whose event time lies in [from, to), each once (`--keep-duplicates`: every record),
+ * written as Parquet or CSV (by extension), with progress on stderr and a one-line summary on
+ * stdout. Times are ISO dates (00:00 UTC) or date-times (UTC unless they
  * name an offset). TOPIC_PREFIX applies as everywhere. Columns and formats: see replay-file.ts.
  * Exit codes: 0 done, 2 usage (bad option, topic, time or path), 1 anything else.
  */
@@ -31,6 +32,7 @@ async function main(): Promise<void> {
         to: { type: 'string' },
         out: { type: 'string' },
         'no-progress': { type: 'boolean', default: false },
+        'keep-duplicates': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
     }));
@@ -41,7 +43,11 @@ async function main(): Promise<void> {
     console.log(REPLAY_USAGE);
     return;
   }
-  const opts = replayOptions({ ...values, progress: !values['no-progress'] });
+  const opts = replayOptions({
+    ...values,
+    progress: !values['no-progress'],
+    keepDuplicates: values['keep-duplicates'],
+  });
   await checkWritable(opts.out);
 
   const config = loadConfig();

@@ -19,6 +19,7 @@ import { articleSchema, customerSchema, purchaseSchema } from '../../schemas/eve
 import { generateDataset, mulberry32, type GeneratedInfo } from '../../test/fixtures/generate.ts';
 import { csvToParquet, pyarrowAvailable } from '../../test/fixtures/parquet.ts';
 import { purchaseEventId } from './convert.ts';
+import { CSV_MAX_RECORD_SIZE, escapeFormula } from './csv.ts';
 import { DatasetError, readDataset, type Dataset } from './dataset.ts';
 
 const DAY_MS = 86_400_000;
@@ -314,6 +315,54 @@ describe('ordering and duplicate ids', () => {
   });
 });
 
+describe('formula-escaped cells (as npm run replay writes them)', () => {
+  it('strips exactly one leading quote before a formula character, and only there', async () => {
+    const names = [
+      '=HYPERLINK("x")',
+      '@cmd',
+      '+1 more',
+      '-x',
+      "'=already quoted",
+      '-1.5',
+      "it's",
+      "'plain",
+    ];
+    const escaped = names.map(escapeFormula);
+    expect(escaped).toEqual([
+      `'=HYPERLINK("x")`,
+      "'@cmd",
+      "'+1 more",
+      "'-x",
+      "''=already quoted",
+      '-1.5',
+      "it's",
+      "'plain",
+    ]);
+    expect(['-1.5', '+3', '-2e-3', '.5', '-7.'].map(escapeFormula)).toEqual([
+      '-1.5',
+      '+3',
+      '-2e-3',
+      '.5',
+      '-7.',
+    ]);
+    expect(['\tx', '\rx', '-Infinity', '-1.5.2'].map(escapeFormula)).toEqual([
+      "'\tx",
+      "'\rx",
+      "'-Infinity",
+      "'-1.5.2",
+    ]);
+    const quote = (s: string) => `"${s.replaceAll('"', '""')}"`;
+    const ids = names.map((_, i) => `01087750${String(10 + i)}`);
+    const dir = folder({
+      articles: `article_id,prod_name,product_type_no\n${escaped.map((n, i) => `${ids[i]},${quote(n)},-1`).join('\n')}\n`,
+    });
+    const data = await readDataset(dir);
+    const byId = new Map(data.articles.map((a) => [a.article_id, a]));
+    expect(ids.map((i) => byId.get(i)?.prod_name)).toEqual(names);
+    expect(ids.map((i) => byId.get(i)?.product_type_no)).toEqual(names.map(() => -1));
+  });
+});
+
 describe('columns', () => {
   it('matches header names ignoring case, ignores unknown columns and sets missing optional ones to null', async () => {
     const dir = folder({
@@ -527,6 +576,27 @@ describe('malformed values', () => {
     const dir = folder({ articles: 'article_id,prod_name\n0108775015,"Strap top\n' });
     const err = await readError(dir);
     expect(err.message).toMatch(/^articles\.csv line \d+: invalid CSV \(CSV_QUOTE_NOT_CLOSED\)/);
+  });
+
+  it('stops at a record longer than the 1 MiB limit, naming the file, the line and the limit', async () => {
+    expect(CSV_MAX_RECORD_SIZE).toBe(1 << 20);
+    const long = 'x'.repeat(CSV_MAX_RECORD_SIZE + 10);
+    const dir = folder({
+      articles: `article_id,prod_name\n0108775015,Strap top\n0108775044,"${long}"\n0110065001,ok\n`,
+    });
+    const err = await readError(dir);
+    expect(err.message).toBe(
+      'articles.csv line 3: a record is longer than the limit of 1048576 bytes (1 MiB) per record: an unclosed quote, or not a CSV file?',
+    );
+    expect(err.line).toBe(3);
+    expect(err.code).toBe('REC_ERR_DATASET');
+    // An unclosed quote early in a big file: the same bounded error, not the rest of the file in one field.
+    const unclosed = folder({
+      articles: `article_id,prod_name\n0108775015,"Strap top\n${'0108775044,name\n'.repeat(80_000)}`,
+    });
+    expect((await readError(unclosed)).message).toMatch(
+      /^articles\.csv line \d+: a record is longer than the limit of 1048576 bytes/,
+    );
   });
 });
 

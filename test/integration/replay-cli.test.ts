@@ -2,8 +2,10 @@
  * `npm run replay` against the real stack: known events are published under a random prefix,
  * an interval is replayed to Parquet and CSV (the CLI as a child process for purchases, the
  * library for articles and customers), and the files are read back (hyparquet, csv-parse): they
- * hold exactly the events with from <= event time < to, with the decoded values. Also: clear
- * errors with exit code 2, and no file (nor temporary file) left by a failed run.
+ * hold exactly the events with from <= event time < to, with the decoded values, each event once
+ * (re-published copies dropped, the first kept; every record with --keep-duplicates), CSV formula
+ * cells escaped and read back by the loader unescaped. Also: clear errors with exit code 2, and no
+ * file (nor temporary file) left by a failed run.
  */
 import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
@@ -56,6 +58,15 @@ const PURCHASES: Purchase[] = [
 ];
 // Published after everything else, stamped inside the interval.
 const LATE: Purchase[] = [purchase(2000, { event_time: FROM + 5 * HOUR + 7 })];
+// Re-published copies (same event_id, another Kafka record), published last: three in the
+// interval (one with other values: the first copy must win), one before it (skipped, not a copy).
+const COPIES: Purchase[] = [
+  purchase(12),
+  purchase(20, { price: 9.99, quantity: 7 }),
+  purchase(1000, { event_time: FROM }),
+  purchase(5),
+];
+const IN_RANGE_COPIES = 3;
 
 const ARTICLE_NULLS: Omit<Article, 'article_id' | 'updated_at'> = {
   product_code: null,
@@ -96,6 +107,18 @@ const ARTICLES: Article[] = [
     updated_at: T0 + 12 * HOUR,
   },
   { ...ARTICLE_NULLS, article_id: '0108775044', prod_name: ' padded ', updated_at: T0 + 20 * HOUR },
+  {
+    // Cells a spreadsheet would run as formulas, and numbers that must stay numbers.
+    ...ARTICLE_NULLS,
+    article_id: '0108775050',
+    prod_name: '=HYPERLINK("x")',
+    detail_desc: '@cmd',
+    product_type_no: -1,
+    product_type_name: '-1.5',
+    index_name: "'=already quoted",
+    section_name: '+tab\t',
+    updated_at: T0 + 25 * HOUR,
+  },
   { ...ARTICLE_NULLS, article_id: '0110065001', updated_at: T0 + 1 * HOUR }, // before: out
   { ...ARTICLE_NULLS, article_id: '0110065002', updated_at: TO }, // at `to`: out
 ];
@@ -203,6 +226,7 @@ describe('npm run replay', () => {
     await producer.connect();
     await new EventProducer(producer, ctx.topics.purchases, codecs.purchases).send(PURCHASES);
     await new EventProducer(producer, ctx.topics.purchases, codecs.purchases).send(LATE);
+    await new EventProducer(producer, ctx.topics.purchases, codecs.purchases).send(COPIES);
     await new EventProducer(producer, ctx.topics.articles, codecs.articles).send(ARTICLES);
     await new EventProducer(producer, ctx.topics.customers, codecs.customers).send(CUSTOMERS);
     dir = await mkdtemp(join(tmpdir(), 'replay-cli-'));
@@ -243,6 +267,7 @@ describe('npm run replay', () => {
         `^replayed ${expected.length} ${ctx.prefix}purchases records to .*purchases\\.parquet in \\d+\\.\\d s`,
       ),
     );
+    expect(summary).toContain(`(${IN_RANGE_COPIES} duplicate copies dropped`);
 
     const meta = await parquetMetadataAsync(await asyncBufferFromFile(out));
     expect(meta.schema.slice(1).map((s) => s.name)).toEqual([
@@ -295,6 +320,9 @@ describe('npm run replay', () => {
     expect(run.code).toBe(0);
     // Not a terminal: progress as plain lines on stderr, ending with the total read.
     expect(run.stderr).toMatch(/^replay purchases: (\d+)\/\1$/m);
+    expect(run.stderr).toContain(
+      `replay purchases: ${IN_RANGE_COPIES} duplicate copies dropped (first record of each event_id kept)`,
+    );
     const header = (await readFile(out, 'utf8')).split('\n')[0];
     expect(header).toBe(
       'event_id,customer_id,article_id,price,sales_channel_id,quantity,event_time,t_dat,ts',
@@ -320,15 +348,50 @@ describe('npm run replay', () => {
     });
   });
 
+  it('writes every record, re-published copies included, with --keep-duplicates', async () => {
+    const out = join(dir, 'raw.csv');
+    const run = await runCli(
+      [
+        '--topic',
+        'purchases',
+        '--from',
+        '2020-09-01T10:00Z',
+        '--to',
+        '2020-09-02T16:00Z',
+        '--out',
+        out,
+        '--keep-duplicates',
+        '--no-progress',
+      ],
+      env(),
+    );
+    console.log(`replay CLI --keep-duplicates: ${run.seconds.toFixed(1)} s`);
+    expect(run.code).toBe(0);
+    const expected = expectedPurchases();
+    expect(run.stdout).toContain(`replayed ${expected.length + IN_RANGE_COPIES} `);
+    expect(run.stdout).not.toContain('duplicate');
+    const rows = await readCsv(out);
+    expect(rows).toHaveLength(expected.length + IN_RANGE_COPIES);
+    // In file (offset) order: the original, then the changed copy.
+    expect(rows.filter((r) => r.event_id === 'ev-20').map((r) => Number(r.price))).toEqual([
+      purchase(20).price,
+      9.99,
+    ]);
+    expect(rows.filter((r) => r.event_id === 'ev-5')).toEqual([]);
+    const lib = await replayToFile(deps(), opts({ out: join(dir, 'raw2.csv') }));
+    expect([lib.records, lib.duplicates]).toEqual([expected.length, IN_RANGE_COPIES]);
+  });
+
   it('replays articles and customers (nulls, quoting, booleans) to both formats', async () => {
     const articles = inRange(ARTICLES, (a) => a.updated_at).sort(byKey((a) => a.article_id));
     const customers = inRange(CUSTOMERS, (c) => c.updated_at).sort(byKey((c) => c.customer_id));
-    expect(articles).toHaveLength(2);
+    expect(articles).toHaveLength(3);
     expect(customers).toHaveLength(2);
 
     const aPq = join(dir, 'articles.parquet');
     const r1 = await replayToFile(deps(), opts({ topic: 'articles', out: aPq, format: 'parquet' }));
-    expect(r1.records).toBe(2);
+    expect(r1.records).toBe(3);
+    expect(r1.duplicates).toBe(0);
     const aRows = (await readParquet(aPq)).sort(byKey((r) => String(r.article_id)));
     expect(aRows.map((r) => ({ ...r, updated_at: (r.updated_at as Date).getTime() }))).toEqual(
       articles,
@@ -337,9 +400,17 @@ describe('npm run replay', () => {
     const aCsv = join(dir, 'articles.csv');
     await replayToFile(deps(), opts({ topic: 'articles', out: aCsv, format: 'csv' }));
     const aText = (await readCsv(aCsv)).sort(byKey((r) => r.article_id ?? ''));
-    expect(aText.map((r) => r.detail_desc)).toEqual([articles[0]?.detail_desc, '']);
-    expect(aText.map((r) => r.prod_name)).toEqual(['Strap top', ' padded ']);
-    expect(aText.map((r) => r.product_type_no)).toEqual(['253', '']);
+    expect(aText.map((r) => r.detail_desc)).toEqual([articles[0]?.detail_desc, '', "'@cmd"]);
+    // Formula-leading text gets a leading ' (OWASP CSV injection); numbers stay numbers.
+    expect(aText.map((r) => r.prod_name)).toEqual(['Strap top', ' padded ', `'=HYPERLINK("x")`]);
+    expect(aText.map((r) => r.product_type_no)).toEqual(['253', '', '-1']);
+    expect(aText[2]).toMatchObject({
+      product_type_name: '-1.5',
+      index_name: "''=already quoted",
+      section_name: "'+tab\t",
+    });
+    const aRaw = await readFile(aCsv, 'utf8');
+    expect(aRaw).toContain(`0108775050,,"'=HYPERLINK(""x"")",-1,-1.5,`);
     expect(aText.map((r) => r.updated_at)).toEqual(
       articles.map((a) => new Date(a.updated_at).toISOString()),
     );
@@ -397,8 +468,36 @@ describe('npm run replay', () => {
     expect(data.purchases.map(strip).sort(byKey(sortKey))).toEqual(
       expectedPurchases().map(strip).sort(byKey(sortKey)),
     );
-    expect(data.articles.map((a) => a.article_id).sort()).toEqual(['0108775015', '0108775044']);
+    expect(data.articles.map((a) => a.article_id).sort()).toEqual([
+      '0108775015',
+      '0108775044',
+      '0108775050',
+    ]);
     expect(data.customers.map((c) => c.customer_id).sort()).toEqual(['cust-a', 'cust-b']);
+  });
+
+  it('gives CSV files the loader reads back with the same values (formula escapes removed)', async () => {
+    const folder = join(dir, 'hm-csv');
+    await mkdir(folder);
+    for (const [topic, name] of [
+      ['purchases', 'transactions_train'],
+      ['articles', 'articles'],
+      ['customers', 'customers'],
+    ] as const) {
+      await replayToFile(deps(), opts({ topic, out: join(folder, `${name}.csv`), format: 'csv' }));
+    }
+    const data = await readDataset(folder);
+    const strip = ({ event_id: _, ...p }: Purchase) => p;
+    const sortKey = (p: Omit<Purchase, 'event_id'>) => `${p.event_time}|${p.customer_id}`;
+    expect(data.purchases.map(strip).sort(byKey(sortKey))).toEqual(
+      expectedPurchases().map(strip).sort(byKey(sortKey)),
+    );
+    const noTime = ({ updated_at: _, ...a }: Article) => a;
+    expect(data.articles.map(noTime).sort(byKey((a) => a.article_id))).toEqual(
+      inRange(ARTICLES, (a) => a.updated_at)
+        .map(noTime)
+        .sort(byKey((a) => a.article_id)),
+    );
   });
 
   it('writes a valid empty file for an interval without events', async () => {
