@@ -8,6 +8,7 @@
 import { delimiter } from 'node:path';
 import { z } from 'zod';
 import { RecError } from './errors.ts';
+import { SigningKey, type ModelTrust } from './model-trust.ts';
 
 const port = (fallback: number) => z.coerce.number().int().min(1).max(65535).default(fallback);
 
@@ -44,6 +45,16 @@ const envSchema = z.object({
   EMBEDDINGS_MODEL_DIR: z.string().min(1).optional(),
   EMBEDDINGS_REMOTE_MODEL: z.string().optional(),
   REC_PYTHON: z.string().min(1).optional(),
+  // The value is never echoed: zod's messages name the rule, not the input.
+  MODEL_SIGNING_KEY: z
+    .string()
+    .min(32, 'must be at least 32 characters (e.g. `openssl rand -hex 32`)')
+    .optional(),
+  MODEL_ALLOW_UNSIGNED: z
+    .enum(['true', 'false', '1', '0'], { error: 'must be true or false' })
+    .optional(),
+  MODEL_ACTIVE_CHECK_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000),
+  MODEL_KEEP_VERSIONS: z.coerce.number().int().min(1).max(10_000).default(10),
 });
 
 /** The embeddings switch and the namespace of the article vectors: what processors and training take. */
@@ -77,6 +88,16 @@ export interface Endpoints {
   readonly redisUrl: string;
 }
 
+/** The model registry's trust and upkeep settings (docs/serving.md, "Trusted registry"). */
+export interface ModelRegistryConfig {
+  /** `MODEL_SIGNING_KEY` (redacted when printed) and `MODEL_ALLOW_UNSIGNED`. */
+  readonly trust: ModelTrust;
+  /** How often a serving instance re-reads the `active` pointer (`MODEL_ACTIVE_CHECK_MS`). */
+  readonly activeCheckMs: number;
+  /** Registered versions kept besides the active one (`MODEL_KEEP_VERSIONS`). */
+  readonly keepVersions: number;
+}
+
 export interface Config extends Endpoints {
   /** Which endpoints were given by the environment (and must not be started by the launcher). */
   readonly external: {
@@ -98,6 +119,8 @@ export interface Config extends Endpoints {
   readonly embeddings: EmbeddingsConfig;
   /** The Python that builds the fixture model (`REC_PYTHON`, default the project's `.venv`). */
   readonly python: string | undefined;
+  /** Model signing, the active-pointer check, pruning. */
+  readonly models: ModelRegistryConfig;
 }
 
 /** Thrown when the environment holds invalid settings; lists every problem at once. */
@@ -116,6 +139,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`invalid environment settings:\n${lines.join('\n')}`);
   }
   const e = parsed.data;
+  const allowUnsigned =
+    e.MODEL_ALLOW_UNSIGNED === undefined
+      ? e.MODEL_SIGNING_KEY === undefined
+      : e.MODEL_ALLOW_UNSIGNED === 'true' || e.MODEL_ALLOW_UNSIGNED === '1';
+  if (!allowUnsigned && e.MODEL_SIGNING_KEY === undefined) {
+    throw new ConfigError(
+      'invalid environment settings:\n  MODEL_ALLOW_UNSIGNED: false needs MODEL_SIGNING_KEY ' +
+        '(without a key no model can be verified)',
+    );
+  }
   const config: Config = {
     kafkaBrokers: (e.KAFKA_BROKERS ?? `127.0.0.1:${e.KAFKA_PORT}`)
       .split(',')
@@ -147,6 +180,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       remoteModel: e.EMBEDDINGS_REMOTE_MODEL === '' ? undefined : e.EMBEDDINGS_REMOTE_MODEL,
     }),
     python: e.REC_PYTHON,
+    models: Object.freeze({
+      trust: Object.freeze({
+        key: e.MODEL_SIGNING_KEY === undefined ? undefined : new SigningKey(e.MODEL_SIGNING_KEY),
+        allowUnsigned,
+      }),
+      activeCheckMs: e.MODEL_ACTIVE_CHECK_MS,
+      keepVersions: e.MODEL_KEEP_VERSIONS,
+    }),
   };
   return Object.freeze(config);
 }

@@ -25,7 +25,12 @@ import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import type { Kafka } from 'kafkajs';
 import { connectStreams, type Codecs } from '../streams/bootstrap.ts';
-import { loadConfig, type Config, type EmbeddingsConfig } from '../common/config.ts';
+import {
+  loadConfig,
+  type Config,
+  type EmbeddingsConfig,
+  type ModelRegistryConfig,
+} from '../common/config.ts';
 import { keySpace, type KeySpace } from '../features/keys.ts';
 import { readArticles, readCustomers, trendingTop } from '../features/state.ts';
 import { createLogger, type Logger } from '../common/logger.ts';
@@ -107,7 +112,7 @@ async function main(): Promise<void> {
     { kafka, codecs, topics, logger },
   );
 
-  const notPromoted = await trainFirstModel(streams, logger, config.embeddings);
+  const notPromoted = await trainFirstModel(streams, logger, config.embeddings, config.models);
 
   const { serving, served } = await startApi(
     streams,
@@ -230,6 +235,7 @@ async function trainFirstModel(
   streams: DemoStreams,
   logger: Logger,
   embeddings: EmbeddingsConfig,
+  models: ModelRegistryConfig,
 ): Promise<string | null> {
   const { kafka, redis, codecs, topics, keys } = streams;
   console.log('\n== 4/5 training');
@@ -237,7 +243,7 @@ async function trainFirstModel(
   let notPromoted: string | null = null;
   try {
     const result = await runCycle(
-      { kafka, redis, codecs, topics, keys, logger, embeddings },
+      { kafka, redis, codecs, topics, keys, logger, embeddings, models },
       {
         onProgress: (line) => {
           // Per-batch counts of replay and rows, and the trial lines, are too many for the demo.
@@ -294,6 +300,8 @@ async function startApi(
     keys,
     logger,
     port,
+    trust: live.models.trust,
+    activeCheckMs: live.models.activeCheckMs,
     config: {
       ...defaultCandidateConfig(live.embeddings.enabled),
       ...(live.embeddings.namespace ? { embeddingNamespace: live.embeddings.namespace } : {}),

@@ -1,43 +1,119 @@
 /**
  * The model registry, kept in Redis so every serving instance (and the trainer) reads the same
- * models without a shared file system: per version a hash with the metadata JSON and the ONNX
- * bytes, a status (`registered`, `active`, `retired`, `rejected` with its reason), the set of
- * versions by registration time, the `active` pointer, and a pub/sub channel on which activation
- * is announced. Serving instances load the active model at start and hot-swap on announcements.
+ * models without a shared file system: per version a hash with the metadata JSON, the ONNX bytes,
+ * their signature (models/signing.ts; absent when registered without a key), a status
+ * (`registered`, `active`, `retired`, `rejected` with its reason), the set of versions by
+ * registration time, the `active` pointer, and a pub/sub channel on which activation is announced.
+ *
+ * Trust: `active` only ever points at a version that passed `verifyModel` (signature, metadata,
+ * features, checksum, ONNX) when it was activated; a refused version is marked `rejected` and
+ * `active` stays. Serving instances act on the `active` pointer only: an announcement, whatever
+ * version it names, just makes them re-read it (as does a periodic check, for missed messages),
+ * and they verify the model again before loading it. Registration prunes old versions.
  */
 import type { Redis } from 'ioredis';
 import type { KeySpace } from '../features/keys.ts';
-import { ModelError, parseModelMeta, type LoadedModel, type ModelMeta } from './model-meta.ts';
+import {
+  checkModel,
+  ModelError,
+  parseModelMeta,
+  type LoadedModel,
+  type ModelMeta,
+} from './model-meta.ts';
+import { checkSignature, signModel, UNSIGNED_TRUST, type ModelTrust } from './signing.ts';
 
 export type ModelStatus = 'registered' | 'active' | 'retired' | 'rejected';
 
 export interface RegisteredModel {
   readonly meta: ModelMeta;
+  /** The metadata as stored (parsed JSON, before validation): what the signature covers. */
+  readonly storedMeta: unknown;
   readonly bytes: Buffer;
+  /** Hex HMAC-SHA256 (models/signing.ts), or null when registered without a key. */
+  readonly signature: string | null;
   readonly status: ModelStatus;
   readonly reason: string | null;
   readonly registeredAt: number;
 }
 
-/** Store a model (idempotent per version: re-registering the same version overwrites it). */
+/** Registered versions kept besides the active one unless told otherwise (`MODEL_KEEP_VERSIONS`). */
+export const DEFAULT_KEEP_VERSIONS = 10;
+
+export interface RegisterOptions {
+  /** Signs the model when it holds a key (config `models.trust`). Default: unsigned. */
+  readonly trust?: ModelTrust;
+  /** Prune to the active version and the last `keep` registered (default 10; see `pruneModels`). */
+  readonly keep?: number;
+  readonly now?: number;
+}
+
+/**
+ * Store a model, signed when `trust` holds a key (idempotent per version: re-registering the same
+ * version overwrites it), then prune old versions.
+ */
 export async function registerModel(
   redis: Redis,
   keys: KeySpace,
   model: LoadedModel,
-  now = Date.now(),
+  opts: RegisterOptions = {},
 ): Promise<void> {
   const k = keys.models;
-  await redis
-    .multi()
-    .hset(k.model(model.meta.version), {
-      meta: JSON.stringify(model.meta),
-      onnx: model.bytes,
-      status: 'registered',
-      reason: '',
-      registered_at: String(now),
-    })
-    .zadd(k.versions, now, model.meta.version)
-    .exec();
+  const now = opts.now ?? Date.now();
+  const meta = JSON.stringify(model.meta);
+  const key = opts.trust?.key;
+  // Signed as it will be read back: the stored JSON, parsed.
+  const signature = key === undefined ? null : signModel(key, JSON.parse(meta), model.bytes);
+  const tx = redis.multi().hset(k.model(model.meta.version), {
+    meta,
+    onnx: model.bytes,
+    status: 'registered',
+    reason: '',
+    registered_at: String(now),
+  });
+  if (signature === null) tx.hdel(k.model(model.meta.version), 'signature');
+  else tx.hset(k.model(model.meta.version), 'signature', signature);
+  await tx.zadd(k.versions, now, model.meta.version).exec();
+  await pruneModels(redis, keys, opts.keep ?? DEFAULT_KEEP_VERSIONS);
+}
+
+/**
+ * Keep the active version and the last `keep` registered ones; of older versions, a rejected one
+ * keeps its entry (metadata, status, reason: why it was refused) without its bytes and signature,
+ * any other is deleted. Returns what was deleted and what was stripped.
+ */
+export async function pruneModels(
+  redis: Redis,
+  keys: KeySpace,
+  keep: number,
+): Promise<{ deleted: string[]; stripped: string[] }> {
+  const k = keys.models;
+  const [active, versions] = await Promise.all([
+    redis.get(k.active),
+    redis.zrange(k.versions, 0, -1),
+  ]);
+  const older = versions.slice(0, Math.max(0, versions.length - Math.max(1, keep)));
+  const deleted: string[] = [];
+  const stripped: string[] = [];
+  for (const v of older) {
+    if (v === active) continue;
+    const status = await redis.hget(k.model(v), 'status');
+    if (status === 'rejected') {
+      if ((await redis.hdel(k.model(v), 'onnx', 'signature')) > 0) stripped.push(v);
+    } else {
+      // Not if it became active meanwhile (a concurrent activation).
+      const gone = await redis.eval(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end " +
+          "redis.call('DEL', KEYS[2]) redis.call('ZREM', KEYS[3], ARGV[1]) return 1",
+        3,
+        k.active,
+        k.model(v),
+        k.versions,
+        v,
+      );
+      if (gone === 1) deleted.push(v);
+    }
+  }
+  return { deleted, stripped };
 }
 
 /** Read one version, or null when it was never registered. */
@@ -47,9 +123,10 @@ export async function readModel(
   version: string,
 ): Promise<RegisteredModel | null> {
   const key = keys.models.model(version);
-  const [meta, onnx, status, reason, at] = await Promise.all([
+  const [meta, onnx, signature, status, reason, at] = await Promise.all([
     redis.hget(key, 'meta'),
     redis.hgetBuffer(key, 'onnx'),
+    redis.hget(key, 'signature'),
     redis.hget(key, 'status'),
     redis.hget(key, 'reason'),
     redis.hget(key, 'registered_at'),
@@ -63,7 +140,9 @@ export async function readModel(
   }
   return {
     meta: parseModelMeta(json, key),
+    storedMeta: json,
     bytes: onnx,
+    signature: signature === null || signature === '' ? null : signature,
     status: (status ?? 'registered') as ModelStatus,
     reason: reason === null || reason === '' ? null : reason,
     registeredAt: Number(at ?? 0),
@@ -76,14 +155,59 @@ export function activeVersion(redis: Redis, keys: KeySpace): Promise<string | nu
 }
 
 /**
- * Make `version` the active model and announce it. The previous active version is marked
- * `retired`. Serving instances check the model before swapping and keep their current one if
- * the check fails (they then mark the version `rejected` with the reason).
+ * The checks a registry entry passes before it may be activated or served: its signature under
+ * `trust` (models/signing.ts), then those of `checkModel` (features in `available`, the
+ * metadata's checksum, an ONNX file that loads with the declared input width and output).
  */
-export async function activateModel(redis: Redis, keys: KeySpace, version: string): Promise<void> {
+export async function verifyModel(
+  entry: RegisteredModel,
+  available: readonly string[],
+  trust: ModelTrust,
+): Promise<LoadedModel> {
+  const version = entry.meta.version;
+  checkSignature(version, entry.storedMeta, entry.bytes, entry.signature, trust);
+  return checkModel(entry.meta, entry.bytes, available, {
+    onnx: `registry:${version}:onnx`,
+    meta: `registry:${version}:meta`,
+  });
+}
+
+export interface ActivateOptions {
+  /** The features the deployment computes (`featureNames(embeddings)`): the model needs no other. */
+  readonly available: readonly string[];
+  /** The signature policy (config `models.trust`); default: no key, unsigned accepted. */
+  readonly trust?: ModelTrust;
+}
+
+/**
+ * Verify `version` (`verifyModel`) and only then make it the active model and announce it; the
+ * previous active version is marked `retired`. A version failing a check is marked `rejected`
+ * with the reason, `active` is left where it was, and a ModelError says why. Serving instances
+ * verify again before they load it (and keep their current model when that fails).
+ */
+export async function activateModel(
+  redis: Redis,
+  keys: KeySpace,
+  version: string,
+  opts: ActivateOptions,
+): Promise<void> {
   const k = keys.models;
-  if ((await redis.exists(k.model(version))) === 0) {
-    throw new ModelError(`cannot activate model ${version}: it is not registered`);
+  let entry: RegisteredModel | null;
+  try {
+    entry = await readModel(redis, keys, version);
+    if (entry !== null) await verifyModel(entry, opts.available, opts.trust ?? UNSIGNED_TRUST);
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    await rejectModel(redis, keys, version, reason);
+    const active = await redis.get(k.active);
+    throw new ModelError(
+      `model ${version} was not activated (marked rejected): ${reason}; the active model stays ` +
+        (active ?? '(none)'),
+      { cause: err },
+    );
+  }
+  if (entry === null) {
+    throw new ModelError(`cannot activate model ${version}: it is not registered (or was pruned)`);
   }
   const previous = await redis.get(k.active);
   const tx = redis
@@ -127,7 +251,9 @@ export async function listModels(
 
 /**
  * Subscribe to activations on a dedicated connection (a subscribed ioredis client can do nothing
- * else). Returns a function that unsubscribes.
+ * else). Returns a function that unsubscribes. A message is only a hint that `active` may have
+ * moved: anyone who can reach Redis can publish one, so listeners re-read `active` and never load
+ * the version a message names.
  */
 export async function watchActivations(
   subscriber: Redis,

@@ -1,8 +1,13 @@
 /**
  * The live model of one serving instance: the scorer pool of the active version, replaced by a
- * hot swap when another version is activated. A version that fails any check (features serving
- * cannot produce, checksum, ONNX that does not load, a worker that cannot load it) is rejected:
- * the current model keeps serving, and the version is marked `rejected` in the registry.
+ * hot swap when the registry's `active` pointer moves. The instance acts on that pointer only:
+ * `sync()` re-reads it (at start, on every activation announcement whatever version the message
+ * names, and periodically to catch a missed one; serving/server.ts) and loads the version it
+ * names, so a spoofed `PUBLISH` cannot make it load anything else. A version that fails any check
+ * (signature under `trust`, features serving cannot produce, checksum, ONNX that does not load, a
+ * worker that cannot load it) is rejected: the current model keeps serving, and the version is
+ * marked `rejected` in the registry. A refused `active` version is not checked again by later
+ * syncs unless it is registered anew.
  *
  * An untrained fixture ranker (`kind: "fixture"` in its metadata, models/fixture.ts) is
  * refused unless the instance was started with `allowFixtureModel` (`npm run serve`:
@@ -16,8 +21,9 @@ import type { KeySpace } from '../features/keys.ts';
 import type { Logger } from '../common/logger.ts';
 import { HEURISTIC_VERSION, NO_MODEL, type NoModel, type Ranker } from './ranking.ts';
 import { ScorerPool } from './scoring/pool.ts';
-import { checkModel, type ModelMeta } from '../models/model-meta.ts';
-import { activeVersion, readModel, rejectModel } from '../models/registry.ts';
+import type { ModelMeta } from '../models/model-meta.ts';
+import { activeVersion, readModel, rejectModel, verifyModel } from '../models/registry.ts';
+import { UNSIGNED_TRUST, type ModelTrust } from '../models/signing.ts';
 
 /** The `npm run serve` setting that lets an instance serve fixture models (benchmarks, tests). */
 export const ALLOW_FIXTURE_SETTING = 'SERVING_ALLOW_FIXTURE_MODEL';
@@ -44,6 +50,11 @@ export interface LiveModelOptions {
    * heuristic) keeps ranking.
    */
   readonly allowFixtureModel?: boolean;
+  /**
+   * Which signatures to require (config `models.trust`: MODEL_SIGNING_KEY,
+   * MODEL_ALLOW_UNSIGNED). Default: no key, unsigned models accepted.
+   */
+  readonly trust?: ModelTrust;
 }
 
 /**
@@ -62,11 +73,22 @@ export function fixtureRefusal(meta: ModelMeta, allowFixtureModel: boolean): str
 export class LiveModel {
   #pool: ScorerPool | null = null;
   #chain: Promise<unknown> = Promise.resolve();
-  /** The latest version this instance refused or rejected, and why (cleared by an activation). */
-  #refused: { version: string; reason: string } | null = null;
+  /** A sync queued behind the running one: later requests join it. */
+  #queued: Promise<SwapOutcome | null> | null = null;
+  /**
+   * The latest version this instance refused or rejected, and why (cleared by an activation);
+   * `registeredAt` and `outcome` let a later sync skip it without checking it again.
+   */
+  #refused: {
+    version: string;
+    reason: string;
+    registeredAt: string | null;
+    out: SwapOutcome;
+  } | null = null;
   readonly #workers: number;
   readonly #onSwap: ((o: SwapOutcome) => void) | undefined;
   readonly #allowFixture: boolean;
+  readonly #trust: ModelTrust;
 
   constructor(
     private readonly redis: Redis,
@@ -78,6 +100,7 @@ export class LiveModel {
     this.#workers = opts.workers ?? 2;
     this.#onSwap = opts.onSwap;
     this.#allowFixture = opts.allowFixtureModel ?? false;
+    this.#trust = opts.trust ?? UNSIGNED_TRUST;
   }
 
   /** The ranker for a request: the pool of the active model, or null (heuristic). */
@@ -108,38 +131,67 @@ export class LiveModel {
     return NO_MODEL;
   }
 
-  /** Load whatever the registry marks active (at start-up). */
-  async loadActive(): Promise<SwapOutcome | null> {
-    const v = await activeVersion(this.redis, this.keys);
-    return v === null ? null : this.activate(v);
+  /** Load whatever the registry marks active (at start-up): `sync()`. */
+  loadActive(): Promise<SwapOutcome | null> {
+    return this.sync();
   }
 
-  /** Switch to `version`; swaps are serialised, so announcements in a burst apply in order. */
-  activate(version: string): Promise<SwapOutcome> {
-    const next = this.#chain.then(() => this.#activate(version));
+  /**
+   * Re-read the registry's `active` pointer and switch to the version it names (null: no active
+   * version, or Redis did not answer; the current model stays). Syncs are serialised, and a
+   * burst of calls while one runs costs one more. Nothing else loads a model.
+   */
+  sync(): Promise<SwapOutcome | null> {
+    if (this.#queued !== null) return this.#queued;
+    const next = this.#chain.then(() => {
+      this.#queued = null;
+      return this.#sync();
+    });
+    this.#queued = next;
     this.#chain = next.catch(() => undefined);
     return next;
   }
 
+  async #sync(): Promise<SwapOutcome | null> {
+    let version: string | null;
+    try {
+      version = await activeVersion(this.redis, this.keys);
+    } catch (err) {
+      this.logger.warn(
+        { module: 'live-model', err: err instanceof Error ? err.message : String(err) },
+        'cannot read the active model version; keeping the current model',
+      );
+      return null;
+    }
+    return version === null ? null : this.#activate(version);
+  }
+
   async #activate(version: string): Promise<SwapOutcome> {
     if (this.#pool?.version === version) return { version, outcome: 'unchanged' };
+    const refused = this.#refused;
+    if (refused?.version === version) {
+      // Refused already: check again only when the version was registered anew.
+      const at = await this.redis
+        .hget(this.keys.models.model(version), 'registered_at')
+        .catch(() => refused.registeredAt);
+      if (at === refused.registeredAt) return refused.out;
+    }
     const log = this.logger.child({ module: 'live-model', version });
     const keeping = () => this.#pool?.version ?? HEURISTIC_VERSION;
+    let registeredAt: string | null = null;
     try {
       const entry = await readModel(this.redis, this.keys, version);
       if (entry === null) throw new Error(`model ${version} is not in the registry`);
+      registeredAt = String(entry.registeredAt);
       const refusal = fixtureRefusal(entry.meta, this.#allowFixture);
       if (refusal !== null) {
         log.error({ reason: refusal, keeping: keeping() }, 'model refused');
-        this.#refused = { version, reason: refusal };
         const out: SwapOutcome = { version, outcome: 'refused', reason: refusal };
+        this.#refused = { version, reason: refusal, registeredAt, out };
         this.#onSwap?.(out);
         return out;
       }
-      const model = await checkModel(entry.meta, entry.bytes, this.available, {
-        onnx: `registry:${version}:onnx`,
-        meta: `registry:${version}:meta`,
-      });
+      const model = await verifyModel(entry, this.available, this.#trust);
       if (this.#pool === null) {
         this.#pool = await ScorerPool.create({ model, size: this.#workers });
       } else {
@@ -153,9 +205,14 @@ export class LiveModel {
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
       log.error({ reason, keeping: keeping() }, 'model refused');
-      this.#refused = { version, reason: `model ${version} was rejected: ${reason}` };
-      await rejectModel(this.redis, this.keys, version, reason).catch(() => undefined);
       const out: SwapOutcome = { version, outcome: 'rejected', reason };
+      this.#refused = {
+        version,
+        reason: `model ${version} was rejected: ${reason}`,
+        registeredAt,
+        out,
+      };
+      await rejectModel(this.redis, this.keys, version, reason).catch(() => undefined);
       this.#onSwap?.(out);
       return out;
     }

@@ -3,6 +3,11 @@
  * fixture ranker (untrained, for benchmarks and tests), registers it and activates it;
  * `npm run model -- list` lists the registry; `npm run model -- activate <version>`.
  *
+ * Registration signs the model when MODEL_SIGNING_KEY is set and prunes old versions (keeping the
+ * active one, the last MODEL_KEEP_VERSIONS and rejected versions' reasons). Activation verifies
+ * the model first (signature, features, checksum, ONNX) and refuses it, marking it rejected and
+ * leaving the active version in place, when a check fails.
+ *
  * Activating a fixture prints that serving instances refuse it unless they were started with
  * SERVING_ALLOW_FIXTURE_MODEL=true (serving/live-model.ts): the activation itself succeeds, so a
  * benchmark's opted-in instance can serve it, but users are never ranked by random trees.
@@ -43,6 +48,11 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const keys = keySpace(config.redisNamespace);
   const redis = new Redis(config.redisUrl);
+  // Activation verifies the model as serving will: this deployment's features and signatures.
+  const activation = {
+    available: featureNames(config.embeddings.enabled),
+    trust: config.models.trust,
+  };
   try {
     const [command, arg] = positionals;
     if (command === 'fixture') {
@@ -59,12 +69,16 @@ async function main(): Promise<void> {
           built.metaPath,
           featureNames(config.embeddings.enabled),
         );
-        await registerModel(redis, keys, model);
+        await registerModel(redis, keys, model, {
+          trust: config.models.trust,
+          keep: config.models.keepVersions,
+        });
+        const signed = config.models.trust.key === undefined ? 'unsigned' : 'signed';
         console.log(
-          `registered ${model.meta.version} (${model.meta.trees} trees, ${model.bytes.length} bytes)`,
+          `registered ${model.meta.version} (${model.meta.trees} trees, ${model.bytes.length} bytes, ${signed})`,
         );
         if (!values['no-activate']) {
-          await activateModel(redis, keys, model.meta.version);
+          await activateModel(redis, keys, model.meta.version, activation);
           console.log(`activated ${model.meta.version}`);
           warnIfRefused(model.meta);
         }
@@ -72,7 +86,7 @@ async function main(): Promise<void> {
         rmSync(dir, { recursive: true, force: true });
       }
     } else if (command === 'activate' && arg !== undefined) {
-      await activateModel(redis, keys, arg);
+      await activateModel(redis, keys, arg, activation);
       console.log(`activated ${arg}`);
       const entry = await readModel(redis, keys, arg);
       if (entry !== null) warnIfRefused(entry.meta);

@@ -21,6 +21,10 @@
  * recommendation reuses from the process's previous ones may be (serving/candidates/shared.ts);
  * the customer's own state is always read. 0: every request reads everything.
  *
+ * MODEL_SIGNING_KEY, MODEL_ALLOW_UNSIGNED, MODEL_ACTIVE_CHECK_MS (common/config.ts): which model
+ * signatures the instance requires and how often it re-reads the registry's `active` pointer (see
+ * docs/serving.md, "Trusted registry").
+ *
  * SERVING_PROCESSES=N (default 1) runs N API processes on the one port (node:cluster,
  * serving/cluster.ts), each with its own scorer pool of SCORER_WORKERS threads and its own
  * SERVING_MAX_IN_FLIGHT; this process is then their primary: it prints the `serving on` line once
@@ -110,6 +114,8 @@ async function runProcess(config: Config, logger: Logger): Promise<void> {
     host: env.SERVING_HOST,
     workers: env.SCORER_WORKERS,
     allowFixtureModel: env.SERVING_ALLOW_FIXTURE_MODEL,
+    trust: config.models.trust,
+    activeCheckMs: config.models.activeCheckMs,
     metrics,
     ...(link === null ? {} : { metricsText: () => link.metricsText() }),
     config: {

@@ -1,6 +1,7 @@
 /**
  * Wiring of one serving process: Redis clients, the live model (active version from the registry,
- * hot-swapped on activation announcements), the degraded-mode trending cache, the Hono app and the
+ * re-read on every activation announcement and every `activeCheckMs`, hot-swapped when it moved),
+ * the degraded-mode trending cache, the Hono app and the
  * HTTP server. `serve-cli.ts` calls it with settings from the environment (in each worker process
  * when SERVING_PROCESSES > 1, see cluster.ts); the demo and the tests call it directly.
  */
@@ -21,6 +22,7 @@ import { countRedisCommands, createServingMetrics, type ServingMetrics } from '.
 import { HEURISTIC_VERSION } from './ranking.ts';
 import { LiveModel, type SwapOutcome } from './live-model.ts';
 import { watchActivations } from '../models/registry.ts';
+import type { ModelTrust } from '../models/signing.ts';
 import { TrendingCache } from './trending-cache.ts';
 
 export interface ServingOptions {
@@ -46,7 +48,20 @@ export interface ServingOptions {
    * the current model, or the heuristic, keeps ranking (see serving/live-model.ts).
    */
   allowFixtureModel?: boolean;
+  /**
+   * Which model signatures to require (config `models.trust`: MODEL_SIGNING_KEY,
+   * MODEL_ALLOW_UNSIGNED). Default: no key, unsigned models accepted (docs/serving.md).
+   */
+  trust?: ModelTrust;
+  /**
+   * How often to re-read the registry's `active` pointer, catching an announcement this
+   * instance missed (ms; config `models.activeCheckMs`, MODEL_ACTIVE_CHECK_MS; default 30 000).
+   */
+  activeCheckMs?: number;
 }
+
+/** Default period of the `active` pointer check (`MODEL_ACTIVE_CHECK_MS`). */
+export const DEFAULT_ACTIVE_CHECK_MS = 30_000;
 
 export interface ServingHandle {
   /** Base URL, e.g. http://127.0.0.1:8080 */
@@ -58,7 +73,8 @@ export interface ServingHandle {
 
 /**
  * Start one serving instance: connect, load the registry's active model (refusing an untrained
- * fixture unless `allowFixtureModel`), watch activations, fill the trending cache, listen.
+ * fixture unless `allowFixtureModel`, and a model `trust` does not accept), watch activations and
+ * check the `active` pointer periodically, fill the trending cache, listen.
  */
 export async function startServing(opts: ServingOptions): Promise<ServingHandle> {
   const log = opts.logger.child({ module: 'serving' });
@@ -83,6 +99,7 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
   const live = new LiveModel(redis, opts.keys, featureNames(config.embeddings), opts.logger, {
     workers,
     allowFixtureModel: opts.allowFixtureModel ?? false,
+    ...(opts.trust === undefined ? {} : { trust: opts.trust }),
     onSwap: (o) => {
       log.info(o, 'model swap');
       opts.onSwap?.(o);
@@ -93,10 +110,22 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
       'allowFixtureModel: this instance serves untrained fixture models (benchmarks, tests)',
     );
   }
-  const stopWatching = await watchActivations(subscriber, opts.keys, (version) => {
-    void live.activate(version);
+  // A message is a hint, whatever version it names: re-read `active` (registry.ts).
+  const stopWatching = await watchActivations(subscriber, opts.keys, () => {
+    void live.sync();
   });
-  await live.loadActive();
+  // After a reconnect (ioredis subscribes again) a message may have been missed meanwhile.
+  let subscribed = false;
+  const onReady = () => {
+    if (subscribed) void live.sync();
+  };
+  subscriber.on('ready', onReady);
+  await live.sync();
+  subscribed = true;
+  const activeCheck = setInterval(() => {
+    void live.sync();
+  }, opts.activeCheckMs ?? DEFAULT_ACTIVE_CHECK_MS);
+  activeCheck.unref();
   const trendingCache = new TrendingCache({
     redis,
     keys: opts.keys,
@@ -144,6 +173,8 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
         }),
       );
       trendingCache.stop();
+      clearInterval(activeCheck);
+      subscriber.off('ready', onReady);
       await stopWatching();
       await live.close();
       subscriber.disconnect();

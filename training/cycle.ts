@@ -19,7 +19,8 @@ import { deleteNamespace } from '../features/state.ts';
 import type { Logger } from '../common/logger.ts';
 import type { Topics } from '../streams/topics.ts';
 import { featureNames } from '../features/definitions.ts';
-import type { EmbeddingsSwitch } from '../common/config.ts';
+import type { EmbeddingsSwitch, ModelRegistryConfig } from '../common/config.ts';
+import { UNSIGNED_TRUST } from '../models/signing.ts';
 import { checkModel, type LoadedModel } from '../models/model-meta.ts';
 import {
   activateModel,
@@ -50,6 +51,11 @@ export interface CycleDeps {
   logger: Logger;
   /** The deployment's embeddings switch (config `embeddings`; default off), see `RowsDeps`. */
   embeddings?: EmbeddingsSwitch;
+  /**
+   * Config `models`: the candidate is signed with `trust.key` (when set) and verified under
+   * `trust` before activation; registration keeps `keepVersions`. Default: unsigned, 10.
+   */
+  models?: Pick<ModelRegistryConfig, 'trust' | 'keepVersions'>;
 }
 
 export interface CycleOptions {
@@ -343,9 +349,20 @@ async function registerCandidate(
     trained_through: new Date(end).toISOString(),
     gate: { ...gate, trainer: fit.trainer },
   };
-  await registerModel(deps.redis, deps.keys, { meta, bytes: shipped.bytes });
-  if (gate.promoted) await activateModel(deps.redis, deps.keys, version);
-  else await rejectModel(deps.redis, deps.keys, version, gate.reason);
+  const trust = deps.models?.trust ?? UNSIGNED_TRUST;
+  await registerModel(
+    deps.redis,
+    deps.keys,
+    { meta, bytes: shipped.bytes },
+    { trust, ...(deps.models ? { keep: deps.models.keepVersions } : {}) },
+  );
+  if (gate.promoted) {
+    // Verified before `active` moves: a candidate failing a check is rejected, the cycle fails.
+    await activateModel(deps.redis, deps.keys, version, {
+      available: featureNames(deps.embeddings?.enabled ?? false),
+      trust,
+    });
+  } else await rejectModel(deps.redis, deps.keys, version, gate.reason);
   return version;
 }
 

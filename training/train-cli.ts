@@ -60,7 +60,16 @@ async function main(): Promise<void> {
   const { kafka, topics, codecs } = await connectStreams(config, 'rec-trainer', logger);
   const redis = new Redis(config.redisUrl);
   const keys = keySpace(config.redisNamespace);
-  const deps = { kafka, redis, codecs, topics, keys, logger, embeddings: config.embeddings };
+  const deps = {
+    kafka,
+    redis,
+    codecs,
+    topics,
+    keys,
+    logger,
+    embeddings: config.embeddings,
+    models: config.models,
+  };
   const cycle = cycleRunner(deps, flags);
   try {
     if (flags.once) {

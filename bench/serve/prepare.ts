@@ -99,8 +99,9 @@ export async function buildModel(run: BenchRun, trees: number): Promise<LoadedMo
     python,
   });
   const model: LoadedModel = await loadModel(built.onnxPath, built.metaPath, features);
-  await registerModel(run.redis, run.keys, model);
-  await activateModel(run.redis, run.keys, model.meta.version);
+  const { trust, keepVersions } = run.config.models;
+  await registerModel(run.redis, run.keys, model, { trust, keep: keepVersions });
+  await activateModel(run.redis, run.keys, model.meta.version, { available: features, trust });
   say(
     `model ${model.meta.version}: ${model.meta.trees} trees, depth 6, ${model.meta.features.length} features, ${model.bytes.length} bytes`,
   );

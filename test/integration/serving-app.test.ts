@@ -837,7 +837,7 @@ describe('serving API on the real Redis', () => {
     };
 
     it('is refused without the opt-in: the heuristic ranks, says why, and the registry keeps it', async () => {
-      await activateModel(admin, keys, fixture.meta.version);
+      await activateModel(admin, keys, fixture.meta.version, { available: FEATURE_NAMES });
       const lines: string[] = [];
       const logger = pino(
         { level: 'info' },
@@ -897,7 +897,7 @@ describe('serving API on the real Redis', () => {
     });
 
     it('is served with allowFixtureModel (benchmarks and tests), and the answer names it', async () => {
-      await activateModel(admin, keys, fixture.meta.version);
+      await activateModel(admin, keys, fixture.meta.version, { available: FEATURE_NAMES });
       const { live, b } = serve({ allowFixtureModel: true });
       expect(await live.loadActive()).toEqual({ version: 'fixture-app-5', outcome: 'activated' });
       expect(live.version).toBe('fixture-app-5');
@@ -913,11 +913,11 @@ describe('serving API on the real Redis', () => {
     });
 
     it('leaves the model being served in place when a fixture is activated without the opt-in', async () => {
-      await activateModel(admin, keys, trained.meta.version);
+      await activateModel(admin, keys, trained.meta.version, { available: FEATURE_NAMES });
       const { live, swaps, b } = serve();
       expect((await live.loadActive())?.outcome).toBe('activated');
-      await activateModel(admin, keys, fixture.meta.version);
-      expect((await live.activate(fixture.meta.version)).outcome).toBe('refused');
+      await activateModel(admin, keys, fixture.meta.version, { available: FEATURE_NAMES });
+      expect((await live.sync())?.outcome).toBe('refused');
       expect(swaps.map((s) => `${s.version}:${s.outcome}`)).toEqual([
         'trained-app-1:activated',
         'fixture-app-5:refused',

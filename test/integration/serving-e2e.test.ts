@@ -4,7 +4,8 @@
  * ranker from the model registry (started with `allowFixtureModel`, the opt-in for tests and
  * benchmarks: serving refuses untrained fixtures otherwise); a new model is activated under
  * concurrent requests (zero failures); models serving cannot run (unknown feature, tampered
- * bytes) are refused and the current one keeps serving.
+ * bytes) are refused at activation, `active` stays and the current one keeps serving (signatures,
+ * spoofed announcements, the periodic check and pruning: model-registry.test.ts).
  */
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -66,7 +67,7 @@ describe('serving over HTTP on the real stack', () => {
     };
     [modelA, modelB] = await Promise.all([build(1), build(2)]);
     await registerModel(redis, keys, modelA);
-    await activateModel(redis, keys, modelA.meta.version);
+    await activateModel(redis, keys, modelA.meta.version, { available: FEATURE_NAMES });
     customers = (await redis.keys(`${ns}:{u:*}:state`)).map(
       (k) => k.split('{u:')[1]!.split('}')[0]!,
     );
@@ -175,7 +176,7 @@ describe('serving over HTTP on the real stack', () => {
     };
     const load = waves();
     await new Promise((r) => setTimeout(r, 100));
-    await activateModel(redis, keys, modelB.meta.version);
+    await activateModel(redis, keys, modelB.meta.version, { available: FEATURE_NAMES });
     await waitFor('the swap', () => swaps.some((s) => s.version === modelB.meta.version), 20_000);
     swappedAtWave = wave;
     await load;
@@ -187,9 +188,11 @@ describe('serving over HTTP on the real stack', () => {
     );
   });
 
-  it('refuses a model with a feature it cannot produce, or tampered bytes, and keeps the current one', async () => {
+  it('refuses to activate a model with a feature it cannot produce, or tampered bytes: active and the served model stay', async () => {
     const current = serving.live.version;
     expect(current).not.toBeNull();
+    const active = await redis.get(keys.models.active);
+    expect(active).toBe(current);
     const unknown = await buildFixtureModel(join(dir, 'model-unknown'), {
       features: [...FEATURE_NAMES, 'x_not_a_feature'],
       trees: 20,
@@ -201,27 +204,29 @@ describe('serving over HTTP on the real stack', () => {
       'x_not_a_feature',
     ]);
     await registerModel(redis, keys, withUnknown);
-    await activateModel(redis, keys, 'fixture-unknown-feature');
-    await waitFor(
-      'refusal',
-      () => swaps.find((s) => s.version === 'fixture-unknown-feature'),
-      20_000,
-    );
-    expect(swaps.find((s) => s.version === 'fixture-unknown-feature')).toMatchObject({
-      outcome: 'rejected',
+    await expect(
+      activateModel(redis, keys, 'fixture-unknown-feature', { available: FEATURE_NAMES }),
+    ).rejects.toThrow(/x_not_a_feature.*the active model stays/);
+    expect(await readModel(redis, keys, 'fixture-unknown-feature')).toMatchObject({
+      status: 'rejected',
       reason: expect.stringContaining('x_not_a_feature') as string,
     });
-    expect((await readModel(redis, keys, 'fixture-unknown-feature'))?.status).toBe('rejected');
+    expect(await redis.get(keys.models.active)).toBe(active);
 
     const tampered = {
       meta: { ...modelA.meta, version: 'fixture-tampered' },
       bytes: modelA.bytes.subarray(0, modelA.bytes.length >> 1),
     };
     await registerModel(redis, keys, tampered);
-    await activateModel(redis, keys, 'fixture-tampered');
-    await waitFor('refusal', () => swaps.find((s) => s.version === 'fixture-tampered'), 20_000);
-    expect(swaps.find((s) => s.version === 'fixture-tampered')?.outcome).toBe('rejected');
+    await expect(
+      activateModel(redis, keys, 'fixture-tampered', { available: FEATURE_NAMES }),
+    ).rejects.toThrow(/fixture-tampered was not activated/);
+    expect((await readModel(redis, keys, 'fixture-tampered'))?.status).toBe('rejected');
+    expect(await redis.get(keys.models.active)).toBe(active);
 
+    // Nothing was announced: the instance never looked at either.
+    expect(swaps.map((s) => s.version)).not.toContain('fixture-unknown-feature');
+    expect(swaps.map((s) => s.version)).not.toContain('fixture-tampered');
     expect(serving.live.version).toBe(current);
     const after = await get(`/v1/recommendations/${customers[2]}`);
     expect(after.status).toBe(200);

@@ -198,7 +198,7 @@ describe('SERVING_PROCESSES=2: two API processes on one port', () => {
           }),
         );
       expect(new Set(await versions())).toEqual(new Set(['heuristic-v2']));
-      await activateModel(redis, keys, version);
+      await activateModel(redis, keys, version, { available: featureNames(false) });
       await waitFor('both processes on the new model', () => activatedIn(s, version).size === 2);
       expect(activatedIn(s, version)).toEqual(new Set(pids));
       expect(new Set(await versions())).toEqual(new Set([version]));
