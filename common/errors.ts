@@ -23,6 +23,7 @@
  * | `REC_ERR_RANKER`              | serving/ranking.ts (`RankerFailure`): the heuristic answers   |
  * | `REC_ERR_BAD_REQUEST` …       | serving/http-errors.ts (`ServingError`): the API's answers    |
  * | `REC_ERR_UNAVAILABLE`         | the feature store did not answer (`StoreUnavailableError`)    |
+ * | `REC_ERR_APPLY`               | streams/consumer.ts: a record its handler fails on every time |
  * | `REC_ERR_KEY_MISMATCH`        | processors/admit.ts: a purchase not keyed by its customer     |
  * | `REC_ERR_FUTURE_EVENT`        | processors/admit.ts: an event dated past now + the skew       |
  * | `REC_ERR_STORE_LAYOUT`        | features/state.ts (`StoreLayoutError`): a namespace written   |
@@ -49,6 +50,7 @@ export type ErrorCode =
   | 'REC_ERR_RANKER'
   | 'REC_ERR_STORE_LAYOUT'
   | 'REC_ERR_KEY_MISMATCH'
+  | 'REC_ERR_APPLY'
   | 'REC_ERR_FUTURE_EVENT'
   | ServingErrorCode;
 

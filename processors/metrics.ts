@@ -16,8 +16,27 @@ export interface ProcessorMetrics {
   readonly batchSeconds: Histogram<'topic'>;
   readonly lag: Gauge<'topic' | 'partition'>;
   readonly lastEventTime: Gauge<'topic'>;
+  /** Consecutive failed attempts of the batch a partition is on (0 once it went through). */
+  readonly stuck: Gauge<'topic' | 'partition'>;
+  /** Records a handler failed on every time, isolated and dead-lettered (REC_ERR_APPLY). */
+  readonly isolated: Counter<'topic'>;
   /** Runner hooks feeding these metrics. */
   hooks(): RunnerHooks;
+  /**
+   * Healthy unless a partition's batch has failed STUCK_AFTER times in a row: then the stuck
+   * partitions, with their last error.
+   */
+  health(): { ok: boolean; stuck: StuckPartition[] };
+}
+
+/** Consecutive failed attempts after which a partition counts as stuck (about 15 s of backoff). */
+export const STUCK_AFTER = 5;
+
+export interface StuckPartition {
+  readonly topic: string;
+  readonly partition: number;
+  readonly attempts: number;
+  readonly error: string;
 }
 
 export function createProcessorMetrics(defaults = true): ProcessorMetrics {
@@ -73,6 +92,46 @@ export function createProcessorMetrics(defaults = true): ProcessorMetrics {
     labelNames: ['topic'] as const,
     registers,
   });
+  const stuck = new Gauge({
+    name: 'rec_processor_stuck_batch_attempts',
+    help: 'Consecutive failed attempts of the batch a partition is on (0: it went through)',
+    labelNames: ['topic', 'partition'] as const,
+    registers,
+  });
+  const stuckReason = new Gauge({
+    name: 'rec_processor_stuck_reason',
+    help: `1 per partition stuck (${STUCK_AFTER}+ failed attempts in a row), labelled with its last error`,
+    labelNames: ['topic', 'partition', 'reason'] as const,
+    registers,
+  });
+  const isolated = new Counter({
+    name: 'rec_processor_records_isolated_total',
+    help: 'Records the handler failed on every time, isolated from their batch and dead-lettered (REC_ERR_APPLY)',
+    labelNames: ['topic'] as const,
+    registers,
+  });
+  const failing = new Map<string, StuckPartition & { reason: string }>();
+  const tracker: StuckTracker = {
+    failed(topic, partition, attempts, error) {
+      const id = `${topic}:${partition}`;
+      const before = failing.get(id);
+      if (before)
+        stuckReason.remove({ topic, partition: String(partition), reason: before.reason });
+      const reason = error.slice(0, 200);
+      failing.set(id, { topic, partition, attempts, error, reason });
+      stuck.set({ topic, partition: String(partition) }, attempts);
+      if (attempts >= STUCK_AFTER)
+        stuckReason.set({ topic, partition: String(partition), reason }, 1);
+    },
+    through(topic, partition) {
+      const id = `${topic}:${partition}`;
+      const before = failing.get(id);
+      if (!before) return;
+      failing.delete(id);
+      stuck.set({ topic, partition: String(partition) }, 0);
+      stuckReason.remove({ topic, partition: String(partition), reason: before.reason });
+    },
+  };
   return {
     registry,
     events,
@@ -83,16 +142,35 @@ export function createProcessorMetrics(defaults = true): ProcessorMetrics {
     batchSeconds,
     lag,
     lastEventTime,
-    hooks: () => runnerHooks({ batchSeconds, lag, lastEventTime, dlq, retries }),
+    stuck,
+    isolated,
+    hooks: () => runnerHooks({ batchSeconds, lag, lastEventTime, dlq, retries, isolated }, tracker),
+    health() {
+      const now = [...failing.values()]
+        .filter((f) => f.attempts >= STUCK_AFTER)
+        .map(({ topic, partition, attempts, error }) => ({ topic, partition, attempts, error }));
+      return { ok: now.length === 0, stuck: now };
+    },
   };
 }
 
-/** Consumer-runner hooks feeding the batch, lag, event-time, DLQ and retry metrics. */
+/** Which partitions keep failing, and since when they went through again. */
+interface StuckTracker {
+  failed(topic: string, partition: number, attempts: number, error: string): void;
+  through(topic: string, partition: number): void;
+}
+
+/** Consumer-runner hooks feeding the batch, lag, event-time, DLQ, retry and stuck metrics. */
 function runnerHooks(
-  m: Pick<ProcessorMetrics, 'batchSeconds' | 'lag' | 'lastEventTime' | 'dlq' | 'retries'>,
+  m: Pick<
+    ProcessorMetrics,
+    'batchSeconds' | 'lag' | 'lastEventTime' | 'dlq' | 'retries' | 'isolated'
+  >,
+  tracker: StuckTracker,
 ): RunnerHooks {
   return {
     onBatch: (b) => {
+      tracker.through(b.topic, b.partition);
       m.batchSeconds.observe({ topic: b.topic }, b.durationMs / 1000);
       m.lag.set(
         { topic: b.topic, partition: String(b.partition) },
@@ -105,16 +183,24 @@ function runnerHooks(
     },
     onRetry: (r) => {
       m.retries.inc({ topic: r.topic });
+      tracker.failed(r.topic, r.partition, r.attempt, r.error);
+    },
+    onIsolated: (i) => {
+      m.isolated.inc({ topic: i.topic });
     },
   };
 }
 
-/** Serve `GET /metrics` (and `/healthz`) on `port`; resolves when listening. */
+/**
+ * Serve `GET /metrics` and `/healthz` on `port` (200 `ok`; 503 with the stuck partitions and
+ * their last error as JSON while `health` says so); resolves when listening.
+ */
 export async function serveMetrics(
-  registry: Registry,
+  metrics: Pick<ProcessorMetrics, 'registry' | 'health'>,
   port: number,
   host = '0.0.0.0',
 ): Promise<Server> {
+  const { registry } = metrics;
   const server = createServer((req, res) => {
     if (req.url === '/metrics') {
       registry
@@ -127,7 +213,12 @@ export async function serveMetrics(
           res.writeHead(500).end(String(err));
         });
     } else if (req.url === '/healthz') {
-      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
+      const health = metrics.health();
+      if (health.ok) res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
+      else
+        res
+          .writeHead(503, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ status: 'stuck', partitions: health.stuck }));
     } else {
       res.writeHead(404).end();
     }

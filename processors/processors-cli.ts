@@ -38,14 +38,15 @@ async function main(): Promise<void> {
   const logger = createLogger(config.logLevel, 'processors');
   const { kafka, topics, codecs } = await connectStreams(config, 'rec-processors', logger);
   const redis = new Redis(config.redisUrl, {
-    maxRetriesPerRequest: null,
+    // While Redis is unreachable a command fails after a reconnect attempt rather than waiting
+    // forever: the consumer runner retries the batch with backoff, heartbeating, and reports the
+    // partition stuck on /healthz (a command queued forever would hold the batch silently).
+    maxRetriesPerRequest: 1,
     enableAutoPipelining: false,
   });
   const metrics = createProcessorMetrics();
   const server =
-    env.PROCESSOR_METRICS_PORT > 0
-      ? await serveMetrics(metrics.registry, env.PROCESSOR_METRICS_PORT)
-      : null;
+    env.PROCESSOR_METRICS_PORT > 0 ? await serveMetrics(metrics, env.PROCESSOR_METRICS_PORT) : null;
   const dlqProducer = createIdempotentProducer(kafka);
   await dlqProducer.connect();
   const running = await startProcessors({

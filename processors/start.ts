@@ -6,6 +6,7 @@
  */
 import { claimStoreLayout, positionStore } from '../features/state.ts';
 import { DEFAULT_MAX_EVENT_SKEW_MS, admitPurchases } from './admit.ts';
+import { isScriptFailure } from './failures.ts';
 import { consumerLag } from '../streams/admin.ts';
 import type { Admin } from 'kafkajs';
 import type { AvroCodec } from '../streams/avro.ts';
@@ -156,6 +157,7 @@ function startMetadataConsumer<T>(
     hooks,
     ...session,
     positions: positionStore(deps.redis, deps.keys, groupId),
+    isDeterministic: isScriptFailure,
     handler: async (records) => {
       await write(records);
       metrics.events.inc({ topic: stream.topic.name }, records.length);
@@ -187,6 +189,7 @@ function startPurchasesConsumer(
     partitionsConsumedConcurrently: topics.purchases.partitions,
     ...session,
     positions: positionStore(deps.redis, deps.keys, groupId),
+    isDeterministic: isScriptFailure,
     handler: async (records) => {
       const { accepted, rejected } = admitPurchases(
         records,

@@ -22,6 +22,7 @@ import { runConsumer, type RunningConsumer } from '../streams/consumer.ts';
 import { readVectors } from '../embeddings/store.ts';
 import type { ProcessorDeps } from './deps.ts';
 import { positionStore } from '../features/state.ts';
+import { isScriptFailure } from './failures.ts';
 import { DEFAULT_MAX_EVENT_SKEW_MS, admitPurchases } from './admit.ts';
 import { DEFAULT_PURCHASE_OPTIONS } from './purchases.ts';
 import { defineScripts, type Scripts } from './scripts.ts';
@@ -176,6 +177,7 @@ export async function startTasteConsumer(
     partitionsConsumedConcurrently: topics.purchases.partitions,
     ...(deps.sessionTimeoutMs === undefined ? {} : { sessionTimeoutMs: deps.sessionTimeoutMs }),
     positions: positionStore(deps.redis, deps.keys, group),
+    isDeterministic: isScriptFailure,
     handler: async (records) => {
       // The records the purchases group dead-letters are skipped here (processors/admit.ts).
       const { accepted, rejected } = admitPurchases(

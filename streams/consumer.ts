@@ -66,7 +66,9 @@ export interface RunnerHooks {
   onDlq?: (info: { topic: string; code: string; reason: string }) => void;
   /** A record skipped without a DLQ write (`poison: 'skip'`). */
   onSkip?: (info: { topic: string; code: string; reason: string }) => void;
-  onRetry?: (info: { topic: string; attempt: number; error: string }) => void;
+  onRetry?: (info: { topic: string; partition: number; attempt: number; error: string }) => void;
+  /** A record the handler failed on deterministically, isolated and dead-lettered. */
+  onIsolated?: (info: { topic: string; partition: number; offset: string; error: string }) => void;
 }
 
 export interface ConsumerRunnerOptions<T> {
@@ -103,6 +105,14 @@ export interface ConsumerRunnerOptions<T> {
    * records already applied count once. The position is written after each batch's handler.
    */
   positions?: PositionStore;
+  /**
+   * Whether a handler error is deterministic (the same records will fail the same way: a script
+   * error, not an outage). After `isolateAfter` attempts (default 5) failing with such an error,
+   * the batch is split in halves until the failing records are alone; those go to the DLQ
+   * (`REC_ERR_APPLY`, with the error) and the rest is applied. Without it every failure is retried.
+   */
+  isDeterministic?: (err: unknown) => boolean;
+  isolateAfter?: number;
 }
 
 /** The last offset per partition whose effects a store holds (see `ConsumerRunnerOptions`). */
@@ -221,10 +231,10 @@ export async function runConsumer<T>(opts: ConsumerRunnerOptions<T>): Promise<Ru
 async function processBatch<T>(runner: Runner<T>, payload: EachBatchPayload): Promise<void> {
   const { batch } = payload;
   if (batch.messages.length === 0) return;
-  if (await storeBehind(runner, payload)) return;
   const started = performance.now();
   const { good, poison } = await decodeBatch(runner.opts.codec, batch);
   const rejected = await handleWithRetry(runner, payload, good);
+  if (rejected === SOUGHT) return;
   const bad: Poison[] = [
     ...poison,
     ...rejected.map((r) => ({
@@ -233,7 +243,6 @@ async function processBatch<T>(runner: Runner<T>, payload: EachBatchPayload): Pr
     })),
   ];
   const dlq = await deadLetter(runner, batch, bad);
-  await runner.opts.positions?.write(batch.topic, batch.partition, batch.lastOffset());
   const last = await commitBatch(runner.consumer, payload);
   const lastMessage = batch.messages[batch.messages.length - 1];
   runner.opts.hooks?.onBatch?.({
@@ -247,6 +256,9 @@ async function processBatch<T>(runner: Runner<T>, payload: EachBatchPayload): Pr
     lastTimestamp: lastMessage ? Number(lastMessage.timestamp) : null,
   });
 }
+
+/** The batch was dropped: the consumer sought back to where the position store is. */
+const SOUGHT = Symbol('sought');
 
 /**
  * Whether the position store holds less than the batch starts from; if so, seek back to the
@@ -314,12 +326,16 @@ async function decodeBatch<T>(
  * Hand the good records to the handler (not called when there are none); what it rejects comes
  * back. Retry the handler with backoff, heartbeating, until it succeeds or this consumer is
  * stopped or loses the partition (then the error is thrown and nothing is committed).
+ *
+ * With a position store, each attempt first checks it (`storeBehind`: SOUGHT when the batch is
+ * dropped for a seek back) and records the batch's last offset after the handler, so that a
+ * store that cannot be reached is retried like the handler.
  */
 async function handleWithRetry<T>(
   runner: Runner<T>,
   payload: EachBatchPayload,
   good: readonly DecodedRecord<T>[],
-): Promise<readonly Rejection<T>[]> {
+): Promise<readonly Rejection<T>[] | typeof SOUGHT> {
   const { opts, log, retry } = runner;
   const { batch } = payload;
   const heartbeat = () => payload.heartbeat();
@@ -332,16 +348,75 @@ async function handleWithRetry<T>(
   let rejected: readonly Rejection<T>[] = [];
   for (let attempt = 1; ; attempt++) {
     try {
+      if (await storeBehind(runner, payload)) return SOUGHT;
       if (good.length > 0) rejected = (await opts.handler(good, ctx))?.rejected ?? [];
+      await opts.positions?.write(batch.topic, batch.partition, batch.lastOffset());
       return rejected;
     } catch (err) {
       if (runner.stopping() || !payload.isRunning() || payload.isStale()) throw err;
+      let failure = err;
+      if (attempt >= (opts.isolateAfter ?? 5) && opts.isDeterministic?.(err) === true) {
+        log.warn({ attempt, err: errorMessage(err) }, 'batch fails deterministically; isolating');
+        try {
+          const isolated = await isolate(runner, good, ctx);
+          await opts.positions?.write(batch.topic, batch.partition, batch.lastOffset());
+          return isolated;
+        } catch (again) {
+          failure = again; // an outage meanwhile: retry the whole batch
+        }
+      }
       const delay = Math.min(retry.maxMs, retry.initialMs * 2 ** (attempt - 1));
-      log.warn({ attempt, delay, err: errorMessage(err) }, 'batch handler failed; retrying');
-      opts.hooks?.onRetry?.({ topic: batch.topic, attempt, error: errorMessage(err) });
+      log.warn({ attempt, delay, err: errorMessage(failure) }, 'batch handler failed; retrying');
+      opts.hooks?.onRetry?.({
+        topic: batch.topic,
+        partition: batch.partition,
+        attempt,
+        error: errorMessage(failure),
+      });
       await sleep(delay);
       await heartbeat();
     }
+  }
+}
+
+/**
+ * Apply `records` in halves until the ones the handler fails on deterministically are alone;
+ * those come back rejected (`REC_ERR_APPLY`), with what the handler itself rejected. A failure
+ * that is not deterministic is thrown. Re-applying records that succeeded before is safe: the
+ * handlers' guards count each once.
+ */
+async function isolate<T>(
+  runner: Runner<T>,
+  records: readonly DecodedRecord<T>[],
+  ctx: BatchContext,
+): Promise<Rejection<T>[]> {
+  try {
+    return [...((await runner.opts.handler(records, ctx))?.rejected ?? [])];
+  } catch (err) {
+    if (runner.opts.isDeterministic?.(err) !== true) throw err;
+    const only = records.length === 1 ? records[0] : undefined;
+    if (only) {
+      runner.opts.hooks?.onIsolated?.({
+        topic: only.topic,
+        partition: only.partition,
+        offset: only.offset,
+        error: errorMessage(err),
+      });
+      return [
+        {
+          record: only,
+          reason: new RecError('REC_ERR_APPLY', `applying it fails: ${errorMessage(err)}`, {
+            cause: err,
+          }),
+        },
+      ];
+    }
+    await ctx.heartbeat();
+    const half = Math.ceil(records.length / 2);
+    return [
+      ...(await isolate(runner, records.slice(0, half), ctx)),
+      ...(await isolate(runner, records.slice(half), ctx)),
+    ];
   }
 }
 

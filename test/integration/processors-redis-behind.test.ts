@@ -70,6 +70,7 @@ describe('Redis restored from older persistence than the committed offsets', () 
   let redis: Redis | null = null;
   let producer: Producer | null = null;
   const running: RunningProcessors[] = [];
+  const contexts: ReturnType<typeof stackContext>[] = [];
 
   afterAll(async () => {
     for (const r of running) await r.stop().catch(() => undefined);
@@ -77,6 +78,7 @@ describe('Redis restored from older persistence than the committed offsets', () 
     redis?.disconnect();
     server?.kill('SIGKILL');
     await ctx.cleanup();
+    for (const c of contexts) await c.cleanup();
     rmSync(dir, { recursive: true, force: true });
     rmSync(copy, { recursive: true, force: true });
   });
@@ -160,4 +162,75 @@ describe('Redis restored from older persistence than the committed offsets', () 
     expect(want.size).toBeGreaterThan(200);
     expectSameState(await dumpNamespace(redis, ns), want);
   });
+
+  it('retries while Redis is down, reports the partitions stuck, and dead-letters nothing', async () => {
+    const down = mkdtempSync(join(tmpdir(), 'rec-down-'));
+    const downPort = port + 1;
+    let srv = startRedis(downPort, down);
+    try {
+      await pinged(downPort);
+      // As `npm run processors` builds it: a command fails after a reconnect attempt instead of
+      // waiting forever, so a batch fails, is retried with backoff and the partition shows stuck.
+      const r = new Redis(downPort, '127.0.0.1', { maxRetriesPerRequest: 1 });
+      r.on('error', () => undefined);
+      // Topics of its own: the stream above is not part of this one.
+      const own = stackContext('down');
+      contexts.push(own);
+      const { codecs } = await bootstrap(own);
+      const purchases = new EventProducer(
+        producer as Producer,
+        own.topics.purchases,
+        codecs.purchases,
+      );
+      const all = makePurchases({
+        count: 600,
+        customers: 30,
+        articles: 20,
+        start: T0,
+        days: 20,
+        seed: 9,
+        idPrefix: 'down',
+      });
+      const ns = `down${randomUUID().slice(0, 8)}`;
+      const metrics = createProcessorMetrics(false);
+      const live = await startProcessors({
+        kafka: own.kafka,
+        redis: r,
+        codecs,
+        topics: own.topics,
+        keys: keySpace(ns),
+        logger: own.logger,
+        metrics,
+        dlqProducer: producer as Producer,
+        groupPrefix: `down-${randomUUID().slice(0, 8)}`,
+      });
+      running.push(live);
+      await purchases.send(all.slice(0, 300));
+      await live.caughtUp(120_000);
+
+      srv.kill('SIGKILL');
+      await new Promise((res) => srv.once('exit', res));
+      await purchases.send(all.slice(300));
+      await waitFor('a stuck partition', () => !metrics.health().ok, 60_000, 100);
+      const stuck = metrics.health().stuck;
+      expect(stuck[0]?.topic).toBe(own.topics.purchases.name);
+      expect(stuck[0]?.attempts).toBeGreaterThanOrEqual(5);
+
+      srv = startRedis(downPort, down);
+      await pinged(downPort);
+      await live.caughtUp(120_000);
+      expect(metrics.health().ok).toBe(true);
+      const keys = keySpace(ns);
+      const ids = [...new Set(all.map((p) => p.customer_id))];
+      const n = await Promise.all(
+        ids.map(async (id) => Number((await r.hget(keys.customer(id).state, 'n')) ?? 0)),
+      );
+      expect(n.reduce((x, y) => x + y, 0)).toBe(all.length);
+      expect((await metrics.dlq.get()).values.reduce((x, v) => x + v.value, 0)).toBe(0);
+      r.disconnect();
+    } finally {
+      srv.kill('SIGKILL');
+      rmSync(down, { recursive: true, force: true });
+    }
+  }, 180_000);
 });
