@@ -245,6 +245,8 @@ export const TrendingQuery = z.strictObject({
       description:
         'channel:<id> or age_index:<u25|25-34|35-44|45-54|55+|unknown>|<index group>; global when absent',
       example: 'age_index:25-34|Ladieswear',
+      // What parseSegment accepts, stated for clients (and generators of test requests).
+      pattern: '^(channel:[0-9]{1,4}|age_index:(u25|25-34|35-44|45-54|55[+ _]|unknown)[|].+)$',
     }),
   k: kParam,
 });

@@ -86,15 +86,31 @@ export function createApp(deps: ServingDeps): OpenAPIHono<AppEnv> {
     admission(new InFlightLimit(config.maxInFlight), ctx.metrics, RECOMMENDATIONS_ROUTE),
   );
   app.onError(errorHandler(logger));
-  app.notFound((c) =>
-    c.json(
+  // A path the API serves, asked with another method: 405 with the methods it takes (Allow);
+  // an unknown path: 404.
+  app.notFound((c) => {
+    const allowed = allowedMethods(app.routes, c.req.path);
+    if (allowed.length > 0) {
+      c.header('Allow', allowed.join(', '));
+      return c.json(
+        {
+          error: {
+            code: 'REC_ERR_BAD_REQUEST',
+            message: `method ${c.req.method} is not allowed on ${c.req.path} (allowed: ${allowed.join(', ')})`,
+          },
+          request_id: requestIdOf(c),
+        },
+        405,
+      );
+    }
+    return c.json(
       {
         error: { code: 'REC_ERR_NOT_FOUND', message: `no route for ${c.req.method} ${c.req.path}` },
         request_id: requestIdOf(c),
       },
       404,
-    ),
-  );
+    );
+  });
 
   app.route('/', recommendationRoutes(ctx));
   app.route('/', articleRoutes(ctx));
@@ -143,4 +159,21 @@ function requestMiddleware(ctx: RouteContext): MiddlewareHandler<AppEnv> {
       'request',
     );
   };
+}
+
+/** The methods of the routes whose path pattern matches `path` (HEAD with GET). */
+function allowedMethods(
+  routes: readonly { method: string; path: string }[],
+  path: string,
+): string[] {
+  const methods = new Set<string>();
+  for (const r of routes) {
+    if (r.method === 'ALL') continue;
+    const pattern = r.path.replace(/[.*+?^$()[\]\\]/g, '\\$&').replace(/:[^/]+/g, '[^/]+');
+    if (new RegExp(`^${pattern}$`).test(path)) {
+      methods.add(r.method);
+      if (r.method === 'GET') methods.add('HEAD');
+    }
+  }
+  return [...methods].sort();
 }
