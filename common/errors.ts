@@ -13,7 +13,8 @@
  * | `REC_ERR_SCHEMA_INCOMPATIBLE` | streams/avro.ts: a schema the registry refuses                |
  * | `REC_ERR_SCHEMA_REGISTRY`     | streams/avro.ts: the registry cannot be reached (retriable)   |
  * | `REC_ERR_DLQ_WRITE`           | streams/consumer.ts: a dead letter could not be written       |
- * | `REC_ERR_REPLAY`              | streams/replay.ts                                             |
+ * | `REC_ERR_REPLAY`              | streams/replay.ts, streams/dlq.ts (reading made no progress)  |
+ * | `REC_ERR_REDRIVE`             | streams/dlq.ts: dead letters could not be re-published        |
  * | `REC_ERR_CONFIG`              | common/config.ts (`ConfigError`), invalid settings            |
  * | `REC_ERR_USAGE`               | a command line that cannot be run (`UsageError`)              |
  * | `REC_ERR_DATASET`             | streams/loader (`DatasetError`, `CellError`)                  |
@@ -41,6 +42,7 @@ export type ErrorCode =
   | 'REC_ERR_SCHEMA_REGISTRY'
   | 'REC_ERR_DLQ_WRITE'
   | 'REC_ERR_REPLAY'
+  | 'REC_ERR_REDRIVE'
   | 'REC_ERR_CONFIG'
   | 'REC_ERR_USAGE'
   | 'REC_ERR_DATASET'
