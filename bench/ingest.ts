@@ -81,7 +81,7 @@ async function main(): Promise<void> {
   const endpoints = await ensureStack(config);
   const runId = randomUUID().slice(0, 8);
   const topics = makeTopics(`bench-${runId}.`, Number(values.partitions));
-  const kafka = createKafka(endpoints.kafkaBrokers, 'rec-bench', logger);
+  const kafka = createKafka(endpoints, 'rec-bench', logger);
   const redis = new Redis(endpoints.redisUrl, { maxRetriesPerRequest: null });
   const ns = `bench${runId}`;
   const keys = keySpace(ns);
@@ -90,7 +90,7 @@ async function main(): Promise<void> {
 
   const { codecs } = await bootstrap({
     kafka,
-    registry: createRegistryClient(endpoints.schemaRegistryUrl),
+    registry: createRegistryClient(endpoints),
     topics,
     logger,
   });

@@ -5,10 +5,12 @@
  * then frozen. Only entry points call `loadConfig()`; everything else receives the values as
  * arguments. ESLint forbids `process.env` anywhere else.
  */
+import { readFileSync } from 'node:fs';
 import { delimiter } from 'node:path';
 import { z } from 'zod';
 import { RecError } from './errors.ts';
 import { SigningKey, type ModelTrust } from './model-trust.ts';
+import { Secret } from './redact.ts';
 
 const port = (fallback: number) => z.coerce.number().int().min(1).max(65535).default(fallback);
 
@@ -19,6 +21,22 @@ const envSchema = z.object({
     .string()
     .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
     .optional(),
+  KAFKA_SASL_MECHANISM: z
+    .string()
+    .transform((v) => v.toLowerCase())
+    .pipe(
+      z.enum(['plain', 'scram-sha-256', 'scram-sha-512'], {
+        error: 'must be plain, scram-sha-256 or scram-sha-512',
+      }),
+    )
+    .optional(),
+  KAFKA_SASL_USERNAME: z.string().min(1).optional(),
+  // Passwords are never echoed: zod's messages name the rule, not the input.
+  KAFKA_SASL_PASSWORD: z.string().min(1).optional(),
+  KAFKA_SSL: z.enum(['true', 'false', '1', '0'], { error: 'must be true or false' }).optional(),
+  KAFKA_SSL_CA_FILE: z.string().min(1).optional(),
+  SCHEMA_REGISTRY_USERNAME: z.string().min(1).optional(),
+  SCHEMA_REGISTRY_PASSWORD: z.string().min(1).optional(),
   KAFKA_PORT: port(9092),
   KAFKA_CONTROLLER_PORT: port(9093),
   SCHEMA_REGISTRY_PORT: port(8081),
@@ -80,11 +98,52 @@ export interface EmbeddingsConfig extends EmbeddingsSwitch {
   readonly remoteModel: string | undefined;
 }
 
+export type SaslMechanism = 'plain' | 'scram-sha-256' | 'scram-sha-512';
+
+/** How clients authenticate to Kafka and encrypt the connection (`KAFKA_SASL_*`, `KAFKA_SSL*`). */
+export interface KafkaSecurity {
+  /** SASL credentials, or none (no authentication). */
+  readonly sasl:
+    | {
+        readonly mechanism: SaslMechanism;
+        readonly username: string;
+        readonly password: Secret;
+      }
+    | undefined;
+  /** TLS to the brokers (`KAFKA_SSL`; on by default when a CA file is given). */
+  readonly ssl: boolean;
+  /** PEM text of `KAFKA_SSL_CA_FILE`, read at startup: the CA the brokers' certificates are checked against. */
+  readonly ca: string | undefined;
+}
+
+/** Plaintext, no authentication: the local stack. */
+export const NO_KAFKA_SECURITY: KafkaSecurity = Object.freeze({
+  sasl: undefined,
+  ssl: false,
+  ca: undefined,
+});
+
+/** HTTP basic auth to the Schema Registry (`SCHEMA_REGISTRY_USERNAME` / `_PASSWORD`). */
+export interface RegistryAuth {
+  readonly username: string;
+  readonly password: Secret;
+}
+
+/** The `Authorization` header value for raw HTTP calls to the registry. */
+export function basicAuthHeader(auth: RegistryAuth): string {
+  return `Basic ${Buffer.from(`${auth.username}:${auth.password.reveal()}`, 'utf8').toString('base64')}`;
+}
+
 export interface Endpoints {
   /** Kafka bootstrap servers. */
   readonly kafkaBrokers: readonly string[];
+  /** SASL and TLS settings every kafkajs client is built with. */
+  readonly kafkaSecurity: KafkaSecurity;
   /** Confluent-compatible Schema Registry base URL (for Apicurio: `.../apis/ccompat/v7`). */
   readonly schemaRegistryUrl: string;
+  /** Basic auth credentials for the registry, if it wants them. */
+  readonly schemaRegistryAuth: RegistryAuth | undefined;
+  /** May carry credentials and TLS (`rediss://user:pass@host:port`); print it only through `redact`. */
   readonly redisUrl: string;
 }
 
@@ -149,7 +208,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         '(without a key no model can be verified)',
     );
   }
+  const security = securityOf(e);
   const config: Config = {
+    kafkaSecurity: security.kafka,
+    schemaRegistryAuth: security.registry,
     kafkaBrokers: (e.KAFKA_BROKERS ?? `127.0.0.1:${e.KAFKA_PORT}`)
       .split(',')
       .map((b) => b.trim())
@@ -190,6 +252,93 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }),
   };
   return Object.freeze(config);
+}
+
+/**
+ * Kafka SASL/TLS and registry basic auth from the parsed environment; reads the CA file. Every
+ * inconsistency is a ConfigError naming the variable (all of them together).
+ */
+function securityOf(e: z.infer<typeof envSchema>): {
+  kafka: KafkaSecurity;
+  registry: RegistryAuth | undefined;
+} {
+  const problems: string[] = [];
+  const mechanism = e.KAFKA_SASL_MECHANISM;
+  if (mechanism !== undefined) {
+    if (e.KAFKA_SASL_USERNAME === undefined) {
+      problems.push(`KAFKA_SASL_USERNAME: required with KAFKA_SASL_MECHANISM=${mechanism}`);
+    }
+    if (e.KAFKA_SASL_PASSWORD === undefined) {
+      problems.push(`KAFKA_SASL_PASSWORD: required with KAFKA_SASL_MECHANISM=${mechanism}`);
+    }
+  } else {
+    for (const v of ['KAFKA_SASL_USERNAME', 'KAFKA_SASL_PASSWORD'] as const) {
+      if (e[v] !== undefined) {
+        problems.push(
+          `KAFKA_SASL_MECHANISM: required with ${v} (plain, scram-sha-256 or scram-sha-512)`,
+        );
+      }
+    }
+  }
+  const sslFlag =
+    e.KAFKA_SSL === undefined ? undefined : e.KAFKA_SSL === 'true' || e.KAFKA_SSL === '1';
+  let ca: string | undefined;
+  if (e.KAFKA_SSL_CA_FILE !== undefined) {
+    if (sslFlag === false) {
+      problems.push('KAFKA_SSL_CA_FILE: set, but KAFKA_SSL=false (a CA is only used over TLS)');
+    }
+    try {
+      ca = readFileSync(e.KAFKA_SSL_CA_FILE, 'utf8');
+      if (!ca.includes('-----BEGIN CERTIFICATE-----')) {
+        problems.push(`KAFKA_SSL_CA_FILE: ${e.KAFKA_SSL_CA_FILE} holds no PEM certificate`);
+      }
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      problems.push(`KAFKA_SSL_CA_FILE: cannot read ${e.KAFKA_SSL_CA_FILE} (${why})`);
+    }
+  }
+  const user = e.SCHEMA_REGISTRY_USERNAME;
+  const pass = e.SCHEMA_REGISTRY_PASSWORD;
+  if ((user === undefined) !== (pass === undefined)) {
+    problems.push(
+      user === undefined
+        ? 'SCHEMA_REGISTRY_USERNAME: required with SCHEMA_REGISTRY_PASSWORD'
+        : 'SCHEMA_REGISTRY_PASSWORD: required with SCHEMA_REGISTRY_USERNAME',
+    );
+  }
+  if (
+    e.SCHEMA_REGISTRY_URL !== undefined &&
+    /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*@/i.test(e.SCHEMA_REGISTRY_URL)
+  ) {
+    // fetch() refuses such URLs, and they end up in logs: credentials go in their own variables.
+    problems.push(
+      'SCHEMA_REGISTRY_URL: must not carry credentials; set SCHEMA_REGISTRY_USERNAME and SCHEMA_REGISTRY_PASSWORD',
+    );
+  }
+  if (problems.length > 0) {
+    throw new ConfigError(
+      `invalid environment settings:\n${problems.map((p) => `  ${p}`).join('\n')}`,
+    );
+  }
+  const kafka: KafkaSecurity = Object.freeze({
+    sasl:
+      mechanism === undefined ||
+      e.KAFKA_SASL_USERNAME === undefined ||
+      e.KAFKA_SASL_PASSWORD === undefined
+        ? undefined
+        : Object.freeze({
+            mechanism,
+            username: e.KAFKA_SASL_USERNAME,
+            password: new Secret(e.KAFKA_SASL_PASSWORD),
+          }),
+    ssl: sslFlag ?? ca !== undefined,
+    ca,
+  });
+  const registry =
+    user === undefined || pass === undefined
+      ? undefined
+      : Object.freeze({ username: user, password: new Secret(pass) });
+  return { kafka, registry };
 }
 
 /**

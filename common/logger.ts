@@ -2,13 +2,49 @@
  * Structured logging (pino). Entry points create one logger and pass it down; modules take a
  * `logger.child({ module })`. kafkajs log lines are routed through the same logger.
  */
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
 import { logLevel, type logCreator } from 'kafkajs';
 
 export type { Logger };
 
-export function createLogger(level: string = 'info', name = 'rec'): Logger {
-  return pino({ name, level, base: { pid: process.pid } });
+/** Field names whose values are never logged, at the top of a logged object or nested two deep. */
+const SECRET_FIELDS = [
+  'password',
+  'passwd',
+  'secret',
+  'token',
+  'authorization',
+  'apiKey',
+  'api_key',
+  'secretKey',
+  'privateKey',
+  'accessKey',
+  'signingKey',
+  'clientSecret',
+];
+
+/**
+ * pino `redact` paths: each secret field as `f`, `*.f` and `*.*.f` (e.g. `{ sasl: { password } }`,
+ * `{ req: { headers: { authorization } } }`). Bare `key` is not among them: records and Redis
+ * keys are logged as `key` and must stay readable.
+ */
+export const REDACT_PATHS: readonly string[] = SECRET_FIELDS.flatMap((f) => [
+  f,
+  `*.${f}`,
+  `*.*.${f}`,
+]);
+
+/** A pino options object's `redact`: the paths above, masked as `[redacted]`. */
+export const LOG_REDACT = { paths: [...REDACT_PATHS], censor: '[redacted]' };
+
+/** The project's logger (stdout unless `destination` is given); secret fields are redacted. */
+export function createLogger(
+  level: string = 'info',
+  name = 'rec',
+  destination?: DestinationStream,
+): Logger {
+  const options = { name, level, base: { pid: process.pid }, redact: LOG_REDACT };
+  return destination === undefined ? pino(options) : pino(options, destination);
 }
 
 /** A kafkajs `logCreator` writing to `logger`; kafkajs INFO chatter is demoted to debug. */

@@ -55,7 +55,7 @@ async function main(): Promise<void> {
   const topicName = makeTopics(config.topicPrefix)[opts.topic].name;
 
   // Refuse a topic that does not exist rather than create it empty (connectStreams would).
-  const admin = createKafka(config.kafkaBrokers, 'rec-replay', logger).admin();
+  const admin = createKafka(config, 'rec-replay', logger).admin();
   await admin.connect();
   try {
     const existing = await admin.listTopics();

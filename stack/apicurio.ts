@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Config } from '../common/config.ts';
+import { basicAuthHeader, type Config } from '../common/config.ts';
 import {
   elapsed,
   findExecutable,
@@ -88,8 +88,10 @@ export const registryService: ManagedService = {
 
   async answers(config: Config) {
     try {
+      const auth = config.schemaRegistryAuth;
       const res = await fetch(`${config.schemaRegistryUrl}/subjects`, {
         signal: AbortSignal.timeout(2_000),
+        ...(auth === undefined ? {} : { headers: { authorization: basicAuthHeader(auth) } }),
       });
       if (res.status !== 200) {
         await res.body?.cancel();

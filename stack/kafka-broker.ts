@@ -9,6 +9,7 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import type { Config } from '../common/config.ts';
+import { kafkaSecurityOptions } from '../common/kafka-security.ts';
 import {
   elapsed,
   javaExecutable,
@@ -150,6 +151,7 @@ export const kafkaService: ManagedService = {
     const kafka = new Kafka({
       clientId: 'rec-stack-probe',
       brokers: [...config.kafkaBrokers],
+      ...kafkaSecurityOptions(config.kafkaSecurity),
       logLevel: logLevel.NOTHING,
       connectionTimeout: 1_500,
       requestTimeout: 3_000,

@@ -5,7 +5,7 @@
  */
 import { ConfigError, loadConfig } from '../common/config.ts';
 import { elapsed } from './process.ts';
-import { ensureStack, stackStatus, stopStack, type ServiceStatus } from './stack.ts';
+import { describeStatus, endpointLines, ensureStack, stackStatus, stopStack } from './stack.ts';
 
 const USAGE = 'usage: tsx stack/stack-cli.ts up|down|status';
 
@@ -15,9 +15,7 @@ async function up(): Promise<number> {
     console.log(line);
   });
   console.log(`stack ready in ${elapsed(started)}:`);
-  console.log(`  KAFKA_BROKERS=${endpoints.kafkaBrokers.join(',')}`);
-  console.log(`  SCHEMA_REGISTRY_URL=${endpoints.schemaRegistryUrl}`);
-  console.log(`  REDIS_URL=${endpoints.redisUrl}`);
+  for (const line of endpointLines(endpoints)) console.log(`  ${line}`);
   return 0;
 }
 
@@ -34,22 +32,9 @@ async function down(): Promise<number> {
   return 0;
 }
 
-function describe(s: ServiceStatus): string {
-  const owner =
-    s.owner.kind === 'ours'
-      ? `started by stack launcher (pid ${s.owner.pid})`
-      : s.owner.kind === 'external'
-        ? 'external (from environment)'
-        : s.owner.kind === 'foreign'
-          ? 'running, not started by this launcher'
-          : 'not running';
-  const answering = s.answering ? 'answering' : 'NOT answering';
-  return `${s.service.padEnd(8)} ${s.endpoint.padEnd(45)} ${answering.padEnd(13)} ${owner}`;
-}
-
 async function status(): Promise<number> {
   const statuses = await stackStatus(loadConfig());
-  for (const s of statuses) console.log(describe(s));
+  for (const s of statuses) console.log(describeStatus(s));
   return statuses.every((s) => s.answering) ? 0 : 3;
 }
 

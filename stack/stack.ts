@@ -31,6 +31,7 @@ import {
   type StackLog,
 } from './service.ts';
 import { RecError } from '../common/errors.ts';
+import { redact } from '../common/redact.ts';
 
 export type { ServiceName, StackLog, StopOutcome };
 
@@ -57,6 +58,7 @@ export type Ownership =
 
 export interface ServiceStatus {
   readonly service: ServiceName;
+  /** For display: any password in it is masked (`redact`). */
   readonly endpoint: string;
   readonly answering: boolean;
   readonly owner: Ownership;
@@ -68,10 +70,38 @@ export interface StopResult {
   readonly outcome: StopOutcome | 'external';
 }
 
+/**
+ * The `stack:up` summary: the endpoints as environment settings to copy, passwords masked (the
+ * credentials a deployment was given stay in its own environment; print them nowhere).
+ */
+export function endpointLines(endpoints: Endpoints): string[] {
+  return [
+    `KAFKA_BROKERS=${endpoints.kafkaBrokers.join(',')}`,
+    `SCHEMA_REGISTRY_URL=${redact(endpoints.schemaRegistryUrl)}`,
+    `REDIS_URL=${redact(endpoints.redisUrl)}`,
+  ];
+}
+
+/** One `stack:status` line: service, endpoint (password masked), answering, who runs it. */
+export function describeStatus(s: ServiceStatus): string {
+  const owner =
+    s.owner.kind === 'ours'
+      ? `started by stack launcher (pid ${s.owner.pid})`
+      : s.owner.kind === 'external'
+        ? 'external (from environment)'
+        : s.owner.kind === 'foreign'
+          ? 'running, not started by this launcher'
+          : 'not running';
+  const answering = s.answering ? 'answering' : 'NOT answering';
+  return `${s.service.padEnd(8)} ${s.endpoint.padEnd(45)} ${answering.padEnd(13)} ${owner}`;
+}
+
 function endpointsOf(config: Config): Endpoints {
   return {
     kafkaBrokers: config.kafkaBrokers,
+    kafkaSecurity: config.kafkaSecurity,
     schemaRegistryUrl: config.schemaRegistryUrl,
+    schemaRegistryAuth: config.schemaRegistryAuth,
     redisUrl: config.redisUrl,
   };
 }
@@ -95,7 +125,7 @@ async function awaitAnswer(
   const what =
     result === 'exited'
       ? `exited during startup (pid ${pid})`
-      : `did not answer at ${s.endpoint(config)} within ${s.startTimeoutMs / 1000} s (pid ${pid} left running; \`npm run stack:down\` stops it)`;
+      : `did not answer at ${redact(s.endpoint(config))} within ${s.startTimeoutMs / 1000} s (pid ${pid} left running; \`npm run stack:down\` stops it)`;
   throw new Error(
     `${s.name}: ${what}. Last lines of ${logFile}:\n${tail.replace(/^/gm, '    ') || '    (empty)'}`,
   );
@@ -108,7 +138,8 @@ async function ensureService(
   log: StackLog,
   maven: <T>(job: () => Promise<T>) => Promise<T>,
 ): Promise<void> {
-  const endpoint = s.endpoint(config);
+  // Printed and thrown: never with its password (REDIS_URL may carry one).
+  const endpoint = redact(s.endpoint(config));
   if (s.isExternal(config)) {
     if (await s.answers(config)) {
       log(`${s.name}: using ${endpoint} (from ${s.externalEnv})`);
@@ -213,7 +244,7 @@ export async function stackStatus(config: Config): Promise<ServiceStatus[]> {
           : answering
             ? { kind: 'foreign' }
             : { kind: 'none' };
-      return { service: s.name, endpoint: s.endpoint(config), answering, owner };
+      return { service: s.name, endpoint: redact(s.endpoint(config)), answering, owner };
     }),
   );
 }

@@ -5,7 +5,13 @@
 import type { Kafka } from 'kafkajs';
 import { ensureTopics, type EnsureTopicsResult } from './admin.ts';
 import { AvroCodec } from './avro.ts';
-import { createKafka, createRegistryClient, type SchemaRegistryClient } from './kafka.ts';
+import {
+  createKafka,
+  createRegistryClient,
+  type KafkaEndpoint,
+  type RegistryEndpoint,
+  type SchemaRegistryClient,
+} from './kafka.ts';
 import type { Logger } from '../common/logger.ts';
 import { allTopics, topics as makeTopics, type Topics } from './topics.ts';
 import type { Article, Customer, Purchase } from '../schemas/events.ts';
@@ -58,16 +64,16 @@ export async function bootstrap(deps: {
  * the topics under the configured prefix, and (after `bootstrap`) a codec per topic.
  */
 export async function connectStreams(
-  config: { kafkaBrokers: readonly string[]; schemaRegistryUrl: string; topicPrefix: string },
+  config: KafkaEndpoint & RegistryEndpoint & { topicPrefix: string },
   clientId: string,
   logger: Logger,
   purchasePartitions?: number,
 ): Promise<{ kafka: Kafka; topics: Topics } & Bootstrapped> {
-  const kafka = createKafka(config.kafkaBrokers, clientId, logger);
+  const kafka = createKafka(config, clientId, logger);
   const topics = makeTopics(config.topicPrefix, purchasePartitions);
   const done = await bootstrap({
     kafka,
-    registry: createRegistryClient(config.schemaRegistryUrl),
+    registry: createRegistryClient(config),
     topics,
     logger,
   });

@@ -27,13 +27,13 @@ export interface StackContext {
 export function stackContext(name: string, purchasePartitions = 3): StackContext {
   const config = loadConfig();
   const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent', `test-${name}`);
-  const kafka = createKafka(config.kafkaBrokers, `test-${name}`, logger);
+  const kafka = createKafka(config, `test-${name}`, logger);
   const prefix = `test-${name}-${randomUUID().slice(0, 8)}.`;
   const t = topics(prefix, purchasePartitions);
   return {
     config,
     kafka,
-    registry: createRegistryClient(config.schemaRegistryUrl),
+    registry: createRegistryClient(config),
     logger,
     prefix,
     topics: t,

@@ -125,7 +125,7 @@ export interface FreshnessTarget {
  */
 export async function freshnessRun(t: FreshnessTarget, duration: number) {
   const { run } = t;
-  const registry = createRegistryClient(run.endpoints.schemaRegistryUrl);
+  const registry = createRegistryClient(run.endpoints);
   const codec = await AvroCodec.forTopic(registry, run.topics.purchases);
   const producer: Producer = createIdempotentProducer(run.kafka);
   await producer.connect();

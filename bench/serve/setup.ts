@@ -11,6 +11,7 @@ import { Redis } from 'ioredis';
 import type { Admin, Kafka } from 'kafkajs';
 import { pino, type Logger } from 'pino';
 import { loadConfig, type Config, type Endpoints } from '../../common/config.ts';
+import { createLogger } from '../../common/logger.ts';
 import { keySpace, type KeySpace } from '../../features/keys.ts';
 import { ensureStack } from '../../stack/stack.ts';
 import { createKafka } from '../../streams/kafka.ts';
@@ -46,14 +47,14 @@ export interface BenchRun {
 export async function openRun(): Promise<BenchRun> {
   const config = loadConfig();
   // Logs on stderr: stdout carries only the result line.
-  const logger = pino({ name: 'bench', level: 'warn' }, pino.destination(2));
+  const logger = createLogger('warn', 'bench', pino.destination(2));
   const endpoints = await ensureStack(config, say);
   const runId = randomUUID().slice(0, 8);
   const prefix = `bench-serve-${runId}.`;
   const ns = `benchserve${runId}`;
   const groupPrefix = `bench-serve-${runId}`;
   const topics = makeTopics(prefix);
-  const kafka = createKafka(endpoints.kafkaBrokers, 'rec-bench-serve', logger);
+  const kafka = createKafka(endpoints, 'rec-bench-serve', logger);
   const redis = new Redis(endpoints.redisUrl, { maxRetriesPerRequest: null });
   const childEnv: NodeJS.ProcessEnv = {
     ...process.env,
