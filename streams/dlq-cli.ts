@@ -134,7 +134,7 @@ async function main(): Promise<void> {
   const all = makeTopics(config.topicPrefix);
   const logical = resolveTopic(all, config.topicPrefix, args.topic);
   const topic = all[logical] as TopicDescriptor<unknown>;
-  const kafka = createKafka(config.kafkaBrokers, 'rec-dlq', logger);
+  const kafka = createKafka(config, 'rec-dlq', logger);
 
   // Refuse a DLQ that does not exist rather than create it empty.
   const admin = kafka.admin();
@@ -166,7 +166,7 @@ async function main(): Promise<void> {
   );
   const selected = matching.slice(0, args.limit ?? matching.length);
 
-  const codec = await AvroCodec.forTopic(createRegistryClient(config.schemaRegistryUrl), topic);
+  const codec = await AvroCodec.forTopic(createRegistryClient(config), topic);
   for (const d of selected) {
     const preview = await previewValue(codec, d.value);
     console.log(args.json ? JSON.stringify(recordJson(d, preview)) : recordText(d, preview));
