@@ -897,7 +897,7 @@ describe('serving API on the real Redis', () => {
       expect(ready.body.checks.ranker).toEqual({
         ok: true,
         version: 'heuristic-v2',
-        message: body.ranker.message,
+        state: 'model_refused',
       });
     });
 
@@ -1200,9 +1200,44 @@ describe('serving API on the real Redis', () => {
       const strict = build({ config: { requireModel: true } });
       const notReady = await get<{ reasons: string[] }>(strict, '/readyz');
       expect(notReady.status).toBe(503);
-      expect(notReady.body.reasons).toEqual([
-        expect.stringMatching(/^ranker: no model loaded \(requireModel\): no promoted model /),
-      ]);
+      expect(notReady.body.reasons).toEqual(['ranker: no model loaded (requireModel): no_model']);
+    });
+
+    it('/readyz names what is down in fixed words, never the error; the log has the detail', async () => {
+      const lines: string[] = [];
+      const logger = pino(
+        { level: 'info' },
+        new Writable({
+          write(chunk: Buffer, _enc, cb) {
+            lines.push(chunk.toString());
+            cb();
+          },
+        }),
+      );
+      const dead = deadClient();
+      extraClients.push(dead);
+      const b = build({ redis: dead, logger });
+      const { status, body } = await get<Record<string, unknown>>(b, '/readyz');
+      expect(status).toBe(503);
+      expect(body).toEqual({
+        status: 'not_ready',
+        checks: {
+          redis: { ok: false, state: 'down' },
+          ranker: { ok: true, version: 'heuristic-v2', state: 'no_model' },
+          trending_cache: { size: 0, last_refresh: null },
+        },
+        reasons: ['redis: down'],
+      });
+      const text = JSON.stringify(body);
+      // What the client says (`Stream isn't writeable and enableOfflineQueue options is false`).
+      for (const leak of ['writeable', 'enableOfflineQueue', '127.0.0.1', ':1', 'ECONN', 'rror']) {
+        expect(text).not.toContain(leak);
+      }
+      // The detail is logged once, not at every probe.
+      await get(b, '/readyz');
+      const failed = lines.filter((l) => l.includes('readiness: redis check failed'));
+      expect(failed).toHaveLength(1);
+      expect(failed[0]).toContain("Stream isn't writeable and enableOfflineQueue");
     });
 
     it('/metrics exposes rec_serving_ series', async () => {
