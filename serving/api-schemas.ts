@@ -284,11 +284,26 @@ export const ReadyResponse = z
   .object({
     status: z.enum(['ready', 'not_ready']),
     checks: z.object({
-      redis: z.object({ ok: z.boolean(), message: z.string().optional() }),
-      ranker: z.object({ ok: z.boolean(), version: z.string(), message: z.string().optional() }),
+      redis: z.object({
+        ok: z.boolean(),
+        state: z.enum(['ok', 'down', 'timeout']).openapi({
+          description: 'down: the PING failed; timeout: no answer within readyTimeoutMs',
+        }),
+      }),
+      ranker: z.object({
+        ok: z.boolean(),
+        version: z.string(),
+        state: z.enum(['model', 'no_model', 'model_refused', 'model_incompatible']).openapi({
+          description:
+            'model: a model ranks; otherwise the heuristic (version) ranks and this says why',
+        }),
+      }),
       trending_cache: z.object({ size: z.number().int(), last_refresh: z.number().nullable() }),
     }),
-    reasons: z.array(z.string()),
+    reasons: z.array(z.string()).openapi({
+      description:
+        'Fixed sentences, one per failing check; the errors themselves are logged, not echoed',
+    }),
   })
   .openapi('Readiness');
 

@@ -20,7 +20,7 @@ import type { Redis } from 'ioredis';
 import type { KeySpace } from '../features/keys.ts';
 import type { Logger } from '../common/logger.ts';
 import { HEURISTIC_VERSION, NO_MODEL, type NoModel, type Ranker } from './ranking.ts';
-import { ScorerPool } from './scoring/pool.ts';
+import { ScorerPool, type ScorerEvent } from './scoring/pool.ts';
 import type { ModelMeta } from '../models/model-meta.ts';
 import { activeVersion, readModel, rejectModel, verifyModel } from '../models/registry.ts';
 import { UNSIGNED_TRUST, type ModelTrust } from '../models/signing.ts';
@@ -42,6 +42,10 @@ export interface SwapOutcome {
 export interface LiveModelOptions {
   /** Scorer worker threads (one ONNX session each); default 2. */
   readonly workers?: number;
+  /** Watchdog of a scoring request (ms; `SCORER_TIMEOUT_MS`; 0: none; default 1 000). */
+  readonly scorerTimeoutMs?: number;
+  /** Told of the scorer pool's watchdog timeouts and worker replacements. */
+  readonly onScorerEvent?: (e: ScorerEvent) => void;
   /** Called after every activation attempt with its outcome. */
   readonly onSwap?: (o: SwapOutcome) => void;
   /**
@@ -86,6 +90,8 @@ export class LiveModel {
     out: SwapOutcome;
   } | null = null;
   readonly #workers: number;
+  readonly #scorerTimeoutMs: number | undefined;
+  readonly #onScorerEvent: ((e: ScorerEvent) => void) | undefined;
   readonly #onSwap: ((o: SwapOutcome) => void) | undefined;
   readonly #allowFixture: boolean;
   readonly #trust: ModelTrust;
@@ -98,6 +104,8 @@ export class LiveModel {
     opts: LiveModelOptions = {},
   ) {
     this.#workers = opts.workers ?? 2;
+    this.#scorerTimeoutMs = opts.scorerTimeoutMs;
+    this.#onScorerEvent = opts.onScorerEvent;
     this.#onSwap = opts.onSwap;
     this.#allowFixture = opts.allowFixtureModel ?? false;
     this.#trust = opts.trust ?? UNSIGNED_TRUST;
@@ -193,7 +201,12 @@ export class LiveModel {
       }
       const model = await verifyModel(entry, this.available, this.#trust);
       if (this.#pool === null) {
-        this.#pool = await ScorerPool.create({ model, size: this.#workers });
+        this.#pool = await ScorerPool.create({
+          model,
+          size: this.#workers,
+          ...(this.#scorerTimeoutMs === undefined ? {} : { timeoutMs: this.#scorerTimeoutMs }),
+          ...(this.#onScorerEvent === undefined ? {} : { onEvent: this.#onScorerEvent }),
+        });
       } else {
         await this.#pool.swap(model);
       }

@@ -4,6 +4,7 @@
  */
 import type { Redis } from 'ioredis';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ScorerEvent } from './scoring/pool.ts';
 
 /** Why a response was degraded. */
 export type DegradedReason =
@@ -39,6 +40,10 @@ export interface ServingMetrics {
   readonly inFlightLimit: Gauge<'route'>;
   /** Requests refused with 503 because the route's limit was reached, by route. */
   readonly rejected: Counter<'route'>;
+  /** Scoring requests the scorer watchdog failed (`SCORER_TIMEOUT_MS`). */
+  readonly scorerTimeouts: Counter;
+  /** Scorer workers replaced, by reason: `timeout` (hung, terminated) or `exit` (crashed). */
+  readonly scorerRecycled: Counter<'reason'>;
   /** 1 for the model version that ranked the latest request (`heuristic-v2` without a model). */
   readonly modelVersion: Gauge<'version'>;
   /** Set the model version gauge to `version` (only one series is 1 at a time). */
@@ -115,6 +120,17 @@ export function createServingMetrics(opts: { defaults?: boolean } = {}): Serving
     labelNames: ['route'] as const,
     registers,
   });
+  const scorerTimeouts = new Counter({
+    name: 'rec_serving_scorer_timeouts_total',
+    help: 'Scoring requests not answered within SCORER_TIMEOUT_MS; each recycles its worker',
+    registers,
+  });
+  const scorerRecycled = new Counter({
+    name: 'rec_serving_scorer_recycled_total',
+    help: 'Scorer worker threads replaced: timeout (hung, terminated by the watchdog) or exit (crashed)',
+    labelNames: ['reason'] as const,
+    registers,
+  });
   const modelVersion = new Gauge({
     name: 'rec_serving_model_version',
     help: 'Model version that ranked the latest request (value 1)',
@@ -136,6 +152,8 @@ export function createServingMetrics(opts: { defaults?: boolean } = {}): Serving
     inFlight,
     inFlightLimit,
     rejected,
+    scorerTimeouts,
+    scorerRecycled,
     modelVersion,
     setModelVersion(version) {
       if (version === current) return;
@@ -144,6 +162,12 @@ export function createServingMetrics(opts: { defaults?: boolean } = {}): Serving
       current = version;
     },
   };
+}
+
+/** Count a scorer pool's watchdog timeouts and worker replacements (`ScorerPoolOptions.onEvent`). */
+export function recordScorerEvent(metrics: ServingMetrics, e: ScorerEvent): void {
+  if (e.kind === 'timeout') metrics.scorerTimeouts.inc();
+  else metrics.scorerRecycled.labels(e.reason).inc();
 }
 
 /**

@@ -25,6 +25,11 @@
  * signatures the instance requires and how often it re-reads the registry's `active` pointer (see
  * docs/serving.md, "Trusted registry").
  *
+ * SCORER_TIMEOUT_MS=N (default 1000; 0: off) is the scorer watchdog: a scoring request not
+ * answered in N ms fails (the request is ranked with the heuristic) and its worker thread, taken
+ * as hung, is terminated and replaced (serving/scoring/pool.ts). Keep it above the request
+ * deadline (`rankerTimeoutMs`, 250 ms), which answers the user first.
+ *
  * SERVING_PROCESSES=N (default 1) runs N API processes on the one port (node:cluster,
  * serving/cluster.ts), each with its own scorer pool of SCORER_WORKERS threads and its own
  * SERVING_MAX_IN_FLIGHT; this process is then their primary: it prints the `serving on` line once
@@ -46,6 +51,7 @@ const env = z
     SERVING_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
     SERVING_HOST: z.string().default('0.0.0.0'),
     SCORER_WORKERS: z.coerce.number().int().min(1).max(16).default(2),
+    SCORER_TIMEOUT_MS: z.coerce.number().int().min(0).max(600_000).default(1_000),
     SERVING_MAX_CANDIDATES: z.coerce.number().int().min(1).max(1000).optional(),
     SERVING_MAX_IN_FLIGHT: z.coerce.number().int().min(0).max(100_000).optional(),
     SERVING_SHARED_READS_MS: z.coerce.number().int().min(0).max(60_000).optional(),
@@ -113,6 +119,7 @@ async function runProcess(config: Config, logger: Logger): Promise<void> {
     port: env.SERVING_PORT,
     host: env.SERVING_HOST,
     workers: env.SCORER_WORKERS,
+    scorerTimeoutMs: env.SCORER_TIMEOUT_MS,
     allowFixtureModel: env.SERVING_ALLOW_FIXTURE_MODEL,
     trust: config.models.trust,
     activeCheckMs: config.models.activeCheckMs,

@@ -18,12 +18,18 @@ import {
   defaultMaxInFlight,
   type ServingConfig,
 } from './app.ts';
-import { countRedisCommands, createServingMetrics, type ServingMetrics } from './metrics.ts';
+import {
+  countRedisCommands,
+  createServingMetrics,
+  recordScorerEvent,
+  type ServingMetrics,
+} from './metrics.ts';
 import { HEURISTIC_VERSION } from './ranking.ts';
 import { LiveModel, type SwapOutcome } from './live-model.ts';
 import { watchActivations } from '../models/registry.ts';
 import type { ModelTrust } from '../models/signing.ts';
 import { TrendingCache } from './trending-cache.ts';
+import { DEFAULT_SCORER_TIMEOUT_MS } from './scoring/pool.ts';
 
 export interface ServingOptions {
   redisUrl: string;
@@ -33,6 +39,11 @@ export interface ServingOptions {
   host?: string;
   /** Scorer worker threads (one ONNX session each; default 2). */
   workers?: number;
+  /**
+   * Watchdog of a scoring request (ms; SCORER_TIMEOUT_MS; default 1 000; 0: none): a worker
+   * that does not answer in time is terminated and replaced (serving/scoring/pool.ts).
+   */
+  scorerTimeoutMs?: number;
   /** Settings; `maxInFlight` defaults to `defaultMaxInFlight(workers)`. */
   config?: Partial<ServingConfig>;
   /** The metrics to record in (default: a new set, with the process's default metrics). */
@@ -96,8 +107,25 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
     maxInFlight: defaultMaxInFlight(workers),
     ...opts.config,
   };
+  const watchdogMs = opts.scorerTimeoutMs ?? DEFAULT_SCORER_TIMEOUT_MS;
+  if (watchdogMs > 0 && config.rankerTimeoutMs > 0 && watchdogMs <= config.rankerTimeoutMs) {
+    // Requests are then failed as ranker errors by the watchdog before their own deadline.
+    log.warn(
+      { scorerTimeoutMs: watchdogMs, rankerTimeoutMs: config.rankerTimeoutMs },
+      'SCORER_TIMEOUT_MS is not above the request deadline: slow requests recycle scorer workers',
+    );
+  }
   const live = new LiveModel(redis, opts.keys, featureNames(config.embeddings), opts.logger, {
     workers,
+    ...(opts.scorerTimeoutMs === undefined ? {} : { scorerTimeoutMs: opts.scorerTimeoutMs }),
+    onScorerEvent: (e) => {
+      recordScorerEvent(metrics, e);
+      if (e.kind === 'timeout') {
+        log.error(e, 'scorer watchdog: a scoring request timed out; recycling its worker');
+      } else {
+        log.warn(e, 'scorer worker replaced');
+      }
+    },
     allowFixtureModel: opts.allowFixtureModel ?? false,
     ...(opts.trust === undefined ? {} : { trust: opts.trust }),
     onSwap: (o) => {

@@ -3,6 +3,11 @@
  * and a model is loaded when `requireModel`; 503 with the reasons otherwise) and `GET /metrics`
  * (Prometheus; every process's, summed, when several serve). Not in the OpenAPI document, and
  * never refused by admission control (admission.ts guards recommendations only).
+ *
+ * `/readyz` is probed from outside the service: it answers a fixed vocabulary per dependency
+ * (`redis.state`: ok, down, timeout; `ranker.state`: model, no_model, model_refused,
+ * model_incompatible) and fixed reasons, never an error's text (a Redis error may name hosts,
+ * ports, a URL). The details are logged instead, when a check's outcome changes.
  */
 import { OpenAPIHono } from '@hono/zod-openapi';
 import type { Redis } from 'ioredis';
@@ -11,21 +16,41 @@ import type { ReadyBody } from '../api-schemas.ts';
 import { HEURISTIC_VERSION } from '../ranking.ts';
 import type { AppEnv, RouteContext } from './context.ts';
 
+type RedisCheck = ReadyBody['checks']['redis'];
+type RankerCheck = ReadyBody['checks']['ranker'];
+
 export function opsRoutes(ctx: RouteContext): OpenAPIHono<AppEnv> {
   const app = new OpenAPIHono<AppEnv>();
+  const log = ctx.logger.child({ route: '/readyz' });
+  /** What was last logged per check, so a probe every few seconds logs a change once. */
+  const logged = { redis: 'ok', ranker: '' };
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }, 200));
 
   app.get('/readyz', async (c) => {
     const reasons: string[] = [];
-    const redisCheck = await pingRedis(ctx.redis, ctx.config.readyTimeoutMs);
-    if (!redisCheck.ok) reasons.push(`redis: ${redisCheck.message}`);
-    const rankerCheck = checkRanker(ctx, reasons);
+    const ping = await pingRedis(ctx.redis, ctx.config.readyTimeoutMs);
+    const redis: RedisCheck = { ok: ping.state === 'ok', state: ping.state };
+    const redisLog = ping.state === 'ok' ? 'ok' : `${ping.state}: ${ping.detail}`;
+    if (redisLog !== logged.redis) {
+      if (ping.state === 'ok') log.info('readiness: redis answers again');
+      else log.warn({ state: ping.state, err: ping.detail }, 'readiness: redis check failed');
+      logged.redis = redisLog;
+    }
+    if (ping.state === 'down') reasons.push('redis: down');
+    if (ping.state === 'timeout') reasons.push('redis: timeout');
+    const ranker = checkRanker(ctx, reasons);
+    if (ranker.detail !== logged.ranker) {
+      if (ranker.detail !== '') {
+        log.warn({ state: ranker.check.state, detail: ranker.detail }, 'readiness: ranker');
+      }
+      logged.ranker = ranker.detail;
+    }
     const body: ReadyBody = {
       status: reasons.length === 0 ? 'ready' : 'not_ready',
       checks: {
-        redis: redisCheck,
-        ranker: rankerCheck,
+        redis,
+        ranker: ranker.check,
         trending_cache: { size: ctx.cache.size, last_refresh: ctx.cache.lastRefresh },
       },
       reasons,
@@ -40,24 +65,26 @@ export function opsRoutes(ctx: RouteContext): OpenAPIHono<AppEnv> {
   return app;
 }
 
-/** A Redis PING answered within `timeoutMs`, or why not. */
+/** A Redis PING answered within `timeoutMs`, or why not (`detail`: for the log only). */
 async function pingRedis(
   redis: Redis,
   timeoutMs: number,
-): Promise<{ ok: true } | { ok: false; message: string }> {
+): Promise<{ state: 'ok' } | { state: 'down' | 'timeout'; detail: string }> {
   let timer: NodeJS.Timeout | undefined;
+  const timedOut = Symbol('timeout');
   try {
-    await Promise.race([
+    const r = await Promise.race([
       redis.ping(),
-      new Promise<never>((_, reject) => {
+      new Promise<typeof timedOut>((resolve) => {
         timer = setTimeout(() => {
-          reject(new Error(`no answer within ${timeoutMs} ms`));
+          resolve(timedOut);
         }, timeoutMs);
       }),
     ]);
-    return { ok: true };
+    if (r === timedOut) return { state: 'timeout', detail: `no answer within ${timeoutMs} ms` };
+    return { state: 'ok' };
   } catch (err) {
-    return { ok: false, message: err instanceof Error ? err.message : String(err) };
+    return { state: 'down', detail: err instanceof Error ? err.message : String(err) };
   } finally {
     clearTimeout(timer);
   }
@@ -65,23 +92,27 @@ async function pingRedis(
 
 /**
  * The ranker's readiness: a model needing unknown features ranks with the heuristic, and no model
- * at all is ready unless `requireModel` (which adds to `reasons`).
+ * at all is ready unless `requireModel` (which adds to `reasons`). `detail` (the log's) says why.
  */
-function checkRanker(ctx: RouteContext, reasons: string[]): ReadyBody['checks']['ranker'] {
+function checkRanker(ctx: RouteContext, reasons: string[]): { check: RankerCheck; detail: string } {
   const { requireModel } = ctx.config;
   const ranker = ctx.ranker();
   const missing =
     ranker === null ? [] : missingFeatures(ranker.features, featureNames(ctx.config.embeddings));
   if (ranker !== null && missing.length > 0) {
-    const message = `model ${ranker.version} needs unknown features (${missing.join(', ')}); ranking with the heuristic`;
-    if (requireModel) reasons.push(`ranker: ${message}`);
-    return { ok: !requireModel, version: ranker.version, message };
+    if (requireModel) reasons.push('ranker: the model needs features this build cannot compute');
+    return {
+      check: { ok: !requireModel, version: ranker.version, state: 'model_incompatible' },
+      detail: `model ${ranker.version} needs unknown features (${missing.join(', ')}); ranking with the heuristic`,
+    };
   }
-  if (ranker !== null) return { ok: true, version: ranker.version };
-  if (requireModel) {
-    const why = ctx.noModel().message;
-    reasons.push(`ranker: no model loaded (requireModel): ${why}`);
-    return { ok: false, version: HEURISTIC_VERSION, message: why };
+  if (ranker !== null) {
+    return { check: { ok: true, version: ranker.version, state: 'model' }, detail: '' };
   }
-  return { ok: true, version: HEURISTIC_VERSION, message: ctx.noModel().message };
+  const why = ctx.noModel();
+  if (requireModel) reasons.push(`ranker: no model loaded (requireModel): ${why.reason}`);
+  return {
+    check: { ok: !requireModel, version: HEURISTIC_VERSION, state: why.reason },
+    detail: why.message,
+  };
 }

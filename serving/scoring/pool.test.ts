@@ -7,7 +7,7 @@ import { featureNames } from '../../features/definitions.ts';
 import { buildFixtureModel } from '../../models/fixture.ts';
 import { loadModel, ModelError, type LoadedModel } from '../../models/model-meta.ts';
 import { createSession } from '../../models/onnx.ts';
-import { ScorerError, ScorerPool } from './pool.ts';
+import { ScorerError, ScorerPool, type ScorerEvent } from './pool.ts';
 
 /** The features this build computes with embeddings off (the default). */
 const FEATURE_NAMES = featureNames(false);
@@ -250,5 +250,67 @@ describe('ScorerPool', () => {
     console.log(
       `crash: ${failures.length} of 40 in-flight requests rejected; replacement ready in ${Math.round(performance.now() - t0)} ms`,
     );
+  });
+
+  it('watchdog: a hung worker fails its requests at the timeout (retriable), is replaced, and the model keeps serving', async () => {
+    const events: ScorerEvent[] = [];
+    const watched = await ScorerPool.create({
+      model: modelA,
+      size: 2,
+      timeoutMs: 300,
+      onEvent: (e) => events.push(e),
+    });
+    try {
+      const x = rows(20, 9);
+      const expected = (await watched.score(x.slice(), 20)).scores;
+      // Worker 0 blocks its thread for 30 s; of 4 requests sent right after, 2 go to it.
+      watched.simulateHang(0, 30_000);
+      const t0 = performance.now();
+      const outcomes = await Promise.all(
+        Array.from({ length: 4 }, () =>
+          watched.score(x.slice(), 20).then(
+            (r) => ({ r, ms: performance.now() - t0 }),
+            (e: unknown) => ({ e, ms: performance.now() - t0 }),
+          ),
+        ),
+      );
+      const failures = outcomes.filter((o) => 'e' in o);
+      expect(failures).toHaveLength(2);
+      for (const f of failures) {
+        if (!(f.e instanceof ScorerError)) throw f.e;
+        expect(f.e.retriable).toBe(true);
+        // Failed at the timeout, not when the 30 s hang ends.
+        expect(f.ms).toBeGreaterThanOrEqual(290);
+        expect(f.ms).toBeLessThan(1_500);
+      }
+      expect(failures.map((f) => (f.e as Error).message).sort()).toEqual([
+        'score 20 rows: no answer from scorer worker 0 within 300 ms (SCORER_TIMEOUT_MS); the worker is replaced',
+        'scorer worker 0 hung (a request took over 300 ms) and is replaced',
+      ]);
+      for (const o of outcomes) if ('r' in o) expect(o.r.scores).toEqual(expected);
+      expect(watched.readyWorkers).toBe(1);
+      const t1 = performance.now();
+      while (watched.readyWorkers < 2 && performance.now() - t1 < 20_000) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(watched.readyWorkers).toBe(2);
+      expect(events).toEqual([
+        { kind: 'timeout', worker: 0, timeoutMs: 300 },
+        { kind: 'recycled', worker: 0, reason: 'timeout' },
+      ]);
+      // Both workers (the replacement included) score with the same model.
+      const after = await Promise.all(
+        Array.from({ length: 8 }, () => watched.score(x.slice(), 20)),
+      );
+      for (const r of after) {
+        expect(r.version).toBe('fixture-a');
+        expect(r.scores).toEqual(expected);
+      }
+      console.log(
+        `watchdog: hung worker's requests failed after ${Math.round(Math.max(...failures.map((f) => f.ms)))} ms; replacement ready in ${Math.round(performance.now() - t1)} ms`,
+      );
+    } finally {
+      await watched.close();
+    }
   });
 });

@@ -14,6 +14,14 @@
  * ScorerError (not retried: their feature buffers were transferred to the dead thread), and is
  * replaced by a fresh worker that loads the active model (backoff on repeated failure). Swaps and
  * restarts are serialised, so a replacement never misses a generation.
+ *
+ * Watchdog: a scoring request not answered within `timeoutMs` of its dispatch (SCORER_TIMEOUT_MS,
+ * default 1 000) is rejected at once with a retriable ScorerError, and its worker is taken as
+ * hung: it takes no more requests, its other in-flight requests are rejected (retriable), and it
+ * is terminated, so it is replaced as a crashed one is. ORT's run cannot be interrupted; a thread
+ * stuck in it would otherwise hold its requests, and a share of every later one, for ever. The
+ * request deadline of the API (`rankerTimeoutMs`, 250 ms) answers the user in time; the watchdog,
+ * longer, frees the thread. Loads and benchmark runs are not watched.
  */
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -31,10 +39,24 @@ export class ScorerError extends RecError {
   }
 }
 
+/** Default watchdog of a scoring request (ms; `SCORER_TIMEOUT_MS`). */
+export const DEFAULT_SCORER_TIMEOUT_MS = 1_000;
+
+/** What the watchdog and the crash handling did, for metrics and logs. */
+export type ScorerEvent =
+  /** A scoring request exceeded `timeoutMs`; its worker is recycled. */
+  | { readonly kind: 'timeout'; readonly worker: number; readonly timeoutMs: number }
+  /** A worker is being replaced: it hung (`timeout`) or exited on its own (`exit`). */
+  | { readonly kind: 'recycled'; readonly worker: number; readonly reason: 'timeout' | 'exit' };
+
 export interface ScorerPoolOptions {
   readonly model: LoadedModel;
   /** Worker threads (default 2). */
   readonly size?: number;
+  /** Watchdog of a scoring request (ms from dispatch; 0: none; default 1 000). */
+  readonly timeoutMs?: number;
+  /** Told of every watchdog timeout and worker replacement. */
+  readonly onEvent?: (e: ScorerEvent) => void;
 }
 
 export interface ScoreResult {
@@ -77,12 +99,16 @@ interface Pending {
   readonly resolve: (msg: Reply) => void;
   readonly reject: (err: Error) => void;
   readonly what: string;
+  /** The watchdog of a scoring request. */
+  timer?: NodeJS.Timeout;
 }
 
 class Slot {
   readonly pending = new Map<number, Pending>();
   ready = false;
   lastError: Error | undefined;
+  /** Terminated by the watchdog (not a crash). */
+  hung = false;
 
   constructor(
     readonly index: number,
@@ -109,10 +135,14 @@ export class ScorerPool {
   #waiting: { resolve: () => void; reject: (err: Error) => void }[] = [];
   #crashes = 0;
   readonly #timers = new Set<NodeJS.Timeout>();
+  readonly #timeoutMs: number;
+  readonly #onEvent: (e: ScorerEvent) => void;
 
-  private constructor(model: LoadedModel, size: number) {
+  private constructor(opts: ScorerPoolOptions, size: number) {
     this.#slots = Array.from({ length: size }, () => undefined);
-    this.#active = { gen: this.#nextGen++, model };
+    this.#active = { gen: this.#nextGen++, model: opts.model };
+    this.#timeoutMs = opts.timeoutMs ?? DEFAULT_SCORER_TIMEOUT_MS;
+    this.#onEvent = opts.onEvent ?? (() => undefined);
   }
 
   static async create(opts: ScorerPoolOptions): Promise<ScorerPool> {
@@ -120,7 +150,11 @@ export class ScorerPool {
     if (!Number.isInteger(size) || size < 1) {
       throw new RangeError(`ScorerPool size must be a positive integer, got ${size}`);
     }
-    const pool = new ScorerPool(opts.model, size);
+    const timeoutMs = opts.timeoutMs ?? DEFAULT_SCORER_TIMEOUT_MS;
+    if (!Number.isFinite(timeoutMs) || timeoutMs < 0) {
+      throw new RangeError(`ScorerPool timeoutMs must be >= 0, got ${timeoutMs}`);
+    }
+    const pool = new ScorerPool(opts, size);
     try {
       await Promise.all(Array.from({ length: size }, (_, i) => pool.#start(i)));
     } catch (err) {
@@ -198,6 +232,7 @@ export class ScorerPool {
       { kind: 'score', id, gen: active.gen, features: payload, rows },
       [payload.buffer as ArrayBuffer],
       `score ${rows} rows`,
+      this.#timeoutMs,
     );
     if (reply.kind !== 'scored') throw new ScorerError(`unexpected reply ${reply.kind}`);
     return { scores: reply.scores, version: meta.version };
@@ -265,6 +300,15 @@ export class ScorerPool {
     if (slot) this.#post(slot, { kind: 'crash' });
   }
 
+  /**
+   * Test hook: make worker `index` busy-wait `ms` (as a run that never returns would); requests
+   * sent to it meanwhile are not answered, so the watchdog recycles it.
+   */
+  simulateHang(index: number, ms: number): void {
+    const slot = this.#slots[index];
+    if (slot) this.#post(slot, { kind: 'hang', ms });
+  }
+
   /** Stop every worker; requests still pending are rejected. */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -311,16 +355,58 @@ export class ScorerPool {
     slot.worker.postMessage(msg, transfer);
   }
 
-  #request(slot: Slot, msg: ToWorker & { id: number }, transfer: ArrayBuffer[], what: string) {
+  /** Send `msg` and wait for its reply; with `timeoutMs` > 0, under the watchdog. */
+  #request(
+    slot: Slot,
+    msg: ToWorker & { id: number },
+    transfer: ArrayBuffer[],
+    what: string,
+    timeoutMs = 0,
+  ) {
     return new Promise<Reply>((resolve, reject) => {
-      slot.pending.set(msg.id, { resolve, reject, what });
+      const pending: Pending = { resolve, reject, what };
+      slot.pending.set(msg.id, pending);
       try {
         this.#post(slot, msg, transfer);
       } catch (err) {
         slot.pending.delete(msg.id);
         reject(new ScorerError(`${what}: cannot post to worker ${slot.index}`, { cause: err }));
+        return;
+      }
+      if (timeoutMs > 0) {
+        pending.timer = setTimeout(() => {
+          this.#hung(slot, msg.id, timeoutMs);
+        }, timeoutMs);
       }
     });
+  }
+
+  /**
+   * The watchdog fired for request `id` of `slot`: fail it and the worker's other requests
+   * (retriable), take the worker out of the pool and terminate it; its exit handler replaces it.
+   */
+  #hung(slot: Slot, id: number, timeoutMs: number): void {
+    const p = slot.pending.get(id);
+    if (!p || slot.hung) return;
+    slot.pending.delete(id);
+    slot.hung = true;
+    slot.ready = false;
+    this.#onEvent({ kind: 'timeout', worker: slot.index, timeoutMs });
+    p.reject(
+      new ScorerError(
+        `${p.what}: no answer from scorer worker ${slot.index} within ${timeoutMs} ms (SCORER_TIMEOUT_MS); the worker is replaced`,
+        { retriable: true },
+      ),
+    );
+    this.#rejectAll(
+      slot,
+      new ScorerError(
+        `scorer worker ${slot.index} hung (a request took over ${timeoutMs} ms) and is replaced`,
+        { retriable: true },
+      ),
+    );
+    // The 'exit' event follows (onExit: replacement with the active model).
+    void slot.worker.terminate();
   }
 
   async #load(slot: Slot, gen: number, model: LoadedModel): Promise<void> {
@@ -345,7 +431,10 @@ export class ScorerPool {
   #rejectAll(slot: Slot, err: Error): void {
     const pending = [...slot.pending.values()];
     slot.pending.clear();
-    for (const p of pending) p.reject(err);
+    for (const p of pending) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
   }
 
   /** Start (or restart) worker `index` with the active model; it takes requests once loaded. */
@@ -357,6 +446,7 @@ export class ScorerPool {
       const p = slot.pending.get(msg.id);
       if (!p) return;
       slot.pending.delete(msg.id);
+      clearTimeout(p.timer);
       if (msg.kind === 'failed') {
         p.reject(new ScorerError(`${p.what} failed in worker ${index}: ${msg.message}`));
       } else {
@@ -397,6 +487,7 @@ export class ScorerPool {
     );
     if (this.#closed || this.#slots[slot.index] !== slot) return;
     this.#slots[slot.index] = undefined;
+    this.#onEvent({ kind: 'recycled', worker: slot.index, reason: slot.hung ? 'timeout' : 'exit' });
     const delay = Math.min(5_000, 50 * 2 ** this.#crashes);
     this.#crashes += 1;
     const timer = setTimeout(() => {

@@ -34,7 +34,9 @@ export type ToWorker =
   /** Release a generation once the requests already sent for it are done (no reply). */
   | { readonly kind: 'drop'; readonly gen: number }
   /** Test hook: throw an uncaught error in the worker (it exits), to exercise crash handling. */
-  | { readonly kind: 'crash' };
+  | { readonly kind: 'crash' }
+  /** Test hook: busy-wait `ms` on the thread (a hung run), to exercise the pool's watchdog. */
+  | { readonly kind: 'hang'; readonly ms: number };
 
 export type FromWorker =
   | { readonly kind: 'loaded'; readonly id: number }

@@ -149,7 +149,7 @@ function drop(msg: Extract<ToWorker, { kind: 'drop' }>): void {
   if (m.busy === 0) release(msg.gen, m);
 }
 
-async function handle(msg: Exclude<ToWorker, { kind: 'crash' }>): Promise<void> {
+async function handle(msg: Exclude<ToWorker, { kind: 'crash' | 'hang' }>): Promise<void> {
   switch (msg.kind) {
     case 'load':
       return load(msg);
@@ -166,5 +166,13 @@ async function handle(msg: Exclude<ToWorker, { kind: 'crash' }>): Promise<void> 
 port.on('message', (msg: ToWorker) => {
   // Uncaught on purpose: the thread dies with the requests it holds (crash-handling tests).
   if (msg.kind === 'crash') throw new Error('scorer worker crash requested (test hook)');
+  if (msg.kind === 'hang') {
+    // Blocks the thread like a run that never returns (watchdog tests); terminate() stops it.
+    const end = performance.now() + msg.ms;
+    while (performance.now() < end) {
+      // busy
+    }
+    return;
+  }
   void handle(msg);
 });

@@ -18,7 +18,12 @@ import { PurchaseProcessor } from '../../processors/purchases.ts';
 import { defineScripts } from '../../processors/scripts.ts';
 import type { Article, Customer, Purchase } from '../../schemas/events.ts';
 import { createApp, DEFAULT_SERVING_CONFIG, type ServingConfig } from '../../serving/app.ts';
-import { createServingMetrics, type ServingMetrics } from '../../serving/metrics.ts';
+import {
+  createServingMetrics,
+  recordScorerEvent,
+  type ServingMetrics,
+} from '../../serving/metrics.ts';
+import { ScorerPool, type ScorerEvent } from '../../serving/scoring/pool.ts';
 import { buildFixtureModel } from '../../models/fixture.ts';
 import { LiveModel, type SwapOutcome } from '../../serving/live-model.ts';
 import { loadModel, type LoadedModel } from '../../models/model-meta.ts';
@@ -892,7 +897,7 @@ describe('serving API on the real Redis', () => {
       expect(ready.body.checks.ranker).toEqual({
         ok: true,
         version: 'heuristic-v2',
-        message: body.ranker.message,
+        state: 'model_refused',
       });
     });
 
@@ -925,6 +930,100 @@ describe('serving API on the real Redis', () => {
       expect(live.version).toBe('trained-app-1');
       const { body } = await get<RecJson>(b, '/v1/recommendations/alice?k=5');
       expect(body).toMatchObject({ model_version: 'trained-app-1', ranker: { kind: 'model' } });
+    });
+  });
+
+  describe('a hung scorer worker (watchdog)', () => {
+    let dir: string;
+    let pool: ScorerPool;
+    let b: Built;
+    const events: ScorerEvent[] = [];
+
+    beforeAll(async () => {
+      dir = mkdtempSync(join(tmpdir(), 'rec-serving-hang-'));
+      const built = await buildFixtureModel(dir, {
+        features: FEATURE_NAMES,
+        trees: 20,
+        depth: 4,
+        seed: 7,
+        version: 'fixture-hang-7',
+      });
+      const model = await loadModel(built.onnxPath, built.metaPath, FEATURE_NAMES);
+      // The instance's pool: its watchdog events go to the app's /metrics, as server.ts wires it.
+      b = build({ ranker: () => pool });
+      pool = await ScorerPool.create({
+        model,
+        size: 1,
+        timeoutMs: 400,
+        onEvent: (e) => {
+          events.push(e);
+          recordScorerEvent(b.metrics, e);
+        },
+      });
+    });
+
+    afterAll(async () => {
+      await pool.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    const URL_ALICE = '/v1/recommendations/alice?k=5';
+    const metricsText = async () => (await b.app.request('/metrics')).text();
+    const replaced = () =>
+      waitFor('the hung worker replaced', () => pool.readyWorkers === 1, 20_000, 20);
+
+    it('answers with the heuristic and says so; the worker is recycled and the model ranks again', async () => {
+      const before = (await get<RecJson>(b, URL_ALICE)).body;
+      expect(before).toMatchObject({ degraded: false, ranker: { kind: 'model' } });
+      expect(before.model_version).toBe('fixture-hang-7');
+      const heuristic = (await get<RecJson>(build(), URL_ALICE)).body;
+
+      // The request deadline (rankerTimeoutMs, 250 ms) answers first; the watchdog recycles.
+      pool.simulateHang(0, 30_000);
+      const t0 = performance.now();
+      const hung = (await get<RecJson>(b, URL_ALICE)).body;
+      expect(performance.now() - t0).toBeLessThan(2_000);
+      expect(hung).toMatchObject({
+        degraded: true,
+        degraded_reason: 'ranker_timeout',
+        model_version: 'heuristic-v2',
+        ranker: { kind: 'heuristic', reason: 'ranker_timeout' },
+      });
+      expect(hung.items).toEqual(heuristic.items);
+      await waitFor('the watchdog', () => events.length >= 2, 5_000, 20);
+      await replaced();
+      const text = await metricsText();
+      expect(metricValue(text, 'rec_serving_scorer_timeouts_total')).toBe(1);
+      expect(metricValue(text, 'rec_serving_scorer_recycled_total', { reason: 'timeout' })).toBe(1);
+      const after = (await get<RecJson>(b, URL_ALICE)).body;
+      expect(after).toMatchObject({ degraded: false, ranker: { kind: 'model' } });
+      expect(after.model_version).toBe('fixture-hang-7');
+      expect(after.items).toEqual(before.items);
+    });
+
+    it('without a request deadline, the watchdog itself fails the request into the heuristic', async () => {
+      const heuristic = (await get<RecJson>(build(), URL_ALICE)).body;
+      const noDeadline = build({ ranker: () => pool, config: { rankerTimeoutMs: 0 } });
+      pool.simulateHang(0, 30_000);
+      const t0 = performance.now();
+      const hung = (await get<RecJson>(noDeadline, URL_ALICE)).body;
+      const ms = performance.now() - t0;
+      expect(ms).toBeGreaterThanOrEqual(390);
+      expect(ms).toBeLessThan(2_000);
+      expect(hung).toMatchObject({
+        degraded: true,
+        degraded_reason: 'ranker_error',
+        ranker: {
+          kind: 'heuristic',
+          reason: 'ranker_error',
+          message: 'model fixture-hang-7 failed on this request; ranked with heuristic-v2',
+        },
+      });
+      expect(hung.items).toEqual(heuristic.items);
+      await replaced();
+      expect(metricValue(await metricsText(), 'rec_serving_scorer_timeouts_total')).toBe(2);
+      const after = (await get<RecJson>(noDeadline, URL_ALICE)).body;
+      expect(after).toMatchObject({ degraded: false, model_version: 'fixture-hang-7' });
     });
   });
 
@@ -1101,9 +1200,44 @@ describe('serving API on the real Redis', () => {
       const strict = build({ config: { requireModel: true } });
       const notReady = await get<{ reasons: string[] }>(strict, '/readyz');
       expect(notReady.status).toBe(503);
-      expect(notReady.body.reasons).toEqual([
-        expect.stringMatching(/^ranker: no model loaded \(requireModel\): no promoted model /),
-      ]);
+      expect(notReady.body.reasons).toEqual(['ranker: no model loaded (requireModel): no_model']);
+    });
+
+    it('/readyz names what is down in fixed words, never the error; the log has the detail', async () => {
+      const lines: string[] = [];
+      const logger = pino(
+        { level: 'info' },
+        new Writable({
+          write(chunk: Buffer, _enc, cb) {
+            lines.push(chunk.toString());
+            cb();
+          },
+        }),
+      );
+      const dead = deadClient();
+      extraClients.push(dead);
+      const b = build({ redis: dead, logger });
+      const { status, body } = await get<Record<string, unknown>>(b, '/readyz');
+      expect(status).toBe(503);
+      expect(body).toEqual({
+        status: 'not_ready',
+        checks: {
+          redis: { ok: false, state: 'down' },
+          ranker: { ok: true, version: 'heuristic-v2', state: 'no_model' },
+          trending_cache: { size: 0, last_refresh: null },
+        },
+        reasons: ['redis: down'],
+      });
+      const text = JSON.stringify(body);
+      // What the client says (`Stream isn't writeable and enableOfflineQueue options is false`).
+      for (const leak of ['writeable', 'enableOfflineQueue', '127.0.0.1', ':1', 'ECONN', 'rror']) {
+        expect(text).not.toContain(leak);
+      }
+      // The detail is logged once, not at every probe.
+      await get(b, '/readyz');
+      const failed = lines.filter((l) => l.includes('readiness: redis check failed'));
+      expect(failed).toHaveLength(1);
+      expect(failed[0]).toContain("Stream isn't writeable and enableOfflineQueue");
     });
 
     it('/metrics exposes rec_serving_ series', async () => {
