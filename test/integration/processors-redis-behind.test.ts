@@ -49,6 +49,7 @@ function startRedis(port: number, dir: string): ChildProcess {
 
 async function pinged(port: number): Promise<void> {
   const probe = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0 });
+  probe.on('error', () => undefined); // refused until the server listens
   try {
     await waitFor(
       `redis-server on ${port}`,
