@@ -128,16 +128,21 @@ export async function pickCustomers(run: BenchRun, opts: BenchOptions): Promise<
     const [next, batch] = await run.redis.scan(
       cursor,
       'MATCH',
-      `${run.ns}:{u:*}:stats`,
+      `${run.ns}:{u:*}:state`,
       'COUNT',
       2000,
     );
     cursor = next;
     for (const k of batch) {
-      const m = /\{u:(.+)\}:stats$/.exec(k);
+      const m = /\{u:(.+)\}:state$/.exec(k);
       if (m?.[1] !== undefined) knownAll.push(m[1]);
     }
   } while (cursor !== '0');
+  if (knownAll.length === 0) {
+    throw new Error(
+      `no customer state in namespace ${run.ns} after processing: nothing to request`,
+    );
+  }
   knownAll.sort();
   const known = shuffle([...knownAll]).slice(0, opts.known);
   const coldCount = Math.round(
