@@ -4,7 +4,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { Kafka } from 'kafkajs';
+import type { Kafka, Producer } from 'kafkajs';
+import type { ProcessorMetrics } from '../processors/metrics.ts';
+import type { RunningProcessors } from '../processors/start.ts';
 import { bootstrap, type Codecs } from '../streams/bootstrap.ts';
 import { loadConfig, type Config, type EmbeddingsSwitch } from '../common/config.ts';
 import type { KeySpace } from '../features/keys.ts';
@@ -118,4 +120,38 @@ export async function processAll(
     await producer.disconnect();
   }
   return codecs;
+}
+
+/**
+ * Start the real processors (every consumer group) over `ctx`'s topics into `keys`, left running
+ * (stop them); with fresh metrics unless given. For fault tests that act while they run.
+ */
+export async function startSuiteProcessors(
+  ctx: Pick<StackContext, 'kafka' | 'topics' | 'logger'>,
+  opts: {
+    readonly redis: Redis;
+    readonly keys: KeySpace;
+    readonly codecs: Codecs;
+    readonly producer: Producer;
+    readonly groupPrefix: string;
+    readonly sessionTimeoutMs?: number;
+    readonly metrics?: ProcessorMetrics;
+  },
+): Promise<{ running: RunningProcessors; metrics: ProcessorMetrics }> {
+  const { startProcessors } = await import('../processors/start.ts');
+  const { createProcessorMetrics } = await import('../processors/metrics.ts');
+  const metrics = opts.metrics ?? createProcessorMetrics(false);
+  const running = await startProcessors({
+    kafka: ctx.kafka,
+    redis: opts.redis,
+    codecs: opts.codecs,
+    topics: ctx.topics,
+    keys: opts.keys,
+    logger: ctx.logger,
+    metrics,
+    dlqProducer: opts.producer,
+    groupPrefix: opts.groupPrefix,
+    ...(opts.sessionTimeoutMs === undefined ? {} : { sessionTimeoutMs: opts.sessionTimeoutMs }),
+  });
+  return { running, metrics };
 }

@@ -12,13 +12,11 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { keySpace } from '../../features/keys.ts';
 import { readCustomers } from '../../features/state.ts';
 import { isScriptFailure } from '../../processors/failures.ts';
-import { createProcessorMetrics } from '../../processors/metrics.ts';
-import { startProcessors } from '../../processors/start.ts';
 import { bootstrap } from '../../streams/bootstrap.ts';
 import { DLQ_HEADERS } from '../../streams/consumer.ts';
 import { EventProducer, createIdempotentProducer } from '../../streams/producer.ts';
 import { makeArticles, makeCustomers, makePurchases } from '../fixtures/events.ts';
-import { stackContext, waitFor } from '../helpers.ts';
+import { stackContext, startSuiteProcessors, waitFor } from '../helpers.ts';
 
 const T0 = Date.UTC(2020, 4, 4);
 
@@ -81,16 +79,11 @@ describe('a purchase whose apply fails every time', () => {
     );
     await new EventProducer(producer, ctx.topics.purchases, codecs.purchases).send(purchases);
 
-    const metrics = createProcessorMetrics(false);
-    const running = await startProcessors({
-      kafka: ctx.kafka,
+    const { running, metrics } = await startSuiteProcessors(ctx, {
       redis,
-      codecs,
-      topics: ctx.topics,
       keys,
-      logger: ctx.logger,
-      metrics,
-      dlqProducer: producer,
+      codecs,
+      producer,
       groupPrefix: `poison-${randomUUID().slice(0, 8)}`,
     });
     try {

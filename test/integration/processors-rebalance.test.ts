@@ -10,11 +10,11 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { consumerLag } from '../../streams/admin.ts';
 import { keySpace } from '../../features/keys.ts';
 import { createProcessorMetrics } from '../../processors/metrics.ts';
-import { startProcessors, type RunningProcessors } from '../../processors/start.ts';
+import type { RunningProcessors } from '../../processors/start.ts';
 import { bootstrap } from '../../streams/bootstrap.ts';
 import { EventProducer, createIdempotentProducer } from '../../streams/producer.ts';
 import { makeArticles, makeCustomers, makePurchases } from '../fixtures/events.ts';
-import { stackContext, waitFor } from '../helpers.ts';
+import { stackContext, startSuiteProcessors, waitFor } from '../helpers.ts';
 import { dumpNamespace, expectSameState } from '../redis-helpers.ts';
 
 const T0 = Date.UTC(2020, 6, 6);
@@ -55,19 +55,18 @@ describe('a processor joining and leaving mid-stream', () => {
     const ns = `rebal${randomUUID().slice(0, 8)}`;
     const group = `rebal-${randomUUID().slice(0, 8)}`;
     const metrics = createProcessorMetrics(false);
-    const start = (namespace: string, prefix: string) =>
-      startProcessors({
-        kafka: ctx.kafka,
-        redis,
-        codecs,
-        topics: ctx.topics,
-        keys: keySpace(namespace),
-        logger: ctx.logger,
-        metrics,
-        dlqProducer: producer as Producer,
-        groupPrefix: prefix,
-        sessionTimeoutMs: 6_000,
-      });
+    const start = async (namespace: string, groupPrefix: string) =>
+      (
+        await startSuiteProcessors(ctx, {
+          redis,
+          keys: keySpace(namespace),
+          codecs,
+          producer: producer as Producer,
+          groupPrefix,
+          sessionTimeoutMs: 6_000,
+          metrics,
+        })
+      ).running;
     const first = await start(ns, group);
     running.push(first);
     const admin = ctx.kafka.admin();

@@ -15,12 +15,11 @@ import { Redis } from 'ioredis';
 import type { Producer } from 'kafkajs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { keySpace } from '../../features/keys.ts';
-import { createProcessorMetrics } from '../../processors/metrics.ts';
-import { startProcessors, type RunningProcessors } from '../../processors/start.ts';
+import type { RunningProcessors } from '../../processors/start.ts';
 import { bootstrap, type Codecs } from '../../streams/bootstrap.ts';
 import { EventProducer, createIdempotentProducer } from '../../streams/producer.ts';
 import { makeArticles, makeCustomers, makePurchases } from '../fixtures/events.ts';
-import { stackContext, waitFor } from '../helpers.ts';
+import { stackContext, startSuiteProcessors, waitFor } from '../helpers.ts';
 import { dumpNamespace, expectSameState } from '../redis-helpers.ts';
 
 const T0 = Date.UTC(2020, 2, 2);
@@ -109,18 +108,16 @@ describe('Redis restored from older persistence than the committed offsets', () 
     });
     const [a, b, c] = [all.slice(0, 500), all.slice(500, 1_000), all.slice(1_000)] as const;
     const ns = `behind${randomUUID().slice(0, 8)}`;
-    const start = (r: Redis, namespace: string, group: string, k: Codecs) =>
-      startProcessors({
-        kafka: ctx.kafka,
-        redis: r,
-        codecs: k,
-        topics: ctx.topics,
-        keys: keySpace(namespace),
-        logger: ctx.logger,
-        metrics: createProcessorMetrics(false),
-        dlqProducer: producer as Producer,
-        groupPrefix: group,
-      });
+    const start = async (r: Redis, namespace: string, groupPrefix: string, k: Codecs) =>
+      (
+        await startSuiteProcessors(ctx, {
+          redis: r,
+          keys: keySpace(namespace),
+          codecs: k,
+          producer: producer as Producer,
+          groupPrefix,
+        })
+      ).running;
     const live = await start(redis, ns, `behind-${randomUUID().slice(0, 8)}`, codecs);
     running.push(live);
 
@@ -193,16 +190,11 @@ describe('Redis restored from older persistence than the committed offsets', () 
         idPrefix: 'down',
       });
       const ns = `down${randomUUID().slice(0, 8)}`;
-      const metrics = createProcessorMetrics(false);
-      const live = await startProcessors({
-        kafka: own.kafka,
+      const { running: live, metrics } = await startSuiteProcessors(own, {
         redis: r,
-        codecs,
-        topics: own.topics,
         keys: keySpace(ns),
-        logger: own.logger,
-        metrics,
-        dlqProducer: producer as Producer,
+        codecs,
+        producer: producer as Producer,
         groupPrefix: `down-${randomUUID().slice(0, 8)}`,
       });
       running.push(live);
