@@ -161,7 +161,7 @@ describe('Redis restored from older persistence than the committed offsets', () 
     expectSameState(await dumpNamespace(redis, ns), want);
   });
 
-  it('retries while Redis is down, reports the partitions stuck, and dead-letters nothing', async () => {
+  it('retries while Redis is down for a minute, reports the partitions stuck, and dead-letters nothing', async () => {
     const down = mkdtempSync(join(tmpdir(), 'rec-down-'));
     const downPort = port + 1;
     let srv = startRedis(downPort, down);
@@ -202,12 +202,17 @@ describe('Redis restored from older persistence than the committed offsets', () 
       await live.caughtUp(120_000);
 
       srv.kill('SIGKILL');
+      const downAt = Date.now();
       await new Promise((res) => srv.once('exit', res));
       await purchases.send(all.slice(300));
       await waitFor('a stuck partition', () => !metrics.health().ok, 60_000, 100);
       const stuck = metrics.health().stuck;
       expect(stuck[0]?.topic).toBe(own.topics.purchases.name);
       expect(stuck[0]?.attempts).toBeGreaterThanOrEqual(5);
+      // Down for a minute: longer than the consumer session (30 s), so the retrying member must
+      // keep its partitions by heartbeating, and the backoff reaches its 10 s cap.
+      await new Promise((res) => setTimeout(res, Math.max(0, 60_000 - (Date.now() - downAt))));
+      expect(metrics.health().ok).toBe(false);
 
       srv = startRedis(downPort, down);
       await pinged(downPort);
