@@ -4,7 +4,8 @@
  * invalid inputs, undeclared methods — against a real instance on the real Redis, and runs every
  * check it has: no 5xx, every response matching its declared schema and status, valid requests
  * accepted, invalid ones refused with a 4xx, undeclared methods answered 405. The seed is fixed,
- * so a failure replays.
+ * so a failure replays. The examples of the document name a customer and an article the store
+ * knows, and a model is active, so those requests go through ranking.
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -14,25 +15,95 @@ import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../common/config.ts';
 import { createLogger } from '../../common/logger.ts';
+import { Redis } from 'ioredis';
+import { featureNames } from '../../features/definitions.ts';
 import { keySpace } from '../../features/keys.ts';
+import { deleteNamespace } from '../../features/state.ts';
+import { buildFixtureModel } from '../../models/fixture.ts';
+import { loadModel } from '../../models/model-meta.ts';
+import { activateModel, registerModel } from '../../models/registry.ts';
+import { applyArticles, applyCustomers } from '../../processors/metadata.ts';
+import { PurchaseProcessor } from '../../processors/purchases.ts';
+import { defineScripts } from '../../processors/scripts.ts';
+import type { DecodedRecord } from '../../streams/consumer.ts';
+import { makeArticles, makeCustomers, makePurchases } from '../fixtures/events.ts';
 import { startServing, type ServingHandle } from '../../serving/server.ts';
 import { ensurePythonEnv } from '../../training/venv.ts';
 
+const T0 = Date.UTC(2020, 8, 1);
+/** The article id of the OpenAPI examples (serving/api-schemas.ts). */
+const EXAMPLE_ARTICLE = '0706016001';
+
 describe('the API under Schemathesis', () => {
   let serving: ServingHandle;
+  let redis: Redis;
+  const keys = keySpace(`fuzz${randomUUID().slice(0, 8)}`);
   const work = mkdtempSync(join(tmpdir(), 'rec-fuzz-'));
 
   beforeAll(async () => {
+    // State for the OpenAPI examples (customer `cust000001`, article `0706016001`), written by the
+    // real processor scripts, and an active 20-tree model: the example requests reach candidate
+    // reads, feature rows and ONNX scoring, not only the cold-start and 404 paths.
+    redis = new Redis(loadConfig().redisUrl);
+    const scripts = defineScripts(redis);
+    const record = <T>(value: T, offset: number): DecodedRecord<T> => ({
+      value,
+      key: null,
+      topic: 'fuzz',
+      partition: 0,
+      offset: String(offset),
+      timestamp: 0,
+    });
+    const articles = [
+      ...makeArticles(20, T0),
+      { ...makeArticles(1, T0)[0]!, article_id: EXAMPLE_ARTICLE },
+    ];
+    await applyArticles(
+      redis,
+      keys,
+      scripts,
+      articles.map((a, i) => record(a, i)),
+    );
+    await applyCustomers(
+      redis,
+      keys,
+      scripts,
+      makeCustomers(10, T0).map((c, i) => record(c, i)),
+    );
+    const purchases = makePurchases({
+      count: 200,
+      customers: 10,
+      articles: 20,
+      start: T0,
+      days: 10,
+      seed: 3,
+    });
+    purchases.push({ ...purchases[0]!, event_id: 'fuzz-example', article_id: EXAMPLE_ARTICLE });
+    await new PurchaseProcessor(redis, keys, scripts).apply(
+      purchases.map((p, i) => ({ ...record(p, i), key: p.customer_id })),
+    );
+    const built = await buildFixtureModel(work, { trees: 20, seed: 4, version: 'fixture-fuzz-4' });
+    const model = await loadModel(built.onnxPath, built.metaPath, featureNames(false));
+    await registerModel(redis, keys, model);
+    await activateModel(redis, keys, model.meta.version, { available: featureNames(false) });
     serving = await startServing({
       redisUrl: loadConfig().redisUrl,
-      keys: keySpace(`fuzz${randomUUID().slice(0, 8)}`),
+      keys,
       logger: createLogger('silent', 'fuzz'),
       port: 0,
       host: '127.0.0.1',
+      allowFixtureModel: true,
     });
+    const known = (await (await fetch(`${serving.url}/v1/recommendations/cust000001`)).json()) as {
+      cold_start: boolean;
+      model_version: string;
+    };
+    expect(known).toMatchObject({ cold_start: false, model_version: 'fixture-fuzz-4' });
   });
   afterAll(async () => {
     await serving.close();
+    await deleteNamespace(redis, keys);
+    redis.disconnect();
     rmSync(work, { recursive: true, force: true });
   });
 
