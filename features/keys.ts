@@ -124,6 +124,10 @@ export interface KeySpace {
   readonly trending: TrendingKeys;
   /** Pattern matching every key of this namespace (for SCAN). */
   readonly pattern: string;
+  /** Pattern matching every customer's `state` key (for SCAN: the customers the store knows). */
+  readonly customerStates: string;
+  /** The customer id of a key matched by `customerStates`, else null. */
+  customerOf(stateKey: string): string | null;
   /** string: the key layout the processors wrote this namespace with (STORE_LAYOUT) */
   readonly layout: string;
   /**
@@ -140,6 +144,14 @@ export function keySpace(ns = 'rec'): KeySpace {
     ns,
     pattern: `${ns}:*`,
     layout: `${ns}:layout`,
+    customerStates: `${ns}:{u:*}:state`,
+    customerOf(key) {
+      const prefix = `${ns}:{u:`;
+      const suffix = '}:state';
+      return key.startsWith(prefix) && key.endsWith(suffix)
+        ? key.slice(prefix.length, -suffix.length)
+        : null;
+    },
     positions: `${ns}:positions`,
     models: {
       model: (v) => `${ns}:{m}:model:${v}`,

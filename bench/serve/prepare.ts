@@ -128,14 +128,14 @@ export async function pickCustomers(run: BenchRun, opts: BenchOptions): Promise<
     const [next, batch] = await run.redis.scan(
       cursor,
       'MATCH',
-      `${run.ns}:{u:*}:state`,
+      run.keys.customerStates,
       'COUNT',
       2000,
     );
     cursor = next;
     for (const k of batch) {
-      const m = /\{u:(.+)\}:state$/.exec(k);
-      if (m?.[1] !== undefined) knownAll.push(m[1]);
+      const id = run.keys.customerOf(k);
+      if (id !== null) knownAll.push(id);
     }
   } while (cursor !== '0');
   if (knownAll.length === 0) {

@@ -68,9 +68,7 @@ describe('serving over HTTP on the real stack', () => {
     [modelA, modelB] = await Promise.all([build(1), build(2)]);
     await registerModel(redis, keys, modelA);
     await activateModel(redis, keys, modelA.meta.version, { available: FEATURE_NAMES });
-    customers = (await redis.keys(`${ns}:{u:*}:state`)).map(
-      (k) => k.split('{u:')[1]!.split('}')[0]!,
-    );
+    customers = (await redis.keys(keys.customerStates)).flatMap((k) => keys.customerOf(k) ?? []);
 
     serving = await startServing({
       redisUrl: ctx.config.redisUrl,
