@@ -40,6 +40,12 @@ export async function warmUpPass(
     (customers.coldSet.has(c) ? warm.coldCands : warm.knownCands).push(body.candidates ?? 0);
   }
   const cmdsAfter = await redisCommands(redis);
+  // A benchmark of failures or of another ranker would measure something else: stop here.
+  if (warm.other > 0) {
+    throw new Error(
+      `warm-up: ${warm.other} of ${customers.customers.length} requests were not answered 200 by ${modelVersion}; nothing to measure`,
+    );
+  }
   const short = (xs: number[]) => xs.filter((n) => n < CANDIDATES).length;
   const candidatesCheck = {
     known_mean: round(mean(warm.knownCands), 1),
