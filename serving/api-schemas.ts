@@ -133,6 +133,9 @@ export const RankedBy = z
   })
   .openapi('RankedBy', { description: 'What ranked the answer, and why when not a model' });
 
+/** The variant of every answer while no experiment runs. */
+export const DEFAULT_VARIANT = 'default';
+
 export const RecommendationResponse = z
   .object({
     customer_id: z.string(),
@@ -150,6 +153,12 @@ export const RecommendationResponse = z
     }),
     degraded_reason: z.enum(DEGRADED_REASONS).optional(),
     cold_start: z.boolean(),
+    experiment: z.string().nullable().openapi({
+      description: "The A/B experiment that assigned this answer's variant; null when none runs",
+    }),
+    variant: z.string().openapi({
+      description: `The variant that served the answer ('${DEFAULT_VARIANT}' without an experiment)`,
+    }),
     candidates: z.number().int().openapi({ description: 'Candidates scored' }),
     took_ms: z.number(),
     now: z.number().int().openapi({ description: 'Event-time "now" of the features (ms)' }),

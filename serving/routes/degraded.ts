@@ -9,6 +9,7 @@ import type {
   RecommendationResponseBody,
   TrendingResponseBody,
 } from '../api-schemas.ts';
+import { DEFAULT_VARIANT } from '../api-schemas.ts';
 import type { Filters } from '../candidates/index.ts';
 import { ServingError, type StoreUnavailableError } from '../http-errors.ts';
 import { tookMs, type RouteContext } from './context.ts';
@@ -77,6 +78,8 @@ export function cachedRecommendations(
     degraded: true,
     degraded_reason: 'store_unavailable',
     cold_start: false,
+    experiment: null,
+    variant: DEFAULT_VARIANT,
     candidates: cached.length,
     took_ms: tookMs(req.t0),
     now,

@@ -12,6 +12,7 @@ import { OpenAPIHono, createRoute } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import type { ArticleState } from '../../features/state.ts';
 import {
+  DEFAULT_VARIANT,
   ErrorResponse,
   RecommendationParams,
   RecommendationQuery,
@@ -134,6 +135,8 @@ export function recommendationRoutes(ctx: RouteContext): OpenAPIHono<AppEnv> {
       degraded: outcome.fallback !== null,
       ...(outcome.fallback ? { degraded_reason: outcome.fallback.reason } : {}),
       cold_start: set.coldStart,
+      experiment: null,
+      variant: DEFAULT_VARIANT,
       candidates: set.candidates.length,
       took_ms: tookMs(t0),
       now,
