@@ -1,9 +1,15 @@
 import avro from 'avsc';
 import { describe, expect, it } from 'vitest';
-import { articleContract, articleSchema, customerContract, purchaseContract } from './events.ts';
+import {
+  articleContract,
+  articleSchema,
+  customerContract,
+  purchaseContract,
+  servedContract,
+} from './events.ts';
 
 describe('event contracts', () => {
-  for (const c of [purchaseContract, articleContract, customerContract]) {
+  for (const c of [purchaseContract, articleContract, customerContract, servedContract]) {
     it(`keeps the zod mirror of ${c.name} field for field equal to its Avro schema`, () => {
       const avroFields = c.avro.fields.map((f) => f.name).sort();
       const shape = (c.zod as unknown as { shape: Record<string, unknown> }).shape;

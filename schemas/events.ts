@@ -83,6 +83,32 @@ export const customerSchema = z.object({
 });
 export type Customer = z.infer<typeof customerSchema>;
 
+/**
+ * One answer of `GET /v1/recommendations` as served (topic `recommendations.served`): written by
+ * serving, read by the online read-out. Times are ms since the Unix epoch.
+ */
+export const servedSchema = z.object({
+  request_id: z.string().min(1).max(200),
+  customer_id: id('customer_id'),
+  served_at: eventTime,
+  features_now: eventTime,
+  model_version: z.string().min(1).max(200),
+  ranked_by: z.string().min(1).max(50),
+  experiment: z.string().max(200).nullable(),
+  variant: z.string().min(1).max(200),
+  degraded: z.boolean(),
+  cold_start: z.boolean(),
+  items: z.array(
+    z.object({
+      article_id: id('article_id'),
+      rank: z.number().int().positive(),
+      score: z.number(),
+      sources: z.array(z.string()),
+    }),
+  ),
+});
+export type Served = z.infer<typeof servedSchema>;
+
 /** An Avro record schema as parsed JSON (enough structure for registration and checks). */
 export interface AvroRecordSchema {
   type: 'record';
@@ -98,7 +124,7 @@ function loadAvsc(file: string): AvroRecordSchema {
 
 /** One event kind: its Avro schema, its zod mirror and the field that identifies it. */
 export interface EventContract<T> {
-  readonly name: 'purchase' | 'article' | 'customer';
+  readonly name: 'purchase' | 'article' | 'customer' | 'served';
   readonly avro: AvroRecordSchema;
   readonly zod: z.ZodType<T>;
   /** Field used as the Kafka message key. */
@@ -129,4 +155,12 @@ export const customerContract: EventContract<Customer> = {
   zod: customerSchema,
   keyField: 'customer_id',
   timeField: 'updated_at',
+};
+
+export const servedContract: EventContract<Served> = {
+  name: 'served',
+  avro: loadAvsc('./served.avsc'),
+  zod: servedSchema,
+  keyField: 'customer_id',
+  timeField: 'served_at',
 };

@@ -7,10 +7,12 @@ import {
   articleContract,
   customerContract,
   purchaseContract,
+  servedContract,
   type Article,
   type Customer,
   type EventContract,
   type Purchase,
+  type Served,
 } from '../schemas/events.ts';
 
 export interface TopicDescriptor<T> {
@@ -29,6 +31,8 @@ export interface Topics {
   readonly purchases: TopicDescriptor<Purchase>;
   readonly articles: TopicDescriptor<Article>;
   readonly customers: TopicDescriptor<Customer>;
+  /** What `/v1/recommendations` answered (served-list logging), keyed by customer_id. */
+  readonly served: TopicDescriptor<Served>;
 }
 
 /**
@@ -70,9 +74,13 @@ export function topics(prefix = '', purchasePartitions = 3): Topics {
       ...COMPACTED,
       ...EVENT_TIME,
     }),
+    served: descriptor(`${prefix}recommendations.served`, servedContract, purchasePartitions, {
+      ...KEEP_FOREVER,
+      ...EVENT_TIME,
+    }),
   });
 }
 
 export function allTopics(t: Topics): TopicDescriptor<unknown>[] {
-  return [t.purchases, t.articles, t.customers] as TopicDescriptor<unknown>[];
+  return [t.purchases, t.articles, t.customers, t.served] as TopicDescriptor<unknown>[];
 }
