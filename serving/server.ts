@@ -140,6 +140,7 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
     ...pools,
     onSwap: (o) => {
       log.info(o, 'model swap');
+      if (o.outcome !== 'unchanged') metrics.modelSwaps.inc({ outcome: o.outcome });
       opts.onSwap?.(o);
     },
   });
