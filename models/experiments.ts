@@ -21,7 +21,13 @@ import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { RecError, type RecErrorOptions } from '../common/errors.ts';
 import type { KeySpace } from '../features/keys.ts';
-import { activateModel, readModel, rejectModel, verifyModel } from './registry.ts';
+import {
+  activateModel,
+  readModel,
+  rejectModel,
+  verifyModel,
+  type RegisteredModel,
+} from './registry.ts';
 import { UNSIGNED_TRUST, type ModelTrust } from './signing.ts';
 
 /** The model name of a variant the heuristic ranks (serving's `heuristic-v2`). */
@@ -290,31 +296,40 @@ export async function startExperiment(
   const versions = [
     ...new Set(checked.variants.map((v) => v.model).filter((m) => m !== HEURISTIC_MODEL)),
   ];
-  for (const version of versions) await checkVariantModel(redis, keys, version, checked, opts);
+  const entries: RegisteredModel[] = [];
+  for (const version of versions) {
+    entries.push(await checkVariantModel(redis, keys, version, checked, opts));
+  }
+  const sha1 = (b: Buffer | string) => createHash('sha1').update(b).digest('hex');
   const now = opts.now ?? Date.now();
   const k = keys.models;
   // Atomic: two starts racing cannot both run (the check above only gives the friendlier error),
-  // and a version pruned since it was verified is not named.
+  // and a version registered again or pruned since it was verified is not named (as activation).
   const clash = (await redis.eval(
     `local s = redis.call('HGET', KEYS[1], 'status')
      if s == 'running' then return 'running:' .. redis.call('HGET', KEYS[1], 'name') end
      for i = 3, #KEYS do
-       if redis.call('EXISTS', KEYS[i]) == 0 then return 'gone:' .. ARGV[i + 2] end
+       local a = 5 + (i - 3) * 4
+       local e = redis.call('HMGET', KEYS[i], 'meta', 'onnx', 'signature')
+       if not e[1] or not e[2] or redis.sha1hex(e[1]) ~= ARGV[a + 1]
+         or redis.sha1hex(e[2]) ~= ARGV[a + 2] or (e[3] or '') ~= ARGV[a + 3] then
+         return 'changed:' .. ARGV[a]
+       end
      end
      redis.call('DEL', KEYS[1], KEYS[2])
      redis.call('HSET', KEYS[1], 'name', ARGV[1], 'salt', ARGV[2], 'variants', ARGV[3],
        'status', 'running', 'started_at', ARGV[4])
-     for i = 5, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
+     for i = 5, #ARGV, 4 do redis.call('SADD', KEYS[2], ARGV[i]) end
      return false`,
-    2 + versions.length,
+    2 + entries.length,
     k.experiment,
     k.experimentModels,
-    ...versions.map((v) => k.model(v)),
+    ...entries.map((e) => k.model(e.meta.version)),
     checked.name,
     checked.salt,
     JSON.stringify(checked.variants),
     String(now),
-    ...versions,
+    ...entries.flatMap((e) => [e.meta.version, sha1(e.metaText), sha1(e.bytes), e.signature ?? '']),
   )) as string | null;
   if (clash?.startsWith('running:') === true) {
     throw new ExperimentError(
@@ -323,7 +338,8 @@ export async function startExperiment(
   }
   if (clash !== null) {
     throw new ExperimentError(
-      `experiment ${checked.name} not started: model ${clash.slice(5)} was pruned meanwhile`,
+      `experiment ${checked.name} not started: model ${clash.slice(8)} changed in the registry ` +
+        'while it was being checked (registered again or pruned); start it again',
     );
   }
   await redis.publish(k.channel, `experiment:${checked.name}`);
@@ -337,7 +353,7 @@ async function checkVariantModel(
   version: string,
   spec: { name: string; variants: readonly ExperimentVariant[] },
   opts: ExperimentCheckOptions,
-): Promise<void> {
+): Promise<RegisteredModel> {
   const variant = spec.variants.find((v) => v.model === version)?.name ?? '?';
   const refuse = (why: string, cause?: unknown) =>
     new ExperimentError(
@@ -360,6 +376,7 @@ async function checkVariantModel(
     await rejectModel(redis, keys, version, reason);
     throw refuse(`failed its checks (now marked rejected): ${reason}`, err);
   }
+  return entry;
 }
 
 export interface StopOptions extends ExperimentCheckOptions {

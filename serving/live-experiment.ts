@@ -232,9 +232,9 @@ export class LiveExperiment {
     try {
       entry = await readModel(this.redis, this.keys, version);
     } catch (err) {
-      const reason = `model ${version} cannot be read: ${err instanceof Error ? err.message : String(err)}`;
-      log.error({ reason }, 'variant model refused');
-      return { pool: null, refused: reason };
+      const reason = err instanceof Error ? err.message : String(err);
+      log.error({ reason }, 'variant model refused: cannot be read');
+      return { pool: null, refused: `model ${version} could not be read from the registry` };
     }
     if (entry === null) {
       const reason = `model ${version} is not in the registry`;
@@ -261,7 +261,14 @@ export class LiveExperiment {
       const reason = err instanceof Error ? err.message : String(err);
       log.error({ reason }, 'variant model refused');
       await rejectModel(this.redis, this.keys, version, reason).catch(() => undefined);
-      return { pool: null, refused: `model ${version} was rejected: ${reason}` };
+      // Answers carry a fixed sentence, as the live model's: the check's own message (logged
+      // above, kept in the registry's `reason`) may name files, keys or library internals.
+      return {
+        pool: null,
+        refused:
+          `model ${version} failed this instance's checks and was marked rejected ` +
+          '(`npm run model -- list` shows why)',
+      };
     }
   }
 

@@ -383,7 +383,7 @@ describe('A/B experiments', () => {
     await running('byhand');
     expect(serving.experiment.current?.variants.find((v) => v.name === 't')).toMatchObject({
       servedBy: 'heuristic-v2',
-      refused: expect.stringContaining('signature does not match') as string,
+      refused: expect.stringContaining('failed this instance') as string,
     });
     let both = 0;
     for (const c of customers) {
@@ -395,7 +395,7 @@ describe('A/B experiments', () => {
         expect(a.model_version).toBe('heuristic-v2');
         expect(a.ranker).toMatchObject({ kind: 'heuristic', reason: 'model_refused' });
         expect(a.ranker.message).toMatch(
-          /variant t of experiment byhand: model T was rejected: .*signature does not match/,
+          /^variant t of experiment byhand: model T failed this instance's checks and was marked rejected .*; ranking with heuristic-v2$/,
         );
       } else {
         both |= 2;
@@ -403,7 +403,11 @@ describe('A/B experiments', () => {
       }
     }
     expect(both).toBe(3);
-    expect(await readModel(redis, keys, 'T')).toMatchObject({ status: 'rejected' });
+    // The registry keeps the check's own reason.
+    expect(await readModel(redis, keys, 'T')).toMatchObject({
+      status: 'rejected',
+      reason: expect.stringContaining('signature does not match') as string,
+    });
     await stopExperiment(redis, keys, checks);
     await running(null);
   });
