@@ -63,6 +63,10 @@ const envSchema = z.object({
   EMBEDDINGS_MODEL_DIR: z.string().min(1).optional(),
   EMBEDDINGS_REMOTE_MODEL: z.string().optional(),
   REC_PYTHON: z.string().min(1).optional(),
+  TRAIN_DASK_SCHEDULER: z
+    .string()
+    .regex(/^[a-z]+:\/\/\S+$|^[^\s/]+:\d+$/, 'must be a Dask scheduler address (tcp://host:8786)')
+    .optional(),
   // The value is never echoed: zod's messages name the rule, not the input.
   MODEL_SIGNING_KEY: z
     .string()
@@ -207,6 +211,8 @@ export interface Config extends Endpoints {
   readonly embeddings: EmbeddingsConfig;
   /** The Python that builds the fixture model (`REC_PYTHON`, default the project's `.venv`). */
   readonly python: string | undefined;
+  /** Dask scheduler the trainer trains on (`TRAIN_DASK_SCHEDULER`; default: in process). */
+  readonly trainDask: string | undefined;
   /** Model signing, the active-pointer check, pruning. */
   readonly models: ModelRegistryConfig;
   /** How the trainer promotes a model that passed the gate (`PROMOTE_AS`). */
@@ -273,6 +279,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       remoteModel: e.EMBEDDINGS_REMOTE_MODEL === '' ? undefined : e.EMBEDDINGS_REMOTE_MODEL,
     }),
     python: e.REC_PYTHON,
+    trainDask: e.TRAIN_DASK_SCHEDULER,
     models: Object.freeze({
       trust: Object.freeze({
         key: e.MODEL_SIGNING_KEY === undefined ? undefined : new SigningKey(e.MODEL_SIGNING_KEY),

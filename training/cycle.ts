@@ -69,6 +69,8 @@ export interface CycleOptions {
   sampleOthers?: number;
   /** Where to keep rows and model files (default: a temporary folder, removed after). */
   workDir?: string;
+  /** A Dask scheduler address to train on (`--dask`, TRAIN_DASK_SCHEDULER); default in process. */
+  dask?: string;
   onProgress?: (line: string) => void;
   /** Counts per stage, for progress bars (`onProgress` gets the same as lines, less often). */
   onStep?: (step: CycleStep) => void;
@@ -235,6 +237,7 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
       workDir: work,
       active,
       say: trainerLines(say, step),
+      ...(opts.dask === undefined ? {} : { dask: opts.dask }),
     });
     const { version, promotion } = await registerCandidate(deps, fit, recipe, end);
     say(`${fit.gate.promoted ? 'promoted' : 'refused'} ${version}: ${fit.gate.reason}`);

@@ -108,6 +108,11 @@ export interface FitInput {
   readonly shippedAt?: ReadonlyMap<number, LoadedModel>;
   /** Lines of the trainer and the gate. */
   readonly say: (line: string) => void;
+  /**
+   * A Dask scheduler address: the trainer trains with `lightgbm.dask` on its workers
+   * (training/trainer/distributed.py) instead of in its own process.
+   */
+  readonly dask?: string;
 }
 
 export interface FitResult {
@@ -130,7 +135,8 @@ export async function fitAndGate(input: FitInput): Promise<FitResult> {
   // Rolling fits need the gate rows as refit rows; without a refit the gate judges the shipped
   // (searched) model itself, which is as old as the validation week.
   const rolling = recipe.refit ? weeks.gate.filter((g) => !input.shippedAt?.has(g)) : [];
-  const stdout = await runPython(input.python, trainerArgs(recipe, paths, out, rolling), say);
+  const args = [...trainerArgs(recipe, paths, out, rolling), ...daskArgs(input.dask)];
+  const stdout = await runPython(input.python, args, say);
   const trainSeconds = (performance.now() - t0) / 1000;
   const trainer = JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>;
   const shipped = await loadModel(
@@ -185,6 +191,10 @@ async function writeWeekRows(input: FitInput): Promise<{ paths: WeekPaths; gateT
 }
 
 /** The Python trainer's command line (training/trainer/cli.py) for the recipe. */
+function daskArgs(address: string | undefined): string[] {
+  return address === undefined ? [] : ['--dask', address];
+}
+
 function trainerArgs(
   recipe: Recipe,
   paths: WeekPaths,

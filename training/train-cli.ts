@@ -1,8 +1,9 @@
 /**
- * `npm run train -- --once [--end YYYY-MM-DD]`: one training cycle by the recipe
+ * `npm run train -- --once [--end YYYY-MM-DD] [--dask tcp://host:8786]`: one training cycle by the recipe
  * (training/recipe.ts) on the data before that day (default: all of it). Recipe overrides for
  * experiments (`--trials N --train-weeks N --gate-weeks N --min-rounds N --no-refit --k N
- * --seed N`) are recorded in the model's metadata.
+ * --seed N`) are recorded in the model's metadata. `--dask` (or TRAIN_DASK_SCHEDULER) trains on a
+ * Dask cluster with lightgbm.dask (training/trainer/distributed.py).
  * `npm run trainer [-- --every-hours H]`: a cycle now and then every H hours (TRAIN_EVERY_HOURS,
  * default 24) from the start of the previous one, each on the latest full week (training/schedule.ts).
  * `kill -USR1 <pid>` runs a cycle now (or right after the running one); cycles never overlap and
@@ -54,8 +55,8 @@ function stepBars(enabled: boolean): { onStep: (s: CycleStep) => void; end: () =
 }
 
 async function main(): Promise<void> {
-  const flags = parseFlags();
   const config = loadConfig();
+  const flags = parseFlags(config.trainDask);
   const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, 'trainer');
   const { kafka, topics, codecs } = await connectStreams(config, 'rec-trainer', logger);
   const redis = new Redis(config.redisUrl);
@@ -92,10 +93,11 @@ interface Flags {
   readonly workDir: string | undefined;
   readonly end: number | undefined;
   readonly progress: boolean;
+  readonly dask: string | undefined;
 }
 
 /** The command line, checked (see the module comment). */
-function parseFlags(): Flags {
+function parseFlags(daskDefault: string | undefined): Flags {
   const { values } = parseArgs({
     options: {
       once: { type: 'boolean', default: false },
@@ -104,6 +106,7 @@ function parseFlags(): Flags {
       end: { type: 'string' },
       'every-hours': { type: 'string', default: process.env.TRAIN_EVERY_HOURS ?? '24' },
       'no-progress': { type: 'boolean', default: false },
+      dask: { type: 'string' },
     },
   });
   const every = Number(values['every-hours']) * 3_600_000;
@@ -126,6 +129,7 @@ function parseFlags(): Flags {
     workDir: values['work-dir'],
     end,
     progress: !values['no-progress'],
+    dask: values.dask ?? daskDefault,
   };
 }
 
@@ -142,6 +146,7 @@ function cycleRunner(deps: CycleDeps, flags: Flags): () => Promise<void> {
         recipe,
         ...(flags.workDir === undefined ? {} : { workDir: flags.workDir }),
         ...(end === undefined ? {} : { end }),
+        ...(flags.dask === undefined ? {} : { dask: flags.dask }),
         onProgress: (line) => {
           if (bars && /^rows: \w+ \d+\/\d+$/.test(line)) return; // the bars count these
           if (quiet) {

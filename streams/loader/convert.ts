@@ -165,16 +165,26 @@ const PENDING_ID = '0'.repeat(32);
  * run of equal times, which keeps the counting map small.
  */
 export function assignEventIds(sorted: Purchase[]): void {
-  let runTime = Number.NaN;
-  const seen = new Map<string, number>();
-  for (const p of sorted) {
-    if (p.event_time !== runTime) {
-      runTime = p.event_time;
-      seen.clear();
+  const ids = new EventIdAssigner();
+  for (const p of sorted) ids.assign(p);
+}
+
+/**
+ * {@link assignEventIds} one purchase at a time, for a stream in event-time order (stable): it
+ * holds only the tuples of the current run of equal event times.
+ */
+export class EventIdAssigner {
+  private runTime = Number.NaN;
+  private readonly seen = new Map<string, number>();
+
+  assign(p: Purchase): void {
+    if (p.event_time !== this.runTime) {
+      this.runTime = p.event_time;
+      this.seen.clear();
     }
     const key = `${p.customer_id}|${p.article_id}|${p.price}|${p.sales_channel_id}|${p.quantity}`;
-    const n = seen.get(key) ?? 0;
-    seen.set(key, n + 1);
+    const n = this.seen.get(key) ?? 0;
+    this.seen.set(key, n + 1);
     p.event_id = purchaseEventId(p, n);
   }
 }

@@ -119,7 +119,8 @@ export async function readCsv(
         const cell = record[i] as string;
         if (cell.charCodeAt(0) === 39) record[i] = unescapeFormula(cell);
       }
-      consumer.visit(record, line);
+      const pending = consumer.visit(record, line);
+      if (pending !== undefined) await pending;
       rows++;
     }
   } catch (err) {

@@ -1,15 +1,18 @@
 /**
- * One load: read an H&M-layout folder, create topics and register schemas, publish everything,
- * and report counts next to the files' row counts. Shared by `npm run load` and the demo.
+ * One load: read and validate an H&M-layout folder, create topics and register schemas, publish
+ * everything (the purchases streamed in event-time order, so memory does not grow with the
+ * transactions file), and report counts next to the files' row counts. Shared by `npm run load`
+ * and the demo.
  */
 import { resolve } from 'node:path';
 import type { Config } from '../../common/config.ts';
 import { connectStreams } from '../bootstrap.ts';
 import type { Logger } from '../../common/logger.ts';
-import { createIdempotentProducer } from '../producer.ts';
+import { EventProducer, createIdempotentProducer } from '../producer.ts';
 import { progress, type Progress } from '../../common/progress.ts';
-import { readDataset, type Dataset } from './dataset.ts';
-import { publishDataset, type PublishCounts } from './publish.ts';
+import type { Purchase } from '../../schemas/events.ts';
+import { openDataset, type Dataset, type DatasetStream } from './dataset.ts';
+import { publishStream, type PublishCounts } from './publish.ts';
 
 export interface LoadReport {
   dataDir: string;
@@ -19,9 +22,13 @@ export interface LoadReport {
   topics: { purchases: string; articles: string; customers: string };
   firstEventTime: number | null;
   lastEventTime: number | null;
+  /** The transactions file was already in event-time order (else it was sorted externally). */
+  inOrder: boolean;
   /** Customer with the most purchases in the last 30 days of the data (for demos). */
   mostActiveCustomer: string | null;
+  /** The first pass (validate every file, note the ids and the purchases' order). */
   readMs: number;
+  /** Publishing: the second pass over every file. */
   publishMs: number;
 }
 
@@ -31,14 +38,17 @@ export async function runLoad(opts: {
   dataDir: string;
   rate?: number;
   progress?: boolean;
+  /** Where an external sort of a transactions file out of event-time order writes its runs. */
+  tmpDir?: string;
 }): Promise<LoadReport> {
   const { config, logger } = opts;
   const dataDir = resolve(opts.dataDir);
   const show = opts.progress ?? true;
 
+  // First pass: everything validated before a topic is created (a bad value publishes nothing).
   const t0 = performance.now();
   const bars = new Map<string, Progress>();
-  const data = await readDataset(dataDir, {
+  let opened: DatasetStream | null = await openDataset(dataDir, {
     onProgress: (file, rows) => {
       let bar = bars.get(file);
       if (!bar) {
@@ -50,50 +60,110 @@ export async function runLoad(opts: {
   });
   for (const b of bars.values()) b.stop();
   const readMs = performance.now() - t0;
+  const { scan, files, stats } = opened;
+  let streams: Pick<DatasetStream, 'articles' | 'customers' | 'purchases'> | null = opened;
+  opened = null;
 
   const { kafka, topics, codecs } = await connectStreams(config, 'rec-loader', logger);
   const producer = createIdempotentProducer(kafka);
   await producer.connect();
   const t1 = performance.now();
+  const active = new RecentBuyers(scan.lastEventTime);
   let published: PublishCounts;
   try {
-    published = await publishDataset({ producer, topics, codecs }, data, {
-      progress: show,
-      ...(opts.rate === undefined ? {} : { rate: opts.rate }),
-    });
+    const bar = { progress: show };
+    const articles = await publishStream(
+      new EventProducer(producer, topics.articles, codecs.articles),
+      'articles',
+      stats.articleRows - stats.duplicateArticles,
+      streams.articles,
+      bar,
+    );
+    const customers = await publishStream(
+      new EventProducer(producer, topics.customers, codecs.customers),
+      'customers',
+      stats.customerRows - stats.duplicateCustomers,
+      streams.customers,
+      bar,
+    );
+    // Only the purchase stream is needed from here: the id maps of the metadata can go.
+    const purchaseStream = streams.purchases;
+    streams = null;
+    const purchases = await publishStream(
+      new EventProducer(producer, topics.purchases, codecs.purchases),
+      'purchases',
+      scan.rows,
+      (sink) => purchaseStream(sink, opts.tmpDir === undefined ? {} : { tmpDir: opts.tmpDir }),
+      {
+        progress: show,
+        observe: (batch) => {
+          active.add(batch);
+        },
+        ...(opts.rate === undefined ? {} : { rate: opts.rate }),
+      },
+    );
+    published = { articles, customers, purchases };
   } finally {
     await producer.disconnect();
   }
   return {
     dataDir,
-    files: data.files,
-    stats: data.stats,
+    files,
+    stats,
     published,
     topics: {
       purchases: topics.purchases.name,
       articles: topics.articles.name,
       customers: topics.customers.name,
     },
-    firstEventTime: data.purchases[0]?.event_time ?? null,
-    mostActiveCustomer: mostActive(data.purchases),
-    lastEventTime: data.purchases.at(-1)?.event_time ?? null,
+    firstEventTime: scan.firstEventTime,
+    lastEventTime: scan.lastEventTime,
+    inOrder: scan.inOrder,
+    mostActiveCustomer: active.best(),
     readMs,
     publishMs: performance.now() - t1,
   };
 }
 
-function mostActive(purchases: Dataset['purchases']): string | null {
-  const last = purchases.at(-1)?.event_time;
-  if (last === undefined) return null;
-  const counts = new Map<string, number>();
-  for (let i = purchases.length - 1; i >= 0; i--) {
-    const p = purchases[i];
-    if (!p || p.event_time < last - 30 * 86_400_000) break;
-    counts.set(p.customer_id, (counts.get(p.customer_id) ?? 0) + 1);
+/**
+ * Purchases per customer in the last 30 days of the data (the scan knows the last event time):
+ * memory grows with the customers active in that window, not with the file.
+ */
+class RecentBuyers {
+  private readonly counts = new Map<string, number>();
+  /** Position in the stream of each customer's latest purchase (breaks ties). */
+  private readonly latest = new Map<string, number>();
+  private readonly since: number;
+  private seen = 0;
+
+  constructor(lastEventTime: number | null) {
+    this.since = lastEventTime === null ? Infinity : lastEventTime - 30 * 86_400_000;
   }
-  let best: [string, number] | null = null;
-  for (const e of counts) if (best === null || e[1] > best[1]) best = e;
-  return best?.[0] ?? null;
+
+  add(batch: readonly Purchase[]): void {
+    for (const p of batch) {
+      this.seen++;
+      if (p.event_time < this.since) continue;
+      this.counts.set(p.customer_id, (this.counts.get(p.customer_id) ?? 0) + 1);
+      this.latest.set(p.customer_id, this.seen);
+    }
+  }
+
+  /** The customer with the most purchases; on a tie, the one who bought last. */
+  best(): string | null {
+    let best: string | null = null;
+    let bestCount = 0;
+    let bestLatest = 0;
+    for (const [customer, n] of this.counts) {
+      const latest = this.latest.get(customer) ?? 0;
+      if (n > bestCount || (n === bestCount && latest > bestLatest)) {
+        best = customer;
+        bestCount = n;
+        bestLatest = latest;
+      }
+    }
+    return best;
+  }
 }
 
 /** Human-readable summary lines of a load. */

@@ -67,7 +67,8 @@ export async function readParquet(
     for (const [i, obj] of objects.entries()) {
       const cells: unknown[] = new Array<unknown>(header.length);
       for (const w of wanted) cells[w.index] = obj[w.name];
-      consumer.visit(cells, rowStart + i + 1);
+      const pending = consumer.visit(cells, rowStart + i + 1);
+      if (pending !== undefined) await pending;
     }
     rowStart = rowEnd;
   }

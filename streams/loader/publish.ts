@@ -1,6 +1,6 @@
 /**
  * Publishing a dataset read from an H&M-layout folder: articles, then customers, then purchases in
- * event-time order, each through the typed Avro producer.
+ * event-time order (from arrays, or streamed in batches), each through the typed Avro producer.
  */
 import type { Producer } from 'kafkajs';
 import type { Codecs } from '../bootstrap.ts';
@@ -26,39 +26,81 @@ export async function publishDataset(
   data: Pick<Dataset, 'articles' | 'customers' | 'purchases'>,
   opts: PublishOptions = {},
 ): Promise<PublishCounts> {
-  const show = opts.progress ?? false;
-  const step = async <T>(
-    label: string,
-    p: EventProducer<T>,
-    events: readonly T[],
-    rate?: number,
-  ): Promise<number> => {
-    const bar = progress(label, events.length, show);
-    const sent = await p.send(events, {
-      onProgress: (n) => {
-        bar.update(n);
-      },
-      ...(rate === undefined ? {} : { rate }),
-    });
-    bar.stop(sent);
-    return sent;
-  };
   const { producer, topics, codecs } = deps;
-  const articles = await step(
-    'publish articles',
+  const show = { progress: opts.progress ?? false };
+  const all = <T>(events: T[]) => {
+    return async (sink: (batch: T[]) => Promise<void>) => {
+      await sink(events);
+      return events.length;
+    };
+  };
+  const articles = await publishStream(
     new EventProducer(producer, topics.articles, codecs.articles),
-    data.articles,
+    'articles',
+    data.articles.length,
+    all(data.articles),
+    show,
   );
-  const customers = await step(
-    'publish customers',
+  const customers = await publishStream(
     new EventProducer(producer, topics.customers, codecs.customers),
-    data.customers,
+    'customers',
+    data.customers.length,
+    all(data.customers),
+    show,
   );
-  const purchases = await step(
-    'publish purchases',
+  const purchases = await publishStream(
     new EventProducer(producer, topics.purchases, codecs.purchases),
-    data.purchases,
-    opts.rate,
+    'purchases',
+    data.purchases.length,
+    all(data.purchases),
+    opts,
   );
   return { articles, customers, purchases };
+}
+
+/**
+ * Publish the events one topic's `stream` hands over in batches (e.g. a `DatasetStream`'s
+ * tables, dataset.ts); `label` and `total` make the progress bar, `observe` sees each batch before it is
+ * sent. One batch is sent while the next is read (at most two in memory), batches one after the
+ * other, in order. Under `rate`, each batch is paced, so the rate is an upper bound.
+ */
+export async function publishStream<T>(
+  p: EventProducer<T>,
+  label: string,
+  total: number,
+  stream: (sink: (batch: T[]) => Promise<void>) => Promise<number>,
+  opts: PublishOptions & { observe?: (batch: readonly T[]) => void } = {},
+): Promise<number> {
+  const bar = progress(`publish ${label}`, total, opts.progress ?? false);
+  let sent = 0;
+  let sending: Promise<void> = Promise.resolve();
+  // A failed send is kept here (a handler is attached at once) and thrown at the next batch.
+  let failure: { err: unknown } | null = null;
+  const settled = async (): Promise<void> => {
+    await sending;
+    if (failure !== null) throw failure.err;
+  };
+  await stream(async (batch) => {
+    await settled();
+    opts.observe?.(batch);
+    const before = sent;
+    sending = p
+      .send(batch, {
+        onProgress: (n) => {
+          bar.update(before + n);
+        },
+        ...(opts.rate === undefined ? {} : { rate: opts.rate }),
+      })
+      .then(
+        (n) => {
+          sent += n;
+        },
+        (err: unknown) => {
+          failure = { err };
+        },
+      );
+  });
+  await settled();
+  bar.stop(sent);
+  return sent;
 }

@@ -27,8 +27,12 @@ export interface TableInfo {
 /** Receives the rows of a table; `columns` are the header indices it reads (others may be skipped). */
 export interface RowConsumer {
   readonly columns: readonly number[];
-  /** One data row: cells indexed like the header (unread columns are undefined); `line` of its start. */
-  visit(cells: readonly unknown[], line: number): void;
+  /**
+   * One data row: cells indexed like the header (unread columns are undefined); `line` of its
+   * start. A returned promise is awaited before the next row is read (backpressure: a consumer
+   * that publishes a batch every few thousand rows keeps the reader from running ahead).
+   */
+  visit(cells: readonly unknown[], line: number): Promise<void> | undefined;
 }
 
 /** A column looked up by name: its index in the header, -1 when the file does not have it. */

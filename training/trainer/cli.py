@@ -18,6 +18,7 @@ from typing import Any
 
 from .common import EXIT_PARITY, TrainError, log
 from .data import RankData, data_hash, read_rows
+from .distributed import DaskTrainer
 from .metrics import map_at_k, random_map
 from .output import build_meta, utc_now, write_atomic
 from .parity import ParityResult, export_checked, parity
@@ -41,6 +42,16 @@ class Shipped:
 
 
 def run_train(args: argparse.Namespace) -> dict[str, Any]:
+    if args.dask is None:
+        return train_with(args, None)
+    dask = DaskTrainer(args.dask, args.dask_partitions)
+    try:
+        return train_with(args, dask)
+    finally:
+        dask.close()
+
+
+def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, Any]:
     started = time.perf_counter()
     created = utc_now()
     tr, va, dropped = read_training_rows(args)
@@ -53,11 +64,13 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         num_boost_round=args.num_boost_round,
         early_stopping=args.early_stopping,
         min_rounds=args.min_rounds,
+        dask=dask,
     )
     digest = data_hash([args.rows, args.valid])
     version = args.version or f"lgbm-{created.strftime('%Y%m%d%H%M%S')}-{digest[:8]}"
     extra = [read_rows(path, features) for path in args.refit_with]
-    shipped = first_passing_parity(ranked, tr, va, extra, with_refit=args.refit, version=version)
+    shipped = first_passing_parity(ranked, tr, va, extra, with_refit=args.refit, version=version,
+                                   dask=dask)
     trained, check = shipped.trained, shipped.check
     meta = build_meta(
         version=version,
@@ -87,7 +100,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     out: Path = args.out
     write_model_files(out, shipped, meta)
     if args.rolling:
-        scores = rolling_scores(tr, va, extra, shipped.searched, args.rolling)
+        scores = rolling_scores(tr, va, extra, shipped.searched, args.rolling, dask)
         write_atomic(out / "rolling_scores.f32", scores.astype("<f4").tobytes())
     if run is not None:
         finish_mlflow_run(run, out)
@@ -106,6 +119,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         "valid_queries": va.queries,
         "seconds": round(time.perf_counter() - started, 3),
         "tracking": meta["tracking"],
+        "dask": None if dask is None else {"workers": dask.workers, "partitions": dask.partitions},
     }
 
 
@@ -142,6 +156,7 @@ def first_passing_parity(
     *,
     with_refit: bool,
     version: str,
+    dask: DaskTrainer | None = None,
 ) -> Shipped:
     """The best trial whose ONNX export passes the parity check: a model that fails it is never
     shipped, but one failing trial does not throw the search away. With `with_refit`, each trial
@@ -152,7 +167,7 @@ def first_passing_parity(
         # The kept booster (cut at its best iteration) scores exactly as in its trial;
         # re-measured so the reported number is the shipped model's.
         searched.valid_map = map_at_k(searched.booster.predict(va.x), va.y, va.bounds, va.items)[0]
-        trained = refit(tr, va, extra, searched) if with_refit else searched
+        trained = refit(tr, va, extra, searched, dask) if with_refit else searched
         try:
             onnx_bytes, input_name, output_name, check = export_checked(
                 trained, len(features), version, va.x)
@@ -267,6 +282,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rolling", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
                    metavar="MS,MS", help="cutoffs (ms) of --refit-with weeks to score with a model "
                    "trained on every row before each; float32 scores in OUT/rolling_scores.f32")
+    p.add_argument("--dask", metavar="ADDRESS", default=None,
+                   help="train on this Dask scheduler (e.g. tcp://10.0.0.5:8786) with "
+                        "lightgbm.dask, one LightGBM process per worker (distributed.py)")
+    p.add_argument("--dask-partitions", type=int, default=None, metavar="N",
+                   help="partitions per data set on the cluster (default: one per worker)")
     p.add_argument("--check-parity", type=Path, metavar="MODEL_ONNX",
                    help="re-run the parity check of an exported model instead of training")
     p.add_argument("--meta", type=Path, help="model.json for --check-parity (default: beside it)")
@@ -286,6 +306,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             p.error("--refit-with needs --refit")
         if args.rolling and not args.refit_with:
             p.error("--rolling needs --refit-with (the rows it scores)")
+        if args.dask_partitions is not None and args.dask_partitions < 1:
+            p.error("--dask-partitions must be >= 1")
     return args
 
 

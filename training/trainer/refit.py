@@ -21,23 +21,26 @@ import numpy as np
 
 from .common import TrainError, log
 from .data import RankData
+from .distributed import DaskTrainer
 from .search import Trained
 
 
-def train_on(parts: Sequence[RankData], trained: Trained) -> Any:
-    """A booster with `trained`'s params and number of trees, on the queries of `parts` together."""
+def train_on(parts: Sequence[RankData], trained: Trained, dask: DaskTrainer | None = None) -> Any:
+    """A booster with `trained`'s params and number of trees, on the queries of `parts` together
+    (on the Dask cluster with `dask`)."""
     import lightgbm as lgb
 
-    data = lgb.Dataset(
-        np.concatenate([d.x for d in parts]),
-        np.concatenate([d.y for d in parts]),
-        group=np.concatenate([np.diff(d.bounds) for d in parts]),
-        params={"feature_pre_filter": False, "verbose": -1},
-    )
+    x = np.concatenate([d.x for d in parts])
+    y = np.concatenate([d.y for d in parts])
+    sizes = np.concatenate([np.diff(d.bounds) for d in parts])
+    if dask is not None:
+        return dask.train(trained.params, x, y, sizes, trained.best_iteration)
+    data = lgb.Dataset(x, y, group=sizes, params={"feature_pre_filter": False, "verbose": -1})
     return lgb.train(trained.params, data, num_boost_round=trained.best_iteration)
 
 
-def refit(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Trained) -> Trained:
+def refit(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Trained,
+          dask: DaskTrainer | None = None) -> Trained:
     """Retrain with the chosen params and rounds on the training, validation and `extra` weeks.
 
     The latest weeks are, for fashion, the most informative: the shipped model must know them. The
@@ -45,7 +48,7 @@ def refit(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Traine
     Queries without a positive carry no LambdaRank gradient and are left out, as in training.
     """
     parts = [tr] + [d.subset_queries(d.positives_per_query() > 0) for d in (va, *extra)]
-    booster = train_on(parts, trained)
+    booster = train_on(parts, trained, dask)
     log(f"refit on {' + '.join(str(d.queries) for d in parts)} queries, "
         f"{trained.best_iteration} rounds")
     return Trained(booster, trained.params, trained.best_iteration, trained.valid_map, trained.trials,
@@ -53,7 +56,7 @@ def refit(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Traine
 
 
 def rolling_scores(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Trained,
-                   weeks: Sequence[int]) -> np.ndarray:
+                   weeks: Sequence[int], dask: DaskTrainer | None = None) -> np.ndarray:
     """Scores of the `extra` rows of each week in `weeks` by what the recipe would have shipped then.
 
     For a week starting at cutoff g: the chosen params and number of trees trained on every row
@@ -72,7 +75,7 @@ def rolling_scores(tr: RankData, va: RankData, extra: Sequence[RankData], traine
                 parts.append(d.subset_queries(keep))
         if not parts:
             raise TrainError(f"no training rows before the rolling week {g}")
-        booster = train_on(parts, trained)
+        booster = train_on(parts, trained, dask)
         scored = 0
         for i, d in enumerate(extra):
             rows = np.repeat(d.query_cutoffs("rolling scores") == g, np.diff(d.bounds))

@@ -24,6 +24,7 @@ import numpy as np
 
 from .common import K, log
 from .data import RankData
+from .distributed import DaskTrainer, best_iteration
 from .metrics import map_at_k
 
 
@@ -91,8 +92,10 @@ def search(
     num_boost_round: int,
     early_stopping: int,
     min_rounds: int = 0,
+    dask: DaskTrainer | None = None,
 ) -> list[Trained]:
-    """Every trial's model, best validation MAP@12 first."""
+    """Every trial's model, best validation MAP@12 first. With `dask`, each trial trains on the
+    Dask cluster and early stopping is applied afterwards (distributed.py)."""
     import lightgbm as lgb
     import optuna
 
@@ -107,9 +110,12 @@ def search(
     base = base_params(seed)
     candidates: list[dict[str, Any]] = []
 
-    def objective(trial: Any) -> float:
-        started = time.perf_counter()
-        params = {**base, **suggest(trial)}
+    def train_trial(params: dict[str, Any]) -> tuple[Any, int]:
+        if dask is not None:
+            booster = dask.train(params, tr.x, tr.y, np.diff(tr.bounds), num_boost_round)
+            best_it, _ = best_iteration(booster, va, early_stopping)
+            # the booster holds num_boost_round trees: a floor needs no second training
+            return booster, max(best_it, min(min_rounds, num_boost_round))
         booster = lgb.train(
             params,
             dtrain,
@@ -124,6 +130,12 @@ def search(
             # the floor keeps enough of them (same params, no stopping).
             best_it = min(min_rounds, num_boost_round)
             booster = lgb.train(params, dtrain, num_boost_round=best_it)
+        return booster, best_it
+
+    def objective(trial: Any) -> float:
+        started = time.perf_counter()
+        params = {**base, **suggest(trial)}
+        booster, best_it = train_trial(params)
         scores = booster.predict(va.x, num_iteration=best_it)
         value, _ = map_at_k(scores, va.y, va.bounds, va.items)
         trial.set_user_attr("best_iteration", best_it)
