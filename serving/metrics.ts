@@ -56,8 +56,10 @@ export interface ServingMetrics {
   readonly servedLogSent: Counter;
   /** Served-list records dropped, by reason: buffer_full, kafka_unavailable, send_failed, invalid. */
   readonly servedLogDropped: Counter<'reason'>;
-  /** Served-list records waiting to be sent. */
+  /** Served-list records waiting to be sent (read at each scrape from `readServedLogBuffer`). */
   readonly servedLogBuffered: Gauge;
+  /** Where `servedLogBuffered` reads its value when scraped (the served log's buffer length). */
+  readServedLogBuffer(read: () => number): void;
 }
 
 export function createServingMetrics(opts: { defaults?: boolean } = {}): ServingMetrics {
@@ -172,10 +174,14 @@ export function createServingMetrics(opts: { defaults?: boolean } = {}): Serving
     labelNames: ['reason'] as const,
     registers,
   });
+  let bufferLength: (() => number) | null = null;
   const servedLogBuffered = new Gauge({
     name: 'rec_served_log_buffered',
     help: 'Answers waiting to be logged to recommendations.served',
     registers,
+    collect() {
+      if (bufferLength !== null) this.set(bufferLength());
+    },
   });
   let current: string | null = null;
   return {
@@ -184,6 +190,9 @@ export function createServingMetrics(opts: { defaults?: boolean } = {}): Serving
     servedLogSent,
     servedLogDropped,
     servedLogBuffered,
+    readServedLogBuffer(read) {
+      bufferLength = read;
+    },
     registry,
     requestSeconds,
     candidates,

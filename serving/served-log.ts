@@ -11,8 +11,8 @@
  * - the producer connects (and the schema is registered) in the background; while it cannot,
  *   what waits is dropped at each failed attempt and attempts back off to 30 s; a batch Kafka
  *   refuses after the client's retries is dropped. Every drop is counted by reason in
- *   `rec_served_log_dropped_total`; sent and buffered in `rec_served_log_sent_total` and
- *   `rec_served_log_buffered`;
+ *   `rec_served_log_dropped_total`; sent in `rec_served_log_sent_total`, the buffer's length
+ *   (read when scraped) in `rec_served_log_buffered`;
  * - `close()` sends what is buffered (bounded by a timeout), then disconnects.
  *
  * Each serving process logs its own answers (cluster.ts sums the metrics). Delivery is at most
@@ -106,6 +106,7 @@ export class ServedLog implements ServedSink {
       allowAutoTopicCreation: false,
       createPartitioner: Partitioners.DefaultPartitioner,
     });
+    opts.metrics.readServedLogBuffer(() => this.#buffer.length);
   }
 
   /** Start the flush timer and connect in the background. */
@@ -146,7 +147,6 @@ export class ServedLog implements ServedSink {
 
   /** Send the next batch when connected and nothing is in flight; connect otherwise. */
   #tick(): void {
-    this.#opts.metrics.servedLogBuffered.set(this.#buffer.length);
     if (this.#sending !== null || this.#buffer.length === 0) return;
     const out = this.#out;
     if (out === null) {
@@ -249,7 +249,6 @@ export class ServedLog implements ServedSink {
     }
     this.#drop('shutdown', this.#buffer.length);
     this.#buffer = [];
-    this.#opts.metrics.servedLogBuffered.set(0);
     await this.#producer.disconnect().catch(() => undefined);
   }
 }
