@@ -135,6 +135,7 @@ export async function startSuiteProcessors(
     readonly producer: Producer;
     readonly groupPrefix: string;
     readonly sessionTimeoutMs?: number;
+    readonly positionsCheckMs?: number;
     readonly metrics?: ProcessorMetrics;
   },
 ): Promise<{ running: RunningProcessors; metrics: ProcessorMetrics }> {
@@ -152,6 +153,7 @@ export async function startSuiteProcessors(
     dlqProducer: opts.producer,
     groupPrefix: opts.groupPrefix,
     ...(opts.sessionTimeoutMs === undefined ? {} : { sessionTimeoutMs: opts.sessionTimeoutMs }),
+    ...(opts.positionsCheckMs === undefined ? {} : { positionsCheckMs: opts.positionsCheckMs }),
   });
   return { running, metrics };
 }
