@@ -112,6 +112,17 @@ const envSchema = z.object({
   SERVED_LOG_BUFFER: z.coerce.number().int().min(1).max(1_000_000).default(10_000),
   SERVED_LOG_BATCH: z.coerce.number().int().min(1).max(10_000).default(500),
   SERVED_LOG_FLUSH_MS: z.coerce.number().int().min(10).max(60_000).default(100),
+  PROMOTE_AS: z
+    .string()
+    .transform((v) => v.toLowerCase())
+    .pipe(z.enum(['switch', 'experiment'], { error: 'must be switch or experiment' }))
+    .default('switch'),
+  PROMOTE_EXPERIMENT_WEIGHT: z.coerce
+    .number()
+    .int('must be a whole percentage')
+    .min(1, 'must be from 1 to 99 (percent of customers)')
+    .max(99, 'must be from 1 to 99 (percent of customers)')
+    .default(10),
 });
 
 /** The embeddings switch and the namespace of the article vectors: what processors and training take. */
@@ -217,6 +228,23 @@ export interface ServedLogConfig {
   /** How often the buffer is sent (`SERVED_LOG_FLUSH_MS`), and at once when a batch is full. */
   readonly flushMs: number;
 }
+/**
+ * What the trainer does with a model the gate promotes (docs/training.md): `switch` makes it the
+ * active model (`PROMOTE_AS=switch`, the default); `experiment` starts an A/B experiment of it
+ * against the active model, or the heuristic when none is active, with `experimentWeight` percent
+ * of the customers (`PROMOTE_AS=experiment`, `PROMOTE_EXPERIMENT_WEIGHT`).
+ */
+export interface PromotionConfig {
+  readonly as: 'switch' | 'experiment';
+  /** Percent of customers the new model serves in the experiment (1-99). */
+  readonly experimentWeight: number;
+}
+
+/** Promotion switches `active`: the default. */
+export const PROMOTE_BY_SWITCH: PromotionConfig = Object.freeze({
+  as: 'switch',
+  experimentWeight: 10,
+});
 
 export interface Config extends Endpoints {
   /** Which endpoints were given by the environment (and must not be started by the launcher). */
@@ -248,6 +276,8 @@ export interface Config extends Endpoints {
   readonly apiKeys: readonly Secret[];
   readonly ingest: IngestConfig;
   readonly servedLog: ServedLogConfig;
+  /** How the trainer promotes a model that passed the gate (`PROMOTE_AS`). */
+  readonly promotion: PromotionConfig;
 }
 
 /** Thrown when the environment holds invalid settings; lists every problem at once. */
@@ -329,6 +359,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       bufferSize: e.SERVED_LOG_BUFFER,
       batchSize: e.SERVED_LOG_BATCH,
       flushMs: e.SERVED_LOG_FLUSH_MS,
+    }),
+    promotion: Object.freeze({
+      as: e.PROMOTE_AS,
+      experimentWeight: e.PROMOTE_EXPERIMENT_WEIGHT,
     }),
   };
   return Object.freeze(config);

@@ -3,7 +3,8 @@
  * models without a shared file system: per version a hash with the metadata JSON, the ONNX bytes,
  * their signature (models/signing.ts; absent when registered without a key), a status
  * (`registered`, `active`, `retired`, `rejected` with its reason), the set of versions by
- * registration time, the `active` pointer, and a pub/sub channel on which activation is announced.
+ * registration time, the `active` pointer, and a pub/sub channel on which activation (and an
+ * experiment's start or stop, models/experiments.ts) is announced.
  *
  * Trust: `active` only ever points at a version that passed `verifyModel` (signature, metadata,
  * features, checksum, ONNX) when it was activated; a refused version is marked `rejected` and
@@ -80,9 +81,10 @@ export async function registerModel(
 }
 
 /**
- * Keep the active version and the last `keep` registered ones; of older versions, a rejected one
- * keeps its entry (metadata, status, reason: why it was refused) without its bytes and signature,
- * any other is deleted. Returns what was deleted and what was stripped.
+ * Keep the active version, the versions a running experiment names (models/experiments.ts) and
+ * the last `keep` registered ones; of older versions, a rejected one keeps its entry (metadata,
+ * status, reason: why it was refused) without its bytes and signature, any other is deleted.
+ * Returns what was deleted and what was stripped.
  */
 export async function pruneModels(
   redis: Redis,
@@ -90,27 +92,31 @@ export async function pruneModels(
   keep: number,
 ): Promise<{ deleted: string[]; stripped: string[] }> {
   const k = keys.models;
-  const [active, versions] = await Promise.all([
+  const [active, versions, inExperiment] = await Promise.all([
     redis.get(k.active),
     redis.zrange(k.versions, 0, -1),
+    redis.smembers(k.experimentModels),
   ]);
+  const spared = new Set(inExperiment);
   const older = versions.slice(0, Math.max(0, versions.length - Math.max(1, keep)));
   const deleted: string[] = [];
   const stripped: string[] = [];
   for (const v of older) {
-    if (v === active) continue;
+    if (v === active || spared.has(v)) continue;
     const status = await redis.hget(k.model(v), 'status');
     if (status === 'rejected') {
       if ((await redis.hdel(k.model(v), 'onnx', 'signature')) > 0) stripped.push(v);
     } else {
-      // Not if it became active meanwhile (a concurrent activation).
+      // Not if it became active, or joined an experiment, meanwhile.
       const gone = await redis.eval(
         "if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end " +
+          "if redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 1 then return 0 end " +
           "redis.call('DEL', KEYS[2]) redis.call('ZREM', KEYS[3], ARGV[1]) return 1",
-        3,
+        4,
         k.active,
         k.model(v),
         k.versions,
+        k.experimentModels,
         v,
       );
       if (gone === 1) deleted.push(v);
@@ -305,10 +311,11 @@ export async function listModels(
 }
 
 /**
- * Subscribe to activations on a dedicated connection (a subscribed ioredis client can do nothing
- * else). Returns a function that unsubscribes. A message is only a hint that `active` may have
- * moved: anyone who can reach Redis can publish one, so listeners re-read `active` and never load
- * the version a message names.
+ * Subscribe to activations (and experiment starts and stops: `experiment:<name>`) on a dedicated
+ * connection (a subscribed ioredis client can do nothing else). Returns a function that
+ * unsubscribes. A message is only a hint that `active` or the experiment may have changed: anyone
+ * who can reach Redis can publish one, so listeners re-read them and never load the version a
+ * message names.
  */
 export async function watchActivations(
   subscriber: Redis,

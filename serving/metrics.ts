@@ -66,6 +66,24 @@ export interface ServingMetrics {
   readonly servedLogBuffered: Gauge;
   /** Where `servedLogBuffered` reads its value when scraped (the served log's buffer length). */
   readServedLogBuffer(read: () => number): void;
+  /**
+   * Answers of an A/B experiment (degraded ones included), by experiment, variant and the model
+   * version that ranked them (`heuristic-v2`, `trending-cache` when not the variant's model).
+   */
+  readonly experimentAnswers: Counter<'experiment' | 'variant' | 'model_version'>;
+  /** Items answered per experiment and variant. */
+  readonly experimentItems: Counter<'experiment' | 'variant'>;
+  /** Time of an experiment's answers in the route (its `took_ms`), by experiment and variant. */
+  readonly experimentSeconds: Histogram<'experiment' | 'variant'>;
+  /** The running experiment's variants and weights (one series per variant; none without one). */
+  readonly experimentVariants: Gauge<'experiment' | 'variant' | 'model' | 'served_by'>;
+  /** Set the variants gauge to the experiment this instance runs (null: none). */
+  setExperiment(
+    experiment: {
+      name: string;
+      variants: readonly { name: string; model: string; weight: number; servedBy: string }[];
+    } | null,
+  ): void;
 }
 
 export function createServingMetrics(opts: { defaults?: boolean } = {}): ServingMetrics {
@@ -195,6 +213,33 @@ export function createServingMetrics(opts: { defaults?: boolean } = {}): Serving
       if (bufferLength !== null) this.set(bufferLength());
     },
   });
+  const experimentAnswers = new Counter({
+    name: 'rec_serving_experiment_answers_total',
+    help: 'Recommendation answers of an A/B experiment, by experiment, variant and the model version that ranked them',
+    labelNames: ['experiment', 'variant', 'model_version'] as const,
+    registers,
+  });
+  const experimentItems = new Counter({
+    name: 'rec_serving_experiment_items_total',
+    help: 'Items answered by an A/B experiment, by experiment and variant',
+    labelNames: ['experiment', 'variant'] as const,
+    registers,
+  });
+  const experimentSeconds = new Histogram({
+    name: 'rec_serving_experiment_answer_duration_seconds',
+    help: "Time of an A/B experiment's answers in the route (took_ms), by experiment and variant",
+    labelNames: ['experiment', 'variant'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers,
+  });
+  const experimentVariants = new Gauge({
+    name: 'rec_serving_experiment_variant_weight',
+    help: 'Weight of each variant of the running A/B experiment, with the model it names and what ranks it here (served_by: the model, or heuristic-v2 when it was refused)',
+    labelNames: ['experiment', 'variant', 'model', 'served_by'] as const,
+    registers,
+    // The weight, not the number of processes, when several serve (cluster.ts sums the others).
+    aggregator: 'max',
+  });
   let current: string | null = null;
   return {
     authRefused,
@@ -225,6 +270,23 @@ export function createServingMetrics(opts: { defaults?: boolean } = {}): Serving
       modelVersion.reset();
       modelVersion.labels(version).set(1);
       current = version;
+    },
+    experimentAnswers,
+    experimentItems,
+    experimentSeconds,
+    experimentVariants,
+    setExperiment(experiment) {
+      experimentVariants.reset();
+      for (const v of experiment?.variants ?? []) {
+        experimentVariants
+          .labels({
+            experiment: experiment?.name ?? '',
+            variant: v.name,
+            model: v.model,
+            served_by: v.servedBy,
+          })
+          .set(v.weight);
+      }
     },
   };
 }
