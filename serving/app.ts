@@ -5,11 +5,15 @@
  *
  *   GET /v1/recommendations/{customerId}?k&index_group&section&product_group&allow_repurchase&explain
  *                                            routes/recommendations.ts
+ *   GET /v1/articles/{id}                    an article's display fields and sales (routes/articles.ts)
  *   GET /v1/articles/{id}/similar?k          co-purchase neighbours (routes/articles.ts)
  *   GET /v1/articles/{id}/similar/embedding?n  text-embedding neighbours (routes/articles.ts)
  *   GET /v1/trending?segment&k               global, or channel:<id> / age_index:<bucket>|<group>
  *                                            (routes/trending.ts)
+ *   GET /v1/customers?prefix&k               known customers by id prefix, or random ones
+ *   GET /v1/customers/{customerId}           a customer's purchases and segments (routes/customers.ts)
  *   GET /healthz  /readyz  /metrics          routes/ops.ts (never refused)
+ *   GET /demo                                the demo storefront page (routes/demo-page.ts)
  *   GET /openapi.json  /docs                 here
  *
  * "now": features and decayed scores are computed at event time — `deps.now()` when given, else
@@ -34,6 +38,8 @@ import type { ServingDeps } from './deps.ts';
 import { badRequestBody, errorHandler, requestIdOf } from './http-errors.ts';
 import {
   articleRoutes,
+  customerRoutes,
+  demoPageRoutes,
   opsRoutes,
   recommendationRoutes,
   round2,
@@ -116,6 +122,8 @@ export function createApp(deps: ServingDeps): OpenAPIHono<AppEnv> {
   app.route('/', articleRoutes(ctx));
   app.route('/', trendingRoutes(ctx));
   app.route('/', opsRoutes(ctx));
+  app.route('/', customerRoutes(ctx));
+  app.route('/', demoPageRoutes(ctx));
 
   app.doc('/openapi.json', {
     openapi: '3.0.0',

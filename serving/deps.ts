@@ -5,6 +5,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { Logger } from '../common/logger.ts';
+import type { Secret } from '../common/redact.ts';
 import type { KeySpace } from '../features/keys.ts';
 import {
   DEFAULT_CANDIDATE_CONFIG,
@@ -37,6 +38,12 @@ export interface ServingConfig extends CandidateConfig {
    * of what all requests share (candidates/shared.ts). Customer state is always read.
    */
   readonly sharedReadsMaxAgeMs: number;
+  /**
+   * The demo storefront page at `/demo` (routes/demo-page.ts): served when `enabled`; it may post
+   * purchases only with `ingestKey` (DEMO_PAGE_KEY), which `/demo/config.json` hands to whoever
+   * loads the page — never set by default.
+   */
+  readonly demoPage: { readonly enabled: boolean; readonly ingestKey: Secret | null };
 }
 
 /** Scorer worker threads of an instance unless told otherwise (`SCORER_WORKERS`). */
@@ -67,6 +74,7 @@ export const DEFAULT_SERVING_CONFIG: ServingConfig = {
   trendingCacheSize: 200,
   trendingCacheRefreshMs: 10_000,
   sharedReadsMaxAgeMs: 1_000,
+  demoPage: { enabled: true, ingestKey: null },
 };
 
 export interface ServingDeps {

@@ -1,7 +1,8 @@
 /**
  * The routes of the serving API, one module per resource, each a function of the app's
  * `RouteContext` (context.ts) returning an OpenAPIHono sub-app that app.ts mounts: recommendations,
- * articles (similar items), trending, and ops (health, readiness, metrics). degraded.ts answers
+ * articles (lookup, similar items), customers (search, purchases), trending, ops (health,
+ * readiness, metrics) and the demo page (not in the OpenAPI document). degraded.ts answers
  * from the trending cache when the feature store is down.
  *
  * May import common/, schemas/, features/, streams/, embeddings/, models/ and the rest of
@@ -9,6 +10,8 @@
  * aside).
  */
 export { articleRoutes } from './articles.ts';
+export { customerRoutes } from './customers.ts';
+export { DEMO_PAGE_CSP, demoPageRoutes } from './demo-page.ts';
 export { round2, routeContext, type AppEnv, type RouteContext } from './context.ts';
 export { TRENDING_CACHE_VERSION } from './degraded.ts';
 export { opsRoutes } from './ops.ts';
