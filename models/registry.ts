@@ -11,6 +11,7 @@
  * version it names, just makes them re-read it (as does a periodic check, for missed messages),
  * and they verify the model again before loading it. Registration prunes old versions.
  */
+import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { KeySpace } from '../features/keys.ts';
 import {
@@ -28,6 +29,8 @@ export interface RegisteredModel {
   readonly meta: ModelMeta;
   /** The metadata as stored (parsed JSON, before validation): what the signature covers. */
   readonly storedMeta: unknown;
+  /** The metadata JSON text as stored. */
+  readonly metaText: string;
   readonly bytes: Buffer;
   /** Hex HMAC-SHA256 (models/signing.ts), or null when registered without a key. */
   readonly signature: string | null;
@@ -123,14 +126,19 @@ export async function readModel(
   version: string,
 ): Promise<RegisteredModel | null> {
   const key = keys.models.model(version);
-  const [meta, onnx, signature, status, reason, at] = await Promise.all([
-    redis.hget(key, 'meta'),
-    redis.hgetBuffer(key, 'onnx'),
-    redis.hget(key, 'signature'),
-    redis.hget(key, 'status'),
-    redis.hget(key, 'reason'),
-    redis.hget(key, 'registered_at'),
-  ]);
+  // One HMGET: the fields of one registration, never half of a re-registration's.
+  const fields = await redis.hmgetBuffer(
+    key,
+    'meta',
+    'onnx',
+    'signature',
+    'status',
+    'reason',
+    'registered_at',
+  );
+  const text = (i: number): string | null => fields[i]?.toString('utf8') ?? null;
+  const [meta, signature, status, reason, at] = [text(0), text(2), text(3), text(4), text(5)];
+  const onnx = fields[1] ?? null;
   if (meta === null || onnx === null) return null;
   let json: unknown;
   try {
@@ -141,6 +149,7 @@ export async function readModel(
   return {
     meta: parseModelMeta(json, key),
     storedMeta: json,
+    metaText: meta,
     bytes: onnx,
     signature: signature === null || signature === '' ? null : signature,
     status: (status ?? 'registered') as ModelStatus,
@@ -209,14 +218,60 @@ export async function activateModel(
   if (entry === null) {
     throw new ModelError(`cannot activate model ${version}: it is not registered (or was pruned)`);
   }
-  const previous = await redis.get(k.active);
-  const tx = redis
-    .multi()
-    .set(k.active, version)
-    .hset(k.model(version), 'status', 'active', 'reason', '');
-  if (previous !== null && previous !== version) tx.hset(k.model(previous), 'status', 'retired');
-  await tx.exec();
+  await pointActiveAt(redis, keys, entry);
   await redis.publish(k.channel, version);
+}
+
+/**
+ * KEYS: the version's hash, `active`. ARGV: version, SHA-1 of the verified metadata text and
+ * ONNX bytes, its signature ('' for none), the prefix of a version's hash key. Returns 1 when
+ * `active` now names the version (the previous one marked retired), 0 when the entry is no longer
+ * the one verified. All keys share the `{m}` hash tag (one Cluster slot).
+ */
+const ACTIVATE_SCRIPT = `
+local e = redis.call('HMGET', KEYS[1], 'meta', 'onnx', 'signature')
+if not e[1] or not e[2] then return 0 end
+if redis.sha1hex(e[1]) ~= ARGV[2] or redis.sha1hex(e[2]) ~= ARGV[3] then return 0 end
+if (e[3] or '') ~= ARGV[4] then return 0 end
+local previous = redis.call('GET', KEYS[2])
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'status', 'active', 'reason', '')
+if previous and previous ~= ARGV[1] then
+  redis.call('HSET', ARGV[5] .. previous, 'status', 'retired')
+end
+return 1
+`;
+
+/**
+ * Atomically, and only if the registry still holds `entry` as it was read (not registered again
+ * or pruned since it was verified): point `active` at it and mark the previous version retired.
+ * Throws a ModelError, leaving `active` alone, when the entry changed.
+ */
+export async function pointActiveAt(
+  redis: Redis,
+  keys: KeySpace,
+  entry: RegisteredModel,
+): Promise<void> {
+  const k = keys.models;
+  const version = entry.meta.version;
+  const sha1 = (b: Buffer | string) => createHash('sha1').update(b).digest('hex');
+  const swapped = await redis.eval(
+    ACTIVATE_SCRIPT,
+    2,
+    k.model(version),
+    k.active,
+    version,
+    sha1(entry.metaText),
+    sha1(entry.bytes),
+    entry.signature ?? '',
+    k.model(''),
+  );
+  if (swapped !== 1) {
+    throw new ModelError(
+      `model ${version} changed in the registry while it was being checked (registered again ` +
+        'or pruned); not activated: activate it again',
+    );
+  }
 }
 
 /** Record why a version was refused (it stays listed, with the reason). */

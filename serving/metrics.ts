@@ -44,6 +44,12 @@ export interface ServingMetrics {
   readonly scorerTimeouts: Counter;
   /** Scorer workers replaced, by reason: `timeout` (hung, terminated) or `exit` (crashed). */
   readonly scorerRecycled: Counter<'reason'>;
+  /**
+   * Model activation attempts of this instance by outcome: `activated`, `rejected` (failed a
+   * check; marked in the registry) or `refused` (a fixture without the opt-in). A refused
+   * `active` version counts once, not at every periodic re-check.
+   */
+  readonly modelSwaps: Counter<'outcome'>;
   /** 1 for the model version that ranked the latest request (`heuristic-v2` without a model). */
   readonly modelVersion: Gauge<'version'>;
   /** Set the model version gauge to `version` (only one series is 1 at a time). */
@@ -131,6 +137,12 @@ export function createServingMetrics(opts: { defaults?: boolean } = {}): Serving
     labelNames: ['reason'] as const,
     registers,
   });
+  const modelSwaps = new Counter({
+    name: 'rec_serving_model_swaps_total',
+    help: 'Model activation attempts by outcome: activated, rejected (failed a check) or refused (fixture without the opt-in)',
+    labelNames: ['outcome'] as const,
+    registers,
+  });
   const modelVersion = new Gauge({
     name: 'rec_serving_model_version',
     help: 'Model version that ranked the latest request (value 1)',
@@ -154,6 +166,7 @@ export function createServingMetrics(opts: { defaults?: boolean } = {}): Serving
     rejected,
     scorerTimeouts,
     scorerRecycled,
+    modelSwaps,
     modelVersion,
     setModelVersion(version) {
       if (version === current) return;

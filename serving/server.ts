@@ -130,6 +130,7 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
     ...(opts.trust === undefined ? {} : { trust: opts.trust }),
     onSwap: (o) => {
       log.info(o, 'model swap');
+      if (o.outcome !== 'unchanged') metrics.modelSwaps.inc({ outcome: o.outcome });
       opts.onSwap?.(o);
     },
   });
