@@ -131,6 +131,7 @@ describe.skipIf(CHROMIUM === undefined)('the demo storefront page in a real brow
   });
 
   async function open(url: string, viewport: { width: number; height: number }): Promise<Page> {
+    errors.length = 0;
     const page = await browser.newPage({ viewport });
     page.on('pageerror', (e) => errors.push(e.message));
     page.on('response', (r) => {
