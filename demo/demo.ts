@@ -135,7 +135,12 @@ async function main(): Promise<void> {
     notPromoted,
   );
   const purchase = { article: top[0]?.articleId ?? null, time: now };
-  await tryTheApi(serving, served, report.mostActiveCustomer, values.exit, { apiKey, purchase });
+  await tryTheApi(serving, streams.stopProcessors, {
+    served,
+    customerId: report.mostActiveCustomer,
+    exit: values.exit,
+    ingest: { apiKey, purchase },
+  });
 }
 
 /** 1/5: the local stack up (or the services named by the environment); their endpoints. */
@@ -226,10 +231,13 @@ interface DemoStreams {
   readonly codecs: Codecs;
   readonly redis: Redis;
   readonly keys: KeySpace;
+  /** The processors keep running (purchases posted to the API are applied live) until this. */
+  readonly stopProcessors: () => Promise<void>;
 }
 
 /**
- * 3/5: the processors over the loaded topics until caught up; the clients for what follows.
+ * 3/5: the processors over the loaded topics until caught up, left running (with a Redis client
+ * of their own) so that what the API ingests reaches the features; the clients for what follows.
  * `live` is the configuration with the stack's endpoints (main's `live`).
  */
 async function runProcessors(live: Readonly<Config>, logger: Logger): Promise<DemoStreams> {
@@ -241,9 +249,10 @@ async function runProcessors(live: Readonly<Config>, logger: Logger): Promise<De
   await producer.connect();
   const metrics = createProcessorMetrics(false);
   const t1 = performance.now();
+  const processorsRedis = new Redis(live.redisUrl, { maxRetriesPerRequest: null });
   const running = await startProcessors({
     kafka,
-    redis,
+    redis: processorsRedis,
     codecs,
     topics,
     keys,
@@ -254,8 +263,11 @@ async function runProcessors(live: Readonly<Config>, logger: Logger): Promise<De
     embeddings: live.embeddings,
   });
   await running.caughtUp(600_000);
-  await running.stop();
-  await producer.disconnect();
+  const stopProcessors = async () => {
+    await running.stop();
+    await producer.disconnect();
+    processorsRedis.disconnect();
+  };
   const count = async (c: typeof metrics.events) =>
     (await c.get()).values
       .filter((v) => v.labels.topic === topics.purchases.name)
@@ -266,7 +278,7 @@ async function runProcessors(live: Readonly<Config>, logger: Logger): Promise<De
     `  caught up in ${((performance.now() - t1) / 1000).toFixed(1)} s: ${applied} purchases applied, ` +
       `${duplicates} skipped as already applied (a re-run of the demo publishes the same event ids again)`,
   );
-  return { kafka, topics, codecs, redis, keys };
+  return { kafka, topics, codecs, redis, keys, stopProcessors };
 }
 
 /** Live features: the top trending articles at `now`, and the most active customer's state. */
@@ -440,11 +452,19 @@ function demoPageKey(apiKeys: readonly Secret[]): {
  */
 async function tryTheApi(
   serving: ServingHandle,
-  served: string | null,
-  customerId: string | null,
-  exit: boolean,
-  ingest: { apiKey: string; purchase: { article: string | null; time: number } },
+  stopProcessors: () => Promise<void>,
+  run: {
+    served: string | null;
+    customerId: string | null;
+    exit: boolean;
+    ingest: { apiKey: string; purchase: { article: string | null; time: number } };
+  },
 ): Promise<void> {
+  const { served, customerId, exit, ingest } = run;
+  const shutdown = async () => {
+    await serving.close();
+    await stopProcessors();
+  };
   const known = customerId ?? 'unknown-customer';
   const bought = JSON.stringify([
     {
@@ -481,12 +501,13 @@ async function tryTheApi(
   );
   console.log(`  the demo storefront page: ${page}`);
   if (exit) {
-    await serving.close();
+    await shutdown();
     return;
   }
+  console.log('  the processors keep running: purchases posted to the API reach the features live');
   console.log('  (Ctrl-C to stop)');
   const stop = () => {
-    void serving.close().then(() => process.exit(0));
+    void shutdown().then(() => process.exit(0));
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
