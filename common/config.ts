@@ -73,6 +73,17 @@ const envSchema = z.object({
     .optional(),
   MODEL_ACTIVE_CHECK_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000),
   MODEL_KEEP_VERSIONS: z.coerce.number().int().min(1).max(10_000).default(10),
+  PROMOTE_AS: z
+    .string()
+    .transform((v) => v.toLowerCase())
+    .pipe(z.enum(['switch', 'experiment'], { error: 'must be switch or experiment' }))
+    .default('switch'),
+  PROMOTE_EXPERIMENT_WEIGHT: z.coerce
+    .number()
+    .int('must be a whole percentage')
+    .min(1, 'must be from 1 to 99 (percent of customers)')
+    .max(99, 'must be from 1 to 99 (percent of customers)')
+    .default(10),
 });
 
 /** The embeddings switch and the namespace of the article vectors: what processors and training take. */
@@ -157,6 +168,24 @@ export interface ModelRegistryConfig {
   readonly keepVersions: number;
 }
 
+/**
+ * What the trainer does with a model the gate promotes (docs/training.md): `switch` makes it the
+ * active model (`PROMOTE_AS=switch`, the default); `experiment` starts an A/B experiment of it
+ * against the active model, or the heuristic when none is active, with `experimentWeight` percent
+ * of the customers (`PROMOTE_AS=experiment`, `PROMOTE_EXPERIMENT_WEIGHT`).
+ */
+export interface PromotionConfig {
+  readonly as: 'switch' | 'experiment';
+  /** Percent of customers the new model serves in the experiment (1-99). */
+  readonly experimentWeight: number;
+}
+
+/** Promotion switches `active`: the default. */
+export const PROMOTE_BY_SWITCH: PromotionConfig = Object.freeze({
+  as: 'switch',
+  experimentWeight: 10,
+});
+
 export interface Config extends Endpoints {
   /** Which endpoints were given by the environment (and must not be started by the launcher). */
   readonly external: {
@@ -180,6 +209,8 @@ export interface Config extends Endpoints {
   readonly python: string | undefined;
   /** Model signing, the active-pointer check, pruning. */
   readonly models: ModelRegistryConfig;
+  /** How the trainer promotes a model that passed the gate (`PROMOTE_AS`). */
+  readonly promotion: PromotionConfig;
 }
 
 /** Thrown when the environment holds invalid settings; lists every problem at once. */
@@ -249,6 +280,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       }),
       activeCheckMs: e.MODEL_ACTIVE_CHECK_MS,
       keepVersions: e.MODEL_KEEP_VERSIONS,
+    }),
+    promotion: Object.freeze({
+      as: e.PROMOTE_AS,
+      experimentWeight: e.PROMOTE_EXPERIMENT_WEIGHT,
     }),
   };
   return Object.freeze(config);

@@ -20,6 +20,7 @@
  * | `REC_ERR_DATASET`             | streams/loader (`DatasetError`, `CellError`)                  |
  * | `REC_ERR_STACK`               | stack/ (`StackError`, `CommandError`)                         |
  * | `REC_ERR_MODEL`               | models/ (`ModelError`): a model that cannot be read or used   |
+ * | `REC_ERR_EXPERIMENT`          | models/experiments.ts: an A/B experiment refused or not found |
  * | `REC_ERR_SCORER`              | serving/scoring (`ScorerError`)                               |
  * | `REC_ERR_RANKER`              | serving/ranking.ts (`RankerFailure`): the heuristic answers   |
  * | `REC_ERR_BAD_REQUEST` …       | serving/http-errors.ts (`ServingError`): the API's answers    |
@@ -48,6 +49,7 @@ export type ErrorCode =
   | 'REC_ERR_DATASET'
   | 'REC_ERR_STACK'
   | 'REC_ERR_MODEL'
+  | 'REC_ERR_EXPERIMENT'
   | 'REC_ERR_SCORER'
   | 'REC_ERR_RANKER'
   | 'REC_ERR_STORE_LAYOUT'

@@ -110,8 +110,20 @@ export interface ModelKeys {
   readonly versions: string;
   /** string: the active version */
   readonly active: string;
-  /** pub/sub channel announcing a newly activated version */
+  /**
+   * pub/sub channel announcing a newly activated version or a started or stopped experiment (a
+   * hint to re-read `active` and `experiment`)
+   */
   readonly channel: string;
+  /**
+   * hash: the latest A/B experiment (models/experiments.ts): name, salt, variants (JSON), status
+   * (`running` / `stopped`), started_at, stopped_at, promoted
+   */
+  readonly experiment: string;
+  /** set: the model versions the running experiment names (pruning keeps them) */
+  readonly experimentModels: string;
+  /** list: stopped experiments (JSON), newest first, capped */
+  readonly experimentHistory: string;
 }
 
 export interface KeySpace {
@@ -158,6 +170,9 @@ export function keySpace(ns = 'rec'): KeySpace {
       versions: `${ns}:{m}:versions`,
       active: `${ns}:{m}:active`,
       channel: `${ns}:models:activated`,
+      experiment: `${ns}:{m}:experiment`,
+      experimentModels: `${ns}:{m}:experiment:models`,
+      experimentHistory: `${ns}:{m}:experiments`,
     },
     customer(c) {
       const p = `${ns}:{u:${c}}`;

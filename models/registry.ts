@@ -3,7 +3,8 @@
  * models without a shared file system: per version a hash with the metadata JSON, the ONNX bytes,
  * their signature (models/signing.ts; absent when registered without a key), a status
  * (`registered`, `active`, `retired`, `rejected` with its reason), the set of versions by
- * registration time, the `active` pointer, and a pub/sub channel on which activation is announced.
+ * registration time, the `active` pointer, and a pub/sub channel on which activation (and an
+ * experiment's start or stop, models/experiments.ts) is announced.
  *
  * Trust: `active` only ever points at a version that passed `verifyModel` (signature, metadata,
  * features, checksum, ONNX) when it was activated; a refused version is marked `rejected` and
@@ -11,6 +12,7 @@
  * version it names, just makes them re-read it (as does a periodic check, for missed messages),
  * and they verify the model again before loading it. Registration prunes old versions.
  */
+import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { KeySpace } from '../features/keys.ts';
 import {
@@ -28,6 +30,8 @@ export interface RegisteredModel {
   readonly meta: ModelMeta;
   /** The metadata as stored (parsed JSON, before validation): what the signature covers. */
   readonly storedMeta: unknown;
+  /** The metadata JSON text as stored. */
+  readonly metaText: string;
   readonly bytes: Buffer;
   /** Hex HMAC-SHA256 (models/signing.ts), or null when registered without a key. */
   readonly signature: string | null;
@@ -77,9 +81,10 @@ export async function registerModel(
 }
 
 /**
- * Keep the active version and the last `keep` registered ones; of older versions, a rejected one
- * keeps its entry (metadata, status, reason: why it was refused) without its bytes and signature,
- * any other is deleted. Returns what was deleted and what was stripped.
+ * Keep the active version, the versions a running experiment names (models/experiments.ts) and
+ * the last `keep` registered ones; of older versions, a rejected one keeps its entry (metadata,
+ * status, reason: why it was refused) without its bytes and signature, any other is deleted.
+ * Returns what was deleted and what was stripped.
  */
 export async function pruneModels(
   redis: Redis,
@@ -87,27 +92,31 @@ export async function pruneModels(
   keep: number,
 ): Promise<{ deleted: string[]; stripped: string[] }> {
   const k = keys.models;
-  const [active, versions] = await Promise.all([
+  const [active, versions, inExperiment] = await Promise.all([
     redis.get(k.active),
     redis.zrange(k.versions, 0, -1),
+    redis.smembers(k.experimentModels),
   ]);
+  const spared = new Set(inExperiment);
   const older = versions.slice(0, Math.max(0, versions.length - Math.max(1, keep)));
   const deleted: string[] = [];
   const stripped: string[] = [];
   for (const v of older) {
-    if (v === active) continue;
+    if (v === active || spared.has(v)) continue;
     const status = await redis.hget(k.model(v), 'status');
     if (status === 'rejected') {
       if ((await redis.hdel(k.model(v), 'onnx', 'signature')) > 0) stripped.push(v);
     } else {
-      // Not if it became active meanwhile (a concurrent activation).
+      // Not if it became active, or joined an experiment, meanwhile.
       const gone = await redis.eval(
         "if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end " +
+          "if redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 1 then return 0 end " +
           "redis.call('DEL', KEYS[2]) redis.call('ZREM', KEYS[3], ARGV[1]) return 1",
-        3,
+        4,
         k.active,
         k.model(v),
         k.versions,
+        k.experimentModels,
         v,
       );
       if (gone === 1) deleted.push(v);
@@ -123,14 +132,19 @@ export async function readModel(
   version: string,
 ): Promise<RegisteredModel | null> {
   const key = keys.models.model(version);
-  const [meta, onnx, signature, status, reason, at] = await Promise.all([
-    redis.hget(key, 'meta'),
-    redis.hgetBuffer(key, 'onnx'),
-    redis.hget(key, 'signature'),
-    redis.hget(key, 'status'),
-    redis.hget(key, 'reason'),
-    redis.hget(key, 'registered_at'),
-  ]);
+  // One HMGET: the fields of one registration, never half of a re-registration's.
+  const fields = await redis.hmgetBuffer(
+    key,
+    'meta',
+    'onnx',
+    'signature',
+    'status',
+    'reason',
+    'registered_at',
+  );
+  const text = (i: number): string | null => fields[i]?.toString('utf8') ?? null;
+  const [meta, signature, status, reason, at] = [text(0), text(2), text(3), text(4), text(5)];
+  const onnx = fields[1] ?? null;
   if (meta === null || onnx === null) return null;
   let json: unknown;
   try {
@@ -141,6 +155,7 @@ export async function readModel(
   return {
     meta: parseModelMeta(json, key),
     storedMeta: json,
+    metaText: meta,
     bytes: onnx,
     signature: signature === null || signature === '' ? null : signature,
     status: (status ?? 'registered') as ModelStatus,
@@ -209,14 +224,60 @@ export async function activateModel(
   if (entry === null) {
     throw new ModelError(`cannot activate model ${version}: it is not registered (or was pruned)`);
   }
-  const previous = await redis.get(k.active);
-  const tx = redis
-    .multi()
-    .set(k.active, version)
-    .hset(k.model(version), 'status', 'active', 'reason', '');
-  if (previous !== null && previous !== version) tx.hset(k.model(previous), 'status', 'retired');
-  await tx.exec();
+  await pointActiveAt(redis, keys, entry);
   await redis.publish(k.channel, version);
+}
+
+/**
+ * KEYS: the version's hash, `active`. ARGV: version, SHA-1 of the verified metadata text and
+ * ONNX bytes, its signature ('' for none), the prefix of a version's hash key. Returns 1 when
+ * `active` now names the version (the previous one marked retired), 0 when the entry is no longer
+ * the one verified. All keys share the `{m}` hash tag (one Cluster slot).
+ */
+const ACTIVATE_SCRIPT = `
+local e = redis.call('HMGET', KEYS[1], 'meta', 'onnx', 'signature')
+if not e[1] or not e[2] then return 0 end
+if redis.sha1hex(e[1]) ~= ARGV[2] or redis.sha1hex(e[2]) ~= ARGV[3] then return 0 end
+if (e[3] or '') ~= ARGV[4] then return 0 end
+local previous = redis.call('GET', KEYS[2])
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'status', 'active', 'reason', '')
+if previous and previous ~= ARGV[1] then
+  redis.call('HSET', ARGV[5] .. previous, 'status', 'retired')
+end
+return 1
+`;
+
+/**
+ * Atomically, and only if the registry still holds `entry` as it was read (not registered again
+ * or pruned since it was verified): point `active` at it and mark the previous version retired.
+ * Throws a ModelError, leaving `active` alone, when the entry changed.
+ */
+export async function pointActiveAt(
+  redis: Redis,
+  keys: KeySpace,
+  entry: RegisteredModel,
+): Promise<void> {
+  const k = keys.models;
+  const version = entry.meta.version;
+  const sha1 = (b: Buffer | string) => createHash('sha1').update(b).digest('hex');
+  const swapped = await redis.eval(
+    ACTIVATE_SCRIPT,
+    2,
+    k.model(version),
+    k.active,
+    version,
+    sha1(entry.metaText),
+    sha1(entry.bytes),
+    entry.signature ?? '',
+    k.model(''),
+  );
+  if (swapped !== 1) {
+    throw new ModelError(
+      `model ${version} changed in the registry while it was being checked (registered again ` +
+        'or pruned); not activated: activate it again',
+    );
+  }
 }
 
 /** Record why a version was refused (it stays listed, with the reason). */
@@ -250,10 +311,11 @@ export async function listModels(
 }
 
 /**
- * Subscribe to activations on a dedicated connection (a subscribed ioredis client can do nothing
- * else). Returns a function that unsubscribes. A message is only a hint that `active` may have
- * moved: anyone who can reach Redis can publish one, so listeners re-read `active` and never load
- * the version a message names.
+ * Subscribe to activations (and experiment starts and stops: `experiment:<name>`) on a dedicated
+ * connection (a subscribed ioredis client can do nothing else). Returns a function that
+ * unsubscribes. A message is only a hint that `active` or the experiment may have changed: anyone
+ * who can reach Redis can publish one, so listeners re-read them and never load the version a
+ * message names.
  */
 export async function watchActivations(
   subscriber: Redis,

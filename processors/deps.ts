@@ -24,6 +24,11 @@ export interface ProcessorDeps {
   options?: Partial<PurchaseProcessorOptions>;
   /** Group session timeout (ms) of the consumers (default 30 s). */
   sessionTimeoutMs?: number;
+  /**
+   * How often (ms) idle partitions are checked against the position store (default 5 000; 0:
+   * never; `ConsumerRunnerOptions.positionsCheckMs`).
+   */
+  positionsCheckMs?: number;
   /** Wait for metadata to catch up before consuming purchases (default true). */
   metadataFirst?: boolean;
   /**

@@ -30,6 +30,7 @@ const env = z
     PROCESSOR_TRENDING_CAP: z.coerce.number().int().positive().default(2_000),
     PROCESSOR_MAX_EVENT_SKEW_HOURS: z.coerce.number().nonnegative().default(24),
     PROCESSOR_SESSION_TIMEOUT_MS: z.coerce.number().int().min(6_000).default(30_000),
+    PROCESSOR_POSITIONS_CHECK_MS: z.coerce.number().int().min(0).default(5_000),
   })
   .parse(process.env);
 
@@ -60,6 +61,7 @@ async function main(): Promise<void> {
     dlqProducer,
     groupPrefix: env.PROCESSOR_GROUP,
     sessionTimeoutMs: env.PROCESSOR_SESSION_TIMEOUT_MS,
+    positionsCheckMs: env.PROCESSOR_POSITIONS_CHECK_MS,
     embeddings: config.embeddings,
     maxEventSkewMs: env.PROCESSOR_MAX_EVENT_SKEW_HOURS * 3_600_000,
     options: {

@@ -107,13 +107,16 @@ export async function startProcessors(deps: ProcessorDeps): Promise<RunningProce
 /** What every consumer group of the processors is started with. */
 interface ConsumerSettings {
   readonly hooks: RunnerHooks;
-  readonly session: { sessionTimeoutMs?: number };
+  readonly session: { sessionTimeoutMs?: number; positionsCheckMs?: number };
 }
 
 function consumerSettings(deps: ProcessorDeps): ConsumerSettings {
   return {
     hooks: deps.metrics.hooks(),
-    session: deps.sessionTimeoutMs === undefined ? {} : { sessionTimeoutMs: deps.sessionTimeoutMs },
+    session: {
+      ...(deps.sessionTimeoutMs === undefined ? {} : { sessionTimeoutMs: deps.sessionTimeoutMs }),
+      ...(deps.positionsCheckMs === undefined ? {} : { positionsCheckMs: deps.positionsCheckMs }),
+    },
   };
 }
 

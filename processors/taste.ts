@@ -176,6 +176,7 @@ export async function startTasteConsumer(
     maxBytesPerPartition: 2_097_152,
     partitionsConsumedConcurrently: topics.purchases.partitions,
     ...(deps.sessionTimeoutMs === undefined ? {} : { sessionTimeoutMs: deps.sessionTimeoutMs }),
+    ...(deps.positionsCheckMs === undefined ? {} : { positionsCheckMs: deps.positionsCheckMs }),
     positions: positionStore(deps.redis, deps.keys, group),
     isDeterministic: isScriptFailure,
     handler: async (records) => {

@@ -104,13 +104,19 @@ export const DEGRADED_REASONS = [
 export const RANKER_KINDS = ['model', 'heuristic', 'trending_cache'] as const;
 
 /** Why the model did not rank: no model, a refused one, or a failure of this request. */
-export const RANKER_REASONS = ['no_model', 'model_refused', ...DEGRADED_REASONS] as const;
+export const RANKER_REASONS = [
+  'no_model',
+  'model_refused',
+  'variant_heuristic',
+  ...DEGRADED_REASONS,
+] as const;
 
 export const RankedBy = z
   .object({
     kind: z.enum(RANKER_KINDS).openapi({
       description:
-        "'model': the registry's active model, named by model_version (a trained one; untrained " +
+        "'model': the registry's active model, or the model of the answer's A/B variant, named by " +
+        'model_version (a trained one; untrained ' +
         'fixture-* models only on instances started with SERVING_ALLOW_FIXTURE_MODEL=true, for ' +
         "benchmarks and tests); 'heuristic': the documented heuristic " +
         "heuristic-v2 (serving/ranking.ts); 'trending_cache': global trending cached while the " +
@@ -122,8 +128,10 @@ export const RankedBy = z
       .openapi({
         description:
           "Why not a model (absent when kind is 'model'): 'no_model' = no promoted model is active; " +
-          "'model_refused' = this instance refused the active version (an untrained fixture, or a " +
-          'model that failed its checks); otherwise the degraded_reason of this answer',
+          "'model_refused' = this instance refused the active version, or the model of the " +
+          "answer's variant (an untrained fixture, or a model that failed its checks); " +
+          "'variant_heuristic' = the answer's A/B variant is the heuristic; otherwise the " +
+          'degraded_reason of this answer',
       }),
     message: z.string().optional().openapi({
       description: 'The reason in words',
@@ -157,7 +165,9 @@ export const RecommendationResponse = z
       description: "The A/B experiment that assigned this answer's variant; null when none runs",
     }),
     variant: z.string().openapi({
-      description: `The variant that served the answer ('${DEFAULT_VARIANT}' without an experiment)`,
+      description:
+        `The variant that served the answer ('${DEFAULT_VARIANT}' without an experiment): sticky ` +
+        "per customer, from a hash of the experiment's salt and the customer id",
     }),
     candidates: z.number().int().openapi({ description: 'Candidates scored' }),
     took_ms: z.number(),

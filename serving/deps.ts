@@ -12,6 +12,7 @@ import {
   type SharedReads,
 } from './candidates/index.ts';
 import type { ServingMetrics } from './metrics.ts';
+import type { VariantAssignment } from './live-experiment.ts';
 import type { NoModel, Ranker } from './ranking.ts';
 import type { TrendingCache } from './trending-cache.ts';
 
@@ -83,6 +84,11 @@ export interface ServingDeps {
    * promoted model.
    */
   readonly noModel?: () => NoModel;
+  /**
+   * The A/B variant of a customer's recommendation request (LiveExperiment.assign), or null when
+   * no experiment runs: then `ranker()` ranks and the answer's variant is 'default'. Default: none.
+   */
+  readonly assign?: (customerId: string) => VariantAssignment | null;
   readonly logger: Logger;
   readonly metrics: ServingMetrics;
   readonly config: ServingConfig;

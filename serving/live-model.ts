@@ -219,9 +219,13 @@ export class LiveModel {
       const reason = err instanceof Error ? err.message : String(err);
       log.error({ reason, keeping: keeping() }, 'model refused');
       const out: SwapOutcome = { version, outcome: 'rejected', reason };
+      // Answers carry a fixed sentence; the check's own message (logged above, kept in the
+      // registry's `reason`) may name files, keys or library internals.
       this.#refused = {
         version,
-        reason: `model ${version} was rejected: ${reason}`,
+        reason:
+          `model ${version} failed this instance's checks and was marked rejected ` +
+          '(`npm run model -- list` shows why)',
         registeredAt,
         out,
       };

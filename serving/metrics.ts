@@ -44,10 +44,34 @@ export interface ServingMetrics {
   readonly scorerTimeouts: Counter;
   /** Scorer workers replaced, by reason: `timeout` (hung, terminated) or `exit` (crashed). */
   readonly scorerRecycled: Counter<'reason'>;
+  /**
+   * Model activation attempts of this instance by outcome: `activated`, `rejected` (failed a
+   * check; marked in the registry) or `refused` (a fixture without the opt-in). A refused
+   * `active` version counts once, not at every periodic re-check.
+   */
+  readonly modelSwaps: Counter<'outcome'>;
   /** 1 for the model version that ranked the latest request (`heuristic-v2` without a model). */
   readonly modelVersion: Gauge<'version'>;
   /** Set the model version gauge to `version` (only one series is 1 at a time). */
   setModelVersion(version: string): void;
+  /**
+   * Answers of an A/B experiment (degraded ones included), by experiment, variant and the model
+   * version that ranked them (`heuristic-v2`, `trending-cache` when not the variant's model).
+   */
+  readonly experimentAnswers: Counter<'experiment' | 'variant' | 'model_version'>;
+  /** Items answered per experiment and variant. */
+  readonly experimentItems: Counter<'experiment' | 'variant'>;
+  /** Time of an experiment's answers in the route (its `took_ms`), by experiment and variant. */
+  readonly experimentSeconds: Histogram<'experiment' | 'variant'>;
+  /** The running experiment's variants and weights (one series per variant; none without one). */
+  readonly experimentVariants: Gauge<'experiment' | 'variant' | 'model' | 'served_by'>;
+  /** Set the variants gauge to the experiment this instance runs (null: none). */
+  setExperiment(
+    experiment: {
+      name: string;
+      variants: readonly { name: string; model: string; weight: number; servedBy: string }[];
+    } | null,
+  ): void;
 }
 
 export function createServingMetrics(opts: { defaults?: boolean } = {}): ServingMetrics {
@@ -131,12 +155,45 @@ export function createServingMetrics(opts: { defaults?: boolean } = {}): Serving
     labelNames: ['reason'] as const,
     registers,
   });
+  const modelSwaps = new Counter({
+    name: 'rec_serving_model_swaps_total',
+    help: 'Model activation attempts by outcome: activated, rejected (failed a check) or refused (fixture without the opt-in)',
+    labelNames: ['outcome'] as const,
+    registers,
+  });
   const modelVersion = new Gauge({
     name: 'rec_serving_model_version',
     help: 'Model version that ranked the latest request (value 1)',
     labelNames: ['version'] as const,
     registers,
     // 1, not the number of processes, when several serve (cluster.ts sums the others).
+    aggregator: 'max',
+  });
+  const experimentAnswers = new Counter({
+    name: 'rec_serving_experiment_answers_total',
+    help: 'Recommendation answers of an A/B experiment, by experiment, variant and the model version that ranked them',
+    labelNames: ['experiment', 'variant', 'model_version'] as const,
+    registers,
+  });
+  const experimentItems = new Counter({
+    name: 'rec_serving_experiment_items_total',
+    help: 'Items answered by an A/B experiment, by experiment and variant',
+    labelNames: ['experiment', 'variant'] as const,
+    registers,
+  });
+  const experimentSeconds = new Histogram({
+    name: 'rec_serving_experiment_answer_duration_seconds',
+    help: "Time of an A/B experiment's answers in the route (took_ms), by experiment and variant",
+    labelNames: ['experiment', 'variant'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers,
+  });
+  const experimentVariants = new Gauge({
+    name: 'rec_serving_experiment_variant_weight',
+    help: 'Weight of each variant of the running A/B experiment, with the model it names and what ranks it here (served_by: the model, or heuristic-v2 when it was refused)',
+    labelNames: ['experiment', 'variant', 'model', 'served_by'] as const,
+    registers,
+    // The weight, not the number of processes, when several serve (cluster.ts sums the others).
     aggregator: 'max',
   });
   let current: string | null = null;
@@ -154,12 +211,30 @@ export function createServingMetrics(opts: { defaults?: boolean } = {}): Serving
     rejected,
     scorerTimeouts,
     scorerRecycled,
+    modelSwaps,
     modelVersion,
     setModelVersion(version) {
       if (version === current) return;
       modelVersion.reset();
       modelVersion.labels(version).set(1);
       current = version;
+    },
+    experimentAnswers,
+    experimentItems,
+    experimentSeconds,
+    experimentVariants,
+    setExperiment(experiment) {
+      experimentVariants.reset();
+      for (const v of experiment?.variants ?? []) {
+        experimentVariants
+          .labels({
+            experiment: experiment?.name ?? '',
+            variant: v.name,
+            model: v.model,
+            served_by: v.servedBy,
+          })
+          .set(v.weight);
+      }
     },
   };
 }

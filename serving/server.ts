@@ -1,7 +1,8 @@
 /**
  * Wiring of one serving process: Redis clients, the live model (active version from the registry,
  * re-read on every activation announcement and every `activeCheckMs`, hot-swapped when it moved),
- * the degraded-mode trending cache, the Hono app and the
+ * the running A/B experiment (its variants' models, re-read on the same announcements and
+ * checks), the degraded-mode trending cache, the Hono app and the
  * HTTP server. `serve-cli.ts` calls it with settings from the environment (in each worker process
  * when SERVING_PROCESSES > 1, see cluster.ts); the demo and the tests call it directly.
  */
@@ -26,10 +27,11 @@ import {
 } from './metrics.ts';
 import { HEURISTIC_VERSION } from './ranking.ts';
 import { LiveModel, type SwapOutcome } from './live-model.ts';
+import { LiveExperiment, type ExperimentChange } from './live-experiment.ts';
 import { watchActivations } from '../models/registry.ts';
 import type { ModelTrust } from '../models/signing.ts';
 import { TrendingCache } from './trending-cache.ts';
-import { DEFAULT_SCORER_TIMEOUT_MS } from './scoring/pool.ts';
+import { DEFAULT_SCORER_TIMEOUT_MS, type ScorerEvent } from './scoring/pool.ts';
 
 export interface ServingOptions {
   redisUrl: string;
@@ -65,10 +67,13 @@ export interface ServingOptions {
    */
   trust?: ModelTrust;
   /**
-   * How often to re-read the registry's `active` pointer, catching an announcement this
-   * instance missed (ms; config `models.activeCheckMs`, MODEL_ACTIVE_CHECK_MS; default 30 000).
+   * How often to re-read the registry's `active` pointer and experiment, catching an announcement
+   * this instance missed (ms; config `models.activeCheckMs`, MODEL_ACTIVE_CHECK_MS; default
+   * 30 000).
    */
   activeCheckMs?: number;
+  /** Told of every A/B experiment this instance starts or stops running. */
+  onExperiment?: (c: ExperimentChange) => void;
 }
 
 /** Default period of the `active` pointer check (`MODEL_ACTIVE_CHECK_MS`). */
@@ -78,6 +83,8 @@ export interface ServingHandle {
   /** Base URL, e.g. http://127.0.0.1:8080 */
   readonly url: string;
   readonly live: LiveModel;
+  /** The running A/B experiment here (`current`), or none. */
+  readonly experiment: LiveExperiment;
   readonly metrics: ServingMetrics;
   close(): Promise<void>;
 }
@@ -115,10 +122,10 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
       'SCORER_TIMEOUT_MS is not above the request deadline: slow requests recycle scorer workers',
     );
   }
-  const live = new LiveModel(redis, opts.keys, featureNames(config.embeddings), opts.logger, {
+  const pools = {
     workers,
     ...(opts.scorerTimeoutMs === undefined ? {} : { scorerTimeoutMs: opts.scorerTimeoutMs }),
-    onScorerEvent: (e) => {
+    onScorerEvent: (e: ScorerEvent) => {
       recordScorerEvent(metrics, e);
       if (e.kind === 'timeout') {
         log.error(e, 'scorer watchdog: a scoring request timed out; recycling its worker');
@@ -128,31 +135,49 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
     },
     allowFixtureModel: opts.allowFixtureModel ?? false,
     ...(opts.trust === undefined ? {} : { trust: opts.trust }),
+  };
+  const live = new LiveModel(redis, opts.keys, featureNames(config.embeddings), opts.logger, {
+    ...pools,
     onSwap: (o) => {
       log.info(o, 'model swap');
+      if (o.outcome !== 'unchanged') metrics.modelSwaps.inc({ outcome: o.outcome });
       opts.onSwap?.(o);
     },
   });
+  const experiment = new LiveExperiment(
+    redis,
+    opts.keys,
+    featureNames(config.embeddings),
+    opts.logger,
+    {
+      ...pools,
+      onChange: (c) => {
+        metrics.setExperiment(c.experiment);
+        opts.onExperiment?.(c);
+      },
+    },
+  );
+  /** Re-read `active` and the experiment (a hint, a reconnect, the periodic check). */
+  const syncAll = () => {
+    void live.sync();
+    void experiment.sync();
+  };
   if (live.allowsFixtureModel) {
     log.warn(
       'allowFixtureModel: this instance serves untrained fixture models (benchmarks, tests)',
     );
   }
-  // A message is a hint, whatever version it names: re-read `active` (registry.ts).
-  const stopWatching = await watchActivations(subscriber, opts.keys, () => {
-    void live.sync();
-  });
+  // A message is a hint, whatever it names: re-read `active` and the experiment (registry.ts).
+  const stopWatching = await watchActivations(subscriber, opts.keys, syncAll);
   // After a reconnect (ioredis subscribes again) a message may have been missed meanwhile.
   let subscribed = false;
   const onReady = () => {
-    if (subscribed) void live.sync();
+    if (subscribed) syncAll();
   };
   subscriber.on('ready', onReady);
-  await live.sync();
+  await Promise.all([live.sync(), experiment.sync()]);
   subscribed = true;
-  const activeCheck = setInterval(() => {
-    void live.sync();
-  }, opts.activeCheckMs ?? DEFAULT_ACTIVE_CHECK_MS);
+  const activeCheck = setInterval(syncAll, opts.activeCheckMs ?? DEFAULT_ACTIVE_CHECK_MS);
   activeCheck.unref();
   const trendingCache = new TrendingCache({
     redis,
@@ -173,6 +198,7 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
     keys: opts.keys,
     ranker: () => live.ranker(),
     noModel: () => live.noModel(),
+    assign: (customerId) => experiment.assign(customerId),
     logger: opts.logger,
     metrics,
     config,
@@ -187,12 +213,14 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
       model: live.version ?? HEURISTIC_VERSION,
       ...(live.version ? {} : live.noModel()),
       max_in_flight: config.maxInFlight,
+      experiment: experiment.current?.name ?? null,
     },
     'serving',
   );
   return {
     url,
     live,
+    experiment,
     metrics,
     async close() {
       await new Promise<void>((resolve) =>
@@ -204,7 +232,7 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
       clearInterval(activeCheck);
       subscriber.off('ready', onReady);
       await stopWatching();
-      await live.close();
+      await Promise.all([live.close(), experiment.close()]);
       subscriber.disconnect();
       redis.disconnect();
     },

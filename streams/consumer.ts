@@ -109,6 +109,14 @@ export interface ConsumerRunnerOptions<T> {
    */
   positions?: PositionStore;
   /**
+   * With `positions`: how often (ms) the partitions this consumer holds are checked against the
+   * store between batches (default 5 000; 0: never), and once right after each assignment. The
+   * check per batch above only runs when a record arrives; a store that fell behind on a partition
+   * that receives nothing more would keep what it lost until then. The check compares the
+   * group's committed offset with the store's position and seeks back the same way.
+   */
+  positionsCheckMs?: number;
+  /**
    * Whether a handler error is deterministic (the same records will fail the same way: a script
    * error, not an outage). After `isolateAfter` attempts (default 5) failing with such an error,
    * the batch is split in halves until the failing records are alone; those go to the DLQ
@@ -181,6 +189,8 @@ interface Runner<T> {
   readonly stopping: () => boolean;
   /** Per `topic:partition`: where the runner last sought to after finding the store behind. */
   readonly sought: Map<string, bigint>;
+  /** The `topic:partition`s whose batch is being processed. */
+  readonly busy: Set<string>;
 }
 
 /** Start consuming `topic` in group `groupId`; resolves once the consumer is running. */
@@ -206,6 +216,7 @@ export async function runConsumer<T>(opts: ConsumerRunnerOptions<T>): Promise<Ru
     retry,
     stopping: () => stopping,
     sought: new Map(),
+    busy: new Set(),
   };
 
   const run = () =>
@@ -247,15 +258,88 @@ export async function runConsumer<T>(opts: ConsumerRunnerOptions<T>): Promise<Ru
 
   await consumer.connect();
   await consumer.subscribe({ topic: opts.topic.name, fromBeginning: opts.fromBeginning ?? true });
-  await run();
+  // Before `run`: the first assignment may come before it resolves.
+  const stopChecks = watchPositions(runner);
+  try {
+    await run();
+  } catch (err) {
+    await stopChecks();
+    throw err;
+  }
   log.info('consumer running');
   return {
     consumer,
     async stop() {
       stopping = true;
       clearTimeout(restart);
+      await stopChecks();
       await consumer.disconnect();
     },
+  };
+}
+
+/**
+ * The idle check of `positionsCheckMs`: on every assignment and then periodically, each partition
+ * held and not in a batch whose store position is behind the group's committed offset is sought
+ * back to what the store holds (as `storeBehind` does for a batch). Errors (Kafka or the store
+ * unreachable) are logged and the next check tries again. Returns a function ending the checks.
+ */
+function watchPositions<T>(runner: Runner<T>): () => Promise<void> {
+  const { opts, consumer, log } = runner;
+  const everyMs = opts.positionsCheckMs ?? 5_000;
+  const positions = opts.positions;
+  if (!positions || everyMs <= 0) return () => Promise.resolve();
+  const topic = opts.topic.name;
+  const admin = opts.kafka.admin();
+  let connected: Promise<void> | null = null;
+  let held: number[] = [];
+  let running: Promise<void> | null = null;
+
+  const checkOnce = async () => {
+    connected ??= admin.connect();
+    await connected;
+    const [offsets] = await admin.fetchOffsets({ groupId: opts.groupId, topics: [topic] });
+    for (const { partition, offset } of offsets?.partitions ?? []) {
+      const id = `${topic}:${partition}`;
+      if (!held.includes(partition) || runner.busy.has(id) || runner.stopping()) continue;
+      const committed = BigInt(offset);
+      if (committed <= 0n) continue; // nothing committed yet (-1) or nothing consumed
+      const inStore = await positions.read(topic, partition);
+      const target = inStore === null ? 0n : inStore + 1n;
+      if (target >= committed || runner.sought.get(id) === target) continue;
+      // A batch may have started meanwhile: it checks the store itself.
+      if (runner.busy.has(id) || !held.includes(partition)) continue;
+      log.warn(
+        { partition, held: inStore?.toString() ?? null, committed: offset },
+        'the store holds less than the committed offsets of an idle partition (restored, failed over or emptied): re-processing from what it holds',
+      );
+      runner.sought.set(id, target);
+      consumer.seek({ topic, partition, offset: target.toString() });
+    }
+  };
+  const check = () => {
+    running ??= checkOnce()
+      .catch((err: unknown) => {
+        if (connected !== null) connected = connected.catch(() => null).then(() => undefined);
+        log.debug({ err: errorMessage(err) }, 'position check failed; retried at the next one');
+      })
+      .finally(() => {
+        running = null;
+      });
+    return running;
+  };
+
+  const removeListener = consumer.on(consumer.events.GROUP_JOIN, (e) => {
+    held = [...(e.payload.memberAssignment[topic] ?? [])];
+    void check();
+  });
+  const timer = setInterval(() => void check(), everyMs);
+  timer.unref();
+  return async () => {
+    clearInterval(timer);
+    removeListener();
+    await running;
+    if (connected) await admin.disconnect().catch(() => undefined);
   };
 }
 
@@ -267,6 +351,17 @@ export async function runConsumer<T>(opts: ConsumerRunnerOptions<T>): Promise<Ru
 async function processBatch<T>(runner: Runner<T>, payload: EachBatchPayload): Promise<void> {
   const { batch } = payload;
   if (batch.messages.length === 0) return;
+  const id = `${batch.topic}:${batch.partition}`;
+  runner.busy.add(id);
+  try {
+    await processNonEmptyBatch(runner, payload);
+  } finally {
+    runner.busy.delete(id);
+  }
+}
+
+async function processNonEmptyBatch<T>(runner: Runner<T>, payload: EachBatchPayload) {
+  const { batch } = payload;
   const started = performance.now();
   const handled = await handleWithRetry(runner, payload);
   if (handled === SOUGHT) return;

@@ -142,6 +142,7 @@ export async function startSuiteProcessors(
     readonly producer: Producer;
     readonly groupPrefix: string;
     readonly sessionTimeoutMs?: number;
+    readonly positionsCheckMs?: number;
     readonly metrics?: ProcessorMetrics;
   },
 ): Promise<{ running: RunningProcessors; metrics: ProcessorMetrics }> {
@@ -159,6 +160,7 @@ export async function startSuiteProcessors(
     dlqProducer: opts.producer,
     groupPrefix: opts.groupPrefix,
     ...(opts.sessionTimeoutMs === undefined ? {} : { sessionTimeoutMs: opts.sessionTimeoutMs }),
+    ...(opts.positionsCheckMs === undefined ? {} : { positionsCheckMs: opts.positionsCheckMs }),
   });
   return { running, metrics };
 }

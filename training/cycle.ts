@@ -4,7 +4,9 @@
  * train and judge (training/fit.ts: Optuna search, the gate on held-out weeks against the
  * baselines and the active model with paired bootstrap intervals, a refit on every week), register
  * the shipped model with the recipe and the gate's evidence, and activate it only when the gate
- * promoted it. Every candidate is registered; a refused one stays listed with the reason.
+ * promoted it (or, with PROMOTE_AS=experiment, start an A/B experiment of it against the active
+ * model: training/promote.ts). Every candidate is registered; a refused one stays listed with the
+ * reason.
  */
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
@@ -19,16 +21,10 @@ import { deleteNamespace } from '../features/state.ts';
 import type { Logger } from '../common/logger.ts';
 import type { Topics } from '../streams/topics.ts';
 import { featureNames } from '../features/definitions.ts';
-import type { EmbeddingsSwitch, ModelRegistryConfig } from '../common/config.ts';
+import type { EmbeddingsSwitch, ModelRegistryConfig, PromotionConfig } from '../common/config.ts';
 import { UNSIGNED_TRUST } from '../models/signing.ts';
 import { checkModel, type LoadedModel } from '../models/model-meta.ts';
-import {
-  activateModel,
-  activeVersion,
-  readModel,
-  registerModel,
-  rejectModel,
-} from '../models/registry.ts';
+import { activeVersion, readModel, registerModel, rejectModel } from '../models/registry.ts';
 import { fitAndGate, type FitResult, type GateResult } from './fit.ts';
 import { RECIPE, cycleWeeks, recipeRecord, type CycleWeeks, type Recipe } from './recipe.ts';
 import {
@@ -38,6 +34,7 @@ import {
   type RowsStage,
 } from './rows.ts';
 import type { PurchaseLog } from '../evaluation/baselines.ts';
+import { promoteModel, type PromotionOutcome } from './promote.ts';
 import { readPurchases } from './steps.ts';
 import { ensurePythonEnv } from './venv.ts';
 
@@ -56,6 +53,11 @@ export interface CycleDeps {
    * `trust` before activation; registration keeps `keepVersions`. Default: unsigned, 10.
    */
   models?: Pick<ModelRegistryConfig, 'trust' | 'keepVersions'>;
+  /**
+   * Config `promotion` (PROMOTE_AS, PROMOTE_EXPERIMENT_WEIGHT): a promoted model becomes active
+   * (default) or starts an A/B experiment against the active one.
+   */
+  promotion?: PromotionConfig;
 }
 
 export interface CycleOptions {
@@ -85,6 +87,12 @@ export interface CycleStep {
 export interface CycleResult {
   version: string;
   promoted: boolean;
+  /**
+   * What promotion did: `active` (it is the active model) or `experiment` (the experiment it
+   * started, by name); null when the gate refused it.
+   */
+  promotedAs: 'active' | 'experiment' | null;
+  experiment: string | null;
   reason: string;
   weeks: CycleWeeks;
   gate: GateResult;
@@ -228,9 +236,14 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
       active,
       say: trainerLines(say, step),
     });
-    const version = await registerCandidate(deps, fit, recipe, end);
+    const { version, promotion } = await registerCandidate(deps, fit, recipe, end);
     say(`${fit.gate.promoted ? 'promoted' : 'refused'} ${version}: ${fit.gate.reason}`);
-    return cycleResult(version, weeks, rows, fit, {
+    if (promotion?.as === 'experiment') {
+      say(
+        `started experiment ${promotion.experiment.name}: ${promotion.experiment.variants.map((v) => `${v.name}=${v.model}:${v.weight}`).join(', ')}`,
+      );
+    }
+    return cycleResult(version, promotion, weeks, rows, fit, {
       rowsMs,
       trainMs: fit.seconds.train * 1000,
       evaluateMs: fit.seconds.gate * 1000,
@@ -332,15 +345,15 @@ function trainerLines(
 
 /**
  * Register the shipped model with the recipe and the gate's evidence (every candidate is
- * registered), and activate it when the gate promoted it, else mark it refused with the reason.
- * Returns its version.
+ * registered), and promote it (training/promote.ts: activate it, or start an experiment) when the
+ * gate passed it, else mark it refused with the reason. Returns its version and the promotion.
  */
 async function registerCandidate(
   deps: CycleDeps,
   fit: FitResult,
   recipe: Recipe,
   end: number,
-): Promise<string> {
+): Promise<{ version: string; promotion: PromotionOutcome | null }> {
   const { shipped, gate } = fit;
   const version = shipped.meta.version;
   const meta = {
@@ -357,18 +370,23 @@ async function registerCandidate(
     { trust, ...(deps.models ? { keep: deps.models.keepVersions } : {}) },
   );
   if (gate.promoted) {
-    // Verified before `active` moves: a candidate failing a check is rejected, the cycle fails.
-    await activateModel(deps.redis, deps.keys, version, {
+    // Verified before `active` moves (or the experiment starts): a candidate failing a check is
+    // rejected, the cycle fails.
+    const promotion = await promoteModel(deps.redis, deps.keys, version, {
       available: featureNames(deps.embeddings?.enabled ?? false),
       trust,
+      ...(deps.promotion === undefined ? {} : { promotion: deps.promotion }),
     });
-  } else await rejectModel(deps.redis, deps.keys, version, gate.reason);
-  return version;
+    return { version, promotion };
+  }
+  await rejectModel(deps.redis, deps.keys, version, gate.reason);
+  return { version, promotion: null };
 }
 
 /** The cycle's result: the gate's decision, rows per part of the cycle, recall over the gate weeks. */
 function cycleResult(
   version: string,
+  promotion: PromotionOutcome | null,
   weeks: CycleWeeks,
   rows: RowsResult,
   fit: FitResult,
@@ -381,6 +399,8 @@ function cycleResult(
   return {
     version,
     promoted: gate.promoted,
+    promotedAs: promotion?.as ?? null,
+    experiment: promotion?.as === 'experiment' ? promotion.experiment.name : null,
     reason: gate.reason,
     weeks,
     gate,

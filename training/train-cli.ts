@@ -69,6 +69,7 @@ async function main(): Promise<void> {
     logger,
     embeddings: config.embeddings,
     models: config.models,
+    promotion: config.promotion,
   };
   const cycle = cycleRunner(deps, flags);
   try {

@@ -1,8 +1,7 @@
 /**
  * The offline evaluation report: `dir/report.md`, opening with four plots, then the tables.
  *
- * Plots are Vega-Lite specs compiled to Vega and rendered offline, headless (a Vega View with
- * renderer 'none' → `toSVG()`; no browser, no canvas, no network: the data is inline). Each plot
+ * Plots are Vega-Lite specs rendered offline, headless (evaluation/plots.ts). Each plot
  * is written as SVG and, when the prebuilt `@resvg/resvg-js` binary loads, also as PNG (2× zoom,
  * system fonts); the Markdown embeds the PNG if there is one, else the SVG, and links both.
  *
@@ -17,8 +16,8 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import * as vega from 'vega';
-import { compile, type TopLevelSpec } from 'vega-lite';
+import type { TopLevelSpec } from 'vega-lite';
+import { pngRenderer, renderSvg } from '../plots.ts';
 
 export interface EvalReport {
   dataset: string; // folder or name
@@ -278,35 +277,6 @@ function featureImportancePlot(data: EvalReport): Plot | null {
       },
     },
   };
-}
-
-/** Render a Vega-Lite spec to an SVG document, headless. */
-export async function renderSvg(spec: TopLevelSpec): Promise<string> {
-  const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
-  try {
-    return await view.toSVG();
-  } finally {
-    view.finalize();
-  }
-}
-
-type PngRenderer = (svg: string) => Buffer;
-
-/** The PNG renderer, or null when the native resvg binary is not available on this machine. */
-async function pngRenderer(): Promise<PngRenderer | null> {
-  try {
-    const { Resvg } = await import('@resvg/resvg-js');
-    return (svg) =>
-      new Resvg(svg, {
-        fitTo: { mode: 'zoom', value: 2 },
-        font: { loadSystemFonts: true, defaultFontFamily: 'DejaVu Sans' },
-        background: 'white',
-      })
-        .render()
-        .asPng();
-  } catch {
-    return null;
-  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import type { KeySpace } from '../../features/keys.ts';
 import { ErrorResponse } from '../api-schemas.ts';
 import { SharedReads, eventTimeNow } from '../candidates/index.ts';
 import type { ServingConfig, ServingDeps } from '../deps.ts';
+import type { VariantAssignment } from '../live-experiment.ts';
 import type { ServingMetrics } from '../metrics.ts';
 import { NO_MODEL, type NoModel, type Ranker } from '../ranking.ts';
 import type { TrendingCache } from '../trending-cache.ts';
@@ -44,6 +45,8 @@ export interface RouteContext {
   readonly metricsText: () => Promise<string>;
   /** Why `ranker()` is null (default: no promoted model). */
   readonly noModel: () => NoModel;
+  /** A customer's A/B variant, or null when no experiment runs (`deps.assign`). */
+  readonly assign: (customerId: string) => VariantAssignment | null;
   /**
    * The event-time "now" of a request: `deps.now()` when given, else the latest event time the
    * request read from the store (`times`, see `eventTimeNow`), else the wall clock.
@@ -73,9 +76,29 @@ export function routeContext(
     ranker: () => deps.ranker(),
     metricsText: deps.metricsText ?? (() => deps.metrics.registry.metrics()),
     noModel: () => deps.noModel?.() ?? NO_MODEL,
+    assign: deps.assign ?? noExperiment,
     eventNow: (times) => deps.now?.() ?? eventTimeNow(times, Date.now()),
     cacheNow: () => deps.now?.() ?? cache.latestEventTime() ?? Date.now(),
   };
+}
+
+const noExperiment = (): null => null;
+
+/**
+ * Count an experiment's answer in the per-variant metrics (nothing without an experiment): the
+ * answer, its items and its time, by variant (and the model version that ranked it).
+ */
+export function recordVariant(
+  ctx: RouteContext,
+  assigned: VariantAssignment | null,
+  answer: { model_version: string; items: readonly unknown[]; took_ms: number },
+): void {
+  if (assigned === null) return;
+  const { experiment, variant } = assigned;
+  const m = ctx.metrics;
+  m.experimentAnswers.inc({ experiment, variant, model_version: answer.model_version });
+  m.experimentItems.inc({ experiment, variant }, answer.items.length);
+  m.experimentSeconds.observe({ experiment, variant }, answer.took_ms / 1000);
 }
 
 /** The error responses of every OpenAPI route. */

@@ -12,6 +12,7 @@ import type {
 import { DEFAULT_VARIANT } from '../api-schemas.ts';
 import type { Filters } from '../candidates/index.ts';
 import { ServingError, type StoreUnavailableError } from '../http-errors.ts';
+import type { VariantAssignment } from '../live-experiment.ts';
 import { tookMs, type RouteContext } from './context.ts';
 
 /** Model version reported for answers from the trending cache (Redis down). */
@@ -44,6 +45,8 @@ export interface CachedRecommendationsRequest {
   readonly explain: boolean;
   /** When the request started (`performance.now()`). */
   readonly t0: number;
+  /** The customer's A/B variant (null: no experiment): the answer still names it. */
+  readonly assigned: VariantAssignment | null;
 }
 
 /** The recommendations answer from the cache: global trending, filtered, not personalised. */
@@ -78,8 +81,8 @@ export function cachedRecommendations(
     degraded: true,
     degraded_reason: 'store_unavailable',
     cold_start: false,
-    experiment: null,
-    variant: DEFAULT_VARIANT,
+    experiment: req.assigned?.experiment ?? null,
+    variant: req.assigned?.variant ?? DEFAULT_VARIANT,
     candidates: cached.length,
     took_ms: tookMs(req.t0),
     now,

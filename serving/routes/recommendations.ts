@@ -6,6 +6,10 @@
  * Every answer says what ranked it (`ranker`): the active model, the heuristic `heuristic-v2` and
  * why (no promoted model, the active one refused by this instance, or a ranker failure on this
  * request), or the trending cache. Users are never told a ranking is a model's when it is not.
+ *
+ * While an A/B experiment runs (serving/live-experiment.ts) the customer's sticky variant picks
+ * the ranker instead of the active model (its model, or the heuristic), and the answer names the
+ * experiment and the variant; without one it is `experiment: null`, `variant: 'default'`.
  */
 import { featureNames } from '../../features/definitions.ts';
 import { OpenAPIHono, createRoute } from '@hono/zod-openapi';
@@ -36,7 +40,14 @@ import {
   type RankerFailure,
   type Ranker,
 } from '../ranking.ts';
-import { ERROR_RESPONSES, tookMs, type AppEnv, type RouteContext } from './context.ts';
+import type { VariantAssignment } from '../live-experiment.ts';
+import {
+  ERROR_RESPONSES,
+  recordVariant,
+  tookMs,
+  type AppEnv,
+  type RouteContext,
+} from './context.ts';
 import { cachedRecommendations } from './degraded.ts';
 
 /** The route pattern, as the request metrics and the degraded-responses metric name it. */
@@ -88,6 +99,7 @@ export function recommendationRoutes(ctx: RouteContext): OpenAPIHono<AppEnv> {
       productGroup: q.product_group,
     };
     const explain = q.explain ?? false;
+    const assigned = ctx.assign(customerId);
 
     let set: CandidateSet;
     const tCandidates = performance.now();
@@ -101,18 +113,19 @@ export function recommendationRoutes(ctx: RouteContext): OpenAPIHono<AppEnv> {
       );
     } catch (err) {
       if (!(err instanceof StoreUnavailableError)) throw err;
-      const request = { customerId, k: q.k, filters, explain, t0 };
+      const request = { customerId, k: q.k, filters, explain, t0, assigned };
       const degraded = cachedRecommendations(
         ctx,
         { ...request, route: ROUTE, requestId: requestIdOf(c) },
         err,
       );
+      recordVariant(ctx, assigned, degraded);
       return c.json(degraded, 200);
     }
     recordCandidates(ctx, set);
 
     const now = ctx.eventNow([set.customer.last, ...[...set.articles.values()].map((a) => a.last)]);
-    const ranker = ctx.ranker();
+    const ranker = assigned === null ? ctx.ranker() : assigned.ranker;
     const tRank = performance.now();
     const outcome = await rankCandidates(
       { candidates: set.candidates, customer: set.customer, articles: set.articles, now, explain },
@@ -131,16 +144,17 @@ export function recommendationRoutes(ctx: RouteContext): OpenAPIHono<AppEnv> {
       customer_id: customerId,
       items: answerItems(set, outcome, { k: q.k, explain, now }),
       model_version: outcome.modelVersion,
-      ranker: rankedBy(ctx, ranker, outcome),
+      ranker: rankedBy(ctx, ranker, outcome, assigned),
       degraded: outcome.fallback !== null,
       ...(outcome.fallback ? { degraded_reason: outcome.fallback.reason } : {}),
       cold_start: set.coldStart,
-      experiment: null,
-      variant: DEFAULT_VARIANT,
+      experiment: assigned?.experiment ?? null,
+      variant: assigned?.variant ?? DEFAULT_VARIANT,
       candidates: set.candidates.length,
       took_ms: tookMs(t0),
       now,
     };
+    recordVariant(ctx, assigned, body);
     return c.json(body, 200);
   });
   return app;
@@ -239,7 +253,12 @@ function answerItems(
 }
 
 /** What ranked an answer: the model, or the heuristic and why (see the module comment). */
-function rankedBy(ctx: RouteContext, ranker: Ranker | null, outcome: RankOutcome): RankedByBody {
+function rankedBy(
+  ctx: RouteContext,
+  ranker: Ranker | null,
+  outcome: RankOutcome,
+  assigned: VariantAssignment | null,
+): RankedByBody {
   const fallback = outcome.fallback;
   if (fallback !== null) {
     // Fixed sentences: the failure's own message (logged) may carry internals.
@@ -255,6 +274,6 @@ function rankedBy(ctx: RouteContext, ranker: Ranker | null, outcome: RankOutcome
       message: `${what}; ranked with ${HEURISTIC_VERSION}`,
     };
   }
-  if (ranker === null) return { kind: 'heuristic', ...ctx.noModel() };
+  if (ranker === null) return { kind: 'heuristic', ...(assigned?.noModel ?? ctx.noModel()) };
   return { kind: 'model' };
 }

@@ -22,6 +22,7 @@ import { loadModel, type LoadedModel } from '../../models/model-meta.ts';
 import {
   activateModel,
   listModels,
+  pointActiveAt,
   readModel,
   registerModel,
   rejectModel,
@@ -172,6 +173,43 @@ describe('the trusted model registry', () => {
     });
     expect(await served()).toBe('O');
     expect(activated()).toEqual(['A', 'O']);
+    // Each refusal counted once in /metrics, however often the periodic check ran since.
+    const metrics = await (await fetch(`${serving.url}/metrics`)).text();
+    expect(metrics).toMatch(/rec_serving_model_swaps_total\{outcome="rejected"\} 2\n/);
+    expect(metrics).toMatch(/rec_serving_model_swaps_total\{outcome="activated"\} 2\n/);
+  });
+
+  it('moves `active` only to the entry that was verified: not when it was registered again or pruned meanwhile', async () => {
+    const ck = keySpace(`${ns}c`);
+    try {
+      await registerModel(redis, ck, as('c1'), { trust });
+      await activateModel(redis, ck, 'c1', activation);
+      await registerModel(redis, ck, as('c2'), { trust });
+      const verified = await readModel(redis, ck, 'c2');
+      if (verified === null) throw new Error('c2 not registered');
+      // Registered again with other trees after the check read it: that is not what passed.
+      await registerModel(redis, ck, as('c2', other), { trust });
+      await expect(pointActiveAt(redis, ck, verified)).rejects.toThrow(
+        /changed in the registry while it was being checked/,
+      );
+      expect(await redis.get(ck.models.active)).toBe('c1');
+      // Pruned (bytes stripped) after the check.
+      const again = await readModel(redis, ck, 'c2');
+      if (again === null) throw new Error('c2 not registered');
+      await redis.hdel(ck.models.model('c2'), 'onnx');
+      await expect(pointActiveAt(redis, ck, again)).rejects.toThrow(/changed in the registry/);
+      expect(await redis.get(ck.models.active)).toBe('c1');
+      // Unchanged: it moves, and the previous version is retired.
+      await registerModel(redis, ck, as('c3'), { trust });
+      const c3 = await readModel(redis, ck, 'c3');
+      if (c3 === null) throw new Error('c3 not registered');
+      await pointActiveAt(redis, ck, c3);
+      expect(await redis.get(ck.models.active)).toBe('c3');
+      expect((await readModel(redis, ck, 'c1'))?.status).toBe('retired');
+      expect((await readModel(redis, ck, 'c3'))?.status).toBe('active');
+    } finally {
+      await deleteNamespace(redis, ck);
+    }
   });
 
   it('prunes on registration to the active version, the last N and the rejected versions reasons', async () => {
