@@ -19,12 +19,15 @@
  * demo/ sits at the top of the import graph: it drives the stack, the loader, the processors,
  * training and serving.
  */
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import type { Kafka } from 'kafkajs';
 import { connectStreams, type Codecs } from '../streams/bootstrap.ts';
+import { createRegistryClient } from '../streams/kafka.ts';
+import { Secret } from '../common/redact.ts';
 import {
   loadConfig,
   type Config,
@@ -114,14 +117,15 @@ async function main(): Promise<void> {
 
   const notPromoted = await trainFirstModel(streams, logger, config.embeddings, config.models);
 
-  const { serving, served } = await startApi(
+  const { serving, served, apiKey } = await startApi(
     streams,
     live,
     logger,
     Number(values.port),
     notPromoted,
   );
-  await tryTheApi(serving, served, report.mostActiveCustomer, values.exit);
+  const purchase = { article: top[0]?.articleId ?? null, time: now };
+  await tryTheApi(serving, served, report.mostActiveCustomer, values.exit, { apiKey, purchase });
 }
 
 /** 1/5: the local stack up (or the services named by the environment); their endpoints. */
@@ -286,15 +290,20 @@ async function trainFirstModel(
  * `live` is the configuration with the stack's endpoints (main's `live`).
  */
 async function startApi(
-  { redis, keys }: DemoStreams,
+  { kafka, topics, redis, keys }: DemoStreams,
   live: Readonly<Config>,
   logger: Logger,
   port: number,
   notPromoted: string | null,
-): Promise<{ serving: ServingHandle; served: string | null }> {
+): Promise<{ serving: ServingHandle; served: string | null; apiKey: string }> {
   console.log('\n== 5/5 serving');
   const active = await activeVersion(redis, keys);
   redis.disconnect();
+  // The write route needs a key: API_KEYS, or one made for this run (printed below).
+  const apiKeys =
+    live.apiKeys.length > 0
+      ? live.apiKeys
+      : [new Secret(`demo-${randomBytes(16).toString('hex')}`)];
   const serving = await startServing({
     redisUrl: live.redisUrl,
     keys,
@@ -302,9 +311,13 @@ async function startApi(
     port,
     trust: live.models.trust,
     activeCheckMs: live.models.activeCheckMs,
+    streams: { kafka, registry: createRegistryClient(live), topics },
+    apiKeys,
+    servedLog: live.servedLog,
     config: {
       ...defaultCandidateConfig(live.embeddings.enabled),
       ...(live.embeddings.namespace ? { embeddingNamespace: live.embeddings.namespace } : {}),
+      ingest: live.ingest,
     },
   });
   const served = serving.live.version;
@@ -320,7 +333,10 @@ async function startApi(
         `every answer says so: model_version "${HEURISTIC_VERSION}", ranker.reason "${serving.live.noModel().reason}"`,
     );
   }
-  return { serving, served };
+  if (live.apiKeys.length === 0) {
+    console.log('  API_KEYS is not set: the write route takes a key made for this run (below)');
+  }
+  return { serving, served, apiKey: apiKeys[0]?.reveal() ?? '' };
 }
 
 /**
@@ -332,13 +348,25 @@ async function tryTheApi(
   served: string | null,
   customerId: string | null,
   exit: boolean,
+  ingest: { apiKey: string; purchase: { article: string | null; time: number } },
 ): Promise<void> {
   const known = customerId ?? 'unknown-customer';
+  const bought = JSON.stringify([
+    {
+      customer_id: known,
+      article_id: ingest.purchase.article ?? '0706016001',
+      price: 0.03,
+      sales_channel_id: 2,
+      event_time: ingest.purchase.time + 60_000,
+    },
+  ]);
   const lines = [
     `curl -s '${serving.url}/v1/recommendations/${known}?k=12' | jq .`,
     `curl -s '${serving.url}/v1/recommendations/someone-new?k=12' | jq .`,
     `curl -s '${serving.url}/v1/recommendations/${known}?k=5&explain=true' | jq .`,
     `curl -s '${serving.url}/v1/trending?segment=channel:2&k=10' | jq .`,
+    `curl -s -X POST '${serving.url}/v1/events/purchases' -H 'Authorization: Bearer ${ingest.apiKey}' ` +
+      `-H 'content-type: application/json' -d '${bought}' | jq .`,
     `open ${serving.url}/docs`,
   ];
   console.log(`  API up at ${serving.url} (${served ?? HEURISTIC_VERSION}); try:`);

@@ -288,7 +288,10 @@ export const ErrorResponse = z
     error: z.object({
       code: z.enum([
         'REC_ERR_BAD_REQUEST',
+        'REC_ERR_UNAUTHORIZED',
+        'REC_ERR_FORBIDDEN',
         'REC_ERR_NOT_FOUND',
+        'REC_ERR_PAYLOAD_TOO_LARGE',
         'REC_ERR_UNAVAILABLE',
         'REC_ERR_INTERNAL',
       ]),
@@ -298,6 +301,101 @@ export const ErrorResponse = z
     request_id: z.string(),
   })
   .openapi('Error');
+
+/** A field of a posted purchase: documented, checked per element by the route (not here). */
+const postedField = (description: string, example: unknown) =>
+  z.unknown().optional().openapi({ description, example });
+
+/**
+ * The body of `POST /v1/events/purchases`: a JSON array of 1 to `maxEvents` objects. Each element
+ * is checked on its own by the route (serving/ingest.ts `purchaseIn`): an invalid one gets an
+ * `invalid` status in the 202 answer while the valid ones go through, so the element's fields are
+ * documented here, not enforced (a whole-request 400 is only for a body that is not such an
+ * array).
+ */
+export function purchaseBatch(maxEvents: number) {
+  const item = z
+    .looseObject(
+      {
+        event_id: postedField(
+          'Optional. 1-128 characters of A-Z a-z 0-9 _ . - (starting alphanumeric), unique per ' +
+            'purchase; the idempotency key of its effects. When absent it is derived from the ' +
+            'other fields and the position among identical lines of the request, so the same ' +
+            'batch posted again gets the same ids',
+          'web-20260101-000123-1',
+        ),
+        customer_id: postedField('Required. An id (as event_id)', 'cust000001'),
+        article_id: postedField('Required. An id (as event_id)', '0706016001'),
+        price: postedField('Required. A number >= 0 (the unit price)', 0.0338),
+        sales_channel_id: postedField('Required. An integer 0-1000 (H&M: 1 store, 2 online)', 2),
+        quantity: postedField('Optional. A positive integer; default 1', 1),
+        event_time: postedField(
+          'Required. When the purchase happened: ms since the Unix epoch (UTC), 1990-2100',
+          1600000000000,
+        ),
+      },
+      { error: 'each element must be a purchase object' },
+    )
+    .openapi('PurchaseIn', {
+      description:
+        'One purchase: the fields of the Avro Purchase (schemas/purchase.avsc); unknown fields ' +
+        'make the element invalid',
+    });
+  const message = `the body must be a JSON array of 1 to ${maxEvents} purchase objects (INGEST_MAX_EVENTS)`;
+  return z
+    .array(item, { error: message })
+    .min(1, { error: message })
+    .max(maxEvents, { error: message })
+    .openapi({
+      description: `1 to ${maxEvents} purchases`,
+      example: [
+        {
+          customer_id: 'cust000001',
+          article_id: '0706016001',
+          price: 0.0338,
+          sales_channel_id: 2,
+          event_time: 1600000000000,
+        },
+      ],
+    });
+}
+
+export const INGEST_STATUSES = ['accepted', 'invalid'] as const;
+
+export const IngestEventStatus = z
+  .object({
+    index: z.number().int().min(0).openapi({ description: "The element's position in the body" }),
+    event_id: z
+      .string()
+      .nullable()
+      .openapi({
+        description:
+          'The id the event was produced with (given or derived); for an invalid element the ' +
+          'given id when well-formed, else null',
+      }),
+    status: z.enum(INGEST_STATUSES).openapi({
+      description:
+        "'accepted': acknowledged by Kafka (the processors apply it); 'invalid': refused, see error",
+    }),
+    error: z
+      .object({
+        code: z.enum(['REC_ERR_BAD_REQUEST']),
+        message: z.string(),
+        fields: z.array(z.object({ path: z.string(), message: z.string() })),
+      })
+      .optional()
+      .openapi({ description: 'Why the element is invalid, every offending field named' }),
+  })
+  .openapi('IngestEventStatus');
+
+export const IngestResponse = z
+  .object({
+    accepted: z.number().int().min(0),
+    invalid: z.number().int().min(0),
+    events: z.array(IngestEventStatus).openapi({ description: 'One status per element, in order' }),
+    request_id: z.string(),
+  })
+  .openapi('IngestResponse');
 
 export const ReadyResponse = z
   .object({
@@ -333,3 +431,5 @@ export type ScoredArticleBody = z.infer<typeof SimpleItem>;
 export type SimilarResponseBody = z.infer<typeof SimilarResponse>;
 export type TrendingResponseBody = z.infer<typeof TrendingResponse>;
 export type ReadyBody = z.infer<typeof ReadyResponse>;
+export type IngestStatusBody = z.infer<typeof IngestEventStatus>;
+export type IngestResponseBody = z.infer<typeof IngestResponse>;

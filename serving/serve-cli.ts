@@ -30,6 +30,12 @@
  * as hung, is terminated and replaced (serving/scoring/pool.ts). Keep it above the request
  * deadline (`rankerTimeoutMs`, 250 ms), which answers the user first.
  *
+ * API_KEYS, INGEST_*, SERVED_LOG* (common/config.ts): the keys of the write routes (none: they
+ * answer 403), the bounds of `POST /v1/events/purchases`, and served-list logging to
+ * `recommendations.served` (on by default). Kafka and registry clients are made only when ingest
+ * (a key) or logging is on; the producers connect on first use, so a Kafka away at start does not
+ * stop the reads.
+ *
  * SERVING_PROCESSES=N (default 1) runs N API processes on the one port (node:cluster,
  * serving/cluster.ts), each with its own scorer pool of SCORER_WORKERS threads and its own
  * SERVING_MAX_IN_FLIGHT; this process is then their primary: it prints the `serving on` line once
@@ -42,6 +48,8 @@ import { keySpace } from '../features/keys.ts';
 import { createLogger, type Logger } from '../common/logger.ts';
 import type { ServingConfig } from './app.ts';
 import { linkToPrimary, startPrimary, type ProcessReady } from './cluster.ts';
+import { createKafka, createRegistryClient } from '../streams/kafka.ts';
+import { topics } from '../streams/topics.ts';
 import { createServingMetrics } from './metrics.ts';
 import { defaultCandidateConfig, scaledCandidateConfig } from './candidates/index.ts';
 import { startServing } from './server.ts';
@@ -112,6 +120,7 @@ async function runPrimary(logger: Logger): Promise<void> {
 async function runProcess(config: Config, logger: Logger): Promise<void> {
   const metrics = createServingMetrics({ defaults: true });
   const link = cluster.isWorker ? linkToPrimary(metrics.registry) : null;
+  const needsKafka = config.apiKeys.length > 0 || config.servedLog.enabled;
   const handle = await startServing({
     redisUrl: config.redisUrl,
     keys: keySpace(config.redisNamespace),
@@ -125,7 +134,19 @@ async function runProcess(config: Config, logger: Logger): Promise<void> {
     activeCheckMs: config.models.activeCheckMs,
     metrics,
     ...(link === null ? {} : { metricsText: () => link.metricsText() }),
+    apiKeys: config.apiKeys,
+    servedLog: config.servedLog,
+    ...(needsKafka
+      ? {
+          streams: {
+            kafka: createKafka(config, 'rec-serving', logger),
+            registry: createRegistryClient(config),
+            topics: topics(config.topicPrefix),
+          },
+        }
+      : {}),
     config: {
+      ingest: config.ingest,
       ...candidateConfig(env.SERVING_MAX_CANDIDATES, config.embeddings.enabled),
       ...(env.SERVING_MAX_IN_FLIGHT === undefined
         ? {}

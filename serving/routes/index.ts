@@ -1,7 +1,8 @@
 /**
  * The routes of the serving API, one module per resource, each a function of the app's
  * `RouteContext` (context.ts) returning an OpenAPIHono sub-app that app.ts mounts: recommendations,
- * articles (similar items), trending, and ops (health, readiness, metrics). degraded.ts answers
+ * articles (similar items), trending, events (HTTP ingest, API key required), and ops (health,
+ * readiness, metrics). degraded.ts answers
  * from the trending cache when the feature store is down.
  *
  * May import common/, schemas/, features/, streams/, embeddings/, models/ and the rest of
@@ -11,6 +12,7 @@
 export { articleRoutes } from './articles.ts';
 export { round2, routeContext, type AppEnv, type RouteContext } from './context.ts';
 export { TRENDING_CACHE_VERSION } from './degraded.ts';
+export { API_KEY_SCHEME, eventRoutes } from './events.ts';
 export { opsRoutes } from './ops.ts';
 export { recommendationRoutes } from './recommendations.ts';
 export { trendingRoutes } from './trending.ts';
