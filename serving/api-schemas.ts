@@ -85,6 +85,12 @@ const itemBase = {
 export const RecommendationItem = z
   .object({
     ...itemBase,
+    colour: z.string().nullable().optional().openapi({
+      description: 'colour_group_name, null without it (absent in degraded answers)',
+    }),
+    section: z.string().nullable().optional().openapi({
+      description: 'section_name, null without it (absent in degraded answers)',
+    }),
     sources: z.array(z.enum(SOURCE_VALUES)),
     features: z
       .record(z.string(), z.number().nullable())
@@ -283,6 +289,97 @@ export const TrendingResponse = z
   })
   .openapi('TrendingResponse');
 
+/** Most customers one search answers. */
+export const MAX_CUSTOMERS = 50;
+
+export const CustomerSearchQuery = z.strictObject({
+  prefix: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,128}$/, 'prefix must be 1-128 characters of A-Z a-z 0-9 _ . -')
+    .optional()
+    .openapi({
+      description: 'Known customers whose id starts with this; absent: random known customers',
+      example: 'cust00',
+    }),
+  k: z.coerce
+    .number({ error: `k must be an integer from 1 to ${String(MAX_CUSTOMERS)}` })
+    .int()
+    .min(1)
+    .max(MAX_CUSTOMERS)
+    .default(10)
+    .openapi({ description: `Number of customers (1-${String(MAX_CUSTOMERS)})`, example: 10 }),
+});
+
+export const CustomerSearchResponse = z
+  .object({
+    prefix: z.string().nullable().openapi({ description: 'The prefix asked for; null = random' }),
+    customers: z.array(z.string()).openapi({
+      description:
+        'Ids of customers with purchases in the store (at most k; a search scans a bounded part ' +
+        'of the key space, so a rare prefix in a large store may find fewer than exist)',
+    }),
+    complete: z.boolean().openapi({
+      description: 'Whether the whole key space was searched (always false for random ones)',
+    }),
+    took_ms: z.number(),
+  })
+  .openapi('CustomerSearch');
+
+export const CustomerParams = z.object({ customerId: idParam('customerId', 'cust000001') });
+
+export const ArticleDetails = z
+  .object({
+    article_id: z.string().openapi({ example: '0706016001' }),
+    name: z.string().nullable().openapi({ description: 'prod_name, null without metadata' }),
+    colour: z.string().nullable().openapi({ description: 'colour_group_name' }),
+    section: z.string().nullable().openapi({ description: 'section_name' }),
+    product_type: z.string().nullable().openapi({ description: 'product_type_name' }),
+    index_group: z.string().nullable().openapi({ description: 'index_group_name' }),
+  })
+  .openapi('ArticleDetails');
+
+export const CustomerPurchase = ArticleDetails.extend({
+  event_id: z.string(),
+  time: z.number().int().openapi({ description: 'Event time (ms)' }),
+  price: z.number(),
+  channel: z.number().int().openapi({ description: 'sales_channel_id' }),
+  quantity: z.number().int(),
+}).openapi('CustomerPurchase');
+
+export const CustomerResponse = z
+  .object({
+    customer_id: z.string(),
+    known: z
+      .boolean()
+      .openapi({ description: 'Whether the store holds purchases of this customer' }),
+    age: z.number().nullable(),
+    purchases: z.number().int().openapi({ description: 'Purchase events applied' }),
+    first: z.number().int().nullable().openapi({ description: 'First purchase (event time, ms)' }),
+    last: z.number().int().nullable().openapi({ description: 'Latest purchase (event time, ms)' }),
+    channels: z
+      .record(z.string(), z.number().int())
+      .openapi({ description: 'Purchase events per sales channel id' }),
+    segments: z.array(z.string()).openapi({
+      description:
+        'Trending segments of this customer, for GET /v1/trending?segment= (their most used ' +
+        'channel first, then their age bucket with the index groups they bought from)',
+      example: ['channel:2', 'age_index:25-34|Ladieswear'],
+    }),
+    recent: z.array(CustomerPurchase).openapi({ description: 'Latest purchases, newest first' }),
+    took_ms: z.number(),
+  })
+  .openapi('Customer');
+
+export const ArticleResponse = ArticleDetails.extend({
+  mean_price: z
+    .number()
+    .nullable()
+    .openapi({ description: 'Mean unit price of its sales; null when it never sold' }),
+  sales: z.number().int().openapi({ description: 'Purchase events' }),
+  last_sale: z.number().int().nullable().openapi({ description: 'Latest sale (event time, ms)' }),
+  took_ms: z.number(),
+}).openapi('Article');
+
 export const ErrorResponse = z
   .object({
     error: z.object({
@@ -433,3 +530,5 @@ export type TrendingResponseBody = z.infer<typeof TrendingResponse>;
 export type ReadyBody = z.infer<typeof ReadyResponse>;
 export type IngestStatusBody = z.infer<typeof IngestEventStatus>;
 export type IngestResponseBody = z.infer<typeof IngestResponse>;
+export type ArticleDetailsBody = z.infer<typeof ArticleDetails>;
+export type CustomerResponseBody = z.infer<typeof CustomerResponse>;

@@ -5,12 +5,16 @@
  *
  *   GET /v1/recommendations/{customerId}?k&index_group&section&product_group&allow_repurchase&explain
  *                                            routes/recommendations.ts
+ *   GET /v1/articles/{id}                    an article's display fields and sales (routes/articles.ts)
  *   GET /v1/articles/{id}/similar?k          co-purchase neighbours (routes/articles.ts)
  *   GET /v1/articles/{id}/similar/embedding?n  text-embedding neighbours (routes/articles.ts)
  *   GET /v1/trending?segment&k               global, or channel:<id> / age_index:<bucket>|<group>
  *                                            (routes/trending.ts)
  *   POST /v1/events/purchases                HTTP ingest, API key required (routes/events.ts)
+ *   GET /v1/customers?prefix&k               known customers by id prefix, or random ones
+ *   GET /v1/customers/{customerId}           a customer's purchases and segments (routes/customers.ts)
  *   GET /healthz  /readyz  /metrics          routes/ops.ts (never refused)
+ *   GET /demo                                the demo storefront page (routes/demo-page.ts)
  *   GET /openapi.json  /docs                 here
  *
  * "now": features and decayed scores are computed at event time — `deps.now()` when given, else
@@ -40,6 +44,8 @@ import { badRequestBody, errorHandler, requestIdOf } from './http-errors.ts';
 import {
   articleRoutes,
   eventRoutes,
+  customerRoutes,
+  demoPageRoutes,
   opsRoutes,
   recommendationRoutes,
   round2,
@@ -124,6 +130,8 @@ export function createApp(deps: ServingDeps): OpenAPIHono<AppEnv> {
   app.route('/', trendingRoutes(ctx));
   app.route('/', eventRoutes(ctx));
   app.route('/', opsRoutes(ctx));
+  app.route('/', customerRoutes(ctx));
+  app.route('/', demoPageRoutes(ctx));
 
   app.doc('/openapi.json', {
     openapi: '3.0.0',

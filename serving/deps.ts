@@ -6,6 +6,7 @@
 import type { Redis } from 'ioredis';
 import type { IngestConfig } from '../common/config.ts';
 import type { Logger } from '../common/logger.ts';
+import type { Secret } from '../common/redact.ts';
 import type { KeySpace } from '../features/keys.ts';
 import {
   DEFAULT_CANDIDATE_CONFIG,
@@ -44,6 +45,12 @@ export interface ServingConfig extends CandidateConfig {
   readonly sharedReadsMaxAgeMs: number;
   /** Bounds of `POST /v1/events/purchases` (INGEST_MAX_EVENTS, INGEST_MAX_BYTES, INGEST_TIMEOUT_MS). */
   readonly ingest: IngestConfig;
+  /**
+   * The demo storefront page at `/demo` (routes/demo-page.ts): served when `enabled`; it may post
+   * purchases only with `ingestKey` (DEMO_PAGE_KEY), which `/demo/config.json` hands to whoever
+   * loads the page — never set by default.
+   */
+  readonly demoPage: { readonly enabled: boolean; readonly ingestKey: Secret | null };
 }
 
 /** The ingest bounds unless configured (common/config.ts). */
@@ -82,6 +89,7 @@ export const DEFAULT_SERVING_CONFIG: ServingConfig = {
   trendingCacheRefreshMs: 10_000,
   sharedReadsMaxAgeMs: 1_000,
   ingest: DEFAULT_INGEST_CONFIG,
+  demoPage: { enabled: true, ingestKey: null },
 };
 
 export interface ServingDeps {

@@ -35,6 +35,10 @@
  * `recommendations.served` (on by default). Kafka and registry clients are made only when ingest
  * (a key) or logging is on; the producers connect on first use, so a Kafka away at start does not
  * stop the reads.
+ * SERVING_DEMO_PAGE=on|off (default on) serves the demo storefront page at `/demo`
+ * (routes/demo-page.ts). DEMO_PAGE_KEY=<one of API_KEYS> (default: none) lets that page buy: it is
+ * handed to every browser that loads the page, so set it for a local demo only (`npm run demo`
+ * does, with a key of its own); without it the page is read-only.
  *
  * SERVING_PROCESSES=N (default 1) runs N API processes on the one port (node:cluster,
  * serving/cluster.ts), each with its own scorer pool of SCORER_WORKERS threads and its own
@@ -46,6 +50,7 @@ import { z } from 'zod';
 import { loadConfig, type Config } from '../common/config.ts';
 import { keySpace } from '../features/keys.ts';
 import { createLogger, type Logger } from '../common/logger.ts';
+import { Secret } from '../common/redact.ts';
 import type { ServingConfig } from './app.ts';
 import { linkToPrimary, startPrimary, type ProcessReady } from './cluster.ts';
 import { createKafka, createRegistryClient } from '../streams/kafka.ts';
@@ -71,6 +76,26 @@ const env = z
       })
       .default('false')
       .transform((v) => v === 'true' || v === '1'),
+    SERVING_DEMO_PAGE: z
+      .enum(['on', 'off', 'true', 'false', '1', '0'], {
+        error: 'SERVING_DEMO_PAGE must be on or off',
+      })
+      .default('on')
+      .transform((v) => v === 'on' || v === 'true' || v === '1'),
+    // The value is never echoed: zod's messages name the rule, not the input.
+    DEMO_PAGE_KEY: z.string().min(1).optional(),
+  })
+  .superRefine((e, ctx) => {
+    if (e.DEMO_PAGE_KEY === undefined) return;
+    const keys = (process.env.API_KEYS ?? '').split(',').map((k) => k.trim());
+    if (!keys.includes(e.DEMO_PAGE_KEY)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['DEMO_PAGE_KEY'],
+        message:
+          'DEMO_PAGE_KEY must be one of API_KEYS (the key the demo page posts purchases with)',
+      });
+    }
   })
   .parse(process.env);
 
@@ -154,6 +179,10 @@ async function runProcess(config: Config, logger: Logger): Promise<void> {
       ...(env.SERVING_SHARED_READS_MS === undefined
         ? {}
         : { sharedReadsMaxAgeMs: env.SERVING_SHARED_READS_MS }),
+      demoPage: {
+        enabled: env.SERVING_DEMO_PAGE,
+        ingestKey: env.DEMO_PAGE_KEY === undefined ? null : new Secret(env.DEMO_PAGE_KEY),
+      },
       // Where `npm run embed` wrote the article vectors (default: the serving namespace).
       ...(config.embeddings.namespace ? { embeddingNamespace: config.embeddings.namespace } : {}),
     },

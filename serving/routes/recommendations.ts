@@ -239,6 +239,8 @@ function answerItems(
   return outcome.items.slice(0, opts.k).map((it, i) => ({
     article_id: it.candidate.articleId,
     name: it.article.meta.prod_name ?? null,
+    colour: it.article.meta.colour_group_name ?? null,
+    section: it.article.meta.section_name ?? null,
     score: it.score,
     rank: i + 1,
     sources: [...it.candidate.sources],
