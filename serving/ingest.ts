@@ -22,6 +22,7 @@ import { AvroCodec } from '../streams/avro.ts';
 import type { SchemaRegistryClient } from '../streams/kafka.ts';
 import { purchaseEventId } from '../streams/loader/convert.ts';
 import { EventProducer, createIdempotentProducer } from '../streams/producer.ts';
+import type { RetryPolicy } from '../streams/retriable.ts';
 import type { TopicDescriptor } from '../streams/topics.ts';
 
 /**
@@ -60,6 +61,8 @@ export function postedEventId(raw: unknown): string | null {
   return typeof id === 'string' && ID_PATTERN.test(id) ? id : null;
 }
 
+const NO_RESEND: RetryPolicy = { retries: 0, initialMs: 0, maxMs: 0 };
+
 /** Where accepted purchases go: resolves once every event is acknowledged. */
 export interface PurchaseSink {
   send(events: readonly Purchase[]): Promise<void>;
@@ -88,7 +91,9 @@ export class KafkaPurchaseSink implements PurchaseSink {
   async send(events: readonly Purchase[]): Promise<void> {
     if (this.#closed) throw new Error('the ingest producer is closed');
     const producer = await this.#connect();
-    await producer.send(events);
+    // No resends beyond kafkajs's own: the route answers 503 at INGEST_TIMEOUT_MS and the client
+    // posts again, so a send must not go on retrying behind a request already answered.
+    await producer.send(events, { retry: NO_RESEND });
   }
 
   #connect(): Promise<EventProducer<Purchase>> {

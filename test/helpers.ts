@@ -27,8 +27,15 @@ export interface StackContext {
   cleanup(): Promise<void>;
 }
 
-export function stackContext(name: string, purchasePartitions = 3): StackContext {
-  const config = loadConfig();
+/**
+ * A suite's context: clients for the services of `config` (default: the environment's, the shared
+ * stack; a fault suite passes the config of a private stack), its own topic prefix.
+ */
+export function stackContext(
+  name: string,
+  purchasePartitions = 3,
+  config: Config = loadConfig(),
+): StackContext {
   const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent', `test-${name}`);
   const kafka = createKafka(config, `test-${name}`, logger);
   const prefix = `test-${name}-${randomUUID().slice(0, 8)}.`;
