@@ -154,6 +154,11 @@ describe('ECS on Fargate and the compose scaled profile', () => {
 });
 
 const go = goVersion();
+if (go === null) {
+  console.warn(
+    '[deploy] go is not installed: the Helm chart checks are skipped (helm is built with go install)',
+  );
+}
 
 describe.skipIf(go === null)(
   go === null
@@ -311,6 +316,12 @@ describe.skipIf(go === null)(
       expect(validateKubernetes(python, large).errors.join('\n')).toMatch(
         /envFrom Secret fashion-recsys-secrets is neither rendered nor declared external/,
       );
+
+      // Values the chart does not know (a typo), or outside their enum, fail values.schema.json.
+      const typo = helmLint(helm, { set: ['processors.replica=5', 'config.embeddings=yes'] });
+      expect(typo.code).not.toBe(0);
+      expect(typo.stdout + typo.stderr).toMatch(/additional properties 'replica' not allowed/);
+      expect(typo.stdout + typo.stderr).toMatch(/embeddings': value must be one of 'on', 'off'/);
 
       // A chart whose template does not parse fails helm lint.
       const chart = join(work, 'chart-broken');
