@@ -33,7 +33,7 @@ export async function publishDataset(
     events: readonly T[],
     rate?: number,
   ): Promise<number> => {
-    const bar = progress(label, events.length, show);
+    const bar = progress(label, events.length, show, 'events');
     const sent = await p.send(events, {
       onProgress: (n) => {
         bar.update(n);
