@@ -310,6 +310,23 @@ describe.skipIf(go === null)(
       );
       expect(all).toMatch(/Service\/rel-fashion-recsys-api: targetPort web is no port/);
 
+      // Schema-valid but against the chart's pod baseline: a writable root filesystem, root allowed.
+      const lax = join(work, 'lax.yaml');
+      writeFileSync(
+        lax,
+        good
+          .replaceAll('readOnlyRootFilesystem: true', 'readOnlyRootFilesystem: false')
+          .replaceAll('runAsNonRoot: true', 'runAsNonRoot: false'),
+      );
+      const laxErrors = validateKubernetes(python, lax).errors.join('\n');
+      expect(laxErrors).toMatch(
+        /Deployment\/rel-fashion-recsys-api container api: readOnlyRootFilesystem is not true/,
+      );
+      expect(laxErrors).toMatch(
+        /CronJob\/rel-fashion-recsys-trainer container trainer: runAsNonRoot/,
+      );
+      expect(laxErrors).not.toMatch(/strict/);
+
       // The secret a large deployment names is not rendered: without declaring it external, refused.
       const large = join(work, 'large-undeclared.yaml');
       writeFileSync(large, helmTemplate(helm, { valuesFiles: [LARGE_VALUES] }));
