@@ -33,6 +33,7 @@
  * | `REC_ERR_FUTURE_EVENT`        | processors/admit.ts: an event dated past now + the skew       |
  * | `REC_ERR_STORE_LAYOUT`        | features/state.ts (`StoreLayoutError`): a namespace written   |
  * |                               | by a build with another key layout                           |
+ * | `REC_ERR_DEPLOY`              | deploy/validate.ts (`DeployError`): a validator tool failed   |
  */
 
 export type ServingErrorCode =
@@ -65,6 +66,7 @@ export type ErrorCode =
   | 'REC_ERR_KEY_MISMATCH'
   | 'REC_ERR_APPLY'
   | 'REC_ERR_FUTURE_EVENT'
+  | 'REC_ERR_DEPLOY'
   | ServingErrorCode;
 
 export interface RecErrorOptions {
