@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import type { Config } from '../../common/config.ts';
 import { connectStreams } from '../bootstrap.ts';
 import type { Logger } from '../../common/logger.ts';
+import { errorMessage } from '../../common/errors.ts';
 import { EventProducer, createIdempotentProducer } from '../producer.ts';
 import { progress, type Progress } from '../../common/progress.ts';
 import type { Purchase } from '../../schemas/events.ts';
@@ -71,7 +72,15 @@ export async function runLoad(opts: {
   const active = new RecentBuyers(scan.lastEventTime);
   let published: PublishCounts;
   try {
-    const bar = { progress: show };
+    const bar = {
+      progress: show,
+      onRetry: ({ attempt, delayMs, err }: { attempt: number; delayMs: number; err: unknown }) => {
+        logger.warn(
+          { attempt, delayMs, err: errorMessage(err) },
+          'Kafka unavailable; sending the chunk again',
+        );
+      },
+    };
     const articles = await publishStream(
       new EventProducer(producer, topics.articles, codecs.articles),
       'articles',
@@ -95,7 +104,7 @@ export async function runLoad(opts: {
       scan.rows,
       (sink) => purchaseStream(sink, opts.tmpDir === undefined ? {} : { tmpDir: opts.tmpDir }),
       {
-        progress: show,
+        ...bar,
         observe: (batch) => {
           active.add(batch);
         },

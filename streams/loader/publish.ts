@@ -4,7 +4,7 @@
  */
 import type { Producer } from 'kafkajs';
 import type { Codecs } from '../bootstrap.ts';
-import { EventProducer } from '../producer.ts';
+import { EventProducer, type SendOptions } from '../producer.ts';
 import { progress } from '../../common/progress.ts';
 import type { Topics } from '../topics.ts';
 import type { Dataset } from './dataset.ts';
@@ -19,6 +19,8 @@ export interface PublishOptions {
   /** Upper bound on purchase events per second (metadata goes at full speed). */
   rate?: number;
   progress?: boolean;
+  /** Told about each chunk sent again after a transient error (a broker restarting). */
+  onRetry?: SendOptions['onRetry'];
 }
 
 export async function publishDataset(
@@ -27,7 +29,10 @@ export async function publishDataset(
   opts: PublishOptions = {},
 ): Promise<PublishCounts> {
   const { producer, topics, codecs } = deps;
-  const show = { progress: opts.progress ?? false };
+  const show = {
+    progress: opts.progress ?? false,
+    ...(opts.onRetry === undefined ? {} : { onRetry: opts.onRetry }),
+  };
   const all = <T>(events: T[]) => {
     return async (sink: (batch: T[]) => Promise<void>) => {
       await sink(events);
@@ -71,7 +76,7 @@ export async function publishStream<T>(
   stream: (sink: (batch: T[]) => Promise<void>) => Promise<number>,
   opts: PublishOptions & { observe?: (batch: readonly T[]) => void } = {},
 ): Promise<number> {
-  const bar = progress(`publish ${label}`, total, opts.progress ?? false);
+  const bar = progress(`publish ${label}`, total, opts.progress ?? false, 'events');
   let sent = 0;
   let sending: Promise<void> = Promise.resolve();
   // A failed send is kept here (a handler is attached at once) and thrown at the next batch.
@@ -90,6 +95,7 @@ export async function publishStream<T>(
           bar.update(before + n);
         },
         ...(opts.rate === undefined ? {} : { rate: opts.rate }),
+        ...(opts.onRetry === undefined ? {} : { onRetry: opts.onRetry }),
       })
       .then(
         (n) => {
