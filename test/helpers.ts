@@ -31,7 +31,7 @@ export function stackContext(name: string, purchasePartitions = 3): StackContext
   const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent', `test-${name}`);
   const kafka = createKafka(config, `test-${name}`, logger);
   const prefix = `test-${name}-${randomUUID().slice(0, 8)}.`;
-  const t = topics(prefix, purchasePartitions);
+  const t = topics(prefix, purchasePartitions, config.kafkaReplicationFactor);
   return {
     config,
     kafka,
