@@ -22,8 +22,8 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Redis } from 'ioredis';
 import type { Kafka } from 'kafkajs';
+import { createRedis, type RedisClient } from '../common/redis.ts';
 import { connectStreams, type Codecs } from '../streams/bootstrap.ts';
 import {
   loadConfig,
@@ -52,7 +52,11 @@ import { defaultCandidateConfig } from '../serving/candidates/index.ts';
 const DEFAULT_DATA = fileURLToPath(new URL('../../shared/data/hm-sample', import.meta.url));
 const day = (t: number | null) => (t === null ? '-' : new Date(t).toISOString().slice(0, 10));
 
-async function names(redis: Redis, keys: KeySpace, ids: string[]): Promise<Map<string, string>> {
+async function names(
+  redis: RedisClient,
+  keys: KeySpace,
+  ids: string[],
+): Promise<Map<string, string>> {
   const states = await readArticles(redis, keys, ids);
   return new Map(
     states.map((s) => [
@@ -140,7 +144,7 @@ interface DemoStreams {
   readonly kafka: Kafka;
   readonly topics: Topics;
   readonly codecs: Codecs;
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly keys: KeySpace;
 }
 
@@ -151,7 +155,7 @@ interface DemoStreams {
 async function runProcessors(live: Readonly<Config>, logger: Logger): Promise<DemoStreams> {
   console.log('== 3/5 processors');
   const { kafka, topics, codecs } = await connectStreams(live, 'rec-demo', logger);
-  const redis = new Redis(live.redisUrl, { maxRetriesPerRequest: null });
+  const redis = createRedis(live, { maxRetriesPerRequest: null });
   const keys = keySpace(live.redisNamespace);
   const producer = createIdempotentProducer(kafka);
   await producer.connect();
@@ -297,6 +301,7 @@ async function startApi(
   redis.disconnect();
   const serving = await startServing({
     redisUrl: live.redisUrl,
+    redisClusterNodes: live.redisClusterNodes,
     keys,
     logger,
     port,

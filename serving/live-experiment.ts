@@ -12,7 +12,7 @@
  * Without an experiment `assign()` returns null and the request is ranked by the live model,
  * exactly as before; a stopped experiment's pools are closed.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 import type { Logger } from '../common/logger.ts';
 import type { KeySpace } from '../features/keys.ts';
 import {
@@ -105,7 +105,7 @@ export class LiveExperiment {
   readonly #trust: ModelTrust;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: KeySpace,
     private readonly available: readonly string[],
     private readonly logger: Logger,

@@ -114,6 +114,7 @@ async function runProcess(config: Config, logger: Logger): Promise<void> {
   const link = cluster.isWorker ? linkToPrimary(metrics.registry) : null;
   const handle = await startServing({
     redisUrl: config.redisUrl,
+    redisClusterNodes: config.redisClusterNodes,
     keys: keySpace(config.redisNamespace),
     logger,
     port: env.SERVING_PORT,

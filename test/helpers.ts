@@ -3,8 +3,8 @@
  * global setup), a random topic prefix per suite, `waitFor` with a timeout, and cleanup.
  */
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import type { Kafka, Producer } from 'kafkajs';
+import type { RedisClient } from '../common/redis.ts';
 import type { ProcessorMetrics } from '../processors/metrics.ts';
 import type { RunningProcessors } from '../processors/start.ts';
 import { bootstrap, type Codecs } from '../streams/bootstrap.ts';
@@ -87,7 +87,7 @@ export async function waitFor<T>(
  */
 export async function processAll(
   ctx: StackContext,
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   groupPrefix: string,
   timeoutMs = 60_000,
@@ -129,7 +129,7 @@ export async function processAll(
 export async function startSuiteProcessors(
   ctx: Pick<StackContext, 'kafka' | 'topics' | 'logger'>,
   opts: {
-    readonly redis: Redis;
+    readonly redis: RedisClient;
     readonly keys: KeySpace;
     readonly codecs: Codecs;
     readonly producer: Producer;
