@@ -26,8 +26,15 @@ export interface StackContext {
   cleanup(): Promise<void>;
 }
 
-export function stackContext(name: string, purchasePartitions = 3): StackContext {
-  const config = loadConfig();
+/**
+ * A suite's context on the stack the environment names (or on `config`'s, e.g. the cluster
+ * profile's: test/cluster/).
+ */
+export function stackContext(
+  name: string,
+  purchasePartitions = 3,
+  config: Config = loadConfig(),
+): StackContext {
   const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent', `test-${name}`);
   const kafka = createKafka(config, `test-${name}`, logger);
   const prefix = `test-${name}-${randomUUID().slice(0, 8)}.`;
