@@ -71,12 +71,16 @@ function clusterNode(hostPort: string): { host: string; port: number } {
   return { host: hostPort.slice(0, at), port: Number(hostPort.slice(at + 1)) };
 }
 
-/** The credentials and TLS of a `redis[s]://[user[:password]@]host:port` URL. */
+/**
+ * The credentials and TLS of a `redis[s]://[user[:password]@]host:port` URL, read as ioredis reads
+ * it for one Redis (a lone userinfo is the password).
+ */
 function urlOptions(redisUrl: string): RedisOptions {
   const url = new URL(redisUrl);
+  const user = decodeURIComponent(url.username);
+  const password = decodeURIComponent(url.password);
   return {
-    ...(url.username === '' ? {} : { username: decodeURIComponent(url.username) }),
-    ...(url.password === '' ? {} : { password: decodeURIComponent(url.password) }),
+    ...(password === '' ? (user === '' ? {} : { password: user }) : { username: user, password }),
     ...(url.protocol === 'rediss:' ? { tls: {} } : {}),
   };
 }
