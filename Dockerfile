@@ -2,6 +2,9 @@
 # Image for the project's Node services (compose: `setup`, `loader`; processors and serving as
 # they land). tsx runs the TypeScript sources directly, so there is no build stage: `deps`
 # installs production dependencies from the lock file, `runtime` adds the sources on top.
+# `trainer` (`docker build --target trainer`) adds Python and the pinned venv for the training
+# cycle (deploy/: the CronJob and the ECS scheduled task run it as fashion-recsys:<tag>-trainer).
+# The default target stays the Node-only image (`app`, the last stage).
 
 FROM node:20-bookworm-slim AS deps
 WORKDIR /app
@@ -33,3 +36,19 @@ COPY evaluation ./evaluation
 USER node
 # Each compose service picks its entry point, e.g. `npx tsx streams/setup-cli.ts`.
 CMD ["npx", "tsx", "streams/setup-cli.ts"]
+
+# The trainer: the runtime plus Python 3 (Debian's 3.11) and training/requirements.txt in /app/.venv,
+# stamped as training/venv.ts expects, so a cycle never runs pip. libgomp1: LightGBM's OpenMP.
+FROM runtime AS trainer
+USER root
+RUN apt-get update \
+  && apt-get install -y --no-install-recommends python3 python3-venv libgomp1 \
+  && rm -rf /var/lib/apt/lists/*
+RUN python3 -m venv /app/.venv \
+  && /app/.venv/bin/pip install --no-cache-dir --disable-pip-version-check -r training/requirements.txt \
+  && sha256sum training/requirements.txt | cut -d' ' -f1 > /app/.venv/.requirements.sha256
+USER node
+CMD ["node", "--import", "tsx", "training/train-cli.ts", "--once", "--no-progress"]
+
+# The default target: the Node services' image, as `runtime`.
+FROM runtime AS app

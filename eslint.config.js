@@ -24,6 +24,7 @@ const FOLDERS = [
   'evaluation',
   'demo',
   'bench',
+  'deploy',
 ];
 const MAY_IMPORT = {
   common: [],
@@ -47,6 +48,8 @@ const MAY_IMPORT = {
     'evaluation',
   ],
   evaluation: ['common', 'schemas', 'features', 'streams'],
+  // The manifests' validation: the venv of training/venv.ts; nothing imports deploy/.
+  deploy: ['common', 'training'],
 };
 
 const forbid = (files, folder, forbidden, extra = []) => ({

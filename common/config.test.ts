@@ -129,3 +129,37 @@ describe('loadConfig: Redis Cluster and topic replication', () => {
     expect(() => loadConfig({ KAFKA_REPLICATION_FACTOR: '0' })).toThrow(/KAFKA_REPLICATION_FACTOR/);
   });
 });
+
+describe('loadConfig: API keys, ingest and served-list logging', () => {
+  const key = 'k'.repeat(24);
+
+  it('has no API key by default, ingest bounds and logging on', () => {
+    const c = loadConfig({});
+    expect(c.apiKeys).toEqual([]);
+    expect(c.ingest).toEqual({ maxEvents: 500, maxBytes: 1024 * 1024, timeoutMs: 5_000 });
+    expect(c.servedLog).toEqual({
+      enabled: true,
+      bufferSize: 10_000,
+      batchSize: 500,
+      flushMs: 100,
+    });
+    expect(loadConfig({ SERVED_LOG: 'OFF' }).servedLog.enabled).toBe(false);
+  });
+
+  it('reads comma-separated keys, trimmed, and never prints them', () => {
+    const c = loadConfig({ API_KEYS: ` ${key}1, ,${key}2 ` });
+    expect(c.apiKeys.map((k) => k.reveal())).toEqual([`${key}1`, `${key}2`]);
+    expect(JSON.stringify(c)).not.toContain(key);
+    expect(String(c.apiKeys[0])).toBe('[redacted]');
+  });
+
+  it('refuses short or blank-holding keys without echoing them', () => {
+    const message = configError({ API_KEYS: `${key},short-secret` });
+    expect(message).toMatch(/API_KEYS\.1: every key must be at least 16 characters/);
+    expect(message).not.toContain('short-secret');
+    expect(configError({ API_KEYS: `${key} x${key}` })).toMatch(/API_KEYS\.0: keys may hold only/);
+    expect(configError({ INGEST_MAX_EVENTS: '0', SERVED_LOG: 'maybe' })).toMatch(
+      /INGEST_MAX_EVENTS[\s\S]*SERVED_LOG: must be on or off/,
+    );
+  });
+});

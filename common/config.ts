@@ -12,6 +12,9 @@ import { RecError } from './errors.ts';
 import { SigningKey, type ModelTrust } from './model-trust.ts';
 import { Secret } from './redact.ts';
 
+/** The shortest API key `API_KEYS` accepts. */
+export const MIN_API_KEY_LENGTH = 16;
+
 const port = (fallback: number) => z.coerce.number().int().min(1).max(65535).default(fallback);
 
 const envSchema = z.object({
@@ -81,6 +84,42 @@ const envSchema = z.object({
     .optional(),
   MODEL_ACTIVE_CHECK_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000),
   MODEL_KEEP_VERSIONS: z.coerce.number().int().min(1).max(10_000).default(10),
+  // The value is never echoed: zod's messages name the rule, not the input.
+  API_KEYS: z
+    .string()
+    .default('')
+    .transform((v) =>
+      v
+        .split(',')
+        .map((k) => k.trim())
+        .filter((k) => k.length > 0),
+    )
+    .pipe(
+      z.array(
+        z
+          .string()
+          .min(MIN_API_KEY_LENGTH, {
+            error: `every key must be at least ${MIN_API_KEY_LENGTH} characters (e.g. \`openssl rand -hex 24\`)`,
+          })
+          .regex(/^[\x21-\x7e]+$/, { error: 'keys may hold only printable ASCII without spaces' }),
+      ),
+    ),
+  INGEST_MAX_EVENTS: z.coerce.number().int().min(1).max(100_000).default(500),
+  INGEST_MAX_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1_024)
+    .max(64 * 1024 * 1024)
+    .default(1024 * 1024),
+  INGEST_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(5_000),
+  SERVED_LOG: z
+    .string()
+    .default('on')
+    .transform((v) => v.toLowerCase())
+    .pipe(z.enum(['on', 'off', 'true', 'false', '1', '0'], { error: 'must be on or off' })),
+  SERVED_LOG_BUFFER: z.coerce.number().int().min(1).max(1_000_000).default(10_000),
+  SERVED_LOG_BATCH: z.coerce.number().int().min(1).max(10_000).default(500),
+  SERVED_LOG_FLUSH_MS: z.coerce.number().int().min(10).max(60_000).default(100),
   PROMOTE_AS: z
     .string()
     .transform((v) => v.toLowerCase())
@@ -186,6 +225,27 @@ export interface ModelRegistryConfig {
   readonly keepVersions: number;
 }
 
+/** `POST /v1/events/purchases` (serving/routes/events.ts): its bounds. */
+export interface IngestConfig {
+  /** Most events in one request (`INGEST_MAX_EVENTS`). */
+  readonly maxEvents: number;
+  /** Most bytes of one request body (`INGEST_MAX_BYTES`); more is refused with 413. */
+  readonly maxBytes: number;
+  /** How long a request waits for Kafka to acknowledge its events (`INGEST_TIMEOUT_MS`); then 503. */
+  readonly timeoutMs: number;
+}
+
+/** Served-list logging (serving/served-log.ts): every answer of /v1/recommendations to Kafka. */
+export interface ServedLogConfig {
+  /** `SERVED_LOG` (default on). */
+  readonly enabled: boolean;
+  /** Most answers held for sending (`SERVED_LOG_BUFFER`); more are dropped and counted. */
+  readonly bufferSize: number;
+  /** Most records per produce request (`SERVED_LOG_BATCH`). */
+  readonly batchSize: number;
+  /** How often the buffer is sent (`SERVED_LOG_FLUSH_MS`), and at once when a batch is full. */
+  readonly flushMs: number;
+}
 /**
  * What the trainer does with a model the gate promotes (docs/training.md): `switch` makes it the
  * active model (`PROMOTE_AS=switch`, the default); `experiment` starts an A/B experiment of it
@@ -227,6 +287,13 @@ export interface Config extends Endpoints {
   readonly python: string | undefined;
   /** Model signing, the active-pointer check, pruning. */
   readonly models: ModelRegistryConfig;
+  /**
+   * The keys the API's write routes accept (`API_KEYS`, comma-separated; redacted when printed).
+   * None: the write routes are refused (403), reads stay open.
+   */
+  readonly apiKeys: readonly Secret[];
+  readonly ingest: IngestConfig;
+  readonly servedLog: ServedLogConfig;
   /** How the trainer promotes a model that passed the gate (`PROMOTE_AS`). */
   readonly promotion: PromotionConfig;
 }
@@ -303,6 +370,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       }),
       activeCheckMs: e.MODEL_ACTIVE_CHECK_MS,
       keepVersions: e.MODEL_KEEP_VERSIONS,
+    }),
+    apiKeys: Object.freeze(e.API_KEYS.map((k) => new Secret(k))),
+    ingest: Object.freeze({
+      maxEvents: e.INGEST_MAX_EVENTS,
+      maxBytes: e.INGEST_MAX_BYTES,
+      timeoutMs: e.INGEST_TIMEOUT_MS,
+    }),
+    servedLog: Object.freeze({
+      enabled: e.SERVED_LOG === 'on' || e.SERVED_LOG === 'true' || e.SERVED_LOG === '1',
+      bufferSize: e.SERVED_LOG_BUFFER,
+      batchSize: e.SERVED_LOG_BATCH,
+      flushMs: e.SERVED_LOG_FLUSH_MS,
     }),
     promotion: Object.freeze({
       as: e.PROMOTE_AS,

@@ -24,16 +24,26 @@
  * | `REC_ERR_SCORER`              | serving/scoring (`ScorerError`)                               |
  * | `REC_ERR_RANKER`              | serving/ranking.ts (`RankerFailure`): the heuristic answers   |
  * | `REC_ERR_BAD_REQUEST` …       | serving/http-errors.ts (`ServingError`): the API's answers    |
+ * | `REC_ERR_UNAUTHORIZED`        | serving/auth.ts: a write route without a valid API key (401)  |
+ * | `REC_ERR_FORBIDDEN`           | serving/auth.ts: write routes while API_KEYS is empty (403)   |
+ * | `REC_ERR_PAYLOAD_TOO_LARGE`   | serving/routes/events.ts: a body over INGEST_MAX_BYTES (413)  |
  * | `REC_ERR_UNAVAILABLE`         | the feature store did not answer (`StoreUnavailableError`)    |
  * | `REC_ERR_APPLY`               | streams/consumer.ts: a record its handler fails on every time |
  * | `REC_ERR_KEY_MISMATCH`        | processors/admit.ts: a purchase not keyed by its customer     |
  * | `REC_ERR_FUTURE_EVENT`        | processors/admit.ts: an event dated past now + the skew       |
  * | `REC_ERR_STORE_LAYOUT`        | features/state.ts (`StoreLayoutError`): a namespace written   |
  * |                               | by a build with another key layout                           |
+ * | `REC_ERR_DEPLOY`              | deploy/validate.ts (`DeployError`): a validator tool failed   |
  */
 
 export type ServingErrorCode =
-  'REC_ERR_BAD_REQUEST' | 'REC_ERR_NOT_FOUND' | 'REC_ERR_UNAVAILABLE' | 'REC_ERR_INTERNAL';
+  | 'REC_ERR_BAD_REQUEST'
+  | 'REC_ERR_UNAUTHORIZED'
+  | 'REC_ERR_FORBIDDEN'
+  | 'REC_ERR_NOT_FOUND'
+  | 'REC_ERR_PAYLOAD_TOO_LARGE'
+  | 'REC_ERR_UNAVAILABLE'
+  | 'REC_ERR_INTERNAL';
 
 export type ErrorCode =
   | 'REC_ERR_DECODE'
@@ -56,6 +66,7 @@ export type ErrorCode =
   | 'REC_ERR_KEY_MISMATCH'
   | 'REC_ERR_APPLY'
   | 'REC_ERR_FUTURE_EVENT'
+  | 'REC_ERR_DEPLOY'
   | ServingErrorCode;
 
 export interface RecErrorOptions {

@@ -112,7 +112,7 @@ export function isCluster(redis: RedisClient): redis is Cluster {
 }
 
 /** The clients to SCAN: each master of a Cluster, or the one Redis. */
-function scanTargets(redis: RedisClient): Redis[] {
+export function scanTargets(redis: RedisClient): Redis[] {
   return isCluster(redis) ? redis.nodes('master') : [redis];
 }
 

@@ -1,14 +1,16 @@
 /**
- * `npm run demo [-- --data <dir>]`: the whole story so far, end to end.
+ * `npm run demo [-- --data <dir>] [--reload]`: the whole story so far, end to end.
  *  1. bring the local stack up (or use the services named by KAFKA_BROKERS / SCHEMA_REGISTRY_URL /
  *     REDIS_URL);
  *  2. create topics, register schemas, load an H&M-layout folder (default ../shared/data/hm-sample
- *     beside the checkout) into Kafka;
+ *     beside the checkout) into Kafka — once: a re-run recognises the folder it loaded and says so
+ *     (`--reload` publishes it again);
  *  3. run the processors over it until they have caught up, and print live features;
  *  4. train a first model (one training cycle by the recipe, training/recipe.ts: rows replayed at
  *     weekly cutoffs, LightGBM LambdaRank, ONNX, parity check, the gate on held-out weeks) and
  *     print its MAP@12 against the baselines with the gate's intervals;
- *  5. start the API and print ready-to-paste curl lines. It ranks with the promoted model (this
+ *  5. start the API and print ready-to-paste curl lines and the demo page's URL (`/demo`, which
+ *     may buy through the HTTP ingest with a key made for the run, or DEMO_PAGE_KEY). It ranks with the promoted model (this
  *     run's, if it passed the gate, or one promoted before); without one it ranks with the
  *     documented heuristic `heuristic-v2` and says so, here and in every answer (`ranker`). The
  *     untrained fixture ranker is never activated: it is for benchmarks and tests only, and
@@ -19,6 +21,7 @@
  * demo/ sits at the top of the import graph: it drives the stack, the loader, the processors,
  * training and serving.
  */
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -34,10 +37,17 @@ import {
 import { keySpace, type KeySpace } from '../features/keys.ts';
 import { readArticles, readCustomers, trendingTop } from '../features/state.ts';
 import { createLogger, type Logger } from '../common/logger.ts';
-import { describeLoad, runLoad } from '../streams/loader/load.ts';
+import { Secret } from '../common/redact.ts';
+import { describeLoad, runLoad, type LoadReport } from '../streams/loader/load.ts';
+import {
+  datasetFingerprint,
+  readLoadedMarker,
+  writeLoadedMarker,
+} from '../streams/loader/loaded.ts';
+import { createKafka, createRegistryClient } from '../streams/kafka.ts';
 import { createIdempotentProducer } from '../streams/producer.ts';
 import { ensureStack } from '../stack/stack.ts';
-import type { Topics } from '../streams/topics.ts';
+import { topics, type Topics } from '../streams/topics.ts';
 import { createProcessorMetrics } from '../processors/metrics.ts';
 import { startProcessors } from '../processors/start.ts';
 import { activeVersion } from '../models/registry.ts';
@@ -74,6 +84,7 @@ async function main(): Promise<void> {
       data: { type: 'string' },
       'no-progress': { type: 'boolean', default: false },
       exit: { type: 'boolean', default: false },
+      reload: { type: 'boolean', default: false },
       port: { type: 'string', default: process.env.SERVING_PORT ?? '8080' },
     },
   });
@@ -90,8 +101,10 @@ async function main(): Promise<void> {
   const live = await bringUpStack(config);
 
   console.log(`== 2/5 load ${dataDir}`);
-  const report = await runLoad({ config: live, logger, dataDir, progress: !values['no-progress'] });
-  for (const line of describeLoad(report)) console.log(line);
+  const report = await loadOnce(live, logger, dataDir, {
+    reload: values.reload,
+    progress: !values['no-progress'],
+  });
 
   const streams = await runProcessors(live, logger);
   const now = report.lastEventTime ?? Date.now();
@@ -118,14 +131,20 @@ async function main(): Promise<void> {
 
   const notPromoted = await trainFirstModel(streams, logger, config.embeddings, config.models);
 
-  const { serving, served } = await startApi(
+  const { serving, served, apiKey } = await startApi(
     streams,
     live,
     logger,
     Number(values.port),
     notPromoted,
   );
-  await tryTheApi(serving, served, report.mostActiveCustomer, values.exit);
+  const purchase = { article: top[0]?.articleId ?? null, time: now };
+  await tryTheApi(serving, streams.stopProcessors, {
+    served,
+    customerId: report.mostActiveCustomer,
+    exit: values.exit,
+    ingest: { apiKey, purchase },
+  });
 }
 
 /** 1/5: the local stack up (or the services named by the environment); their endpoints. */
@@ -139,6 +158,76 @@ async function bringUpStack(config: Config): Promise<Readonly<Config>> {
   return Object.freeze({ ...config, ...endpoints });
 }
 
+/** What the demo keeps of a load: what the later steps use, and what a re-run recalls. */
+type DemoLoad = Pick<
+  LoadReport,
+  'published' | 'firstEventTime' | 'lastEventTime' | 'mostActiveCustomer'
+>;
+
+/**
+ * 2/5: publish the folder, unless this run's topics hold it already — a marker in Redis names the
+ * folder's fingerprint (streams/loader/loaded.ts, as `npm run eval` recognises its loads) and the
+ * purchases topic still holds as many records as were published; `--reload` publishes it again
+ * (the processors skip the events they applied: the event ids are the same).
+ */
+async function loadOnce(
+  live: Readonly<Config>,
+  logger: Logger,
+  dataDir: string,
+  opts: { reload: boolean; progress: boolean },
+): Promise<DemoLoad> {
+  const { slug, hash } = datasetFingerprint(dataDir);
+  const fingerprint = `${slug}-${hash}`;
+  const key = `demo:loaded:${live.topicPrefix === '' ? '(no prefix)' : live.topicPrefix}`;
+  const redis = createRedis(live, { maxRetriesPerRequest: null });
+  try {
+    const marker = opts.reload ? null : await readLoadedMarker<DemoLoad>(redis, key, fingerprint);
+    if (marker !== null) {
+      const held = await purchasesHeld(live, logger);
+      if (held >= marker.report.published.purchases) {
+        const iso = (t: number | null) => (t === null ? '-' : new Date(t).toISOString());
+        console.log(
+          `  already loaded on ${iso(marker.loadedAt)}: ${marker.report.published.purchases} purchases, ` +
+            `${marker.report.published.articles} articles, ${marker.report.published.customers} customers ` +
+            `(event time ${iso(marker.report.firstEventTime)} .. ${iso(marker.report.lastEventTime)}); ` +
+            'not publishing again (--reload to publish it anyway)',
+        );
+        return marker.report;
+      }
+      console.log(
+        `  loaded before, but the purchases topic holds ${held} of its ${marker.report.published.purchases} purchases: loading again`,
+      );
+    }
+    const report = await runLoad({ config: live, logger, dataDir, progress: opts.progress });
+    for (const line of describeLoad(report)) console.log(line);
+    const kept: DemoLoad = {
+      published: report.published,
+      firstEventTime: report.firstEventTime,
+      lastEventTime: report.lastEventTime,
+      mostActiveCustomer: report.mostActiveCustomer,
+    };
+    await writeLoadedMarker(redis, key, fingerprint, kept);
+    return kept;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** Records the purchases topic holds (0 when it does not exist). */
+async function purchasesHeld(live: Readonly<Config>, logger: Logger): Promise<number> {
+  const kafka = createKafka(live, 'rec-demo-check', logger);
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const name = topics(live.topicPrefix).purchases.name;
+    if (!(await admin.listTopics()).includes(name)) return 0;
+    const offsets = await admin.fetchTopicOffsets(name);
+    return offsets.reduce((sum, p) => sum + Number(p.high) - Number(p.low), 0);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
 /** The clients the steps after the load share. */
 interface DemoStreams {
   readonly kafka: Kafka;
@@ -146,10 +235,13 @@ interface DemoStreams {
   readonly codecs: Codecs;
   readonly redis: RedisClient;
   readonly keys: KeySpace;
+  /** The processors keep running (purchases posted to the API are applied live) until this. */
+  readonly stopProcessors: () => Promise<void>;
 }
 
 /**
- * 3/5: the processors over the loaded topics until caught up; the clients for what follows.
+ * 3/5: the processors over the loaded topics until caught up, left running (with a Redis client
+ * of their own) so that what the API ingests reaches the features; the clients for what follows.
  * `live` is the configuration with the stack's endpoints (main's `live`).
  */
 async function runProcessors(live: Readonly<Config>, logger: Logger): Promise<DemoStreams> {
@@ -161,9 +253,10 @@ async function runProcessors(live: Readonly<Config>, logger: Logger): Promise<De
   await producer.connect();
   const metrics = createProcessorMetrics(false);
   const t1 = performance.now();
+  const processorsRedis = createRedis(live, { maxRetriesPerRequest: null });
   const running = await startProcessors({
     kafka,
-    redis,
+    redis: processorsRedis,
     codecs,
     topics,
     keys,
@@ -174,8 +267,11 @@ async function runProcessors(live: Readonly<Config>, logger: Logger): Promise<De
     embeddings: live.embeddings,
   });
   await running.caughtUp(600_000);
-  await running.stop();
-  await producer.disconnect();
+  const stopProcessors = async () => {
+    await running.stop();
+    await producer.disconnect();
+    processorsRedis.disconnect();
+  };
   const count = async (c: typeof metrics.events) =>
     (await c.get()).values
       .filter((v) => v.labels.topic === topics.purchases.name)
@@ -186,7 +282,7 @@ async function runProcessors(live: Readonly<Config>, logger: Logger): Promise<De
     `  caught up in ${((performance.now() - t1) / 1000).toFixed(1)} s: ${applied} purchases applied, ` +
       `${duplicates} skipped as already applied (a re-run of the demo publishes the same event ids again)`,
   );
-  return { kafka, topics, codecs, redis, keys };
+  return { kafka, topics, codecs, redis, keys, stopProcessors };
 }
 
 /** Live features: the top trending articles at `now`, and the most active customer's state. */
@@ -290,15 +386,18 @@ async function trainFirstModel(
  * `live` is the configuration with the stack's endpoints (main's `live`).
  */
 async function startApi(
-  { redis, keys }: DemoStreams,
+  { kafka, topics, redis, keys }: DemoStreams,
   live: Readonly<Config>,
   logger: Logger,
   port: number,
   notPromoted: string | null,
-): Promise<{ serving: ServingHandle; served: string | null }> {
+): Promise<{ serving: ServingHandle; served: string | null; apiKey: string }> {
   console.log('\n== 5/5 serving');
   const active = await activeVersion(redis, keys);
   redis.disconnect();
+  // The write route needs a key: API_KEYS plus the page's (DEMO_PAGE_KEY, else one made for
+  // this run); the page is handed it, so this is for a local demo only.
+  const pageKey = demoPageKey(live.apiKeys);
   const serving = await startServing({
     redisUrl: live.redisUrl,
     redisClusterNodes: live.redisClusterNodes,
@@ -307,11 +406,20 @@ async function startApi(
     port,
     trust: live.models.trust,
     activeCheckMs: live.models.activeCheckMs,
+    streams: { kafka, registry: createRegistryClient(live), topics },
+    apiKeys: pageKey.apiKeys,
+    servedLog: live.servedLog,
     config: {
       ...defaultCandidateConfig(live.embeddings.enabled),
       ...(live.embeddings.namespace ? { embeddingNamespace: live.embeddings.namespace } : {}),
+      ingest: live.ingest,
+      demoPage: { enabled: true, ingestKey: pageKey.key },
     },
   });
+  console.log(
+    `  the demo page may buy with ${pageKey.generated ? 'a key made for this run' : 'DEMO_PAGE_KEY'}: ` +
+      'anyone who can load the page can read it (a local demo only)',
+  );
   const served = serving.live.version;
   if (served !== null) {
     // An earlier run's promoted model keeps serving when this run's candidate was refused.
@@ -325,7 +433,22 @@ async function startApi(
         `every answer says so: model_version "${HEURISTIC_VERSION}", ranker.reason "${serving.live.noModel().reason}"`,
     );
   }
-  return { serving, served };
+  return { serving, served, apiKey: pageKey.key.reveal() };
+}
+
+/**
+ * The key the demo page buys with: DEMO_PAGE_KEY, else one made for this run; added to the
+ * API_KEYS the ingest accepts.
+ */
+function demoPageKey(apiKeys: readonly Secret[]): {
+  key: Secret;
+  apiKeys: Secret[];
+  generated: boolean;
+} {
+  const given = process.env.DEMO_PAGE_KEY;
+  const key = new Secret(given ?? `demo-${randomBytes(24).toString('hex')}`);
+  const known = apiKeys.some((k) => k.reveal() === key.reveal());
+  return { key, apiKeys: known ? [...apiKeys] : [...apiKeys, key], generated: given === undefined };
 }
 
 /**
@@ -334,18 +457,39 @@ async function startApi(
  */
 async function tryTheApi(
   serving: ServingHandle,
-  served: string | null,
-  customerId: string | null,
-  exit: boolean,
+  stopProcessors: () => Promise<void>,
+  run: {
+    served: string | null;
+    customerId: string | null;
+    exit: boolean;
+    ingest: { apiKey: string; purchase: { article: string | null; time: number } };
+  },
 ): Promise<void> {
+  const { served, customerId, exit, ingest } = run;
+  const shutdown = async () => {
+    await serving.close();
+    await stopProcessors();
+  };
   const known = customerId ?? 'unknown-customer';
+  const bought = JSON.stringify([
+    {
+      customer_id: known,
+      article_id: ingest.purchase.article ?? '0706016001',
+      price: 0.03,
+      sales_channel_id: 2,
+      event_time: ingest.purchase.time + 60_000,
+    },
+  ]);
   const lines = [
     `curl -s '${serving.url}/v1/recommendations/${known}?k=12' | jq .`,
     `curl -s '${serving.url}/v1/recommendations/someone-new?k=12' | jq .`,
     `curl -s '${serving.url}/v1/recommendations/${known}?k=5&explain=true' | jq .`,
     `curl -s '${serving.url}/v1/trending?segment=channel:2&k=10' | jq .`,
+    `curl -s -X POST '${serving.url}/v1/events/purchases' -H 'Authorization: Bearer ${ingest.apiKey}' ` +
+      `-H 'content-type: application/json' -d '${bought}' | jq .`,
     `open ${serving.url}/docs`,
   ];
+  const page = `${serving.url}/demo#customer=${encodeURIComponent(known)}`;
   console.log(`  API up at ${serving.url} (${served ?? HEURISTIC_VERSION}); try:`);
   for (const l of lines) console.log(`    ${l}`);
   const check = await fetch(`${serving.url}/v1/recommendations/${known}?k=3`);
@@ -360,13 +504,15 @@ async function tryTheApi(
   console.log(
     `  self-check: HTTP ${check.status}, ${body.items?.length ?? 0} items from ${body.model_version ?? '?'}${by}`,
   );
+  console.log(`  the demo storefront page: ${page}`);
   if (exit) {
-    await serving.close();
+    await shutdown();
     return;
   }
+  console.log('  the processors keep running: purchases posted to the API reach the features live');
   console.log('  (Ctrl-C to stop)');
   const stop = () => {
-    void serving.close().then(() => process.exit(0));
+    void shutdown().then(() => process.exit(0));
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);

@@ -208,7 +208,7 @@ async function embedAndWrite(
   opts: EmbedOptions,
 ): Promise<number> {
   const batchSize = opts.batchSize ?? 64;
-  const bar = progress('embedding articles', todo.length, opts.progress ?? false);
+  const bar = progress('embedding articles', todo.length, opts.progress ?? false, 'articles');
   let modelMs = 0;
   for (let i = 0; i < todo.length; i += batchSize) {
     const batch = todo.slice(i, i + batchSize);
@@ -282,7 +282,7 @@ export async function buildSimilar(
   });
   const corpus = new Tensor('float32', columns, [dim, N]);
   const k = Math.min(n + 1, N);
-  const bar = progress('similar items', N, opts.progress ?? false);
+  const bar = progress('similar items', N, opts.progress ?? false, 'articles');
   const t1 = performance.now();
   for (let s = 0; s < N; s += block) {
     const e = Math.min(N, s + block);

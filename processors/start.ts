@@ -7,7 +7,7 @@
 import { claimStoreLayout, positionStore } from '../features/state.ts';
 import { DEFAULT_MAX_EVENT_SKEW_MS, admitPurchases } from './admit.ts';
 import { isScriptFailure } from './failures.ts';
-import { consumerLag } from '../streams/admin.ts';
+import { waitCommittedToEnd } from '../streams/admin.ts';
 import type { Admin } from 'kafkajs';
 import type { AvroCodec } from '../streams/avro.ts';
 import {
@@ -120,7 +120,10 @@ function consumerSettings(deps: ProcessorDeps): ConsumerSettings {
   };
 }
 
-/** Resolves when each (group, topic) has committed up to the current end of its topic, in turn. */
+/**
+ * Resolves when each (group, topic) has committed up to the current end of its topic, in turn; a
+ * broker restarting meanwhile is waited out (`waitCommittedToEnd`).
+ */
 async function waitCaughtUp(
   admin: Admin,
   which: readonly (readonly [group: string, topic: string])[],
@@ -128,13 +131,8 @@ async function waitCaughtUp(
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (const [group, topic] of which) {
-    for (;;) {
-      const lag = await consumerLag(admin, group, topic);
-      if (lag.every((p) => p.lag <= 0)) break;
-      if (Date.now() > deadline) {
-        throw new Error(`processors did not catch up on ${topic} within ${timeoutMs} ms`);
-      }
-      await new Promise((r) => setTimeout(r, 100));
+    if (!(await waitCommittedToEnd(admin, group, topic, deadline))) {
+      throw new Error(`processors did not catch up on ${topic} within ${timeoutMs} ms`);
     }
   }
 }

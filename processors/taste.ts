@@ -17,7 +17,7 @@ import { rate } from '../features/decay.ts';
 import { embeddingKeys, type EmbeddingKeys } from '../features/embedding-keys.ts';
 import { AFFINITY_HALF_LIFE, HALF_LIVES, type KeySpace } from '../features/keys.ts';
 import type { Admin } from 'kafkajs';
-import { consumerLag } from '../streams/admin.ts';
+import { waitCommittedToEnd } from '../streams/admin.ts';
 import { runConsumer, type RunningConsumer } from '../streams/consumer.ts';
 import { readVectors } from '../embeddings/store.ts';
 import type { ProcessorDeps } from './deps.ts';
@@ -195,13 +195,8 @@ export async function startTasteConsumer(
     consumer,
     async caughtUp(admin, timeoutMs) {
       const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const lag = await consumerLag(admin, group, topics.purchases.name);
-        if (lag.every((p) => p.lag <= 0)) return;
-        if (Date.now() > deadline) {
-          throw new Error(`the taste processor did not catch up within ${timeoutMs} ms`);
-        }
-        await new Promise((r) => setTimeout(r, 100));
+      if (!(await waitCommittedToEnd(admin, group, topics.purchases.name, deadline))) {
+        throw new Error(`the taste processor did not catch up within ${timeoutMs} ms`);
       }
     },
   };

@@ -85,6 +85,12 @@ const itemBase = {
 export const RecommendationItem = z
   .object({
     ...itemBase,
+    colour: z.string().nullable().optional().openapi({
+      description: 'colour_group_name, null without it (absent in degraded answers)',
+    }),
+    section: z.string().nullable().optional().openapi({
+      description: 'section_name, null without it (absent in degraded answers)',
+    }),
     sources: z.array(z.enum(SOURCE_VALUES)),
     features: z
       .record(z.string(), z.number().nullable())
@@ -283,12 +289,106 @@ export const TrendingResponse = z
   })
   .openapi('TrendingResponse');
 
+/** Most customers one search answers. */
+export const MAX_CUSTOMERS = 50;
+
+export const CustomerSearchQuery = z.strictObject({
+  prefix: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,128}$/, 'prefix must be 1-128 characters of A-Z a-z 0-9 _ . -')
+    .optional()
+    .openapi({
+      description: 'Known customers whose id starts with this; absent: random known customers',
+      example: 'cust00',
+    }),
+  k: z.coerce
+    .number({ error: `k must be an integer from 1 to ${String(MAX_CUSTOMERS)}` })
+    .int()
+    .min(1)
+    .max(MAX_CUSTOMERS)
+    .default(10)
+    .openapi({ description: `Number of customers (1-${String(MAX_CUSTOMERS)})`, example: 10 }),
+});
+
+export const CustomerSearchResponse = z
+  .object({
+    prefix: z.string().nullable().openapi({ description: 'The prefix asked for; null = random' }),
+    customers: z.array(z.string()).openapi({
+      description:
+        'Ids of customers with purchases in the store (at most k; a search scans a bounded part ' +
+        'of the key space, so a rare prefix in a large store may find fewer than exist)',
+    }),
+    complete: z.boolean().openapi({
+      description: 'Whether the whole key space was searched (always false for random ones)',
+    }),
+    took_ms: z.number(),
+  })
+  .openapi('CustomerSearch');
+
+export const CustomerParams = z.object({ customerId: idParam('customerId', 'cust000001') });
+
+export const ArticleDetails = z
+  .object({
+    article_id: z.string().openapi({ example: '0706016001' }),
+    name: z.string().nullable().openapi({ description: 'prod_name, null without metadata' }),
+    colour: z.string().nullable().openapi({ description: 'colour_group_name' }),
+    section: z.string().nullable().openapi({ description: 'section_name' }),
+    product_type: z.string().nullable().openapi({ description: 'product_type_name' }),
+    index_group: z.string().nullable().openapi({ description: 'index_group_name' }),
+  })
+  .openapi('ArticleDetails');
+
+export const CustomerPurchase = ArticleDetails.extend({
+  event_id: z.string(),
+  time: z.number().int().openapi({ description: 'Event time (ms)' }),
+  price: z.number(),
+  channel: z.number().int().openapi({ description: 'sales_channel_id' }),
+  quantity: z.number().int(),
+}).openapi('CustomerPurchase');
+
+export const CustomerResponse = z
+  .object({
+    customer_id: z.string(),
+    known: z
+      .boolean()
+      .openapi({ description: 'Whether the store holds purchases of this customer' }),
+    age: z.number().nullable(),
+    purchases: z.number().int().openapi({ description: 'Purchase events applied' }),
+    first: z.number().int().nullable().openapi({ description: 'First purchase (event time, ms)' }),
+    last: z.number().int().nullable().openapi({ description: 'Latest purchase (event time, ms)' }),
+    channels: z
+      .record(z.string(), z.number().int())
+      .openapi({ description: 'Purchase events per sales channel id' }),
+    segments: z.array(z.string()).openapi({
+      description:
+        'Trending segments of this customer, for GET /v1/trending?segment= (their most used ' +
+        'channel first, then their age bucket with the index groups they bought from)',
+      example: ['channel:2', 'age_index:25-34|Ladieswear'],
+    }),
+    recent: z.array(CustomerPurchase).openapi({ description: 'Latest purchases, newest first' }),
+    took_ms: z.number(),
+  })
+  .openapi('Customer');
+
+export const ArticleResponse = ArticleDetails.extend({
+  mean_price: z
+    .number()
+    .nullable()
+    .openapi({ description: 'Mean unit price of its sales; null when it never sold' }),
+  sales: z.number().int().openapi({ description: 'Purchase events' }),
+  last_sale: z.number().int().nullable().openapi({ description: 'Latest sale (event time, ms)' }),
+  took_ms: z.number(),
+}).openapi('Article');
+
 export const ErrorResponse = z
   .object({
     error: z.object({
       code: z.enum([
         'REC_ERR_BAD_REQUEST',
+        'REC_ERR_UNAUTHORIZED',
+        'REC_ERR_FORBIDDEN',
         'REC_ERR_NOT_FOUND',
+        'REC_ERR_PAYLOAD_TOO_LARGE',
         'REC_ERR_UNAVAILABLE',
         'REC_ERR_INTERNAL',
       ]),
@@ -298,6 +398,101 @@ export const ErrorResponse = z
     request_id: z.string(),
   })
   .openapi('Error');
+
+/** A field of a posted purchase: documented, checked per element by the route (not here). */
+const postedField = (description: string, example: unknown) =>
+  z.unknown().optional().openapi({ description, example });
+
+/**
+ * The body of `POST /v1/events/purchases`: a JSON array of 1 to `maxEvents` objects. Each element
+ * is checked on its own by the route (serving/ingest.ts `purchaseIn`): an invalid one gets an
+ * `invalid` status in the 202 answer while the valid ones go through, so the element's fields are
+ * documented here, not enforced (a whole-request 400 is only for a body that is not such an
+ * array).
+ */
+export function purchaseBatch(maxEvents: number) {
+  const item = z
+    .looseObject(
+      {
+        event_id: postedField(
+          'Optional. 1-128 characters of A-Z a-z 0-9 _ . - (starting alphanumeric), unique per ' +
+            'purchase; the idempotency key of its effects. When absent it is derived from the ' +
+            'other fields and the position among identical lines of the request, so the same ' +
+            'batch posted again gets the same ids',
+          'web-20260101-000123-1',
+        ),
+        customer_id: postedField('Required. An id (as event_id)', 'cust000001'),
+        article_id: postedField('Required. An id (as event_id)', '0706016001'),
+        price: postedField('Required. A number >= 0 (the unit price)', 0.0338),
+        sales_channel_id: postedField('Required. An integer 0-1000 (H&M: 1 store, 2 online)', 2),
+        quantity: postedField('Optional. A positive integer; default 1', 1),
+        event_time: postedField(
+          'Required. When the purchase happened: ms since the Unix epoch (UTC), 1990-2100',
+          1600000000000,
+        ),
+      },
+      { error: 'each element must be a purchase object' },
+    )
+    .openapi('PurchaseIn', {
+      description:
+        'One purchase: the fields of the Avro Purchase (schemas/purchase.avsc); unknown fields ' +
+        'make the element invalid',
+    });
+  const message = `the body must be a JSON array of 1 to ${maxEvents} purchase objects (INGEST_MAX_EVENTS)`;
+  return z
+    .array(item, { error: message })
+    .min(1, { error: message })
+    .max(maxEvents, { error: message })
+    .openapi({
+      description: `1 to ${maxEvents} purchases`,
+      example: [
+        {
+          customer_id: 'cust000001',
+          article_id: '0706016001',
+          price: 0.0338,
+          sales_channel_id: 2,
+          event_time: 1600000000000,
+        },
+      ],
+    });
+}
+
+export const INGEST_STATUSES = ['accepted', 'invalid'] as const;
+
+export const IngestEventStatus = z
+  .object({
+    index: z.number().int().min(0).openapi({ description: "The element's position in the body" }),
+    event_id: z
+      .string()
+      .nullable()
+      .openapi({
+        description:
+          'The id the event was produced with (given or derived); for an invalid element the ' +
+          'given id when well-formed, else null',
+      }),
+    status: z.enum(INGEST_STATUSES).openapi({
+      description:
+        "'accepted': acknowledged by Kafka (the processors apply it); 'invalid': refused, see error",
+    }),
+    error: z
+      .object({
+        code: z.enum(['REC_ERR_BAD_REQUEST']),
+        message: z.string(),
+        fields: z.array(z.object({ path: z.string(), message: z.string() })),
+      })
+      .optional()
+      .openapi({ description: 'Why the element is invalid, every offending field named' }),
+  })
+  .openapi('IngestEventStatus');
+
+export const IngestResponse = z
+  .object({
+    accepted: z.number().int().min(0),
+    invalid: z.number().int().min(0),
+    events: z.array(IngestEventStatus).openapi({ description: 'One status per element, in order' }),
+    request_id: z.string(),
+  })
+  .openapi('IngestResponse');
 
 export const ReadyResponse = z
   .object({
@@ -333,3 +528,7 @@ export type ScoredArticleBody = z.infer<typeof SimpleItem>;
 export type SimilarResponseBody = z.infer<typeof SimilarResponse>;
 export type TrendingResponseBody = z.infer<typeof TrendingResponse>;
 export type ReadyBody = z.infer<typeof ReadyResponse>;
+export type IngestStatusBody = z.infer<typeof IngestEventStatus>;
+export type IngestResponseBody = z.infer<typeof IngestResponse>;
+export type ArticleDetailsBody = z.infer<typeof ArticleDetails>;
+export type CustomerResponseBody = z.infer<typeof CustomerResponse>;

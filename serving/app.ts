@@ -5,11 +5,16 @@
  *
  *   GET /v1/recommendations/{customerId}?k&index_group&section&product_group&allow_repurchase&explain
  *                                            routes/recommendations.ts
+ *   GET /v1/articles/{id}                    an article's display fields and sales (routes/articles.ts)
  *   GET /v1/articles/{id}/similar?k          co-purchase neighbours (routes/articles.ts)
  *   GET /v1/articles/{id}/similar/embedding?n  text-embedding neighbours (routes/articles.ts)
  *   GET /v1/trending?segment&k               global, or channel:<id> / age_index:<bucket>|<group>
  *                                            (routes/trending.ts)
+ *   POST /v1/events/purchases                HTTP ingest, API key required (routes/events.ts)
+ *   GET /v1/customers?prefix&k               known customers by id prefix, or random ones
+ *   GET /v1/customers/{customerId}           a customer's purchases and segments (routes/customers.ts)
  *   GET /healthz  /readyz  /metrics          routes/ops.ts (never refused)
+ *   GET /demo                                the demo storefront page (routes/demo-page.ts)
  *   GET /openapi.json  /docs                 here
  *
  * "now": features and decayed scores are computed at event time — `deps.now()` when given, else
@@ -18,6 +23,10 @@
  *
  * Admission control (admission.ts): at most `config.maxInFlight` recommendation requests are
  * answered at a time; more are refused at once with 503 and `Retry-After`.
+ *
+ * Write routes need an API key (auth.ts; 403 while none is configured), read routes are open.
+ * Every 200 answer of recommendations is logged to `recommendations.served` when `deps.servedLog`
+ * is given (served-log.ts).
  *
  * When Redis fails, recommendations and global trending are answered from the in-process trending
  * cache (`degraded: true`, `rec_serving_degraded_responses_total`; routes/degraded.ts); 503 only
@@ -34,6 +43,9 @@ import type { ServingDeps } from './deps.ts';
 import { badRequestBody, errorHandler, requestIdOf } from './http-errors.ts';
 import {
   articleRoutes,
+  eventRoutes,
+  customerRoutes,
+  demoPageRoutes,
   opsRoutes,
   recommendationRoutes,
   round2,
@@ -46,6 +58,7 @@ import { TrendingCache } from './trending-cache.ts';
 
 export {
   DEFAULT_SCORER_WORKERS,
+  DEFAULT_INGEST_CONFIG,
   DEFAULT_SERVING_CONFIG,
   defaultMaxInFlight,
   type ServingConfig,
@@ -115,7 +128,10 @@ export function createApp(deps: ServingDeps): OpenAPIHono<AppEnv> {
   app.route('/', recommendationRoutes(ctx));
   app.route('/', articleRoutes(ctx));
   app.route('/', trendingRoutes(ctx));
+  app.route('/', eventRoutes(ctx));
   app.route('/', opsRoutes(ctx));
+  app.route('/', customerRoutes(ctx));
+  app.route('/', demoPageRoutes(ctx));
 
   app.doc('/openapi.json', {
     openapi: '3.0.0',

@@ -4,16 +4,21 @@
  * server entry point wire it alike.
  */
 import type { RedisClient } from '../common/redis.ts';
+import type { IngestConfig } from '../common/config.ts';
 import type { Logger } from '../common/logger.ts';
+import type { Secret } from '../common/redact.ts';
 import type { KeySpace } from '../features/keys.ts';
 import {
   DEFAULT_CANDIDATE_CONFIG,
   type CandidateConfig,
   type SharedReads,
 } from './candidates/index.ts';
+import type { ApiKeys } from './auth.ts';
+import type { PurchaseSink } from './ingest.ts';
 import type { ServingMetrics } from './metrics.ts';
 import type { VariantAssignment } from './live-experiment.ts';
 import type { NoModel, Ranker } from './ranking.ts';
+import type { ServedSink } from './served-log.ts';
 import type { TrendingCache } from './trending-cache.ts';
 
 export interface ServingConfig extends CandidateConfig {
@@ -38,7 +43,22 @@ export interface ServingConfig extends CandidateConfig {
    * of what all requests share (candidates/shared.ts). Customer state is always read.
    */
   readonly sharedReadsMaxAgeMs: number;
+  /** Bounds of `POST /v1/events/purchases` (INGEST_MAX_EVENTS, INGEST_MAX_BYTES, INGEST_TIMEOUT_MS). */
+  readonly ingest: IngestConfig;
+  /**
+   * The demo storefront page at `/demo` (routes/demo-page.ts): served when `enabled`; it may post
+   * purchases only with `ingestKey` (DEMO_PAGE_KEY), which `/demo/config.json` hands to whoever
+   * loads the page — never set by default.
+   */
+  readonly demoPage: { readonly enabled: boolean; readonly ingestKey: Secret | null };
 }
+
+/** The ingest bounds unless configured (common/config.ts). */
+export const DEFAULT_INGEST_CONFIG: IngestConfig = Object.freeze({
+  maxEvents: 500,
+  maxBytes: 1024 * 1024,
+  timeoutMs: 5_000,
+});
 
 /** Scorer worker threads of an instance unless told otherwise (`SCORER_WORKERS`). */
 export const DEFAULT_SCORER_WORKERS = 2;
@@ -68,6 +88,8 @@ export const DEFAULT_SERVING_CONFIG: ServingConfig = {
   trendingCacheSize: 200,
   trendingCacheRefreshMs: 10_000,
   sharedReadsMaxAgeMs: 1_000,
+  ingest: DEFAULT_INGEST_CONFIG,
+  demoPage: { enabled: true, ingestKey: null },
 };
 
 export interface ServingDeps {
@@ -110,4 +132,13 @@ export interface ServingDeps {
    * `config.sharedReadsMaxAgeMs` (none when it is 0); pass one to set its clock (tests).
    */
   readonly sharedReads?: SharedReads;
+  /** The keys of the write routes (auth.ts). Default: none, so the write routes answer 403. */
+  readonly apiKeys?: ApiKeys;
+  /**
+   * Where `POST /v1/events/purchases` produces (ingest.ts `KafkaPurchaseSink`). Absent: the route
+   * answers 503 after the key check (an instance without Kafka).
+   */
+  readonly ingest?: PurchaseSink;
+  /** Where every 200 answer of /v1/recommendations is logged (served-log.ts). Absent: not logged. */
+  readonly servedLog?: ServedSink;
 }

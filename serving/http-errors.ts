@@ -123,7 +123,10 @@ export function badRequestBody(error: ZodError, requestId: string): ErrorBody {
 }
 
 function codeOfStatus(status: number): ServingErrorCode {
+  if (status === 401) return 'REC_ERR_UNAUTHORIZED';
+  if (status === 403) return 'REC_ERR_FORBIDDEN';
   if (status === 404) return 'REC_ERR_NOT_FOUND';
+  if (status === 413) return 'REC_ERR_PAYLOAD_TOO_LARGE';
   if (status === 503) return 'REC_ERR_UNAVAILABLE';
   if (status >= 400 && status < 500) return 'REC_ERR_BAD_REQUEST';
   return 'REC_ERR_INTERNAL';

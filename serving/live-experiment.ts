@@ -12,6 +12,7 @@
  * Without an experiment `assign()` returns null and the request is ranked by the live model,
  * exactly as before; a stopped experiment's pools are closed.
  */
+import { SerialSync } from './serial-sync.ts';
 import type { RedisClient } from '../common/redis.ts';
 import type { Logger } from '../common/logger.ts';
 import type { KeySpace } from '../features/keys.ts';
@@ -97,8 +98,8 @@ interface State {
 
 export class LiveExperiment {
   #state: State | null = null;
-  #chain: Promise<unknown> = Promise.resolve();
-  #queued: Promise<ExperimentChange | null> | null = null;
+  /** Syncs one at a time; a burst while one runs costs one more. */
+  readonly #syncs = new SerialSync<ExperimentChange | null>(() => this.#sync());
   /** Pools of replaced experiments, closed when their timer fires (or by `close()`). */
   readonly #retiring = new Map<NodeJS.Timeout, readonly ScorerPool[]>();
   readonly #opts: LiveExperimentOptions;
@@ -133,14 +134,7 @@ export class LiveExperiment {
    * (nothing changes).
    */
   sync(): Promise<ExperimentChange | null> {
-    if (this.#queued !== null) return this.#queued;
-    const next = this.#chain.then(() => {
-      this.#queued = null;
-      return this.#sync();
-    });
-    this.#queued = next;
-    this.#chain = next.catch(() => undefined);
-    return next;
+    return this.#syncs.run();
   }
 
   async #sync(): Promise<ExperimentChange | null> {
@@ -287,7 +281,7 @@ export class LiveExperiment {
   }
 
   async close(): Promise<void> {
-    await this.#chain;
+    await this.#syncs.settled();
     const s = this.#state;
     this.#state = null;
     const pending = [...this.#retiring.entries()];

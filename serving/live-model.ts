@@ -16,6 +16,7 @@
  * the registry status is left alone (an instance started with the opt-in serves the same
  * version); the reason is logged, kept here and reported in every answer the heuristic ranks.
  */
+import { SerialSync } from './serial-sync.ts';
 import type { RedisClient } from '../common/redis.ts';
 import type { KeySpace } from '../features/keys.ts';
 import type { Logger } from '../common/logger.ts';
@@ -76,9 +77,8 @@ export function fixtureRefusal(meta: ModelMeta, allowFixtureModel: boolean): str
 
 export class LiveModel {
   #pool: ScorerPool | null = null;
-  #chain: Promise<unknown> = Promise.resolve();
-  /** A sync queued behind the running one: later requests join it. */
-  #queued: Promise<SwapOutcome | null> | null = null;
+  /** Syncs one at a time; a burst while one runs costs one more. */
+  readonly #syncs = new SerialSync<SwapOutcome | null>(() => this.#sync());
   /**
    * The latest version this instance refused or rejected, and why (cleared by an activation);
    * `registeredAt` and `outcome` let a later sync skip it without checking it again.
@@ -150,14 +150,7 @@ export class LiveModel {
    * burst of calls while one runs costs one more. Nothing else loads a model.
    */
   sync(): Promise<SwapOutcome | null> {
-    if (this.#queued !== null) return this.#queued;
-    const next = this.#chain.then(() => {
-      this.#queued = null;
-      return this.#sync();
-    });
-    this.#queued = next;
-    this.#chain = next.catch(() => undefined);
-    return next;
+    return this.#syncs.run();
   }
 
   async #sync(): Promise<SwapOutcome | null> {
@@ -236,7 +229,7 @@ export class LiveModel {
   }
 
   async close(): Promise<void> {
-    await this.#chain;
+    await this.#syncs.settled();
     await this.#pool?.close();
     this.#pool = null;
   }

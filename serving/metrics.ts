@@ -54,6 +54,18 @@ export interface ServingMetrics {
   readonly modelVersion: Gauge<'version'>;
   /** Set the model version gauge to `version` (only one series is 1 at a time). */
   setModelVersion(version: string): void;
+  /** Write requests refused by the API-key check, by reason (auth.ts `AuthRefusal`). */
+  readonly authRefused: Counter<'reason'>;
+  /** Events of `POST /v1/events/purchases`, by status: accepted (acknowledged by Kafka), invalid. */
+  readonly ingestEvents: Counter<'status'>;
+  /** Served-list records acknowledged by Kafka (served-log.ts). */
+  readonly servedLogSent: Counter;
+  /** Served-list records dropped, by reason: buffer_full, kafka_unavailable, send_failed, invalid. */
+  readonly servedLogDropped: Counter<'reason'>;
+  /** Served-list records waiting to be sent (read at each scrape from `readServedLogBuffer`). */
+  readonly servedLogBuffered: Gauge;
+  /** Where `servedLogBuffered` reads its value when scraped (the served log's buffer length). */
+  readServedLogBuffer(read: () => number): void;
   /**
    * Answers of an A/B experiment (degraded ones included), by experiment, variant and the model
    * version that ranked them (`heuristic-v2`, `trending-cache` when not the variant's model).
@@ -169,6 +181,38 @@ export function createServingMetrics(opts: { defaults?: boolean } = {}): Serving
     // 1, not the number of processes, when several serve (cluster.ts sums the others).
     aggregator: 'max',
   });
+  const authRefused = new Counter({
+    name: 'rec_serving_auth_refused_total',
+    help: 'Write requests refused by the API-key check: no_keys (API_KEYS empty, 403), missing or invalid key (401)',
+    labelNames: ['reason'] as const,
+    registers,
+  });
+  const ingestEvents = new Counter({
+    name: 'rec_serving_ingest_events_total',
+    help: 'Events posted to /v1/events/purchases: accepted (acknowledged by Kafka) or invalid',
+    labelNames: ['status'] as const,
+    registers,
+  });
+  const servedLogSent = new Counter({
+    name: 'rec_served_log_sent_total',
+    help: 'Answers of /v1/recommendations logged to recommendations.served (acknowledged by Kafka)',
+    registers,
+  });
+  const servedLogDropped = new Counter({
+    name: 'rec_served_log_dropped_total',
+    help: 'Answers not logged: buffer_full (SERVED_LOG_BUFFER), kafka_unavailable, send_failed, invalid',
+    labelNames: ['reason'] as const,
+    registers,
+  });
+  let bufferLength: (() => number) | null = null;
+  const servedLogBuffered = new Gauge({
+    name: 'rec_served_log_buffered',
+    help: 'Answers waiting to be logged to recommendations.served',
+    registers,
+    collect() {
+      if (bufferLength !== null) this.set(bufferLength());
+    },
+  });
   const experimentAnswers = new Counter({
     name: 'rec_serving_experiment_answers_total',
     help: 'Recommendation answers of an A/B experiment, by experiment, variant and the model version that ranked them',
@@ -198,6 +242,14 @@ export function createServingMetrics(opts: { defaults?: boolean } = {}): Serving
   });
   let current: string | null = null;
   return {
+    authRefused,
+    ingestEvents,
+    servedLogSent,
+    servedLogDropped,
+    servedLogBuffered,
+    readServedLogBuffer(read) {
+      bufferLength = read;
+    },
     registry,
     requestSeconds,
     candidates,

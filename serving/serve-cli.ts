@@ -30,6 +30,16 @@
  * as hung, is terminated and replaced (serving/scoring/pool.ts). Keep it above the request
  * deadline (`rankerTimeoutMs`, 250 ms), which answers the user first.
  *
+ * API_KEYS, INGEST_*, SERVED_LOG* (common/config.ts): the keys of the write routes (none: they
+ * answer 403), the bounds of `POST /v1/events/purchases`, and served-list logging to
+ * `recommendations.served` (on by default). Kafka and registry clients are made only when ingest
+ * (a key) or logging is on; the producers connect on first use, so a Kafka away at start does not
+ * stop the reads.
+ * SERVING_DEMO_PAGE=on|off (default on) serves the demo storefront page at `/demo`
+ * (routes/demo-page.ts). DEMO_PAGE_KEY=<one of API_KEYS> (default: none) lets that page buy: it is
+ * handed to every browser that loads the page, so set it for a local demo only (`npm run demo`
+ * does, with a key of its own); without it the page is read-only.
+ *
  * SERVING_PROCESSES=N (default 1) runs N API processes on the one port (node:cluster,
  * serving/cluster.ts), each with its own scorer pool of SCORER_WORKERS threads and its own
  * SERVING_MAX_IN_FLIGHT; this process is then their primary: it prints the `serving on` line once
@@ -40,8 +50,11 @@ import { z } from 'zod';
 import { loadConfig, type Config } from '../common/config.ts';
 import { keySpace } from '../features/keys.ts';
 import { createLogger, type Logger } from '../common/logger.ts';
+import { Secret } from '../common/redact.ts';
 import type { ServingConfig } from './app.ts';
 import { linkToPrimary, startPrimary, type ProcessReady } from './cluster.ts';
+import { createKafka, createRegistryClient } from '../streams/kafka.ts';
+import { topics } from '../streams/topics.ts';
 import { createServingMetrics } from './metrics.ts';
 import { defaultCandidateConfig, scaledCandidateConfig } from './candidates/index.ts';
 import { startServing } from './server.ts';
@@ -63,6 +76,26 @@ const env = z
       })
       .default('false')
       .transform((v) => v === 'true' || v === '1'),
+    SERVING_DEMO_PAGE: z
+      .enum(['on', 'off', 'true', 'false', '1', '0'], {
+        error: 'SERVING_DEMO_PAGE must be on or off',
+      })
+      .default('on')
+      .transform((v) => v === 'on' || v === 'true' || v === '1'),
+    // The value is never echoed: zod's messages name the rule, not the input.
+    DEMO_PAGE_KEY: z.string().min(1).optional(),
+  })
+  .superRefine((e, ctx) => {
+    if (e.DEMO_PAGE_KEY === undefined) return;
+    const keys = (process.env.API_KEYS ?? '').split(',').map((k) => k.trim());
+    if (!keys.includes(e.DEMO_PAGE_KEY)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['DEMO_PAGE_KEY'],
+        message:
+          'DEMO_PAGE_KEY must be one of API_KEYS (the key the demo page posts purchases with)',
+      });
+    }
   })
   .parse(process.env);
 
@@ -112,6 +145,7 @@ async function runPrimary(logger: Logger): Promise<void> {
 async function runProcess(config: Config, logger: Logger): Promise<void> {
   const metrics = createServingMetrics({ defaults: true });
   const link = cluster.isWorker ? linkToPrimary(metrics.registry) : null;
+  const needsKafka = config.apiKeys.length > 0 || config.servedLog.enabled;
   const handle = await startServing({
     redisUrl: config.redisUrl,
     redisClusterNodes: config.redisClusterNodes,
@@ -126,7 +160,19 @@ async function runProcess(config: Config, logger: Logger): Promise<void> {
     activeCheckMs: config.models.activeCheckMs,
     metrics,
     ...(link === null ? {} : { metricsText: () => link.metricsText() }),
+    apiKeys: config.apiKeys,
+    servedLog: config.servedLog,
+    ...(needsKafka
+      ? {
+          streams: {
+            kafka: createKafka(config, 'rec-serving', logger),
+            registry: createRegistryClient(config),
+            topics: topics(config.topicPrefix),
+          },
+        }
+      : {}),
     config: {
+      ingest: config.ingest,
       ...candidateConfig(env.SERVING_MAX_CANDIDATES, config.embeddings.enabled),
       ...(env.SERVING_MAX_IN_FLIGHT === undefined
         ? {}
@@ -134,6 +180,10 @@ async function runProcess(config: Config, logger: Logger): Promise<void> {
       ...(env.SERVING_SHARED_READS_MS === undefined
         ? {}
         : { sharedReadsMaxAgeMs: env.SERVING_SHARED_READS_MS }),
+      demoPage: {
+        enabled: env.SERVING_DEMO_PAGE,
+        ingestKey: env.DEMO_PAGE_KEY === undefined ? null : new Secret(env.DEMO_PAGE_KEY),
+      },
       // Where `npm run embed` wrote the article vectors (default: the serving namespace).
       ...(config.embeddings.namespace ? { embeddingNamespace: config.embeddings.namespace } : {}),
     },

@@ -2,13 +2,19 @@
  * Wiring of one serving process: Redis clients, the live model (active version from the registry,
  * re-read on every activation announcement and every `activeCheckMs`, hot-swapped when it moved),
  * the running A/B experiment (its variants' models, re-read on the same announcements and
- * checks), the degraded-mode trending cache, the Hono app and the
+ * checks), the degraded-mode trending cache, the Kafka producers of HTTP ingest and served-list
+ * logging (only those switched on, connected lazily), the Hono app and the
  * HTTP server. `serve-cli.ts` calls it with settings from the environment (in each worker process
  * when SERVING_PROCESSES > 1, see cluster.ts); the demo and the tests call it directly.
  */
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import { createRedis } from '../common/redis.ts';
+import type { Kafka } from 'kafkajs';
+import type { ServedLogConfig } from '../common/config.ts';
+import type { Secret } from '../common/redact.ts';
+import type { SchemaRegistryClient } from '../streams/kafka.ts';
+import type { Topics } from '../streams/topics.ts';
 import { featureNames } from '../features/definitions.ts';
 import type { KeySpace } from '../features/keys.ts';
 import type { Logger } from '../common/logger.ts';
@@ -32,6 +38,9 @@ import { watchActivations } from '../models/registry.ts';
 import type { ModelTrust } from '../models/signing.ts';
 import { TrendingCache } from './trending-cache.ts';
 import { DEFAULT_SCORER_TIMEOUT_MS, type ScorerEvent } from './scoring/pool.ts';
+import { ApiKeys } from './auth.ts';
+import { KafkaPurchaseSink } from './ingest.ts';
+import { ServedLog } from './served-log.ts';
 
 export interface ServingOptions {
   redisUrl: string;
@@ -74,9 +83,33 @@ export interface ServingOptions {
    * 30 000).
    */
   activeCheckMs?: number;
+  /**
+   * Kafka and the registry (clients built by the entry point) and the topics, for HTTP ingest
+   * and served-list logging. Without them neither runs: the ingest route answers 503 after its
+   * key check, nothing is logged.
+   */
+  streams?: { kafka: Kafka; registry: SchemaRegistryClient; topics: Topics };
+  /**
+   * The keys of the write routes (config `apiKeys`, API_KEYS). None (default): they answer 403,
+   * and no ingest producer is made.
+   */
+  apiKeys?: readonly Secret[];
+  /**
+   * Served-list logging (config `servedLog`; needs `streams`). Default: on, with
+   * `DEFAULT_SERVED_LOG`'s bounds.
+   */
+  servedLog?: ServedLogConfig;
   /** Told of every A/B experiment this instance starts or stops running. */
   onExperiment?: (c: ExperimentChange) => void;
 }
+
+/** Served-list logging's defaults (SERVED_LOG, SERVED_LOG_BUFFER, _BATCH, _FLUSH_MS). */
+export const DEFAULT_SERVED_LOG: ServedLogConfig = Object.freeze({
+  enabled: true,
+  bufferSize: 10_000,
+  batchSize: 500,
+  flushMs: 100,
+});
 
 /** Default period of the `active` pointer check (`MODEL_ACTIVE_CHECK_MS`). */
 export const DEFAULT_ACTIVE_CHECK_MS = 30_000;
@@ -88,6 +121,12 @@ export interface ServingHandle {
   /** The running A/B experiment here (`current`), or none. */
   readonly experiment: LiveExperiment;
   readonly metrics: ServingMetrics;
+  /** The served-list log, when it runs (`streams` given and `servedLog.enabled`). */
+  readonly servedLog: ServedLog | null;
+  /**
+   * Stop listening, then flush the served-list log (bounded), disconnect the producers, stop
+   * the model and close the Redis clients.
+   */
   close(): Promise<void>;
 }
 
@@ -195,6 +234,28 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
     );
   });
   trendingCache.start();
+  const apiKeys = new ApiKeys(opts.apiKeys ?? []);
+  const streams = opts.streams;
+  // Producers only for what is on: ingest with keys, logging unless SERVED_LOG=off. Neither
+  // connects here: a Kafka away at start does not stop the reads.
+  const ingest =
+    streams !== undefined && apiKeys.configured
+      ? new KafkaPurchaseSink(streams.kafka, streams.registry, streams.topics.purchases, log)
+      : null;
+  const logConfig = opts.servedLog ?? DEFAULT_SERVED_LOG;
+  const servedLog =
+    streams !== undefined && logConfig.enabled
+      ? new ServedLog({
+          kafka: streams.kafka,
+          registry: streams.registry,
+          topic: streams.topics.served,
+          logger: log,
+          metrics,
+          bufferSize: logConfig.bufferSize,
+          batchSize: logConfig.batchSize,
+          flushMs: logConfig.flushMs,
+        }).start()
+      : null;
   const app = createApp({
     redis,
     keys: opts.keys,
@@ -205,6 +266,9 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
     metrics,
     config,
     trendingCache,
+    apiKeys,
+    ...(ingest === null ? {} : { ingest }),
+    ...(servedLog === null ? {} : { servedLog }),
     ...(opts.now === undefined ? {} : { now: opts.now }),
     ...(opts.metricsText === undefined ? {} : { metricsText: opts.metricsText }),
   });
@@ -215,6 +279,8 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
       model: live.version ?? HEURISTIC_VERSION,
       ...(live.version ? {} : live.noModel()),
       max_in_flight: config.maxInFlight,
+      ingest: ingest === null ? (apiKeys.configured ? 'no kafka' : 'off (API_KEYS empty)') : 'on',
+      served_log: servedLog === null ? 'off' : 'on',
       experiment: experiment.current?.name ?? null,
     },
     'serving',
@@ -224,12 +290,15 @@ export async function startServing(opts: ServingOptions): Promise<ServingHandle>
     live,
     experiment,
     metrics,
+    servedLog,
     async close() {
       await new Promise<void>((resolve) =>
         server.close(() => {
           resolve();
         }),
       );
+      await servedLog?.close();
+      await ingest?.close();
       trendingCache.stop();
       clearInterval(activeCheck);
       subscriber.off('ready', onReady);

@@ -1,7 +1,8 @@
 /**
  * Schema Registry for the local stack: Apicurio Registry (Quarkus legacy-jar zip from Maven
- * Central) with H2 *file* storage under STACK_DIR, so schema ids survive restarts — Kafka
- * records carry them. Clients use its Confluent-compatible API at `/apis/ccompat/v7`.
+ * Central) with H2 *file* storage under STACK_DIR, written at every commit, so schema ids survive
+ * restarts and crashes — Kafka records carry them. Clients use its Confluent-compatible API at
+ * `/apis/ccompat/v7`.
  */
 import { existsSync } from 'node:fs';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
@@ -119,7 +120,10 @@ export const registryService: ManagedService = {
         `-Dquarkus.http.port=${config.ports.registry}`,
         '-Dquarkus.http.host=127.0.0.1',
         '-Dapicurio.storage.sql.kind=h2',
-        `-Dapicurio.datasource.url=jdbc:h2:file:${join(r.dataDir, 'registry')}`,
+        // WRITE_DELAY=0: each commit is written to the file before the registry answers. H2's
+        // default writes commits up to a second later, so a registry killed (kill -9, OOM) just
+        // after handing out a schema id forgot it, and handed the same id to the next schema.
+        `-Dapicurio.datasource.url=jdbc:h2:file:${join(r.dataDir, 'registry')};WRITE_DELAY=0`,
         '-jar',
         r.runnerJar,
       ],

@@ -3,10 +3,12 @@
  * Idempotent: existing topics are left as they are, and a topic with fewer partitions than wanted
  * is reported rather than silently changed (re-partitioning moves keys between partitions). Also
  * record counts and consumer lag; the lag's offset reads are retried while the broker's group
- * coordinator is not ready yet (retriable errors, bounded, with backoff).
+ * coordinator is not ready yet (transient errors, bounded, with backoff), and the "caught up"
+ * probe rides out a broker restart until its deadline.
  */
 import type { Admin } from 'kafkajs';
 import type { Logger } from '../common/logger.ts';
+import { isTransient, retryTransient } from './retriable.ts';
 import { replicationConfigs, type TopicDescriptor } from './topics.ts';
 
 const DLQ_CONFIGS = { 'retention.ms': '-1', 'retention.bytes': '-1' };
@@ -95,24 +97,16 @@ export interface AdminRetry {
 export const ADMIN_RETRY: AdminRetry = { retries: 10, initialMs: 100, maxMs: 2_000 };
 
 /**
- * `call()`, tried again with backoff while it fails with an error marked `retriable` (kafkajs
- * errors carry it: e.g. NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS while the broker loads its
- * group coordinator); any other error, or the last retriable one, is thrown.
+ * `call()`, tried again with backoff while it fails with a transient error
+ * (`isTransient`: e.g. NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS while the broker
+ * loads its group coordinator, or the connection errors of a broker restarting); any other
+ * error, or the last transient one, is thrown.
  */
-export async function retryRetriable<T>(
+export function retryRetriable<T>(
   call: () => Promise<T>,
   retry: AdminRetry = ADMIN_RETRY,
 ): Promise<T> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await call();
-    } catch (err) {
-      const retriable = (err as { retriable?: unknown } | null)?.retriable === true;
-      if (!retriable || attempt >= retry.retries) throw err;
-      const wait = Math.min(retry.maxMs, retry.initialMs * 2 ** attempt);
-      await new Promise((r) => setTimeout(r, wait));
-    }
-  }
+  return retryTransient(call, retry);
 }
 
 /**
@@ -136,4 +130,28 @@ export async function consumerLag(
     const from = c < 0n ? BigInt(e.low) : c;
     return { partition: e.partition, lag: Number(BigInt(e.high) - from) };
   });
+}
+
+/**
+ * Whether `groupId` has committed up to the current end of `topic`, asked until it has (true) or
+ * `deadline` (a `Date.now()` value) passed (false). A broker restarting meanwhile is waited out:
+ * transient errors (`isTransient`) are retried until the deadline, then thrown.
+ */
+export async function waitCommittedToEnd(
+  admin: Admin,
+  groupId: string,
+  topic: string,
+  deadline: number,
+): Promise<boolean> {
+  for (;;) {
+    let done = false;
+    try {
+      done = (await consumerLag(admin, groupId, topic)).every((p) => p.lag <= 0);
+    } catch (err) {
+      if (!isTransient(err) || Date.now() > deadline) throw err;
+    }
+    if (done) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }

@@ -49,7 +49,16 @@ export async function registerSchema(
       { retriable: true, cause: err },
     );
   }
-  await client.updateConfig(subject, { compatibility });
+  try {
+    await client.updateConfig(subject, { compatibility });
+  } catch (err) {
+    throw new RecError(
+      'REC_ERR_SCHEMA_REGISTRY',
+      `could not set the compatibility of subject "${subject}" at the schema registry: ${errorMessage(err)} ` +
+        `(check SCHEMA_REGISTRY_URL and that the registry is up: npm run stack:status)`,
+      { retriable: true, cause: err },
+    );
+  }
   return id;
 }
 

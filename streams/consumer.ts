@@ -2,9 +2,11 @@
  * Consumer runner on kafkajs `eachBatch`. Per batch: decode and validate every record; route the
  * ones that fail to `<topic>.dlq` with the reason in headers (or, in a group that does not own
  * the DLQ, count and skip them: `poison`); hand the rest to the handler; and only when the
- * handler (and the DLQ write) succeeded, commit the batch's offsets. A failing handler is
- * retried with backoff while the consumer keeps heartbeating, so a transient outage (Redis
- * restarting) neither loses records nor turns into a crash loop.
+ * handler (and the DLQ write) succeeded, commit the batch's offsets. A failing handler, or a
+ * decode that needs the schema registry while it is down, is retried with backoff while the
+ * consumer keeps heartbeating, so a transient outage (Redis or the registry restarting) neither
+ * loses records, nor dead-letters valid ones, nor turns into a crash loop; a consumer crashed
+ * by a broker restart is started again.
  */
 import type {
   Batch,
@@ -18,6 +20,7 @@ import type {
 import type { AvroCodec } from './avro.ts';
 import { RecError, errorMessage } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
+import { isTransient } from './retriable.ts';
 import type { TopicDescriptor } from './topics.ts';
 
 /** A decoded, validated record handed to a handler. */
@@ -216,17 +219,49 @@ export async function runConsumer<T>(opts: ConsumerRunnerOptions<T>): Promise<Ru
     busy: new Set(),
   };
 
-  await consumer.connect();
-  await consumer.subscribe({ topic: opts.topic.name, fromBeginning: opts.fromBeginning ?? true });
-  // Before `run`: the first assignment may come before it resolves.
-  const stopChecks = watchPositions(runner);
-  try {
-    await consumer.run({
+  const run = () =>
+    consumer.run({
       autoCommit: false,
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: opts.partitionsConsumedConcurrently ?? 1,
       eachBatch: (payload) => processBatch(runner, payload),
     });
+  let restart: NodeJS.Timeout | undefined;
+  // kafkajs restarts a crashed consumer only when the crash's innermost cause is marked
+  // retriable; a broker restart also crashes it with errors that are not (no group coordinator
+  // yet), and it would then stay stopped, silently. Those are restarted here, with backoff.
+  consumer.on(consumer.events.CRASH, ({ payload }) => {
+    if (payload.restart || stopping) return;
+    if (!isTransient(payload.error)) {
+      log.error({ err: errorMessage(payload.error) }, 'consumer crashed; not restarting it');
+      return;
+    }
+    const again = (attempt: number) => {
+      const delay = Math.min(retry.maxMs, retry.initialMs * 2 ** attempt);
+      log.warn(
+        { attempt, delay, err: errorMessage(payload.error) },
+        'consumer crashed; restarting',
+      );
+      restart = setTimeout(() => {
+        if (stopping) return;
+        // A crash of the new run emits CRASH again; a failed connect is retried here.
+        consumer
+          .connect()
+          .then(run)
+          .catch(() => {
+            again(attempt + 1);
+          });
+      }, delay);
+    };
+    again(1);
+  });
+
+  await consumer.connect();
+  await consumer.subscribe({ topic: opts.topic.name, fromBeginning: opts.fromBeginning ?? true });
+  // Before `run`: the first assignment may come before it resolves.
+  const stopChecks = watchPositions(runner);
+  try {
+    await run();
   } catch (err) {
     await stopChecks();
     throw err;
@@ -236,6 +271,7 @@ export async function runConsumer<T>(opts: ConsumerRunnerOptions<T>): Promise<Ru
     consumer,
     async stop() {
       stopping = true;
+      clearTimeout(restart);
       await stopChecks();
       await consumer.disconnect();
     },
@@ -327,9 +363,9 @@ async function processBatch<T>(runner: Runner<T>, payload: EachBatchPayload): Pr
 async function processNonEmptyBatch<T>(runner: Runner<T>, payload: EachBatchPayload) {
   const { batch } = payload;
   const started = performance.now();
-  const { good, poison } = await decodeBatch(runner.opts.codec, batch);
-  const rejected = await handleWithRetry(runner, payload, good);
-  if (rejected === SOUGHT) return;
+  const handled = await handleWithRetry(runner, payload);
+  if (handled === SOUGHT) return;
+  const { good, poison, rejected } = handled;
   const bad: Poison[] = [
     ...poison,
     ...rejected.map((r) => ({
@@ -388,14 +424,17 @@ async function storeBehind<T>(runner: Runner<T>, payload: EachBatchPayload): Pro
   return true;
 }
 
+/** A batch decoded: the records to hand to the handler, and the poison ones. */
+interface Decoded<T> {
+  readonly good: DecodedRecord<T>[];
+  readonly poison: Poison[];
+}
+
 /**
  * Decode and validate every record of the batch. A non-retriable failure makes the record poison;
- * any other (e.g. registry unreachable) is thrown: the whole batch is retried, nothing committed.
+ * any other (e.g. registry unreachable) is thrown: the batch is retried, nothing committed.
  */
-async function decodeBatch<T>(
-  codec: AvroCodec<T>,
-  batch: Batch,
-): Promise<{ good: DecodedRecord<T>[]; poison: Poison[] }> {
+async function decodeBatch<T>(codec: AvroCodec<T>, batch: Batch): Promise<Decoded<T>> {
   const good: DecodedRecord<T>[] = [];
   const poison: Poison[] = [];
   for (const message of batch.messages) {
@@ -418,9 +457,12 @@ async function decodeBatch<T>(
 }
 
 /**
- * Hand the good records to the handler (not called when there are none); what it rejects comes
- * back. Retry the handler with backoff, heartbeating, until it succeeds or this consumer is
- * stopped or loses the partition (then the error is thrown and nothing is committed).
+ * Decode the batch, then hand the good records to the handler (not called when there are none);
+ * what it rejects comes back with the poison. Retry decoding and the handler with backoff,
+ * heartbeating, until they succeed or this consumer is stopped or loses the partition (then the
+ * error is thrown and nothing is committed): a writer schema the registry must supply while it
+ * is down (a new schema version, a fresh process) waits for it like a write waits for Redis,
+ * and is never dead-lettered for it.
  *
  * With a position store, each attempt first checks it (`storeBehind`: SOUGHT when the batch is
  * dropped for a seek back) and records the batch's last offset after the handler, so that a
@@ -429,8 +471,7 @@ async function decodeBatch<T>(
 async function handleWithRetry<T>(
   runner: Runner<T>,
   payload: EachBatchPayload,
-  good: readonly DecodedRecord<T>[],
-): Promise<readonly Rejection<T>[] | typeof SOUGHT> {
+): Promise<(Decoded<T> & { rejected: readonly Rejection<T>[] }) | typeof SOUGHT> {
   const { opts, log, retry } = runner;
   const { batch } = payload;
   const heartbeat = () => payload.heartbeat();
@@ -440,28 +481,40 @@ async function handleWithRetry<T>(
     highWatermark: batch.highWatermark,
     heartbeat,
   };
+  let decoded: Decoded<T> | undefined;
   let rejected: readonly Rejection<T>[] = [];
   for (let attempt = 1; ; attempt++) {
     try {
+      decoded ??= await decodeBatch(opts.codec, batch);
       if (await storeBehind(runner, payload)) return SOUGHT;
-      if (good.length > 0) rejected = (await opts.handler(good, ctx))?.rejected ?? [];
+      if (decoded.good.length > 0)
+        rejected = (await opts.handler(decoded.good, ctx))?.rejected ?? [];
       await opts.positions?.write(batch.topic, batch.partition, batch.lastOffset());
-      return rejected;
+      return { ...decoded, rejected };
     } catch (err) {
       if (runner.stopping() || !payload.isRunning() || payload.isStale()) throw err;
       let failure = err;
-      if (attempt >= (opts.isolateAfter ?? 5) && opts.isDeterministic?.(err) === true) {
+      if (
+        decoded !== undefined &&
+        attempt >= (opts.isolateAfter ?? 5) &&
+        opts.isDeterministic?.(err) === true
+      ) {
         log.warn({ attempt, err: errorMessage(err) }, 'batch fails deterministically; isolating');
         try {
-          const isolated = await isolate(runner, good, ctx);
+          const isolated = await isolate(runner, decoded.good, ctx);
           await opts.positions?.write(batch.topic, batch.partition, batch.lastOffset());
-          return isolated;
+          return { ...decoded, rejected: isolated };
         } catch (again) {
           failure = again; // an outage meanwhile: retry the whole batch
         }
       }
       const delay = Math.min(retry.maxMs, retry.initialMs * 2 ** (attempt - 1));
-      log.warn({ attempt, delay, err: errorMessage(failure) }, 'batch handler failed; retrying');
+      log.warn(
+        { attempt, delay, err: errorMessage(failure) },
+        decoded === undefined
+          ? 'batch could not be decoded; retrying'
+          : 'batch handler failed; retrying',
+      );
       opts.hooks?.onRetry?.({
         topic: batch.topic,
         partition: batch.partition,

@@ -1,11 +1,14 @@
 /**
  * Typed Avro producer: validates each event with its contract, keys it by the contract's key
  * field, stamps the Kafka record with the event time (so offsets-by-timestamp follow event time),
- * and sends in chunks with acks from all in-sync replicas and an idempotent producer.
+ * and sends in chunks with acks from all in-sync replicas and an idempotent producer. A chunk
+ * that fails with a transient error (a broker restarting) is sent again with backoff: the
+ * idempotent producer keeps its sequence numbers, so the broker drops a copy it already holds.
  */
 import { Partitioners, type Kafka, type Producer, type Message } from 'kafkajs';
 import type { AvroCodec } from './avro.ts';
 import { validateEvent } from './avro.ts';
+import { retryTransient, type RetryPolicy } from './retriable.ts';
 import type { TopicDescriptor } from './topics.ts';
 
 export interface SendOptions {
@@ -15,7 +18,17 @@ export interface SendOptions {
   onProgress?: (sent: number) => void;
   /** Upper bound on events per second (omit for full speed). */
   rate?: number;
+  /** How a chunk failing with a transient error is sent again (default `SEND_RETRY`). */
+  retry?: RetryPolicy;
+  /** Called before each such resend, with the error. */
+  onRetry?: (info: { attempt: number; delayMs: number; err: unknown }) => void;
 }
+
+/**
+ * A chunk is sent again for up to 5 minutes (kafkajs's own retries, about half a minute, come
+ * first): long enough for a broker restart, short enough that a broker gone for good is reported.
+ */
+export const SEND_RETRY: RetryPolicy = { forMs: 300_000, initialMs: 500, maxMs: 5_000 };
 
 export function createIdempotentProducer(kafka: Kafka): Producer {
   return kafka.producer({
@@ -67,11 +80,12 @@ export class EventProducer<T> {
         const wait = due - Date.now();
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       }
-      await this.producer.send({
-        topic: this.topic.name,
-        acks: -1,
-        messages: chunk.map((e) => this.toMessage(e)),
-      });
+      const messages = chunk.map((e) => this.toMessage(e));
+      await retryTransient(
+        () => this.producer.send({ topic: this.topic.name, acks: -1, messages }),
+        opts.retry ?? SEND_RETRY,
+        opts.onRetry,
+      );
       sent += chunk.length;
       opts.onProgress?.(sent);
     }

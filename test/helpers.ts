@@ -2,6 +2,7 @@
  * Test helpers for suites against the real stack: services from the environment (set by the
  * global setup), a random topic prefix per suite, `waitFor` with a timeout, and cleanup.
  */
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import type { Kafka, Producer } from 'kafkajs';
 import type { RedisClient } from '../common/redis.ts';
@@ -27,8 +28,8 @@ export interface StackContext {
 }
 
 /**
- * A suite's context on the stack the environment names (or on `config`'s, e.g. the cluster
- * profile's: test/cluster/).
+ * A suite's context: clients for the services of `config` (default: the environment's, the shared
+ * stack; a fault suite passes the config of a private stack), its own topic prefix.
  */
 export function stackContext(
   name: string,
@@ -163,4 +164,40 @@ export async function startSuiteProcessors(
     ...(opts.positionsCheckMs === undefined ? {} : { positionsCheckMs: opts.positionsCheckMs }),
   });
   return { running, metrics };
+}
+
+/** What a CLI run as a child process printed, its exit code and how long it took. */
+export interface CliRun {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly seconds: number;
+}
+
+/**
+ * Run one of the project's TypeScript CLIs (`script`, relative to the repository root) as a child
+ * process with tsx, as `npm run` would, with `env` over the test's environment (LOG_LEVEL warn
+ * unless given).
+ */
+export function runTsCli(
+  script: string,
+  args: readonly string[],
+  env: Record<string, string> = {},
+): Promise<CliRun> {
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], {
+      cwd: process.cwd(),
+      env: { ...process.env, LOG_LEVEL: 'warn', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      resolve({ code, stdout, stderr, seconds: (performance.now() - started) / 1000 });
+    });
+  });
 }

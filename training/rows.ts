@@ -31,6 +31,9 @@
  *    later interval on the same partition) is applied to its customer but skipped by those slot
  *    scripts; such events are counted (`lateEvents`) and logged. A from-scratch replay per cutoff
  *    would be exact, at a cost growing with the number of cutoffs.
+ *  - Re-published copies (the same dataset loaded twice): each event is applied once, its first
+ *    record; the others are dropped and counted (`duplicates`). All copies of an event share its
+ *    event time, so they fall in one interval and the ids of one interval suffice.
  *  - Metadata of an interval is applied before its purchases (as the live processors catch up on
  *    metadata first): a purchase made before a catalogue update in the same interval sees the
  *    updated categories. With the loader's metadata (updated_at = the first purchase's time) there
@@ -179,6 +182,8 @@ export interface RowsResult {
   readonly candidateRecall: CandidateRecall;
   /** Events applied out of per-partition offset order across intervals (see the module comment). */
   readonly lateEvents: number;
+  /** Re-published copies of purchases dropped (each event applied once, its first record). */
+  readonly duplicates: number;
   readonly timings: {
     readonly labelsMs: number;
     readonly metadataMs: number;
@@ -594,6 +599,7 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
     perCutoff,
     candidateRecall: total.recall(run.config.embeddings),
     lateEvents: replayed.lateEvents,
+    duplicates: replayed.duplicates,
     timings: { ...run.timings, totalMs: performance.now() - started },
     table,
     ...(path === undefined ? {} : { path }),
@@ -695,6 +701,8 @@ class ReplayState {
   readonly appliedUpTo = new Map<number, bigint>();
   /** Purchases applied out of per-partition offset order across intervals. */
   lateEvents = 0;
+  /** Re-published copies of a purchase (same event_id) dropped: the first record applies. */
+  duplicates = 0;
   /** Start of the next metadata interval (updated_at), and of the next purchases interval. */
   metaFrom = 0;
   purchaseFrom = 0;
@@ -755,7 +763,13 @@ async function replayPurchases(
   const { history, appliedUpTo } = replayed;
   const before = new Map(appliedUpTo);
   let late = 0;
-  const applied = await run.timed('purchasesMs', () =>
+  // Every copy of an event has its event time, so all copies fall in the same interval: the ids
+  // of this interval are enough to apply each event once (first record wins), as `npm run
+  // replay` does. Applying a later copy would count it again and, since its offsets lie beyond
+  // the next interval's first copies, make the customer's offset guard refuse those.
+  const ids = new Set<string>();
+  let applied = 0;
+  await run.timed('purchasesMs', () =>
     replay({
       kafka: deps.kafka,
       topic: deps.topics.purchases,
@@ -763,7 +777,13 @@ async function replayPurchases(
       from: replayed.purchaseFrom,
       to: cutoff,
       logger: deps.logger,
-      onRecords: async (records: readonly DecodedRecord<Purchase>[]) => {
+      onRecords: async (batch: readonly DecodedRecord<Purchase>[]) => {
+        const records = batch.filter(
+          (r) => !ids.has(r.value.event_id) && ids.add(r.value.event_id),
+        );
+        replayed.duplicates += batch.length - records.length;
+        if (records.length === 0) return;
+        applied += records.length;
         await writers.purchases.apply(records);
         await writers.taste?.apply(records);
         for (const r of records) {
@@ -792,7 +812,7 @@ async function replayPurchases(
       `no purchases before ${iso(cutoff)}: nothing to build features from; choose a later cutoff`,
     );
   }
-  return applied.records;
+  return applied;
 }
 
 /** The customers scored at a cutoff: the label week's (sorted), then the sampled others (sorted). */

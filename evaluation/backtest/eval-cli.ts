@@ -5,13 +5,11 @@
  *  them the backtest measures exactly what `npm run train -- --once` ships.
  *
  * Loads an H&M-layout folder into its own set of topics (prefix `eval-<name>-<hash>.`, from the
- * folder's path and its files' sizes and times; reused when the same folder was loaded before,
+ * folder's path and its files' sizes and times, streams/loader/loaded.ts; reused when the same folder was loaded before,
  * `--reload` publishes it again into fresh topics), runs the backtest (evaluation/backtest/backtest.ts), prints a
  * table per method, optionally writes the report with plots, and prints one JSON line last.
  * `--prefix <p>` evaluates topics that are already loaded (e.g. the live ones) instead of `--data`.
  */
-import { createHash } from 'node:crypto';
-import { readdirSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createRedis, type RedisClient } from '../../common/redis.ts';
@@ -20,6 +18,7 @@ import { loadConfig, type Config } from '../../common/config.ts';
 import { createLogger, type Logger } from '../../common/logger.ts';
 import { progress, type Progress } from '../../common/progress.ts';
 import { runLoad } from '../../streams/loader/load.ts';
+import { datasetFingerprint, writeLoadedMarker } from '../../streams/loader/loaded.ts';
 import { METHODS, runEval, summaryLine, toReport, type EvalResult } from './backtest.ts';
 import { recipeOverrides, RECIPE_FLAGS } from '../../training/recipe-flags.ts';
 import { formatRatio } from '../stats.ts';
@@ -31,17 +30,8 @@ const USAGE =
 
 /** A topic prefix naming this folder's content: path, file names, sizes and modification times. */
 export function datasetPrefix(dir: string): string {
-  const abs = resolve(dir);
-  const h = createHash('sha1').update(abs);
-  for (const f of readdirSync(abs).sort()) {
-    const s = statSync(join(abs, f));
-    if (s.isFile()) h.update(`\n${f}:${s.size}:${Math.round(s.mtimeMs)}`);
-  }
-  const slug = basename(abs)
-    .toLowerCase()
-    .replace(/[^a-z0-9]+/g, '-')
-    .slice(0, 40);
-  return `eval-${slug}-${h.digest('hex').slice(0, 8)}.`;
+  const { slug, hash } = datasetFingerprint(dir);
+  return `eval-${slug}-${hash}.`;
 }
 
 async function ensureLoaded(
@@ -67,7 +57,7 @@ async function ensureLoaded(
   console.error(
     `[eval] published ${report.published.purchases} purchases, ${report.published.articles} articles, ${report.published.customers} customers`,
   );
-  if (!reload) await redis.set(marker, JSON.stringify(report.published));
+  if (!reload) await writeLoadedMarker(redis, marker, prefix, report.published);
   return prefix;
 }
 

@@ -1,5 +1,7 @@
 /**
- * Articles like an article:
+ * An article, and articles like it:
+ *  - `GET /v1/articles/{id}`: its name, colour, section, type, index group and sales (the mean
+ *    unit price the demo page's buy button posts);
  *  - `GET /v1/articles/{id}/similar?k=`: co-purchase neighbours (bought together), scored by
  *    decayed co-purchase count;
  *  - `GET /v1/articles/{id}/similar/embedding?n=`: the articles whose text is closest (cosine of
@@ -15,6 +17,7 @@ import { embeddingKeys, type EmbeddingKeys } from '../../features/embedding-keys
 import { COPURCHASE_HALF_LIFE, HALF_LIVES } from '../../features/keys.ts';
 import { readArticles } from '../../features/state.ts';
 import {
+  ArticleResponse,
   EmbeddingSimilarQuery,
   EmbeddingSimilarResponse,
   ErrorResponse,
@@ -25,12 +28,28 @@ import {
 } from '../api-schemas.ts';
 import { parseScored, readSummaries } from '../candidates/index.ts';
 import { ServingError, storeRead } from '../http-errors.ts';
+import { articleDetails } from './article-details.ts';
 import { ERROR_RESPONSES, tookMs, type AppEnv, type RouteContext } from './context.ts';
 
 const notFound = {
   description: 'Unknown article (no metadata and no sales)',
   content: { 'application/json': { schema: ErrorResponse } },
 } as const;
+
+const articleRoute = createRoute({
+  method: 'get',
+  path: '/v1/articles/{id}',
+  summary: 'An article: display fields and sales',
+  request: { params: SimilarParams },
+  responses: {
+    200: {
+      description: 'The article',
+      content: { 'application/json': { schema: ArticleResponse } },
+    },
+    404: notFound,
+    ...ERROR_RESPONSES,
+  },
+});
 
 const similarRoute = createRoute({
   method: 'get',
@@ -70,6 +89,25 @@ export function articleRoutes(ctx: RouteContext): OpenAPIHono<AppEnv> {
   const app = new OpenAPIHono<AppEnv>();
   const { redis, keys } = ctx;
   const ekeys = embeddingKeys(ctx.config.embeddingNamespace ?? keys.ns);
+
+  app.openapi(articleRoute, async (c) => {
+    const t0 = performance.now();
+    const { id } = c.req.valid('param');
+    const [article] = await storeRead('article', () => readArticles(redis, keys, [id]));
+    if (!article || (article.n === 0 && Object.keys(article.meta).length === 0)) {
+      throw new ServingError(404, 'REC_ERR_NOT_FOUND', `article ${id} is unknown`);
+    }
+    return c.json(
+      {
+        ...articleDetails(id, article.meta),
+        mean_price: article.units > 0 ? article.revenue / article.units : null,
+        sales: article.n,
+        last_sale: article.last,
+        took_ms: tookMs(t0),
+      },
+      200,
+    );
+  });
 
   app.openapi(similarRoute, async (c) => {
     const t0 = performance.now();

@@ -7,6 +7,9 @@ import type { RedisClient } from '../../common/redis.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { KeySpace } from '../../features/keys.ts';
 import { ErrorResponse } from '../api-schemas.ts';
+import { ApiKeys } from '../auth.ts';
+import type { PurchaseSink } from '../ingest.ts';
+import type { ServedSink } from '../served-log.ts';
 import { SharedReads, eventTimeNow } from '../candidates/index.ts';
 import type { ServingConfig, ServingDeps } from '../deps.ts';
 import type { VariantAssignment } from '../live-experiment.ts';
@@ -54,6 +57,12 @@ export interface RouteContext {
   readonly eventNow: (times: Iterable<number | null | undefined>) => number;
   /** The "now" of an answer from the cache: `deps.now()`, else its latest sale, else the clock. */
   readonly cacheNow: () => number;
+  /** The keys of the write routes (none: they answer 403). */
+  readonly apiKeys: ApiKeys;
+  /** Where ingested purchases go; null without Kafka (the ingest route answers 503). */
+  readonly ingest: PurchaseSink | null;
+  /** Where 200 answers of /v1/recommendations are logged; null: not logged. */
+  readonly servedLog: ServedSink | null;
 }
 
 export function routeContext(
@@ -79,6 +88,9 @@ export function routeContext(
     assign: deps.assign ?? noExperiment,
     eventNow: (times) => deps.now?.() ?? eventTimeNow(times, Date.now()),
     cacheNow: () => deps.now?.() ?? cache.latestEventTime() ?? Date.now(),
+    apiKeys: deps.apiKeys ?? new ApiKeys([]),
+    ingest: deps.ingest ?? null,
+    servedLog: deps.servedLog ?? null,
   };
 }
 

@@ -3,7 +3,8 @@
  * active model or the heuristic (ranking.ts), the first `k` answered with what ranked them; from
  * the trending cache when the feature store is unavailable (degraded.ts).
  *
- * Every answer says what ranked it (`ranker`): the active model, the heuristic `heuristic-v2` and
+ * Every 200 answer is logged to `recommendations.served` when the app has a served log
+ * (served-log.ts; never awaited). Every answer says what ranked it (`ranker`): the active model, the heuristic `heuristic-v2` and
  * why (no promoted model, the active one refused by this instance, or a ranker failure on this
  * request), or the trending cache. Users are never told a ranking is a model's when it is not.
  *
@@ -114,12 +115,10 @@ export function recommendationRoutes(ctx: RouteContext): OpenAPIHono<AppEnv> {
     } catch (err) {
       if (!(err instanceof StoreUnavailableError)) throw err;
       const request = { customerId, k: q.k, filters, explain, t0, assigned };
-      const degraded = cachedRecommendations(
-        ctx,
-        { ...request, route: ROUTE, requestId: requestIdOf(c) },
-        err,
-      );
+      const requestId = requestIdOf(c);
+      const degraded = cachedRecommendations(ctx, { ...request, route: ROUTE, requestId }, err);
       recordVariant(ctx, assigned, degraded);
+      ctx.servedLog?.record(degraded, requestId);
       return c.json(degraded, 200);
     }
     recordCandidates(ctx, set);
@@ -155,6 +154,8 @@ export function recommendationRoutes(ctx: RouteContext): OpenAPIHono<AppEnv> {
       now,
     };
     recordVariant(ctx, assigned, body);
+    // A reference onto a bounded buffer: built, encoded and sent in the background (served-log.ts).
+    ctx.servedLog?.record(body, requestIdOf(c));
     return c.json(body, 200);
   });
   return app;
@@ -238,6 +239,8 @@ function answerItems(
   return outcome.items.slice(0, opts.k).map((it, i) => ({
     article_id: it.candidate.articleId,
     name: it.article.meta.prod_name ?? null,
+    colour: it.article.meta.colour_group_name ?? null,
+    section: it.article.meta.section_name ?? null,
     score: it.score,
     rank: i + 1,
     sources: [...it.candidate.sources],

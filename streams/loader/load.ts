@@ -6,6 +6,7 @@ import { resolve } from 'node:path';
 import type { Config } from '../../common/config.ts';
 import { connectStreams } from '../bootstrap.ts';
 import type { Logger } from '../../common/logger.ts';
+import { errorMessage } from '../../common/errors.ts';
 import { createIdempotentProducer } from '../producer.ts';
 import { progress, type Progress } from '../../common/progress.ts';
 import { readDataset, type Dataset } from './dataset.ts';
@@ -60,6 +61,12 @@ export async function runLoad(opts: {
     published = await publishDataset({ producer, topics, codecs }, data, {
       progress: show,
       ...(opts.rate === undefined ? {} : { rate: opts.rate }),
+      onRetry: ({ attempt, delayMs, err }) => {
+        logger.warn(
+          { attempt, delayMs, err: errorMessage(err) },
+          'Kafka unavailable; sending the chunk again',
+        );
+      },
     });
   } finally {
     await producer.disconnect();

@@ -4,7 +4,7 @@
  */
 import type { Producer } from 'kafkajs';
 import type { Codecs } from '../bootstrap.ts';
-import { EventProducer } from '../producer.ts';
+import { EventProducer, type SendOptions } from '../producer.ts';
 import { progress } from '../../common/progress.ts';
 import type { Topics } from '../topics.ts';
 import type { Dataset } from './dataset.ts';
@@ -19,6 +19,8 @@ export interface PublishOptions {
   /** Upper bound on purchase events per second (metadata goes at full speed). */
   rate?: number;
   progress?: boolean;
+  /** Told about each chunk sent again after a transient error (a broker restarting). */
+  onRetry?: SendOptions['onRetry'];
 }
 
 export async function publishDataset(
@@ -33,12 +35,13 @@ export async function publishDataset(
     events: readonly T[],
     rate?: number,
   ): Promise<number> => {
-    const bar = progress(label, events.length, show);
+    const bar = progress(label, events.length, show, 'events');
     const sent = await p.send(events, {
       onProgress: (n) => {
         bar.update(n);
       },
       ...(rate === undefined ? {} : { rate }),
+      ...(opts.onRetry === undefined ? {} : { onRetry: opts.onRetry }),
     });
     bar.stop(sent);
     return sent;

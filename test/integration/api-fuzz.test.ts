@@ -5,7 +5,9 @@
  * check it has: no 5xx, every response matching its declared schema and status, valid requests
  * accepted, invalid ones refused with a 4xx, undeclared methods answered 405. The seed is fixed,
  * so a failure replays. The examples of the document name a customer and an article the store
- * knows, and a model is active, so those requests go through ranking.
+ * knows, and a model is active, so those requests go through ranking. Schemathesis holds an API
+ * key and the instance has Kafka (the suite's topics), so `POST /v1/events/purchases` is fuzzed
+ * through to the producer (and its key check, by Schemathesis' own probes without the key).
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -29,12 +31,17 @@ import type { DecodedRecord } from '../../streams/consumer.ts';
 import { makeArticles, makeCustomers, makePurchases } from '../fixtures/events.ts';
 import { startServing, type ServingHandle } from '../../serving/server.ts';
 import { ensurePythonEnv } from '../../training/venv.ts';
+import { Secret } from '../../common/redact.ts';
+import { bootstrap } from '../../streams/bootstrap.ts';
+import { stackContext } from '../helpers.ts';
 
 const T0 = Date.UTC(2020, 8, 1);
 /** The article id of the OpenAPI examples (serving/api-schemas.ts). */
 const EXAMPLE_ARTICLE = '0706016001';
 
 describe('the API under Schemathesis', () => {
+  const ctx = stackContext('fuzz');
+  const apiKey = `fuzz-key-${randomUUID()}`;
   let serving: ServingHandle;
   let redis: Redis;
   const keys = keySpace(`fuzz${randomUUID().slice(0, 8)}`);
@@ -83,6 +90,7 @@ describe('the API under Schemathesis', () => {
       purchases.map((p, i) => ({ ...record(p, i), key: p.customer_id })),
     );
     const built = await buildFixtureModel(work, { trees: 20, seed: 4, version: 'fixture-fuzz-4' });
+    await bootstrap(ctx);
     const model = await loadModel(built.onnxPath, built.metaPath, featureNames(false));
     await registerModel(redis, keys, model);
     await activateModel(redis, keys, model.meta.version, { available: featureNames(false) });
@@ -93,6 +101,8 @@ describe('the API under Schemathesis', () => {
       port: 0,
       host: '127.0.0.1',
       allowFixtureModel: true,
+      streams: { kafka: ctx.kafka, registry: ctx.registry, topics: ctx.topics },
+      apiKeys: [new Secret(apiKey)],
     });
     const known = (await (await fetch(`${serving.url}/v1/recommendations/cust000001`)).json()) as {
       cold_start: boolean;
@@ -105,6 +115,7 @@ describe('the API under Schemathesis', () => {
     await deleteNamespace(redis, keys);
     redis.disconnect();
     rmSync(work, { recursive: true, force: true });
+    await ctx.cleanup();
   });
 
   it('answers every generated request without a 5xx and as its schema says', async () => {
@@ -117,6 +128,8 @@ describe('the API under Schemathesis', () => {
         `${serving.url}/openapi.json`,
         '--url',
         serving.url,
+        '--header',
+        `Authorization: Bearer ${apiKey}`,
         '--checks',
         'all',
         '--max-examples',
@@ -136,5 +149,17 @@ describe('the API under Schemathesis', () => {
     const generated = Number(/(\d+) generated/.exec(out)?.[1] ?? 0);
     expect(generated, out.slice(-2_000)).toBeGreaterThanOrEqual(1_500);
     expect(out).toMatch(new RegExp(`${generated} generated, ${generated} passed`));
+    // The key reached the ingest route: batches were answered 202, and events produced.
+    const ingested = (await serving.metrics.requestSeconds.get()).values.find(
+      (v) =>
+        v.metricName === 'rec_serving_request_duration_seconds_count' &&
+        v.labels.route === '/v1/events/purchases' &&
+        v.labels.status === '202',
+    );
+    expect(ingested?.value ?? 0).toBeGreaterThan(10);
+    const accepted = (await serving.metrics.ingestEvents.get()).values.find(
+      (v) => v.labels.status === 'accepted',
+    );
+    expect(accepted?.value ?? 0).toBeGreaterThan(0);
   }, 300_000);
 });

@@ -8,7 +8,6 @@
  * sends nothing, and listing afterwards still shows every dead letter. Also: an unknown topic
  * is a usage error naming the known ones.
  */
-import { spawn } from 'node:child_process';
 import { Partitioners, type KafkaMessage, type Producer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RecError } from '../../common/errors.ts';
@@ -17,7 +16,7 @@ import { bootstrap, type Codecs } from '../../streams/bootstrap.ts';
 import { DLQ_HEADERS, runConsumer, type Rejection } from '../../streams/consumer.ts';
 import { REDRIVE_HEADERS } from '../../streams/dlq.ts';
 import { EventProducer, createIdempotentProducer } from '../../streams/producer.ts';
-import { stackContext, waitFor, type StackContext } from '../helpers.ts';
+import { runTsCli, stackContext, waitFor, type StackContext } from '../helpers.ts';
 
 const T0 = Date.UTC(2020, 8, 1);
 const HOUR = 3_600_000;
@@ -98,26 +97,8 @@ interface SummaryLine {
   redriven: number | null;
 }
 
-function runCli(
-  args: string[],
-  env: Record<string, string>,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'streams/dlq-cli.ts', ...args], {
-      cwd: process.cwd(),
-      env: { ...process.env, LOG_LEVEL: 'warn', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const runCli = (args: string[], env: Record<string, string>) =>
+  runTsCli('streams/dlq-cli.ts', args, env);
 
 const header = (m: KafkaMessage, name: string) => m.headers?.[name]?.toString();
 

@@ -6,7 +6,6 @@
  * the JSON line and the report's files are checked, by served time and by feature time (where
  * the planted winner flips). Also: clear errors with exit code 2.
  */
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -17,7 +16,7 @@ import type { Article, Purchase, Served } from '../../schemas/events.ts';
 import { AvroCodec } from '../../streams/avro.ts';
 import { bootstrap } from '../../streams/bootstrap.ts';
 import { EventProducer, createIdempotentProducer } from '../../streams/producer.ts';
-import { stackContext, type StackContext } from '../helpers.ts';
+import { runTsCli, stackContext, type StackContext } from '../helpers.ts';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -155,31 +154,8 @@ const ARTICLES: Article[] = Array.from({ length: 100 }, (_, i) => ({
   updated_at: FROM - 100 * DAY,
 }));
 
-function runCli(
-  args: string[],
-  env: Record<string, string>,
-): Promise<{ code: number | null; stdout: string; stderr: string; seconds: number }> {
-  const started = performance.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      ['--import', 'tsx', 'evaluation/online/online-cli.ts', ...args],
-      {
-        cwd: process.cwd(),
-        env: { ...process.env, LOG_LEVEL: 'warn', ...env },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      resolve({ code, stdout, stderr, seconds: (performance.now() - started) / 1000 });
-    });
-  });
-}
+const runCli = (args: string[], env: Record<string, string>) =>
+  runTsCli('evaluation/online/online-cli.ts', args, env);
 
 type Triple = [number, number, number];
 interface Line {

@@ -8,7 +8,6 @@
  * spares the experiment's models; the trainer's promotion can start an experiment; and
  * `npm run experiment -- start|status|stop` end to end.
  */
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -42,7 +41,7 @@ import { TrendingCache } from '../../serving/trending-cache.ts';
 import type { DecodedRecord } from '../../streams/consumer.ts';
 import { promoteModel } from '../../training/promote.ts';
 import { makeArticles, makeCustomers, makePurchases } from '../fixtures/events.ts';
-import { waitFor } from '../helpers.ts';
+import { runTsCli, waitFor } from '../helpers.ts';
 
 const FEATURE_NAMES = featureNames(false);
 const CHECK_MS = 300;
@@ -63,30 +62,8 @@ function record<T>(value: T, key: string, offset: number, timestamp: number): De
   return { value, key, topic: 'test', partition: 0, offset: String(offset), timestamp };
 }
 
-function runCli(
-  args: string[],
-  env: Record<string, string>,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      ['--import', 'tsx', 'serving/experiment-cli.ts', ...args],
-      {
-        cwd: process.cwd(),
-        env: { ...process.env, LOG_LEVEL: 'warn', ...env },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const runCli = (args: string[], env: Record<string, string>) =>
+  runTsCli('serving/experiment-cli.ts', args, env);
 
 function metricValue(text: string, name: string, labels: Record<string, string>): number {
   for (const line of text.split('\n')) {

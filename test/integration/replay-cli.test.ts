@@ -7,7 +7,6 @@
  * cells escaped and read back by the loader unescaped. Also: clear errors with exit code 2, and no
  * file (nor temporary file) left by a failed run.
  */
-import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,7 +27,7 @@ import {
   type ReplayFileOptions,
 } from '../../evaluation/replay-file.ts';
 import { topics as makeTopics } from '../../streams/topics.ts';
-import { stackContext, type StackContext } from '../helpers.ts';
+import { runTsCli, stackContext, type StackContext } from '../helpers.ts';
 
 const T0 = Date.UTC(2020, 8, 1); // 2020-09-01
 const HOUR = 3_600_000;
@@ -176,31 +175,8 @@ async function readCsv(path: string): Promise<Record<string, string>[]> {
   return parseCsv<Record<string, string>>(await readFile(path, 'utf8'), { columns: true });
 }
 
-function runCli(
-  args: string[],
-  env: Record<string, string>,
-): Promise<{ code: number | null; stdout: string; stderr: string; seconds: number }> {
-  const started = performance.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      ['--import', 'tsx', 'evaluation/replay-cli.ts', ...args],
-      {
-        cwd: process.cwd(),
-        env: { ...process.env, LOG_LEVEL: 'warn', ...env },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      resolve({ code, stdout, stderr, seconds: (performance.now() - started) / 1000 });
-    });
-  });
-}
+const runCli = (args: string[], env: Record<string, string>) =>
+  runTsCli('evaluation/replay-cli.ts', args, env);
 
 describe('npm run replay', () => {
   let ctx: StackContext;

@@ -1265,7 +1265,7 @@ describe('serving API on the real Redis', () => {
       }
     });
 
-    it('/openapi.json describes the four /v1 paths; /docs serves Swagger UI', async () => {
+    it('/openapi.json describes the /v1 paths; /docs serves Swagger UI', async () => {
       const b = build();
       const res = await b.app.request('/openapi.json');
       expect(res.status).toBe(200);
@@ -1285,11 +1285,25 @@ describe('serving API on the real Redis', () => {
         required: ['kind'],
       });
       expect(Object.keys(doc.paths).sort()).toEqual([
+        '/v1/articles/{id}',
         '/v1/articles/{id}/similar',
         '/v1/articles/{id}/similar/embedding',
+        '/v1/customers',
+        '/v1/customers/{customerId}',
+        '/v1/events/purchases',
         '/v1/recommendations/{customerId}',
         '/v1/trending',
       ]);
+      // The write route declares its API key and every refusal it answers.
+      const ingest = (
+        doc.paths['/v1/events/purchases'] as {
+          post: { security: unknown; responses: Record<string, unknown> };
+        }
+      ).post;
+      expect(ingest.security).toEqual([{ apiKey: [] }]);
+      expect(Object.keys(ingest.responses).sort()).toEqual(
+        ['202', '400', '401', '403', '413', '415', '500', '503'].sort(),
+      );
       // Refusals under overload are documented with their Retry-After header.
       const recs = doc.paths['/v1/recommendations/{customerId}'] as {
         get: { responses: Record<string, { headers?: Record<string, unknown> }> };

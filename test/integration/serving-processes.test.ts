@@ -2,7 +2,8 @@
  * `npm run serve` with SERVING_PROCESSES=2, as a child process (`serving/serve-cli.ts`): two API
  * processes on one port under a primary. Both serve and answer `/metrics` for both; an activation
  * reaches each (each has its own scorer pool and subscription); a killed process is replaced; a
- * SIGTERM to the primary stops them all; a process failing at start fails the start.
+ * SIGTERM to the primary stops them all; a process failing at start fails the start. Each process
+ * logs its own answers to `recommendations.served` and flushes them when stopped.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -21,7 +22,11 @@ import { deleteNamespace } from '../../features/state.ts';
 import { buildFixtureModel } from '../../models/fixture.ts';
 import { loadModel } from '../../models/model-meta.ts';
 import { activateModel, registerModel } from '../../models/registry.ts';
-import { waitFor } from '../helpers.ts';
+import type { Served as ServedRecord } from '../../schemas/events.ts';
+import { AvroCodec } from '../../streams/avro.ts';
+import { bootstrap } from '../../streams/bootstrap.ts';
+import { replay } from '../../streams/replay.ts';
+import { stackContext, waitFor } from '../helpers.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const ROUTE = '/v1/recommendations/:customerId';
@@ -55,6 +60,7 @@ interface LogLine {
   pid?: number;
   route?: string;
   version?: string;
+  request_id?: string;
 }
 
 /** The JSON log lines (pino, with the pid of the process that wrote each) matching `match`. */
@@ -82,9 +88,12 @@ const activatedIn = (s: Served, version: string): Set<number> =>
  * GET on a new connection each time (no keep-alive), so requests spread over the processes; fails
  * after 5 s.
  */
-function getFresh(url: string): Promise<{ status: number; body: string }> {
+function getFresh(
+  url: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    httpGet(url, { agent: false, timeout: 5_000 }, (res) => {
+    httpGet(url, { agent: false, timeout: 5_000, headers }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => (body += chunk));
@@ -246,6 +255,81 @@ describe('SERVING_PROCESSES=2: two API processes on one port', () => {
       expect(await s.exited).toBe(1);
       expect(s.lines.some((l) => l.startsWith('serving on '))).toBe(false);
       expect(s.stderr.join('\n')).toMatch(/serving failed: .*exited \(code 1\) before serving/);
+    },
+  );
+});
+
+describe('SERVING_PROCESSES=2: served-list logging', () => {
+  const ctx = stackContext('processes-log');
+  const ns = `tplog${randomUUID().slice(0, 8)}`;
+  const redis = new Redis(ctx.config.redisUrl);
+  const started: Served[] = [];
+
+  beforeAll(async () => {
+    await bootstrap(ctx);
+  });
+  afterAll(async () => {
+    for (const s of started) if (s.proc.exitCode === null) s.proc.kill('SIGKILL');
+    await deleteNamespace(redis, keySpace(ns));
+    redis.disconnect();
+    await ctx.cleanup();
+  });
+
+  it(
+    'each process logs the answers it gave, flushed when it is stopped',
+    { timeout: 120_000 },
+    async () => {
+      const s = serve({
+        SERVING_PROCESSES: '2',
+        REDIS_NAMESPACE: ns,
+        TOPIC_PREFIX: ctx.prefix,
+        SCORER_WORKERS: '1',
+        EMBEDDINGS: 'off',
+        // Nothing is sent before the stop: what reaches the topic was flushed by the shutdown.
+        SERVED_LOG_FLUSH_MS: '60000',
+        LOG_LEVEL: 'debug',
+      });
+      started.push(s);
+      const url = await waitFor(
+        'the serving on line',
+        () => {
+          const line = s.lines.find((l) => l.startsWith('serving on '));
+          return line === undefined ? undefined : /serving on (http:\/\/\S+)/.exec(line)?.[1];
+        },
+        60_000,
+      );
+      const ids = Array.from({ length: 6 }, (_, i) => `${ns}-${i}`);
+      for (const [i, id] of ids.entries()) {
+        const r = await getFresh(`${url}/v1/recommendations/nobody-${i}?k=3`, {
+          'x-request-id': id,
+        });
+        expect(r.status).toBe(200);
+      }
+      const servedBy = new Set(
+        logged(s, (l) => l.msg === 'request' && ids.includes(l.request_id ?? '')).map((l) => l.pid),
+      );
+      expect(servedBy.size).toBe(2);
+      const before = (await getFresh(`${url}/metrics`)).body;
+      expect(before).toMatch(/^rec_served_log_buffered 6$/m);
+      expect(before).toMatch(/^rec_served_log_sent_total 0$/m);
+
+      s.proc.kill('SIGTERM');
+      expect(await s.exited).toBe(0);
+      const codec = await AvroCodec.forTopic(ctx.registry, ctx.topics.served);
+      const records: ServedRecord[] = [];
+      await replay({
+        kafka: ctx.kafka,
+        topic: ctx.topics.served,
+        codec,
+        from: 0,
+        to: Date.now() + 60_000,
+        logger: ctx.logger,
+        onRecords: (rs) => {
+          for (const r of rs) records.push(r.value);
+        },
+      });
+      expect(records.map((r) => r.request_id).sort()).toEqual([...ids].sort());
+      expect(records.every((r) => r.cold_start && r.variant === 'default')).toBe(true);
     },
   );
 });

@@ -1,0 +1,62 @@
+/**
+ * Whether a dataset folder was loaded already, so that `npm run eval` and `npm run demo` publish
+ * it once: a fingerprint of the folder (its path, and its files' names, sizes and modification
+ * times) and a marker in Redis, written after a complete load, that names the fingerprint and
+ * what the load reported. A changed file changes the fingerprint (the folder is loaded again).
+ */
+import { createHash } from 'node:crypto';
+import { readdirSync, statSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import type { RedisClient } from '../../common/redis.ts';
+
+/** The fingerprint of a folder's content: a slug of its name and a hash (see the module header). */
+export function datasetFingerprint(dir: string): { slug: string; hash: string } {
+  const abs = resolve(dir);
+  const h = createHash('sha1').update(abs);
+  for (const f of readdirSync(abs).sort()) {
+    const s = statSync(join(abs, f));
+    if (s.isFile()) h.update(`\n${f}:${s.size}:${Math.round(s.mtimeMs)}`);
+  }
+  const slug = basename(abs)
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .slice(0, 40);
+  return { slug, hash: h.digest('hex').slice(0, 8) };
+}
+
+/** What a marker holds: the fingerprint of the folder loaded, and what the caller kept of it. */
+export interface LoadedMarker<T> {
+  readonly fingerprint: string;
+  readonly loadedAt: number;
+  readonly report: T;
+}
+
+/** The marker at `key` when it names `fingerprint`, else null (none, or another folder's). */
+export async function readLoadedMarker<T>(
+  redis: RedisClient,
+  key: string,
+  fingerprint: string,
+): Promise<LoadedMarker<T> | null> {
+  const raw = await redis.get(key);
+  if (raw === null) return null;
+  try {
+    const marker = JSON.parse(raw) as Partial<LoadedMarker<T>>;
+    return marker.fingerprint === fingerprint && marker.report !== undefined
+      ? (marker as LoadedMarker<T>)
+      : null;
+  } catch {
+    // A marker of an earlier layout (eval wrote the publish counts alone): not ours.
+    return null;
+  }
+}
+
+/** Record that the folder of `fingerprint` was loaded (after the load completed). */
+export async function writeLoadedMarker(
+  redis: RedisClient,
+  key: string,
+  fingerprint: string,
+  report: unknown,
+): Promise<void> {
+  const marker: LoadedMarker<unknown> = { fingerprint, loadedAt: Date.now(), report };
+  await redis.set(key, JSON.stringify(marker));
+}
