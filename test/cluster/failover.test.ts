@@ -258,15 +258,6 @@ describe.skipIf(!CLUSTER_TESTS)(
       // (a) The broker leading purchases partition 0, killed mid-stream.
       const meta = await admin.fetchTopicMetadata({ topics: [ctx.topics.purchases.name] });
       const leader = meta.topics[0]?.partitions.find((p) => p.partitionId === 0)?.leader ?? 1;
-      console.log(
-        'offsets before (a)',
-        JSON.stringify(
-          await admin.fetchOffsets({
-            groupId: purchasesGroup,
-            topics: [ctx.topics.purchases.name],
-          }),
-        ),
-      );
       const a = await streamWithFault(purchases.slice(600, chunk), async () => {
         killService(ctx.config, `kafka-${leader}`);
         await Promise.resolve();
