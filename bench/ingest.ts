@@ -25,11 +25,11 @@
 import { randomUUID } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { createRedis, type RedisClient } from '../common/redis.ts';
 import { hostCpu } from './serve/cpu.ts';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Redis } from 'ioredis';
 import type { Admin, Kafka, Producer } from 'kafkajs';
 import { bootstrap, type Codecs } from '../streams/bootstrap.ts';
 import { consumerLag } from '../streams/admin.ts';
@@ -82,7 +82,7 @@ async function main(): Promise<void> {
   const runId = randomUUID().slice(0, 8);
   const topics = makeTopics(`bench-${runId}.`, Number(values.partitions));
   const kafka = createKafka(endpoints, 'rec-bench', logger);
-  const redis = new Redis(endpoints.redisUrl, { maxRetriesPerRequest: null });
+  const redis = createRedis(endpoints, { maxRetriesPerRequest: null });
   const ns = `bench${runId}`;
   const keys = keySpace(ns);
 
@@ -153,7 +153,7 @@ interface Run {
   readonly logger: Logger;
   readonly topics: Topics;
   readonly kafka: Kafka;
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly keys: KeySpace;
   readonly codecs: Codecs;
   readonly producer: Producer;
@@ -295,14 +295,16 @@ interface Processing {
 }
 
 /** Redis's CPU seconds so far (INFO cpu: user + sys of the server, its threads included). */
-async function redisCpu(redis: Redis): Promise<number> {
+async function redisCpu(redis: RedisClient): Promise<number> {
   const info = await redis.info('cpu');
   const f = (k: string) => Number(new RegExp(`${k}:([\\d.]+)`).exec(info)?.[1] ?? 0);
   return f('used_cpu_sys') + f('used_cpu_user');
 }
 
 /** INFO commandstats: per command, calls and microseconds so far. */
-async function commandStats(redis: Redis): Promise<Map<string, { calls: number; usec: number }>> {
+async function commandStats(
+  redis: RedisClient,
+): Promise<Map<string, { calls: number; usec: number }>> {
   const out = new Map<string, { calls: number; usec: number }>();
   for (const m of (await redis.info('commandstats')).matchAll(
     /cmdstat_([^:]+):calls=(\d+),usec=(\d+)/g,
@@ -394,7 +396,7 @@ interface Freshness {
   readonly loopDelayMaxMs: number;
 }
 
-async function redisForks(redis: Redis): Promise<number> {
+async function redisForks(redis: RedisClient): Promise<number> {
   return Number(/total_forks:(\d+)/.exec(await redis.info('stats'))?.[1] ?? NaN);
 }
 

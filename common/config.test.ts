@@ -108,6 +108,28 @@ describe('loadConfig: Redis over TLS with credentials', () => {
   });
 });
 
+describe('loadConfig: Redis Cluster and topic replication', () => {
+  it('reads REDIS_CLUSTER_NODES (Redis then external) and KAFKA_REPLICATION_FACTOR', () => {
+    const c = loadConfig({
+      REDIS_CLUSTER_NODES: '127.0.0.1:27001, 127.0.0.1:27002',
+      KAFKA_REPLICATION_FACTOR: '3',
+    });
+    expect(c.redisClusterNodes).toEqual(['127.0.0.1:27001', '127.0.0.1:27002']);
+    expect(c.external.redis).toBe(true);
+    expect(c.kafkaReplicationFactor).toBe(3);
+  });
+
+  it('defaults to one Redis and one copy per partition; refuses malformed values', () => {
+    const c = loadConfig({});
+    expect(c.redisClusterNodes).toBeUndefined();
+    expect(c.kafkaReplicationFactor).toBe(1);
+    expect(() => loadConfig({ REDIS_CLUSTER_NODES: 'host-without-port' })).toThrow(
+      /REDIS_CLUSTER_NODES/,
+    );
+    expect(() => loadConfig({ KAFKA_REPLICATION_FACTOR: '0' })).toThrow(/KAFKA_REPLICATION_FACTOR/);
+  });
+});
+
 describe('loadConfig: API keys, ingest and served-list logging', () => {
   const key = 'k'.repeat(24);
 

@@ -24,6 +24,14 @@ const envSchema = z.object({
     .string()
     .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
     .optional(),
+  REDIS_CLUSTER_NODES: z
+    .string()
+    .regex(
+      /^\s*[^\s,:]+:\d{1,5}\s*(,\s*[^\s,:]+:\d{1,5}\s*)*$/,
+      'must be a comma-separated list of host:port',
+    )
+    .optional(),
+  KAFKA_REPLICATION_FACTOR: z.coerce.number().int().min(1).max(7).default(1),
   KAFKA_SASL_MECHANISM: z
     .string()
     .transform((v) => v.toLowerCase())
@@ -199,6 +207,16 @@ export interface Endpoints {
   readonly schemaRegistryAuth: RegistryAuth | undefined;
   /** May carry credentials and TLS (`rediss://user:pass@host:port`); print it only through `redact`. */
   readonly redisUrl: string;
+  /**
+   * A Redis Cluster's seed nodes (`REDIS_CLUSTER_NODES`, `host:port`): when set, every client is
+   * an ioredis `Cluster` (credentials and TLS still from `redisUrl`); undefined: one Redis.
+   */
+  readonly redisClusterNodes: readonly string[] | undefined;
+  /**
+   * Replication factor of the topics this project creates (`KAFKA_REPLICATION_FACTOR`, 1 on the
+   * single-node stack, 3 in the cluster profile); from 3 up they get `min.insync.replicas=2`.
+   */
+  readonly kafkaReplicationFactor: number;
 }
 
 /** The model registry's trust and upkeep settings (docs/serving.md, "Trusted registry"). */
@@ -324,10 +342,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       e.SCHEMA_REGISTRY_URL ?? `http://127.0.0.1:${e.SCHEMA_REGISTRY_PORT}/apis/ccompat/v7`
     ).replace(/\/+$/, ''),
     redisUrl: e.REDIS_URL ?? `redis://127.0.0.1:${e.REDIS_PORT}`,
+    redisClusterNodes:
+      e.REDIS_CLUSTER_NODES === undefined
+        ? undefined
+        : Object.freeze(e.REDIS_CLUSTER_NODES.split(',').map((n) => n.trim())),
+    kafkaReplicationFactor: e.KAFKA_REPLICATION_FACTOR,
     external: {
       kafka: e.KAFKA_BROKERS !== undefined,
       registry: e.SCHEMA_REGISTRY_URL !== undefined,
-      redis: e.REDIS_URL !== undefined,
+      redis: e.REDIS_URL !== undefined || e.REDIS_CLUSTER_NODES !== undefined,
     },
     ports: {
       kafka: e.KAFKA_PORT,

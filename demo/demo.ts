@@ -25,8 +25,8 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Redis } from 'ioredis';
 import type { Kafka } from 'kafkajs';
+import { createRedis, type RedisClient } from '../common/redis.ts';
 import { connectStreams, type Codecs } from '../streams/bootstrap.ts';
 import {
   loadConfig,
@@ -62,7 +62,11 @@ import { defaultCandidateConfig } from '../serving/candidates/index.ts';
 const DEFAULT_DATA = fileURLToPath(new URL('../../shared/data/hm-sample', import.meta.url));
 const day = (t: number | null) => (t === null ? '-' : new Date(t).toISOString().slice(0, 10));
 
-async function names(redis: Redis, keys: KeySpace, ids: string[]): Promise<Map<string, string>> {
+async function names(
+  redis: RedisClient,
+  keys: KeySpace,
+  ids: string[],
+): Promise<Map<string, string>> {
   const states = await readArticles(redis, keys, ids);
   return new Map(
     states.map((s) => [
@@ -175,7 +179,7 @@ async function loadOnce(
   const { slug, hash } = datasetFingerprint(dataDir);
   const fingerprint = `${slug}-${hash}`;
   const key = `demo:loaded:${live.topicPrefix === '' ? '(no prefix)' : live.topicPrefix}`;
-  const redis = new Redis(live.redisUrl, { maxRetriesPerRequest: null });
+  const redis = createRedis(live, { maxRetriesPerRequest: null });
   try {
     const marker = opts.reload ? null : await readLoadedMarker<DemoLoad>(redis, key, fingerprint);
     if (marker !== null) {
@@ -229,7 +233,7 @@ interface DemoStreams {
   readonly kafka: Kafka;
   readonly topics: Topics;
   readonly codecs: Codecs;
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly keys: KeySpace;
   /** The processors keep running (purchases posted to the API are applied live) until this. */
   readonly stopProcessors: () => Promise<void>;
@@ -243,13 +247,13 @@ interface DemoStreams {
 async function runProcessors(live: Readonly<Config>, logger: Logger): Promise<DemoStreams> {
   console.log('== 3/5 processors');
   const { kafka, topics, codecs } = await connectStreams(live, 'rec-demo', logger);
-  const redis = new Redis(live.redisUrl, { maxRetriesPerRequest: null });
+  const redis = createRedis(live, { maxRetriesPerRequest: null });
   const keys = keySpace(live.redisNamespace);
   const producer = createIdempotentProducer(kafka);
   await producer.connect();
   const metrics = createProcessorMetrics(false);
   const t1 = performance.now();
-  const processorsRedis = new Redis(live.redisUrl, { maxRetriesPerRequest: null });
+  const processorsRedis = createRedis(live, { maxRetriesPerRequest: null });
   const running = await startProcessors({
     kafka,
     redis: processorsRedis,
@@ -396,6 +400,7 @@ async function startApi(
   const pageKey = demoPageKey(live.apiKeys);
   const serving = await startServing({
     redisUrl: live.redisUrl,
+    redisClusterNodes: live.redisClusterNodes,
     keys,
     logger,
     port,

@@ -5,7 +5,7 @@
  * EMBEDDINGS=on, the customers' taste vectors are rebuilt when articles were newly embedded (the
  * processors ran before the articles had vectors).
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 import { rebuildTaste, type TasteRebuildDeps } from '../processors/taste-rebuild.ts';
 import { ensureModel } from '../embeddings/model.ts';
 import type { EmbeddingsConfig } from '../common/config.ts';
@@ -22,7 +22,7 @@ const label = (meta: Record<string, string>): string =>
     .join(', ');
 
 export async function showSimilarItems(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   articleId: string | undefined,
   opts: { embeddings: EmbeddingsConfig; progress: boolean; all?: boolean; soldSince?: number },

@@ -6,7 +6,7 @@
  * Needs the model (`npm run embeddings:model`) and the processors' article metadata in Redis.
  */
 import { parseArgs } from 'node:util';
-import { Redis } from 'ioredis';
+import { createRedis } from '../common/redis.ts';
 import { loadConfig } from '../common/config.ts';
 import { keySpace } from '../features/keys.ts';
 import { articleEmbeddingKeys, describeEmbedding, runEmbedding } from './job.ts';
@@ -41,7 +41,7 @@ async function main(): Promise<void> {
     throw new Error('--batch-size must be a positive integer');
   }
   const config = loadConfig();
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null });
+  const redis = createRedis(config, { maxRetriesPerRequest: null });
   try {
     const keys = keySpace(config.redisNamespace);
     const report = await runEmbedding(redis, keys, articleEmbeddingKeys(config), {

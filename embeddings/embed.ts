@@ -12,7 +12,7 @@
  * on every core). Measured on the 2-core dev box: 20k articles in ~6 s, 105k in ~2 min. An ANN
  * index would be approximate and add a native package; exact search is fast enough here.
  */
-import type { Redis } from 'ioredis';
+import { scanKeys, type RedisClient } from '../common/redis.ts';
 import type { EmbeddingKeys } from '../features/embedding-keys.ts';
 import type { KeySpace } from '../features/keys.ts';
 import { progress } from '../common/progress.ts';
@@ -58,16 +58,13 @@ export interface EmbedReport {
 
 /** Article ids with metadata, and those with sales, from one SCAN of the article keys. */
 async function scanArticles(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
 ): Promise<{ catalogue: string[]; sold: Set<string> }> {
   const prefix = `${keys.ns}:{a:`;
   const catalogue: string[] = [];
   const sold = new Set<string>();
-  let cursor = '0';
-  do {
-    const [next, batch] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 10_000);
-    cursor = next;
+  for await (const batch of scanKeys(redis, `${prefix}*`, 10_000)) {
     for (const k of batch) {
       const close = k.indexOf('}:', prefix.length);
       if (close < 0) continue;
@@ -76,7 +73,7 @@ async function scanArticles(
       if (suffix === 'meta') catalogue.push(id);
       else if (suffix === 'stats') sold.add(id);
     }
-  } while (cursor !== '0');
+  }
   catalogue.sort();
   return { catalogue, sold };
 }
@@ -95,7 +92,7 @@ type IsInScope = (id: string, updatedAt: number, lastSold: number) => boolean;
 
 /** Embed the new and changed articles in scope (see the module comment). */
 export async function embedArticles(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   ekeys: EmbeddingKeys,
   embedder: Embedder,
@@ -133,7 +130,7 @@ export async function embedArticles(
  * since `updatedSince`. Null: every article read is in scope.
  */
 async function resolveScope(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   ekeys: EmbeddingKeys,
   scope: EmbedScope,
@@ -157,7 +154,7 @@ async function resolveScope(
  * the counts of the report.
  */
 async function readChanged(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   ekeys: EmbeddingKeys,
   modelId: string,
@@ -204,7 +201,7 @@ async function readChanged(
  * the set of embedded articles); returns the time spent in the model (ms).
  */
 async function embedAndWrite(
-  redis: Redis,
+  redis: RedisClient,
   ekeys: EmbeddingKeys,
   embedder: Embedder,
   todo: readonly Todo[],
@@ -256,7 +253,7 @@ export interface SimilarReport {
 
 /** Exact top-`n` neighbours of every embedded article, written to `{a}:sim` (module comment). */
 export async function buildSimilar(
-  redis: Redis,
+  redis: RedisClient,
   ekeys: EmbeddingKeys,
   opts: SimilarOptions = {},
 ): Promise<SimilarReport> {

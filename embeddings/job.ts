@@ -2,7 +2,7 @@
  * The embedding step as one call (used by `npm run embed` and the demo) and the namespace of the
  * article vectors.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 import type { Config } from '../common/config.ts';
 import { embeddingKeys, type EmbeddingKeys } from '../features/embedding-keys.ts';
 import type { KeySpace } from '../features/keys.ts';
@@ -39,7 +39,7 @@ export interface EmbedRunReport {
 
 /** Load the model, embed new/changed articles, rebuild the similar-items index. */
 export async function runEmbedding(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   ekeys: EmbeddingKeys,
   opts: EmbedRunOptions = {},

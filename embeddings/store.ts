@@ -4,7 +4,7 @@
  * max|x| / 127. The cosine between a stored and an exact vector stays within ~1e-3 of the exact
  * one. Similar-items lists are one string per article.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 import type { EmbeddingKeys } from '../features/embedding-keys.ts';
 
 /** Quantise a vector to the stored blob. */
@@ -76,7 +76,7 @@ export function values(results: PipelineResult, what: string): unknown[] {
 
 /** Stored vectors of `ids` (decoded, unit length); absent ids are left out of the map. */
 export async function readVectors(
-  redis: Redis,
+  redis: RedisClient,
   ekeys: EmbeddingKeys,
   ids: readonly string[],
 ): Promise<Map<string, Float32Array>> {
@@ -113,7 +113,7 @@ export function parseSimilar(s: string | null | undefined): Neighbour[] {
 
 /** Stored neighbours of each of `ids` (best first; [] for an article without a list). */
 export async function readSimilar(
-  redis: Redis,
+  redis: RedisClient,
   ekeys: EmbeddingKeys,
   ids: readonly string[],
 ): Promise<Neighbour[][]> {

@@ -147,6 +147,11 @@ export interface KeySpace {
    * (written after each batch; the consumers re-process from it when it is behind their commits)
    */
   readonly positions: string;
+  /**
+   * On a Redis Cluster, the positions hash kept on the master serving hash tag `tag` (one per
+   * master, see `positionStore`): a master failed over behind the others is noticed.
+   */
+  positionsOn(tag: string): string;
 }
 
 /** Build the key space of namespace `ns`. Ids must already be validated (see ID_PATTERN). */
@@ -165,6 +170,7 @@ export function keySpace(ns = 'rec'): KeySpace {
         : null;
     },
     positions: `${ns}:positions`,
+    positionsOn: (tag) => `${ns}:positions:{${tag}}`,
     models: {
       model: (v) => `${ns}:{m}:model:${v}`,
       versions: `${ns}:{m}:versions`,

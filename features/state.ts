@@ -8,7 +8,7 @@
  * summary existed, or never seen — are read from the hashes it summarises, in one more round trip.
  */
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import { deleteMatching, isCluster, shardTags, type RedisClient } from '../common/redis.ts';
 import { RecError } from '../common/errors.ts';
 import { decayedValue } from './decay.ts';
 import {
@@ -161,7 +161,7 @@ export function productKey(article: { articleId: string; meta: Record<string, st
 
 /** Read customers' state; unknown customers come back with zero counts and empty lists. */
 export async function readCustomers(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   ids: readonly string[],
 ): Promise<CustomerState[]> {
@@ -363,7 +363,7 @@ function articleState(articleId: string, sales: Sales, meta: Hash): ArticleState
  * (see the module comment): the same values either way.
  */
 export async function readArticles(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   ids: readonly string[],
 ): Promise<ArticleState[]> {
@@ -387,7 +387,7 @@ export async function readArticles(
 
 /** Fill the missing sales and metadata parts of `ids[i]`, `i` in `missing`, from the hashes. */
 async function readFromHashes(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   ids: readonly string[],
   missing: readonly number[],
@@ -430,7 +430,7 @@ function scored(flat: string[], now: number, hl: HalfLife): Scored[] {
 
 /** Top-`n` trending articles (global, or of one segment) with their decayed counts at `now`. */
 export async function trendingTop(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   opts: {
     n: number;
@@ -448,7 +448,7 @@ export async function trendingTop(
 
 /** Top-`n` co-purchased partners of `articleId` with decayed pair counts at `now`. */
 export async function copurchaseTop(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   articleId: string,
   n: number,
@@ -459,15 +459,8 @@ export async function copurchaseTop(
 }
 
 /** Delete every key of a namespace (tests, benchmarks, training rebuilds); returns the count. */
-export async function deleteNamespace(redis: Redis, keys: KeySpace): Promise<number> {
-  let cursor = '0';
-  let deleted = 0;
-  do {
-    const [next, batch] = await redis.scan(cursor, 'MATCH', keys.pattern, 'COUNT', 5000);
-    cursor = next;
-    if (batch.length > 0) deleted += await redis.unlink(...batch);
-  } while (cursor !== '0');
-  return deleted;
+export async function deleteNamespace(redis: RedisClient, keys: KeySpace): Promise<number> {
+  return deleteMatching(redis, keys.pattern);
 }
 
 /**
@@ -489,7 +482,7 @@ export class StoreLayoutError extends RecError {
  * one written by a build with another layout, or before layouts were recorded (purchases applied
  * but no layout key), since reading or adding to it would give wrong features.
  */
-export async function claimStoreLayout(redis: Redis, keys: KeySpace): Promise<void> {
+export async function claimStoreLayout(redis: RedisClient, keys: KeySpace): Promise<void> {
   const found = await redis.get(keys.layout);
   if (found === STORE_LAYOUT) return;
   const used = found !== null || (await redis.exists(keys.trending.offsets)) === 1;
@@ -505,10 +498,14 @@ export async function claimStoreLayout(redis: Redis, keys: KeySpace): Promise<vo
 
 /**
  * The consumers' position store in this namespace (`keys.positions`, streams/consumer.ts
- * `PositionStore`) for consumer group `group`.
+ * `PositionStore`) for consumer group `group`. On a Redis Cluster each master keeps its own copy
+ * (`keys.positionsOn`, written after the batch's effects on every master were acknowledged) and
+ * a read answers the lowest: a master that failed over to a replica behind it (replication is
+ * asynchronous) holds a lower position, and the consumer re-processes from there; a master
+ * without the field at all (new, or emptied) reads as nothing held.
  */
 export function positionStore(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   group: string,
 ): {
@@ -516,13 +513,41 @@ export function positionStore(
   write(topic: string, partition: number, lastOffset: string): Promise<void>;
 } {
   const field = (topic: string, partition: number) => `${group}|${topic}|${partition}`;
+  if (!isCluster(redis)) {
+    return {
+      async read(topic, partition) {
+        const v = await redis.hget(keys.positions, field(topic, partition));
+        return v === null ? null : BigInt(v);
+      },
+      async write(topic, partition, lastOffset) {
+        await redis.hset(keys.positions, field(topic, partition), lastOffset);
+      },
+    };
+  }
+  const shardKeys = async (): Promise<string[]> => {
+    let tags = shardTags(redis);
+    if (tags === undefined) {
+      await redis.ping(); // connects and learns the slots
+      tags = shardTags(redis);
+    }
+    if (tags === undefined) throw new Error('redis cluster: no slot map yet');
+    return tags.map((t) => keys.positionsOn(t));
+  };
   return {
     async read(topic, partition) {
-      const v = await redis.hget(keys.positions, field(topic, partition));
-      return v === null ? null : BigInt(v);
+      const f = field(topic, partition);
+      const values = await Promise.all((await shardKeys()).map((k) => redis.hget(k, f)));
+      let low: bigint | null = null;
+      for (const v of values) {
+        if (v === null) return null;
+        const n = BigInt(v);
+        if (low === null || n < low) low = n;
+      }
+      return low;
     },
     async write(topic, partition, lastOffset) {
-      await redis.hset(keys.positions, field(topic, partition), lastOffset);
+      const f = field(topic, partition);
+      await Promise.all((await shardKeys()).map((k) => redis.hset(k, f, lastOffset)));
     },
   };
 }

@@ -17,8 +17,8 @@
  * cold-start customer agrees, and a customer keeps their variant for the experiment's life.
  */
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import { z } from 'zod';
+import type { RedisClient } from '../common/redis.ts';
 import { RecError, type RecErrorOptions } from '../common/errors.ts';
 import type { KeySpace } from '../features/keys.ts';
 import {
@@ -214,7 +214,10 @@ const Stored = z.object({
  * The latest experiment (running or stopped), or null when none was ever started. A malformed
  * entry is an ExperimentError (serving then runs none and logs why).
  */
-export async function readExperiment(redis: Redis, keys: KeySpace): Promise<Experiment | null> {
+export async function readExperiment(
+  redis: RedisClient,
+  keys: KeySpace,
+): Promise<Experiment | null> {
   const raw = await redis.hgetall(keys.models.experiment);
   if (Object.keys(raw).length === 0) return null;
   const parsed = Stored.safeParse(raw);
@@ -247,13 +250,16 @@ export async function readExperiment(redis: Redis, keys: KeySpace): Promise<Expe
 }
 
 /** The running experiment, or null. */
-export async function runningExperiment(redis: Redis, keys: KeySpace): Promise<Experiment | null> {
+export async function runningExperiment(
+  redis: RedisClient,
+  keys: KeySpace,
+): Promise<Experiment | null> {
   const e = await readExperiment(redis, keys);
   return e?.status === 'running' ? e : null;
 }
 
 /** Stopped experiments, newest first (at most `EXPERIMENT_HISTORY`). */
-export async function experimentHistory(redis: Redis, keys: KeySpace): Promise<Experiment[]> {
+export async function experimentHistory(redis: RedisClient, keys: KeySpace): Promise<Experiment[]> {
   const rows = await redis.lrange(keys.models.experimentHistory, 0, -1);
   const out: Experiment[] = [];
   for (const r of rows) {
@@ -281,7 +287,7 @@ export interface ExperimentCheckOptions {
  * experiment runs at a time.
  */
 export async function startExperiment(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   spec: ExperimentSpec,
   opts: ExperimentCheckOptions,
@@ -348,7 +354,7 @@ export async function startExperiment(
 
 /** A variant's model passes what activation checks, or the experiment is refused. */
 async function checkVariantModel(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   version: string,
   spec: { name: string; variants: readonly ExperimentVariant[] },
@@ -390,7 +396,7 @@ export interface StopOptions extends ExperimentCheckOptions {
  * running). Serving instances go back to the active model. Returns the stopped experiment.
  */
 export async function stopExperiment(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   opts: StopOptions,
 ): Promise<Experiment> {

@@ -13,7 +13,7 @@
  * and they verify the model again before loading it. Registration prunes old versions.
  */
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 import type { KeySpace } from '../features/keys.ts';
 import {
   checkModel,
@@ -56,7 +56,7 @@ export interface RegisterOptions {
  * version overwrites it), then prune old versions.
  */
 export async function registerModel(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   model: LoadedModel,
   opts: RegisterOptions = {},
@@ -87,7 +87,7 @@ export async function registerModel(
  * Returns what was deleted and what was stripped.
  */
 export async function pruneModels(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   keep: number,
 ): Promise<{ deleted: string[]; stripped: string[] }> {
@@ -127,7 +127,7 @@ export async function pruneModels(
 
 /** Read one version, or null when it was never registered. */
 export async function readModel(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   version: string,
 ): Promise<RegisteredModel | null> {
@@ -165,7 +165,7 @@ export async function readModel(
 }
 
 /** The active version, or null (serving then ranks with the heuristic). */
-export function activeVersion(redis: Redis, keys: KeySpace): Promise<string | null> {
+export function activeVersion(redis: RedisClient, keys: KeySpace): Promise<string | null> {
   return redis.get(keys.models.active);
 }
 
@@ -201,7 +201,7 @@ export interface ActivateOptions {
  * verify again before they load it (and keep their current model when that fails).
  */
 export async function activateModel(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   version: string,
   opts: ActivateOptions,
@@ -254,7 +254,7 @@ return 1
  * Throws a ModelError, leaving `active` alone, when the entry changed.
  */
 export async function pointActiveAt(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   entry: RegisteredModel,
 ): Promise<void> {
@@ -282,7 +282,7 @@ export async function pointActiveAt(
 
 /** Record why a version was refused (it stays listed, with the reason). */
 export async function rejectModel(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   version: string,
   reason: string,
@@ -292,7 +292,7 @@ export async function rejectModel(
 
 /** Every registered version, oldest first, with status and reason (without the ONNX bytes). */
 export async function listModels(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
 ): Promise<{ version: string; status: string; reason: string | null; registeredAt: number }[]> {
   const versions = await redis.zrange(keys.models.versions, 0, -1);
@@ -318,7 +318,7 @@ export async function listModels(
  * message names.
  */
 export async function watchActivations(
-  subscriber: Redis,
+  subscriber: RedisClient,
   keys: KeySpace,
   onActivated: (version: string) => void,
 ): Promise<() => Promise<void>> {

@@ -1,6 +1,6 @@
 /** What the processors of one deployment are given: clients, codecs, key space, logger, metrics. */
 import type { Kafka, Producer } from 'kafkajs';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 import type { EmbeddingsSwitch } from '../common/config.ts';
 import type { Logger } from '../common/logger.ts';
 import type { KeySpace } from '../features/keys.ts';
@@ -11,7 +11,7 @@ import type { PurchaseProcessorOptions } from './purchases.ts';
 
 export interface ProcessorDeps {
   kafka: Kafka;
-  redis: Redis;
+  redis: RedisClient;
   codecs: Codecs;
   topics: Topics;
   keys: KeySpace;

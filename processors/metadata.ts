@@ -4,7 +4,7 @@
  * record also rewrites the metadata part of the article summary (features/state.ts).
  */
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 import type { DecodedRecord } from '../streams/consumer.ts';
 import type { KeySpace } from '../features/keys.ts';
 import { articleSummaryArgs } from '../features/state.ts';
@@ -35,7 +35,7 @@ interface Upsert {
   pairs: string[];
 }
 
-async function upsert(redis: Redis, scripts: Scripts, items: Upsert[]): Promise<number> {
+async function upsert(redis: RedisClient, scripts: Scripts, items: Upsert[]): Promise<number> {
   if (items.length === 0) return 0;
   const pipe = redis.pipeline();
   for (const it of items) {
@@ -57,7 +57,7 @@ async function upsert(redis: Redis, scripts: Scripts, items: Upsert[]): Promise<
 }
 
 export function applyArticles(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   scripts: Scripts,
   records: readonly DecodedRecord<Article>[],
@@ -79,7 +79,7 @@ export function applyArticles(
 }
 
 export function applyCustomers(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   scripts: Scripts,
   records: readonly DecodedRecord<Customer>[],

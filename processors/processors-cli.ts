@@ -4,8 +4,8 @@
  * and stops cleanly on SIGINT / SIGTERM (in-flight batches finish; uncommitted ones are redelivered
  * to the next run and skipped by the event-id guards).
  */
-import { Redis } from 'ioredis';
 import { z } from 'zod';
+import { createRedis } from '../common/redis.ts';
 import { connectStreams } from '../streams/bootstrap.ts';
 import { loadConfig } from '../common/config.ts';
 import { keySpace } from '../features/keys.ts';
@@ -38,7 +38,7 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(config.logLevel, 'processors');
   const { kafka, topics, codecs } = await connectStreams(config, 'rec-processors', logger);
-  const redis = new Redis(config.redisUrl, {
+  const redis = createRedis(config, {
     // While Redis is unreachable a command fails after a reconnect attempt rather than waiting
     // forever: the consumer runner retries the batch with backoff, heartbeating, and reports the
     // partition stuck on /healthz (a command queued forever would hold the batch silently).

@@ -13,7 +13,7 @@
  * nothing is counted twice. State is bounded: the guard by the horizon, the customer's items and
  * bought by `itemsCap`, recent purchases by `recentCap`, the co-purchase window by time.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 import type { DecodedRecord } from '../streams/consumer.ts';
 import { DECAY_EPOCH_MS, rate } from '../features/decay.ts';
 import {
@@ -154,7 +154,7 @@ export class PurchaseProcessor {
   private readonly opts: PurchaseProcessorOptions;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: KeySpace,
     private readonly scripts: Scripts,
     opts: Partial<PurchaseProcessorOptions> = {},
@@ -332,7 +332,7 @@ export class PurchaseProcessor {
    * capped at about `copurchaseCap`, the top by decayed count), and the sales part of its summary.
    */
   private articleCalls(
-    pipe: ReturnType<Redis['pipeline']>,
+    pipe: ReturnType<RedisClient['pipeline']>,
     pending: readonly Pending[],
     coRate: number,
   ): void {
@@ -375,7 +375,7 @@ export class PurchaseProcessor {
    * capped partner set as the article script's).
    */
   private copurchaseCalls(
-    pipe: ReturnType<Redis['pipeline']>,
+    pipe: ReturnType<RedisClient['pipeline']>,
     pending: readonly Pending[],
     coRate: number,
   ): void {
@@ -417,7 +417,7 @@ export class PurchaseProcessor {
    * at about `trendingCap` articles, the top by decayed count.
    */
   private trendingCall(
-    pipe: ReturnType<Redis['pipeline']>,
+    pipe: ReturnType<RedisClient['pipeline']>,
     records: readonly DecodedRecord<Purchase>[],
     articleMeta: Map<string, (string | null)[]>,
     customerAge: Map<string, number | null>,

@@ -9,7 +9,8 @@
  * is the resolved one, the same on every load, so its SHA is stable.
  */
 import { readFileSync } from 'node:fs';
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { ChainableCommander } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 
 const NAMES = ['customer', 'article', 'copurchase', 'trending', 'metadata', 'taste'] as const;
 export type ScriptName = (typeof NAMES)[number];
@@ -68,7 +69,7 @@ export interface Scripts {
 }
 
 /** Define every script on `redis` (idempotent per client). */
-export function defineScripts(redis: Redis): Scripts {
+export function defineScripts(redis: RedisClient): Scripts {
   for (const name of NAMES) {
     if (!(`rec_${name}` in redis)) redis.defineCommand(`rec_${name}`, { lua: sources[name] });
   }

@@ -6,8 +6,8 @@
  * `PROCESSOR_DEDUP_HORIZON_DAYS` (default 30).
  */
 import { parseArgs } from 'node:util';
-import { Redis } from 'ioredis';
 import { z } from 'zod';
+import { createRedis } from '../common/redis.ts';
 import { connectStreams } from '../streams/bootstrap.ts';
 import { loadConfig } from '../common/config.ts';
 import { articleEmbeddingKeys } from '../embeddings/job.ts';
@@ -24,7 +24,7 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, 'taste');
   const { kafka, topics, codecs } = await connectStreams(config, 'rec-taste-rebuild', logger);
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null });
+  const redis = createRedis(config, { maxRetriesPerRequest: null });
   try {
     const keys = keySpace(config.redisNamespace);
     const r = await rebuildTaste(

@@ -10,7 +10,7 @@
  * are kept for the horizon, as live.
  */
 import type { Kafka } from 'kafkajs';
-import type { Redis } from 'ioredis';
+import { deleteMatching, type RedisClient } from '../common/redis.ts';
 import type { Codecs } from '../streams/bootstrap.ts';
 import type { EmbeddingKeys } from '../features/embedding-keys.ts';
 import type { KeySpace } from '../features/keys.ts';
@@ -22,7 +22,7 @@ import { TasteProcessor } from './taste.ts';
 
 export interface TasteRebuildDeps {
   readonly kafka: Kafka;
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly codecs: Codecs;
   readonly topics: Topics;
   readonly keys: KeySpace;
@@ -39,21 +39,10 @@ export interface TasteRebuildReport {
   readonly ms: number;
 }
 
-async function deleteTastes(redis: Redis, ns: string): Promise<number> {
+async function deleteTastes(redis: RedisClient, ns: string): Promise<number> {
   let deleted = 0;
   for (const suffix of ['taste', 'tseen']) {
-    let cursor = '0';
-    do {
-      const [next, batch] = await redis.scan(
-        cursor,
-        'MATCH',
-        `${ns}:{u:*}:${suffix}`,
-        'COUNT',
-        10_000,
-      );
-      cursor = next;
-      if (batch.length > 0) deleted += await redis.unlink(...batch);
-    } while (cursor !== '0');
+    deleted += await deleteMatching(redis, `${ns}:{u:*}:${suffix}`);
   }
   return deleted;
 }

@@ -10,7 +10,7 @@
  * training replay rebuilds it in its isolated namespace).
  * A purchase of an article without a vector yet is marked seen and adds nothing.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 import type { Purchase } from '../schemas/events.ts';
 import type { DecodedRecord } from '../streams/consumer.ts';
 import { rate } from '../features/decay.ts';
@@ -71,7 +71,7 @@ export class TasteProcessor {
    * @param articles where the article vectors are (`npm run embed`)
    */
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     keys: KeySpace,
     private readonly articles: EmbeddingKeys,
     opts: Partial<TasteOptions> = {},

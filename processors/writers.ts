@@ -8,7 +8,7 @@
  * its isolated namespace. One factory keeps the state a training replay rebuilds what the live
  * processors would have written.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 import type { EmbeddingKeys } from '../features/embedding-keys.ts';
 import type { KeySpace } from '../features/keys.ts';
 import type { Article, Customer } from '../schemas/events.ts';
@@ -47,7 +47,7 @@ export interface WritersOptions {
 }
 
 /** The writers of key space `keys` on `redis` (see the module comment). */
-export function createWriters(redis: Redis, keys: KeySpace, opts: WritersOptions): Writers {
+export function createWriters(redis: RedisClient, keys: KeySpace, opts: WritersOptions): Writers {
   const scripts = defineScripts(redis);
   return {
     articles: (records) => applyArticles(redis, keys, scripts, records),

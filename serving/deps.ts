@@ -3,7 +3,7 @@
  * everything it uses, injected — no module singletons, no environment reading — so tests and the
  * server entry point wire it alike.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 import type { IngestConfig } from '../common/config.ts';
 import type { Logger } from '../common/logger.ts';
 import type { Secret } from '../common/redact.ts';
@@ -97,7 +97,7 @@ export interface ServingDeps {
    * The caller's client. Create it so that an outage fails fast instead of queueing: `new
    * Redis(url, { maxRetriesPerRequest: 1, enableOfflineQueue: false, commandTimeout: 200 })`.
    */
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly keys: KeySpace;
   /** The current model, or null (heuristic ranking). Asked once per request (hot swaps). */
   readonly ranker: () => Ranker | null;

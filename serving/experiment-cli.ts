@@ -11,7 +11,7 @@
  * Exit status: 0 done, 1 refused (the reason printed), 2 a command line that cannot be run.
  */
 import { parseArgs } from 'node:util';
-import { Redis } from 'ioredis';
+import { createRedis } from '../common/redis.ts';
 import { loadConfig } from '../common/config.ts';
 import { UsageError } from '../common/errors.ts';
 import { featureNames } from '../features/definitions.ts';
@@ -138,7 +138,7 @@ async function main(): Promise<void> {
   const args = parseCommandLine(process.argv.slice(2));
   const config = loadConfig();
   const keys = keySpace(config.redisNamespace);
-  const redis = new Redis(config.redisUrl);
+  const redis = createRedis(config);
   // Models are verified as activation (and serving) verifies them: this deployment's features and signatures.
   const checks = { available: featureNames(config.embeddings.enabled), trust: config.models.trust };
   const statuses = async () =>

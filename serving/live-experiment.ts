@@ -13,7 +13,7 @@
  * exactly as before; a stopped experiment's pools are closed.
  */
 import { SerialSync } from './serial-sync.ts';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 import type { Logger } from '../common/logger.ts';
 import type { KeySpace } from '../features/keys.ts';
 import {
@@ -106,7 +106,7 @@ export class LiveExperiment {
   readonly #trust: ModelTrust;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: KeySpace,
     private readonly available: readonly string[],
     private readonly logger: Logger,

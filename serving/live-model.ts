@@ -17,7 +17,7 @@
  * version); the reason is logged, kept here and reported in every answer the heuristic ranks.
  */
 import { SerialSync } from './serial-sync.ts';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 import type { KeySpace } from '../features/keys.ts';
 import type { Logger } from '../common/logger.ts';
 import { HEURISTIC_VERSION, NO_MODEL, type NoModel, type Ranker } from './ranking.ts';
@@ -97,7 +97,7 @@ export class LiveModel {
   readonly #trust: ModelTrust;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: KeySpace,
     private readonly available: readonly string[],
     private readonly logger: Logger,

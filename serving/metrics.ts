@@ -2,8 +2,8 @@
  * Prometheus metrics of the serving API (`rec_serving_*`), in their own registry (exposed by the
  * app's `/metrics` route).
  */
-import type { Redis } from 'ioredis';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { RedisClient } from '../common/redis.ts';
 import type { ScorerEvent } from './scoring/pool.ts';
 
 /** Why a response was degraded. */
@@ -301,9 +301,12 @@ export function recordScorerEvent(metrics: ServingMetrics, e: ScorerEvent): void
  * Count every command `redis` sends in `counter`: its `sendCommand`, which plain, pipelined and
  * scripted commands all go through, wrapped.
  */
-export function countRedisCommands(redis: Redis, counter: Counter): void {
-  const send = redis.sendCommand.bind(redis);
-  redis.sendCommand = (...args: Parameters<Redis['sendCommand']>) => {
+export function countRedisCommands(redis: RedisClient, counter: Counter): void {
+  // Redis and Cluster both route every command through `sendCommand` (a Cluster's pipelines
+  // send their commands one by one: common/redis.ts).
+  const target = redis as unknown as { sendCommand: (...args: unknown[]) => unknown };
+  const send = target.sendCommand.bind(redis);
+  target.sendCommand = (...args: unknown[]) => {
     counter.inc();
     return send(...args);
   };

@@ -16,7 +16,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Redis } from 'ioredis';
+import { createRedis } from '../common/redis.ts';
 import { loadConfig } from '../common/config.ts';
 import { featureNames } from '../features/definitions.ts';
 import { keySpace } from '../features/keys.ts';
@@ -47,7 +47,7 @@ async function main(): Promise<void> {
   });
   const config = loadConfig();
   const keys = keySpace(config.redisNamespace);
-  const redis = new Redis(config.redisUrl);
+  const redis = createRedis(config);
   // Activation verifies the model as serving will: this deployment's features and signatures.
   const activation = {
     available: featureNames(config.embeddings.enabled),

@@ -148,6 +148,7 @@ async function runProcess(config: Config, logger: Logger): Promise<void> {
   const needsKafka = config.apiKeys.length > 0 || config.servedLog.enabled;
   const handle = await startServing({
     redisUrl: config.redisUrl,
+    redisClusterNodes: config.redisClusterNodes,
     keys: keySpace(config.redisNamespace),
     logger,
     port: env.SERVING_PORT,

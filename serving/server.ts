@@ -9,7 +9,7 @@
  */
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
-import { Redis } from 'ioredis';
+import { createRedis } from '../common/redis.ts';
 import type { Kafka } from 'kafkajs';
 import type { ServedLogConfig } from '../common/config.ts';
 import type { Secret } from '../common/redact.ts';
@@ -44,6 +44,8 @@ import { ServedLog } from './served-log.ts';
 
 export interface ServingOptions {
   redisUrl: string;
+  /** A Redis Cluster's seed nodes (`REDIS_CLUSTER_NODES`): a Cluster client instead of one Redis. */
+  redisClusterNodes?: readonly string[] | undefined;
   keys: KeySpace;
   logger: Logger;
   port: number;
@@ -136,14 +138,14 @@ export interface ServingHandle {
 export async function startServing(opts: ServingOptions): Promise<ServingHandle> {
   const log = opts.logger.child({ module: 'serving' });
   // Fail fast when Redis is gone: the degraded path answers from the trending cache instead.
-  const redis = new Redis(opts.redisUrl, {
+  const redis = createRedis(opts, {
     maxRetriesPerRequest: 1,
     enableOfflineQueue: false,
     commandTimeout: 500,
     lazyConnect: true,
   });
   await redis.connect();
-  const subscriber = new Redis(opts.redisUrl, { lazyConnect: true });
+  const subscriber = createRedis(opts, { lazyConnect: true });
   await subscriber.connect();
   const metrics = opts.metrics ?? createServingMetrics({ defaults: true });
   countRedisCommands(redis, metrics.redisCommands);

@@ -14,7 +14,7 @@
  *    grow, so the larger of the cached and the offered score is the fresher one); a read equal to
  *    the last one offered has nothing new (`isNewOffer`: the caller skips building summaries).
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 import { decayedValue } from '../features/decay.ts';
 import { HALF_LIVES, type KeySpace } from '../features/keys.ts';
 import type { Logger } from '../common/logger.ts';
@@ -30,7 +30,7 @@ import {
 import { storeRead } from './http-errors.ts';
 
 export interface TrendingCacheOptions {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly keys: KeySpace;
   readonly logger?: Logger;
   /** Articles kept (default 200). */
@@ -51,7 +51,7 @@ export interface CachedTrending extends ArticleSummary {
 export class TrendingCache {
   readonly capacity: number;
   readonly refreshMs: number;
-  private readonly redis: Redis;
+  private readonly redis: RedisClient;
   private readonly keys: KeySpace;
   private readonly logger: Logger | undefined;
   private readonly clock: () => number;

@@ -1,7 +1,8 @@
 /**
  * Redis for the local stack: the machine's `redis-server` (installed with apt-get when missing
  * and we are root), run with AOF persistence under STACK_DIR so the feature store survives
- * restarts. A Redis already answering on the port is used as is and never recorded as ours.
+ * restarts. A Redis already answering on the port is used as is and never recorded as ours. The
+ * cluster profile runs six of them with `--cluster-enabled yes` (stack/cluster.ts joins them).
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -15,7 +16,13 @@ import {
   spawnDetached,
   type StackPaths,
 } from './process.ts';
-import { logFileOf, pidFileOf, type ManagedService, type StackLog } from './service.ts';
+import {
+  logFileOf,
+  pidFileOf,
+  type ManagedService,
+  type ServiceName,
+  type StackLog,
+} from './service.ts';
 
 const FALLBACKS = ['/usr/bin/redis-server', '/usr/local/bin/redis-server'];
 
@@ -48,71 +55,117 @@ async function redisServer(log: StackLog): Promise<string> {
   return installed;
 }
 
-const dataDirOf = (paths: StackPaths) => join(paths.data, 'redis');
+/** `redisUrl` (its credentials and TLS) pointed at cluster node `hostPort`. */
+function clusterNodeUrl(redisUrl: string, hostPort: string): string {
+  const url = new URL(redisUrl);
+  url.host = hostPort;
+  return url.toString();
+}
 
-export const redisService: ManagedService = {
+/** Whether a Redis answers PONG at `url`. Never throws. */
+export async function redisAnswers(url: string): Promise<boolean> {
+  const client = new Redis(url, {
+    lazyConnect: true,
+    connectTimeout: 1_000,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    retryStrategy: () => null,
+  });
+  // Connection failures are reported through the rejected promise below; without a listener
+  // ioredis would also print them as unhandled 'error' events.
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    // Resolves only on +PONG; anything else (e.g. -NOAUTH) rejects.
+    await client.ping();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** One `redis-server` of the stack: the single one, or a node of the cluster profile's. */
+export interface RedisNode {
+  readonly name: ServiceName;
+  port(config: Config): number;
+  dataDir(paths: StackPaths): string;
+  /** Arguments after the common ones (port, bind, dir, persistence). */
+  readonly extraArgs: readonly string[];
+  /** A substring of the server's command line unique to it (redis-server rewrites its title). */
+  readonly processMarker: string;
+  readonly envHint: string;
+}
+
+/** A managed service running `node`. */
+export function redisNodeService(node: RedisNode): ManagedService {
+  return {
+    name: node.name,
+    externalEnv: 'REDIS_URL',
+    processMarker: node.processMarker,
+    startTimeoutMs: 30_000,
+
+    endpoint: (config) =>
+      !config.external.redis
+        ? `redis://127.0.0.1:${node.port(config)}`
+        : config.redisClusterNodes === undefined
+          ? config.redisUrl
+          : `cluster ${config.redisClusterNodes.join(',')}`,
+    isExternal: (config) => config.external.redis,
+    ports: (config) => [{ port: node.port(config), envHint: node.envHint }],
+
+    answers: (config: Config) =>
+      redisAnswers(
+        !config.external.redis
+          ? `redis://127.0.0.1:${node.port(config)}`
+          : config.redisClusterNodes === undefined
+            ? config.redisUrl
+            : clusterNodeUrl(config.redisUrl, config.redisClusterNodes[0] ?? ''),
+      ),
+
+    async prepare(_config, paths, log) {
+      await redisServer(log);
+      await mkdir(node.dataDir(paths), { recursive: true });
+    },
+
+    start(config, paths) {
+      return spawnDetached({
+        // `prepare` made sure it exists.
+        command: findExecutable('redis-server', FALLBACKS) ?? 'redis-server',
+        args: [
+          '--port',
+          String(node.port(config)),
+          '--bind',
+          '127.0.0.1',
+          '--dir',
+          node.dataDir(paths),
+          // Feature state is rebuilt by replaying Kafka, but a restart should not force that:
+          // append-only file, fsync once a second; no RDB snapshots on top.
+          '--appendonly',
+          'yes',
+          '--appendfsync',
+          'everysec',
+          '--save',
+          '',
+          '--daemonize',
+          'no',
+          ...node.extraArgs,
+        ],
+        cwd: node.dataDir(paths),
+        logFile: logFileOf(paths, node.name),
+        pidFile: pidFileOf(paths, node.name),
+      });
+    },
+  };
+}
+
+/** The single-node stack's Redis on REDIS_PORT (or the one REDIS_URL names). */
+export const redisService: ManagedService = redisNodeService({
   name: 'redis',
-  externalEnv: 'REDIS_URL',
+  port: (config) => config.ports.redis,
+  dataDir: (paths) => join(paths.data, 'redis'),
+  extraArgs: [],
   processMarker: 'redis-server',
-  startTimeoutMs: 30_000,
-
-  endpoint: (config) => config.redisUrl,
-  isExternal: (config) => config.external.redis,
-  ports: (config) => [{ port: config.ports.redis, envHint: 'REDIS_PORT or REDIS_URL' }],
-
-  async answers(config: Config) {
-    const client = new Redis(config.redisUrl, {
-      lazyConnect: true,
-      connectTimeout: 1_000,
-      maxRetriesPerRequest: 0,
-      enableOfflineQueue: false,
-      retryStrategy: () => null,
-    });
-    // Connection failures are reported through the rejected promise below; without a listener
-    // ioredis would also print them as unhandled 'error' events.
-    client.on('error', () => undefined);
-    try {
-      await client.connect();
-      // Resolves only on +PONG; anything else (e.g. -NOAUTH) rejects.
-      await client.ping();
-      return true;
-    } catch {
-      return false;
-    } finally {
-      client.disconnect();
-    }
-  },
-
-  async prepare(_config, paths, log) {
-    await redisServer(log);
-    await mkdir(dataDirOf(paths), { recursive: true });
-  },
-
-  start(config, paths) {
-    return spawnDetached({
-      // `prepare` made sure it exists.
-      command: findExecutable('redis-server', FALLBACKS) ?? 'redis-server',
-      args: [
-        '--port',
-        String(config.ports.redis),
-        '--bind',
-        '127.0.0.1',
-        '--dir',
-        dataDirOf(paths),
-        // Feature state is rebuilt by replaying Kafka, but a restart should not force that:
-        // append-only file, fsync once a second; no RDB snapshots on top.
-        '--appendonly',
-        'yes',
-        '--appendfsync',
-        'everysec',
-        '--save',
-        '',
-        '--daemonize',
-        'no',
-      ],
-      cwd: dataDirOf(paths),
-      logFile: logFileOf(paths, 'redis'),
-      pidFile: pidFileOf(paths, 'redis'),
-    });
-  },
-};
+  envHint: 'REDIS_PORT or REDIS_URL',
+});

@@ -9,7 +9,8 @@ import type { StackPaths } from './process.ts';
 /** Receives one human-readable progress line at a time. */
 export type StackLog = (line: string) => void;
 
-export type ServiceName = 'kafka' | 'registry' | 'redis';
+/** `kafka`, `registry`, `redis`; the cluster profile's nodes are `kafka-<n>` and `redis-<n>`. */
+export type ServiceName = 'kafka' | 'registry' | 'redis' | `kafka-${number}` | `redis-${number}`;
 
 /** A port the service binds, with the settings that move it or replace the service. */
 export interface ServicePort {

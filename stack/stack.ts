@@ -2,10 +2,19 @@
  * Orchestration of the local stack (Kafka, Schema Registry, Redis) without Docker: bring every
  * service up idempotently, stop only what this launcher started, and report status. Services
  * named by the environment (KAFKA_BROKERS, SCHEMA_REGISTRY_URL, REDIS_URL) are only checked.
+ * Two profiles: `single` (one of each) and `cluster` (three Kafka nodes, a six-node Redis Cluster:
+ * stack/cluster.ts).
  */
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config, Endpoints } from '../common/config.ts';
+import {
+  CLUSTER_SERVICES,
+  clusterEndpoints,
+  clusterPaths,
+  clusterServiceConfig,
+  formCluster,
+} from './cluster.ts';
 import { kafkaService } from './kafka-broker.ts';
 import {
   acquireLock,
@@ -37,6 +46,41 @@ export type { ServiceName, StackLog, StopOutcome };
 
 /** Every managed service, in display order. They start in parallel: none needs another. */
 const SERVICES: readonly ManagedService[] = [kafkaService, registryService, redisService];
+
+/** `single`: one broker, one registry, one Redis; `cluster`: see stack/cluster.ts. */
+export type StackProfile = 'single' | 'cluster';
+
+export const STACK_PROFILES: readonly StackProfile[] = ['single', 'cluster'];
+
+/** What a profile runs, where, and with which settings. */
+interface Profile {
+  readonly services: readonly ManagedService[];
+  /** The config its services are probed and started with. */
+  readonly config: Config;
+  readonly paths: StackPaths;
+  readonly endpoints: Endpoints;
+  /** Run once every service answers (e.g. joining the Redis Cluster). */
+  readonly after?: (log: StackLog) => Promise<void>;
+}
+
+function profileOf(config: Config, profile: StackProfile): Profile {
+  if (profile === 'single') {
+    return {
+      services: SERVICES,
+      config,
+      paths: stackPaths(config.stackDir),
+      endpoints: endpointsOf(config),
+    };
+  }
+  const own = clusterServiceConfig(config);
+  return {
+    services: CLUSTER_SERVICES,
+    config: own,
+    paths: clusterPaths(config.stackDir),
+    endpoints: clusterEndpoints(config),
+    after: (log) => formCluster(own, log),
+  };
+}
 
 /** Thrown by `ensureStack` when a service cannot be brought up; lists every failure. */
 export class StackError extends RecError {
@@ -78,7 +122,12 @@ export function endpointLines(endpoints: Endpoints): string[] {
   return [
     `KAFKA_BROKERS=${endpoints.kafkaBrokers.join(',')}`,
     `SCHEMA_REGISTRY_URL=${redact(endpoints.schemaRegistryUrl)}`,
-    `REDIS_URL=${redact(endpoints.redisUrl)}`,
+    endpoints.redisClusterNodes === undefined
+      ? `REDIS_URL=${redact(endpoints.redisUrl)}`
+      : `REDIS_CLUSTER_NODES=${endpoints.redisClusterNodes.join(',')}`,
+    ...(endpoints.kafkaReplicationFactor === 1
+      ? []
+      : [`KAFKA_REPLICATION_FACTOR=${endpoints.kafkaReplicationFactor}`]),
   ];
 }
 
@@ -103,6 +152,8 @@ function endpointsOf(config: Config): Endpoints {
     schemaRegistryUrl: config.schemaRegistryUrl,
     schemaRegistryAuth: config.schemaRegistryAuth,
     redisUrl: config.redisUrl,
+    redisClusterNodes: config.redisClusterNodes,
+    kafkaReplicationFactor: config.kafkaReplicationFactor,
   };
 }
 
@@ -188,8 +239,10 @@ async function ensureService(
 export async function ensureStack(
   config: Config,
   log: StackLog = () => undefined,
+  profile: StackProfile = 'single',
 ): Promise<Endpoints> {
-  const paths = stackPaths(config.stackDir);
+  const p = profileOf(config, profile);
+  const { paths } = p;
   await makeStackDirs(paths);
   const release = await acquireLock(join(paths.run, 'up.lock'), (holder) => {
     log(`waiting for another stack launcher (pid ${holder}) to finish…`);
@@ -197,7 +250,7 @@ export async function ensureStack(
   try {
     const maven = createMutex();
     const results = await Promise.allSettled(
-      SERVICES.map((s) => ensureService(s, config, paths, log, maven)),
+      p.services.map((s) => ensureService(s, p.config, paths, log, maven)),
     );
     const failures = results.flatMap((r) =>
       r.status === 'rejected'
@@ -205,7 +258,14 @@ export async function ensureStack(
         : [],
     );
     if (failures.length > 0) throw new StackError(failures.join('\n'));
-    return endpointsOf(config);
+    if (p.after) {
+      try {
+        await p.after(log);
+      } catch (err) {
+        throw new StackError(err instanceof Error ? err.message : String(err));
+      }
+    }
+    return p.endpoints;
   } finally {
     await release();
   }
@@ -215,11 +275,15 @@ export async function ensureStack(
  * Stop the services this launcher started (SIGTERM, then SIGKILL after ~20 s) and remove their
  * pid files. External services and processes we did not start are never touched.
  */
-export async function stopStack(config: Config): Promise<StopResult[]> {
-  const paths = stackPaths(config.stackDir);
+export async function stopStack(
+  config: Config,
+  profile: StackProfile = 'single',
+): Promise<StopResult[]> {
+  const p = profileOf(config, profile);
+  const { paths } = p;
   return Promise.all(
-    SERVICES.map(async (s): Promise<StopResult> => {
-      if (s.isExternal(config)) return { service: s.name, outcome: 'external' };
+    p.services.map(async (s): Promise<StopResult> => {
+      if (s.isExternal(p.config)) return { service: s.name, outcome: 'external' };
       const outcome = await stopByPidFile(pidFileOf(paths, s.name), s.processMarker);
       return { service: s.name, outcome };
     }),
@@ -227,10 +291,15 @@ export async function stopStack(config: Config): Promise<StopResult[]> {
 }
 
 /** Per service: endpoint, whether it answers, and who runs it. Removes stale pid files. */
-export async function stackStatus(config: Config): Promise<ServiceStatus[]> {
-  const paths = stackPaths(config.stackDir);
+export async function stackStatus(
+  config: Config,
+  profile: StackProfile = 'single',
+): Promise<ServiceStatus[]> {
+  const p = profileOf(config, profile);
+  const { paths } = p;
   return Promise.all(
-    SERVICES.map(async (s): Promise<ServiceStatus> => {
+    p.services.map(async (s): Promise<ServiceStatus> => {
+      const config = p.config;
       const [answering, pid] = await Promise.all([
         s.answers(config),
         s.isExternal(config)

@@ -9,7 +9,7 @@
 import type { Admin } from 'kafkajs';
 import type { Logger } from '../common/logger.ts';
 import { isTransient, retryTransient } from './retriable.ts';
-import type { TopicDescriptor } from './topics.ts';
+import { replicationConfigs, type TopicDescriptor } from './topics.ts';
 
 const DLQ_CONFIGS = { 'retention.ms': '-1', 'retention.bytes': '-1' };
 
@@ -25,8 +25,18 @@ export async function ensureTopics(
   logger?: Logger,
 ): Promise<EnsureTopicsResult> {
   const wanted = descriptors.flatMap((d) => [
-    { topic: d.name, numPartitions: d.partitions, configs: d.configs },
-    { topic: d.dlq, numPartitions: 1, configs: DLQ_CONFIGS },
+    {
+      topic: d.name,
+      numPartitions: d.partitions,
+      replicationFactor: d.replicationFactor,
+      configs: d.configs,
+    },
+    {
+      topic: d.dlq,
+      numPartitions: 1,
+      replicationFactor: d.replicationFactor,
+      configs: { ...DLQ_CONFIGS, ...replicationConfigs(d.replicationFactor) },
+    },
   ]);
   const present = new Set(await admin.listTopics());
   const missing = wanted.filter((w) => !present.has(w.topic));
@@ -36,7 +46,7 @@ export async function ensureTopics(
       topics: missing.map((w) => ({
         topic: w.topic,
         numPartitions: w.numPartitions,
-        replicationFactor: 1,
+        replicationFactor: w.replicationFactor,
         configEntries: Object.entries(w.configs).map(([name, value]) => ({ name, value })),
       })),
     });

@@ -92,7 +92,7 @@ export async function connectStreams(
   purchasePartitions?: number,
 ): Promise<{ kafka: Kafka; topics: Topics } & Bootstrapped> {
   const kafka = createKafka(config, clientId, logger);
-  const topics = makeTopics(config.topicPrefix, purchasePartitions);
+  const topics = makeTopics(config.topicPrefix, purchasePartitions, config.kafkaReplicationFactor);
   const done = await bootstrap({
     kafka,
     registry: createRegistryClient(config),

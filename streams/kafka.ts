@@ -10,7 +10,8 @@ import type { Endpoints } from '../common/config.ts';
 import { kafkaSecurityOptions } from '../common/kafka-security.ts';
 import { kafkaLogCreator, type Logger } from '../common/logger.ts';
 
-export type KafkaEndpoint = Pick<Endpoints, 'kafkaBrokers' | 'kafkaSecurity'>;
+export type KafkaEndpoint = Pick<Endpoints, 'kafkaBrokers' | 'kafkaSecurity'> &
+  Partial<Pick<Endpoints, 'kafkaReplicationFactor'>>;
 export type RegistryEndpoint = Pick<Endpoints, 'schemaRegistryUrl' | 'schemaRegistryAuth'>;
 
 /** The kafkajs configuration `createKafka` builds (exported for its tests). */

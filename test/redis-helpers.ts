@@ -3,7 +3,7 @@
  * dumps with a relative tolerance for floating-point sums (log-adds and float increments are
  * commutative but rounding depends on order, at ~1e-15 relative).
  */
-import type { Redis } from 'ioredis';
+import { scanKeys, type RedisClient } from '../common/redis.ts';
 import { expect } from 'vitest';
 
 export type Dump = Map<string, unknown>;
@@ -16,23 +16,20 @@ export type Dump = Map<string, unknown>;
  * that runs over differently ordered topics can be compared on what they compute.
  */
 export async function dumpNamespace(
-  redis: Redis,
+  redis: RedisClient,
   ns: string,
   opts: { ignorePositions?: boolean } = {},
 ): Promise<Dump> {
   const keys: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, batch] = await redis.scan(cursor, 'MATCH', `${ns}:*`, 'COUNT', 1000);
-    cursor = next;
-    keys.push(...batch);
-  } while (cursor !== '0');
+  // On a Cluster: every master's keys.
+  for await (const batch of scanKeys(redis, `${ns}:*`, 1000)) keys.push(...batch);
   const out: Dump = new Map();
   for (const key of keys.sort()) {
     const name = key.slice(ns.length + 1);
     if (opts.ignorePositions && name.endsWith(':off')) continue;
-    // The consumer groups' positions (each run its own groups): never part of the state.
-    if (name === 'positions') continue;
+    // The consumer groups' positions (each run its own groups; on a Cluster one hash per
+    // master): never part of the state.
+    if (name === 'positions' || name.startsWith('positions:')) continue;
     const type = await redis.type(key);
     if (type === 'hash') {
       const h = await redis.hgetall(key);

@@ -13,7 +13,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Kafka } from 'kafkajs';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 import type { Codecs } from '../streams/bootstrap.ts';
 import { DAY_MS } from '../features/decay.ts';
 import { keySpace, type KeySpace } from '../features/keys.ts';
@@ -40,7 +40,7 @@ import { ensurePythonEnv } from './venv.ts';
 
 export interface CycleDeps {
   kafka: Kafka;
-  redis: Redis;
+  redis: RedisClient;
   codecs: Codecs;
   topics: Topics;
   /** The live key space: its model registry receives the candidate. */

@@ -6,7 +6,7 @@
  * Both verify the model first (models/registry.ts `verifyModel`); an experiment is refused while
  * another runs, and the new model then stays registered, not active.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../common/redis.ts';
 import { PROMOTE_BY_SWITCH, type PromotionConfig } from '../common/config.ts';
 import type { KeySpace } from '../features/keys.ts';
 import {
@@ -43,7 +43,7 @@ export function promotionExperimentName(version: string): string {
 
 /** Promote `version` as `opts.promotion` says (see the module comment). */
 export async function promoteModel(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   version: string,
   opts: PromoteOptions,

@@ -63,8 +63,8 @@ import {
   makeData,
   vectorFromArray,
 } from 'apache-arrow';
-import type { Redis } from 'ioredis';
 import type { Kafka } from 'kafkajs';
+import type { RedisClient } from '../common/redis.ts';
 import type { Codecs } from '../streams/bootstrap.ts';
 import type { DecodedRecord } from '../streams/consumer.ts';
 import { DAY_MS } from '../features/decay.ts';
@@ -98,7 +98,7 @@ export const LIVE_NAMESPACE = 'rec';
 
 export interface RowsDeps {
   readonly kafka: Kafka;
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly codecs: Codecs;
   readonly topics: Topics;
   readonly logger: Logger;

@@ -14,7 +14,7 @@
  * seconds otherwise (common/progress.ts); `--no-progress` leaves only the stage lines.
  */
 import { parseArgs } from 'node:util';
-import { Redis } from 'ioredis';
+import { createRedis } from '../common/redis.ts';
 import { connectStreams } from '../streams/bootstrap.ts';
 import { loadConfig } from '../common/config.ts';
 import { keySpace } from '../features/keys.ts';
@@ -59,7 +59,7 @@ async function main(): Promise<void> {
   const flags = parseFlags(config.trainDask);
   const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, 'trainer');
   const { kafka, topics, codecs } = await connectStreams(config, 'rec-trainer', logger);
-  const redis = new Redis(config.redisUrl);
+  const redis = createRedis(config);
   const keys = keySpace(config.redisNamespace);
   const deps = {
     kafka,

@@ -4,7 +4,7 @@
  * and Redis (INFO cpu).
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../common/redis.ts';
 import { round } from './stats.ts';
 
 /** Busy and total jiffies of the whole machine (Linux /proc/stat), or null elsewhere. */
@@ -104,7 +104,7 @@ export function busiest(
     .slice(0, 4);
 }
 
-export async function redisCpuSeconds(redis: Redis): Promise<number> {
+export async function redisCpuSeconds(redis: RedisClient): Promise<number> {
   const info = await redis.info('cpu');
   const f = (k: string) => Number(new RegExp(`${k}:([\\d.]+)`).exec(info)?.[1] ?? 0);
   return f('used_cpu_sys') + f('used_cpu_user');

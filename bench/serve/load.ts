@@ -6,7 +6,7 @@
  * (why: the Pacing paragraph of bench/serve.ts).
  */
 import { availableParallelism } from 'node:os';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../common/redis.ts';
 import { autocannon, type AcRequest, type AcResult } from './autocannon.ts';
 import { busiest, hostCpu, mainThreadTicks, processTicks, redisCpuSeconds } from './cpu.ts';
 import { STAGES, scrape, serverDelta } from './server-metrics.ts';
@@ -15,7 +15,7 @@ import { mean, round, say, sleep, summary } from './stats.ts';
 export interface LoadTarget {
   /** The API's base URL. */
   readonly base: string;
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   /** Request paths, requested round robin. */
   readonly paths: readonly string[];
   readonly connections: number;

@@ -4,6 +4,7 @@
  * start the API and wait until it ranks with the model.
  */
 import { randomBytes } from 'node:crypto';
+import { scanKeys } from '../../common/redis.ts';
 import { featureNames } from '../../features/definitions.ts';
 import { buildFixtureModel } from '../../models/fixture.ts';
 import { loadModel, type LoadedModel } from '../../models/model-meta.ts';
@@ -123,21 +124,12 @@ export interface Customers {
 /** Customers: known ones from the store, cold ones never seen (`coldShare` of all). */
 export async function pickCustomers(run: BenchRun, opts: BenchOptions): Promise<Customers> {
   const knownAll: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, batch] = await run.redis.scan(
-      cursor,
-      'MATCH',
-      run.keys.customerStates,
-      'COUNT',
-      2000,
-    );
-    cursor = next;
+  for await (const batch of scanKeys(run.redis, run.keys.customerStates, 2000)) {
     for (const k of batch) {
       const id = run.keys.customerOf(k);
       if (id !== null) knownAll.push(id);
     }
-  } while (cursor !== '0');
+  }
   if (knownAll.length === 0) {
     throw new Error(
       `no customer state in namespace ${run.ns} after processing: nothing to request`,

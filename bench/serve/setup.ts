@@ -7,9 +7,9 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
 import type { Admin, Kafka } from 'kafkajs';
 import { pino, type Logger } from 'pino';
+import { createRedis, deleteMatching, type RedisClient } from '../../common/redis.ts';
 import { loadConfig, type Config, type Endpoints } from '../../common/config.ts';
 import { createLogger } from '../../common/logger.ts';
 import { keySpace, type KeySpace } from '../../features/keys.ts';
@@ -31,7 +31,7 @@ export interface BenchRun {
   readonly groupPrefix: string;
   readonly keys: KeySpace;
   readonly topics: Topics;
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly kafka: Kafka;
   readonly admin: Admin;
   /** Environment of the child processes (the stack's endpoints, the namespace). */
@@ -55,7 +55,7 @@ export async function openRun(): Promise<BenchRun> {
   const groupPrefix = `bench-serve-${runId}`;
   const topics = makeTopics(prefix);
   const kafka = createKafka(endpoints, 'rec-bench-serve', logger);
-  const redis = new Redis(endpoints.redisUrl, { maxRetriesPerRequest: null });
+  const redis = createRedis(endpoints, { maxRetriesPerRequest: null });
   const childEnv: NodeJS.ProcessEnv = {
     ...process.env,
     KAFKA_BROKERS: endpoints.kafkaBrokers.join(','),
@@ -102,12 +102,7 @@ export async function closeRun(run: BenchRun): Promise<void> {
     });
   await admin.deleteGroups(run.groups.map((g) => g.group)).catch(() => undefined);
   await admin.disconnect();
-  let cursor = '0';
-  do {
-    const [next, batch] = await redis.scan(cursor, 'MATCH', `${run.ns}:*`, 'COUNT', 5000);
-    cursor = next;
-    if (batch.length > 0) await redis.unlink(...batch);
-  } while (cursor !== '0');
+  await deleteMatching(redis, `${run.ns}:*`);
   redis.disconnect();
   rmSync(run.modelDir, { recursive: true, force: true });
 }

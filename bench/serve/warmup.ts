@@ -2,20 +2,20 @@
  * Step 4 of the serving benchmark: every customer requested once, sequentially — the candidates
  * per request (CANDIDATES wanted), the sequential latency and the Redis commands per request.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../common/redis.ts';
 import { CANDIDATES } from './options.ts';
 import type { Customers } from './prepare.ts';
 import { mean, round, say, summary } from './stats.ts';
 
 /** Commands Redis has processed (whole server). */
-async function redisCommands(redis: Redis): Promise<number> {
+async function redisCommands(redis: RedisClient): Promise<number> {
   return Number(/total_commands_processed:(\d+)/.exec(await redis.info('stats'))?.[1]);
 }
 
 export async function warmUpPass(
   base: string,
   customers: Customers,
-  redis: Redis,
+  redis: RedisClient,
   modelVersion: string,
 ) {
   const warm = {

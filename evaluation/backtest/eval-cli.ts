@@ -12,7 +12,7 @@
  */
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Redis } from 'ioredis';
+import { createRedis, type RedisClient } from '../../common/redis.ts';
 import { connectStreams } from '../../streams/bootstrap.ts';
 import { loadConfig, type Config } from '../../common/config.ts';
 import { createLogger, type Logger } from '../../common/logger.ts';
@@ -37,7 +37,7 @@ export function datasetPrefix(dir: string): string {
 async function ensureLoaded(
   config: Config,
   logger: Logger,
-  redis: Redis,
+  redis: RedisClient,
   dir: string,
   reload: boolean,
 ): Promise<string> {
@@ -77,7 +77,7 @@ async function main(): Promise<void> {
   }
   const base = loadConfig();
   const logger = createLogger(base.logLevel === 'info' ? 'warn' : base.logLevel, 'eval');
-  const redis = new Redis(base.redisUrl);
+  const redis = createRedis(base);
   const t0 = performance.now();
   try {
     const prefix =

@@ -32,7 +32,8 @@
  * customer or no history) is the same path with no repurchase or co-purchase seeds: segment
  * (when the customer record gives an age) and global trending.
  */
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { ChainableCommander } from 'ioredis';
+import type { RedisClient } from '../../common/redis.ts';
 import type { EmbeddingKeys } from '../../features/embedding-keys.ts';
 import type { KeySpace } from '../../features/keys.ts';
 import {
@@ -79,7 +80,7 @@ import type { CandidateRequest, CandidateSet, Excluded, Filters } from './types.
  * Read the candidates of one request (see the module comment for the round trips and `shared`).
  */
 export async function gatherCandidates(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   config: CandidateConfig,
   req: CandidateRequest,
@@ -123,7 +124,7 @@ export async function gatherCandidates(
 
 /** Where a request reads: the store, its key space and the shared reads, if any. */
 interface Reads {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly keys: KeySpace;
   readonly shared: SharedReads | null;
 }

@@ -12,7 +12,8 @@
  * the request's namespace; a training replay points it at the live one), taste vectors from the
  * request's namespace (the taste processor writes them there).
  */
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { ChainableCommander } from 'ioredis';
+import type { RedisClient } from '../../common/redis.ts';
 import { decodeTaste, parseSimilar, readVectors, type Neighbour } from '../../embeddings/store.ts';
 import { embeddingKeys, type EmbeddingKeys } from '../../features/embedding-keys.ts';
 import {
@@ -97,7 +98,7 @@ export class EmbeddingReads {
   private tasteRequested = false;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly keys: KeySpace,
     private readonly ekeys: EmbeddingKeys,
     private readonly customer: CustomerState,

@@ -2,7 +2,7 @@
  * Article summaries: the display and filter fields of articles and when they last sold, read in
  * one pipelined round trip (for the similar-items and trending routes and the trending cache).
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../common/redis.ts';
 import type { KeySpace } from '../../features/keys.ts';
 import { storeRead } from '../http-errors.ts';
 import { passesFilters } from './filters.ts';
@@ -24,7 +24,7 @@ const orNull = (v: unknown): string | null => (typeof v === 'string' && v !== ''
 
 /** Summaries of articles in one round trip (HMGET meta + HGET stats last, pipelined). */
 export async function readSummaries(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   ids: readonly string[],
 ): Promise<Map<string, ArticleSummary>> {

@@ -3,7 +3,7 @@
  * customer state (or taken from the shared reads; also kept by the in-process trending cache, for
  * answers while Redis is down).
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../common/redis.ts';
 import type { HalfLife, KeySpace } from '../../features/keys.ts';
 import type { CandidatePool } from './pool.ts';
 import { parseScored, type LogScored } from './replies.ts';
@@ -18,7 +18,7 @@ export const GLOBAL_TRENDING_HL: HalfLife = '7d';
  * hold it fresh enough.
  */
 export async function readGlobalTrending(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   n: number,
   shared: SharedReads | null,

@@ -3,7 +3,7 @@
  * route uses (`RouteContext`, made once per app), the error responses every OpenAPI route
  * documents, and `took_ms`.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../common/redis.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { KeySpace } from '../../features/keys.ts';
 import { ErrorResponse } from '../api-schemas.ts';
@@ -29,7 +29,7 @@ export interface AppEnv {
 }
 
 export interface RouteContext {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly keys: KeySpace;
   readonly config: ServingConfig;
   readonly metrics: ServingMetrics;

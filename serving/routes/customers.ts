@@ -10,6 +10,7 @@
 import { randomInt } from 'node:crypto';
 import { OpenAPIHono, createRoute } from '@hono/zod-openapi';
 import type { Redis } from 'ioredis';
+import { scanTargets, type RedisClient } from '../../common/redis.ts';
 import { ageBucket, type KeySpace } from '../../features/keys.ts';
 import { segmentValue } from '../../features/segments.ts';
 import { readArticles, readCustomers, type CustomerState } from '../../features/state.ts';
@@ -159,7 +160,7 @@ interface Found {
 
 /** Up to `k` known customers whose id starts with `prefix` (a bounded SCAN, see the header). */
 async function customersByPrefix(
-  redis: Redis,
+  redis: RedisClient,
   keys: KeySpace,
   prefix: string,
   k: number,
@@ -168,15 +169,21 @@ async function customersByPrefix(
   const match = keys.customerStates.replace('{u:*}', `{u:${prefix}*}`);
   const ids = new Set<string>();
   let cursor = '0';
+  let calls = 0;
   const deadline = performance.now() + SCAN_BUDGET_MS;
-  for (let calls = 0; calls < MAX_SCAN_CALLS && performance.now() < deadline; calls++) {
-    const [next, found] = await redis.scan(cursor, 'MATCH', match, 'COUNT', SCAN_COUNT);
-    for (const key of found) {
-      const id = keys.customerOf(key);
-      if (id !== null) ids.add(id);
+  // On a Redis Cluster each master in turn, within the one budget.
+  for (const node of scanTargets(redis)) {
+    cursor = '0';
+    for (; calls < MAX_SCAN_CALLS && performance.now() < deadline; calls++) {
+      const [next, found] = await node.scan(cursor, 'MATCH', match, 'COUNT', SCAN_COUNT);
+      for (const key of found) {
+        const id = keys.customerOf(key);
+        if (id !== null) ids.add(id);
+      }
+      cursor = next;
+      if (cursor === '0' || ids.size >= k) break;
     }
-    cursor = next;
-    if (cursor === '0' || ids.size >= k) break;
+    if (cursor !== '0' || ids.size >= k) break;
   }
   return { ids: [...ids].sort().slice(0, k), complete: cursor === '0' };
 }
@@ -185,7 +192,15 @@ async function customersByPrefix(
  * Up to `k` random known customers: SCANs from random cursors (Redis masks any cursor to its
  * table, so each starts at a random bucket), then from the start when the store is small.
  */
-async function randomCustomers(redis: Redis, keys: KeySpace, k: number): Promise<Found> {
+async function randomCustomers(redis: RedisClient, keys: KeySpace, k: number): Promise<Found> {
+  // On a Redis Cluster: one master picked at random (the search is a sample).
+  const nodes = scanTargets(redis);
+  const node = nodes[randomInt(0, nodes.length)] ?? nodes[0];
+  if (node === undefined) return { ids: [], complete: true };
+  return randomCustomersOf(node, keys, k);
+}
+
+async function randomCustomersOf(redis: Redis, keys: KeySpace, k: number): Promise<Found> {
   const ids = new Set<string>();
   let cursor = String(randomInt(0, 2 ** 31));
   let wrapped = false;

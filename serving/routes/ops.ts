@@ -10,7 +10,7 @@
  * ports, a URL). The details are logged instead, when a check's outcome changes.
  */
 import { OpenAPIHono } from '@hono/zod-openapi';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../common/redis.ts';
 import { featureNames, missingFeatures } from '../../features/definitions.ts';
 import type { ReadyBody } from '../api-schemas.ts';
 import { HEURISTIC_VERSION } from '../ranking.ts';
@@ -67,7 +67,7 @@ export function opsRoutes(ctx: RouteContext): OpenAPIHono<AppEnv> {
 
 /** A Redis PING answered within `timeoutMs`, or why not (`detail`: for the log only). */
 async function pingRedis(
-  redis: Redis,
+  redis: RedisClient,
   timeoutMs: number,
 ): Promise<{ state: 'ok' } | { state: 'down' | 'timeout'; detail: string }> {
   let timer: NodeJS.Timeout | undefined;

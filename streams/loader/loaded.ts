@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { readdirSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../common/redis.ts';
 
 /** The fingerprint of a folder's content: a slug of its name and a hash (see the module header). */
 export function datasetFingerprint(dir: string): { slug: string; hash: string } {
@@ -33,7 +33,7 @@ export interface LoadedMarker<T> {
 
 /** The marker at `key` when it names `fingerprint`, else null (none, or another folder's). */
 export async function readLoadedMarker<T>(
-  redis: Redis,
+  redis: RedisClient,
   key: string,
   fingerprint: string,
 ): Promise<LoadedMarker<T> | null> {
@@ -52,7 +52,7 @@ export async function readLoadedMarker<T>(
 
 /** Record that the folder of `fingerprint` was loaded (after the load completed). */
 export async function writeLoadedMarker(
-  redis: Redis,
+  redis: RedisClient,
   key: string,
   fingerprint: string,
   report: unknown,
