@@ -91,6 +91,8 @@ export class ServedLog implements ServedSink {
   #buffer: Pending[] = [];
   #out: EventProducer<Served> | null = null;
   #connecting = false;
+  /** The connection attempt under way, if any (`close` waits for it). */
+  #connection: Promise<void> | null = null;
   #failures = 0;
   #retryAt = 0;
   #sending: Promise<void> | null = null;
@@ -199,7 +201,7 @@ export class ServedLog implements ServedSink {
       return;
     }
     this.#connecting = true;
-    void (async () => {
+    this.#connection = (async () => {
       try {
         const [codec] = await Promise.all([
           AvroCodec.forTopic(this.#opts.registry, this.#opts.topic),
@@ -221,6 +223,7 @@ export class ServedLog implements ServedSink {
         }
       } finally {
         this.#connecting = false;
+        this.#connection = null;
       }
     })();
   }
@@ -231,21 +234,31 @@ export class ServedLog implements ServedSink {
    */
   async close(timeoutMs = 5_000): Promise<void> {
     if (this.#closed) return;
-    this.#closed = true;
     clearInterval(this.#timer);
     const deadline = Date.now() + timeoutMs;
-    while (this.#out !== null && Date.now() < deadline) {
-      if (this.#sending === null) this.#tick();
-      const sending = this.#sending;
-      if (sending === null) break;
+    const untilDeadline = async (p: Promise<unknown>) => {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
-        sending,
+        p,
         new Promise((r) => {
           timer = setTimeout(r, Math.max(0, deadline - Date.now()));
         }),
       ]);
       clearTimeout(timer);
+    };
+    // Not connected yet (still connecting, or waiting out a backoff): one attempt now, within
+    // the same bound, so that what was buffered is not dropped only for that.
+    if (this.#out === null && this.#buffer.length > 0) {
+      this.#retryAt = 0;
+      this.#connect();
+      if (this.#connection !== null) await untilDeadline(this.#connection);
+    }
+    this.#closed = true;
+    while (this.#out !== null && Date.now() < deadline) {
+      if (this.#sending === null) this.#tick();
+      const sending = this.#sending;
+      if (sending === null) break;
+      await untilDeadline(sending);
     }
     this.#drop('shutdown', this.#buffer.length);
     this.#buffer = [];
