@@ -279,8 +279,12 @@ async function runProcessors(live: Readonly<Config>, logger: Logger): Promise<De
   const applied = await count(metrics.events);
   const duplicates = await count(metrics.duplicates);
   console.log(
-    `  caught up in ${((performance.now() - t1) / 1000).toFixed(1)} s: ${applied} purchases applied, ` +
-      `${duplicates} skipped as already applied (a re-run of the demo publishes the same event ids again)`,
+    `  caught up in ${((performance.now() - t1) / 1000).toFixed(1)} s: ${applied} purchases applied` +
+      (duplicates > 0
+        ? `, ${duplicates} skipped as already applied (a --reload publishes the same event ids again)`
+        : applied === 0
+          ? ' (the store already holds what the topics hold)'
+          : ''),
   );
   return { kafka, topics, codecs, redis, keys, stopProcessors };
 }
