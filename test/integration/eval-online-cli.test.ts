@@ -17,6 +17,7 @@ import { AvroCodec } from '../../streams/avro.ts';
 import { bootstrap } from '../../streams/bootstrap.ts';
 import { EventProducer, createIdempotentProducer } from '../../streams/producer.ts';
 import { runTsCli, stackContext, type StackContext } from '../helpers.ts';
+import { ARTICLE_NULLS } from '../fixtures/events.ts';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -126,31 +127,9 @@ const OUTSIDE = served('early', 'ca0', 'control', FROM - 1, [art(0)]);
 const COPY = served('c0-1', 'ca0', 'control', FROM, [art(0)]);
 
 const ARTICLES: Article[] = Array.from({ length: 100 }, (_, i) => ({
+  ...ARTICLE_NULLS,
   article_id: art(i),
-  product_code: null,
   prod_name: `article ${i}`,
-  product_type_no: null,
-  product_type_name: null,
-  product_group_name: null,
-  graphical_appearance_no: null,
-  graphical_appearance_name: null,
-  colour_group_code: null,
-  colour_group_name: null,
-  perceived_colour_value_id: null,
-  perceived_colour_value_name: null,
-  perceived_colour_master_id: null,
-  perceived_colour_master_name: null,
-  department_no: null,
-  department_name: null,
-  index_code: null,
-  index_name: null,
-  index_group_no: null,
-  index_group_name: null,
-  section_no: null,
-  section_name: null,
-  garment_group_no: null,
-  garment_group_name: null,
-  detail_desc: null,
   updated_at: FROM - 100 * DAY,
 }));
 

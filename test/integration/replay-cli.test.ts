@@ -28,6 +28,7 @@ import {
 } from '../../evaluation/replay-file.ts';
 import { topics as makeTopics } from '../../streams/topics.ts';
 import { runTsCli, stackContext, type StackContext } from '../helpers.ts';
+import { ARTICLE_NULLS } from '../fixtures/events.ts';
 
 const T0 = Date.UTC(2020, 8, 1); // 2020-09-01
 const HOUR = 3_600_000;
@@ -66,33 +67,6 @@ const COPIES: Purchase[] = [
   purchase(5),
 ];
 const IN_RANGE_COPIES = 3;
-
-const ARTICLE_NULLS: Omit<Article, 'article_id' | 'updated_at'> = {
-  product_code: null,
-  prod_name: null,
-  product_type_no: null,
-  product_type_name: null,
-  product_group_name: null,
-  graphical_appearance_no: null,
-  graphical_appearance_name: null,
-  colour_group_code: null,
-  colour_group_name: null,
-  perceived_colour_value_id: null,
-  perceived_colour_value_name: null,
-  perceived_colour_master_id: null,
-  perceived_colour_master_name: null,
-  department_no: null,
-  department_name: null,
-  index_code: null,
-  index_name: null,
-  index_group_no: null,
-  index_group_name: null,
-  section_no: null,
-  section_name: null,
-  garment_group_no: null,
-  garment_group_name: null,
-  detail_desc: null,
-};
 
 const ARTICLES: Article[] = [
   {
