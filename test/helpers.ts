@@ -11,6 +11,7 @@ import type { RunningProcessors } from '../processors/start.ts';
 import { bootstrap, type Codecs } from '../streams/bootstrap.ts';
 import { loadConfig, type Config, type EmbeddingsSwitch } from '../common/config.ts';
 import type { KeySpace } from '../features/keys.ts';
+import type { Served } from '../schemas/events.ts';
 import { createIdempotentProducer } from '../streams/producer.ts';
 import { createKafka, createRegistryClient, type SchemaRegistryClient } from '../streams/kafka.ts';
 import { createLogger, type Logger } from '../common/logger.ts';
@@ -200,4 +201,26 @@ export function runTsCli(
       resolve({ code, stdout, stderr, seconds: (performance.now() - started) / 1000 });
     });
   });
+}
+
+/** Every record on the suite's `recommendations.served` topic so far, decoded with the registry. */
+export async function readServed(
+  ctx: Pick<StackContext, 'kafka' | 'registry' | 'topics' | 'logger'>,
+): Promise<Served[]> {
+  const { AvroCodec } = await import('../streams/avro.ts');
+  const { replay } = await import('../streams/replay.ts');
+  const codec = await AvroCodec.forTopic(ctx.registry, ctx.topics.served);
+  const records: Served[] = [];
+  await replay({
+    kafka: ctx.kafka,
+    topic: ctx.topics.served,
+    codec,
+    from: 0,
+    to: Date.now() + 60_000,
+    logger: ctx.logger,
+    onRecords: (rs) => {
+      for (const r of rs) records.push(r.value);
+    },
+  });
+  return records;
 }

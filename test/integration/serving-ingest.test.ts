@@ -18,16 +18,13 @@ import { keySpace } from '../../features/keys.ts';
 import { deleteNamespace, readCustomers } from '../../features/state.ts';
 import type { ProcessorMetrics } from '../../processors/metrics.ts';
 import type { RunningProcessors } from '../../processors/start.ts';
-import type { Served } from '../../schemas/events.ts';
 import { DEFAULT_SERVING_CONFIG, createApp } from '../../serving/app.ts';
 import { createServingMetrics } from '../../serving/metrics.ts';
 import { startServing, type ServingHandle } from '../../serving/server.ts';
-import { AvroCodec } from '../../streams/avro.ts';
 import { bootstrap } from '../../streams/bootstrap.ts';
 import { createKafka } from '../../streams/kafka.ts';
 import { createIdempotentProducer } from '../../streams/producer.ts';
-import { replay } from '../../streams/replay.ts';
-import { stackContext, startSuiteProcessors, waitFor } from '../helpers.ts';
+import { readServed, stackContext, startSuiteProcessors, waitFor } from '../helpers.ts';
 
 const KEY = `test-key-${randomUUID()}`;
 const T0 = Date.UTC(2020, 8, 1);
@@ -313,19 +310,7 @@ describe('HTTP ingest and served-list logging on the real stack', () => {
       return metric(text, 'rec_served_log_sent_total') >= 3;
     });
 
-    const codec = await AvroCodec.forTopic(ctx.registry, ctx.topics.served);
-    const records: Served[] = [];
-    await replay({
-      kafka: ctx.kafka,
-      topic: ctx.topics.served,
-      codec,
-      from: 0,
-      to: Date.now() + 60_000,
-      logger: ctx.logger,
-      onRecords: (rs) => {
-        for (const r of rs) records.push(r.value);
-      },
-    });
+    const records = await readServed(ctx);
     expect(records.map((r) => r.request_id).sort()).toEqual([...answers.keys()].sort());
     for (const r of records) {
       const { body, before, after } = answers.get(r.request_id)!;

@@ -22,11 +22,8 @@ import { deleteNamespace } from '../../features/state.ts';
 import { buildFixtureModel } from '../../models/fixture.ts';
 import { loadModel } from '../../models/model-meta.ts';
 import { activateModel, registerModel } from '../../models/registry.ts';
-import type { Served as ServedRecord } from '../../schemas/events.ts';
-import { AvroCodec } from '../../streams/avro.ts';
 import { bootstrap } from '../../streams/bootstrap.ts';
-import { replay } from '../../streams/replay.ts';
-import { stackContext, waitFor } from '../helpers.ts';
+import { readServed, stackContext, waitFor } from '../helpers.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const ROUTE = '/v1/recommendations/:customerId';
@@ -315,19 +312,7 @@ describe('SERVING_PROCESSES=2: served-list logging', () => {
 
       s.proc.kill('SIGTERM');
       expect(await s.exited).toBe(0);
-      const codec = await AvroCodec.forTopic(ctx.registry, ctx.topics.served);
-      const records: ServedRecord[] = [];
-      await replay({
-        kafka: ctx.kafka,
-        topic: ctx.topics.served,
-        codec,
-        from: 0,
-        to: Date.now() + 60_000,
-        logger: ctx.logger,
-        onRecords: (rs) => {
-          for (const r of rs) records.push(r.value);
-        },
-      });
+      const records = await readServed(ctx);
       expect(records.map((r) => r.request_id).sort()).toEqual([...ids].sort());
       expect(records.every((r) => r.cold_start && r.variant === 'default')).toBe(true);
     },
