@@ -114,6 +114,35 @@ const itemFeatures = (level: 'a' | 'p'): FeatureDefinition[] => {
   ];
 };
 
+/** Per customer state, the largest log-space count among its articles and among its products. */
+const topCounts = new WeakMap<CustomerState, { a: number; p: number }>();
+
+function topCount(customer: CustomerState, level: 'a' | 'p'): number {
+  let top = topCounts.get(customer);
+  if (top === undefined) {
+    const max = (m: ReadonlyMap<string, ItemStat>) => {
+      let v = -Infinity;
+      for (const s of m.values()) if (s.logCount > v) v = s.logCount;
+      return v;
+    };
+    top = { a: max(customer.items), p: max(customer.products) };
+    topCounts.set(customer, top);
+  }
+  return top[level];
+}
+
+/**
+ * The candidate's time-weighted purchases by the customer (article or product code) divided by
+ * those of the customer's most bought one: the strong heuristic's repurchase score, in [0, 1]
+ * (NaN for a customer without purchases). Both decay alike, so the share does not depend on "now".
+ */
+function itemShare(ctx: FeatureContext, level: 'a' | 'p'): number {
+  const top = topCount(ctx.customer, level);
+  if (top === -Infinity) return NaN;
+  const item = itemOf(ctx, level);
+  return item === undefined ? 0 : Math.exp(item.logCount - top);
+}
+
 /** Rank of the candidate within one source's ordering (NaN when the source did not propose it). */
 const sourceRank = (source: string): FeatureDefinition => ({
   name: `s_rank_${source}`,
@@ -276,6 +305,36 @@ const BASE_FEATURES: readonly FeatureDefinition[] = [
     writes:
       'customer.lua: {u}:state p:<code> (purchases of the product code minus those of the article)',
     read: (ctx) => (itemOf(ctx, 'p')?.n ?? 0) - (itemOf(ctx, 'a')?.n ?? 0),
+  },
+  {
+    name: 'p_item_share',
+    scope: 'pair',
+    writes: `customer.lua: {u}:state a:<article> (log-space count, over the customer's largest)`,
+    read: (ctx) => itemShare(ctx, 'a'),
+  },
+  {
+    name: 'p_prod_share',
+    scope: 'pair',
+    writes: `customer.lua: {u}:state p:<product code> (log-space count, over the customer's largest)`,
+    read: (ctx) => itemShare(ctx, 'p'),
+  },
+  {
+    name: 's_copurchase_share',
+    scope: 'pair',
+    writes:
+      "copurchase.lua: {a}:co of the seeds (share of each seed's neighbours, mean over seeds)",
+    read: ({ candidate }) => candidate?.copurchaseShare ?? NaN,
+  },
+  {
+    // The strong heuristic's repurchase and co-purchase scores with its grid's middle weights (1, 1).
+    name: 'h_strong',
+    scope: 'pair',
+    writes: 'p_item_share + s_copurchase_share',
+    read: (ctx) => {
+      if (ctx.candidate === undefined) return NaN;
+      const repurchase = itemShare(ctx, 'a');
+      return (Number.isNaN(repurchase) ? 0 : repurchase) + ctx.candidate.copurchaseShare;
+    },
   },
   sourceRank('repurchase'),
   sourceRank('siblings'),

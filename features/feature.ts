@@ -10,6 +10,11 @@ export interface CandidateEvidence {
   readonly sources: readonly string[];
   /** Log-space co-purchase count summed over the seeds (at the epoch, see decay.ts). */
   readonly copurchase: { readonly logScore: number } | null;
+  /**
+   * Mean over the co-purchase seeds of the candidate's share of the seed's neighbours (a
+   * conditional frequency, as the strong heuristic's), whatever source proposed it.
+   */
+  readonly copurchaseShare: number;
   /** Segment score in [0, 1]. */
   readonly segment: { readonly score: number } | null;
   /** Position (0 = first) of the article in the ordering of each source that proposed it. */

@@ -80,6 +80,7 @@ const cand = (articleId: string, c: Partial<Candidate> = {}): Candidate => ({
   sources: ['trending_global'],
   repurchase: null,
   copurchase: null,
+  copurchaseShare: 0,
   segment: null,
   global: null,
   sibling: null,

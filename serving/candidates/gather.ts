@@ -44,7 +44,12 @@ import {
 } from '../../features/state.ts';
 import { storeRead } from '../http-errors.ts';
 import type { CandidateConfig } from './config.ts';
-import { addCopurchase, copurchaseReplies, queueCopurchaseReads } from './copurchase.ts';
+import {
+  addCopurchase,
+  copurchaseReplies,
+  queueCopurchaseReads,
+  setCopurchaseShares,
+} from './copurchase.ts';
 import { latestDistinct, queueRecentReads, recentReplies } from './customer.ts';
 import { hasFilters } from './filters.ts';
 import { CandidatePool } from './pool.ts';
@@ -291,10 +296,11 @@ function addPersonalSources(
   const similarLists = similarReplies(replies, plan.similarSeeds);
 
   addSiblings(pool, siblingSets, excluded, quotas.siblings * over);
-  addCopurchase(pool, seedSets, excluded, quotas.copurchase * over);
+  const shares = addCopurchase(pool, seedSets, excluded, quotas.copurchase * over);
   addSimilar(pool, plan.similarSeeds, similarLists, excluded, (quotas.similar ?? 0) * over);
   const weight = groupWeights(recent.groups);
   addSegmentTrending(pool, plan.segments, sets, weight, excluded, plan.segmentN);
+  setCopurchaseShares(pool, shares);
   return recent.names;
 }
 

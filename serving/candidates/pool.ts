@@ -20,6 +20,7 @@ export class CandidatePool {
         sources: [],
         repurchase: null,
         copurchase: null,
+        copurchaseShare: 0,
         segment: null,
         global: null,
         sibling: null,

@@ -44,6 +44,11 @@ export interface Candidate {
   repurchase: { lastBought: number } | null;
   /** Log-space co-purchase count summed over seeds, and the seed contributing most. */
   copurchase: { logScore: number; seed: string } | null;
+  /**
+   * Mean over the co-purchase seeds of the candidate's share of each seed's neighbours read (in
+   * [0, 1]; 0 when it is no seed's neighbour), whatever source proposed it.
+   */
+  copurchaseShare: number;
   /** Segment score in [0, 1] (normalised in its set, times the group weight) and its segment. */
   segment: { score: number; segment: string } | null;
   /** Log-space score in the global 7-day trending set. */

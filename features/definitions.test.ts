@@ -1,0 +1,135 @@
+import { describe, expect, it } from 'vitest';
+import { addCopurchase, setCopurchaseShares } from '../serving/candidates/copurchase.ts';
+import { CandidatePool } from '../serving/candidates/pool.ts';
+import { logWeight } from './decay.ts';
+import { featureVector } from './definitions.ts';
+import type { CandidateEvidence, FeatureContext } from './feature.ts';
+import { emptyArticleState, type CustomerState, type ItemStat } from './state.ts';
+
+const DAY = 86_400_000;
+const NOW = Date.UTC(2020, 5, 1);
+const HL = 30 * DAY;
+
+/** A purchase stat of `n` events at `daysAgo` days before NOW, as customer.lua keeps it. */
+const stat = (n: number, daysAgo: number): ItemStat => ({
+  n,
+  last: NOW - daysAgo * DAY,
+  logCount: logWeight(NOW - daysAgo * DAY, HL, n),
+});
+
+function customer(items: [string, ItemStat][], products: [string, ItemStat][]): CustomerState {
+  return {
+    customerId: 'c1',
+    n: items.reduce((s, [, i]) => s + i.n, 0),
+    units: 0,
+    spend: 0,
+    priceSum: 0,
+    first: null,
+    last: null,
+    channels: {},
+    recent: [],
+    bought: {},
+    affinity: {},
+    items: new Map(items),
+    products: new Map(products),
+    meta: {},
+  };
+}
+
+const evidence = (share: number): CandidateEvidence => ({
+  sources: ['copurchase'],
+  copurchase: share === 0 ? null : { logScore: 0 },
+  copurchaseShare: share,
+  segment: null,
+  ranks: {},
+});
+
+const NAMES = ['p_item_share', 'p_prod_share', 's_copurchase_share', 'h_strong'];
+
+function features(ctx: Partial<FeatureContext> & Pick<FeatureContext, 'customer'>) {
+  const article = { ...emptyArticleState('a1'), meta: { product_code: '108775' } };
+  return featureVector(NAMES, { article, now: NOW, ...ctx });
+}
+
+describe("the strong heuristic's scores as features", () => {
+  // a1 bought twice 30 days ago (weight 1), a2 once today (weight 1): equal time-weighted counts;
+  // a3 once 60 days ago (0.25). Product 108775 holds a1 and a3.
+  const c = customer(
+    [
+      ['a1', stat(2, 30)],
+      ['a2', stat(1, 0)],
+      ['a3', stat(1, 60)],
+    ],
+    [
+      ['108775', { n: 3, last: NOW - 30 * DAY, logCount: logWeight(NOW - 30 * DAY, HL, 2.5) }],
+      ['999999', stat(1, 0)],
+    ],
+  );
+
+  it('divide the time-weighted purchases by the customer’s most bought, independent of now', () => {
+    const [item, prod, co, h] = features({ customer: c, candidate: evidence(0.25) });
+    expect(item).toBeCloseTo(1, 12);
+    expect(prod).toBeCloseTo(1, 12);
+    expect(co).toBe(0.25);
+    expect(h).toBeCloseTo(1.25, 12);
+    const later = features({ customer: c, candidate: evidence(0.25), now: NOW + 45 * DAY });
+    expect(later[0]).toBeCloseTo(1, 12);
+  });
+
+  it('give 0 for what the customer never bought and NaN for a customer without purchases', () => {
+    const other = { ...emptyArticleState('zz'), meta: { product_code: '555555' } };
+    const [item, prod, co, h] = featureVector(NAMES, {
+      customer: c,
+      article: other,
+      now: NOW,
+      candidate: evidence(0),
+    });
+    expect([item, prod, co, h]).toEqual([0, 0, 0, 0]);
+    const [i2, p2, , h2] = features({ customer: customer([], []), candidate: evidence(0.5) });
+    expect(i2).toBeNaN();
+    expect(p2).toBeNaN();
+    expect(h2).toBe(0.5);
+    expect(features({ customer: c })[2]).toBeNaN();
+  });
+});
+
+describe('co-purchase share', () => {
+  it('is the mean over seeds of the article’s share of each seed’s neighbours, whatever proposed it', () => {
+    const pool = new CandidatePool();
+    pool.add('s1', 'repurchase', 0);
+    const ln = Math.log;
+    const shares = addCopurchase(
+      pool,
+      [
+        // seed s1: x 3 of 4, y 1 of 4
+        {
+          seed: 's1',
+          entries: [
+            { articleId: 'x', logScore: ln(3) },
+            { articleId: 'y', logScore: ln(1) },
+          ],
+        },
+        // seed s2: x 1 of 2, s1 1 of 2 (a seed: never a co-purchase candidate, but it has a share)
+        {
+          seed: 's2',
+          entries: [
+            { articleId: 'x', logScore: ln(1) },
+            { articleId: 's1', logScore: ln(1) },
+          ],
+        },
+      ],
+      () => false,
+      1,
+    );
+    pool.add('y', 'trending_global', 0);
+    setCopurchaseShares(pool, shares);
+    const share = (id: string) => pool.byId.get(id)?.copurchaseShare;
+    expect(share('x')).toBeCloseTo((3 / 4 + 1 / 2) / 2, 12);
+    expect(share('y')).toBeCloseTo(1 / 4 / 2, 12);
+    expect(share('s1')).toBeCloseTo(1 / 2 / 2, 12);
+    // Only the top neighbour (quota 1) came from co-purchase.
+    expect(pool.byId.get('x')?.sources).toEqual(['copurchase']);
+    expect(pool.byId.get('y')?.sources).toEqual(['trending_global']);
+    expect(pool.byId.get('s1')?.sources).toEqual(['repurchase']);
+  });
+});
