@@ -44,7 +44,7 @@ const evidence = (share: number): CandidateEvidence => ({
   ranks: {},
 });
 
-const NAMES = ['p_item_share', 'p_prod_share', 's_copurchase_share', 'h_strong'];
+const NAMES = ['p_item_share', 'p_prod_share', 's_copurchase_share', 's_strong'];
 
 function features(ctx: Partial<FeatureContext> & Pick<FeatureContext, 'customer'>) {
   const article = { ...emptyArticleState('a1'), meta: { product_code: '108775' } };

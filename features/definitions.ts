@@ -326,8 +326,9 @@ const BASE_FEATURES: readonly FeatureDefinition[] = [
     read: ({ candidate }) => candidate?.copurchaseShare ?? NaN,
   },
   {
-    // The strong heuristic's repurchase and co-purchase scores with its grid's middle weights (1, 1).
-    name: 'h_strong',
+    // The strong heuristic's repurchase and co-purchase scores with its grid's middle weights (1, 1);
+    // s_ like every feature that reads the candidate's evidence.
+    name: 's_strong',
     scope: 'pair',
     writes: 'p_item_share + s_copurchase_share',
     read: (ctx) => {

@@ -463,7 +463,18 @@ describe('serving API on the real Redis', () => {
           } else expect(features[n]).toBeNull();
         }
         if (!item.sources.includes('copurchase')) expect(s_copurchase).toBe(0);
-        else expect(s_copurchase).toBeGreaterThan(0);
+        else {
+          expect(s_copurchase).toBeGreaterThan(0);
+          expect(features.s_copurchase_share).toBeGreaterThan(0);
+        }
+        // The co-purchase share is a mean of shares, and the strong score adds it to the
+        // repurchase share (explained above, in [0, 1]).
+        expect(features.s_copurchase_share).toBeGreaterThanOrEqual(0);
+        expect(features.s_copurchase_share).toBeLessThanOrEqual(1);
+        expect(features.s_strong).toBeCloseTo(
+          (features.p_item_share ?? 0) + (features.s_copurchase_share ?? 0),
+          12,
+        );
         if (!item.sources.includes('trending_segment')) expect(s_segment).toBe(0);
         expect(item.reasons?.length).toBeGreaterThan(0);
       });
