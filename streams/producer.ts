@@ -12,7 +12,13 @@
  * partition, that partition's messages are never sent while the send resolves (seen as one
  * send's share of the killed leader's partition missing in the cluster failover test).
  */
-import { Partitioners, type Kafka, type Producer, type Message } from 'kafkajs';
+import {
+  Partitioners,
+  type Kafka,
+  type Message,
+  type PartitionMetadata,
+  type Producer,
+} from 'kafkajs';
 import type { AvroCodec } from './avro.ts';
 import { validateEvent } from './avro.ts';
 import { retryTransient, type RetryPolicy } from './retriable.ts';
@@ -49,15 +55,22 @@ export function createIdempotentProducer(kafka: Kafka): Producer {
 
 const defaultPartitioner = Partitioners.DefaultPartitioner();
 
+/** The partition list the partitioner is handed, per partition count (built once per count). */
+const partitionLists = new Map<number, PartitionMetadata[]>();
+
 /** The partition kafkajs's default partitioner picks for `key` among `count` partitions. */
 export function partitionOf(topic: string, key: string, count: number): number {
-  const partitionMetadata = Array.from({ length: count }, (_, i) => ({
-    partitionId: i,
-    leader: 0,
-    replicas: [],
-    isr: [],
-    partitionErrorCode: 0,
-  }));
+  let partitionMetadata = partitionLists.get(count);
+  if (partitionMetadata === undefined) {
+    partitionMetadata = Array.from({ length: count }, (_, i) => ({
+      partitionId: i,
+      leader: 0,
+      replicas: [],
+      isr: [],
+      partitionErrorCode: 0,
+    }));
+    partitionLists.set(count, partitionMetadata);
+  }
   return defaultPartitioner({ topic, partitionMetadata, message: { key, value: null } });
 }
 
