@@ -13,6 +13,7 @@ import type { DecodedRecord } from './consumer.ts';
 import { RecError, errorMessage } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import type { TopicDescriptor } from './topics.ts';
+import { EventTimeMerge } from './merge.ts';
 
 export interface ReplayOptions<T> {
   kafka: Kafka;
@@ -23,8 +24,18 @@ export interface ReplayOptions<T> {
   /** Exclusive upper bound, ms since the epoch. */
   to: number;
   logger: Logger;
-  /** Receives records in range, batch by batch (per partition, in offset order). */
+  /**
+   * Receives records in range, batch by batch (per partition, in offset order); with
+   * `eventTimeChunk`, in chunks of the partitions merged by event time instead.
+   */
   onRecords: (records: readonly DecodedRecord<T>[]) => Promise<void> | void;
+  /**
+   * Hand records over as one sequence that does not depend on fetch timing: the partitions merged
+   * on (timestamp, partition), each in offset order, in chunks of exactly this many records (the
+   * last one shorter); see streams/merge.ts. Replays that build state use it, so that two runs
+   * build the same state.
+   */
+  eventTimeChunk?: number;
   /** Progress: records read (in or out of range) and total records to read. */
   onProgress?: (read: number, total: number) => void;
   /** Give up when no progress is made for this long (ms). */
@@ -60,6 +71,8 @@ interface ReplayState {
   lastProgress: number;
   /** Set when `onRecords` failed or the watchdog gave up; thrown once the consumer is closed. */
   failure: unknown;
+  /** With `eventTimeChunk`: the merge records go through before `onRecords`. */
+  readonly merge: EventTimeMerge<DecodedRecord<unknown>> | null;
   /** Every partition reached its end, or a failure was set. */
   readonly done: Promise<void>;
   readonly finish: () => void;
@@ -81,7 +94,11 @@ export async function replay<T>(opts: ReplayOptions<T>): Promise<ReplayResult> {
 
   const groupId = `replay-${randomUUID()}`;
   const consumer = opts.kafka.consumer({ groupId, allowAutoTopicCreation: false });
-  const state = replayState(pending, total, result);
+  const merge =
+    opts.eventTimeChunk === undefined
+      ? null
+      : new EventTimeMerge<DecodedRecord<T>>(pending.keys(), opts.eventTimeChunk, opts.onRecords);
+  const state = replayState(pending, total, result, merge as unknown as ReplayState['merge']);
   const seekAll = () => {
     seekPositions(consumer, opts.topic.name, state, log);
   };
@@ -145,6 +162,7 @@ function replayState(
   pending: Map<number, PartitionRange>,
   total: number,
   result: ReplayResult,
+  merge: ReplayState['merge'],
 ): ReplayState {
   let finish!: () => void;
   const done = new Promise<void>((resolve) => (finish = resolve));
@@ -156,6 +174,7 @@ function replayState(
     read: 0,
     lastProgress: Date.now(),
     failure: null,
+    merge,
     done,
     finish,
   };
@@ -191,8 +210,14 @@ async function handOver<T>(
   const start = state.position.get(batch.partition) ?? BigInt(range.start);
   const end = BigInt(range.end);
   const { inRange, read, skipped, invalid } = await readBatch(opts, log, batch, start, end);
+  const lastOffset = BigInt(batch.lastOffset());
+  const ended = lastOffset + 1n >= end;
   try {
-    if (inRange.length > 0) await opts.onRecords(inRange);
+    const { merge } = state;
+    if (merge !== null) {
+      await merge.add(batch.partition, inRange, ended);
+      if (ended && state.pending.size === 1) await merge.end();
+    } else if (inRange.length > 0) await opts.onRecords(inRange);
   } catch (err) {
     state.failure = err;
     state.finish();
@@ -207,9 +232,8 @@ async function handOver<T>(
   // Mark the batch consumed, or kafkajs fetches it again (auto-resolve is off so that a
   // failed handler does not skip records).
   payload.resolveOffset(batch.lastOffset());
-  const lastOffset = BigInt(batch.lastOffset());
   state.position.set(batch.partition, lastOffset + 1n);
-  if (lastOffset + 1n >= end) {
+  if (ended) {
     state.pending.delete(batch.partition);
     if (state.pending.size === 0) state.finish();
   }

@@ -280,6 +280,41 @@ describe('event plumbing on the real stack', () => {
       expect(result.records).toBe(expected.length);
       expect(lastProgress).toBeGreaterThan(0);
 
+      // In event-time order: the partitions merged on (timestamp, partition), each in offset
+      // order (the late events stay behind the rest of their partition), in chunks of exactly 7.
+      const merged = async () => {
+        const chunks: DecodedRecord<Purchase>[][] = [];
+        await replay({
+          kafka: fresh.kafka,
+          topic: fresh.topics.purchases,
+          codec: c.purchases,
+          from,
+          to,
+          logger: fresh.logger,
+          eventTimeChunk: 7,
+          onRecords: (rs) => {
+            chunks.push([...rs]);
+          },
+        });
+        return chunks;
+      };
+      const chunks = await merged();
+      const all = chunks.flat();
+      expect(all.map((r) => r.value.event_id).sort()).toEqual(expected);
+      expect(chunks.slice(0, -1).every((ch) => ch.length === 7)).toBe(true);
+      expect(new Set(all.map((r) => r.partition)).size).toBe(3);
+      for (const p of [0, 1, 2]) {
+        const offsets = all.filter((r) => r.partition === p).map((r) => BigInt(r.offset));
+        expect(offsets.every((o, i) => i === 0 || o > (offsets[i - 1] as bigint))).toBe(true);
+      }
+      const onTime = all.filter((r) => !r.value.event_id.startsWith('ev-500'));
+      const key = (r: DecodedRecord<Purchase>) => [r.timestamp, r.partition];
+      expect(onTime.map(key)).toEqual(
+        [...onTime].sort((a, b) => a.timestamp - b.timestamp || a.partition - b.partition).map(key),
+      );
+      const ids = (chs: DecodedRecord<Purchase>[][]) => chs.map((ch) => ch.map((r) => r.offset));
+      expect(ids(await merged())).toEqual(ids(chunks));
+
       const none = await replay({
         kafka: fresh.kafka,
         topic: fresh.topics.purchases,
