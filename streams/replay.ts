@@ -71,8 +71,6 @@ interface ReplayState {
   lastProgress: number;
   /** Set when `onRecords` failed or the watchdog gave up; thrown once the consumer is closed. */
   failure: unknown;
-  /** With `eventTimeChunk`: the merge records go through before `onRecords`. */
-  readonly merge: EventTimeMerge<DecodedRecord<unknown>> | null;
   /** Every partition reached its end, or a failure was set. */
   readonly done: Promise<void>;
   readonly finish: () => void;
@@ -98,7 +96,7 @@ export async function replay<T>(opts: ReplayOptions<T>): Promise<ReplayResult> {
     opts.eventTimeChunk === undefined
       ? null
       : new EventTimeMerge<DecodedRecord<T>>(pending.keys(), opts.eventTimeChunk, opts.onRecords);
-  const state = replayState(pending, total, result, merge as unknown as ReplayState['merge']);
+  const state = replayState(pending, total, result);
   const seekAll = () => {
     seekPositions(consumer, opts.topic.name, state, log);
   };
@@ -110,7 +108,7 @@ export async function replay<T>(opts: ReplayOptions<T>): Promise<ReplayResult> {
     await consumer.run({
       autoCommit: false,
       eachBatchAutoResolve: false,
-      eachBatch: (payload) => handOver(opts, log, state, payload),
+      eachBatch: (payload) => handOver(opts, log, state, merge, payload),
     });
     // Seek each partition to where this replay stands. kafkajs applies a seek only while the
     // consumer is in its group, and forgets it when the consumer restarts after an error, so the
@@ -162,7 +160,6 @@ function replayState(
   pending: Map<number, PartitionRange>,
   total: number,
   result: ReplayResult,
-  merge: ReplayState['merge'],
 ): ReplayState {
   let finish!: () => void;
   const done = new Promise<void>((resolve) => (finish = resolve));
@@ -174,7 +171,6 @@ function replayState(
     read: 0,
     lastProgress: Date.now(),
     failure: null,
-    merge,
     done,
     finish,
   };
@@ -194,14 +190,17 @@ function seekPositions(consumer: Consumer, topic: string, state: ReplayState, lo
 }
 
 /**
- * The eachBatch handler: hand the batch's records in range to `onRecords`, then count them, move
- * the partition's position past the batch and finish when no partition is left. A failing
- * `onRecords` ends the replay with that failure, the batch neither counted nor resolved.
+ * The eachBatch handler: hand the batch's records in range to `onRecords` (through `merge` when
+ * the replay merges by event time: it calls `onRecords` with each full chunk, and with the rest
+ * once the last partition ended), then count them, move the partition's position past the batch
+ * and finish when no partition is left. A failing `onRecords` ends the replay with that failure,
+ * the batch neither counted nor resolved.
  */
 async function handOver<T>(
   opts: ReplayOptions<T>,
   log: Logger,
   state: ReplayState,
+  merge: EventTimeMerge<DecodedRecord<T>> | null,
   payload: EachBatchPayload,
 ): Promise<void> {
   const { batch } = payload;
@@ -213,7 +212,6 @@ async function handOver<T>(
   const lastOffset = BigInt(batch.lastOffset());
   const ended = lastOffset + 1n >= end;
   try {
-    const { merge } = state;
     if (merge !== null) {
       await merge.add(batch.partition, inRange, ended);
       if (ended && state.pending.size === 1) await merge.end();

@@ -261,15 +261,18 @@ describe('event plumbing on the real stack', () => {
         .filter((e) => e.event_time >= from && e.event_time < to)
         .map((e) => e.event_id)
         .sort();
-      const got: string[] = [];
-      let lastProgress = 0;
-      const result = await replay({
+      const interval = {
         kafka: fresh.kafka,
         topic: fresh.topics.purchases,
         codec: c.purchases,
         from,
         to,
         logger: fresh.logger,
+      };
+      const got: string[] = [];
+      let lastProgress = 0;
+      const result = await replay({
+        ...interval,
         onRecords: (rs) => {
           got.push(...rs.map((r) => r.value.event_id));
         },
@@ -285,12 +288,7 @@ describe('event plumbing on the real stack', () => {
       const merged = async () => {
         const chunks: DecodedRecord<Purchase>[][] = [];
         await replay({
-          kafka: fresh.kafka,
-          topic: fresh.topics.purchases,
-          codec: c.purchases,
-          from,
-          to,
-          logger: fresh.logger,
+          ...interval,
           eventTimeChunk: 7,
           onRecords: (rs) => {
             chunks.push([...rs]);
