@@ -79,24 +79,25 @@ export class EventTimeMerge<R extends Stamped> {
   /** Move records to `out` while no open partition's buffer is empty. */
   private release(): void {
     for (;;) {
-      let best: { partition: number; record: R } | null = null;
       for (const p of this.open) {
         const b = this.buffers.get(p);
         if (!b || b.head >= b.records.length) return; // an open partition might still go first
       }
-      for (const [p, b] of this.buffers) {
-        const r = b.records[b.head];
-        if (r === undefined) continue;
+      let best: { partition: number; record: R; buffer: { records: R[]; head: number } } | null =
+        null;
+      for (const [partition, buffer] of this.buffers) {
+        const record = buffer.records[buffer.head];
+        if (record === undefined) continue;
         if (
           best === null ||
-          r.timestamp < best.record.timestamp ||
-          (r.timestamp === best.record.timestamp && p < best.partition)
+          record.timestamp < best.record.timestamp ||
+          (record.timestamp === best.record.timestamp && partition < best.partition)
         ) {
-          best = { partition: p, record: r };
+          best = { partition, record, buffer };
         }
       }
       if (best === null) return;
-      const b = this.buffers.get(best.partition) as { records: R[]; head: number };
+      const b = best.buffer;
       this.out.push(best.record);
       b.head++;
       if (b.head === b.records.length) this.buffers.delete(best.partition);
@@ -107,11 +108,12 @@ export class EventTimeMerge<R extends Stamped> {
     }
   }
 
+  /** Emit every full chunk of `out`; the rest (shorter than a chunk) stays. */
   private async emitFull(): Promise<void> {
-    while (this.out.length >= this.chunk) {
-      const next = this.out.slice(0, this.chunk);
-      this.out = this.out.slice(this.chunk);
-      await this.emit(next);
-    }
+    if (this.out.length < this.chunk) return;
+    const full = this.out.length - (this.out.length % this.chunk);
+    const ready = this.out.slice(0, full);
+    this.out = this.out.slice(full);
+    for (let i = 0; i < full; i += this.chunk) await this.emit(ready.slice(i, i + this.chunk));
   }
 }
