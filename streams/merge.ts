@@ -111,9 +111,9 @@ export class EventTimeMerge<R extends Stamped> {
   /** Emit every full chunk of `out`; the rest (shorter than a chunk) stays. */
   private async emitFull(): Promise<void> {
     if (this.out.length < this.chunk) return;
-    const full = this.out.length - (this.out.length % this.chunk);
-    const ready = this.out.slice(0, full);
-    this.out = this.out.slice(full);
+    const ready = this.out;
+    const full = ready.length - (ready.length % this.chunk);
+    this.out = ready.slice(full);
     for (let i = 0; i < full; i += this.chunk) await this.emit(ready.slice(i, i + this.chunk));
   }
 }
