@@ -105,6 +105,31 @@ describe('EventTimeMerge', () => {
     expect(merge.buffered).toBe(0);
   });
 
+  it('buffers a batch of 300,000 records behind records already waiting', async () => {
+    let emitted = 0;
+    let last = -1;
+    let ordered = true;
+    const merge = new EventTimeMerge<Rec>([0, 1], 50_000, (rs) => {
+      for (const r of rs) {
+        ordered &&= r.offset === last + 1;
+        last = r.offset;
+      }
+      emitted += rs.length;
+    });
+    const [big] = partitions([300_001]) as [Rec[]];
+    // Partition 1 has nothing yet, so the first record waits and the batch joins its buffer.
+    await merge.add(0, big.slice(0, 1), false);
+    await merge.add(0, big.slice(1), true);
+    expect(merge.buffered).toBe(300_001);
+    await merge.add(1, [], true);
+    await merge.end();
+    expect({ emitted, ordered, buffered: merge.buffered }).toEqual({
+      emitted: 300_001,
+      ordered: true,
+      buffered: 0,
+    });
+  });
+
   it('refuses records of a partition that ended, and an end before every partition ended', async () => {
     const merge = new EventTimeMerge<Rec>([0, 1], 10, () => undefined);
     await merge.add(0, [], true);

@@ -47,7 +47,8 @@ export class EventTimeMerge<R extends Stamped> {
     }
     if (records.length > 0) {
       const b = this.buffers.get(partition);
-      if (b) b.records.push(...records);
+      // A loop, not push(...records): spreading a batch of 150k+ records overflows the stack.
+      if (b) for (const r of records) b.records.push(r);
       else this.buffers.set(partition, { records: [...records], head: 0 });
     }
     if (ended) this.open.delete(partition);
