@@ -16,7 +16,10 @@
  *
  * Reported: MAP@12 per method as the mean over cutoffs with its spread over weeks, the standard
  * error over the customer-weeks pooled, and the ranker's ratio to each baseline with a paired
- * bootstrap 90 % interval (customer-weeks pooled), plus the weeks the ranker wins.
+ * bootstrap 90 % interval (customer-weeks pooled), plus the weeks the ranker wins. With several
+ * LightGBM seeds (`seeds`), the cycles run once per seed over the same rows and the ranker's
+ * figures per seed and their spread are reported too (./seeds.ts); the first seed's run is the
+ * main result.
  */
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -50,6 +53,7 @@ import {
 import { mean, pairedRatio, sampleSd, standardError, type RatioInterval } from '../stats.ts';
 import { filterTable, readPurchases, scoreOnnx } from '../../training/steps.ts';
 import { ensurePythonEnv } from '../../training/venv.ts';
+import { seedLines, seedSpread, seedsJson, type SeedRun, type SeedSpread } from './seeds.ts';
 
 export const METHODS = ['ranker', 'served', ...BASELINES] as const;
 export type Method = (typeof METHODS)[number];
@@ -65,6 +69,11 @@ export interface EvalOptions {
   readonly recipe?: Partial<Recipe>;
   /** Keep rows and models there (default: a temporary folder, removed after). */
   readonly workDir?: string;
+  /**
+   * LightGBM seeds: every cycle runs once per seed over the same rows, the first seed's run is the
+   * main result and, with two or more, `seeds` holds the spread (default: the recipe's seed).
+   */
+  readonly seeds?: readonly number[];
   readonly onProgress?: (line: string) => void;
   readonly onRowsProgress?: (stage: string, done: number, total: number) => void;
 }
@@ -121,6 +130,8 @@ export interface EvalResult {
   candidateRecall: Record<string, number>;
   featureImportance: { feature: string; gain: number }[];
   timings: Record<string, number>;
+  /** With two seeds or more: the ranker's figures per seed and their spread. */
+  seeds?: SeedSpread;
 }
 
 const iso = (t: number) => new Date(t).toISOString().slice(0, 10);
@@ -202,16 +213,41 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
     say(`rows: ${rows.rows} over ${rows.queries} queries in ${timings.rows_s.toFixed(1)} s`);
 
     const python = ensurePythonEnv(say);
-    const cycles = await runCycles({ python, recipe, rows, log, work, say }, plan);
-    timings.train_s = cycles.trainSeconds;
-
-    const summary = summarize(opts.dataset, recipe, cycles, deps.embeddings?.enabled ?? false);
+    const seeds = opts.seeds && opts.seeds.length > 0 ? opts.seeds : [recipe.seed];
+    const summaries: Omit<EvalResult, 'timings'>[] = [];
+    timings.train_s = 0;
+    for (const [i, seed] of seeds.entries()) {
+      const r = { ...recipe, seed };
+      const several = seeds.length > 1;
+      if (several) say(`seed ${seed} (${i + 1} of ${seeds.length})`);
+      const dir = several ? join(work, `seed-${seed}`) : work;
+      const cycles = await runCycles({ python, recipe: r, rows, log, work: dir, say }, plan);
+      timings.train_s += cycles.trainSeconds;
+      summaries.push(summarize(opts.dataset, r, cycles, deps.embeddings?.enabled ?? false));
+    }
+    const [summary] = summaries as [Omit<EvalResult, 'timings'>];
     timings.total_s = (performance.now() - t0) / 1000;
-    return { ...summary, timings };
+    return {
+      ...summary,
+      ...(summaries.length > 1 ? { seeds: seedSpread(summaries.map(seedRun)) } : {}),
+      timings,
+    };
   } finally {
     await deleteNamespace(deps.redis, keySpace(namespace)).catch(() => undefined);
     if (opts.workDir === undefined) rmSync(work, { recursive: true, force: true });
   }
+}
+
+/** One seed's run of the backtest, as the seed spread counts it. */
+function seedRun(s: Omit<EvalResult, 'timings'>): SeedRun {
+  const versus = Object.entries(s.versus);
+  return {
+    seed: s.recipe.seed,
+    ranker: s.map.ranker.mean,
+    ratios: Object.fromEntries(versus.map(([m, v]) => [m, v.ratio])),
+    weeksWon: Object.fromEntries(versus.map(([m, v]) => [m, v.weeksWon])),
+    promotions: s.promotions,
+  };
 }
 
 /** One cycle of the backtest: the evaluated cutoff and the weeks its cycle uses. */
@@ -527,6 +563,7 @@ export function summaryLine(r: EvalResult): Record<string, unknown> {
       Object.entries(r.candidateRecall).map(([s, v]) => [s, round(v, 4)]),
     ),
     seconds: Object.fromEntries(Object.entries(r.timings).map(([s, v]) => [s, round(v, 1)])),
+    ...(r.seeds ? { seeds: seedsJson(r.seeds, r.k) } : {}),
   };
 }
 
@@ -561,7 +598,7 @@ export function toReport(r: EvalResult, notes: string[] = []): EvalReport {
       usersScored: r.usersScored,
     },
     featureImportance: r.featureImportance,
-    notes,
+    notes: r.seeds ? [...seedLines(r.seeds, r.k), ...notes] : notes,
     timings: r.timings,
   };
 }

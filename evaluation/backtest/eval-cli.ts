@@ -2,7 +2,9 @@
  * `npm run eval -- --data <dir> [--cutoffs N | --cutoff-dates YYYY-MM-DD,…] [--report <dir>]
  *  [--reload] [--work-dir <dir>]` and, for experiments only, overrides of the recipe
  *  (`--trials N --train-weeks N --gate-weeks N --min-rounds N --no-refit --k N --seed N`): without
- *  them the backtest measures exactly what `npm run train -- --once` ships.
+ *  them the backtest measures exactly what `npm run train -- --once` ships. `--seeds 42,7,13`
+ *  runs every cycle once per LightGBM seed over the same rows and adds the spread the seed causes
+ *  (evaluation/backtest/seeds.ts); the first seed's run is the main result.
  *
  * Loads an H&M-layout folder into its own set of topics (prefix `eval-<name>-<hash>.`, from the
  * folder's path and its files' sizes and times, streams/loader/loaded.ts; reused when the same folder was loaded before,
@@ -22,10 +24,11 @@ import { datasetFingerprint, writeLoadedMarker } from '../../streams/loader/load
 import { METHODS, runEval, summaryLine, toReport, type EvalResult } from './backtest.ts';
 import { recipeOverrides, RECIPE_FLAGS } from '../../training/recipe-flags.ts';
 import { formatRatio } from '../stats.ts';
+import { seedLines } from './seeds.ts';
 
 const USAGE =
   'usage: npm run eval -- --data <dir> | --prefix <topic prefix> [--cutoffs N | --cutoff-dates YYYY-MM-DD,...] ' +
-  '[--report <dir>] [--reload] [--work-dir <dir>]; recipe overrides (experiments): [--trials N] [--train-weeks N] ' +
+  '[--report <dir>] [--reload] [--work-dir <dir>] [--seeds N,N,...]; recipe overrides (experiments): [--trials N] [--train-weeks N] ' +
   '[--gate-weeks N] [--min-rounds N] [--no-refit] [--k N] [--seed N]';
 
 /** A topic prefix naming this folder's content: path, file names, sizes and modification times. */
@@ -92,6 +95,7 @@ async function main(): Promise<void> {
         ...(flags.dates ? { cutoffDates: flags.dates } : {}),
         recipe: flags.recipe,
         ...(flags.workDir === undefined ? {} : { workDir: flags.workDir }),
+        ...(flags.seeds === undefined ? {} : { seeds: flags.seeds }),
         onProgress: (line) => {
           console.error(`[eval] ${line}`);
         },
@@ -123,6 +127,8 @@ interface Flags {
   readonly report: string | undefined;
   readonly reload: boolean;
   readonly workDir: string | undefined;
+  /** `--seeds`: LightGBM seeds, distinct, in the order given. */
+  readonly seeds: number[] | undefined;
 }
 
 /** The command line, checked (see the module comment and USAGE); 'help' for --help. */
@@ -137,6 +143,7 @@ function parseFlags(): Flags | 'help' {
       report: { type: 'string' },
       reload: { type: 'boolean', default: false },
       'work-dir': { type: 'string' },
+      seeds: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -155,6 +162,8 @@ function parseFlags(): Flags | 'help' {
     throw new Error('give --cutoffs or --cutoff-dates, not both');
   const cutoffs = positiveInt('cutoffs', values.cutoffs, 6);
   const recipe = recipeOverrides(values);
+  const seeds = parseSeeds(values.seeds);
+  if (seeds && recipe.seed !== undefined) throw new Error('give --seed or --seeds, not both');
   if (Object.keys(recipe).length > 0) {
     console.error(
       `[eval] recipe overrides ${JSON.stringify(recipe)}: this measures a variant, not what production trains`,
@@ -169,7 +178,23 @@ function parseFlags(): Flags | 'help' {
     report: values.report,
     reload: values.reload,
     workDir: values['work-dir'],
+    seeds,
   };
+}
+
+/** `--seeds 42,7,13`: integers >= 0, each once. */
+function parseSeeds(v: string | undefined): number[] | undefined {
+  if (v === undefined) return undefined;
+  const seeds = v.split(',').map((x) => {
+    const n = Number(x.trim());
+    if (x.trim() === '' || !Number.isInteger(n) || n < 0) {
+      throw new Error(`--seeds must be integers >= 0, comma-separated (got "${v}")`);
+    }
+    return n;
+  });
+  if (new Set(seeds).size !== seeds.length)
+    throw new Error(`--seeds: a seed is given twice ("${v}")`);
+  return seeds;
 }
 
 /** The backtest's row-building progress: one bar per stage while it runs. */
@@ -218,6 +243,7 @@ function printTable(result: EvalResult): void {
       .map(([s, v]) => `${s} ${pct(v)}`)
       .join(', ')}`,
   );
+  if (result.seeds) for (const line of seedLines(result.seeds, k)) console.log(line);
 }
 
 main().then(

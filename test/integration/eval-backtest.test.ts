@@ -3,7 +3,8 @@
  * hidden customer groups buy new articles of their group's categories; popularity is flat): the
  * ranker trained by the production pipeline must beat popularity and repurchase + popularity on
  * the evaluated weeks, every figure of the summary line must be there, and the report must be
- * written with its plots.
+ * written with its plots. It runs two LightGBM seeds over the same rows: the first is the main
+ * result, and both with their spread are reported.
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -44,6 +45,7 @@ describe('backtest with a planted signal', () => {
         dataset: 'planted',
         cutoffs: 2,
         recipe: { trainWeeks: 2, gateWeeks: 1, trials: 1, minRounds: 50 },
+        seeds: [42, 7],
       },
     );
   }, 240_000);
@@ -124,5 +126,21 @@ describe('backtest with a planted signal', () => {
     );
     expect(md).toContain('| method | MAP@12 | spread (sd) | s.e. |');
     expect(result.featureImportance.length).toBeGreaterThan(0);
+    // The seed spread is in the report and the summary line.
+    expect(md).toContain('- seeds 42, 7 (same rows, one run of every cycle per LightGBM seed)');
+    expect((line.seeds as { seeds: number[] }).seeds).toEqual([42, 7]);
+  });
+
+  it('runs every cycle once per seed over the same rows; the first seed is the main result', () => {
+    const s = result.seeds;
+    expect(s?.runs.map((r) => r.seed)).toEqual([42, 7]);
+    expect(result.recipe.seed).toBe(42);
+    expect(s?.runs[0]?.ranker).toBe(result.map.ranker.mean);
+    expect(s?.runs[0]?.ratios).toEqual(
+      Object.fromEntries(Object.entries(result.versus).map(([m, v]) => [m, v.ratio])),
+    );
+    // The planted signal does not depend on the seed.
+    expect(s?.runs[1]?.ratios.repurchase_popular).toBeGreaterThan(2);
+    expect(s?.ranker.min).toBeLessThanOrEqual(s?.ranker.max ?? -1);
   });
 });
