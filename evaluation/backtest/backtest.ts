@@ -189,6 +189,12 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
   const t0 = performance.now();
   const say = opts.onProgress ?? (() => undefined);
   const recipe: Recipe = { ...RECIPE, ...opts.recipe };
+  const seeds = opts.seeds && opts.seeds.length > 0 ? opts.seeds : [recipe.seed];
+  // Each seed's cycles work in their own folder, named after the seed.
+  if (new Set(seeds).size !== seeds.length) {
+    throw new Error(`--seeds: a seed is given twice (${seeds.join(',')})`);
+  }
+  const several = seeds.length > 1;
   const log = await readPurchases(deps, (read, total) =>
     opts.onRowsProgress?.('events', read, total),
   );
@@ -213,12 +219,10 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
     say(`rows: ${rows.rows} over ${rows.queries} queries in ${timings.rows_s.toFixed(1)} s`);
 
     const python = ensurePythonEnv(say);
-    const seeds = opts.seeds && opts.seeds.length > 0 ? opts.seeds : [recipe.seed];
     const summaries: Omit<EvalResult, 'timings'>[] = [];
     timings.train_s = 0;
     for (const [i, seed] of seeds.entries()) {
       const r = { ...recipe, seed };
-      const several = seeds.length > 1;
       if (several) say(`seed ${seed} (${i + 1} of ${seeds.length})`);
       const dir = several ? join(work, `seed-${seed}`) : work;
       const cycles = await runCycles({ python, recipe: r, rows, log, work: dir, say }, plan);
@@ -229,7 +233,7 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
     timings.total_s = (performance.now() - t0) / 1000;
     return {
       ...summary,
-      ...(summaries.length > 1 ? { seeds: seedSpread(summaries.map(seedRun)) } : {}),
+      ...(several ? { seeds: seedSpread(summaries.map(seedRun)) } : {}),
       timings,
     };
   } finally {

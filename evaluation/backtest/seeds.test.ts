@@ -1,4 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import type { RowsDeps } from '../../training/rows.ts';
+import { runEval } from './backtest.ts';
 import { seedLines, seedSpread, seedsJson, type SeedRun } from './seeds.ts';
 
 const run = (seed: number, ranker: number, vsRp: number, promotions: number): SeedRun => ({
@@ -58,5 +60,12 @@ describe('the spread over LightGBM seeds', () => {
       max: 1.42,
     });
     expect(j.promotions).toEqual([5, 5, 3]);
+  });
+
+  it('a backtest refuses a seed given twice before it reads anything', async () => {
+    // No services: the check comes before the first read.
+    await expect(runEval({} as RowsDeps, { dataset: 'x', seeds: [42, 7, 42] })).rejects.toThrow(
+      /a seed is given twice \(42,7,42\)/,
+    );
   });
 });
