@@ -21,7 +21,7 @@
  * figures per seed and their spread are reported too (./seeds.ts); the first seed's run is the
  * main result.
  */
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -343,13 +343,14 @@ async function runCycles(ctx: CycleContext, plan: readonly CyclePlan[]): Promise
     say(
       `cutoff ${i + 1}/${plan.length} ${iso(p.cutoff)}: training on ${p.weeks.train.length} weeks`,
     );
+    const cutoffDir = join(ctx.work, iso(p.cutoff));
     const fit = await fitAndGate({
       python: ctx.python,
       recipe,
       weeks: p.weeks,
       rows: rows.table,
       log: ctx.log,
-      workDir: join(ctx.work, iso(p.cutoff)),
+      workDir: cutoffDir,
       active,
       shippedAt,
       say: (l) => {
@@ -369,6 +370,7 @@ async function runCycles(ctx: CycleContext, plan: readonly CyclePlan[]): Promise
 
     const { week, servedBy } = await scoreTestWeek(ctx, p.cutoff, shipped, active);
     judged.push(week);
+    writeWeekLists(cutoffDir, week);
 
     const summary = rows.perCutoff.find((s) => s.cutoff === p.cutoff);
     if (summary) {
@@ -422,6 +424,22 @@ async function scoreTestWeek(
     );
   }
   return { week, servedBy };
+}
+
+/**
+ * The test week's lists, for analyses the summary does not make (per customer, per segment):
+ * `lists.json` in the cutoff's working folder holds the customers who bought in the week, what each
+ * bought and every method's list for each (same order), as scored.
+ */
+function writeWeekLists(dir: string, week: Week): void {
+  mkdirSync(dir, { recursive: true });
+  const body = {
+    cutoff: iso(week.cutoff),
+    customers: week.customers,
+    relevant: week.relevant.map((r) => [...r]),
+    lists: Object.fromEntries(week.lists),
+  };
+  writeFileSync(join(dir, 'lists.json'), JSON.stringify(body));
 }
 
 /** One cutoff's figures: every method's metrics on its test week, its cycle, its gate. */

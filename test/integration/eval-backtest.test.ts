@@ -4,7 +4,7 @@
  * ranker trained by the production pipeline must beat popularity and repurchase + popularity on
  * the evaluated weeks, every figure of the summary line must be there, and the report must be
  * written with its plots. It runs two LightGBM seeds over the same rows: the first is the main
- * result, and both with their spread are reported.
+ * result, and both with their spread are reported. Each week's lists are kept in the work folder.
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,6 +21,7 @@ import {
   type EvalResult,
 } from '../../evaluation/backtest/backtest.ts';
 import { writeReport } from '../../evaluation/backtest/report.ts';
+import { apAtK } from '../../evaluation/ranking-metrics.ts';
 import { generatePlantedDataset } from '../fixtures/planted.ts';
 import { stackContext } from '../helpers.ts';
 
@@ -46,6 +47,7 @@ describe('backtest with a planted signal', () => {
         cutoffs: 2,
         recipe: { trainWeeks: 2, gateWeeks: 1, trials: 1, minRounds: 50 },
         seeds: [42, 7],
+        workDir: join(dir, 'work'),
       },
     );
   }, 240_000);
@@ -142,5 +144,37 @@ describe('backtest with a planted signal', () => {
     // The planted signal does not depend on the seed.
     expect(s?.runs[1]?.ratios.repurchase_popular).toBeGreaterThan(2);
     expect(s?.ranker.min).toBeLessThanOrEqual(s?.ranker.max ?? -1);
+  });
+
+  it("keeps each week's lists in the work folder, and they give the figures reported", () => {
+    for (const [seed, run] of [
+      [42, result.map.ranker.mean],
+      [7, result.seeds?.runs[1]?.ranker],
+    ] as const) {
+      const maps = result.cutoffs.map((cutoff) => {
+        const file = join(dir, 'work', `seed-${seed}`, cutoff, 'lists.json');
+        const week = JSON.parse(readFileSync(file, 'utf8')) as {
+          cutoff: string;
+          customers: string[];
+          relevant: string[][];
+          lists: Record<string, string[][]>;
+        };
+        expect(week.cutoff).toBe(cutoff);
+        expect(Object.keys(week.lists).sort()).toEqual([...METHODS].sort());
+        const at = result.perCutoff.find((c) => c.cutoff === cutoff);
+        expect(week.customers).toHaveLength(at?.usersScored ?? -1);
+        const ap = (m: string) =>
+          week.customers.map((_, i) =>
+            apAtK(week.lists[m]?.[i] ?? [], new Set(week.relevant[i]), 12),
+          );
+        const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+        // The baselines do not depend on the seed: the file gives the reported MAP@12.
+        if (seed === 42) {
+          for (const m of METHODS) expect(mean(ap(m))).toBeCloseTo(at?.mapAtK[m][11] ?? -1, 12);
+        }
+        return mean(ap('ranker'));
+      });
+      expect(maps.reduce((a, b) => a + b, 0) / maps.length).toBeCloseTo(run ?? -1, 12);
+    }
   });
 });
