@@ -90,3 +90,43 @@ describe("the strong heuristic's scores as features", () => {
     expect(features({ customer: c })[2]).toBeNaN();
   });
 });
+
+describe('co-buyer features', () => {
+  const NAMES_CB = ['p_cobuy_mean', 'p_cobuy_max'];
+  // a1 bought today (weight 1), a2 90 days ago (0.5), a3 400 days ago (outside the window).
+  const c = customer(
+    [
+      ['a1', stat(1, 0)],
+      ['a2', stat(2, 90)],
+      ['a3', stat(1, 400)],
+    ],
+    [],
+  );
+  const cand = (coBuyers: Map<string, number> | null) => ({
+    ...emptyArticleState('x'),
+    coBuyers,
+  });
+  const cb = (coBuyers: Map<string, number> | null, who = c) =>
+    featureVector(NAMES_CB, { customer: who, article: cand(coBuyers), now: NOW });
+
+  it('weighs the similarity to each purchase within the window by its age', () => {
+    // mean = (1 * 0.4 + 0.5 * 0.6) / (1 + 0.5); max = max(0.4, 0.3); a3 and a9 count for nothing.
+    const [mean, max] = cb(
+      new Map([
+        ['a1', 0.4],
+        ['a2', 0.6],
+        ['a3', 0.9],
+        ['a9', 0.8],
+      ]),
+    );
+    expect(mean).toBeCloseTo(0.7 / 1.5, 12);
+    expect(max).toBeCloseTo(0.4, 12);
+  });
+
+  it('is 0 without a common neighbour, NaN without neighbours or purchases in the window', () => {
+    expect(cb(new Map([['a9', 0.8]]))).toEqual([0, 0]);
+    expect(cb(null).every(Number.isNaN)).toBe(true);
+    const old = customer([['a3', stat(1, 400)]], []);
+    expect(cb(new Map([['a3', 0.9]]), old).every(Number.isNaN)).toBe(true);
+  });
+});

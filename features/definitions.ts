@@ -4,6 +4,7 @@
  * explicit "now" — never the wall clock — so a training row built at a cutoff is what serving would
  * have computed at that instant. Missing values are NaN (LightGBM's and ONNX's "missing").
  */
+import { CO_BUYER_HALF_LIFE_MS, CO_BUYER_WINDOW_MS } from './co-buyers.ts';
 import { decayedValue } from './decay.ts';
 import {
   AFFINITY_HALF_LIFE,
@@ -150,6 +151,55 @@ const sourceRank = (source: string): FeatureDefinition => ({
   writes: `candidate generation: position in the ${source} source`,
   read: ({ candidate }) => candidate?.ranks[source] ?? NaN,
 });
+
+/** The customer's purchases weighed for co-buyer features at one "now" (co-buyers.ts). */
+interface CoBuyerWeights {
+  readonly now: number;
+  /** Article id -> 2^(-age / half-life) of the latest purchase, those within the window. */
+  readonly weights: ReadonlyMap<string, number>;
+  readonly sum: number;
+}
+
+const coBuyerWeightsOf = new WeakMap<CustomerState, CoBuyerWeights>();
+
+function coBuyerWeights(customer: CustomerState, now: number): CoBuyerWeights {
+  let w = coBuyerWeightsOf.get(customer);
+  if (w === undefined || w.now !== now) {
+    const weights = new Map<string, number>();
+    let sum = 0;
+    for (const [id, stat] of customer.items) {
+      const age = now - stat.last;
+      if (age < 0 || age > CO_BUYER_WINDOW_MS) continue;
+      const x = 2 ** (-age / CO_BUYER_HALF_LIFE_MS);
+      weights.set(id, x);
+      sum += x;
+    }
+    w = { now, weights, sum };
+    coBuyerWeightsOf.set(customer, w);
+  }
+  return w;
+}
+
+/**
+ * The candidate's co-buyer similarity to the customer's purchases within the window, each weighed
+ * by its age: the weighted mean over those purchases, or the largest weighted one. NaN when the
+ * candidate has no neighbours or the customer no purchase within the window.
+ */
+function coBuyerScore(ctx: FeatureContext, how: 'mean' | 'max'): number {
+  const neighbours = ctx.article.coBuyers;
+  if (neighbours === null) return NaN;
+  const w = coBuyerWeights(ctx.customer, ctx.now);
+  if (w.sum === 0) return NaN;
+  let sum = 0;
+  let max = 0;
+  for (const [id, cos] of neighbours) {
+    const x = w.weights.get(id);
+    if (x === undefined) continue;
+    sum += x * cos;
+    if (x * cos > max) max = x * cos;
+  }
+  return how === 'mean' ? sum / w.sum : max;
+}
 
 /** The features computed with embeddings off (the default). */
 const BASE_FEATURES: readonly FeatureDefinition[] = [
@@ -348,6 +398,20 @@ const BASE_FEATURES: readonly FeatureDefinition[] = [
   affinity('dep', 'department_no'),
   affinity('idx', 'index_code'),
   affinity('sec', 'section_no'),
+  {
+    name: 'p_cobuy_mean',
+    scope: 'pair',
+    writes:
+      'co-buyers.ts: {a}:sum cb (neighbours) with customer.lua {u}:state a:<article> (last), weighted mean',
+    read: (ctx) => coBuyerScore(ctx, 'mean'),
+  },
+  {
+    name: 'p_cobuy_max',
+    scope: 'pair',
+    writes:
+      'co-buyers.ts: {a}:sum cb (neighbours) with customer.lua {u}:state a:<article> (last), weighted max',
+    read: (ctx) => coBuyerScore(ctx, 'max'),
+  },
 ];
 
 /** The features an instance computes, in column order, and their names. */

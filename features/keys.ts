@@ -80,7 +80,8 @@ export interface ArticleKeys {
    * hash: the article summary read per candidate in one command (state.ts `readArticles`) —
    * `s:<sig>` the sales state packed from `stats` and `buyers` (article.lua), `m:<sig>` the
    * metadata fields the features and answers use, packed from `meta` (metadata.lua); the
-   * signatures name the packed layouts (`ARTICLE_SUMMARY_FIELDS`)
+   * signatures name the packed layouts (`ARTICLE_SUMMARY_FIELDS`); `cb` the co-buyer neighbours
+   * (co-buyers.ts, written by the batch build)
    */
   readonly summary: string;
   /** hash `a:<partition>` / `c:<partition>` -> highest offset applied by article / co-purchase script */
@@ -134,6 +135,11 @@ export interface KeySpace {
   /** Keys of a product code (see PRODUCT_CODE_PATTERN). */
   product(code: string): ProductKeys;
   readonly trending: TrendingKeys;
+  /**
+   * The co-buyer build (processors/co-buyers.ts; its lists live in the article summaries): set
+   * `ids` = the articles the last build wrote a list for, hash `meta` = what it was built from
+   */
+  readonly coBuyers: { readonly ids: string; readonly meta: string };
   /** Pattern matching every key of this namespace (for SCAN). */
   readonly pattern: string;
   /** Pattern matching every customer's `state` key (for SCAN: the customers the store knows). */
@@ -204,6 +210,7 @@ export function keySpace(ns = 'rec'): KeySpace {
         offsets: `${p}:off`,
       };
     },
+    coBuyers: { ids: `${ns}:{cb}:ids`, meta: `${ns}:{cb}:meta` },
     trending: {
       global: (hl) => `${ns}:{t}:global:${hl}`,
       segment: (kind, value, hl) => `${ns}:{t}:seg:${kind}:${value}:${hl}`,

@@ -10,6 +10,7 @@
 import { createHash } from 'node:crypto';
 import { deleteMatching, isCluster, shardTags, type RedisClient } from '../common/redis.ts';
 import { RecError } from '../common/errors.ts';
+import { CO_BUYER_FIELD, parseCoBuyers, type CoBuyers } from './co-buyers.ts';
 import { decayedValue } from './decay.ts';
 import {
   COPURCHASE_HALF_LIFE,
@@ -78,6 +79,8 @@ export interface ArticleState {
   buyers: number;
   /** The record's `ARTICLE_META_FIELDS` (shared between reads: do not modify). */
   meta: Readonly<Record<string, string>>;
+  /** Its co-buyer neighbours (co-buyers.ts; shared between reads), null before a build has any. */
+  coBuyers: CoBuyers | null;
 }
 
 type Hash = Record<string, string>;
@@ -341,8 +344,14 @@ function parseMeta(packed: string): Hash | null {
 
 const parsedSales = new Parsed(parseSales, 20_000);
 const parsedMeta = new Parsed(parseMeta, 20_000);
+const parsedCoBuyers = new Parsed(parseCoBuyers, 20_000);
 
-function articleState(articleId: string, sales: Sales, meta: Hash): ArticleState {
+function articleState(
+  articleId: string,
+  sales: Sales,
+  meta: Hash,
+  coBuyers: CoBuyers | null,
+): ArticleState {
   return {
     articleId,
     n: sales.n,
@@ -354,6 +363,7 @@ function articleState(articleId: string, sales: Sales, meta: Hash): ArticleState
     popularity: sales.popularity,
     buyers: sales.buyers,
     meta,
+    coBuyers,
   };
 }
 
@@ -370,19 +380,25 @@ export async function readArticles(
   if (ids.length === 0) return [];
   const { sales: salesField, meta: metaField } = ARTICLE_SUMMARY_FIELDS;
   const pipe = redis.pipeline();
-  for (const id of ids) pipe.hmget(keys.article(id).summary, salesField, metaField);
+  for (const id of ids) {
+    pipe.hmget(keys.article(id).summary, salesField, metaField, CO_BUYER_FIELD);
+  }
   const v = pipelineValues(await pipe.exec());
   const sales: (Sales | null)[] = [];
   const metas: (Hash | null)[] = [];
+  const coBuyers: (CoBuyers | null)[] = [];
   for (let i = 0; i < ids.length; i++) {
-    const [s = null, m = null] = v[i] as (string | null)[];
+    const [s = null, m = null, cb = null] = v[i] as (string | null)[];
     const id = ids[i] as string;
     sales.push(s === null ? null : parsedSales.get(id, s));
     metas.push(m === null ? null : parsedMeta.get(id, m));
+    coBuyers.push(cb === null ? null : parsedCoBuyers.get(id, cb));
   }
   const missing = ids.flatMap((_, i) => (sales[i] === null || metas[i] === null ? [i] : []));
   if (missing.length > 0) await readFromHashes(redis, keys, ids, missing, sales, metas);
-  return ids.map((articleId, i) => articleState(articleId, sales[i] as Sales, metas[i] as Hash));
+  return ids.map((articleId, i) =>
+    articleState(articleId, sales[i] as Sales, metas[i] as Hash, coBuyers[i] ?? null),
+  );
 }
 
 /** Fill the missing sales and metadata parts of `ids[i]`, `i` in `missing`, from the hashes. */
@@ -565,5 +581,6 @@ export function emptyArticleState(articleId: string): ArticleState {
     popularity: {},
     buyers: 0,
     meta: {},
+    coBuyers: null,
   };
 }

@@ -72,6 +72,7 @@ function article(id: string, sales: number, group: string): ArticleState {
         : {},
     buyers: sales,
     meta: { product_group_name: group, prod_name: `Name ${id}` },
+    coBuyers: null,
   };
 }
 

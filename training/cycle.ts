@@ -1,7 +1,8 @@
 /**
  * One training cycle by the recipe (training/recipe.ts): choose the cycle's weeks from the
  * purchases topic, build point-in-time rows by replaying the topics into an isolated namespace,
- * train and judge (training/fit.ts: Optuna search, the gate on held-out weeks against the
+ * build the live namespace's co-buyer lists at the cycle's end (processors/co-buyers.ts), train
+ * and judge (training/fit.ts: Optuna search, the gate on held-out weeks against the
  * baselines and the active model with paired bootstrap intervals, a refit on every week), register
  * the shipped model with the recipe and the gate's evidence, and activate it only when the gate
  * promoted it (or, with PROMOTE_AS=experiment, start an A/B experiment of it against the active
@@ -34,6 +35,7 @@ import {
   type RowsStage,
 } from './rows.ts';
 import type { PurchaseLog } from '../evaluation/baselines.ts';
+import { buildCoBuyers } from '../processors/co-buyers.ts';
 import { promoteModel, type PromotionOutcome } from './promote.ts';
 import { readPurchases } from './steps.ts';
 import { ensurePythonEnv } from './venv.ts';
@@ -223,6 +225,11 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
     const rowsMs = performance.now() - t0;
     say(
       `rows: ${rows.rows} over ${rows.queries} queries (candidate recall ${rows.candidateRecall.overall.toFixed(3)})`,
+    );
+    // The live co-buyer lists, as the rows' were built at each cutoff: serving reads them.
+    const coBuyers = await buildCoBuyers(deps.redis, deps.keys, { now: end });
+    say(
+      `co-buyers: ${coBuyers.written} articles given neighbours from ${coBuyers.customers} customers (${(coBuyers.ms / 1000).toFixed(1)} s)`,
     );
 
     const python = ensurePythonEnv(say);

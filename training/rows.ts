@@ -75,6 +75,7 @@ import { keySpace, type KeySpace } from '../features/keys.ts';
 import { deleteNamespace, emptyArticleState } from '../features/state.ts';
 import { RecError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
+import { buildCoBuyers } from '../processors/co-buyers.ts';
 import { replay } from '../streams/replay.ts';
 import type { Topics } from '../streams/topics.ts';
 import type { Purchase } from '../schemas/events.ts';
@@ -192,6 +193,8 @@ export interface RowsResult {
     readonly labelsMs: number;
     readonly metadataMs: number;
     readonly purchasesMs: number;
+    /** The co-buyer build at each cutoff (processors/co-buyers.ts). */
+    readonly coBuyersMs: number;
     readonly queriesMs: number;
     readonly writeMs: number;
     readonly totalMs: number;
@@ -572,6 +575,10 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
   for (const [ci, cutoff] of run.cutoffs.entries()) {
     await replayMetadata(run, writers, replayed, cutoff);
     const applied = await replayPurchases(run, writers, replayed, cutoff);
+    // The co-buyer lists serving would have read at this instant (built from the state at it).
+    await run.timed('coBuyersMs', () =>
+      buildCoBuyers(deps.redis, run.keys, { now: cutoff, customers: replayed.history }),
+    );
     const labels = labelsOf[ci] as Map<string, Set<string>>;
     const scored = customersToScore(labels, replayed.history, opts.customerSample, cutoff);
     const queries = await addQueries(run, table, scored.customers, labels, cutoff);
@@ -624,7 +631,14 @@ function startRun(deps: RowsDeps, opts: RowsOptions): RowsRun {
     },
     embeddings.enabled,
   );
-  const timings = { labelsMs: 0, metadataMs: 0, purchasesMs: 0, queriesMs: 0, writeMs: 0 };
+  const timings = {
+    labelsMs: 0,
+    metadataMs: 0,
+    purchasesMs: 0,
+    coBuyersMs: 0,
+    queriesMs: 0,
+    writeMs: 0,
+  };
   return {
     deps,
     opts,

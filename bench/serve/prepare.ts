@@ -1,12 +1,13 @@
 /**
- * Steps 1 to 3 of the serving benchmark: load the dataset and process it with the real
- * processors; build, register and activate the fixture model; pick the customers to request;
- * start the API and wait until it ranks with the model.
+ * Steps 1 to 3 of the serving benchmark: load the dataset, process it with the real processors
+ * and build the co-buyer lists; build, register and activate the fixture model; pick the customers
+ * to request; start the API and wait until it ranks with the model.
  */
 import { randomBytes } from 'node:crypto';
 import { scanKeys } from '../../common/redis.ts';
 import { featureNames } from '../../features/definitions.ts';
 import { buildFixtureModel } from '../../models/fixture.ts';
+import { buildCoBuyers } from '../../processors/co-buyers.ts';
 import { loadModel, type LoadedModel } from '../../models/model-meta.ts';
 import { activateModel, registerModel } from '../../models/registry.ts';
 import { consumerLag } from '../../streams/admin.ts';
@@ -38,6 +39,9 @@ export async function loadAndProcess(run: BenchRun, data: string): Promise<numbe
   const processingS = (performance.now() - tProc) / 1000;
   say(`processed (every consumer group at lag 0) in ${round(processingS, 1)} s`);
   await stopChild(proc);
+  // The co-buyer lists a training cycle builds, so that requests read and score them.
+  const cb = await buildCoBuyers(run.redis, run.keys, {});
+  say(`co-buyer lists: ${cb.written} articles in ${round(cb.ms / 1000, 1)} s`);
   return processingS;
 }
 

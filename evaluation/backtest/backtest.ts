@@ -216,7 +216,10 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
       ...(opts.onRowsProgress ? { onProgress: opts.onRowsProgress } : {}),
     });
     timings.rows_s = (performance.now() - t1) / 1000;
-    say(`rows: ${rows.rows} over ${rows.queries} queries in ${timings.rows_s.toFixed(1)} s`);
+    say(
+      `rows: ${rows.rows} over ${rows.queries} queries in ${timings.rows_s.toFixed(1)} s ` +
+        `(of which the co-buyer lists ${(rows.timings.coBuyersMs / 1000).toFixed(1)} s)`,
+    );
 
     const python = ensurePythonEnv(say);
     const summaries: Omit<EvalResult, 'timings'>[] = [];

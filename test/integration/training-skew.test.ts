@@ -3,7 +3,8 @@
  * `explain=true` for the same customer and article, after the same events were processed and with
  * "now" = the cutoff. The live namespace is processed from the events before the cutoff; the
  * label week is published afterwards (so the live state never sees it), and the rows builder
- * replays the same topics into its own isolated namespace.
+ * replays the same topics into its own isolated namespace. The live co-buyer lists are built at the
+ * cutoff, as a training cycle ending there would have built them.
  */
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -19,6 +20,7 @@ import { readDataset } from '../../streams/loader/dataset.ts';
 import { publishDataset } from '../../streams/loader/publish.ts';
 import { EventProducer, createIdempotentProducer } from '../../streams/producer.ts';
 import { createProcessorMetrics } from '../../processors/metrics.ts';
+import { buildCoBuyers } from '../../processors/co-buyers.ts';
 import { startProcessors } from '../../processors/start.ts';
 import { startServing } from '../../serving/server.ts';
 import { buildTrainingRows, type QueryInfo } from '../../training/rows.ts';
@@ -85,6 +87,8 @@ describe('training rows against the live API (no training/serving skew)', () => 
       });
       await running.caughtUp(60_000);
       await running.stop();
+      // The co-buyer lists a training cycle at the cutoff would have built for the live namespace.
+      await buildCoBuyers(redis, live, { now: cutoff });
       // The label week reaches Kafka only now; the live namespace never processes it.
       await new EventProducer(producer, ctx.topics.purchases, codecs.purchases).send(after);
       await producer.disconnect();
@@ -110,6 +114,7 @@ describe('training rows against the live API (no training/serving skew)', () => 
         now: () => cutoff,
       });
       let compared = 0;
+      let coBuyerValues = 0;
       try {
         for (const q of queries.filter((_, i) => i % 3 === 0)) {
           const res = await fetch(
@@ -137,6 +142,7 @@ describe('training rows against the live API (no training/serving skew)', () => 
                 ).toBeLessThanOrEqual(1e-9 * Math.max(1, Math.abs(off)));
               }
             });
+            if (Number.isFinite(item.features.p_cobuy_mean)) coBuyerValues++;
             compared++;
           }
         }
@@ -144,6 +150,7 @@ describe('training rows against the live API (no training/serving skew)', () => 
         await serving.close();
       }
       expect(compared).toBeGreaterThan(100);
+      expect(coBuyerValues).toBeGreaterThan(10);
     },
   );
 });

@@ -243,3 +243,14 @@ def test_non_contiguous_qid(tmp_path: Path, capsys) -> None:
     rows = write_rows(tmp_path / "t.arrow", q, a, lab, x, FEATURES, [0])
     assert run_main(tmp_path, rows, rows) == 1
     assert "not contiguous" in capsys.readouterr().err
+
+
+def test_first_trial_grows_larger_trees_from_enough_queries() -> None:
+    from .search import DEFAULT_TRIAL, LARGE_TREES_FROM, default_trial
+
+    assert default_trial(LARGE_TREES_FROM - 1) == DEFAULT_TRIAL
+    large = default_trial(LARGE_TREES_FROM)
+    assert (large["num_leaves"], large["min_data_in_leaf"]) == (31, 50)
+    assert {k: v for k, v in large.items() if k not in ("num_leaves", "min_data_in_leaf")} == {
+        k: v for k, v in DEFAULT_TRIAL.items() if k not in ("num_leaves", "min_data_in_leaf")
+    }

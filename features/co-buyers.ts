@@ -1,0 +1,38 @@
+/**
+ * Co-buyer similarity, the contract between its batch build (processors/co-buyers.ts) and its
+ * readers (state.ts, definitions.ts): for each article, the articles most often bought by the same
+ * customers. Two articles' similarity is the cosine of their buyer sets, each set holding the
+ * customers whose latest purchase of the article falls within `CO_BUYER_WINDOW_MS` before the
+ * build's "now" (customer.lua `a:<article>` last). An article keeps its `CO_BUYER_TOP` most similar
+ * (ties by article id), packed into its summary hash (field `CO_BUYER_FIELD`) so serving reads them
+ * with the article, in the same command.
+ */
+import { DAY_MS } from './decay.ts';
+
+/** Buyers counted: those whose latest purchase of the article is at most this old. */
+export const CO_BUYER_WINDOW_MS = 365 * DAY_MS;
+/** Neighbours kept per article. */
+export const CO_BUYER_TOP = 100;
+/** The customer's purchases weigh 2^(-age / half-life) in the features (age since the latest). */
+export const CO_BUYER_HALF_LIFE_MS = 90 * DAY_MS;
+/** The summary hash field of the packed neighbours. */
+export const CO_BUYER_FIELD = 'cb';
+
+/** An article's co-buyer neighbours: article id -> cosine in (0, 1]. */
+export type CoBuyers = ReadonlyMap<string, number>;
+
+/** Pack neighbours, best first, as `<article> <cosine>` pairs joined by ',' (5 digits). */
+export function packCoBuyers(neighbours: readonly (readonly [string, number])[]): string {
+  return neighbours.map(([id, cos]) => `${id} ${Number(cos.toPrecision(5))}`).join(',');
+}
+
+/** The neighbours of a packed value (an empty map for ''). */
+export function parseCoBuyers(packed: string): CoBuyers {
+  const out = new Map<string, number>();
+  if (packed === '') return out;
+  for (const pair of packed.split(',')) {
+    const space = pair.indexOf(' ');
+    out.set(pair.slice(0, space), Number(pair.slice(space + 1)));
+  }
+  return out;
+}
