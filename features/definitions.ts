@@ -13,7 +13,7 @@ import {
   ITEM_HALF_LIFE,
   type HalfLife,
 } from './keys.ts';
-import { productKey, type CustomerState, type ItemStat } from './state.ts';
+import { productKey, type ArticleState, type CustomerState, type ItemStat } from './state.ts';
 import { EMBEDDING_FEATURES } from './embedding-state.ts';
 import type { FeatureContext, FeatureDefinition } from './feature.ts';
 
@@ -180,25 +180,39 @@ function coBuyerWeights(customer: CustomerState, now: number): CoBuyerWeights {
   return w;
 }
 
+/** Per candidate article, its last co-buyer scores (the two features read them in turn). */
+const coBuyerScores = new WeakMap<
+  ArticleState,
+  { customer: CustomerState; now: number; mean: number; max: number }
+>();
+
 /**
  * The candidate's co-buyer similarity to the customer's purchases within the window, each weighed
  * by its age: the weighted mean over those purchases, or the largest weighted one. NaN when the
  * candidate has no neighbours or the customer no purchase within the window.
  */
 function coBuyerScore(ctx: FeatureContext, how: 'mean' | 'max'): number {
-  const neighbours = ctx.article.coBuyers;
+  const { article, customer, now } = ctx;
+  const neighbours = article.coBuyers;
   if (neighbours === null) return NaN;
-  const w = coBuyerWeights(ctx.customer, ctx.now);
-  if (w.sum === 0) return NaN;
-  let sum = 0;
-  let max = 0;
-  for (const [id, cos] of neighbours) {
-    const x = w.weights.get(id);
-    if (x === undefined) continue;
-    sum += x * cos;
-    if (x * cos > max) max = x * cos;
+  let scores = coBuyerScores.get(article);
+  if (scores === undefined || scores.customer !== customer || scores.now !== now) {
+    const w = coBuyerWeights(customer, now);
+    let sum = 0;
+    let max = 0;
+    for (const [id, cos] of neighbours) {
+      const x = w.weights.get(id);
+      if (x === undefined) continue;
+      sum += x * cos;
+      if (x * cos > max) max = x * cos;
+    }
+    scores =
+      w.sum === 0
+        ? { customer, now, mean: NaN, max: NaN }
+        : { customer, now, mean: sum / w.sum, max };
+    coBuyerScores.set(article, scores);
   }
-  return how === 'mean' ? sum / w.sum : max;
+  return how === 'mean' ? scores.mean : scores.max;
 }
 
 /** The features computed with embeddings off (the default). */
