@@ -13,8 +13,9 @@ describe('co-buyer lists', () => {
     const states = [
       ['n', '3', 'a:A', item(1), 'a:B', item(10), 'p:P', item(1), 'a:C', item(400)],
       ['a:B', item(0.5), 'a:A', item(0)], // A at "now": not counted
-      ['a:C', item(500)], // nothing within the window: no basket
+      ['a:C', item(500), 'a:C', item(500)], // nothing within the window: no basket
     ].map(itemsOf);
+    expect(states[2]).toEqual([['C', NOW - 500 * DAY]]); // a field returned twice counts once
     expect(states[0]).toEqual([
       ['A', NOW - DAY],
       ['B', NOW - 10 * DAY],

@@ -60,17 +60,20 @@ const BATCH = 1_000;
 /** A customer's articles and the time of the latest purchase of each (customer.lua `a:<id>`). */
 export type CustomerItems = readonly (readonly [articleId: string, last: number])[];
 
-/** The items of a customer's `state` fields and values, flat (HSCAN's reply): its `a:` fields. */
+/**
+ * The items of a customer's `state` fields and values, flat (HSCAN's replies): its `a:` fields,
+ * each once (an HSCAN over several calls may return a field twice).
+ */
 export function itemsOf(flat: readonly string[]): [string, number][] {
-  const out: [string, number][] = [];
+  const out = new Map<string, number>();
   for (let i = 0; i + 1 < flat.length; i += 2) {
     const field = flat[i] as string;
     if (!field.startsWith('a:')) continue;
     const value = flat[i + 1] as string;
     const bar = value.indexOf('|');
-    out.push([field.slice(2), Number(value.slice(bar + 1, value.indexOf('|', bar + 1)))]);
+    out.set(field.slice(2), Number(value.slice(bar + 1, value.indexOf('|', bar + 1))));
   }
-  return out;
+  return [...out];
 }
 
 /** Each customer's articles within [now - window, now), latest first, at most `perCustomer`. */
