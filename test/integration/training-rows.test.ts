@@ -22,6 +22,7 @@ import { deleteNamespace, readArticles, readCustomers } from '../../features/sta
 import { readDataset, type Dataset } from '../../streams/loader/dataset.ts';
 import { runLoad } from '../../streams/loader/load.ts';
 import { applyArticles, applyCustomers } from '../../processors/metadata.ts';
+import { buildCoBuyers } from '../../processors/co-buyers.ts';
 import { PurchaseProcessor } from '../../processors/purchases.ts';
 import { defineScripts } from '../../processors/scripts.ts';
 import {
@@ -234,6 +235,8 @@ describe('training rows on the real stack', () => {
           before.slice(i, i + 250).map((p, j) => record(p, 0, i + j, p.event_time)),
         );
       }
+      // The co-buyer lists of that state, built at the cutoff as the rows build them.
+      await buildCoBuyers(redis, keys, { now: cutoff });
 
       // Every query of this cutoff: candidate set; every 3rd query: every row's features.
       const mine = queries.filter((q) => q.cutoff === cutoff);
