@@ -99,7 +99,8 @@ function metaOf(fields: readonly string[], values: readonly (string | null)[]): 
 const num = (v: string | undefined): number => (v === undefined ? 0 : Number(v));
 const opt = (v: string | undefined): number | null => (v === undefined ? null : Number(v));
 
-function pipelineValues(results: [Error | null, unknown][] | null): unknown[] {
+/** The replies of a pipeline's `exec()`, throwing its first error (or on an aborted pipeline). */
+export function pipelineValues(results: [Error | null, unknown][] | null): unknown[] {
   if (results === null) throw new Error('redis pipeline aborted');
   return results.map(([err, v]) => {
     if (err) throw err;

@@ -22,6 +22,7 @@ import {
   packCoBuyers,
 } from '../features/co-buyers.ts';
 import type { KeySpace } from '../features/keys.ts';
+import { pipelineValues } from '../features/state.ts';
 
 export interface CoBuyerOptions {
   /**
@@ -190,12 +191,12 @@ export async function buildCoBuyers(
     for (const [id, list] of entries.slice(i, i + BATCH)) {
       pipe.hset(keys.article(id).summary, CO_BUYER_FIELD, packCoBuyers(list));
     }
-    await execAll(pipe);
+    pipelineValues(await pipe.exec());
   }
   for (let i = 0; i < stale.length; i += BATCH) {
     const pipe = redis.pipeline();
     for (const id of stale.slice(i, i + BATCH)) pipe.hdel(keys.article(id).summary, CO_BUYER_FIELD);
-    await execAll(pipe);
+    pipelineValues(await pipe.exec());
   }
   // The ids set is replaced whole (a temporary key in the same slot, then RENAME).
   const next = `${keys.coBuyers.ids}:next`;
@@ -257,12 +258,10 @@ async function readBatch(
 ): Promise<CustomerItems[]> {
   const pipe = redis.pipeline();
   for (const k of stateKeys) pipe.hscan(k, '0', 'MATCH', 'a:*', 'COUNT', 10_000);
-  const replies = (await pipe.exec()) ?? [];
+  const replies = pipelineValues(await pipe.exec());
   const out: CustomerItems[] = [];
   for (let i = 0; i < stateKeys.length; i++) {
-    const [err, reply] = replies[i] ?? [null, null];
-    if (err) throw err;
-    let [cursor, flat] = reply as [string, string[]];
+    let [cursor, flat] = replies[i] as [string, string[]];
     // A hash larger than the COUNT hint takes more calls.
     while (cursor !== '0') {
       const [next, more] = await redis.hscan(
@@ -292,8 +291,4 @@ function countArticles(baskets: readonly (readonly string[])[]): number {
   const seen = new Set<string>();
   for (const b of baskets) for (const id of b) seen.add(id);
   return seen.size;
-}
-
-async function execAll(pipe: ReturnType<RedisClient['pipeline']>): Promise<void> {
-  for (const [err] of (await pipe.exec()) ?? []) if (err) throw err;
 }
