@@ -81,6 +81,38 @@ def suggest(trial: Any) -> dict[str, Any]:
     }
 
 
+def stopping_with_floor(stopping_rounds: int, floor: int) -> Any:
+    """LightGBM's early stopping, with a floor on the trees kept.
+
+    Early stopping on a small validation week often stops after a handful of trees; the floor
+    keeps `floor` of them then. Where `lgb.early_stopping` would stop with a best iteration below
+    the floor, this callback lets training go on, unchecked, to the floor's tree and stops there
+    with `best_iteration = floor`. Boosting does not look at the validation rows, so those trees
+    are the ones a second training of `floor` rounds with the same params would grow (the trainer
+    did that before; test_cli.py checks the two agree), for one training instead of two.
+    """
+    import lightgbm as lgb
+    from lightgbm.callback import EarlyStopException
+
+    inner = lgb.early_stopping(stopping_rounds, verbose=False)
+    floored: list[Any] = []  # the best score where early stopping would have stopped
+
+    def callback(env: Any) -> None:
+        if not floored:
+            try:
+                inner(env)
+                return
+            except EarlyStopException as stop:
+                if stop.best_iteration + 1 >= floor:
+                    raise
+                floored.append(stop.best_score)
+        if env.iteration + 1 >= floor:
+            raise EarlyStopException(best_iteration=floor - 1, best_score=floored[0])
+
+    callback.order = inner.order  # type: ignore[attr-defined]
+    return callback
+
+
 @dataclass
 class Trained:
     booster: Any  # lightgbm.Booster holding exactly best_iteration trees
@@ -134,15 +166,9 @@ def search(
             num_boost_round=num_boost_round,
             valid_sets=[dvalid],
             valid_names=["valid"],
-            callbacks=[lgb.early_stopping(early_stopping, verbose=False)],
+            callbacks=[stopping_with_floor(early_stopping, min(min_rounds, num_boost_round))],
         )
-        best_it = int(booster.best_iteration or booster.current_iteration())
-        if best_it < min_rounds:
-            # Early stopping on a small validation week often stops after a handful of trees;
-            # the floor keeps enough of them (same params, no stopping).
-            best_it = min(min_rounds, num_boost_round)
-            booster = lgb.train(params, dtrain, num_boost_round=best_it)
-        return booster, best_it
+        return booster, int(booster.best_iteration or booster.current_iteration())
 
     def objective(trial: Any) -> float:
         started = time.perf_counter()

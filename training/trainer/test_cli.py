@@ -254,3 +254,44 @@ def test_first_trial_grows_larger_trees_from_enough_queries() -> None:
     assert {k: v for k, v in large.items() if k not in ("num_leaves", "min_data_in_leaf")} == {
         k: v for k, v in DEFAULT_TRIAL.items() if k not in ("num_leaves", "min_data_in_leaf")
     }
+
+
+def _trees(booster: object, rounds: int) -> str:
+    """The tree section of a booster's first `rounds` trees (no parameters, no feature infos)."""
+    text = booster.model_to_string(num_iteration=rounds)  # type: ignore[attr-defined]
+    return text[text.index("Tree=0") : text.index("end of trees")]
+
+
+@pytest.mark.parametrize("floor", [0, 60, 150])
+def test_stopping_with_floor_keeps_what_a_second_training_would(floor: int) -> None:
+    import lightgbm as lgb
+
+    from .search import DEFAULT_TRIAL, base_params, stopping_with_floor
+
+    rng = np.random.default_rng(3)
+    q, _, lab, x = planted(rng, 200, 15)
+    vq, _, vl, vx = planted(rng, 60, 15)
+    # noisy labels, so early stopping stops early
+    lab = np.where(rng.random(len(lab)) < 0.5, rng.integers(0, 2, size=len(lab)), lab)
+    dtrain = lgb.Dataset(x, lab, group=np.bincount(q), free_raw_data=False,
+                         params={"feature_pre_filter": False, "verbose": -1})
+    dvalid = lgb.Dataset(vx, vl, group=np.bincount(vq), reference=dtrain)
+    params = {**base_params(5), **DEFAULT_TRIAL}
+
+    def fit(callbacks: list, rounds: int = 200) -> lgb.Booster:
+        return lgb.train(params, dtrain, num_boost_round=rounds, valid_sets=[dvalid],
+                         valid_names=["valid"], callbacks=callbacks)
+
+    plain = fit([lgb.early_stopping(10, verbose=False)])
+    stopped_at = plain.best_iteration
+    assert stopped_at < 60  # the data makes it stop before the floors tested
+    floored = fit([stopping_with_floor(10, floor)])
+    kept = max(stopped_at, floor)
+    assert floored.best_iteration == kept
+    if floor <= stopped_at:
+        assert floored.current_iteration() == plain.current_iteration()
+    else:
+        assert floored.current_iteration() == floor  # trained to the floor, no further
+    # the trees a second training of `kept` rounds grows, without validation rows
+    again = lgb.train(params, dtrain, num_boost_round=kept)
+    assert _trees(floored, kept) == _trees(again, kept)
