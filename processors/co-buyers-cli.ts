@@ -26,7 +26,9 @@ async function main(): Promise<void> {
     console.log(
       `co-buyers: ${r.written} articles given neighbours (of ${r.articles} bought by ` +
         `${r.customers} customers within the window before ${new Date(r.now).toISOString()}), ` +
-        `${r.removed} old lists removed, in ${(r.ms / 1000).toFixed(1)} s`,
+        `${r.removed} old lists removed, in ${(r.ms / 1000).toFixed(1)} s (read ` +
+        `${(r.steps.readMs / 1000).toFixed(1)} s, compute ${(r.steps.computeMs / 1000).toFixed(1)} s, ` +
+        `write ${(r.steps.writeMs / 1000).toFixed(1)} s)`,
     );
   } finally {
     redis.disconnect();

@@ -208,6 +208,8 @@ function trainerArgs(
     ...['--min-rounds', String(recipe.minRounds)],
     ...['--num-boost-round', String(recipe.maxRounds)],
     ...['--early-stopping', String(recipe.earlyStopping)],
+    ...['--negatives', String(recipe.negatives.share)],
+    ...['--negatives-from', String(recipe.negatives.fromQueries)],
     ...(recipe.refit ? ['--refit', '--refit-with', paths.gate] : []),
     ...(rolling.length > 0 ? ['--rolling', rolling.join(',')] : []),
   ];

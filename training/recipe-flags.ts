@@ -2,7 +2,7 @@
  * Command-line overrides of the recipe, shared by `npm run train` and `npm run eval`: the same
  * flags mean the same settings in both, and without them both run `RECIPE` exactly.
  */
-import type { Recipe } from './recipe.ts';
+import { RECIPE, type Recipe } from './recipe.ts';
 
 /** `parseArgs` options of the recipe flags. */
 export const RECIPE_FLAGS = {
@@ -10,6 +10,8 @@ export const RECIPE_FLAGS = {
   'train-weeks': { type: 'string' },
   'gate-weeks': { type: 'string' },
   'min-rounds': { type: 'string' },
+  negatives: { type: 'string' },
+  'negatives-from': { type: 'string' },
   'no-refit': { type: 'boolean', default: false },
   k: { type: 'string' },
   seed: { type: 'string' },
@@ -26,6 +28,13 @@ function int(name: string, v: string | boolean | undefined, min: number): number
   return n;
 }
 
+function share(name: string, v: string | boolean | undefined): number | undefined {
+  if (v === undefined || typeof v === 'boolean') return undefined;
+  const n = Number(v);
+  if (!(n > 0 && n <= 1)) throw new Error(`--${name} must be a number in (0, 1] (got "${v}")`);
+  return n;
+}
+
 /** The recipe settings the flags change (empty when none is given). */
 export function recipeOverrides(values: Values): Partial<Recipe> {
   const out: { -readonly [K in keyof Recipe]?: Recipe[K] } = {};
@@ -36,6 +45,14 @@ export function recipeOverrides(values: Values): Partial<Recipe> {
   set('trainWeeks', int('train-weeks', values['train-weeks'], 1));
   set('gateWeeks', int('gate-weeks', values['gate-weeks'], 1));
   set('minRounds', int('min-rounds', values['min-rounds'], 0));
+  const negatives = share('negatives', values.negatives);
+  const from = int('negatives-from', values['negatives-from'], 0);
+  if (negatives !== undefined || from !== undefined) {
+    out.negatives = {
+      share: negatives ?? RECIPE.negatives.share,
+      fromQueries: from ?? RECIPE.negatives.fromQueries,
+    };
+  }
   set('k', int('k', values.k, 1));
   set('seed', int('seed', values.seed, 0));
   if (values['no-refit'] === true) out.refit = false;

@@ -4,7 +4,8 @@ written.
 
     .venv/bin/python -m training.trainer --rows train.arrow --valid valid.arrow --out DIR \
         [--trials 10] [--seed 42] [--version NAME] [--num-boost-round 500] [--early-stopping 30] \
-        [--min-rounds N] [--refit [--refit-with later.arrow ...] [--rolling MS,MS]] \
+        [--min-rounds N] [--negatives SHARE [--negatives-from N]] \
+        [--refit [--refit-with later.arrow ...] [--rolling MS,MS]] \
         [--dask tcp://scheduler:8786 [--dask-partitions N]]
 
     .venv/bin/python -m training.trainer --check-parity DIR/model.onnx --meta DIR/model.json \
@@ -13,7 +14,8 @@ written.
 Run from the repository root (training/fit.ts spawns it so). One run, in the order of the modules
 that do each step:
 
-  data.py      read and check the rows files (Arrow IPC), drop training queries without a purchase
+  data.py      read and check the rows files (Arrow IPC), drop training queries without a purchase,
+               thin the other candidates of every training set (--negatives, cli.py `thinning`)
   search.py    the Optuna search: one LightGBM booster per trial, best validation MAP@12 first
   distributed.py  --dask: the same trainings with lightgbm.dask on a Dask cluster
   metrics.py   MAP@12 exactly as the TypeScript evaluation computes it

@@ -11,6 +11,7 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -55,6 +56,11 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
     started = time.perf_counter()
     created = utc_now()
     tr, va, dropped = read_training_rows(args)
+    share, thin = thinning(args, tr)
+    if share < 1:
+        rows, tr = tr.rows, thin(tr)
+        log(f"kept {tr.rows} of {rows} training rows: every purchase and {share:g} of the other "
+            f"candidates ({tr.queries} queries, thinned from {args.negatives_from})")
     features = tr.features
     ranked = search(
         tr,
@@ -70,7 +76,7 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
     version = args.version or f"lgbm-{created.strftime('%Y%m%d%H%M%S')}-{digest[:8]}"
     extra = [read_rows(path, features) for path in args.refit_with]
     shipped = first_passing_parity(ranked, tr, va, extra, with_refit=args.refit, version=version,
-                                   dask=dask)
+                                   dask=dask, thin=thin)
     trained, check = shipped.trained, shipped.check
     meta = build_meta(
         version=version,
@@ -90,6 +96,7 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
         num_boost_round=args.num_boost_round,
         early_stopping=args.early_stopping,
         valid_map_random=random_map(va, args.seed),
+        negative_share=share,
     )
     if args.refit:
         meta["cutoffs"]["refit"] = sorted({c for d in extra for c in d.cutoffs})
@@ -100,7 +107,7 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
     out: Path = args.out
     write_model_files(out, shipped, meta)
     if args.rolling:
-        scores = rolling_scores(tr, va, extra, shipped.searched, args.rolling, dask)
+        scores = rolling_scores(tr, va, extra, shipped.searched, args.rolling, dask, thin)
         write_atomic(out / "rolling_scores.f32", scores.astype("<f4").tobytes())
     if run is not None:
         finish_mlflow_run(run, out)
@@ -148,6 +155,18 @@ def read_training_rows(args: argparse.Namespace) -> tuple[RankData, RankData, in
     return tr, va, dropped
 
 
+def thinning(
+    args: argparse.Namespace, tr: RankData
+) -> tuple[float, Callable[[RankData], RankData]]:
+    """The share of negatives every fit trains on (search, refit, rolling fits) and the function
+    that thins a training set to it: `--negatives` from `--negatives-from` training queries with a
+    purchase on (`tr`: those queries), else every row."""
+    share = args.negatives if tr.queries >= args.negatives_from else 1.0
+    if share == 1 and args.negatives < 1:
+        log(f"kept every training row: {tr.queries} queries, thinned from {args.negatives_from}")
+    return share, lambda d: d.thin_negatives(share, args.seed)
+
+
 def first_passing_parity(
     ranked: list[Trained],
     tr: RankData,
@@ -157,6 +176,7 @@ def first_passing_parity(
     with_refit: bool,
     version: str,
     dask: DaskTrainer | None = None,
+    thin: Callable[[RankData], RankData] = lambda d: d,
 ) -> Shipped:
     """The best trial whose ONNX export passes the parity check: a model that fails it is never
     shipped, but one failing trial does not throw the search away. With `with_refit`, each trial
@@ -167,7 +187,7 @@ def first_passing_parity(
         # The kept booster (cut at its best iteration) scores exactly as in its trial;
         # re-measured so the reported number is the shipped model's.
         searched.valid_map = map_at_k(searched.booster.predict(va.x), va.y, va.bounds, va.items)[0]
-        trained = refit(tr, va, extra, searched, dask) if with_refit else searched
+        trained = refit(tr, va, extra, searched, dask, thin) if with_refit else searched
         try:
             onnx_bytes, input_name, output_name, check = export_checked(
                 trained, len(features), version, va.x)
@@ -274,6 +294,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--early-stopping", type=int, default=30)
     p.add_argument("--min-rounds", type=int, default=0,
                    help="keep at least this many trees when early stopping stops sooner")
+    p.add_argument("--negatives", type=float, default=1.0, metavar="SHARE",
+                   help="train on every purchase and this share of the other candidates (each "
+                        "kept with this probability, seeded; default 1, all). The validation "
+                        "week and the scored rows keep every row")
+    p.add_argument("--negatives-from", type=int, default=0, metavar="N",
+                   help="thin (--negatives) only from N training queries with a purchase on "
+                        "(default 0: always)")
     p.add_argument("--refit", action="store_true",
                    help="after the search, retrain on training + validation (+ --refit-with) rows; "
                         "the searched model goes to OUT/search")
@@ -302,6 +329,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             p.error(f"missing {', '.join(missing)}")
         if args.trials < 1 or args.num_boost_round < 1 or args.early_stopping < 1:
             p.error("--trials, --num-boost-round and --early-stopping must be >= 1")
+        if not 0 < args.negatives <= 1:
+            p.error("--negatives must be in (0, 1]")
+        if args.negatives_from < 0:
+            p.error("--negatives-from must be >= 0")
         if args.refit_with and not args.refit:
             p.error("--refit-with needs --refit")
         if args.rolling and not args.refit_with:

@@ -76,6 +76,27 @@ class RankData:
             None if self.row_cutoff is None else self.row_cutoff[mask],
         )
 
+    def thin_negatives(self, share: float, seed: int) -> RankData:
+        """Every positive row and each other row with probability `share` (seeded, so the same
+        file and seed keep the same rows); queries left without a row are dropped. `share` 1
+        returns the data as it is."""
+        if share >= 1 or self.rows == 0:
+            return self
+        keep = (self.y > 0) | (np.random.default_rng(seed).random(self.rows) < share)
+        sizes = np.add.reduceat(keep.astype(np.int64), self.bounds[:-1])
+        kept = sizes[sizes > 0]
+        return RankData(
+            self.path,
+            self.features,
+            self.cutoffs,
+            self.x[keep],
+            self.y[keep],
+            self.qid[keep],
+            self.items[keep],
+            np.concatenate(([0], np.cumsum(kept))).astype(np.int64),
+            None if self.row_cutoff is None else self.row_cutoff[keep],
+        )
+
     def query_cutoffs(self, what: str) -> np.ndarray:
         """The cutoff of each query (its first row's); TrainError without a `cutoff` column."""
         if self.row_cutoff is None:

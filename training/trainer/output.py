@@ -38,6 +38,7 @@ def build_meta(
     early_stopping: int,
     valid_map_random: float,
     parity_sets: dict[str, int] | None = None,
+    negative_share: float = 1.0,
 ) -> dict[str, Any]:
     pos = va.positives_per_query()
     return {
@@ -54,6 +55,8 @@ def build_meta(
             **trained.params,
             "num_boost_round": num_boost_round,
             "early_stopping_rounds": early_stopping,
+            # the share of training candidates without a purchase trained on (cli.py --negatives)
+            "negative_share": negative_share,
         },
         "cutoffs": {"train": tr.cutoffs, "valid": va.cutoffs},
         "data_hash": digest,

@@ -13,7 +13,7 @@ one per `--refit-with` row in file order, NaN for rows of weeks not listed) for 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -39,15 +39,21 @@ def train_on(parts: Sequence[RankData], trained: Trained, dask: DaskTrainer | No
     return lgb.train(trained.params, data, num_boost_round=trained.best_iteration)
 
 
+def _same(d: RankData) -> RankData:
+    return d
+
+
 def refit(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Trained,
-          dask: DaskTrainer | None = None) -> Trained:
+          dask: DaskTrainer | None = None,
+          thin: Callable[[RankData], RankData] = _same) -> Trained:
     """Retrain with the chosen params and rounds on the training, validation and `extra` weeks.
 
     The latest weeks are, for fashion, the most informative: the shipped model must know them. The
     searched model's `valid_map` is kept (measured before, on the held-out validation week).
-    Queries without a positive carry no LambdaRank gradient and are left out, as in training.
+    Queries without a positive carry no LambdaRank gradient and are left out, as in training;
+    `va` and `extra` go through `thin` as `tr` did (cli.py `--negatives`).
     """
-    parts = [tr] + [d.subset_queries(d.positives_per_query() > 0) for d in (va, *extra)]
+    parts = [tr] + [_with_positive(thin(d)) for d in (va, *extra)]
     booster = train_on(parts, trained, dask)
     log(f"refit on {' + '.join(str(d.queries) for d in parts)} queries, "
         f"{trained.best_iteration} rounds")
@@ -55,17 +61,23 @@ def refit(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Traine
                    refit=True, trial=trained.trial, started=trained.started, seconds=trained.seconds)
 
 
+def _with_positive(d: RankData) -> RankData:
+    return d.subset_queries(d.positives_per_query() > 0)
+
+
 def rolling_scores(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Trained,
-                   weeks: Sequence[int], dask: DaskTrainer | None = None) -> np.ndarray:
+                   weeks: Sequence[int], dask: DaskTrainer | None = None,
+                   thin: Callable[[RankData], RankData] = _same) -> np.ndarray:
     """Scores of the `extra` rows of each week in `weeks` by what the recipe would have shipped then.
 
     For a week starting at cutoff g: the chosen params and number of trees trained on every row
     before g (training, validation and earlier `extra` weeks), scoring the rows of g. One float
     per `extra` row, in file order (files concatenated); NaN for rows of weeks not listed. A gate
-    judges these: fresh models on weeks they never saw, as the shipped model will be.
+    judges these: fresh models on weeks they never saw, as the shipped model will be. They train
+    on `va` and `extra` through `thin`, as the refit does, and score every row.
     """
     out = [np.full(d.rows, np.nan, dtype=np.float32) for d in extra]
-    pool = [tr, va, *extra]
+    pool = [tr, thin(va), *(thin(d) for d in extra)]
     for g in sorted(set(int(w) for w in weeks)):
         parts = []
         for d in pool:

@@ -147,6 +147,83 @@ def test_refit_ships_a_model_trained_on_the_later_weeks_too(trained: dict, tmp_p
     assert "rolling week" in proc.stderr and proc.stderr.count("rolling week") == 2
 
 
+def test_negatives_thin_every_training_set_and_score_every_row(
+    trained: dict, tmp_path: Path
+) -> None:
+    """--negatives 0.5: the search, the refit and the rolling fits train on every purchase and
+    about half the other rows; the rolling scores still cover every row of the later weeks."""
+    d = trained["dir"]
+    rng = np.random.default_rng(11)
+    later = tmp_path / "later.arrow"
+    week1 = trained["cutoffs"][1][0] + 7 * DAY
+    q, a, lab, x = planted(rng, 100, 20, no_positive=5, qid0=20_000)
+    write_rows(later, q, a, lab, x, FEATURES, [week1])
+    out = tmp_path / "model"
+    proc = subprocess.run(
+        [*TRAINER, "--rows", str(d / "train.arrow"), "--valid", str(d / "valid.arrow"), "--out",
+         str(out), "--trials", "1", "--num-boost-round", "40", "--early-stopping", "10",
+         "--min-rounds", "40", "--negatives", "0.5", "--refit", "--refit-with", str(later),
+         "--rolling", str(week1)],
+        capture_output=True, text=True, timeout=120, env=BASE_ENV, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    full = json.loads((trained["out"] / "model.json").read_text())["metrics"]["train_rows"]
+    shipped = json.loads((out / "model.json").read_text())
+    kept = shipped["metrics"]["train_rows"]
+    assert f"kept {kept} of {full} training rows" in proc.stderr
+    assert 0.4 * full < kept < 0.65 * full  # the positives (~2 in 20) and half of the rest
+    assert shipped["params"]["negative_share"] == 0.5
+    assert json.loads((trained["out"] / "model.json").read_text())["params"]["negative_share"] == 1
+    scores = np.frombuffer((out / "rolling_scores.f32").read_bytes(), dtype="<f4")
+    assert scores.shape == (len(lab),) and np.all(np.isfinite(scores))
+    assert check(out, d / "valid.arrow") == 0
+
+
+def test_thin_negatives_keeps_every_positive_and_the_share_of_the_rest(tmp_path: Path) -> None:
+    from .data import read_rows
+
+    rng = np.random.default_rng(5)
+    q, a, lab, x = planted(rng, 400, 25, no_positive=40)
+    data = read_rows(write_rows(tmp_path / "t.arrow", q, a, lab, x, FEATURES, [0]))
+    assert data.thin_negatives(1.0, 42) is data
+    thin = data.thin_negatives(0.3, 42)
+    assert int((thin.y > 0).sum()) == int((lab > 0).sum())  # every positive
+    negatives = int((lab == 0).sum())
+    kept = int((thin.y == 0).sum())
+    assert abs(kept - 0.3 * negatives) < 4 * np.sqrt(negatives * 0.3 * 0.7)
+    # whole queries, in order, bounds matching the rows; no empty query
+    assert np.array_equal(np.diff(thin.bounds) > 0, np.ones(thin.queries, dtype=bool))
+    assert np.array_equal(thin.qid[thin.bounds[:-1]], np.unique(thin.qid))
+    assert thin.bounds[-1] == thin.rows == len(thin.items) == len(thin.x)
+    # seeded: the same rows again, other rows with another seed
+    again = data.thin_negatives(0.3, 42)
+    assert np.array_equal(again.x, thin.x, equal_nan=True) and np.array_equal(again.qid, thin.qid)
+    assert not np.array_equal(data.thin_negatives(0.3, 43).qid, thin.qid)
+
+
+def test_negatives_from_keeps_every_row_of_a_smaller_training_set(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(2)
+    tr = write_rows(tmp_path / "t.arrow", *planted(rng, 40, 10), FEATURES, [0])
+    va = write_rows(tmp_path / "v.arrow", *planted(rng, 20, 10, qid0=100), FEATURES, [7 * DAY])
+    for start, share in ((41, 1), (40, 0.5)):
+        out = tmp_path / f"out-{start}"
+        assert cli.main(["--rows", str(tr), "--valid", str(va), "--out", str(out), "--trials", "1",
+                         "--num-boost-round", "5", "--negatives", "0.5",
+                         "--negatives-from", str(start)]) == 0
+        meta = json.loads((out / "model.json").read_text())
+        assert meta["params"]["negative_share"] == share
+        assert (meta["metrics"]["train_rows"] == 400) == (share == 1)
+    err = capsys.readouterr().err
+    assert "kept every training row: 40 queries, thinned from 41" in err
+    assert "training rows: every purchase and 0.5 of the other candidates (40 queries" in err
+
+
+def test_negatives_must_be_a_share() -> None:
+    for bad in ("0", "1.5", "-0.2"):
+        with pytest.raises(SystemExit):
+            cli.parse_args(["--rows", "a", "--valid", "b", "--out", "c", "--negatives", bad])
+
+
 def test_refit_with_needs_refit(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         cli.parse_args(["--rows", "a", "--valid", "b", "--out", "c", "--refit-with", "d"])

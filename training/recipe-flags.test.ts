@@ -1,0 +1,39 @@
+/**
+ * The recipe flags shared by `npm run train` and `npm run eval`: each changes its one setting,
+ * none changes nothing, and a bad value is a clear error naming the flag.
+ */
+import { describe, expect, it } from 'vitest';
+import { RECIPE } from './recipe.ts';
+import { recipeOverrides } from './recipe-flags.ts';
+
+describe('recipeOverrides', () => {
+  it('is empty without flags, so both commands run the recipe exactly', () => {
+    expect(recipeOverrides({})).toEqual({});
+  });
+
+  it('sets what the flags name', () => {
+    expect(
+      recipeOverrides({ trials: '3', 'min-rounds': '0', 'no-refit': true, seed: '7' }),
+    ).toEqual({ trials: 3, minRounds: 0, refit: false, seed: 7 });
+  });
+
+  it('sets the negatives share and its threshold, each keeping the other from the recipe', () => {
+    expect(recipeOverrides({ negatives: '1' }).negatives).toEqual({
+      share: 1,
+      fromQueries: RECIPE.negatives.fromQueries,
+    });
+    expect(recipeOverrides({ 'negatives-from': '0' }).negatives).toEqual({
+      share: RECIPE.negatives.share,
+      fromQueries: 0,
+    });
+  });
+
+  it('refuses values out of range, naming the flag', () => {
+    expect(() => recipeOverrides({ negatives: '0' })).toThrow(
+      '--negatives must be a number in (0, 1]',
+    );
+    expect(() => recipeOverrides({ negatives: 'half' })).toThrow('--negatives');
+    expect(() => recipeOverrides({ 'negatives-from': '-1' })).toThrow('--negatives-from must be');
+    expect(() => recipeOverrides({ trials: '0' })).toThrow('--trials must be an integer >= 1');
+  });
+});
