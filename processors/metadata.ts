@@ -35,25 +35,53 @@ interface Upsert {
   pairs: string[];
 }
 
-async function upsert(redis: RedisClient, scripts: Scripts, items: Upsert[]): Promise<number> {
-  if (items.length === 0) return 0;
+/**
+ * What a sole writer of a key space has written: per record hash, the `updated_at` and digest that
+ * metadata.lua stored. With it, a record the script would ignore (an older one, or the same
+ * `updated_at` with a digest not larger) is skipped without a round trip: a topic that holds the
+ * catalogue several times (published again, not compacted yet) costs one script call per record
+ * only once. Only for a key space no one else writes (training's replay into its namespace).
+ */
+export class MetadataWritten {
+  private readonly stored = new Map<string, { readonly time: number; readonly digest: string }>();
+
+  /** Whether metadata.lua would write a record of `key` at `time` with `d`; if so, remembers it. */
+  admit(key: string, time: number, d: string): boolean {
+    const s = this.stored.get(key);
+    if (s !== undefined && (s.time > time || (s.time === time && s.digest >= d))) return false;
+    this.stored.set(key, { time, digest: d });
+    return true;
+  }
+}
+
+async function upsert(
+  redis: RedisClient,
+  scripts: Scripts,
+  items: Upsert[],
+  written?: MetadataWritten,
+): Promise<number> {
   const pipe = redis.pipeline();
+  let calls = 0;
   for (const it of items) {
+    const d = digest(it.pairs);
+    if (written !== undefined && !written.admit(it.keys[0] as string, it.time, d)) continue;
     scripts.call(pipe, 'metadata', it.keys, [
       it.time,
-      digest(it.pairs),
+      d,
       it.summary.length,
       ...it.summary,
       ...it.pairs,
     ]);
+    calls++;
   }
+  if (calls === 0) return 0;
   const res = (await pipe.exec()) ?? [];
-  let written = 0;
+  let count = 0;
   for (const [err, v] of res) {
     if (err) throw new Error(`redis metadata write failed: ${err.message}`, { cause: err });
-    written += Number(v);
+    count += Number(v);
   }
-  return written;
+  return count;
 }
 
 export function applyArticles(
@@ -61,6 +89,7 @@ export function applyArticles(
   keys: KeySpace,
   scripts: Scripts,
   records: readonly DecodedRecord<Article>[],
+  written?: MetadataWritten,
 ): Promise<number> {
   const summary = articleSummaryArgs();
   return upsert(
@@ -75,6 +104,7 @@ export function applyArticles(
         pairs: fields(r.value, ['article_id', 'updated_at']),
       };
     }),
+    written,
   );
 }
 
@@ -83,6 +113,7 @@ export function applyCustomers(
   keys: KeySpace,
   scripts: Scripts,
   records: readonly DecodedRecord<Customer>[],
+  written?: MetadataWritten,
 ): Promise<number> {
   return upsert(
     redis,
@@ -93,5 +124,6 @@ export function applyCustomers(
       summary: [],
       pairs: fields(r.value, ['customer_id', 'updated_at']),
     })),
+    written,
   );
 }

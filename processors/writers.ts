@@ -13,7 +13,7 @@ import type { EmbeddingKeys } from '../features/embedding-keys.ts';
 import type { KeySpace } from '../features/keys.ts';
 import type { Article, Customer } from '../schemas/events.ts';
 import type { DecodedRecord } from '../streams/consumer.ts';
-import { applyArticles, applyCustomers } from './metadata.ts';
+import { applyArticles, applyCustomers, MetadataWritten } from './metadata.ts';
 import {
   DEFAULT_PURCHASE_OPTIONS,
   PurchaseProcessor,
@@ -44,14 +44,21 @@ export interface WritersOptions {
    * wrote them); null: embeddings off, no taste processor.
    */
   readonly tasteArticles: EmbeddingKeys | null;
+  /**
+   * These writers are the only ones of the key space (training's replay into its isolated
+   * namespace): metadata records the script would ignore are skipped without a round trip
+   * (metadata.ts `MetadataWritten`). Never for a key space other processes write.
+   */
+  readonly soleWriter?: boolean;
 }
 
 /** The writers of key space `keys` on `redis` (see the module comment). */
 export function createWriters(redis: RedisClient, keys: KeySpace, opts: WritersOptions): Writers {
   const scripts = defineScripts(redis);
+  const written = opts.soleWriter === true ? new MetadataWritten() : undefined;
   return {
-    articles: (records) => applyArticles(redis, keys, scripts, records),
-    customers: (records) => applyCustomers(redis, keys, scripts, records),
+    articles: (records) => applyArticles(redis, keys, scripts, records, written),
+    customers: (records) => applyCustomers(redis, keys, scripts, records, written),
     purchases: new PurchaseProcessor(redis, keys, scripts, opts.purchases),
     taste: opts.tasteArticles
       ? new TasteProcessor(redis, keys, opts.tasteArticles, {

@@ -224,7 +224,8 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
     });
     const rowsMs = performance.now() - t0;
     say(
-      `rows: ${rows.rows} over ${rows.queries} queries (candidate recall ${rows.candidateRecall.overall.toFixed(3)})`,
+      `rows: ${rows.rows} over ${rows.queries} queries (candidate recall ${rows.candidateRecall.overall.toFixed(3)}) ` +
+        `in ${seconds(rowsMs)} s (${rowSteps(rows.timings)})`,
     );
     // The live co-buyer lists, as the rows' were built at each cutoff: serving reads them.
     const coBuyers = await buildCoBuyers(deps.redis, deps.keys, { now: end });
@@ -246,6 +247,7 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
       say: trainerLines(say, step),
       ...(opts.dask === undefined ? {} : { dask: opts.dask }),
     });
+    say(`fit: training ${fit.seconds.train.toFixed(1)} s, gate ${fit.seconds.gate.toFixed(1)} s`);
     const { version, promotion } = await registerCandidate(deps, fit, recipe, end);
     say(`${fit.gate.promoted ? 'promoted' : 'refused'} ${version}: ${fit.gate.reason}`);
     if (promotion?.as === 'experiment') {
@@ -263,6 +265,17 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
     await deleteNamespace(deps.redis, keySpace(namespace)).catch(() => undefined);
     if (opts.workDir === undefined) rmSync(work, { recursive: true, force: true });
   }
+}
+
+const seconds = (ms: number): string => (ms / 1000).toFixed(1);
+
+/** Where the rows' time went, step by step (training/rows.ts `timings`). */
+function rowSteps(t: RowsResult['timings']): string {
+  return (
+    `labels ${seconds(t.labelsMs)}, metadata ${seconds(t.metadataMs)}, ` +
+    `purchases ${seconds(t.purchasesMs)}, co-buyer lists ${seconds(t.coBuyersMs)}, ` +
+    `queries ${seconds(t.queriesMs)}, write ${seconds(t.writeMs)} s`
+  );
 }
 
 /**

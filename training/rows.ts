@@ -566,6 +566,8 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
   const writers = createWriters(deps.redis, run.keys, {
     purchases: opts.processorOptions,
     tasteArticles: run.config.embeddings ? embeddingKeys(run.config.embeddingNamespace) : null,
+    // The namespace is this run's alone (deleted above).
+    soleWriter: true,
   });
 
   const table = new RowTable(featureNames(run.config.embeddings));
