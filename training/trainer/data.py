@@ -62,19 +62,7 @@ class RankData:
 
     def subset_queries(self, keep: np.ndarray) -> RankData:
         sizes = np.diff(self.bounds)
-        mask = np.repeat(keep, sizes)
-        kept = sizes[keep]
-        return RankData(
-            self.path,
-            self.features,
-            self.cutoffs,
-            self.x[mask],
-            self.y[mask],
-            self.qid[mask],
-            self.items[mask],
-            np.concatenate(([0], np.cumsum(kept))).astype(np.int64),
-            None if self.row_cutoff is None else self.row_cutoff[mask],
-        )
+        return self._rows(np.repeat(keep, sizes), sizes[keep])
 
     def thin_negatives(self, share: float, seed: int) -> RankData:
         """Every positive row and each other row with probability `share` (seeded, so the same
@@ -84,17 +72,20 @@ class RankData:
             return self
         keep = (self.y > 0) | (np.random.default_rng(seed).random(self.rows) < share)
         sizes = np.add.reduceat(keep.astype(np.int64), self.bounds[:-1])
-        kept = sizes[sizes > 0]
+        return self._rows(keep, sizes[sizes > 0])
+
+    def _rows(self, mask: np.ndarray, sizes: np.ndarray) -> RankData:
+        """The rows of `mask`, whose queries hold `sizes` rows each, in order."""
         return RankData(
             self.path,
             self.features,
             self.cutoffs,
-            self.x[keep],
-            self.y[keep],
-            self.qid[keep],
-            self.items[keep],
-            np.concatenate(([0], np.cumsum(kept))).astype(np.int64),
-            None if self.row_cutoff is None else self.row_cutoff[keep],
+            self.x[mask],
+            self.y[mask],
+            self.qid[mask],
+            self.items[mask],
+            np.concatenate(([0], np.cumsum(sizes))).astype(np.int64),
+            None if self.row_cutoff is None else self.row_cutoff[mask],
         )
 
     def query_cutoffs(self, what: str) -> np.ndarray:
