@@ -161,7 +161,8 @@ def thinning(
     """The share of negatives every fit trains on (search, refit, rolling fits) and the function
     that thins a training set to it: `--negatives` from `--negatives-from` training queries with a
     purchase on (`tr`: those queries), else every row."""
-    share = args.negatives if tr.queries >= args.negatives_from else 1.0
+    # 1 (an int) when every row is kept: model.json and MLflow then both read "1"
+    share = args.negatives if args.negatives < 1 and tr.queries >= args.negatives_from else 1
     if share == 1 and args.negatives < 1:
         log(f"kept every training row: {tr.queries} queries, thinned from {args.negatives_from}")
     return share, lambda d: d.thin_negatives(share, args.seed)
