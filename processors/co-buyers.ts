@@ -1,10 +1,11 @@
 /**
  * The co-buyer build (features/co-buyers.ts): a batch job over the customers' item state of a
- * namespace, at an explicit "now". It reads every customer's articles (SCAN for the `state` hashes,
- * pipelined HSCANs of their `a:` fields), takes those whose latest purchase lies within the window
- * before "now", counts each article's buyers and each pair's common buyers, and writes each
- * article's most similar ones by cosine into its summary. Articles that had a list in the previous build and have none now lose it
- * (the `ids` set remembers them).
+ * namespace, at an explicit "now". It reads the customers' articles (pipelined HSCANs of their
+ * `state` hashes' `a:` fields; the customers given, else every one found by SCAN), takes those
+ * whose latest purchase lies within the window before "now", counts each article's buyers and
+ * each pair's common buyers, and writes each article's most similar ones by cosine into its
+ * summary. Articles that had a list in the previous build and have none now lose it (the `ids`
+ * set remembers them).
  *
  * Run at each cutoff by the training rows (into their isolated namespace, "now" = the cutoff) and
  * by each training cycle on the live namespace ("now" = the cycle's end), so serving reads what

@@ -176,12 +176,12 @@ def first_passing_parity(
     *,
     with_refit: bool,
     version: str,
-    dask: DaskTrainer | None = None,
-    thin: Callable[[RankData], RankData] = lambda d: d,
+    dask: DaskTrainer | None,
+    thin: Callable[[RankData], RankData],
 ) -> Shipped:
     """The best trial whose ONNX export passes the parity check: a model that fails it is never
     shipped, but one failing trial does not throw the search away. With `with_refit`, each trial
-    is refitted (refit.py) before its export."""
+    is refitted (refit.py, its weeks through `thin`) before its export."""
     features = tr.features
     failures: list[str] = []
     for n, searched in enumerate(ranked):
