@@ -8,15 +8,11 @@ const DAY = 86_400_000;
 const NOW = Date.UTC(2020, 5, 1);
 const HL = 30 * DAY;
 
-/**
- * A purchase stat of `n` events, the latest `daysAgo` days before NOW and the first `firstDaysAgo`
- * days before it, as customer.lua keeps it.
- */
-const stat = (n: number, daysAgo: number, firstDaysAgo = daysAgo): ItemStat => ({
+/** A purchase stat of `n` events at `daysAgo` days before NOW, as customer.lua keeps it. */
+const stat = (n: number, daysAgo: number): ItemStat => ({
   n,
   last: NOW - daysAgo * DAY,
   logCount: logWeight(NOW - daysAgo * DAY, HL, n),
-  first: NOW - firstDaysAgo * DAY,
 });
 
 function customer(items: [string, ItemStat][], products: [string, ItemStat][]): CustomerState {
@@ -63,15 +59,7 @@ describe("the strong heuristic's scores as features", () => {
       ['a3', stat(1, 60)],
     ],
     [
-      [
-        '108775',
-        {
-          n: 3,
-          last: NOW - 30 * DAY,
-          logCount: logWeight(NOW - 30 * DAY, HL, 2.5),
-          first: NOW - 90 * DAY,
-        },
-      ],
+      ['108775', { n: 3, last: NOW - 30 * DAY, logCount: logWeight(NOW - 30 * DAY, HL, 2.5) }],
       ['999999', stat(1, 0)],
     ],
   );
@@ -140,38 +128,5 @@ describe('co-buyer features', () => {
     expect(cb(null).every(Number.isNaN)).toBe(true);
     const old = customer([['a3', stat(1, 400)]], []);
     expect(cb(new Map([['a3', 0.9]]), old).every(Number.isNaN)).toBe(true);
-  });
-});
-
-describe("the customer's rhythm with the article", () => {
-  const NAMES_R = ['p_item_days_since_first', 'p_item_interval', 'p_item_due'];
-  // a1 bought 4 times, the first 70 days ago, the latest 10 days ago: every 20 days on average.
-  // a2 twice, both 5 days ago; a3 once, 40 days ago.
-  const c = customer(
-    [
-      ['a1', stat(4, 10, 70)],
-      ['a2', stat(2, 5)],
-      ['a3', stat(1, 40)],
-    ],
-    [],
-  );
-  const rhythm = (articleId: string) =>
-    featureVector(NAMES_R, { customer: c, article: emptyArticleState(articleId), now: NOW });
-
-  it('gives the days since the first purchase, the mean interval and the share of it gone by', () => {
-    const [first, interval, due] = rhythm('a1');
-    expect(first).toBeCloseTo(70, 12);
-    expect(interval).toBeCloseTo(20, 12);
-    expect(due).toBeCloseTo(0.5, 12);
-  });
-
-  it('has no interval before a second purchase at another time, nor for an article never bought', () => {
-    const [first2, interval2, due2] = rhythm('a2');
-    expect(first2).toBeCloseTo(5, 12);
-    expect([interval2, due2].every(Number.isNaN)).toBe(true);
-    const [first3, interval3] = rhythm('a3');
-    expect(first3).toBeCloseTo(40, 12);
-    expect(interval3).toBeNaN();
-    expect(rhythm('zz').every(Number.isNaN)).toBe(true);
   });
 });

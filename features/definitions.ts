@@ -115,16 +115,6 @@ const itemFeatures = (level: 'a' | 'p'): FeatureDefinition[] => {
   ];
 };
 
-/**
- * Mean days between the customer's purchases of the candidate article: from the first to the latest,
- * over the purchases after the first. NaN before a second purchase, or with every purchase at once.
- */
-function itemInterval(ctx: FeatureContext): number {
-  const item = itemOf(ctx, 'a');
-  if (item === undefined || item.n < 2 || item.last <= item.first) return NaN;
-  return days(item.last - item.first) / (item.n - 1);
-}
-
 /** Per customer state, the largest log-space count among its articles and among its products. */
 const topCounts = new WeakMap<CustomerState, { a: number; p: number }>();
 
@@ -435,26 +425,6 @@ const BASE_FEATURES: readonly FeatureDefinition[] = [
     writes:
       'co-buyers.ts: {a}:sum cb (neighbours) with customer.lua {u}:state a:<article> (last), weighted max',
     read: (ctx) => coBuyerScore(ctx, 'max'),
-  },
-  // The customer's rhythm with the candidate article: since the first purchase, the mean interval,
-  // and how far into the next interval the customer is (days since the latest over the interval).
-  {
-    name: 'p_item_days_since_first',
-    scope: 'pair',
-    writes: 'customer.lua: {u}:state a:<article> (first)',
-    read: (ctx) => since(itemOf(ctx, 'a')?.first ?? null, ctx.now),
-  },
-  {
-    name: 'p_item_interval',
-    scope: 'pair',
-    writes: 'customer.lua: {u}:state a:<article> ((last - first) / (n - 1), days)',
-    read: itemInterval,
-  },
-  {
-    name: 'p_item_due',
-    scope: 'pair',
-    writes: 'customer.lua: {u}:state a:<article> (days since last / p_item_interval)',
-    read: (ctx) => ratio(since(itemOf(ctx, 'a')?.last ?? null, ctx.now), itemInterval(ctx)),
   },
 ];
 

@@ -39,8 +39,6 @@ export interface ItemStat {
   readonly last: number;
   /** Log-space decayed count (ITEM_HALF_LIFE, see decay.ts). */
   readonly logCount: number;
-  /** Earliest event time (ms). */
-  readonly first: number;
 }
 
 export interface CustomerState {
@@ -136,17 +134,11 @@ export function parseCustomerState(h: Hash): Omit<CustomerState, 'customerId' | 
     const value = h[field] as string;
     const kind = field.slice(0, 2);
     if (kind === 'a:' || kind === 'p:') {
-      const [n = '0', last = '0', logCount = '-Infinity', units = '', first = last] =
-        value.split('|');
-      const stat = {
-        n: Number(n),
-        last: Number(last),
-        logCount: Number(logCount),
-        first: Number(first),
-      };
+      const [n = '0', last = '0', logCount = '-Infinity', units] = value.split('|');
+      const stat = { n: Number(n), last: Number(last), logCount: Number(logCount) };
       if (kind === 'a:') {
         items.set(field.slice(2), stat);
-        if (units !== '') bought[field.slice(2)] = Number(units);
+        if (units !== undefined) bought[field.slice(2)] = Number(units);
       } else products.set(field.slice(2), stat);
     } else if (kind === 'f:') affinity[field.slice(2)] = Number(value);
     else if (field.startsWith('ch:')) channels[field.slice(3)] = Number(value);
@@ -490,10 +482,9 @@ export async function deleteNamespace(redis: RedisClient, keys: KeySpace): Promi
 
 /**
  * The key layout this build's processors write (`keys.layout`). 2: a customer's stats, affinities,
- * items, units bought and bookkeeping in one `state` hash, the event-id guard bounded. 3: each item
- * keeps its earliest event time too (`n|last|L|units|first`).
+ * items, units bought and bookkeeping in one `state` hash, the event-id guard bounded.
  */
-export const STORE_LAYOUT = '3';
+export const STORE_LAYOUT = '2';
 
 /** A namespace holds state in another key layout than this build reads and writes. */
 export class StoreLayoutError extends RecError {

@@ -89,13 +89,11 @@ function close(a: unknown, b: unknown, rel: number): boolean {
     const y = Number(b);
     return x === y || Math.abs(x - y) <= rel * Math.max(Math.abs(x), Math.abs(y), 1e-300);
   }
-  // Packed numbers (`n|last|L|units|first` of the customer's items, units empty for a product
-  // code): each number within the tolerance, an empty part only equal to an empty part.
+  // Packed numbers (`n|last|L` of the customer's items): each part within the tolerance.
   if (typeof a === 'string' && typeof b === 'string' && a.includes('|') && b.includes('|')) {
     const pa = a.split('|');
     const pb = b.split('|');
-    const packed = (x: string) => x === '' || NUMERIC.test(x);
-    if (pa.every(packed) && pb.every(packed)) {
+    if (pa.every((x) => NUMERIC.test(x)) && pb.every((x) => NUMERIC.test(x))) {
       return close(pa, pb, rel);
     }
   }

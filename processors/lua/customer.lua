@@ -5,11 +5,10 @@ its size: one read and one write of the `state` hash, the guard, `recent` and th
 
 State: hash `state` holds, by field prefix: the stats (`n`, `units`, `spend`, `price_sum`, `first`,
 `last`), events per sales channel (`ch:<id>`), log-space decayed affinities (`f:<kind>:<value>`,
-`f:_total`), items (`a:<article>` -> `n|last|L|units|first`, `p:<product code>` -> `n|last|L||first`:
-events, latest event time, log-space decayed count at the items rate, units bought, earliest event
-time; the article id stands in for a missing product code), and the guards' bookkeeping
-(`o:<partition>`, `smin`, `in`). Counting, min, max and log-add commute, so the order of events does
-not matter.
+`f:_total`), items (`a:<article>` -> `n|last|L|units`, `p:<product code>` -> `n|last|L`: events,
+latest event time, log-space decayed count at the items rate, units bought; the article id stands in
+for a missing product code), and the guards' bookkeeping (`o:<partition>`, `smin`, `in`). Counting,
+max and log-add commute, so the order of events does not matter.
 
 Idempotence: `state` field `o:<partition>` keeps the highest offset applied from that partition;
 hash `seen` maps each event id applied within the dedup horizon to `<partition>:<offset>|<event
@@ -97,14 +96,14 @@ for _, e in ipairs(ev) do
 end
 local cur = hmget_chunked(state, names)
 local s = {}   -- stats, counts and log-space sums by field
-local item_val = {} -- `a:` / `p:` field -> { n, last, L, units, first }
+local item_val = {} -- `a:` / `p:` field -> { n, last, L, units }
 for i, name in ipairs(names) do
   local v = cur[i]
   local kind = string.sub(name, 1, 2)
   if kind == 'a:' or kind == 'p:' then
     if v then
-      local cn, cl, cL, cu, cf = string.match(v, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
-      item_val[name] = { tonumber(cn), tonumber(cl), tonumber(cL), tonumber(cu), tonumber(cf) }
+      local cn, cl, cL, cu = string.match(v, '^([^|]*)|([^|]*)|([^|]*)|?(.*)$')
+      item_val[name] = { tonumber(cn), tonumber(cl), tonumber(cL), tonumber(cu) }
     end
   else
     s[name] = tonumber(v)
@@ -224,13 +223,12 @@ for i, e in ipairs(ev) do
     for _, field in ipairs({ 'a:' .. e.article, 'p:' .. e.product }) do
       local v = item_val[field]
       if v == nil then
-        v = { 0, e.t, nil, nil, e.t }
+        v = { 0, e.t, nil, nil }
         item_val[field] = v
         item_count = item_count + 1
       end
       v[1] = v[1] + 1
       v[2] = math.max(v[2], e.t)
-      v[5] = math.min(v[5], e.t)
       v[3] = logadd(v[3], ix)
       touched[field] = true
     end
@@ -325,7 +323,7 @@ if #seen_add > 0 then
   for field in pairs(touched) do
     local v = item_val[field]
     if v then
-      put(field, v[1] .. '|' .. fmt(v[2]) .. '|' .. fmt(v[3]) .. '|' .. (v[4] or '') .. '|' .. fmt(v[5]))
+      put(field, v[1] .. '|' .. fmt(v[2]) .. '|' .. fmt(v[3]) .. (v[4] and '|' .. v[4] or ''))
     elseif string.sub(field, 1, 3) == 'ch:' then
       put(field, s[field])
     else
