@@ -15,6 +15,7 @@ import { createWriters } from '../../processors/writers.ts';
 import type { Article, Customer } from '../../schemas/events.ts';
 import type { DecodedRecord } from '../../streams/consumer.ts';
 import { embeddingCatalogue } from '../fixtures/embedding-articles.ts';
+import { makeCustomers } from '../fixtures/events.ts';
 import { dumpNamespace, expectSameState } from '../redis-helpers.ts';
 
 const T = Date.UTC(2020, 8, 1);
@@ -40,14 +41,9 @@ function articleStream(): DecodedRecord<Article>[] {
 
 function customerStream(): DecodedRecord<Customer>[] {
   const c = (id: string, t: number, age: number): Customer => ({
+    ...(makeCustomers(1, t)[0] as Customer),
     customer_id: id,
-    fn: null,
-    active: null,
-    club_member_status: 'ACTIVE',
-    fashion_news_frequency: null,
     age,
-    postal_code: null,
-    updated_at: t,
   });
   const all = [c('c1', T, 30), c('c2', T, 40), c('c1', T + 5, 31), c('c1', T, 29), c('c2', T, 40)];
   return all.map((v, i) => record(v, i, v.customer_id));
