@@ -39,13 +39,8 @@ def train_on(parts: Sequence[RankData], trained: Trained, dask: DaskTrainer | No
     return lgb.train(trained.params, data, num_boost_round=trained.best_iteration)
 
 
-def _same(d: RankData) -> RankData:
-    return d
-
-
 def refit(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Trained,
-          dask: DaskTrainer | None = None,
-          thin: Callable[[RankData], RankData] = _same) -> Trained:
+          dask: DaskTrainer | None, thin: Callable[[RankData], RankData]) -> Trained:
     """Retrain with the chosen params and rounds on the training, validation and `extra` weeks.
 
     The latest weeks are, for fashion, the most informative: the shipped model must know them. The
@@ -66,8 +61,8 @@ def _with_positive(d: RankData) -> RankData:
 
 
 def rolling_scores(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Trained,
-                   weeks: Sequence[int], dask: DaskTrainer | None = None,
-                   thin: Callable[[RankData], RankData] = _same) -> np.ndarray:
+                   weeks: Sequence[int], dask: DaskTrainer | None,
+                   thin: Callable[[RankData], RankData]) -> np.ndarray:
     """Scores of the `extra` rows of each week in `weeks` by what the recipe would have shipped then.
 
     For a week starting at cutoff g: the chosen params and number of trees trained on every row
