@@ -30,6 +30,7 @@ import { fitAndGate, type FitResult, type GateResult } from './fit.ts';
 import { RECIPE, cycleWeeks, recipeRecord, type CycleWeeks, type Recipe } from './recipe.ts';
 import {
   buildTrainingRows,
+  describeRowTimings,
   type CandidateRecall,
   type RowsResult,
   type RowsStage,
@@ -225,7 +226,7 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
     const rowsMs = performance.now() - t0;
     say(
       `rows: ${rows.rows} over ${rows.queries} queries (candidate recall ${rows.candidateRecall.overall.toFixed(3)}) ` +
-        `in ${seconds(rowsMs)} s (${rowSteps(rows.timings)})`,
+        `in ${(rowsMs / 1000).toFixed(1)} s (${describeRowTimings(rows.timings)})`,
     );
     // The live co-buyer lists, as the rows' were built at each cutoff: serving reads them.
     const coBuyers = await buildCoBuyers(deps.redis, deps.keys, { now: end });
@@ -265,17 +266,6 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
     await deleteNamespace(deps.redis, keySpace(namespace)).catch(() => undefined);
     if (opts.workDir === undefined) rmSync(work, { recursive: true, force: true });
   }
-}
-
-const seconds = (ms: number): string => (ms / 1000).toFixed(1);
-
-/** Where the rows' time went, step by step (training/rows.ts `timings`). */
-function rowSteps(t: RowsResult['timings']): string {
-  return (
-    `labels ${seconds(t.labelsMs)}, metadata ${seconds(t.metadataMs)}, ` +
-    `purchases ${seconds(t.purchasesMs)}, co-buyer lists ${seconds(t.coBuyersMs)}, ` +
-    `queries ${seconds(t.queriesMs)}, write ${seconds(t.writeMs)} s`
-  );
 }
 
 /**

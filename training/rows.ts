@@ -551,6 +551,17 @@ interface RowsRun {
   timed<T>(what: keyof StepTimings, f: () => Promise<T>): Promise<T>;
 }
 
+const seconds = (ms: number): string => (ms / 1000).toFixed(1);
+
+/** Where the rows' time went, step by step, as the cycle and the backtest print it. */
+export function describeRowTimings(t: RowsResult['timings']): string {
+  return (
+    `labels ${seconds(t.labelsMs)}, metadata ${seconds(t.metadataMs)}, ` +
+    `purchases ${seconds(t.purchasesMs)}, co-buyer lists ${seconds(t.coBuyersMs)}, ` +
+    `queries ${seconds(t.queriesMs)}, write ${seconds(t.writeMs)} s`
+  );
+}
+
 /** Build point-in-time training rows for `opts.cutoffs` (see the module comment). */
 export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Promise<RowsResult> {
   const started = performance.now();

@@ -46,6 +46,7 @@ import { RECIPE, cycleWeeks, type CycleWeeks, type Recipe } from '../../training
 import type { EvalReport } from './report.ts';
 import {
   buildTrainingRows,
+  describeRowTimings,
   type CutoffSummary,
   type RowsDeps,
   type RowsResult,
@@ -218,7 +219,7 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
     timings.rows_s = (performance.now() - t1) / 1000;
     say(
       `rows: ${rows.rows} over ${rows.queries} queries in ${timings.rows_s.toFixed(1)} s ` +
-        `(of which the co-buyer lists ${(rows.timings.coBuyersMs / 1000).toFixed(1)} s)`,
+        `(${describeRowTimings(rows.timings)})`,
     );
 
     const python = ensurePythonEnv(say);
