@@ -123,6 +123,31 @@ describe('co-buyer features', () => {
     expect(max).toBeCloseTo(0.4, 12);
   });
 
+  it('reads the same whichever side is smaller, neighbours or purchases', () => {
+    // One neighbour against two purchases within the window: the neighbours are walked.
+    const [mean, max] = cb(new Map([['a2', 0.6]]));
+    expect(mean).toBeCloseTo((0.5 * 0.6) / 1.5, 12);
+    expect(max).toBeCloseTo(0.3, 12);
+    // Many purchases, few neighbours, and the reverse, give the features of the same pairs.
+    const many = customer(
+      Array.from({ length: 30 }, (_, i) => [`b${i}`, stat(1, i)] as const),
+      [],
+    );
+    const few = new Map([
+      ['b0', 0.2],
+      ['b7', 0.5],
+    ]);
+    const wide = new Map([
+      ...few,
+      ...Array.from({ length: 40 }, (_, i) => [`z${i}`, 0.9] as const),
+    ]);
+    const [m1, x1] = cb(few, many);
+    const [m2, x2] = cb(wide, many);
+    expect(m1).toBeCloseTo(m2 as number, 12);
+    expect(x1).toBeCloseTo(x2 as number, 12);
+    expect(x1).toBeGreaterThan(0);
+  });
+
   it('is 0 without a common neighbour, NaN without neighbours or purchases in the window', () => {
     expect(cb(new Map([['a9', 0.8]]))).toEqual([0, 0]);
     expect(cb(null).every(Number.isNaN)).toBe(true);

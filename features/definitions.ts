@@ -200,11 +200,22 @@ function coBuyerScore(ctx: FeatureContext, how: 'mean' | 'max'): number {
     const w = coBuyerWeights(customer, now);
     let sum = 0;
     let max = 0;
-    for (const [id, cos] of neighbours) {
-      const x = w.weights.get(id);
-      if (x === undefined) continue;
+    const add = (x: number, cos: number): void => {
       sum += x * cos;
       if (x * cos > max) max = x * cos;
+    };
+    // Walk the smaller side: every candidate runs this, with about 100 neighbours each, against
+    // the customer's articles within the window (median 7, mean 14 on hm-sample).
+    if (w.weights.size < neighbours.size) {
+      for (const [id, x] of w.weights) {
+        const cos = neighbours.get(id);
+        if (cos !== undefined) add(x, cos);
+      }
+    } else {
+      for (const [id, cos] of neighbours) {
+        const x = w.weights.get(id);
+        if (x !== undefined) add(x, cos);
+      }
     }
     scores =
       w.sum === 0
