@@ -204,8 +204,8 @@ function coBuyerScore(ctx: FeatureContext, how: 'mean' | 'max'): number {
       sum += x * cos;
       if (x * cos > max) max = x * cos;
     };
-    // Walk the smaller side: every candidate runs this, with about 100 neighbours each, against
-    // the customer's articles within the window (median 7, mean 14 on hm-sample).
+    // Walk the smaller side: every candidate runs this, with up to 100 neighbours (53 on average
+    // on hm-sample), against the customer's articles within the window (about 10).
     if (w.weights.size < neighbours.size) {
       for (const [id, x] of w.weights) {
         const cos = neighbours.get(id);
