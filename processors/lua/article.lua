@@ -36,6 +36,7 @@ local n = tonumber(ARGV[base])
 --- @include "summary"
 --- @include "chunks"
 --- @include "trim"
+--- @include "zlogadd"
 
 local names = { 'n', 'units', 'revenue', 'price_sum', 'first', 'last' }
 for _, p in ipairs(pops) do names[#names + 1] = p[1] end
@@ -86,12 +87,7 @@ if applied > 0 then
   end
   redis.call('HSET', stats, unpack(flat))
   call_chunked('PFADD', buyers, buyer_list)
-  local added = 0
-  for pa, x in pairs(co_add) do
-    local score = logadd(tonumber(redis.call('ZSCORE', co, pa)), x)
-    added = added + redis.call('ZADD', co, fmt(score), pa)
-  end
-  trim_top(co, cocap, added)
+  trim_top(co, cocap, zset_logadd(co, co_add))
   save_offsets(offsets, 'a:', last)
   redis.call('HSET', summary, sales_field, pack_sales(stats, buyers, names))
 end

@@ -22,10 +22,10 @@ local corate = tonumber(ARGV[2])
 local cocap = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
 
---- @include "fmt"
 --- @include "logadd"
 --- @include "offsets"
 --- @include "trim"
+--- @include "zlogadd"
 
 local last = {}
 local add = {}
@@ -43,12 +43,7 @@ for i = 0, n - 1 do
   end
 end
 if applied > 0 then
-  local added = 0
-  for article, x in pairs(add) do
-    local score = logadd(tonumber(redis.call('ZSCORE', co, article)), x)
-    added = added + redis.call('ZADD', co, fmt(score), article)
-  end
-  trim_top(co, cocap, added)
+  trim_top(co, cocap, zset_logadd(co, add))
   save_offsets(offsets, 'c:', last)
 end
 return applied

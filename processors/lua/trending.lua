@@ -24,10 +24,10 @@ local pos = 4 + k
 local n = tonumber(ARGV[pos])
 pos = pos + 1
 
---- @include "fmt"
 --- @include "logadd"
 --- @include "offsets"
 --- @include "trim"
+--- @include "zlogadd"
 
 local last = {}
 local add = {} -- set index -> article -> log-space sum of this batch
@@ -49,12 +49,7 @@ end
 if applied > 0 then
   for j = 1, k do
     local key = KEYS[1 + j]
-    local added = 0
-    for article, x in pairs(add[j]) do
-      local score = logadd(tonumber(redis.call('ZSCORE', key, article)), x)
-      added = added + redis.call('ZADD', key, fmt(score), article)
-    end
-    trim_top(key, cap, added)
+    trim_top(key, cap, zset_logadd(key, add[j]))
   end
   save_offsets(offsets, '', last)
 end

@@ -247,6 +247,77 @@ describe('bounded state over two years of events', () => {
     });
   });
 
+  it('adds thousands of articles to a set in one script call as in many small ones', async () => {
+    // zset_logadd (lua/include/zlogadd.lua) reads and writes a set 2,000 members at a time: 4,500
+    // articles bought in one batch go through three chunks, and twice (the second time onto the
+    // scores of the first); batches of 100 keep every call within one chunk.
+    const COUNT = 4_500;
+    const arts = makeArticles(COUNT, T0 - DAY_MS);
+    const buyers = makeCustomers(1_500, T0 - DAY_MS);
+    const events: DecodedRecord<Purchase>[] = [];
+    for (let round = 0; round < 2; round++) {
+      arts.forEach((a, i) => {
+        const offset = events.length;
+        const time = T0 + round * DAY_MS + i * 1_000;
+        const customer = customerId(i % 1_500); // three articles each a round
+        events.push(
+          record(purchase(`e${offset}`, customer, a.article_id, time), customer, offset, time),
+        );
+      });
+    }
+    const run = async (batch: number): Promise<KeySpace> => {
+      const keys = ns();
+      const scripts = defineScripts(redis);
+      await applyArticles(
+        redis,
+        keys,
+        scripts,
+        arts.map((a, i) => record(a, a.article_id, i, 0)),
+      );
+      await applyCustomers(
+        redis,
+        keys,
+        scripts,
+        buyers.map((c, i) => record(c, c.customer_id, i, 0)),
+      );
+      const proc = new PurchaseProcessor(redis, keys, scripts, { trendingCap: 1_000_000 });
+      for (let i = 0; i < events.length; i += batch) {
+        await proc.apply(events.slice(i, i + batch));
+      }
+      return keys;
+    };
+    const [whole, small] = [await run(COUNT), await run(100)];
+    const scores = async (key: string) => {
+      const flat = await redis.zrange(key, 0, -1, 'WITHSCORES');
+      const out = new Map<string, number>();
+      for (let i = 0; i + 1 < flat.length; i += 2) out.set(flat[i]!, Number(flat[i + 1]));
+      return out;
+    };
+    for (const hl of GLOBAL_TRENDING_HALF_LIVES) {
+      const [got, want] = [
+        await scores(whole.trending.global(hl)),
+        await scores(small.trending.global(hl)),
+      ];
+      expect(got.size).toBe(COUNT);
+      expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
+      for (const [m, x] of got) {
+        expect(Math.abs(x - want.get(m)!)).toBeLessThanOrEqual(1e-9 * Math.abs(x));
+      }
+    }
+    // The co-purchase sets, written by both sides (article.lua, copurchase.lua), agree too.
+    for (const a of [arts[0]!, arts[2_000]!, arts[COUNT - 1]!]) {
+      const [got, want] = [
+        await scores(whole.article(a.article_id).copurchase),
+        await scores(small.article(a.article_id).copurchase),
+      ];
+      expect(got.size).toBeGreaterThan(0);
+      expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
+      for (const [m, x] of got) {
+        expect(Math.abs(x - want.get(m)!)).toBeLessThanOrEqual(1e-9 * Math.abs(x));
+      }
+    }
+  });
+
   describe('taste guard', () => {
     const DIM = 8;
     const HORIZON = 30 * DAY_MS;
