@@ -3,7 +3,8 @@
  * are handed over as a consumer would, in offset order): two simulated years of a best-selling
  * article keep its co-purchase set and the trending sets within their caps, with the top partners
  * and articles of an uncapped run; a heavy customer's taste guard keeps about one horizon of event
- * ids while redeliveries and second publishes stay skipped, whatever their age.
+ * ids while redeliveries and second publishes stay skipped, whatever their age; a set given
+ * thousands of members by one script call ends as calls of 100 leave it.
  */
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
