@@ -167,8 +167,11 @@ type DemoLoad = Pick<
 /**
  * 2/5: publish the folder, unless this run's topics hold it already — a marker in Redis names the
  * folder's fingerprint (streams/loader/loaded.ts, as `npm run eval` recognises its loads) and the
- * purchases topic still holds as many records as were published; `--reload` publishes it again
- * (the processors skip the events they applied: the event ids are the same).
+ * purchases topic still holds as many records as were published; `--reload` publishes it again.
+ * The processors skip an event published again only within their dedup horizon (30 days before
+ * the customer's latest purchase): a second publish into topics that hold the first counts the
+ * older events again in the live store (training's rows apply each event id once and are not
+ * affected), so the load says so before it publishes.
  */
 async function loadOnce(
   live: Readonly<Config>,
@@ -182,8 +185,8 @@ async function loadOnce(
   const redis = createRedis(live, { maxRetriesPerRequest: null });
   try {
     const marker = opts.reload ? null : await readLoadedMarker<DemoLoad>(redis, key, fingerprint);
+    const held = await purchasesHeld(live, logger);
     if (marker !== null) {
-      const held = await purchasesHeld(live, logger);
       if (held >= marker.report.published.purchases) {
         const iso = (t: number | null) => (t === null ? '-' : new Date(t).toISOString());
         console.log(
@@ -196,6 +199,13 @@ async function loadOnce(
       }
       console.log(
         `  loaded before, but the purchases topic holds ${held} of its ${marker.report.published.purchases} purchases: loading again`,
+      );
+    }
+    if (held > 0) {
+      console.log(
+        `  warning: the purchases topic already holds ${held} records: publishing again counts, ` +
+          'in the live store, every purchase older than the dedup horizon (30 days before its ' +
+          "customer's latest) a second time; start from a fresh stack for exact live counts",
       );
     }
     const report = await runLoad({ config: live, logger, dataDir, progress: opts.progress });
@@ -281,7 +291,7 @@ async function runProcessors(live: Readonly<Config>, logger: Logger): Promise<De
   console.log(
     `  caught up in ${((performance.now() - t1) / 1000).toFixed(1)} s: ${applied} purchases applied` +
       (duplicates > 0
-        ? `, ${duplicates} skipped as already applied (a --reload publishes the same event ids again)`
+        ? `, ${duplicates} skipped as already applied (published again within the dedup horizon)`
         : applied === 0
           ? ' (the store already holds what the topics hold)'
           : ''),
