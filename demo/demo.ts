@@ -3,8 +3,8 @@
  *  1. bring the local stack up (or use the services named by KAFKA_BROKERS / SCHEMA_REGISTRY_URL /
  *     REDIS_URL);
  *  2. create topics, register schemas, load an H&M-layout folder (default ../shared/data/hm-sample
- *     beside the checkout) into Kafka — once: a re-run recognises the folder it loaded and says so
- *     (`--reload` publishes it again);
+ *     beside the checkout) into Kafka — once: a re-run recognises the folder it loaded and says so;
+ *     it refuses to publish into topics that hold purchases already (`--reload` does, warning);
  *  3. run the processors over it until they have caught up, and print live features;
  *  4. train a first model (one training cycle by the recipe, training/recipe.ts: rows replayed at
  *     weekly cutoffs, LightGBM LambdaRank, ONNX, parity check, the gate on held-out weeks) and
@@ -58,6 +58,7 @@ import { RECIPE } from '../training/recipe.ts';
 import { formatRatio } from '../evaluation/stats.ts';
 import { showSimilarItems } from './embeddings.ts';
 import { defaultCandidateConfig } from '../serving/candidates/index.ts';
+import { republishCheck } from './republish.ts';
 
 const DEFAULT_DATA = fileURLToPath(new URL('../../shared/data/hm-sample', import.meta.url));
 const day = (t: number | null) => (t === null ? '-' : new Date(t).toISOString().slice(0, 10));
@@ -167,11 +168,12 @@ type DemoLoad = Pick<
 /**
  * 2/5: publish the folder, unless this run's topics hold it already — a marker in Redis names the
  * folder's fingerprint (streams/loader/loaded.ts, as `npm run eval` recognises its loads) and the
- * purchases topic still holds as many records as were published; `--reload` publishes it again.
- * The processors skip an event published again only within their dedup horizon (30 days before
- * the customer's latest purchase): a second publish into topics that hold the first counts the
- * older events again in the live store (training's rows apply each event id once and are not
- * affected), so the load says so before it publishes.
+ * purchases topic still holds as many records as were published. The processors skip an event
+ * published again only within their dedup horizon (30 days before the customer's latest
+ * purchase): publishing into topics that hold purchases already (another folder, a changed one,
+ * or the same one again) would count the older events again in the live store (training's rows
+ * apply each event id once and are not affected). So the demo refuses to, naming the clean start;
+ * `--reload` publishes anyway, with a warning.
  */
 async function loadOnce(
   live: Readonly<Config>,
@@ -179,8 +181,8 @@ async function loadOnce(
   dataDir: string,
   opts: { reload: boolean; progress: boolean },
 ): Promise<DemoLoad> {
-  const { slug, hash } = datasetFingerprint(dataDir);
-  const fingerprint = `${slug}-${hash}`;
+  // The content alone: the same files under another folder name are the same load.
+  const fingerprint = datasetFingerprint(dataDir).hash;
   const key = `demo:loaded:${live.topicPrefix === '' ? '(no prefix)' : live.topicPrefix}`;
   const redis = createRedis(live, { maxRetriesPerRequest: null });
   try {
@@ -198,16 +200,11 @@ async function loadOnce(
         return marker.report;
       }
       console.log(
-        `  loaded before, but the purchases topic holds ${held} of its ${marker.report.published.purchases} purchases: loading again`,
+        `  loaded before, but the purchases topic holds ${held} of its ${marker.report.published.purchases} purchases`,
       );
     }
-    if (held > 0) {
-      console.log(
-        `  warning: the purchases topic already holds ${held} records: publishing again counts, ` +
-          'in the live store, every purchase older than the dedup horizon (30 days before its ' +
-          "customer's latest) a second time; start from a fresh stack for exact live counts",
-      );
-    }
+    const warning = republishCheck(held, opts.reload);
+    if (warning !== null) console.log(`  warning: ${warning}`);
     const report = await runLoad({ config: live, logger, dataDir, progress: opts.progress });
     for (const line of describeLoad(report)) console.log(line);
     const kept: DemoLoad = {

@@ -2,12 +2,13 @@
  * Whether a dataset folder was loaded already, so that `npm run eval` and `npm run demo` publish
  * it once: a fingerprint of the folder's content (its files' names, sizes and SHA-1 digests) and a
  * marker in Redis, written after a complete load, that names the fingerprint and what the load
- * reported. A changed file changes the fingerprint (the folder is loaded again); the same files
- * copied again, touched or moved do not. Publishing a folder twice into the live topics counts
- * again, in the live store, every event older than the processors' dedup horizon (30 days before
- * the customer's latest), so a copy of the same data must not look new: an earlier fingerprint of
- * paths and modification times did, and each fresh copy of the data was loaded again. Hashing
- * reads every file once (hm-sample's 38 MB in well under a second).
+ * reported. A changed file changes the fingerprint's hash (the folder is loaded again); the same
+ * files copied again, touched or moved do not (the slug, for readable topic names, is the folder's
+ * name). Publishing a folder twice into the live topics counts again, in the live store, every
+ * event older than the processors' dedup horizon (30 days before the customer's latest), so a copy
+ * of the same data must not look new: an earlier fingerprint of paths and modification times did,
+ * and each fresh copy of the data was loaded again. Hashing reads every file once (hm-sample's 38
+ * MB in well under a second).
  */
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
