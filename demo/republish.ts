@@ -4,6 +4,7 @@
  * horizon (30 days before the customer's latest purchase, processors/purchases.ts), so a second
  * publish would count every older purchase again in the live store.
  */
+import { DEFAULT_PURCHASE_OPTIONS } from '../processors/purchases.ts';
 
 /**
  * Whether the demo may publish a folder into live topics whose purchases topic holds `held`
@@ -12,10 +13,11 @@
  */
 export function republishCheck(held: number, reload: boolean): string | null {
   if (held === 0) return null;
+  const days = DEFAULT_PURCHASE_OPTIONS.dedupHorizonMs / 86_400_000;
   const why =
     `the purchases topic already holds ${held} records, and publishing again would count, in ` +
-    "the live store, every purchase older than the processors' dedup horizon (30 days before its " +
-    "customer's latest) a second time";
+    `the live store, every purchase older than the processors' dedup horizon (${days} days ` +
+    "before its customer's latest) a second time";
   if (reload) return `${why} (--reload)`;
   throw new Error(
     `${why}. For a clean start: npm run stack:down && rm -rf .stack/data && npm run demo ` +
