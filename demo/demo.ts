@@ -47,6 +47,7 @@ import {
 import { createKafka, createRegistryClient } from '../streams/kafka.ts';
 import { createIdempotentProducer } from '../streams/producer.ts';
 import { ensureStack } from '../stack/stack.ts';
+import { stackPaths } from '../stack/process.ts';
 import { topics, type Topics } from '../streams/topics.ts';
 import { createProcessorMetrics } from '../processors/metrics.ts';
 import { startProcessors } from '../processors/start.ts';
@@ -203,7 +204,7 @@ async function loadOnce(
         `  loaded before, but the purchases topic holds ${held} of its ${marker.report.published.purchases} purchases`,
       );
     }
-    const warning = republishCheck(held, opts.reload);
+    const warning = republishCheck(held, opts.reload, stackPaths(live.stackDir).data);
     if (warning !== null) console.log(`  warning: ${warning}`);
     const report = await runLoad({ config: live, logger, dataDir, progress: opts.progress });
     for (const line of describeLoad(report)) console.log(line);

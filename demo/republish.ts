@@ -9,9 +9,10 @@ import { DEFAULT_PURCHASE_OPTIONS } from '../processors/purchases.ts';
 /**
  * Whether the demo may publish a folder into live topics whose purchases topic holds `held`
  * records (demo.ts loadOnce): null when they are empty; with `reload`, the warning to print;
- * else it throws, naming why and the clean start.
+ * else it throws, naming why and the clean start (`stackData`: the local stack's data folder,
+ * STACK_DIR's `data`).
  */
-export function republishCheck(held: number, reload: boolean): string | null {
+export function republishCheck(held: number, reload: boolean, stackData: string): string | null {
   if (held === 0) return null;
   const days = DEFAULT_PURCHASE_OPTIONS.dedupHorizonMs / 86_400_000;
   const why =
@@ -20,7 +21,7 @@ export function republishCheck(held: number, reload: boolean): string | null {
     "before its customer's latest) a second time";
   if (reload) return `${why} (--reload)`;
   throw new Error(
-    `${why}. For a clean start: npm run stack:down && rm -rf .stack/data && npm run demo ` +
+    `${why}. For a clean start: npm run stack:down && rm -rf ${stackData} && npm run demo ` +
       '(or TOPIC_PREFIX and REDIS_NAMESPACE naming a new pair); --reload publishes anyway',
   );
 }
