@@ -267,9 +267,9 @@ end
 -- left.
 local function cap_items(state_key, cap)
   local all = redis.call('HGETALL', state_key)
-  local kinds = { a = {}, p = {} }
+  local kinds = { ['a:'] = {}, ['p:'] = {} } -- by field prefix (`price_sum` is a stat)
   for j = 1, #all, 2 do
-    local kind = string.sub(all[j], 1, 1)
+    local kind = string.sub(all[j], 1, 2)
     local L = tonumber(string.match(all[j + 1], '^[^|]*|[^|]*|([^|]*)')) or -math.huge
     local list = kinds[kind]
     if list then list[#list + 1] = { all[j], L } end

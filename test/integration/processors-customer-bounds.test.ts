@@ -127,6 +127,10 @@ describe('bounded customer state', () => {
     expect(maxSeen).toBeLessThanOrEqual(PER_DAY * (30 + 8) + BATCH);
     const stats = await redis.hgetall(k.state);
     expect(Number(stats.n)).toBe(events.length);
+    // Capping the items keeps the stats (`price_sum` is not a `p:` product).
+    const priceSum = events.reduce((sum, e) => sum + e.price, 0);
+    expect(Number(stats.price_sum)).toBeCloseTo(priceSum, 9);
+    expect(Number(stats.spend)).toBeCloseTo(priceSum, 9);
 
     // A second publish (another offset) of an event 10 days old: a duplicate, not counted.
     const last = events.at(-1) as Purchase;
