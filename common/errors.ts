@@ -31,6 +31,8 @@
  * | `REC_ERR_APPLY`               | streams/consumer.ts: a record its handler fails on every time |
  * | `REC_ERR_KEY_MISMATCH`        | processors/admit.ts: a purchase not keyed by its customer     |
  * | `REC_ERR_FUTURE_EVENT`        | processors/admit.ts: an event dated past now + the skew       |
+ * | `REC_ERR_LATE_EVENT`          | processors/purchases.ts: an event dated before the dedup      |
+ * |                               | horizon's cut of its customer's newest                        |
  * | `REC_ERR_STORE_LAYOUT`        | features/state.ts (`StoreLayoutError`): a namespace written   |
  * |                               | by a build with another key layout                           |
  * | `REC_ERR_DEPLOY`              | deploy/validate.ts (`DeployError`): a validator tool failed   |
@@ -66,6 +68,7 @@ export type ErrorCode =
   | 'REC_ERR_KEY_MISMATCH'
   | 'REC_ERR_APPLY'
   | 'REC_ERR_FUTURE_EVENT'
+  | 'REC_ERR_LATE_EVENT'
   | 'REC_ERR_DEPLOY'
   | ServingErrorCode;
 

@@ -10,11 +10,14 @@
  * Each script aggregates its events in Lua and writes each touched field once. A crash anywhere
  * re-runs the batch: step 2 recognises redeliveries by position (and duplicates published twice by
  * a different position, within the dedup horizon), step 3 skips offsets it already applied, so
- * nothing is counted twice. State is bounded: the guard by the horizon, the customer's items and
- * bought by `itemsCap`, recent purchases by `recentCap`, the co-purchase window by time.
+ * nothing is counted twice. A new event dated before the horizon's cut of its customer's newest is
+ * refused as late (`BatchOutcome.late`, dead-lettered by the consumer): the guard may have
+ * forgotten a first copy of it. State is bounded: the guard by the horizon, the customer's items
+ * and bought by `itemsCap`, recent purchases by `recentCap`, the co-purchase window by time.
  */
+import { RecError } from '../common/errors.ts';
 import type { RedisClient } from '../common/redis.ts';
-import type { DecodedRecord } from '../streams/consumer.ts';
+import type { DecodedRecord, Rejection } from '../streams/consumer.ts';
 import { DECAY_EPOCH_MS, rate } from '../features/decay.ts';
 import {
   AFFINITY_HALF_LIFE,
@@ -41,8 +44,9 @@ export interface PurchaseProcessorOptions {
   /** Most partners paired with one purchase (nearest in time first). */
   copurchaseFanout: number;
   /**
-   * Event-time horizon (ms) of the event-id guard: a second publish of an event is recognised
-   * while the customer's newest event time is within this of the first's; older guard entries are
+   * Event-time horizon (ms) of the event-id guard: guard entries of events older than the cut
+   * (this before the quarter-horizon step of the customer's newest event time) are forgotten, and
+   * a new event dated before the cut is refused as late, since a first copy of it may have been
    * forgotten (redeliveries are recognised by position, whatever their age).
    */
   dedupHorizonMs: number;
@@ -77,6 +81,36 @@ export interface BatchOutcome {
   applied: number;
   /** Events skipped as duplicates: the same event id published again at another position. */
   duplicates: number;
+  /**
+   * Events refused as late, applied nowhere: new to the guard, and dated before the horizon's cut
+   * of their customer's newest event time (`cut`), where the guard may have forgotten a first copy
+   * of them, so a second publish could not be told from a new event. The consumer dead-letters
+   * them (`lateRejection`); a redelivered batch refuses them again.
+   */
+  late: LateEvent[];
+}
+
+/** An event refused as late, with the guard's cut it is dated before (ms). */
+export interface LateEvent {
+  record: DecodedRecord<Purchase>;
+  cut: number;
+}
+
+/** A late event's dead letter (REC_ERR_LATE_EVENT): its time, the cut and the way out. */
+export function lateRejection({ record, cut }: LateEvent, horizonMs: number): Rejection<Purchase> {
+  const days = horizonMs / 86_400_000;
+  return {
+    record,
+    reason: new RecError(
+      'REC_ERR_LATE_EVENT',
+      `event_time ${new Date(record.value.event_time).toISOString()} is before ` +
+        `${new Date(cut).toISOString()}, the dedup horizon's cut (${days} days, in ` +
+        `quarter-horizon steps) of customer "${record.value.customer_id}"'s newest purchase: ` +
+        'its id may have been forgotten, so a second publish of it could not be told from a new ' +
+        'event, and it is applied nowhere. To apply it, widen PROCESSOR_DEDUP_HORIZON_DAYS past its ' +
+        'lateness and redrive it (npm run dlq -- --topic purchases --code REC_ERR_LATE_EVENT --redrive)',
+    ),
+  };
 }
 
 /** Article metadata fields that feed affinities, segments and product-level state. */
@@ -162,12 +196,18 @@ export class PurchaseProcessor {
     this.opts = { ...DEFAULT_PURCHASE_OPTIONS, ...opts };
   }
 
+  /** The event-id guard's horizon (ms), which late events are refused against. */
+  get dedupHorizonMs(): number {
+    return this.opts.dedupHorizonMs;
+  }
+
   /** Apply a batch; resolves only when Redis acknowledged every effect. */
   async apply(records: readonly DecodedRecord<Purchase>[]): Promise<BatchOutcome> {
-    if (records.length === 0) return { applied: 0, duplicates: 0 };
+    if (records.length === 0) return { applied: 0, duplicates: 0, late: [] };
     const { articleMeta, customerAge } = await this.readMetadata(records);
-    const { pending, applied, duplicates } = await this.applyCustomerScripts(records, articleMeta);
-    if (pending.length === 0) return { applied, duplicates };
+    const outcome = await this.applyCustomerScripts(records, articleMeta);
+    const { pending, applied, duplicates, late } = outcome;
+    if (pending.length === 0) return { applied, duplicates, late };
     // Secondary slots need each partition's events in offset order (offsets are decimal strings
     // of int64s, compared by length then text: no BigInt per comparison).
     pending.sort(
@@ -177,7 +217,7 @@ export class PurchaseProcessor {
         (x.record.offset < y.record.offset ? -1 : x.record.offset > y.record.offset ? 1 : 0),
     );
     await this.applySlotScripts(pending, articleMeta, customerAge);
-    return { applied, duplicates };
+    return { applied, duplicates, late };
   }
 
   /** Step 1: the metadata the events need, article categories and customer age (one round trip). */
@@ -208,12 +248,12 @@ export class PurchaseProcessor {
   /**
    * Step 2: one customer script per customer (the event-id guard, customer state, co-purchase
    * partners), one round trip. Returns the events the other slots must apply (new ones and
-   * redeliveries) with their partners, and the counts of new and duplicate events.
+   * redeliveries) with their partners, the counts of new and duplicate events, and the late ones.
    */
   private async applyCustomerScripts(
     records: readonly DecodedRecord<Purchase>[],
     articleMeta: Map<string, (string | null)[]>,
-  ): Promise<{ pending: Pending[]; applied: number; duplicates: number }> {
+  ): Promise<{ pending: Pending[]; applied: number; duplicates: number; late: LateEvent[] }> {
     const { keys, scripts, opts } = this;
     const custPipe = this.redis.pipeline();
     const order: DecodedRecord<Purchase>[][] = [];
@@ -230,6 +270,7 @@ export class PurchaseProcessor {
     const custResults = check(await custPipe.exec(), 'customer script');
     opts.afterStep?.(2);
     const pending: Pending[] = [];
+    const late: LateEvent[] = [];
     let duplicates = 0;
     let applied = 0;
     custResults.forEach((res, i) => {
@@ -241,11 +282,15 @@ export class PurchaseProcessor {
           duplicates++;
           return;
         }
+        if (status === 'l') {
+          late.push({ record, cut: Number(partners) });
+          return;
+        }
         if (status === 'n') applied++;
         pending.push({ record, status, partners: parsePartners(partners) });
       });
     });
-    return { pending, applied, duplicates };
+    return { pending, applied, duplicates, late };
   }
 
   /** The customer script's ARGV for one customer's events (see customer.lua). */

@@ -7,6 +7,7 @@
 import { claimStoreLayout, positionStore } from '../features/state.ts';
 import { DEFAULT_MAX_EVENT_SKEW_MS, admitPurchases } from './admit.ts';
 import { isScriptFailure } from './failures.ts';
+import { lateRejection } from './purchases.ts';
 import { waitCommittedToEnd } from '../streams/admin.ts';
 import type { Admin } from 'kafkajs';
 import type { AvroCodec } from '../streams/avro.ts';
@@ -201,7 +202,8 @@ function startPurchasesConsumer(
       metrics.events.inc({ topic: topics.purchases.name }, out.applied);
       if (out.duplicates > 0)
         metrics.duplicates.inc({ topic: topics.purchases.name }, out.duplicates);
-      return { rejected };
+      const horizon = writers.purchases.dedupHorizonMs;
+      return { rejected: [...rejected, ...out.late.map((l) => lateRejection(l, horizon))] };
     },
   });
 }

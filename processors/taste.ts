@@ -6,8 +6,9 @@
  * scripts.ts, as every processor script), atomic with its event-id guard, so redeliveries and
  * duplicates are applied once. The guard is bounded: event ids are kept for `dedupHorizonMs` of
  * event time behind the customer's newest purchase, and a per-partition offset guard recognises
- * older redeliveries (see taste.lua). The taste state lives in the processor's own key space (a
- * training replay rebuilds it in its isolated namespace).
+ * older redeliveries (see taste.lua); a new event dated before the horizon's cut is skipped as
+ * late, as the purchases group refuses it. The taste state lives in the processor's own key space
+ * (a training replay rebuilds it in its isolated namespace).
  * A purchase of an article without a vector yet is marked seen and adds nothing.
  */
 import type { RedisClient } from '../common/redis.ts';
@@ -35,8 +36,13 @@ export interface TasteOutcome {
   applied: number;
   /** Of those, events whose article had no vector. */
   withoutVector: number;
-  /** Redeliveries and duplicates skipped. */
+  /** Redeliveries, duplicates and late events skipped. */
   skipped: number;
+  /**
+   * Of those, late events: new, and dated before the dedup horizon's cut of the customer's newest
+   * (the events the purchases group dead-letters, REC_ERR_LATE_EVENT).
+   */
+  late: number;
 }
 
 export interface TasteOptions {
@@ -82,7 +88,7 @@ export class TasteProcessor {
   }
 
   async apply(records: readonly DecodedRecord<Purchase>[]): Promise<TasteOutcome> {
-    const out: TasteOutcome = { applied: 0, withoutVector: 0, skipped: 0 };
+    const out: TasteOutcome = { applied: 0, withoutVector: 0, skipped: 0, late: 0 };
     if (records.length === 0) return out;
     const ids = [...new Set(records.map((r) => r.value.article_id))];
     const vectors = await readVectors(this.redis, this.articles, ids);
@@ -128,7 +134,10 @@ export class TasteProcessor {
         else if (s === 'x') {
           out.applied++;
           out.withoutVector++;
-        } else out.skipped++;
+        } else {
+          out.skipped++;
+          if (s === 'l') out.late++;
+        }
       }
     }
     return out;

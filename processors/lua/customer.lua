@@ -12,16 +12,22 @@ max and log-add commute, so the order of events does not matter.
 
 Idempotence: `state` field `o:<partition>` keeps the highest offset applied from that partition;
 hash `seen` maps each event id applied within the dedup horizon to `<partition>:<offset>|<event
-time>`. An event seen at its own position is a redelivery (status 'p': not re-applied here, but
-returned so the other slots can complete it); seen at another, a duplicate publish (status 'd':
-skipped everywhere); unseen at or below its partition's offset, a redelivery whose entry was
-forgotten ('p'); else it is applied ('n'). `seen` forgets events older than the customer's newest
-event time minus `horizon`, rounded down to a quarter-horizon step (so it is pruned at most once a
-step, and what it keeps does not depend on how events were batched; `smin` is the earliest time it
-holds): a second publish of an event is recognised within the horizon of event time; a redelivery
-by position whatever its age. An event at or below its partition's offset, unseen, and young
-enough that its id cannot have been forgotten means the topic was recreated under a store that
-remembers the old one: refused loudly (REC_OFFSET_REGRESSION).
+time>`. `seen` forgets events older than the customer's newest event time minus `horizon`, rounded
+down to a quarter-horizon step (horizon.lua: pruned at most once a step, and what it keeps does not
+depend on how events were batched; `smin` is the earliest time it holds). An event
+- seen at its own position is a redelivery (status 'p': not re-applied here, but returned so the
+  other slots can complete it);
+- at or below its partition's offset: seen at another position, a duplicate publish ('d': skipped
+  everywhere); unseen, a redelivery whose entry was forgotten ('p'), unless it is young enough
+  that its id cannot have been forgotten: then the topic was recreated under a store that
+  remembers the old one, refused loudly (REC_OFFSET_REGRESSION);
+- past its partition's offset and before the cut of the customer's newest event time (that of
+  the events applied before it) is late ('l': skipped everywhere, the processor dead-letters it),
+  whether or not `seen` still holds a first copy: its id may have been forgotten, so a second
+  publish could not be told from a new event. Kept in `seen` as `<position>|<time>|l`, its time
+  the batch's newest, so that a redelivery of its batch finds it late again;
+- else seen at another position, a duplicate publish ('d'); else it is applied ('n').
+Every event applied from the cut on is in `seen`, so nothing is counted twice at any age.
 
 Bounds: at most `items cap` articles and as many products: once there are more than 2.5 x the cap
 items (`in` counts them), each kind is cut to the cap, those with the lowest decayed count going;
@@ -37,7 +43,8 @@ ARGV: 1 epoch ms, 2 affinity rate (per ms), 3 recent cap, 4 window ms, 5 fan-out
       7 dedup horizon ms, 8 items cap, 9 events, then per event 9 fields: event_id, article_id, t,
       price, qty, channel, position (`<partition>:<offset>`), affinity fields (`f:<kind>:<value>`
       joined by \31, may be empty), product code (may be empty)
-Returns per event {status, partners} with partners as `article\31t` joined by \30.
+Returns per event {status, partners} with partners as `article\31t` joined by \30; for a late event
+{'l', the horizon's cut it is older than}.
 ]]
 local seen, state, recent, win = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local epoch = tonumber(ARGV[1])
@@ -54,6 +61,7 @@ local FIRST, WIDTH = 10, 9 -- ARGV index of the first event, fields per event
 --- @include "fmt"
 --- @include "logadd"
 --- @include "chunks"
+--- @include "horizon"
 
 -- The batch's events, parsed once.
 local ev = {}
@@ -168,34 +176,48 @@ local function partners_of(t, o, article)
 end
 
 local function position_of(prior) return string.match(prior, '^([^|]*)') end
+local function is_late_entry(prior) return string.sub(prior, -2) == '|l' end
 
--- The guard keeps the events at or after horizon_cut(newest event time): the horizon before the
--- start of the quarter-horizon step holding it. Stepped, so that pruning runs once a step, and
--- what is kept depends on the events applied, not on how they were batched.
-local step = math.max(1, math.floor(horizon / 4))
-local function horizon_cut(t) return math.floor(t / step) * step - horizon end
 
 -- Pass 1: each event's status, and the state of the events applied now.
 local status = {}
+local late_cut = {} -- per late event, the cut it is older than
 local applied_now = {}
 local recent_add, win_add, seen_add = {}, {}, {}
 local touched = {} -- `state` fields to write (besides the stats)
 local newest = s.last
+-- A late event's entry is kept as if it were as new as the batch's newest event: the guard keeps
+-- it while a redelivery of this batch can come.
+local late_kept = math.max(newest or tmax, tmax)
 for i, e in ipairs(ev) do
   local prior = applied_now[e.id] or priors[i]
   local prior_pos = prior and position_of(prior)
   if prior_pos == e.position then
-    status[i] = 'p'
-  elseif prior then
+    status[i] = is_late_entry(prior) and 'l' or 'p'
+  elseif prior and e.o <= applied_to[e.partition] then
     status[i] = 'd'
   elseif e.o <= applied_to[e.partition] then
     -- Processed before and forgotten since (older than the horizon), or a recreated topic.
-    if newest ~= nil and e.t >= horizon_cut(newest) then
+    if newest ~= nil and e.t >= horizon_cut(newest, horizon) then
       return redis.error_reply('REC_OFFSET_REGRESSION: offset ' .. e.o .. ' of partition ' .. e.partition ..
         ' was applied to this customer before, yet its event is unknown: the topic was recreated while this ' ..
         'Redis namespace kept the old state; clear the namespace (or use a new REDIS_NAMESPACE) and reprocess')
     end
     status[i] = 'p'
+  elseif s.last ~= nil and e.t < horizon_cut(s.last, horizon) then
+    -- Late, whether or not the guard still holds a first copy (so what is dead-lettered does not
+    -- depend on the batches). Recorded for a redelivery of this batch, unless that would replace
+    -- a first copy's entry (its redelivery then finds this one a duplicate: skipped all the same).
+    status[i] = 'l'
+    late_cut[i] = horizon_cut(s.last, horizon)
+    if not prior then
+      seen_add[#seen_add + 1] = e.id
+      seen_add[#seen_add + 1] = e.position .. '|' .. fmt(late_kept) .. '|l'
+      if smin == nil or late_kept < smin then smin = late_kept end
+      applied_now[e.id] = e.position .. '||l'
+    end
+  elseif prior then
+    status[i] = 'd'
   else
     status[i] = 'n'
     s.n = (s.n or 0) + 1
@@ -259,7 +281,12 @@ if #win_add > 0 then
 end
 local result = {}
 for i, e in ipairs(ev) do
-  result[i] = { status[i], status[i] == 'd' and '' or partners_of(e.t, e.o, e.article) }
+  local st = status[i]
+  if st == 'l' then
+    result[i] = { st, fmt(late_cut[i] or horizon_cut(s.last, horizon)) }
+  else
+    result[i] = { st, st == 'd' and '' or partners_of(e.t, e.o, e.article) }
+  end
 end
 
 -- Keep the `cap` articles (`a:`) and the `cap` products (`p:`) of the state with the highest
@@ -295,7 +322,7 @@ local function prune_seen(seen_key, cut)
   local all = redis.call('HGETALL', seen_key)
   local drop, earliest = {}, nil
   for j = 1, #all, 2 do
-    local t = tonumber(string.match(all[j + 1], '|(.*)$'))
+    local t = tonumber(string.match(all[j + 1], '^[^|]*|([^|]*)'))
     if t < cut then
       drop[#drop + 1] = all[j]
     elseif earliest == nil or t < earliest then
@@ -313,7 +340,7 @@ local function put(field, value)
   out[#out + 1] = value
 end
 for partition, o in pairs(applied_to) do put('o:' .. partition, o) end
-if #seen_add > 0 then
+if #recent_add > 0 then -- events applied
   put('n', s.n)
   put('units', s.units)
   put('spend', fmt(s.spend))
@@ -332,26 +359,26 @@ if #seen_add > 0 then
   end
   call_chunked('ZADD', recent, recent_add)
   call_chunked('ZADD', win, win_add)
-  hset_chunked(seen, seen_add)
   -- `recent` holds one member per applied event: trim only once there can be more than the cap.
   if s.n > cap then redis.call('ZREMRANGEBYRANK', recent, 0, -(cap + 1)) end
   -- keep what a purchase late by up to one window can still pair with
   if s.first < s.last - 2 * window then
     redis.call('ZREMRANGEBYSCORE', win, '-inf', '(' .. fmt(s.last - 2 * window))
   end
-  -- Seen: forget the events before the horizon's cut (at most once a step: `smin` is the earliest
-  -- event time it holds).
-  local cut = horizon_cut(s.last)
-  if smin < cut then smin = prune_seen(seen, cut) end
-  if smin ~= nil then put('smin', fmt(smin)) end
   put('in', item_count)
 end
+if #seen_add > 0 then -- events applied or refused as late
+  hset_chunked(seen, seen_add)
+  -- Seen: forget the events before the horizon's cut (at most once a step: `smin` is the earliest
+  -- event time it holds).
+  local cut = horizon_cut(s.last, horizon)
+  if smin < cut then smin = prune_seen(seen, cut) end
+  if smin ~= nil then put('smin', fmt(smin)) end
+end
 hset_chunked(state, out)
-if #seen_add > 0 then
-  if smin == nil then redis.call('HDEL', state, 'smin') end
-  -- Items: at most items_cap articles and as many products (amortised).
-  if item_count > math.ceil(items_cap * 2.5) then
-    redis.call('HSET', state, 'in', cap_items(state, items_cap))
-  end
+if #seen_add > 0 and smin == nil then redis.call('HDEL', state, 'smin') end
+-- Items: at most items_cap articles and as many products (amortised).
+if #recent_add > 0 and item_count > math.ceil(items_cap * 2.5) then
+  redis.call('HSET', state, 'in', cap_items(state, items_cap))
 end
 return result

@@ -20,13 +20,17 @@ Effectively once, in bounded state:
   event time is within the horizon of t (so it was never forgotten) means the topic was recreated
   while this namespace kept the old state: refused with REC_OFFSET_REGRESSION, before the call
   writes any event.
-- entries whose event time is more than the horizon older than t are forgotten. Field `seen` of the
-  taste hash counts the entries of the `seen` hash, `seen_at_prune` the count the last prune
-  left; when `seen` reaches 2 * seen_at_prune + 32 the hash is read once and its old entries
-  deleted, so the cost per event stays O(1) amortised and the hash holds fewer than twice the
-  events of one horizon, plus 32. The prune runs at the event that reaches the threshold, so the
-  state depends on the events and their order, never on how they were batched. A second publish
-  is recognised while its first copy is within the horizon of the customer's newest event time.
+- entries whose event time is before the horizon's cut of t (horizon.lua: the horizon before the
+  quarter-horizon step holding t) are forgotten. Field `seen` of the taste hash counts the entries
+  of the `seen` hash, `seen_at_prune` the count the last prune left; when `seen` reaches
+  2 * seen_at_prune + 32 the hash is read once and its old entries deleted, so the cost per event
+  stays O(1) amortised and the hash holds fewer than twice the events of about one horizon, plus
+  32. The prune runs at the event that reaches the threshold, so the state depends on the events
+  and their order, never on how they were batched.
+- a new event before the cut of t is late ('l', skipped): its id may have been forgotten, so a
+  second publish could not be told from a new event. The customer script refuses the same events
+  with the same cut, and the purchases group dead-letters them. Every applied event from the cut
+  on is still in `seen`, so nothing is counted twice at any age.
 
 KEYS: 1 taste hash, 2 seen hash
 ARGV: 1 decay rate (ln 2 / half-life, per ms), 2 dim, 3 horizon (ms), 4 offset guard: 1, or 0 to
@@ -36,10 +40,11 @@ ARGV: 1 decay rate (ln 2 / half-life, per ms), 2 dim, 3 horizon (ms), 4 offset g
       values, '' = none)
 Returns one status per event: 'n' applied, 'x' applied without a vector (article not embedded),
 'r' redelivery (processed before at this position), 'd' duplicate (the same event id at another
-position).
+position), 'l' late (before the horizon's cut of the newest event time applied before it).
 ]]
 --- @include "fmt"
 --- @include "chunks"
+--- @include "horizon"
 
 local taste, seen = KEYS[1], KEYS[2]
 local rate = tonumber(ARGV[1])
@@ -103,9 +108,9 @@ local function is_old(value, cutoff)
   return te == nil or te < cutoff
 end
 
--- Drop the entries more than the horizon older than t (stored and added by this batch).
+-- Drop the entries before the horizon's cut of t (stored and added by this batch).
 local function prune()
-  local cutoff = t - horizon
+  local cutoff = horizon_cut(t, horizon)
   local kept = 0
   local all = redis.call('HGETALL', seen)
   for i = 1, #all, 2 do
@@ -149,8 +154,12 @@ for k = 0, count - 1 do
     else
       out[#out + 1] = (position_of(prev) == position) and 'r' or 'd'
     end
+  elseif prev and position_of(prev) == position then
+    out[#out + 1] = 'r'
+  elseif t ~= nil and te < horizon_cut(t, horizon) then
+    out[#out + 1] = 'l' -- whether or not a first copy is still in `seen`, as customer.lua
   elseif prev then
-    out[#out + 1] = (position_of(prev) == position) and 'r' or 'd'
+    out[#out + 1] = 'd'
   else
     added[id] = position .. '|' .. te_arg
     seen_n = seen_n + 1

@@ -4,11 +4,11 @@
  * marker in Redis, written after a complete load, that names the fingerprint and what the load
  * reported. A changed file changes the fingerprint's hash (the folder is loaded again); the same
  * files copied again, touched or moved do not (the slug, for readable topic names, is the folder's
- * name). Publishing a folder twice into the live topics counts again, in the live store, every
- * event older than the processors' dedup horizon (30 days before the customer's latest), so a copy
- * of the same data must not look new: an earlier fingerprint of paths and modification times did,
- * and each fresh copy of the data was loaded again. Hashing reads every file once (hm-sample's 38
- * MB in well under a second).
+ * name). Publishing a folder twice into the live topics sends every purchase again: the
+ * processors skip them (duplicates within their dedup horizon, older ones dead-lettered as late),
+ * so a copy of the same data must not look new: an earlier fingerprint of paths and modification
+ * times did, and each fresh copy of the data was loaded again. Hashing reads every file once
+ * (hm-sample's 38 MB in well under a second).
  */
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readdirSync, readSync, statSync } from 'node:fs';

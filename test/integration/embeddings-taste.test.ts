@@ -113,7 +113,12 @@ describe('taste vectors, embedding features and the similar source (EMBEDDINGS=o
     const jeans = '0706016001';
     const luna = '0562245001';
     const events = [purchase('cust-a', jeans, T0), purchase('cust-a', luna, T0 + 10 * DAY)];
-    expect(await taste.apply(events)).toEqual({ applied: 2, withoutVector: 0, skipped: 0 });
+    expect(await taste.apply(events)).toEqual({
+      applied: 2,
+      withoutVector: 0,
+      skipped: 0,
+      late: 0,
+    });
     const stored = await redis.hgetall(ekeys.customer('cust-a').taste);
     // Redelivered (same positions) and duplicated (same event id, another position): skipped.
     expect(await taste.apply(events)).toMatchObject({ applied: 0, skipped: 2 });
@@ -142,6 +147,7 @@ describe('taste vectors, embedding features and the similar source (EMBEDDINGS=o
       applied: 1,
       withoutVector: 1,
       skipped: 0,
+      late: 0,
     });
     const after = decodeTaste(await redis.hgetBuffer(ekeys.customer('cust-b').taste, 'v'));
     expect(dot(after, reversed)).toBeGreaterThan(0.99999);

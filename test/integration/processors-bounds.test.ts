@@ -344,12 +344,15 @@ describe('bounded state over two years of events', () => {
     const chunks = <T>(xs: readonly T[], n: number): T[][] =>
       Array.from({ length: Math.ceil(xs.length / n) }, (_, i) => xs.slice(i * n, (i + 1) * n));
 
-    /** The most events of `times` (ascending) within the horizon of one of them. */
+    /**
+     * The most events of `times` (ascending) within the guard's reach of one of them: the horizon
+     * and the quarter-horizon step its cut is rounded down by.
+     */
     const maxWindow = (times: readonly number[]): number => {
       let best = 0;
       let lo = 0;
       times.forEach((t, hi) => {
-        while ((times[lo] ?? t) < t - HORIZON) lo++;
+        while ((times[lo] ?? t) < t - 1.25 * HORIZON) lo++;
         best = Math.max(best, hi - lo + 1);
       });
       return best;
@@ -397,12 +400,22 @@ describe('bounded state over two years of events', () => {
           applied: 0,
           withoutVector: 0,
           skipped: batch.length,
+          late: 0,
         });
       }
       // Published again at a new offset: a recent event is a duplicate.
       const last = events.at(-1)!;
       const dup = { ...last, offset: String(events.length + 10) };
       expect(await taste.apply([dup])).toMatchObject({ applied: 0, skipped: 1 });
+      // Late: the first event published again (its entry long forgotten), and a new event as old.
+      const first = { ...events[0]!, offset: String(events.length + 11) };
+      const old = record(
+        purchase('old-new', customer, ARTICLES[0]!, T0),
+        customer,
+        events.length + 12,
+        T0,
+      );
+      expect(await taste.apply([first, old])).toMatchObject({ applied: 0, skipped: 2, late: 2 });
       expect(await redis.hgetall(k.taste)).toEqual(before);
 
       // An unknown event at an offset applied before, within the horizon: the topic was recreated.
@@ -491,6 +504,47 @@ describe('bounded state over two years of events', () => {
       expect(Number(await redis.hget(legacy.taste, 'n'))).toBe(3 + next.length);
       // Redelivered after that (their offsets are below the guard): still skipped.
       expect(await taste.apply(old)).toMatchObject({ applied: 0, skipped: 3 });
+    });
+
+    it('refuses as late the same events as the customer script, whatever the batches', async () => {
+      const keys = ns();
+      await seedVectors(keys);
+      const ekeys = embeddingKeys(keys.ns);
+      const taste = new TasteProcessor(redis, keys, ekeys, { dim: DIM, dedupHorizonMs: HORIZON });
+      const purchases = new PurchaseProcessor(redis, keys, defineScripts(redis), {
+        dedupHorizonMs: HORIZON,
+      });
+      // A year of one customer's purchases, every fifth one held back 0 to 60 days; then a
+      // second publish of every tenth (a producer re-sending an old stretch).
+      const rnd = mulberry32(21);
+      const original = history('mixed').slice(0, 730);
+      const times = original.map(
+        (r) => r.value.event_time + (rnd() < 0.2 ? rnd() * 60 * DAY_MS : 0),
+      );
+      const order = original.map((_, i) => i).sort((x, y) => times[x]! - times[y]! || x - y);
+      const again = original.filter((_, i) => i % 10 === 0);
+      const stream = [...order.map((i) => original[i]!), ...again].map((r, o) => ({
+        ...r,
+        offset: String(o),
+      }));
+      let late = 0;
+      let duplicates = 0;
+      let tasteLate = 0;
+      for (const b of chunks(stream, 7)) {
+        const out = await purchases.apply(b);
+        late += out.late.length;
+        duplicates += out.duplicates;
+      }
+      for (const b of chunks(stream, 20)) tasteLate += (await taste.apply(b)).late;
+      // Held-back events and old second copies are late; recent second copies are duplicates.
+      expect(late).toBeGreaterThan(again.length / 2);
+      expect(duplicates).toBeGreaterThan(0);
+      expect(tasteLate).toBe(late);
+      const state = await redis.hgetall(keys.customer('mixed').state);
+      const tasteState = await redis.hgetall(ekeys.customer('mixed').taste);
+      expect(Number(state.n) + late + duplicates).toBe(stream.length);
+      expect(Number(tasteState.n)).toBe(Number(state.n));
+      expect(tasteState.t).toBe(state.last);
     });
   });
 });

@@ -136,18 +136,37 @@ describe('bounded customer state', () => {
     const last = events.at(-1) as Purchase;
     const recentOne = events.find((e) => e.event_time >= last.event_time - 10 * DAY_MS) as Purchase;
     let offset = records.length;
-    expect(await proc.apply([record(recentOne, offset++)])).toEqual({ applied: 0, duplicates: 1 });
+    expect(await proc.apply([record(recentOne, offset++)])).toEqual({
+      applied: 0,
+      duplicates: 1,
+      late: [],
+    });
     // A redelivery (same offset) of the very first event, forgotten by the guard long ago: not
     // counted either (recognised by position).
     expect(await proc.apply([records[0] as DecodedRecord<Purchase>])).toEqual({
       applied: 0,
       duplicates: 0,
+      late: [],
     });
-    // A second publish of an event a year old, beyond the horizon: counted again (the documented
-    // limit of the horizon).
+    // A second publish of an event a year old, whose id the guard forgot, and a new event as old:
+    // both refused as late (dated before the cut), counted nowhere; a redelivery of the batch
+    // refuses them again.
     const old = events[DAYS * PER_DAY - 365 * PER_DAY] as Purchase;
-    expect(await proc.apply([record(old, offset++)])).toEqual({ applied: 1, duplicates: 0 });
-    expect(Number(await redis.hget(k.state, 'n'))).toBe(events.length + 1);
+    const lateOnes = [
+      record(old, offset++),
+      record({ ...old, event_id: 'late-new' }, offset++),
+      record(recentOne, offset++), // within the horizon: still a duplicate
+    ];
+    const lateCut = { cut: cut(last.event_time) };
+    const refused = [
+      { record: lateOnes[0], ...lateCut },
+      { record: lateOnes[1], ...lateCut },
+    ];
+    const articleStats = await redis.hgetall(keys.article(old.article_id).stats);
+    expect(await proc.apply(lateOnes)).toEqual({ applied: 0, duplicates: 1, late: refused });
+    expect(await proc.apply(lateOnes)).toEqual({ applied: 0, duplicates: 1, late: refused });
+    expect(Number(await redis.hget(k.state, 'n'))).toBe(events.length);
+    expect(await redis.hgetall(keys.article(old.article_id).stats)).toEqual(articleStats);
   });
 
   it('keeps the items an uncapped run weighs most', async () => {

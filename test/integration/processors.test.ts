@@ -11,6 +11,7 @@ import { Redis } from 'ioredis';
 import type { Producer } from 'kafkajs';
 import { bootstrap, type Codecs } from '../../streams/bootstrap.ts';
 import { endOffsetTotal } from '../../streams/admin.ts';
+import { readDeadLetters } from '../../streams/dlq.ts';
 import { DAY_MS, directDecayedSum } from '../../features/decay.ts';
 import { featureVector, featureNames } from '../../features/definitions.ts';
 import { embeddingKeys } from '../../features/embedding-keys.ts';
@@ -443,5 +444,58 @@ describe('processors on the real stack', () => {
       );
       expect(applied.reduce((s, v) => s + Number(v), 0)).toBe(good.length);
     }
+  });
+
+  it('dead-letters purchases dated before the dedup horizon, a second publish and a new event alike, and counts neither', async () => {
+    const articles = makeArticles(12, T0);
+    const good = makePurchases({
+      count: 240,
+      customers: 6,
+      articles: 12,
+      start: T0,
+      days: 120,
+      seed: 5,
+    });
+    // The customer who buys most, over the whole 120 days.
+    const counts = new Map<string, number>();
+    for (const p of good) counts.set(p.customer_id, (counts.get(p.customer_id) ?? 0) + 1);
+    const [customer] = [...counts].sort((x, y) => y[1] - x[1])[0]!;
+    const theirs = good.filter((p) => p.customer_id === customer);
+    const first = theirs[0]!;
+    const newest = theirs.at(-1)!.event_time;
+    expect(newest - first.event_time).toBeGreaterThan(100 * DAY_MS);
+    // After the customer's newest purchase (120 days on): its first purchase published again (a
+    // producer re-sending an old stretch), and a new purchase dated 100 days before its newest.
+    const late = [first, { ...first, event_id: 'late-new-1', event_time: newest - 100 * DAY_MS }];
+    const a = await world('late-a', producer);
+    const b = await world('late-b', producer);
+    worlds.push(a, b);
+    await a.send({ articles, purchases: [...good, ...late] });
+    await b.send({ articles, purchases: good });
+    const nsA = `t${randomUUID().slice(0, 8)}`;
+    const nsB = `t${randomUUID().slice(0, 8)}`;
+    const metrics = await processAll(a, redis, nsA);
+    await processAll(b, redis, nsB);
+
+    const dlq = (await metrics.dlq.get()).values;
+    expect(dlq.map((v) => [v.labels.code, v.value])).toEqual([['REC_ERR_LATE_EVENT', 2]]);
+    const letters = await readDeadLetters(a.ctx.kafka, a.ctx.topics.purchases.dlq, a.ctx.logger);
+    expect(letters.map((d) => d.code)).toEqual(['REC_ERR_LATE_EVENT', 'REC_ERR_LATE_EVENT']);
+    for (const d of letters) {
+      expect(d.reason).toMatch(/is before .*, the dedup horizon's cut \(30 days/);
+      expect(d.reason).toContain(first.customer_id);
+    }
+    // Neither counted anywhere (the taste group, with EMBEDDINGS=on, skips them too): the state
+    // is a clean run's, but for the guard's entries of the two.
+    const noGuards = (d: Map<string, unknown>) =>
+      new Map([...d].filter(([k]) => !k.endsWith(':seen')));
+    const dumpA = await dumpNamespace(redis, nsA, { ignorePositions: true });
+    expect(dumpA.size).toBeGreaterThan(50);
+    expectSameState(
+      noGuards(dumpA),
+      noGuards(await dumpNamespace(redis, nsB, { ignorePositions: true })),
+    );
+    const [c] = await readCustomers(redis, keySpace(nsA), [first.customer_id]);
+    expect(c?.n).toBe(theirs.length);
   });
 });
