@@ -32,7 +32,9 @@
  *    incremental state equals a from-scratch replay. An event published late (after an event of a
  *    later interval on the same partition) is applied to its customer but skipped by those slot
  *    scripts; such events are counted (`lateEvents`) and logged. A from-scratch replay per cutoff
- *    would be exact, at a cost growing with the number of cutoffs.
+ *    would be exact, at a cost growing with the number of cutoffs. One published more than the
+ *    dedup horizon after later events of its customer is dead-lettered by the live processors
+ *    (REC_ERR_LATE_EVENT) but applied here, in its interval, before those later events.
  *  - Re-published copies (the same dataset loaded twice): each event is applied once, its first
  *    record; the others are dropped and counted (`duplicates`). All copies of an event share its
  *    event time, so they fall in one interval and the ids of one interval suffice.

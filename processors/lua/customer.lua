@@ -178,7 +178,6 @@ end
 local function position_of(prior) return string.match(prior, '^([^|]*)') end
 local function is_late_entry(prior) return string.sub(prior, -2) == '|l' end
 
-
 -- Pass 1: each event's status, and the state of the events applied now.
 local status = {}
 local late_cut = {} -- per late event, the cut it is older than
