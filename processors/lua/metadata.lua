@@ -22,19 +22,28 @@ local key = KEYS[1]
 local t = tonumber(ARGV[1])
 local digest = ARGV[2]
 local k = tonumber(ARGV[3])
-local stored = tonumber(redis.call('HGET', key, 'updated_at'))
+local prev = redis.call('HMGET', key, 'updated_at', '_digest')
+local stored = tonumber(prev[1])
 if stored ~= nil then
   if stored > t then return 0 end
-  if stored == t and (redis.call('HGET', key, '_digest') or '') >= digest then return 0 end
+  if stored == t and (prev[2] or '') >= digest then return 0 end
 end
+-- One HDEL of the emptied fields, one HSET of the others (a record has a few dozen fields).
+local set, del = {}, {}
 for i = 4 + k, #ARGV, 2 do
   if ARGV[i + 1] == '' then
-    redis.call('HDEL', key, ARGV[i])
+    del[#del + 1] = ARGV[i]
   else
-    redis.call('HSET', key, ARGV[i], ARGV[i + 1])
+    set[#set + 1] = ARGV[i]
+    set[#set + 1] = ARGV[i + 1]
   end
 end
-redis.call('HSET', key, 'updated_at', fmt(t), '_digest', digest)
+if #del > 0 then redis.call('HDEL', key, unpack(del)) end
+set[#set + 1] = 'updated_at'
+set[#set + 1] = fmt(t)
+set[#set + 1] = '_digest'
+set[#set + 1] = digest
+redis.call('HSET', key, unpack(set))
 
 if k > 0 then
   local summary, stats, buyers = KEYS[2], KEYS[3], KEYS[4]

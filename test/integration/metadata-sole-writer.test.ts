@@ -2,7 +2,8 @@
  * The metadata writers of a key space they alone write (training's replay): records metadata.lua
  * would ignore (older, or the same `updated_at` with a digest not larger) are skipped without a
  * script call, and the namespace ends exactly as the plain writers leave it. Real Redis, real
- * scripts; the catalogue comes three times, with older and tied versions among the copies.
+ * scripts; the catalogue comes three times, with older and tied versions among the copies. And a
+ * winning record replaces the stored one whole: the fields it leaves empty are deleted.
  */
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
@@ -95,5 +96,27 @@ describe('metadata writers of a key space they alone write', () => {
       norm(sole.ns)(await dumpNamespace(redis, sole.ns)),
       norm(plain.ns)(await dumpNamespace(redis, plain.ns)),
     );
+  });
+
+  it('write a winning record whole: its fields set, the ones it leaves empty deleted', async () => {
+    const keys = keySpace(`meta${randomUUID().slice(0, 8)}`);
+    const w = createWriters(redis, keys, { tasteArticles: null });
+    const first = embeddingCatalogue(T)[0] as Article;
+    expect(first.detail_desc).toBeTruthy();
+    const emptied = { ...first, updated_at: T + 1, detail_desc: null, prod_name: 'Renamed' };
+    expect(await w.articles([record(first, 0, first.article_id)])).toBe(1);
+    expect(await w.articles([record(emptied, 1, first.article_id)])).toBe(1);
+    const stored = await redis.hgetall(keys.article(first.article_id).meta);
+    await deleteNamespace(redis, keys);
+    const expected = Object.fromEntries(
+      Object.entries(emptied)
+        .filter(([k, v]) => k !== 'article_id' && k !== 'updated_at' && v !== null && v !== '')
+        .map(([k, v]) => [k, String(v)]),
+    );
+    const { updated_at: updatedAt, _digest: digest, ...rest } = stored;
+    expect(rest).toEqual(expected);
+    expect(rest).not.toHaveProperty('detail_desc');
+    expect(Number(updatedAt)).toBe(T + 1);
+    expect(digest).toMatch(/^[0-9a-f]{16}$/);
   });
 });
