@@ -173,6 +173,33 @@ function dlqMessage(
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Bytes of dead letters per produce request. A batch's dead letters are its records plus headers
+ * (the reason, a few hundred bytes), so thousands of them from one fetch exceed what the broker
+ * accepts in one request (`message.max.bytes`, 1 MiB by default): they are sent in parts.
+ */
+const DLQ_SEND_BYTES = 256 * 1024;
+
+/** `messages` in consecutive parts of about `maxBytes` each (a larger message alone). */
+function bySize(messages: readonly ReturnType<typeof dlqMessage>[], maxBytes: number) {
+  const parts: ReturnType<typeof dlqMessage>[][] = [];
+  let part: ReturnType<typeof dlqMessage>[] = [];
+  let bytes = 0;
+  for (const m of messages) {
+    let size = 64 + (m.key?.length ?? 0) + (m.value?.length ?? 0);
+    for (const [name, v] of Object.entries(m.headers)) size += name.length + String(v).length;
+    if (part.length > 0 && bytes + size > maxBytes) {
+      parts.push(part);
+      part = [];
+      bytes = 0;
+    }
+    part.push(m);
+    bytes += size;
+  }
+  if (part.length > 0) parts.push(part);
+  return parts;
+}
+
 /** A record that failed decoding/validation or that the handler rejected, with the reason. */
 interface Poison {
   readonly message: KafkaMessage;
@@ -590,14 +617,13 @@ async function deadLetter<T>(runner: Runner<T>, batch: Batch, bad: readonly Pois
     );
     return 0;
   }
+  const messages = bad.map((p) =>
+    dlqMessage(opts.groupId, batch.topic, batch.partition, p.message, p.err),
+  );
   try {
-    await opts.dlqProducer.send({
-      topic: opts.topic.dlq,
-      acks: -1,
-      messages: bad.map((p) =>
-        dlqMessage(opts.groupId, batch.topic, batch.partition, p.message, p.err),
-      ),
-    });
+    for (const chunk of bySize(messages, DLQ_SEND_BYTES)) {
+      await opts.dlqProducer.send({ topic: opts.topic.dlq, acks: -1, messages: chunk });
+    }
   } catch (err) {
     throw new RecError(
       'REC_ERR_DLQ_WRITE',

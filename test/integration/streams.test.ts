@@ -179,6 +179,52 @@ describe('event plumbing on the real stack', () => {
     );
   });
 
+  it('dead-letters thousands of records of one batch, in requests the broker accepts', async () => {
+    // Its own topics and producer, so that one fetch holds nothing but these records (and the
+    // shared producer never knew the topics the cleanup deletes).
+    const own = stackContext('streams-dlq-many', 1);
+    const producer = createIdempotentProducer(own.kafka);
+    try {
+      await bootstrap(own);
+      await producer.connect();
+      const topic = own.topics.purchases;
+      const N = 6_000;
+      const junk = (i: number) => ({
+        key: `c${i}`,
+        value: Buffer.from(`junk ${i} `.padEnd(100, '.')),
+      });
+      for (let i = 0; i < N; i += 1_000) {
+        await producer.send({
+          topic: topic.name,
+          messages: Array.from({ length: 1_000 }, (_, j) => junk(i + j)),
+        });
+      }
+      const batches: number[] = [];
+      const runner = await runConsumer({
+        kafka: own.kafka,
+        groupId: `${own.prefix}dlq-many`,
+        topic,
+        codec: codecs.purchases,
+        dlqProducer: producer,
+        logger: own.logger,
+        handler: () => Promise.resolve(undefined),
+        hooks: { onBatch: (b) => batches.push(b.dlq) },
+      });
+      await waitFor(`${N} dead letters`, () => batches.reduce((x, y) => x + y, 0) >= N, 40_000);
+      await runner.stop();
+      // One fetch dead-lettered thousands at once: with their reasons, over 1 MiB of dead letters.
+      expect(Math.max(...batches)).toBeGreaterThan(3_000);
+      const admin = own.kafka.admin();
+      await admin.connect();
+      const ends = await admin.fetchTopicOffsets(topic.dlq);
+      await admin.disconnect();
+      expect(ends.reduce((x, o) => x + Number(o.high), 0)).toBe(N);
+    } finally {
+      await producer.disconnect();
+      await own.cleanup();
+    }
+  });
+
   it('commits offsets only after the handler succeeded: a crash before commit redelivers the batch', async () => {
     const topic = ctx.topics.customers;
     const customers = new EventProducer(producer, topic, codecs.customers);
