@@ -169,12 +169,11 @@ type DemoLoad = Pick<
 /**
  * 2/5: publish the folder, unless this run's topics hold it already — a marker in Redis names the
  * folder's fingerprint (streams/loader/loaded.ts, as `npm run eval` recognises its loads) and the
- * purchases topic still holds as many records as were published. The processors skip an event
- * published again only within their dedup horizon (30 days before the customer's latest
- * purchase): publishing into topics that hold purchases already (another folder, a changed one,
- * or the same one again) would count the older events again in the live store (training's rows
- * apply each event id once and are not affected). So the demo refuses to, naming the clean start;
- * `--reload` publishes anyway, with a warning.
+ * purchases topic still holds as many records as were published. Publishing into topics that hold
+ * purchases already (another folder, a changed one, or the same one again) counts nothing twice,
+ * but the processors dead-letter every purchase older than their dedup horizon behind its
+ * customer's latest, and two folders mix (demo/republish.ts). So the demo refuses to, naming the
+ * clean start; `--reload` publishes anyway, with a warning.
  */
 async function loadOnce(
   live: Readonly<Config>,
@@ -280,19 +279,25 @@ async function runProcessors(live: Readonly<Config>, logger: Logger): Promise<De
     await producer.disconnect();
     processorsRedis.disconnect();
   };
+  const ofPurchases = (v: { labels: Partial<Record<'topic', string | number>> }) =>
+    v.labels.topic === topics.purchases.name;
   const count = async (c: typeof metrics.events) =>
-    (await c.get()).values
-      .filter((v) => v.labels.topic === topics.purchases.name)
-      .reduce((s, v) => s + v.value, 0);
+    (await c.get()).values.filter(ofPurchases).reduce((s, v) => s + v.value, 0);
   const applied = await count(metrics.events);
   const duplicates = await count(metrics.duplicates);
+  const late = (await metrics.dlq.get()).values
+    .filter((v) => ofPurchases(v) && v.labels.code === 'REC_ERR_LATE_EVENT')
+    .reduce((s, v) => s + v.value, 0);
   console.log(
     `  caught up in ${((performance.now() - t1) / 1000).toFixed(1)} s: ${applied} purchases applied` +
       (duplicates > 0
         ? `, ${duplicates} skipped as already applied (published again within the dedup horizon)`
-        : applied === 0
+        : applied === 0 && late === 0
           ? ' (the store already holds what the topics hold)'
-          : ''),
+          : '') +
+      (late > 0
+        ? `, ${late} dead-lettered as older than the dedup horizon (REC_ERR_LATE_EVENT: npm run dlq -- --topic purchases)`
+        : ''),
   );
   return { kafka, topics, codecs, redis, keys, stopProcessors };
 }

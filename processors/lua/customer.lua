@@ -213,7 +213,7 @@ for i, e in ipairs(ev) do
       seen_add[#seen_add + 1] = e.id
       seen_add[#seen_add + 1] = e.position .. '|' .. fmt(late_kept) .. '|l'
       if smin == nil or late_kept < smin then smin = late_kept end
-      applied_now[e.id] = e.position .. '||l'
+      applied_now[e.id] = e.position -- a second copy later in this batch is late too
     end
   elseif prior then
     status[i] = 'd'
