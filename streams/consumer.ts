@@ -631,8 +631,10 @@ async function deadLetter<T>(runner: Runner<T>, batch: Batch, bad: readonly Pois
       { retriable: true, cause: err },
     );
   }
+  // One warning per code and batch (a batch can dead-letter thousands), each record at debug.
+  const byCode = new Map<string, { count: number; first: Poison }>();
   for (const p of bad) {
-    log.warn(
+    log.debug(
       {
         offset: p.message.offset,
         partition: batch.partition,
@@ -642,6 +644,21 @@ async function deadLetter<T>(runner: Runner<T>, batch: Batch, bad: readonly Pois
       'record sent to DLQ',
     );
     opts.hooks?.onDlq?.({ topic: batch.topic, code: p.err.code, reason: p.err.message });
+    const seen = byCode.get(p.err.code);
+    if (seen) seen.count++;
+    else byCode.set(p.err.code, { count: 1, first: p });
+  }
+  for (const [code, { count, first }] of byCode) {
+    log.warn(
+      {
+        partition: batch.partition,
+        code,
+        records: count,
+        offset: first.message.offset,
+        reason: first.err.message,
+      },
+      count === 1 ? 'record sent to DLQ' : `${count} records sent to DLQ (the first's reason)`,
+    );
   }
   return bad.length;
 }
