@@ -32,7 +32,8 @@
  * | `REC_ERR_KEY_MISMATCH`        | processors/admit.ts: a purchase not keyed by its customer     |
  * | `REC_ERR_FUTURE_EVENT`        | processors/admit.ts: an event dated past now + the skew       |
  * | `REC_ERR_LATE_EVENT`          | processors/purchases.ts: an event dated before the dedup      |
- * |                               | horizon's cut of its customer's newest                        |
+ * |                               | horizon's cut of its customer's newest (serving's ingest      |
+ * |                               | refuses it up front, routes/events.ts)                        |
  * | `REC_ERR_STORE_LAYOUT`        | features/state.ts (`StoreLayoutError`): a namespace written   |
  * |                               | by a build with another key layout                           |
  * | `REC_ERR_DEPLOY`              | deploy/validate.ts (`DeployError`): a validator tool failed   |

@@ -149,6 +149,11 @@ export interface KeySpace {
   /** string: the key layout the processors wrote this namespace with (STORE_LAYOUT) */
   readonly layout: string;
   /**
+   * hash: what the processors run with that readers must agree on (`dedup_horizon_ms`, see
+   * horizon.ts), written at their start
+   */
+  readonly processorSettings: string;
+  /**
    * hash `<group>|<topic>|<partition>` -> the last offset whose effects this namespace holds
    * (written after each batch; the consumers re-process from it when it is behind their commits)
    */
@@ -167,6 +172,7 @@ export function keySpace(ns = 'rec'): KeySpace {
     ns,
     pattern: `${ns}:*`,
     layout: `${ns}:layout`,
+    processorSettings: `${ns}:processors`,
     customerStates: `${ns}:{u:*}:state`,
     customerOf(key) {
       const prefix = `${ns}:{u:`;

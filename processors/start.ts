@@ -4,6 +4,7 @@
  * caught up before purchases start, so a purchase processed at start-up sees its article's
  * categories. Everything is passed in; `processors-cli.ts` builds the clients.
  */
+import { recordDedupHorizon } from '../features/horizon.ts';
 import { claimStoreLayout, positionStore } from '../features/state.ts';
 import { DEFAULT_MAX_EVENT_SKEW_MS, admitPurchases } from './admit.ts';
 import { isScriptFailure } from './failures.ts';
@@ -43,6 +44,8 @@ export async function startProcessors(deps: ProcessorDeps): Promise<RunningProce
       ? embeddingKeys(deps.embeddings.namespace ?? deps.keys.ns)
       : null,
   });
+  // The HTTP ingest refuses late purchases up front by the horizon the processors run with.
+  await recordDedupHorizon(redis, keys, writers.purchases.dedupHorizonMs);
   const common = consumerSettings(deps);
   const groups = {
     purchases: `${deps.groupPrefix}.${topics.purchases.name}`,

@@ -457,7 +457,7 @@ export function purchaseBatch(maxEvents: number) {
     });
 }
 
-export const INGEST_STATUSES = ['accepted', 'invalid'] as const;
+export const INGEST_STATUSES = ['accepted', 'invalid', 'late'] as const;
 
 export const IngestEventStatus = z
   .object({
@@ -472,16 +472,18 @@ export const IngestEventStatus = z
       }),
     status: z.enum(INGEST_STATUSES).openapi({
       description:
-        "'accepted': acknowledged by Kafka (the processors apply it); 'invalid': refused, see error",
+        "'accepted': acknowledged by Kafka (the processors apply it); 'invalid': refused, see " +
+        "error; 'late': valid, but dated before the dedup horizon's cut of its customer's newest " +
+        'purchase, which the processors refuse: not produced, see error',
     }),
     error: z
       .object({
-        code: z.enum(['REC_ERR_BAD_REQUEST']),
+        code: z.enum(['REC_ERR_BAD_REQUEST', 'REC_ERR_LATE_EVENT']),
         message: z.string(),
         fields: z.array(z.object({ path: z.string(), message: z.string() })),
       })
       .optional()
-      .openapi({ description: 'Why the element is invalid, every offending field named' }),
+      .openapi({ description: 'Why the element is refused, every offending field named' }),
   })
   .openapi('IngestEventStatus');
 
@@ -489,6 +491,7 @@ export const IngestResponse = z
   .object({
     accepted: z.number().int().min(0),
     invalid: z.number().int().min(0),
+    late: z.number().int().min(0),
     events: z.array(IngestEventStatus).openapi({ description: 'One status per element, in order' }),
     request_id: z.string(),
   })

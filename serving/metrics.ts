@@ -189,7 +189,7 @@ export function createServingMetrics(opts: { defaults?: boolean } = {}): Serving
   });
   const ingestEvents = new Counter({
     name: 'rec_serving_ingest_events_total',
-    help: 'Events posted to /v1/events/purchases: accepted (acknowledged by Kafka) or invalid',
+    help: 'Events posted to /v1/events/purchases: accepted (acknowledged by Kafka), invalid, or late (refused: before the dedup horizon cut)',
     labelNames: ['status'] as const,
     registers,
   });

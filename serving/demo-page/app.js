@@ -327,9 +327,11 @@ async function buy() {
       },
       body: JSON.stringify([purchase]),
     });
-    // 202 answers each event; an invalid one is named with its reason.
-    const result = Array.isArray(body?.results) ? body.results[0] : undefined;
-    if (result?.status === 'invalid') throw new Error(result.error?.message ?? 'invalid purchase');
+    // 202 answers each event; one not accepted (invalid, or late) is named with its reason.
+    const result = Array.isArray(body?.events) ? body.events[0] : undefined;
+    if (result?.status !== 'accepted') {
+      throw new Error(result?.error?.message ?? `no status for the purchase (${result?.status})`);
+    }
   } catch (err) {
     status.textContent = `not accepted: ${err.message}`;
     button.disabled = false;

@@ -9,8 +9,12 @@
  *    (415 for another content type);
  * 4. each element on its own (ingest.ts `purchaseIn`): an invalid one gets status `invalid`
  *    naming its fields, the valid ones get their `event_id` (given, or derived so a retried batch
- *    gets the same ids) and are produced to `purchases` together;
- * 5. 202 with one status per element once Kafka acknowledged every valid event; 503 with
+ *    gets the same ids);
+ * 5. a valid one the processors would refuse as late (dated before the dedup horizon's cut of its
+ *    customer's newest purchase, features/horizon.ts) gets status `late` saying so, read from
+ *    Redis in one round trip; when Redis does not answer within 500 ms the check is skipped and
+ *    the processors decide (they dead-letter it). The others are produced to `purchases` together;
+ * 6. 202 with one status per element once Kafka acknowledged every valid event; 503 with
  *    `Retry-After` when it did not within `ingest.timeoutMs` (INGEST_TIMEOUT_MS): then nothing
  *    is claimed accepted, though some events may have been written — posting the same batch
  *    again is safe, the processors recognise the ids.
@@ -27,7 +31,12 @@ import {
 import { requireApiKey } from '../auth.ts';
 import { type ErrorBody, requestIdOf, zodFields } from '../http-errors.ts';
 import { postedEventId, purchaseIn, withEventIds, type PurchaseIn } from '../ingest.ts';
+import { readLateCuts } from '../../features/horizon.ts';
+import type { Purchase } from '../../schemas/events.ts';
 import { ERROR_RESPONSES, type AppEnv, type RouteContext } from './context.ts';
+
+/** How long the lateness check waits for Redis before leaving the decision to the processors. */
+const LATE_CHECK_TIMEOUT_MS = 500;
 
 /** The security scheme of the write routes in `/openapi.json`. */
 export const API_KEY_SCHEME = 'apiKey';
@@ -55,7 +64,9 @@ export function eventRoutes(ctx: RouteContext): OpenAPIHono<AppEnv> {
       `A JSON array of 1 to ${maxEvents} purchases (the fields of the Avro Purchase; ` +
       '`event_id` optional and then derived deterministically, `quantity` default 1), produced ' +
       'to the purchases topic like loaded ones. 202 with one status per element: an invalid ' +
-      `element is named with its fields while the valid ones go through. Bodies over ${maxBytes} ` +
+      'element is named with its fields while the valid ones go through; one the processors ' +
+      "would refuse as late (before the dedup horizon's cut of its customer's newest purchase) " +
+      `is 'late' and not produced. Bodies over ${maxBytes} ` +
       'bytes are refused (413). 503: Kafka did not acknowledge in time; nothing is claimed ' +
       'accepted and the same batch may be posted again (the ids make it safe).',
     security: [{ [API_KEY_SCHEME]: [] }],
@@ -126,16 +137,17 @@ export function eventRoutes(ctx: RouteContext): OpenAPIHono<AppEnv> {
       };
     });
     const events = withEventIds(valid.map((v) => v.event));
-    if (events.length > 0) {
-      const sink = ctx.ingest;
-      if (sink === null) {
-        return unavailable(c, 'HTTP ingest is not enabled on this instance (it has no Kafka)');
-      }
+    if (events.length > 0 && ctx.ingest === null) {
+      return unavailable(c, 'HTTP ingest is not enabled on this instance (it has no Kafka)');
+    }
+    const late = await lateEvents(events);
+    const send = events.filter((_, i) => !late.has(i));
+    if (send.length > 0 && ctx.ingest !== null) {
       try {
-        await withTimeout(sink.send(events), timeoutMs);
+        await withTimeout(ctx.ingest.send(send), timeoutMs);
       } catch (err) {
         log.warn(
-          { request_id: requestId, events: events.length, err: errText(err) },
+          { request_id: requestId, events: send.length, err: errText(err) },
           'ingest: Kafka did not acknowledge; answered 503',
         );
         return unavailable(
@@ -147,21 +159,80 @@ export function eventRoutes(ctx: RouteContext): OpenAPIHono<AppEnv> {
     }
     events.forEach((e, i) => {
       const index = valid[i]?.index ?? 0;
-      statuses[index] = { index, event_id: e.event_id, status: 'accepted' };
+      const refused = late.get(i);
+      statuses[index] =
+        refused === undefined
+          ? { index, event_id: e.event_id, status: 'accepted' }
+          : { index, event_id: e.event_id, status: 'late', error: lateError(e, refused) };
     });
     const invalid = batch.length - events.length;
-    ctx.metrics.ingestEvents.inc({ status: 'accepted' }, events.length);
+    ctx.metrics.ingestEvents.inc({ status: 'accepted' }, send.length);
     ctx.metrics.ingestEvents.inc({ status: 'invalid' }, invalid);
-    log.debug({ request_id: requestId, accepted: events.length, invalid }, 'ingest');
+    ctx.metrics.ingestEvents.inc({ status: 'late' }, late.size);
+    log.debug({ request_id: requestId, accepted: send.length, invalid, late: late.size }, 'ingest');
     const body: IngestResponseBody = {
-      accepted: events.length,
+      accepted: send.length,
       invalid,
+      late: late.size,
       events: statuses,
       request_id: requestId,
     };
     return c.json(body, 202);
   });
+
+  /**
+   * The events (by position) the processors would refuse as late, with the cut each is before;
+   * none when no processors recorded their horizon here, or Redis does not answer in time.
+   */
+  async function lateEvents(events: readonly Purchase[]): Promise<Map<number, LateCut>> {
+    const late = new Map<number, LateCut>();
+    if (events.length === 0) return late;
+    let read;
+    try {
+      read = await withTimeout(
+        readLateCuts(
+          ctx.redis,
+          ctx.keys,
+          events.map((e) => e.customer_id),
+        ),
+        LATE_CHECK_TIMEOUT_MS,
+      );
+    } catch (err) {
+      log.warn(
+        { events: events.length, err: errText(err) },
+        'ingest: lateness not checked (Redis); the processors decide',
+      );
+      return late;
+    }
+    if (read === null) return late;
+    events.forEach((e, i) => {
+      const cut = read.cuts.get(e.customer_id);
+      if (cut !== undefined && e.event_time < cut) late.set(i, { cut, horizonMs: read.horizonMs });
+    });
+    return late;
+  }
   return app;
+}
+
+interface LateCut {
+  cut: number;
+  horizonMs: number;
+}
+
+/** Why a purchase is refused as late: its time, the cut and what would let it in. */
+function lateError(e: Purchase, { cut, horizonMs }: LateCut) {
+  const at = new Date(cut).toISOString();
+  return {
+    code: 'REC_ERR_LATE_EVENT' as const,
+    message:
+      `event_time ${new Date(e.event_time).toISOString()} is before ${at}, the dedup horizon's ` +
+      `cut (${horizonMs / 86_400_000} days, in quarter-horizon steps) of customer ` +
+      `"${e.customer_id}"'s newest purchase: the processors would refuse it as late (its id may ` +
+      'have been forgotten, so a second publish of it could not be told from a new event). Not ' +
+      'produced; the processors accept it once they run with a PROCESSOR_DEDUP_HORIZON_DAYS past ' +
+      'its lateness',
+    fields: [{ path: 'event_time', message: `before ${at}` }],
+  };
 }
 
 const errText = (err: unknown): string => (err instanceof Error ? err.message : String(err));

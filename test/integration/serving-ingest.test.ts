@@ -10,10 +10,13 @@
  * 503.
  */
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NO_KAFKA_SECURITY } from '../../common/config.ts';
 import { Secret } from '../../common/redact.ts';
+import { DAY_MS } from '../../features/decay.ts';
+import { horizonCut } from '../../features/horizon.ts';
 import { keySpace } from '../../features/keys.ts';
 import { deleteNamespace, readCustomers } from '../../features/state.ts';
 import type { ProcessorMetrics } from '../../processors/metrics.ts';
@@ -21,9 +24,10 @@ import type { RunningProcessors } from '../../processors/start.ts';
 import { DEFAULT_SERVING_CONFIG, createApp } from '../../serving/app.ts';
 import { createServingMetrics } from '../../serving/metrics.ts';
 import { startServing, type ServingHandle } from '../../serving/server.ts';
-import { bootstrap } from '../../streams/bootstrap.ts';
+import { bootstrap, type Codecs } from '../../streams/bootstrap.ts';
 import { createKafka } from '../../streams/kafka.ts';
-import { createIdempotentProducer } from '../../streams/producer.ts';
+import { readDeadLetters } from '../../streams/dlq.ts';
+import { EventProducer, createIdempotentProducer } from '../../streams/producer.ts';
 import { readServed, stackContext, startSuiteProcessors, waitFor } from '../helpers.ts';
 
 const KEY = `test-key-${randomUUID()}`;
@@ -33,12 +37,13 @@ const MAX_BYTES = 8_192;
 interface StatusJson {
   index: number;
   event_id: string | null;
-  status: 'accepted' | 'invalid';
+  status: 'accepted' | 'invalid' | 'late';
   error?: { code: string; message: string; fields: { path: string; message: string }[] };
 }
 interface IngestJson {
   accepted: number;
   invalid: number;
+  late: number;
   events: StatusJson[];
   request_id: string;
 }
@@ -82,6 +87,7 @@ describe('HTTP ingest and served-list logging on the real stack', () => {
   let serving: ServingHandle;
   let running: RunningProcessors;
   let processorMetrics: ProcessorMetrics;
+  let codecs: Codecs;
   const customer = `web-${randomUUID().slice(0, 8)}`;
 
   const post = async (body: unknown, headers: Record<string, string> = {}) =>
@@ -92,7 +98,7 @@ describe('HTTP ingest and served-list logging on the real stack', () => {
     });
 
   beforeAll(async () => {
-    const { codecs } = await bootstrap(ctx);
+    ({ codecs } = await bootstrap(ctx));
     await dlqProducer.connect();
     ({ running, metrics: processorMetrics } = await startSuiteProcessors(ctx, {
       redis,
@@ -288,6 +294,80 @@ describe('HTTP ingest and served-list logging on the real stack', () => {
     const text = await (await fetch(`${serving.url}/metrics`)).text();
     expect(metric(text, 'rec_serving_ingest_events_total', 'status="accepted"')).toBe(9);
     expect(metric(text, 'rec_serving_ingest_events_total', 'status="invalid"')).toBe(6);
+  });
+
+  it('refuses up front a purchase the processors would refuse as late, by their horizon and cut', async () => {
+    const buyer = `late-${randomUUID().slice(0, 8)}`;
+    const newest = T0 + 200 * DAY_MS + 12_345;
+    const first = await post([
+      purchase(buyer, '0700000011', 0),
+      { ...purchase(buyer, '0700000012', 0), event_time: newest },
+    ]);
+    expect(first.status).toBe(202);
+    await waitFor('the newest purchase applied', async () => {
+      const [state] = await readCustomers(redis, keys, [buyer]);
+      return state?.n === 2 ? state : undefined;
+    });
+    // The processors recorded the horizon they run with (the default, 30 days).
+    const horizon = Number(await redis.hget(keys.processorSettings, 'dedup_horizon_ms'));
+    expect(horizon).toBe(30 * DAY_MS);
+    // The cut is the scripts' own rule (include/horizon.lua), to the millisecond.
+    const lua =
+      readFileSync(new URL('../../processors/lua/include/horizon.lua', import.meta.url), 'utf8') +
+      "\nreturn string.format('%.17g', horizon_cut(tonumber(ARGV[1]), tonumber(ARGV[2])))";
+    for (const [t, h] of [
+      [newest, horizon],
+      [T0, 7 * DAY_MS],
+      [newest + 1, 3],
+      [1_600_000_000_123, 45 * DAY_MS + 3],
+    ] as const) {
+      expect(Number(await redis.eval(lua, 0, t, h)), `${t} ${h}`).toBe(horizonCut(t, h));
+    }
+    const cut = horizonCut(newest, horizon);
+
+    const at = (article: string, t: number) => ({ ...purchase(buyer, article, 0), event_time: t });
+    const res = await post([
+      at('0700000013', cut - 1),
+      at('0700000014', cut),
+      { ...at('0700000015', cut + 1), price: 'x' },
+      at('0700000016', newest - DAY_MS),
+    ]);
+    expect(res.status).toBe(202);
+    const body = (await res.json()) as IngestJson;
+    expect(body).toMatchObject({ accepted: 2, invalid: 1, late: 1 });
+    expect(body.events.map((e) => e.status)).toEqual(['late', 'accepted', 'invalid', 'accepted']);
+    const refused = body.events[0]!;
+    expect(refused.event_id).toMatch(/^[0-9a-f]{32}$/);
+    expect(refused.error?.code).toBe('REC_ERR_LATE_EVENT');
+    expect(refused.error?.fields).toEqual([
+      { path: 'event_time', message: `before ${new Date(cut).toISOString()}` },
+    ]);
+    expect(refused.error?.message).toContain(`customer "${buyer}"'s newest purchase`);
+
+    // The same purchase produced past the API: the processors refuse it as late, at the same cut.
+    const producer = new EventProducer(dlqProducer, ctx.topics.purchases, codecs.purchases);
+    await producer.send([
+      { ...at('0700000013', cut - 1), event_id: `past-api-${buyer}`, quantity: 1 },
+    ]);
+    const state = await waitFor('the accepted two applied', async () => {
+      const [s] = await readCustomers(redis, keys, [buyer]);
+      return s?.n === 4 ? s : undefined;
+    });
+    expect(Object.keys(state.bought).sort()).toEqual([
+      '0700000011',
+      '0700000012',
+      '0700000014',
+      '0700000016',
+    ]);
+    const letter = await waitFor('the late purchase dead-lettered', async () => {
+      const letters = await readDeadLetters(ctx.kafka, ctx.topics.purchases.dlq, ctx.logger);
+      return letters.find((d) => d.reason?.includes(buyer));
+    });
+    expect(letter.code).toBe('REC_ERR_LATE_EVENT');
+    expect(letter.reason).toContain(`is before ${new Date(cut).toISOString()}`);
+
+    const text = await (await fetch(`${serving.url}/metrics`)).text();
+    expect(metric(text, 'rec_serving_ingest_events_total', 'status="late"')).toBe(1);
   });
 
   it('logs every answer of /v1/recommendations to recommendations.served, as answered', async () => {
