@@ -6,7 +6,9 @@
  */
 import { resolve } from 'node:path';
 import type { Config } from '../../common/config.ts';
+import { countRecords } from '../admin.ts';
 import { connectStreams } from '../bootstrap.ts';
+import type { Kafka } from 'kafkajs';
 import type { Logger } from '../../common/logger.ts';
 import { errorMessage } from '../../common/errors.ts';
 import { EventProducer, createIdempotentProducer } from '../producer.ts';
@@ -21,6 +23,11 @@ export interface LoadReport {
   stats: Dataset['stats'];
   published: PublishCounts;
   topics: { purchases: string; articles: string; customers: string };
+  /**
+   * Records the purchases topic held before this load (a folder published again: the processors
+   * skip what they applied, dead-letter what is older than their dedup horizon allows).
+   */
+  heldBefore: number;
   firstEventTime: number | null;
   lastEventTime: number | null;
   /** The transactions file was already in event-time order (else it was sorted externally). */
@@ -66,6 +73,8 @@ export async function runLoad(opts: {
   opened = null;
 
   const { kafka, topics, codecs } = await connectStreams(config, 'rec-loader', logger);
+  const heldBefore = await heldPurchases(kafka, topics.purchases.name);
+  if (heldBefore > 0) logger.warn(heldWarning(heldBefore));
   const producer = createIdempotentProducer(kafka);
   await producer.connect();
   const t1 = performance.now();
@@ -125,6 +134,7 @@ export async function runLoad(opts: {
       articles: topics.articles.name,
       customers: topics.customers.name,
     },
+    heldBefore,
     firstEventTime: scan.firstEventTime,
     lastEventTime: scan.lastEventTime,
     inOrder: scan.inOrder,
@@ -132,6 +142,26 @@ export async function runLoad(opts: {
     readMs,
     publishMs: performance.now() - t1,
   };
+}
+
+async function heldPurchases(kafka: Kafka, topic: string): Promise<number> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    return await countRecords(admin, topic);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** What publishing into a purchases topic that holds `held` records means. */
+function heldWarning(held: number): string {
+  return (
+    `the purchases topic held ${held} records before this load: nothing is counted twice (the ` +
+    'processors skip a purchase they applied as a duplicate, and dead-letter one older than ' +
+    "their dedup horizon allows behind its customer's newest, REC_ERR_LATE_EVENT), but a folder " +
+    "published again fills the DLQ with its old purchases, and another folder's are mixed in"
+  );
 }
 
 /**
@@ -200,6 +230,7 @@ export function describeLoad(r: LoadReport): string[] {
     row('purchases', r.files.purchases, r.stats.purchaseRows, r.published.purchases, 0),
     `  event time ${iso(r.firstEventTime)} .. ${iso(r.lastEventTime)}`,
     `  topics ${r.topics.articles}, ${r.topics.customers}, ${r.topics.purchases}`,
+    ...(r.heldBefore > 0 ? [`  warning: ${heldWarning(r.heldBefore)}`] : []),
     `  read ${(r.readMs / 1000).toFixed(1)} s, published ${(r.publishMs / 1000).toFixed(1)} s ` +
       `(${Math.round((r.published.articles + r.published.customers + r.published.purchases) / Math.max(r.publishMs / 1000, 0.001))} events/s)`,
   ];

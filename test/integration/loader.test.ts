@@ -1,7 +1,7 @@
 /**
  * The loader end to end on the real stack: a generated H&M-layout folder is published, the counts
  * printed equal the files' rows, the topics hold exactly that many records, and a second load of
- * the same files produces the same event ids.
+ * the same files produces the same event ids and says the topic held purchases before.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -38,6 +38,8 @@ describe('npm run load on a generated fixture', () => {
       purchaseRows: info.purchases,
     });
     expect(describeLoad(report).join('\n')).toContain(`${info.purchases} published`);
+    expect(report.heldBefore).toBe(0);
+    expect(describeLoad(report).join('\n')).not.toContain('warning');
 
     const admin = ctx.kafka.admin();
     await admin.connect();
@@ -45,8 +47,12 @@ describe('npm run load on a generated fixture', () => {
     expect(await endOffsetTotal(admin, ctx.topics.articles.name)).toBe(info.articles);
     expect(await endOffsetTotal(admin, ctx.topics.customers.name)).toBe(info.customers);
 
-    // Load again: twice the records, but every event id appears exactly twice.
-    await runLoad({ config, logger: ctx.logger, dataDir: dir, progress: false });
+    // Load again: twice the records, but every event id appears exactly twice; the report warns.
+    const again = await runLoad({ config, logger: ctx.logger, dataDir: dir, progress: false });
+    expect(again.heldBefore).toBe(info.purchases);
+    expect(describeLoad(again).join('\n')).toContain(
+      `warning: the purchases topic held ${info.purchases} records before this load`,
+    );
     expect(await endOffsetTotal(admin, ctx.topics.purchases.name)).toBe(2 * info.purchases);
     await admin.disconnect();
     const { codecs } = await bootstrap(ctx);
