@@ -7,7 +7,6 @@ import { createHash } from 'node:crypto';
 import type { RedisClient } from '../common/redis.ts';
 import type { DecodedRecord } from '../streams/consumer.ts';
 import type { KeySpace } from '../features/keys.ts';
-import { articleSummaryArgs } from '../features/state.ts';
 import type { Article, Customer } from '../schemas/events.ts';
 import type { Scripts } from './scripts.ts';
 
@@ -30,8 +29,8 @@ interface Upsert {
   /** The record's hash, then (articles) the summary, stats and buyers keys. */
   keys: string[];
   time: number;
-  /** The summary arguments of metadata.lua (articles), else none. */
-  summary: readonly string[];
+  /** An article record: metadata.lua writes its summary too. */
+  article: boolean;
   pairs: string[];
 }
 
@@ -65,13 +64,7 @@ async function upsert(
   for (const it of items) {
     const d = digest(it.pairs);
     if (written !== undefined && !written.admit(it.keys[0] as string, it.time, d)) continue;
-    scripts.call(pipe, 'metadata', it.keys, [
-      it.time,
-      d,
-      it.summary.length,
-      ...it.summary,
-      ...it.pairs,
-    ]);
+    scripts.call(pipe, 'metadata', it.keys, [it.time, d, it.article ? 1 : 0, ...it.pairs]);
     calls++;
   }
   if (calls === 0) return 0;
@@ -91,7 +84,6 @@ export function applyArticles(
   records: readonly DecodedRecord<Article>[],
   written?: MetadataWritten,
 ): Promise<number> {
-  const summary = articleSummaryArgs();
   return upsert(
     redis,
     scripts,
@@ -100,7 +92,7 @@ export function applyArticles(
       return {
         keys: [k.meta, k.summary, k.stats, k.buyers],
         time: r.value.updated_at,
-        summary,
+        article: true,
         pairs: fields(r.value, ['article_id', 'updated_at']),
       };
     }),
@@ -121,7 +113,7 @@ export function applyCustomers(
     records.map((r) => ({
       keys: [keys.customer(r.value.customer_id).meta],
       time: r.value.updated_at,
-      summary: [],
+      article: false,
       pairs: fields(r.value, ['customer_id', 'updated_at']),
     })),
     written,

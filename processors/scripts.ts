@@ -7,10 +7,14 @@
  * directive of bullmq's scripts), which `loadScript` replaces with the file's text. An include may
  * include others; each is inserted once per script, at its first directive. The text sent to Redis
  * is the resolved one, the same on every load, so its SHA is stable.
+ *
+ * A few includes are generated from the TypeScript definitions instead of read from a file
+ * (`GENERATED`): constants a script would otherwise receive as arguments on every call.
  */
 import { readFileSync } from 'node:fs';
 import type { ChainableCommander } from 'ioredis';
 import type { RedisClient } from '../common/redis.ts';
+import { articleSummaryArgs } from '../features/state.ts';
 
 const NAMES = ['customer', 'article', 'copurchase', 'trending', 'metadata', 'taste'] as const;
 export type ScriptName = (typeof NAMES)[number];
@@ -21,6 +25,23 @@ const includeLines = () => /^--- @include "([^"]+)"[ \t]*$/gm;
 function readLua(path: string): string {
   return readFileSync(new URL(`./lua/${path}.lua`, import.meta.url), 'utf8');
 }
+
+/** A Lua string literal of a plain name (letters, digits, `_`, `:`, `-`, `.`). */
+function luaName(name: string): string {
+  if (!/^[A-Za-z0-9_:.-]*$/.test(name)) throw new Error(`not a plain Lua name: "${name}"`);
+  return `'${name}'`;
+}
+
+/**
+ * Includes generated from the definitions: `summary-args`, the article summary's layout
+ * (features/state.ts `articleSummaryArgs`) as metadata.lua reads it, in one table.
+ */
+const GENERATED: Record<string, () => string> = {
+  'summary-args': () =>
+    '-- The article summary layout (features/state.ts articleSummaryArgs, generated): its metadata\n' +
+    '-- and sales fields, the count f of metadata fields, the f fields, the stats fields of sales.\n' +
+    `local SUMMARY_ARGS = { ${articleSummaryArgs().map(luaName).join(', ')} }`,
+};
 
 /** `source` with every `--- @include "name"` line replaced by lua/include/name.lua (resolved too). */
 function resolveIncludes(
@@ -35,6 +56,8 @@ function resolveIncludes(
     }
     if (done.has(name)) return `-- (${name} included above)`;
     done.add(name);
+    const generated = GENERATED[name];
+    if (generated !== undefined) return generated();
     let text: string;
     try {
       text = readLua(`include/${name}`);

@@ -9,19 +9,19 @@ that has not sold: every value empty, 0 buyers).
 
 KEYS: 1 meta hash; for an article record also 2 summary (hash), 3 stats (hash), 4 buyers (hll)
 ARGV: 1 updated_at, 2 digest of the record (ties on updated_at keep the larger digest, so the
-      outcome does not depend on arrival order), 3 k = number of summary arguments (0 for a
-      customer record), then k summary arguments: metadata field of the summary, sales field of
-      the summary, f = number of metadata fields, the f fields, then the stats fields the sales
-      part packs; then field/value pairs (an empty value deletes)
+      outcome does not depend on arrival order), 3 '1' for an article record (the summary is
+      written, by the layout SUMMARY_ARGS generated into the script), '0' for a customer record;
+      then field/value pairs (an empty value deletes)
 Returns 1 when written, 0 when the stored record wins.
 ]]
 --- @include "fmt"
 --- @include "summary"
+--- @include "summary-args"
 
 local key = KEYS[1]
 local t = tonumber(ARGV[1])
 local digest = ARGV[2]
-local k = tonumber(ARGV[3])
+local article = ARGV[3] == '1'
 local prev = redis.call('HMGET', key, 'updated_at', '_digest')
 local stored = tonumber(prev[1])
 if stored ~= nil then
@@ -30,7 +30,7 @@ if stored ~= nil then
 end
 -- One HDEL of the emptied fields, one HSET of the others (a record has a few dozen fields).
 local set, del = {}, {}
-for i = 4 + k, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   if ARGV[i + 1] == '' then
     del[#del + 1] = ARGV[i]
   else
@@ -45,12 +45,12 @@ set[#set + 1] = '_digest'
 set[#set + 1] = digest
 redis.call('HSET', key, unpack(set))
 
-if k > 0 then
+if article then
   local summary, stats, buyers = KEYS[2], KEYS[3], KEYS[4]
-  local meta_field, sales_field, f = ARGV[4], ARGV[5], tonumber(ARGV[6])
+  local meta_field, sales_field, f = SUMMARY_ARGS[1], SUMMARY_ARGS[2], tonumber(SUMMARY_ARGS[3])
   local fields, names = {}, {}
-  for i = 1, f do fields[i] = ARGV[6 + i] end
-  for i = 7 + f, 3 + k do names[#names + 1] = ARGV[i] end
+  for i = 1, f do fields[i] = SUMMARY_ARGS[3 + i] end
+  for i = 4 + f, #SUMMARY_ARGS do names[#names + 1] = SUMMARY_ARGS[i] end
   local v = redis.call('HMGET', key, unpack(fields))
   local m = {}
   for i = 1, f do m[i] = v[i] or '' end
