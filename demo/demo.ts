@@ -38,17 +38,17 @@ import { keySpace, type KeySpace } from '../features/keys.ts';
 import { readArticles, readCustomers, trendingTop } from '../features/state.ts';
 import { createLogger, type Logger } from '../common/logger.ts';
 import { Secret } from '../common/redact.ts';
-import { describeLoad, runLoad, type LoadReport } from '../streams/loader/load.ts';
+import { describeLoad, purchasesHeld, runLoad, type LoadReport } from '../streams/loader/load.ts';
 import {
   datasetFingerprint,
   readLoadedMarker,
   writeLoadedMarker,
 } from '../streams/loader/loaded.ts';
-import { createKafka, createRegistryClient } from '../streams/kafka.ts';
+import { createRegistryClient } from '../streams/kafka.ts';
 import { createIdempotentProducer } from '../streams/producer.ts';
 import { ensureStack } from '../stack/stack.ts';
 import { stackPaths } from '../stack/process.ts';
-import { topics, type Topics } from '../streams/topics.ts';
+import type { Topics } from '../streams/topics.ts';
 import { createProcessorMetrics } from '../processors/metrics.ts';
 import { startProcessors } from '../processors/start.ts';
 import { activeVersion } from '../models/registry.ts';
@@ -221,20 +221,6 @@ async function loadOnce(
 }
 
 /** Records the purchases topic holds (0 when it does not exist). */
-async function purchasesHeld(live: Readonly<Config>, logger: Logger): Promise<number> {
-  const kafka = createKafka(live, 'rec-demo-check', logger);
-  const admin = kafka.admin();
-  await admin.connect();
-  try {
-    const name = topics(live.topicPrefix).purchases.name;
-    if (!(await admin.listTopics()).includes(name)) return 0;
-    const offsets = await admin.fetchTopicOffsets(name);
-    return offsets.reduce((sum, p) => sum + Number(p.high) - Number(p.low), 0);
-  } finally {
-    await admin.disconnect();
-  }
-}
-
 /** The clients the steps after the load share. */
 interface DemoStreams {
   readonly kafka: Kafka;
