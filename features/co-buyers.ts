@@ -21,9 +21,25 @@ export const CO_BUYER_FIELD = 'cb';
 /** An article's co-buyer neighbours: article id -> cosine in (0, 1]. */
 export type CoBuyers = ReadonlyMap<string, number>;
 
-/** Pack neighbours, best first, as `<article> <cosine>` pairs joined by ',' (5 digits). */
-export function packCoBuyers(neighbours: readonly (readonly [string, number])[]): string {
-  return neighbours.map(([id, cos]) => `${id} ${Number(cos.toPrecision(5))}`).join(',');
+/**
+ * Pack neighbours, best first, as `<article> <cosine>` pairs joined by ',' (5 digits). `digits`
+ * keeps the text of each cosine met, for a build that packs many lists: cosines are ratios of
+ * small buyer counts, so most repeat, and formatting them is most of the packing's cost.
+ */
+export function packCoBuyers(
+  neighbours: readonly (readonly [string, number])[],
+  digits: Map<number, string> = new Map(),
+): string {
+  let packed = '';
+  for (const [id, cos] of neighbours) {
+    let text = digits.get(cos);
+    if (text === undefined) {
+      text = String(Number(cos.toPrecision(5)));
+      digits.set(cos, text);
+    }
+    packed += packed === '' ? `${id} ${text}` : `,${id} ${text}`;
+  }
+  return packed;
 }
 
 /** The neighbours of a packed value (an empty map for ''). */

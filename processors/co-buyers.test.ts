@@ -63,5 +63,18 @@ describe('co-buyer lists', () => {
       ['C', 0.33333],
     ]);
     expect(parseCoBuyers('').size).toBe(0);
+    // The texts kept across lists give the same packing.
+    const digits = new Map<number, string>();
+    expect(packCoBuyers([['C', 1 / 3]], digits)).toBe('C 0.33333');
+    expect(
+      packCoBuyers(
+        [
+          ['B', 2 / Math.sqrt(6)],
+          ['C', 1 / 3],
+        ],
+        digits,
+      ),
+    ).toBe(packed);
+    expect(packCoBuyers([], digits)).toBe('');
   });
 });

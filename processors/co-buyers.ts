@@ -187,10 +187,13 @@ export async function buildCoBuyers(
   const previous = await redis.smembers(keys.coBuyers.ids);
   const stale = previous.filter((id) => !lists.has(id));
   const entries = [...lists];
+  const digits = new Map<number, string>();
   for (let i = 0; i < entries.length; i += BATCH) {
     const pipe = redis.pipeline();
+    // The texts of the cosines met, kept for the next lists (bounded).
+    if (digits.size > 1_000_000) digits.clear();
     for (const [id, list] of entries.slice(i, i + BATCH)) {
-      pipe.hset(keys.article(id).summary, CO_BUYER_FIELD, packCoBuyers(list));
+      pipe.hset(keys.article(id).summary, CO_BUYER_FIELD, packCoBuyers(list, digits));
     }
     pipelineValues(await pipe.exec());
   }
