@@ -220,7 +220,6 @@ async function loadOnce(
   }
 }
 
-/** Records the purchases topic holds (0 when it does not exist). */
 /** The clients the steps after the load share. */
 interface DemoStreams {
   readonly kafka: Kafka;

@@ -24,6 +24,24 @@ export function horizonCut(t: number, horizonMs: number): number {
   return Math.floor(t / step) * step - horizonMs;
 }
 
+/**
+ * Why a purchase at `eventTime` of `customer` is late: its time, the cut it is before and what the
+ * cut is (the processors' dead letter and the ingest's refusal each add what follows for them).
+ */
+export function lateReason(
+  eventTime: number,
+  customer: string,
+  cut: number,
+  horizonMs: number,
+): string {
+  return (
+    `event_time ${new Date(eventTime).toISOString()} is before ${new Date(cut).toISOString()}, ` +
+    `the dedup horizon's cut (${horizonMs / 86_400_000} days, in quarter-horizon steps) of ` +
+    `customer "${customer}"'s newest purchase: its id may have been forgotten, so a second ` +
+    'publish of it could not be told from a new event'
+  );
+}
+
 /** Record the horizon the namespace's processors refuse late purchases by (at their start). */
 export async function recordDedupHorizon(
   redis: RedisClient,

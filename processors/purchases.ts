@@ -16,6 +16,7 @@
  * and bought by `itemsCap`, recent purchases by `recentCap`, the co-purchase window by time.
  */
 import { RecError } from '../common/errors.ts';
+import { lateReason } from '../features/horizon.ts';
 import type { RedisClient } from '../common/redis.ts';
 import type { DecodedRecord, Rejection } from '../streams/consumer.ts';
 import { DECAY_EPOCH_MS, rate } from '../features/decay.ts';
@@ -98,17 +99,14 @@ export interface LateEvent {
 
 /** A late event's dead letter (REC_ERR_LATE_EVENT): its time, the cut and the way out. */
 export function lateRejection({ record, cut }: LateEvent, horizonMs: number): Rejection<Purchase> {
-  const days = horizonMs / 86_400_000;
+  const { event_time: t, customer_id: customer } = record.value;
   return {
     record,
     reason: new RecError(
       'REC_ERR_LATE_EVENT',
-      `event_time ${new Date(record.value.event_time).toISOString()} is before ` +
-        `${new Date(cut).toISOString()}, the dedup horizon's cut (${days} days, in ` +
-        `quarter-horizon steps) of customer "${record.value.customer_id}"'s newest purchase: ` +
-        'its id may have been forgotten, so a second publish of it could not be told from a new ' +
-        'event, and it is applied nowhere. To apply it, widen PROCESSOR_DEDUP_HORIZON_DAYS past its ' +
-        'lateness and redrive it (npm run dlq -- --topic purchases --code REC_ERR_LATE_EVENT --redrive)',
+      `${lateReason(t, customer, cut, horizonMs)}, and it is applied nowhere. To apply it, widen ` +
+        'PROCESSOR_DEDUP_HORIZON_DAYS past its lateness and redrive it (npm run dlq -- --topic ' +
+        'purchases --code REC_ERR_LATE_EVENT --redrive)',
     ),
   };
 }

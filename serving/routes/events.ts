@@ -31,7 +31,7 @@ import {
 import { requireApiKey } from '../auth.ts';
 import { type ErrorBody, requestIdOf, zodFields } from '../http-errors.ts';
 import { postedEventId, purchaseIn, withEventIds, type PurchaseIn } from '../ingest.ts';
-import { readLateCuts } from '../../features/horizon.ts';
+import { lateReason, readLateCuts } from '../../features/horizon.ts';
 import type { Purchase } from '../../schemas/events.ts';
 import { ERROR_RESPONSES, type AppEnv, type RouteContext } from './context.ts';
 
@@ -221,17 +221,13 @@ interface LateCut {
 
 /** Why a purchase is refused as late: its time, the cut and what would let it in. */
 function lateError(e: Purchase, { cut, horizonMs }: LateCut) {
-  const at = new Date(cut).toISOString();
   return {
     code: 'REC_ERR_LATE_EVENT' as const,
     message:
-      `event_time ${new Date(e.event_time).toISOString()} is before ${at}, the dedup horizon's ` +
-      `cut (${horizonMs / 86_400_000} days, in quarter-horizon steps) of customer ` +
-      `"${e.customer_id}"'s newest purchase: the processors would refuse it as late (its id may ` +
-      'have been forgotten, so a second publish of it could not be told from a new event). Not ' +
-      'produced; the processors accept it once they run with a PROCESSOR_DEDUP_HORIZON_DAYS past ' +
-      'its lateness',
-    fields: [{ path: 'event_time', message: `before ${at}` }],
+      `${lateReason(e.event_time, e.customer_id, cut, horizonMs)}: the processors would refuse ` +
+      'it as late. Not produced; the processors accept it once they run with a ' +
+      'PROCESSOR_DEDUP_HORIZON_DAYS past its lateness',
+    fields: [{ path: 'event_time', message: `before ${new Date(cut).toISOString()}` }],
   };
 }
 
