@@ -15,10 +15,8 @@
  *
  * `--measure --namespace <ns> --now <ms>` is the child: one build, one JSON line.
  */
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { availableParallelism, loadavg } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../common/config.ts';
 import { createRedis, type RedisClient } from '../common/redis.ts';
@@ -29,8 +27,7 @@ import { deleteNamespace, pipelineValues } from '../features/state.ts';
 import { buildCoBuyers } from '../processors/co-buyers.ts';
 import { ensureStack } from '../stack/stack.ts';
 import { HM_SIZE } from '../test/fixtures/generate-large.ts';
-
-const ROOT = fileURLToPath(new URL('../', import.meta.url));
+import { runMeasureChild } from './measure-child.ts';
 
 const { values } = parseArgs({
   options: {
@@ -137,26 +134,6 @@ async function measure(ns: string, now: number): Promise<void> {
   }
 }
 
-/** Run the child and return its JSON line; its stderr is ours. */
-function runChild(args: string[]): Promise<Record<string, unknown>> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/co-buyers.ts', ...args], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    let out = '';
-    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-    child.on('error', reject);
-    child.on('exit', (code, signal) => {
-      if (code !== 0) {
-        reject(new Error(`the build failed (exit ${String(code ?? signal)})`));
-        return;
-      }
-      resolve(JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>);
-    });
-  });
-}
-
 async function main(): Promise<void> {
   if (values.measure) {
     if (values.namespace === undefined || values.now === undefined) {
@@ -184,7 +161,11 @@ async function main(): Promise<void> {
     const memory = (await usedMemory(redis)) - before;
     say(`filled in ${filled.seconds} s (${filled.items} items); building`);
     const loadBefore = loadavg();
-    const child = await runChild(['--measure', '--namespace', ns, '--now', String(NOW)]);
+    const child = await runMeasureChild(
+      'bench/co-buyers.ts',
+      ['--measure', '--namespace', ns, '--now', String(NOW)],
+      'the build',
+    );
     process.stdout.write(
       JSON.stringify({
         bench: 'co-buyers',

@@ -12,7 +12,6 @@
  * A `--data` folder that holds a dataset not generated here (e.g. the real H&M files) is loaded
  * as it is and kept. `--measure --data <dir> --prefix <p>` is the child: one load, one JSON line.
  */
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
@@ -24,6 +23,7 @@ import { createLogger } from '../common/logger.ts';
 import { ensureStack } from '../stack/stack.ts';
 import { createKafka } from '../streams/kafka.ts';
 import { runLoad } from '../streams/loader/load.ts';
+import { runMeasureChild } from './measure-child.ts';
 import { HM_SIZE, writeLargeDataset, type LargeOptions } from '../test/fixtures/generate-large.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -107,27 +107,6 @@ function ensureData(dir: string, opts: LargeOptions): Generated | null {
   return done;
 }
 
-/** Run the child and return its JSON line; its progress goes to our stderr. */
-function runChild(args: string[]): Promise<Record<string, unknown>> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/load.ts', ...args], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    let out = '';
-    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-    child.on('error', reject);
-    child.on('exit', (code) => {
-      const last = out.trim().split('\n').at(-1) ?? '';
-      if (code !== 0) {
-        reject(new Error(`the load failed (exit ${String(code)})`));
-        return;
-      }
-      resolve(JSON.parse(last) as Record<string, unknown>);
-    });
-  });
-}
-
 async function main(): Promise<void> {
   if (values.measure) {
     if (values.data === undefined || values.prefix === undefined) {
@@ -160,7 +139,11 @@ async function main(): Promise<void> {
   );
   let child: Record<string, unknown>;
   try {
-    child = await runChild(['--measure', '--data', dir, '--prefix', prefix]);
+    child = await runMeasureChild(
+      'bench/load.ts',
+      ['--measure', '--data', dir, '--prefix', prefix],
+      'the load',
+    );
   } finally {
     const kafka = createKafka(endpoints, 'rec-bench-load', createLogger('warn', 'bench-load'));
     const admin = kafka.admin();
