@@ -10,6 +10,7 @@
  * it: what is refused up front is a subset of what they would refuse.
  */
 import type { RedisClient } from '../common/redis.ts';
+import { DAY_MS } from './decay.ts';
 import type { KeySpace } from './keys.ts';
 import { pipelineValues } from './state.ts';
 
@@ -36,7 +37,7 @@ export function lateReason(
 ): string {
   return (
     `event_time ${new Date(eventTime).toISOString()} is before ${new Date(cut).toISOString()}, ` +
-    `the dedup horizon's cut (${horizonMs / 86_400_000} days, in quarter-horizon steps) of ` +
+    `the dedup horizon's cut (${horizonMs / DAY_MS} days, in quarter-horizon steps) of ` +
     `customer "${customer}"'s newest purchase: its id may have been forgotten, so a second ` +
     'publish of it could not be told from a new event'
   );
