@@ -9,9 +9,11 @@
  * stderr, one JSON line last on stdout.
  *
  * The state is generated, seeded, in customer.lua's layout (`a:<article>` -> `n|last|L|units`
- * and a `p:<product>` field per article): distinct articles per customer log-normal with
- * hm-sample's mean and spread (19.8 and 31), capped at 500 (the items cap's ceiling), each last
- * bought at a uniform day of the `--days` before "now", articles drawn Zipf(0.9) by popularity.
+ * and a `p:<product>` field per article, and as many other fields as hm-sample's customers hold,
+ * which the build's HSCAN walks without returning): distinct articles per customer log-normal
+ * with hm-sample's mean and spread (19.8 and 31), capped at 500 (the items cap's ceiling), each
+ * last bought at a uniform day of the `--days` before "now", articles drawn Zipf(0.9) by
+ * popularity.
  *
  * `--measure --namespace <ns> --now <ms>` is the child: one build, one JSON line.
  */
@@ -49,6 +51,16 @@ const NOW = Date.UTC(2020, 8, 22);
 const SIGMA = Math.sqrt(Math.log(1 + (31 / 19.8) ** 2));
 const MU = Math.log(19.8) - (SIGMA * SIGMA) / 2;
 const ITEMS_MAX = 500;
+/**
+ * A customer's other `state` fields, as many as hm-sample's live store holds on average (400
+ * customers sampled: 36 affinities `f:`, 8 stats with `n`, a channel, an offset guard).
+ */
+const OTHER_FIELDS: Readonly<Record<string, string>> = Object.fromEntries(
+  [
+    ...Array.from({ length: 36 }, (_, i) => `f:k${i % 7}:${i}`),
+    ...['units', 'spend', 'price_sum', 'first', 'last', 'in', 'smin', 'ch:1', 'o:1'],
+  ].map((f): [string, string] => [f, '1595894400000']),
+);
 
 interface Filled {
   readonly customers: number;
@@ -90,15 +102,17 @@ async function fill(
   let pipe = redis.pipeline();
   for (let c = 0; c < customers; c++) {
     const n = Math.max(1, Math.min(ITEMS_MAX, Math.round(Math.exp(MU + SIGMA * normal()))));
-    const fields: Record<string, string> = {};
+    // The fields the build does not read, which its HSCAN walks too (module comment).
+    const fields: Record<string, string> = { ...OTHER_FIELDS, n: String(n) };
+    const bought = new Set<number>();
     for (let k = 0; k < n; k++) {
       const a = article();
       const last = NOW - 1 - Math.floor(rnd() * days * DAY_MS);
+      bought.add(a);
       fields[`a:0${a}`] = `1|${last}|0|1`;
       fields[`p:0${Math.floor(a / 1000)}`] = `1|${last}|0`;
     }
-    fields.n = String(n);
-    items += Object.keys(fields).filter((f) => f.startsWith('a:')).length;
+    items += bought.size;
     pipe.hset(keys.customer(`bench-${c}`).state, fields);
     if ((c + 1) % 2_000 === 0 || c + 1 === customers) {
       pipelineValues(await pipe.exec());
