@@ -170,7 +170,12 @@ describe('SERVING_PROCESSES=2: two API processes on one port', () => {
         60_000,
       );
       expect(s.lines.find((l) => l.startsWith('serving on '))).toMatch(/\[2 processes\]$/);
-      const pids = readyPids(s);
+      // pino writes asynchronously and the `serving on` line synchronously: the second
+      // `process ready` line may reach the pipe just after it.
+      const pids = await waitFor('both processes ready', () => {
+        const ready = readyPids(s);
+        return ready.length >= 2 ? ready : undefined;
+      });
       expect(pids).toHaveLength(2);
       expect(new Set([...pids, s.proc.pid]).size).toBe(3);
 
@@ -179,7 +184,10 @@ describe('SERVING_PROCESSES=2: two API processes on one port', () => {
         const r = await getFresh(`${url}/v1/recommendations/nobody-${i}?k=3`);
         expect(r.status).toBe(200);
       }
-      const servedBy = logged(s, (l) => l.msg === 'request' && l.route === ROUTE).map((l) => l.pid);
+      const servedBy = await waitFor('the requests logged by both', () => {
+        const by = logged(s, (l) => l.msg === 'request' && l.route === ROUTE).map((l) => l.pid);
+        return new Set(by).size >= 2 ? by : undefined;
+      });
       expect(new Set(servedBy)).toEqual(new Set(pids));
       const metrics = (await getFresh(`${url}/metrics`)).body;
       expect(metricValue(metrics, 'rec_serving_in_flight_limit', ROUTE)).toBe(10);
