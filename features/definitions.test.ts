@@ -155,3 +155,75 @@ describe('co-buyer features', () => {
     expect(cb(new Map([['a3', 0.9]]), old).every(Number.isNaN)).toBe(true);
   });
 });
+
+describe('values derived once per customer state', () => {
+  const NAMES_MEMO = ['p_cobuy_mean', 'p_cobuy_max', 'p_aff_pg', 'p_aff_sec'];
+  const article = {
+    ...emptyArticleState('x'),
+    meta: { product_group_name: 'Garment Upper body', section_no: 'a:b' },
+    coBuyers: new Map([
+      ['a1', 0.4],
+      ['a2', 0.6],
+    ]),
+  };
+  /** A customer whose purchases and affinities are written at `daysAgo` (one purchase each). */
+  function shopper(id: string, items: [string, number][], aff: [string, number][]) {
+    const c = customer(
+      items.map(([a, daysAgo]) => [a, stat(1, daysAgo)]),
+      [],
+    );
+    const total = aff.reduce((s, [, w]) => s + w, 0);
+    c.customerId = id;
+    c.affinity = {
+      _total: logWeight(NOW, HL, total),
+      ...Object.fromEntries(aff.map(([k, w]) => [k, logWeight(NOW, HL, w)])),
+    };
+    return c;
+  }
+  const alice = shopper(
+    'alice',
+    [
+      ['a1', 0],
+      ['a2', 90],
+    ],
+    [
+      ['pg:Garment Upper body', 3],
+      ['sec:a:b', 1],
+    ],
+  );
+  const bob = shopper(
+    'bob',
+    [['a2', 0]],
+    [
+      ['pg:Garment Upper body', 1],
+      ['pg:Shoes', 3],
+    ],
+  );
+  const row = (who: CustomerState, now = NOW) =>
+    featureVector(NAMES_MEMO, { customer: who, article, now });
+
+  it('read each customer’s own values when customers and "now" alternate over one article', () => {
+    const a = row(alice);
+    const b = row(bob);
+    // alice: (1 * 0.4 + 0.5 * 0.6) / 1.5, max 0.4; 3 of her 4 purchases' weight in the group;
+    // the section value holds a colon and is read whole.
+    expect(a[0]).toBeCloseTo(0.7 / 1.5, 12);
+    expect(a[1]).toBeCloseTo(0.4, 12);
+    expect(a[2]).toBeCloseTo(3 / 4, 12);
+    expect(a[3]).toBeCloseTo(1 / 4, 12);
+    // bob: a2 alone, today; 1 of 4 in the group, nothing in the section.
+    expect(b[0]).toBeCloseTo(0.6, 12);
+    expect(b[1]).toBeCloseTo(0.6, 12);
+    expect(b[2]).toBeCloseTo(1 / 4, 12);
+    expect(b[3]).toBe(0);
+    expect(row(alice)).toEqual(a);
+    // 90 days on, alice's purchases weigh 0.5 and 0.25: the same mean, half the max; the shares
+    // decay alike and stay.
+    const later = row(alice, NOW + 90 * DAY);
+    expect(later[0]).toBeCloseTo(0.7 / 1.5, 12);
+    expect(later[1]).toBeCloseTo(0.2, 12);
+    expect(later[2]).toBeCloseTo(3 / 4, 12);
+    expect(row(bob)).toEqual(b);
+    expect(row(alice)).toEqual(a);
+  });
+});

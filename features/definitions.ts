@@ -32,29 +32,49 @@ interface RecentStat {
   n: number;
 }
 
-/** Per customer state, its recent purchases by article (built once: the state does not change). */
-const recentIndexes = new WeakMap<CustomerState, Map<string, RecentStat>>();
+/**
+ * Values derived from a customer state, each computed once per state (the state does not change).
+ * The last state asked for is kept in front of the WeakMap: a request's or a query's feature rows
+ * read one customer in turn, 100 candidates × several features, and an identity check is cheaper
+ * than a WeakMap lookup.
+ */
+class PerCustomer<T> {
+  private readonly byState = new WeakMap<CustomerState, T>();
+  private lastState: CustomerState | null = null;
+  private lastValue: T | null = null;
 
-function recentIndex(customer: CustomerState): Map<string, RecentStat> {
-  let index = recentIndexes.get(customer);
-  if (index === undefined) {
-    index = new Map();
-    for (const p of customer.recent) {
-      const r = index.get(p.articleId);
-      if (r === undefined) index.set(p.articleId, { last: p.time, rank: index.size, n: 1 });
-      else {
-        r.n++;
-        if (p.time > r.last) r.last = p.time;
-      }
+  constructor(private readonly derive: (customer: CustomerState) => T) {}
+
+  get(customer: CustomerState): T {
+    if (customer === this.lastState) return this.lastValue as T;
+    let value = this.byState.get(customer);
+    if (value === undefined) {
+      value = this.derive(customer);
+      this.byState.set(customer, value);
     }
-    recentIndexes.set(customer, index);
+    this.lastState = customer;
+    this.lastValue = value;
+    return value;
+  }
+}
+
+/** Per customer state, its recent purchases by article. */
+const recentIndexes = new PerCustomer((customer) => {
+  const index = new Map<string, RecentStat>();
+  for (const p of customer.recent) {
+    const r = index.get(p.articleId);
+    if (r === undefined) index.set(p.articleId, { last: p.time, rank: index.size, n: 1 });
+    else {
+      r.n++;
+      if (p.time > r.last) r.last = p.time;
+    }
   }
   return index;
-}
+});
 
 /** The customer's latest purchases of the article, within the recent list (newest first). */
 function recentOf(customer: CustomerState, articleId: string): RecentStat | null {
-  return recentIndex(customer).get(articleId) ?? null;
+  return recentIndexes.get(customer).get(articleId) ?? null;
 }
 
 const popularity = (hl: HalfLife): FeatureDefinition => ({
@@ -62,6 +82,27 @@ const popularity = (hl: HalfLife): FeatureDefinition => ({
   scope: 'article',
   writes: `article.lua: {a}:stats pop:${hl} (log-space decayed purchase count)`,
   read: ({ article, now }) => decayedValue(article.popularity[hl] ?? null, now, HALF_LIVES[hl]),
+});
+
+/**
+ * Per customer state, its affinities by kind and value (`f:<kind>:<value>` as kind -> value ->
+ * log-space count), and the decayed total at the "now" last asked for: the six affinity features
+ * of 100 candidates then look up two maps with the strings they hold instead of building a key.
+ */
+const affinities = new PerCustomer((customer) => {
+  const byKind = new Map<string, Map<string, number>>();
+  for (const [key, stored] of Object.entries(customer.affinity)) {
+    const colon = key.indexOf(':');
+    if (colon < 0) continue;
+    const kind = key.slice(0, colon);
+    let values = byKind.get(kind);
+    if (values === undefined) {
+      values = new Map<string, number>();
+      byKind.set(kind, values);
+    }
+    values.set(key.slice(colon + 1), stored);
+  }
+  return { byKind, totalNow: NaN, total: NaN };
 });
 
 /** Affinity of the customer to the article's value of one category, as a decayed share. */
@@ -74,10 +115,12 @@ const affinity = (prefix: string, metaField: string): FeatureDefinition => ({
     const total = customer.affinity._total;
     if (value === undefined || value === '' || total === undefined) return NaN;
     const hl = HALF_LIVES[AFFINITY_HALF_LIFE];
-    return ratio(
-      decayedValue(customer.affinity[`${prefix}:${value}`] ?? null, now, hl),
-      decayedValue(total, now, hl),
-    );
+    const aff = affinities.get(customer);
+    if (aff.totalNow !== now) {
+      aff.total = decayedValue(total, now, hl);
+      aff.totalNow = now;
+    }
+    return ratio(decayedValue(aff.byKind.get(prefix)?.get(value) ?? null, now, hl), aff.total);
   },
 });
 
@@ -116,20 +159,17 @@ const itemFeatures = (level: 'a' | 'p'): FeatureDefinition[] => {
 };
 
 /** Per customer state, the largest log-space count among its articles and among its products. */
-const topCounts = new WeakMap<CustomerState, { a: number; p: number }>();
+const topCounts = new PerCustomer((customer) => {
+  const max = (m: ReadonlyMap<string, ItemStat>) => {
+    let v = -Infinity;
+    for (const s of m.values()) if (s.logCount > v) v = s.logCount;
+    return v;
+  };
+  return { a: max(customer.items), p: max(customer.products) };
+});
 
 function topCount(customer: CustomerState, level: 'a' | 'p'): number {
-  let top = topCounts.get(customer);
-  if (top === undefined) {
-    const max = (m: ReadonlyMap<string, ItemStat>) => {
-      let v = -Infinity;
-      for (const s of m.values()) if (s.logCount > v) v = s.logCount;
-      return v;
-    };
-    top = { a: max(customer.items), p: max(customer.products) };
-    topCounts.set(customer, top);
-  }
-  return top[level];
+  return topCounts.get(customer)[level];
 }
 
 /**
@@ -155,36 +195,51 @@ const sourceRank = (source: string): FeatureDefinition => ({
 /** The customer's purchases weighed for co-buyer features at one "now" (co-buyers.ts). */
 interface CoBuyerWeights {
   readonly now: number;
-  /** Article id -> 2^(-age / half-life) of the latest purchase, those within the window. */
-  readonly weights: ReadonlyMap<string, number>;
+  /** The purchases within the window (in the state's item order) and 2^(-age / half-life) each. */
+  readonly ids: readonly string[];
+  readonly weights: readonly number[];
+  /** The same as a map, article id -> weight. */
+  readonly byId: ReadonlyMap<string, number>;
   readonly sum: number;
 }
 
-const coBuyerWeightsOf = new WeakMap<CustomerState, CoBuyerWeights>();
-
-function coBuyerWeights(customer: CustomerState, now: number): CoBuyerWeights {
-  let w = coBuyerWeightsOf.get(customer);
-  if (w === undefined || w.now !== now) {
-    const weights = new Map<string, number>();
-    let sum = 0;
-    for (const [id, stat] of customer.items) {
-      const age = now - stat.last;
-      if (age < 0 || age > CO_BUYER_WINDOW_MS) continue;
-      const x = 2 ** (-age / CO_BUYER_HALF_LIFE_MS);
-      weights.set(id, x);
-      sum += x;
-    }
-    w = { now, weights, sum };
-    coBuyerWeightsOf.set(customer, w);
+function weighCoBuyers(customer: CustomerState, now: number): CoBuyerWeights {
+  const ids: string[] = [];
+  const weights: number[] = [];
+  const byId = new Map<string, number>();
+  let sum = 0;
+  for (const [id, stat] of customer.items) {
+    const age = now - stat.last;
+    if (age < 0 || age > CO_BUYER_WINDOW_MS) continue;
+    const x = 2 ** (-age / CO_BUYER_HALF_LIFE_MS);
+    ids.push(id);
+    weights.push(x);
+    byId.set(id, x);
+    sum += x;
   }
-  return w;
+  return { now, ids, weights, byId, sum };
 }
 
-/** Per candidate article, its last co-buyer scores (the two features read them in turn). */
-const coBuyerScores = new WeakMap<
-  ArticleState,
-  { customer: CustomerState; now: number; mean: number; max: number }
->();
+/** Per customer state, its co-buyer weights at the "now" last asked for. */
+const coBuyerWeightsOf = new PerCustomer<{ at: CoBuyerWeights | null }>(() => ({ at: null }));
+
+function coBuyerWeights(customer: CustomerState, now: number): CoBuyerWeights {
+  const slot = coBuyerWeightsOf.get(customer);
+  if (slot.at === null || slot.at.now !== now) slot.at = weighCoBuyers(customer, now);
+  return slot.at;
+}
+
+/**
+ * The last candidate's co-buyer scores: the two features read them in turn, so one computation
+ * serves both (a row's features are written one after the other).
+ */
+let lastCoBuyerScores: {
+  readonly article: ArticleState;
+  readonly customer: CustomerState;
+  readonly now: number;
+  readonly mean: number;
+  readonly max: number;
+} | null = null;
 
 /**
  * The candidate's co-buyer similarity to the customer's purchases within the window, each weighed
@@ -195,27 +250,41 @@ function coBuyerScore(ctx: FeatureContext, how: 'mean' | 'max'): number {
   const { article, customer, now } = ctx;
   const neighbours = article.coBuyers;
   if (neighbours === null) return NaN;
-  let scores = coBuyerScores.get(article);
-  if (scores === undefined || scores.customer !== customer || scores.now !== now) {
+  let scores = lastCoBuyerScores;
+  if (
+    scores === null ||
+    scores.article !== article ||
+    scores.customer !== customer ||
+    scores.now !== now
+  ) {
     const w = coBuyerWeights(customer, now);
     let sum = 0;
     let max = 0;
-    // Walk the smaller map and look each id up in the other: every candidate runs this, with up to
+    // Walk the smaller side and look each id up in the other: every candidate runs this, with up to
     // 100 neighbours (53 on average on hm-sample) against the customer's articles within the window
     // (about 10). The product of weight and cosine is the same whichever side is walked.
-    const [walk, other] =
-      w.weights.size < neighbours.size ? [w.weights, neighbours] : [neighbours, w.weights];
-    for (const [id, a] of walk) {
-      const b = other.get(id);
-      if (b === undefined) continue;
-      sum += a * b;
-      if (a * b > max) max = a * b;
+    if (w.ids.length < neighbours.size) {
+      for (let i = 0; i < w.ids.length; i++) {
+        const b = neighbours.get(w.ids[i] as string);
+        if (b === undefined) continue;
+        const p = (w.weights[i] as number) * b;
+        sum += p;
+        if (p > max) max = p;
+      }
+    } else {
+      for (const [id, b] of neighbours) {
+        const a = w.byId.get(id);
+        if (a === undefined) continue;
+        const p = a * b;
+        sum += p;
+        if (p > max) max = p;
+      }
     }
     scores =
       w.sum === 0
-        ? { customer, now, mean: NaN, max: NaN }
-        : { customer, now, mean: sum / w.sum, max };
-    coBuyerScores.set(article, scores);
+        ? { article, customer, now, mean: NaN, max: NaN }
+        : { article, customer, now, mean: sum / w.sum, max };
+    lastCoBuyerScores = scores;
   }
   return how === 'mean' ? scores.mean : scores.max;
 }
