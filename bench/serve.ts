@@ -1,9 +1,10 @@
 /**
  * `npm run bench:serve [-- --data <dir>] [--duration S] [--rates a,b,c] [--connections N]
- *   [--trees N] [--known N] [--cold-share F] [--burst] [--processes N]`
+ *   [--trees N] [--known N] [--cold-share F] [--burst] [--processes N] [--cpu-prof <dir>]`
  * (defaults: hm-sample, 10 s per rate (and for the freshness and overload runs), rates
  * 25,50,100,300,600, 16 connections, 500 trees, 1,000 known customers, 20 % cold requests, one
- * API process: `--processes` is the API's SERVING_PROCESSES)
+ * API process: `--processes` is the API's SERVING_PROCESSES; `--cpu-prof <dir>` runs the API under
+ * node's `--cpu-prof`, one .cpuprofile per thread written to <dir> when it stops)
  *
  * Serving benchmark on the real stack, in one run, on fresh topics and a fresh Redis namespace:
  *   1. loads an H&M-layout folder (default ../shared/data/hm-sample) into topics
@@ -137,6 +138,7 @@ async function main(): Promise<void> {
       model,
       customers.known[0] ?? 'nobody',
       opts.processes,
+      opts.cpuProf,
     );
 
     const warm = await warmUpPass(base, customers, run.redis, model.meta.version);

@@ -18,8 +18,14 @@ export interface Child {
   alive: boolean;
 }
 
-export function spawnTs(name: string, script: string, env: NodeJS.ProcessEnv): Child {
-  const proc = spawn(process.execPath, ['--import', 'tsx', script], {
+/** Start `script` under tsx; `nodeArgs` go to node before it (e.g. `--cpu-prof`). */
+export function spawnTs(
+  name: string,
+  script: string,
+  env: NodeJS.ProcessEnv,
+  nodeArgs: readonly string[] = [],
+): Child {
+  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', script], {
     cwd: ROOT,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],

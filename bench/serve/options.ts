@@ -2,6 +2,7 @@
  * The serving benchmark's command line (see bench/serve.ts) and its fixed settings.
  */
 import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
@@ -40,6 +41,8 @@ export interface BenchOptions {
   readonly burst: boolean;
   /** API processes on the one port (the API's SERVING_PROCESSES). */
   readonly processes: number;
+  /** Run the API under `node --cpu-prof`, its profiles written here (null: not profiled). */
+  readonly cpuProf: string | null;
 }
 
 /** The options of `process.argv` (not checked: see `checkOptions`). */
@@ -55,6 +58,7 @@ export function parseOptions(): BenchOptions {
       'cold-share': { type: 'string', default: '0.2' },
       burst: { type: 'boolean', default: false },
       processes: { type: 'string', default: '1' },
+      'cpu-prof': { type: 'string' },
     },
   });
   return {
@@ -70,6 +74,7 @@ export function parseOptions(): BenchOptions {
     coldShare: Number(values['cold-share']),
     burst: values.burst,
     processes: Number(values.processes),
+    cpuProf: values['cpu-prof'] === undefined ? null : resolve(values['cpu-prof']),
   };
 }
 

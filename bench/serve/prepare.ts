@@ -170,16 +170,22 @@ export async function startApi(
   model: LoadedModel,
   probeCustomer: string,
   processes: number,
+  cpuProfDir: string | null = null,
 ): Promise<{ api: Child; base: string }> {
-  const api = spawnTs('api', 'serving/serve-cli.ts', {
-    ...run.childEnv,
-    SERVING_PORT: '0',
-    SERVING_HOST: '127.0.0.1',
-    SCORER_WORKERS: String(WORKERS),
-    SERVING_MAX_CANDIDATES: String(CANDIDATES),
-    SERVING_ALLOW_FIXTURE_MODEL: 'true',
-    SERVING_PROCESSES: String(processes),
-  });
+  const api = spawnTs(
+    'api',
+    'serving/serve-cli.ts',
+    {
+      ...run.childEnv,
+      SERVING_PORT: '0',
+      SERVING_HOST: '127.0.0.1',
+      SCORER_WORKERS: String(WORKERS),
+      SERVING_MAX_CANDIDATES: String(CANDIDATES),
+      SERVING_ALLOW_FIXTURE_MODEL: 'true',
+      SERVING_PROCESSES: String(processes),
+    },
+    cpuProfDir === null ? [] : ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`],
+  );
   run.children.api = api;
   const base = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => {
