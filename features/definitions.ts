@@ -58,6 +58,25 @@ class PerCustomer<T> {
   }
 }
 
+/** Values derived from a customer state at one "now": per state, those of the last now asked for. */
+class PerCustomerAt<T> {
+  private readonly slots = new PerCustomer<{ now: number; value: T | null }>(() => ({
+    now: NaN,
+    value: null,
+  }));
+
+  constructor(private readonly derive: (customer: CustomerState, now: number) => T) {}
+
+  get(customer: CustomerState, now: number): T {
+    const slot = this.slots.get(customer);
+    if (slot.value === null || slot.now !== now) {
+      slot.value = this.derive(customer, now);
+      slot.now = now;
+    }
+    return slot.value;
+  }
+}
+
 /** Per customer state, its recent purchases by article. */
 const recentIndexes = new PerCustomer((customer) => {
   const index = new Map<string, RecentStat>();
@@ -86,8 +105,8 @@ const popularity = (hl: HalfLife): FeatureDefinition => ({
 
 /**
  * Per customer state, its affinities by kind and value (`f:<kind>:<value>` as kind -> value ->
- * log-space count), and the decayed total at the "now" last asked for: the six affinity features
- * of 100 candidates then look up two maps with the strings they hold instead of building a key.
+ * log-space count), and their decayed total at a "now": the six affinity features of 100
+ * candidates then look up two maps with the strings they hold instead of building a key.
  */
 const affinities = new PerCustomer((customer) => {
   const byKind = new Map<string, Map<string, number>>();
@@ -102,8 +121,11 @@ const affinities = new PerCustomer((customer) => {
     }
     values.set(key.slice(colon + 1), stored);
   }
-  return { byKind, totalNow: NaN, total: NaN };
+  return byKind;
 });
+const affinityTotals = new PerCustomerAt((customer, now) =>
+  decayedValue(customer.affinity._total ?? null, now, HALF_LIVES[AFFINITY_HALF_LIFE]),
+);
 
 /** Affinity of the customer to the article's value of one category, as a decayed share. */
 const affinity = (prefix: string, metaField: string): FeatureDefinition => ({
@@ -112,15 +134,12 @@ const affinity = (prefix: string, metaField: string): FeatureDefinition => ({
   writes: `customer.lua: {u}:state f:${prefix}:<value> and f:_total (log-space decayed counts)`,
   read: ({ customer, article, now }) => {
     const value = article.meta[metaField];
-    const total = customer.affinity._total;
-    if (value === undefined || value === '' || total === undefined) return NaN;
-    const hl = HALF_LIVES[AFFINITY_HALF_LIFE];
-    const aff = affinities.get(customer);
-    if (aff.totalNow !== now) {
-      aff.total = decayedValue(total, now, hl);
-      aff.totalNow = now;
-    }
-    return ratio(decayedValue(aff.byKind.get(prefix)?.get(value) ?? null, now, hl), aff.total);
+    if (value === undefined || value === '' || customer.affinity._total === undefined) return NaN;
+    const stored = affinities.get(customer).get(prefix)?.get(value) ?? null;
+    return ratio(
+      decayedValue(stored, now, HALF_LIVES[AFFINITY_HALF_LIFE]),
+      affinityTotals.get(customer, now),
+    );
   },
 });
 
@@ -194,7 +213,6 @@ const sourceRank = (source: string): FeatureDefinition => ({
 
 /** The customer's purchases weighed for co-buyer features at one "now" (co-buyers.ts). */
 interface CoBuyerWeights {
-  readonly now: number;
   /** The purchases within the window (in the state's item order) and 2^(-age / half-life) each. */
   readonly ids: readonly string[];
   readonly weights: readonly number[];
@@ -217,17 +235,10 @@ function weighCoBuyers(customer: CustomerState, now: number): CoBuyerWeights {
     byId.set(id, x);
     sum += x;
   }
-  return { now, ids, weights, byId, sum };
+  return { ids, weights, byId, sum };
 }
 
-/** Per customer state, its co-buyer weights at the "now" last asked for. */
-const coBuyerWeightsOf = new PerCustomer<{ at: CoBuyerWeights | null }>(() => ({ at: null }));
-
-function coBuyerWeights(customer: CustomerState, now: number): CoBuyerWeights {
-  const slot = coBuyerWeightsOf.get(customer);
-  if (slot.at === null || slot.at.now !== now) slot.at = weighCoBuyers(customer, now);
-  return slot.at;
-}
+const coBuyerWeights = new PerCustomerAt(weighCoBuyers);
 
 /**
  * The last candidate's co-buyer scores: the two features read them in turn, so one computation
@@ -257,7 +268,7 @@ function coBuyerScore(ctx: FeatureContext, how: 'mean' | 'max'): number {
     scores.customer !== customer ||
     scores.now !== now
   ) {
-    const w = coBuyerWeights(customer, now);
+    const w = coBuyerWeights.get(customer, now);
     let sum = 0;
     let max = 0;
     // Walk the smaller side and look each id up in the other: every candidate runs this, with up to
