@@ -2,7 +2,12 @@ import { describe, expect, it } from 'vitest';
 import { logWeight } from './decay.ts';
 import { featureVector } from './definitions.ts';
 import type { CandidateEvidence, FeatureContext } from './feature.ts';
-import { emptyArticleState, type CustomerState, type ItemStat } from './state.ts';
+import {
+  emptyArticleState,
+  parseCustomerState,
+  type CustomerState,
+  type ItemStat,
+} from './state.ts';
 
 const DAY = 86_400_000;
 const NOW = Date.UTC(2020, 5, 1);
@@ -27,7 +32,8 @@ function customer(items: [string, ItemStat][], products: [string, ItemStat][]): 
     channels: {},
     recent: [],
     bought: {},
-    affinity: {},
+    affinity: new Map(),
+    affinityTotal: null,
     items: new Map(items),
     products: new Map(products),
     meta: {},
@@ -174,10 +180,13 @@ describe('values derived once per customer state', () => {
     );
     const total = aff.reduce((s, [, w]) => s + w, 0);
     c.customerId = id;
-    c.affinity = {
-      _total: logWeight(NOW, HL, total),
-      ...Object.fromEntries(aff.map(([k, w]) => [k, logWeight(NOW, HL, w)])),
-    };
+    // As the state's parse files `f:<kind>:<value>` fields (a value may hold colons).
+    const state = parseCustomerState({
+      'f:_total': String(logWeight(NOW, HL, total)),
+      ...Object.fromEntries(aff.map(([k, w]) => [`f:${k}`, String(logWeight(NOW, HL, w))])),
+    });
+    c.affinity = state.affinity;
+    c.affinityTotal = state.affinityTotal;
     return c;
   }
   const alice = shopper(

@@ -103,28 +103,9 @@ const popularity = (hl: HalfLife): FeatureDefinition => ({
   read: ({ article, now }) => decayedValue(article.popularity[hl] ?? null, now, HALF_LIVES[hl]),
 });
 
-/**
- * Per customer state, its affinities by kind and value (`f:<kind>:<value>` as kind -> value ->
- * log-space count), and their decayed total at a "now": the six affinity features of 100
- * candidates then look up two maps with the strings they hold instead of building a key.
- */
-const affinities = new PerCustomer((customer) => {
-  const byKind = new Map<string, Map<string, number>>();
-  for (const [key, stored] of Object.entries(customer.affinity)) {
-    const colon = key.indexOf(':');
-    if (colon < 0) continue;
-    const kind = key.slice(0, colon);
-    let values = byKind.get(kind);
-    if (values === undefined) {
-      values = new Map<string, number>();
-      byKind.set(kind, values);
-    }
-    values.set(key.slice(colon + 1), stored);
-  }
-  return byKind;
-});
+/** Per customer state, its affinities' decayed total at a "now" (read by six features per candidate). */
 const affinityTotals = new PerCustomerAt((customer, now) =>
-  decayedValue(customer.affinity._total ?? null, now, HALF_LIVES[AFFINITY_HALF_LIFE]),
+  decayedValue(customer.affinityTotal, now, HALF_LIVES[AFFINITY_HALF_LIFE]),
 );
 
 /** Affinity of the customer to the article's value of one category, as a decayed share. */
@@ -134,8 +115,8 @@ const affinity = (prefix: string, metaField: string): FeatureDefinition => ({
   writes: `customer.lua: {u}:state f:${prefix}:<value> and f:_total (log-space decayed counts)`,
   read: ({ customer, article, now }) => {
     const value = article.meta[metaField];
-    if (value === undefined || value === '' || customer.affinity._total === undefined) return NaN;
-    const stored = affinities.get(customer).get(prefix)?.get(value) ?? null;
+    if (value === undefined || value === '' || customer.affinityTotal === null) return NaN;
+    const stored = customer.affinity.get(prefix)?.get(value) ?? null;
     return ratio(
       decayedValue(stored, now, HALF_LIVES[AFFINITY_HALF_LIFE]),
       affinityTotals.get(customer, now),

@@ -56,8 +56,10 @@ export interface CustomerState {
   recent: RecentPurchase[];
   /** Units bought per article. */
   bought: Record<string, number>;
-  /** Log-space decayed counts per `<kind>:<value>`, and `_total`. */
-  affinity: Record<string, number>;
+  /** Log-space decayed counts of the category affinities (`f:<kind>:<value>`): kind -> value. */
+  affinity: ReadonlyMap<string, ReadonlyMap<string, number>>;
+  /** Their log-space decayed total (`f:_total`), null when the customer has none. */
+  affinityTotal: number | null;
   /** Purchases per article id. */
   items: Map<string, ItemStat>;
   /** Purchases per product code (the article id for articles without one). */
@@ -127,7 +129,8 @@ function parseRecent(members: string[]): RecentPurchase[] {
 export function parseCustomerState(h: Hash): Omit<CustomerState, 'customerId' | 'recent' | 'meta'> {
   const channels: Record<string, number> = {};
   const bought: Record<string, number> = {};
-  const affinity: Record<string, number> = {};
+  const affinity = new Map<string, Map<string, number>>();
+  let affinityTotal: number | null = null;
   const items = new Map<string, ItemStat>();
   const products = new Map<string, ItemStat>();
   for (const field in h) {
@@ -140,8 +143,10 @@ export function parseCustomerState(h: Hash): Omit<CustomerState, 'customerId' | 
         items.set(field.slice(2), stat);
         if (units !== undefined) bought[field.slice(2)] = Number(units);
       } else products.set(field.slice(2), stat);
-    } else if (kind === 'f:') affinity[field.slice(2)] = Number(value);
-    else if (field.startsWith('ch:')) channels[field.slice(3)] = Number(value);
+    } else if (kind === 'f:') {
+      if (field === 'f:_total') affinityTotal = Number(value);
+      else addAffinity(affinity, field, Number(value));
+    } else if (field.startsWith('ch:')) channels[field.slice(3)] = Number(value);
   }
   return {
     n: num(h.n),
@@ -153,9 +158,23 @@ export function parseCustomerState(h: Hash): Omit<CustomerState, 'customerId' | 
     channels,
     bought,
     affinity,
+    affinityTotal,
     items,
     products,
   };
+}
+
+/** File `f:<kind>:<value>` under its kind (the value may hold colons; the kind does not). */
+function addAffinity(into: Map<string, Map<string, number>>, field: string, stored: number): void {
+  const colon = field.indexOf(':', 2);
+  if (colon < 0) return;
+  const kind = field.slice(2, colon);
+  let values = into.get(kind);
+  if (values === undefined) {
+    values = new Map<string, number>();
+    into.set(kind, values);
+  }
+  values.set(field.slice(colon + 1), stored);
 }
 
 /** The product key of an article: its usable product code, else its own id (as customer.lua). */

@@ -33,10 +33,8 @@ const customer: CustomerState = {
   channels: { '2': 2 },
   recent: [],
   bought: { b1: 2 },
-  affinity: {
-    _total: logWeight(NOW - 2 * DAY_MS, HALF_LIVES['30d']),
-    'pg:Shoes': logWeight(NOW - 2 * DAY_MS, HALF_LIVES['30d']),
-  },
+  affinity: new Map([['pg', new Map([['Shoes', logWeight(NOW - 2 * DAY_MS, HALF_LIVES['30d'])]])]]),
+  affinityTotal: logWeight(NOW - 2 * DAY_MS, HALF_LIVES['30d']),
   items: new Map([
     [
       'b1',
