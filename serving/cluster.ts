@@ -23,11 +23,11 @@ import cluster, { type Worker } from 'node:cluster';
 import {
   AggregatorRegistry,
   Registry,
-  collectDefaultMetrics,
   type MetricObjectWithValues,
   type MetricValue,
 } from 'prom-client';
 import type { Logger } from '../common/logger.ts';
+import { collectServingDefaults } from './metrics.ts';
 
 /** What a process says once it serves. */
 export interface ProcessReady {
@@ -95,7 +95,7 @@ export function startPrimary(opts: PrimaryOptions): Primary {
   const log = opts.logger.child({ module: 'serving-primary' });
   const grace = opts.stopGraceMs ?? 15_000;
   const own = new Registry();
-  collectDefaultMetrics({ register: own, prefix: 'rec_serving_' });
+  collectServingDefaults(own);
   const slots = new Map<number, Slot>();
   const timers = new Set<NodeJS.Timeout>();
   const exits: number[] = [];

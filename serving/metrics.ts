@@ -86,9 +86,25 @@ export interface ServingMetrics {
   ): void;
 }
 
+/**
+ * How often the default metrics sample the event loop (ms; prom-client's
+ * `eventLoopMonitoringPrecision`). Their `rec_serving_nodejs_eventloop_lag_*` gauges are the
+ * intervals between two samples, so an idle loop reads this much: a delay is the gauge less it.
+ */
+export const EVENT_LOOP_SAMPLE_MS = 10;
+
+/** Node's and the process's default metrics, named `rec_serving_*`, into `register`. */
+export function collectServingDefaults(register: Registry): void {
+  collectDefaultMetrics({
+    register,
+    prefix: 'rec_serving_',
+    eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS,
+  });
+}
+
 export function createServingMetrics(opts: { defaults?: boolean } = {}): ServingMetrics {
   const registry = new Registry();
-  if (opts.defaults ?? false) collectDefaultMetrics({ register: registry, prefix: 'rec_serving_' });
+  if (opts.defaults ?? false) collectServingDefaults(registry);
   const registers = [registry];
   const requestSeconds = new Histogram({
     name: 'rec_serving_request_duration_seconds',

@@ -1,9 +1,10 @@
 /**
  * The API's own figures over a load run: its Prometheus `/metrics` scraped before and after, and
  * the difference (requests, mean latency, the p99 histogram bound, the p50 / p99 of each stage of
- * a ranked request, round trips and Redis commands per request, CPU, event-loop lag, degraded
+ * a ranked request, round trips and Redis commands per request, CPU, the event loop's delay, degraded
  * answers, ranker errors).
  */
+import { EVENT_LOOP_SAMPLE_MS } from '../../serving/metrics.ts';
 import { round } from './stats.ts';
 
 export type Sample = { name: string; labels: Record<string, string>; value: number };
@@ -139,8 +140,14 @@ export function serverDelta(before: Sample[], after: Sample[], seconds: number) 
         Math.max(1, d('rec_serving_redis_round_trips_count')),
     ),
     server_cpu_cores: round(d('rec_serving_process_cpu_seconds_total') / seconds),
-    server_eventloop_p99_ms: round(
-      metricValue(after, 'rec_serving_nodejs_eventloop_lag_p99_seconds') * 1000,
+    // The gauge holds the intervals between the loop's samples: the delay is that less the
+    // sampling interval (an idle loop reads 0).
+    server_eventloop_delay_p99_ms: round(
+      Math.max(
+        0,
+        metricValue(after, 'rec_serving_nodejs_eventloop_lag_p99_seconds') * 1000 -
+          EVENT_LOOP_SAMPLE_MS,
+      ),
     ),
     degraded: d('rec_serving_degraded_responses_total'),
     ranker_errors: d('rec_serving_ranker_errors_total'),
