@@ -1,6 +1,7 @@
 import { Histogram, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { histogramQuantile, parseExposition, type Sample } from './server-metrics.ts';
+import { EVENT_LOOP_SAMPLE_MS, createServingMetrics } from '../../serving/metrics.ts';
+import { histogramQuantile, parseExposition, serverDelta, type Sample } from './server-metrics.ts';
 
 /** The samples of a registry's exposition, parsed as `scrape` parses the API's. */
 async function samples(registry: Registry): Promise<Sample[]> {
@@ -37,5 +38,34 @@ describe('histogramQuantile', () => {
     expect(q(0.995)).toBeCloseTo(4, 6);
     expect(q(0.5, 'b')).toBeCloseTo(0.5, 6);
     expect(q(0.5, 'c')).toBeNull();
+  });
+});
+
+describe('serverDelta', () => {
+  it("reports the API's event-loop delay, not the default metrics' sampling interval", async () => {
+    const { registry } = createServingMetrics({ defaults: true });
+    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    const gaugeMs = (s: Sample[], name: string) =>
+      (s.find((x) => x.name === `rec_serving_nodejs_eventloop_lag_${name}_seconds`)?.value ?? NaN) *
+      1000;
+    // A loop that is mostly idle: the gauges hold the intervals between samples, so even their
+    // median reads about the sampling interval; the delay is the p99 less that interval.
+    let before = await samples(registry);
+    await sleep(300);
+    let after = await samples(registry);
+    expect(gaugeMs(after, 'p50')).toBeGreaterThanOrEqual(EVENT_LOOP_SAMPLE_MS - 1);
+    const idle = serverDelta(before, after, 0.3).server_eventloop_delay_p99_ms;
+    expect(idle).toBeCloseTo(Math.max(0, gaugeMs(after, 'p99') - EVENT_LOOP_SAMPLE_MS), 1);
+    // A loop blocked for 60 ms at a time: a delay of about that.
+    before = await samples(registry);
+    for (let i = 0; i < 4; i++) {
+      await sleep(20);
+      const until = performance.now() + 60;
+      while (performance.now() < until);
+    }
+    after = await samples(registry);
+    const blocked = serverDelta(before, after, 0.3).server_eventloop_delay_p99_ms;
+    expect(blocked).toBeGreaterThan(45);
+    expect(blocked).toBeLessThan(gaugeMs(after, 'p99'));
   });
 });

@@ -1,8 +1,8 @@
 /**
  * The API's own figures over a load run: its Prometheus `/metrics` scraped before and after, and
  * the difference (requests, mean latency, the p99 histogram bound, the p50 / p99 of each stage of
- * a ranked request, round trips and Redis commands per request, CPU, the event loop's delay, degraded
- * answers, ranker errors).
+ * a ranked request, round trips and Redis commands per request, CPU, the event loop's delay,
+ * degraded answers, ranker errors).
  */
 import { EVENT_LOOP_SAMPLE_MS } from '../../serving/metrics.ts';
 import { round } from './stats.ts';
