@@ -55,7 +55,7 @@ import { activeVersion } from '../models/registry.ts';
 import { HEURISTIC_VERSION } from '../serving/ranking.ts';
 import { startServing, type ServingHandle } from '../serving/server.ts';
 import { runCycle } from '../training/cycle.ts';
-import { RECIPE } from '../training/recipe.ts';
+import { RECIPE, weeksRead } from '../training/recipe.ts';
 import { formatRatio } from '../evaluation/stats.ts';
 import { showSimilarItems } from './embeddings.ts';
 import { defaultCandidateConfig } from '../serving/candidates/index.ts';
@@ -118,15 +118,13 @@ async function main(): Promise<void> {
     redis,
     keys,
     top[0]?.articleId,
-    // With EMBEDDINGS=on the articles sold over the training cycle's weeks (~3.4k in the H&M
-    // sample, under a minute on 2 cores), so training sees the vectors serving has; otherwise
-    // those of the last 4 weeks, for the similar items shown. `npm run embed` does all sold ones.
+    // With EMBEDDINGS=on the articles sold over the weeks the training cycle reads (its history
+    // weeks included), so training sees the vectors serving has; otherwise those of the last 4
+    // weeks, for the similar items shown. `npm run embed` does all sold ones.
     {
       embeddings: config.embeddings,
       progress: !values['no-progress'],
-      soldSince:
-        now -
-        (config.embeddings.enabled ? RECIPE.trainWeeks + RECIPE.gateWeeks + 2 : 4) * 7 * 86_400_000,
+      soldSince: now - (config.embeddings.enabled ? weeksRead(RECIPE) + 1 : 4) * 7 * 86_400_000,
     },
     { kafka, codecs, topics, logger },
   );

@@ -27,7 +27,14 @@ import { UNSIGNED_TRUST } from '../models/signing.ts';
 import { checkModel, type LoadedModel } from '../models/model-meta.ts';
 import { activeVersion, readModel, registerModel, rejectModel } from '../models/registry.ts';
 import { fitAndGate, type FitResult, type GateResult } from './fit.ts';
-import { RECIPE, cycleWeeks, recipeRecord, type CycleWeeks, type Recipe } from './recipe.ts';
+import {
+  RECIPE,
+  WEEK_MS,
+  cycleWeeks,
+  recipeRecord,
+  type CycleWeeks,
+  type Recipe,
+} from './recipe.ts';
 import {
   buildTrainingRows,
   describeRowTimings,
@@ -197,6 +204,13 @@ async function activeModel(
 
 const day = (t: number) => new Date(t).toISOString().slice(0, 10);
 
+/** The history weeks as the cycle's weeks line says them (empty without any). */
+function historyLine(weeks: CycleWeeks): string {
+  const h = weeks.history;
+  if (h.length === 0) return '';
+  return `history ${day(h[0] ?? 0)}..${day(h.at(-1) ?? 0)} (the gate weeks' fits, ${weeks.fitWeeks} weeks each); `;
+}
+
 /** Run one cycle; resolves with what was trained and whether it was promoted. */
 export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promise<CycleResult> {
   const t0 = performance.now();
@@ -204,13 +218,13 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
   const step = opts.onStep ?? (() => undefined);
   const recipe: Recipe = { ...RECIPE, ...opts.recipe };
   const { log, end, weeks } = await chooseWeeks(deps, recipe, opts.end);
-  const cutoffs = [...weeks.train, weeks.validation, ...weeks.gate];
+  const cutoffs = [...weeks.history, ...weeks.train, weeks.validation, ...weeks.gate];
   const work = opts.workDir ?? join(tmpdir(), `rec-train-${randomUUID().slice(0, 8)}`);
   mkdirSync(work, { recursive: true });
   const namespace = `train-${randomUUID().slice(0, 8)}`;
   try {
     say(
-      `weeks: train ${weeks.train.map(day).join(', ')}; early stopping ${day(weeks.validation)}; ` +
+      `weeks: ${historyLine(weeks)}train ${weeks.train.map(day).join(', ')}; early stopping ${day(weeks.validation)}; ` +
         `gate ${weeks.gate.map(day).join(', ')}; end ${day(end)}`,
     );
     const rows = await buildTrainingRows(deps, {
@@ -292,7 +306,7 @@ async function chooseWeeks(
     );
   }
   const first = log.all[0]?.time ?? end;
-  const weeks = cycleWeeks(end, recipe, first);
+  const weeks = cycleWeeks(end, recipe, first, (c) => log.buyers(c, c + WEEK_MS));
   if (weeks.train.length === 0 || weeks.validation <= first) {
     throw new Error(
       `too little data: purchases from ${day(first)} to ${day(end)} leave no training week before ` +
@@ -408,6 +422,7 @@ function cycleResult(
   const { gate } = fit;
   const count = (keep: (c: number) => boolean) => rows.table.cutoff.filter(keep).length;
   const gateSet = new Set(weeks.gate);
+  const trainSet = new Set(weeks.train);
   const gateSummaries = rows.perCutoff.filter((c) => gateSet.has(c.cutoff));
   return {
     version,
@@ -419,7 +434,7 @@ function cycleResult(
     gate,
     candidateRecall: pooledRecall(gateSummaries) ?? rows.candidateRecall,
     rows: {
-      train: count((c) => c < weeks.validation),
+      train: count((c) => trainSet.has(c)),
       validation: count((c) => c === weeks.validation),
       gate: count((c) => gateSet.has(c)),
       gateQueries: gateSummaries.reduce((n, c) => n + c.queries, 0),

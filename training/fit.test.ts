@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { gateDecision, trainedThrough } from './fit.ts';
-import { cycleWeeks, WEEK_MS } from './recipe.ts';
+import { RECIPE, cycleWeeks, weeksRead, WEEK_MS } from './recipe.ts';
 import { pairedRatio, rng, standardError } from '../evaluation/stats.ts';
 import type { ModelMeta } from '../models/model-meta.ts';
 
@@ -94,7 +94,7 @@ describe('the weeks of a cycle', () => {
   const day = (t: number) => new Date(t).toISOString().slice(0, 10);
 
   it('holds out the gate weeks at the end, the early-stopping week before them, training before', () => {
-    const w = cycleWeeks(end, { trainWeeks: 3, gateWeeks: 2 });
+    const w = cycleWeeks(end, { ...RECIPE, trainWeeks: 3, gateWeeks: 2 });
     expect(w.gate.map(day)).toEqual(['2020-08-12', '2020-08-19']);
     expect(day(w.validation)).toBe('2020-08-05');
     expect(w.train.map(day)).toEqual(['2020-07-15', '2020-07-22', '2020-07-29']);
@@ -105,8 +105,46 @@ describe('the weeks of a cycle', () => {
   });
 
   it('drops training weeks before the first purchase', () => {
-    const w = cycleWeeks(end, { trainWeeks: 10, gateWeeks: 2 }, Date.UTC(2020, 6, 20));
+    const w = cycleWeeks(end, { ...RECIPE, trainWeeks: 10, gateWeeks: 2 }, Date.UTC(2020, 6, 20));
     expect(w.train.map(day)).toEqual(['2020-07-22', '2020-07-29']);
+    expect(w.history).toEqual([]);
+  });
+
+  it("reaches back for the gate weeks' fits: each learns from as many weeks as the refit", () => {
+    const recipe = { ...RECIPE, trainWeeks: 3, gateWeeks: 2, fitWeeks: 6 };
+    const w = cycleWeeks(end, recipe);
+    // The first gate week (08-12) is fitted on the 6 weeks before it: 07-01 .. 08-05.
+    expect(w.history.map(day)).toEqual(['2020-07-01', '2020-07-08']);
+    expect(w.train.map(day)).toEqual(['2020-07-15', '2020-07-22', '2020-07-29']);
+    expect(w.fitWeeks).toBe(6);
+    expect(weeksRead(recipe)).toBe(recipe.gate.maxWeeks + 6);
+    // Fits of fewer weeks than the search's need nothing older; without a refit no fit does.
+    expect(cycleWeeks(end, { ...recipe, fitWeeks: 4 }).history).toEqual([]);
+    expect(cycleWeeks(end, { ...recipe, refit: false }).history).toEqual([]);
+  });
+
+  it('adds gate weeks until they hold enough customers, up to the most weeks', () => {
+    const recipe = {
+      ...RECIPE,
+      trainWeeks: 3,
+      gateWeeks: 2,
+      gate: { ...RECIPE.gate, customerWeeks: 300, maxWeeks: 5 },
+    };
+    const gateDays = (buyers: number) =>
+      cycleWeeks(end, recipe, -Infinity, () => buyers).gate.map(day);
+    // 100 a week: three weeks reach 300.
+    expect(gateDays(100)).toEqual(['2020-08-05', '2020-08-12', '2020-08-19']);
+    // 200 a week: the least two already hold 400.
+    expect(gateDays(200)).toEqual(['2020-08-12', '2020-08-19']);
+    // 10 a week: five weeks at most.
+    expect(gateDays(10)).toHaveLength(5);
+    const w = cycleWeeks(end, recipe, -Infinity, () => 100);
+    expect(day(w.validation)).toBe('2020-07-29');
+    expect(w.train.map(day)).toEqual(['2020-07-08', '2020-07-15', '2020-07-22']);
+    // An early-stopping week and one training week stay after the first purchase.
+    const short = cycleWeeks(end, recipe, Date.UTC(2020, 6, 20), () => 10);
+    expect(short.gate.map(day)).toEqual(['2020-08-05', '2020-08-12', '2020-08-19']);
+    expect(short.train.map(day)).toEqual(['2020-07-22']);
   });
 
   it('knows how far a model was trained from its cutoffs', () => {

@@ -2,12 +2,13 @@
  * One model by the recipe (training/recipe.ts), trained and judged. The rows of a cycle's weeks go
  * to the Python trainer (training/trainer/, run as `python -m training.trainer`): an Optuna search
  * with early stopping on the validation week chooses the parameters and number of trees; then, for
- * each gate week, those are trained on every week before it and score that week (rolling origin:
- * what the recipe would have shipped at the start of the week, judged on a week it never saw and as
- * fresh as the shipped model will be); last, the refit on every week is the model shipped. The gate
- * judges the rolling scores against the baselines (training/judge.ts) and the active model,
- * customer-weeks pooled, with paired bootstrap intervals. The production cycle (cycle.ts) and the
- * backtest (evaluation/backtest/backtest.ts) both call `fitAndGate`.
+ * each gate week, those are trained on the recipe's `fitWeeks` weeks before it (the history weeks
+ * included) and score that week (rolling origin: what the recipe would have shipped at the start
+ * of the week, judged on a week it never saw, as fresh as the shipped model will be and trained on
+ * as many weeks); last, the refit on the `fitWeeks` weeks before the cycle's end is the model
+ * shipped. The gate judges the rolling scores against the baselines (training/judge.ts) and the
+ * active model, customer-weeks pooled, with paired bootstrap intervals. The production cycle
+ * (cycle.ts) and the backtest (evaluation/backtest/backtest.ts) both call `fitAndGate`.
  */
 import { mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -128,14 +129,14 @@ export interface FitResult {
 export async function fitAndGate(input: FitInput): Promise<FitResult> {
   const { recipe, weeks, workDir, say } = input;
   mkdirSync(workDir, { recursive: true });
-  const { paths, gateTable } = await writeWeekRows(input);
-
-  const t0 = performance.now();
-  const out = join(workDir, 'model');
   // Rolling fits need the gate rows as refit rows; without a refit the gate judges the shipped
   // (searched) model itself, which is as old as the validation week.
   const rolling = recipe.refit ? weeks.gate.filter((g) => !input.shippedAt?.has(g)) : [];
-  const args = [...trainerArgs(recipe, paths, out, rolling), ...daskArgs(input.dask)];
+  const { paths, gateTable } = await writeWeekRows(input, rolling.length > 0);
+
+  const t0 = performance.now();
+  const out = join(workDir, 'model');
+  const args = [...trainerArgs(recipe, weeks, paths, out, rolling), ...daskArgs(input.dask)];
   const stdout = await runPython(input.python, args, say);
   const trainSeconds = (performance.now() - t0) / 1000;
   const trainer = JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>;
@@ -169,24 +170,38 @@ interface WeekPaths {
   readonly train: string;
   readonly valid: string;
   readonly gate: string;
+  /** The history weeks' rows (null without any). */
+  readonly history: string | null;
 }
 
-/** The rows of the training, validation and gate weeks, each to its Arrow file in `workDir`. */
-async function writeWeekRows(input: FitInput): Promise<{ paths: WeekPaths; gateTable: RowTable }> {
+/**
+ * The rows of the training, validation and gate weeks, each to its Arrow file in `workDir`, and
+ * those of the history weeks when a rolling fit reads them (`withHistory`).
+ */
+async function writeWeekRows(
+  input: FitInput,
+  withHistory: boolean,
+): Promise<{ paths: WeekPaths; gateTable: RowTable }> {
   const { weeks, rows, workDir } = input;
   const trainSet = new Set(weeks.train);
   const gateSet = new Set(weeks.gate);
+  const historySet = new Set(withHistory ? weeks.history : []);
   const trainTable = filterTable(rows, (c) => trainSet.has(c));
   const validTable = filterTable(rows, (c) => c === weeks.validation);
   const gateTable = filterTable(rows, (c) => gateSet.has(c));
+  const historyTable = filterTable(rows, (c) => historySet.has(c));
   const paths = {
     train: join(workDir, 'train.arrow'),
     valid: join(workDir, 'valid.arrow'),
     gate: join(workDir, 'gate.arrow'),
+    history: historyTable.length > 0 ? join(workDir, 'history.arrow') : null,
   };
   await writeRows(paths.train, trainTable, { cutoffs: weeks.train });
   await writeRows(paths.valid, validTable, { cutoffs: [weeks.validation] });
   await writeRows(paths.gate, gateTable, { cutoffs: weeks.gate });
+  if (paths.history !== null) {
+    await writeRows(paths.history, historyTable, { cutoffs: weeks.history });
+  }
   return { paths, gateTable };
 }
 
@@ -197,6 +212,7 @@ function daskArgs(address: string | undefined): string[] {
 
 function trainerArgs(
   recipe: Recipe,
+  weeks: CycleWeeks,
   paths: WeekPaths,
   out: string,
   rolling: readonly number[],
@@ -210,8 +226,11 @@ function trainerArgs(
     ...['--early-stopping', String(recipe.earlyStopping)],
     ...['--negatives', String(recipe.negatives.share)],
     ...['--negatives-from', String(recipe.negatives.fromQueries)],
-    ...(recipe.refit ? ['--refit', '--refit-with', paths.gate] : []),
+    ...(recipe.refit
+      ? ['--refit', '--refit-with', paths.gate, '--fit-weeks', String(weeks.fitWeeks)]
+      : []),
     ...(rolling.length > 0 ? ['--rolling', rolling.join(',')] : []),
+    ...(paths.history !== null ? ['--history', paths.history] : []),
   ];
 }
 

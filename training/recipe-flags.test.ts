@@ -28,6 +28,14 @@ describe('recipeOverrides', () => {
     });
   });
 
+  it('gives exactly the gate weeks asked for, and the weeks each fit learns from', () => {
+    expect(recipeOverrides({ 'gate-weeks': '6', 'fit-weeks': '20' })).toEqual({
+      gateWeeks: 6,
+      gate: { ...RECIPE.gate, maxWeeks: 6 },
+      fitWeeks: 20,
+    });
+  });
+
   it('refuses values out of range, naming the flag', () => {
     expect(() => recipeOverrides({ negatives: '0' })).toThrow(
       '--negatives must be a number in (0, 1]',
@@ -35,5 +43,6 @@ describe('recipeOverrides', () => {
     expect(() => recipeOverrides({ negatives: 'half' })).toThrow('--negatives');
     expect(() => recipeOverrides({ 'negatives-from': '-1' })).toThrow('--negatives-from must be');
     expect(() => recipeOverrides({ trials: '0' })).toThrow('--trials must be an integer >= 1');
+    expect(() => recipeOverrides({ 'fit-weeks': '0' })).toThrow('--fit-weeks must be');
   });
 });

@@ -8,6 +8,7 @@ import { RECIPE, type Recipe } from './recipe.ts';
 export const RECIPE_FLAGS = {
   trials: { type: 'string' },
   'train-weeks': { type: 'string' },
+  'fit-weeks': { type: 'string' },
   'gate-weeks': { type: 'string' },
   'min-rounds': { type: 'string' },
   negatives: { type: 'string' },
@@ -43,7 +44,13 @@ export function recipeOverrides(values: Values): Partial<Recipe> {
   };
   set('trials', int('trials', values.trials, 1));
   set('trainWeeks', int('train-weeks', values['train-weeks'], 1));
-  set('gateWeeks', int('gate-weeks', values['gate-weeks'], 1));
+  set('fitWeeks', int('fit-weeks', values['fit-weeks'], 1));
+  // N gate weeks, as many as the flag says: not extended for customers.
+  const gateWeeks = int('gate-weeks', values['gate-weeks'], 1);
+  if (gateWeeks !== undefined) {
+    out.gateWeeks = gateWeeks;
+    out.gate = { ...RECIPE.gate, maxWeeks: gateWeeks };
+  }
   set('minRounds', int('min-rounds', values['min-rounds'], 0));
   const negatives = share('negatives', values.negatives);
   const from = int('negatives-from', values['negatives-from'], 0);

@@ -6,14 +6,19 @@
  * The weeks of a cycle that ends at E (the end of the last day with purchases, or a backtest's
  * cutoff; nothing at or after E is read), all weekly cutoffs with 7-day label windows:
  *
- *   ... t_W ... t_1 | v | g_G ... g_1 | E
+ *   ... h ... | t_W ... t_1 | v | g_G ... g_1 | E
  *
  *  - training weeks t_1..t_W (labels end at v);
  *  - v, the early-stopping week: LightGBM stops and Optuna chooses its trial there;
  *  - g_1..g_G, the gate weeks (labels end at E): never seen by the searched model, they judge it
- *    against the baselines and the active model, customers pooled, with a paired bootstrap;
+ *    against the baselines and the active model, customers pooled, with a paired bootstrap. At
+ *    least `gateWeeks` of them, more (up to `gate.maxWeeks`) until the customers who bought in
+ *    them reach `gate.customerWeeks`: a gate of few customers cannot tell a better model apart;
  *  - the shipped model is the searched one retrained (`refit`) with the same parameters and trees
- *    on every week, v and the gate weeks included, so it knows the latest purchases.
+ *    on the `fitWeeks` weeks before E, the gate weeks included, so it knows the latest purchases;
+ *    each gate week g is scored by the same retrained on the `fitWeeks` weeks before g: what the
+ *    recipe would have shipped at g. Those reach back before t_W: the history weeks h, read by
+ *    those fits only.
  */
 import { DAY_MS } from '../features/decay.ts';
 import { DEFAULT_CANDIDATE_CONFIG, type CandidateConfig } from '../serving/candidates/index.ts';
@@ -21,9 +26,17 @@ import { DEFAULT_CANDIDATE_CONFIG, type CandidateConfig } from '../serving/candi
 export const WEEK_MS = 7 * DAY_MS;
 
 export interface Recipe {
-  /** Training weeks before the early-stopping week (fewer when the data starts later). */
+  /**
+   * Training weeks of the search, before the early-stopping week (fewer when the data starts
+   * later).
+   */
   readonly trainWeeks: number;
-  /** Weeks held out for the gate, pooled. */
+  /**
+   * Weeks the shipped model learns from: the refit's, ending at the cycle's end; each gate week's
+   * fit, the same number ending at that week (fewer when the data starts later).
+   */
+  readonly fitWeeks: number;
+  /** Least weeks held out for the gate, pooled (more with `gate.customerWeeks`). */
   readonly gateWeeks: number;
   /**
    * Optuna trials of the search (the first one is the trainer's default parameters). One by
@@ -47,12 +60,20 @@ export interface Recipe {
    * same size (training/trainer/search.py LARGE_TREES_FROM).
    */
   readonly negatives: { readonly share: number; readonly fromQueries: number };
-  /** Retrain the searched model on every week up to the cycle's end before shipping it. */
+  /** Retrain the searched model on the `fitWeeks` weeks up to the cycle's end, then ship it. */
   readonly refit: boolean;
   readonly seed: number;
   /** List length judged (MAP@k). */
   readonly k: number;
   readonly gate: {
+    /**
+     * Gate weeks are added, from `gateWeeks` up to `maxWeeks`, until the customers who bought in
+     * them (customer-weeks, each judged) reach this many. About 75 a week on hm-sample: 4 weeks
+     * give a 90 % interval of about +-25 % around the ratio, 8 weeks about +-17 %; online-retail-dev
+     * has about 290 a week and keeps 4 (docs/training.md, "Gate on evidence").
+     */
+    readonly customerWeeks: number;
+    readonly maxWeeks: number;
     /** Central mass of the bootstrap intervals (two-sided). */
     readonly confidence: number;
     readonly iterations: number;
@@ -63,6 +84,7 @@ export interface Recipe {
 
 export const RECIPE: Recipe = {
   trainWeeks: 12,
+  fitWeeks: 17,
   gateWeeks: 4,
   trials: 1,
   minRounds: 300,
@@ -72,36 +94,66 @@ export const RECIPE: Recipe = {
   refit: true,
   seed: 42,
   k: 12,
-  gate: { confidence: 0.9, iterations: 2000 },
+  gate: { customerWeeks: 600, maxWeeks: 8, confidence: 0.9, iterations: 2000 },
   candidates: DEFAULT_CANDIDATE_CONFIG,
 };
 
 /** The weekly cutoffs of a cycle ending at `end` (see the module comment), oldest first. */
 export interface CycleWeeks {
   readonly end: number;
+  /** Weeks before `train` that only the gate weeks' fits learn from (oldest first). */
+  readonly history: number[];
   readonly train: number[];
   readonly validation: number;
   readonly gate: number[];
+  /** Weeks each fit that ships or is judged learns from (the recipe's `fitWeeks`). */
+  readonly fitWeeks: number;
 }
 
+/** What `cycleWeeks` reads of the recipe. */
+export type WeeksRecipe = Pick<Recipe, 'trainWeeks' | 'gateWeeks' | 'fitWeeks' | 'refit'> & {
+  readonly gate: Pick<Recipe['gate'], 'customerWeeks' | 'maxWeeks'>;
+};
+
 /**
- * The cycle's weeks for data ending at `end`; training weeks before `first` (the first purchase)
- * are dropped, since they would have no history.
+ * The cycle's weeks for data ending at `end`; weeks before `first` (the first purchase) are
+ * dropped, since they would have no history. `buyers(c)` is the number of customers who bought in
+ * the week from cutoff c: gate weeks are added from `gateWeeks` up to `gate.maxWeeks` until they
+ * hold `gate.customerWeeks` (without it, `gateWeeks` exactly).
  */
 export function cycleWeeks(
   end: number,
-  recipe: Pick<Recipe, 'trainWeeks' | 'gateWeeks'>,
+  recipe: WeeksRecipe,
   first = -Infinity,
+  buyers?: (cutoff: number) => number,
 ): CycleWeeks {
-  const gate = Array.from(
-    { length: recipe.gateWeeks },
-    (_, j) => end - (j + 1) * WEEK_MS,
-  ).reverse();
-  const validation = end - (recipe.gateWeeks + 1) * WEEK_MS;
-  const train = Array.from({ length: recipe.trainWeeks }, (_, i) => validation - (i + 1) * WEEK_MS)
-    .filter((c) => c > first)
-    .reverse();
-  return { end, train, validation, gate };
+  let gateCount = recipe.gateWeeks;
+  if (buyers !== undefined) {
+    let held = 0;
+    for (let j = 1; j <= gateCount; j++) held += buyers(end - j * WEEK_MS);
+    while (gateCount < recipe.gate.maxWeeks && held < recipe.gate.customerWeeks) {
+      const next = end - (gateCount + 1) * WEEK_MS;
+      if (next - 2 * WEEK_MS <= first) break; // leave the early-stopping and a training week
+      gateCount++;
+      held += buyers(next);
+    }
+  }
+  const weeksBefore = (t: number, n: number) =>
+    Array.from({ length: n }, (_, i) => t - (n - i) * WEEK_MS).filter((c) => c > first);
+  const gate = Array.from({ length: gateCount }, (_, j) => end - (gateCount - j) * WEEK_MS);
+  const validation = end - (gateCount + 1) * WEEK_MS;
+  const train = weeksBefore(validation, recipe.trainWeeks);
+  // Without a refit the gate judges the searched model itself: no fit reads further back.
+  const oldest = recipe.refit ? end - (gateCount + recipe.fitWeeks) * WEEK_MS : Infinity;
+  const trainStart = validation - recipe.trainWeeks * WEEK_MS;
+  const history = weeksBefore(trainStart, Math.max(0, (trainStart - oldest) / WEEK_MS));
+  return { end, history, train, validation, gate, fitWeeks: recipe.fitWeeks };
+}
+
+/** The most weeks a cycle's rows reach back from its end (its first row cutoff's label week on). */
+export function weeksRead(recipe: WeeksRecipe): number {
+  const gate = Math.max(recipe.gateWeeks, recipe.gate.maxWeeks);
+  return gate + Math.max(recipe.trainWeeks + 1, recipe.refit ? recipe.fitWeeks : 0);
 }
 
 /** The recipe as recorded in a model's metadata (plain JSON). */

@@ -277,8 +277,12 @@ function planCycles(
   const hasWeek = (c: number) => log.indexAt(c + WEEK) > log.indexAt(c);
   const evalCutoffs = chooseCutoffs(log, opts.cutoffs ?? 6, opts.cutoffDates, recipe.gateWeeks + 2);
   const plan = evalCutoffs.map((c) => {
-    const w = cycleWeeks(c, recipe, first);
-    const weeks: CycleWeeks = { ...w, train: w.train.filter(hasWeek) };
+    const w = cycleWeeks(c, recipe, first, (g) => log.buyers(g, g + WEEK));
+    const weeks: CycleWeeks = {
+      ...w,
+      history: w.history.filter(hasWeek),
+      train: w.train.filter(hasWeek),
+    };
     for (const g of [weeks.validation, ...weeks.gate]) {
       if (!hasWeek(g)) {
         throw new Error(
@@ -295,7 +299,13 @@ function planCycles(
   });
   const rowCutoffs = [
     ...new Set(
-      plan.flatMap((p) => [...p.weeks.train, p.weeks.validation, ...p.weeks.gate, p.cutoff]),
+      plan.flatMap((p) => [
+        ...p.weeks.history,
+        ...p.weeks.train,
+        p.weeks.validation,
+        ...p.weeks.gate,
+        p.cutoff,
+      ]),
     ),
   ].sort((a, b) => a - b);
   return { plan, rowCutoffs };

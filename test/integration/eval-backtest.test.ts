@@ -25,6 +25,7 @@ import { apAtK } from '../../evaluation/ranking-metrics.ts';
 import { mean } from '../../evaluation/stats.ts';
 import { generatePlantedDataset } from '../fixtures/planted.ts';
 import { stackContext } from '../helpers.ts';
+import { RECIPE } from '../../training/recipe.ts';
 
 describe('backtest with a planted signal', () => {
   const ctx = stackContext('eval');
@@ -46,7 +47,13 @@ describe('backtest with a planted signal', () => {
       {
         dataset: 'planted',
         cutoffs: 2,
-        recipe: { trainWeeks: 2, gateWeeks: 1, trials: 1, minRounds: 50 },
+        recipe: {
+          trainWeeks: 2,
+          gateWeeks: 1,
+          gate: { ...RECIPE.gate, maxWeeks: 1 },
+          trials: 1,
+          minRounds: 50,
+        },
         seeds: [42, 7],
         workDir: join(dir, 'work'),
       },

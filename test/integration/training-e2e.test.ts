@@ -25,6 +25,7 @@ import {
 } from '../../training/cycle.ts';
 import { generatePlantedDataset, type PlantedInfo } from '../fixtures/planted.ts';
 import { processAll, stackContext } from '../helpers.ts';
+import { RECIPE } from '../../training/recipe.ts';
 
 interface RecResponse {
   customer_id: string;
@@ -40,8 +41,17 @@ const END = Date.UTC(2020, 6, 13);
 const GATE = [Date.UTC(2020, 5, 29), Date.UTC(2020, 6, 6)];
 const VALIDATION = Date.UTC(2020, 5, 22);
 const TRAIN = [Date.UTC(2020, 5, 8), Date.UTC(2020, 5, 15)];
-/** A small recipe for six weeks of data: two training weeks, two gate weeks, two trials. */
-const SMALL = { trainWeeks: 2, gateWeeks: 2, trials: 2, seed: 42 };
+/**
+ * A small recipe for six weeks of data: two training weeks, exactly two gate weeks (not extended
+ * for customers), two trials.
+ */
+const SMALL = {
+  trainWeeks: 2,
+  gateWeeks: 2,
+  gate: { ...RECIPE.gate, maxWeeks: 2 },
+  trials: 2,
+  seed: 42,
+};
 
 describe('training end to end: load, process, train, promote, serve', () => {
   const ctx = stackContext('training-e2e');
@@ -100,7 +110,14 @@ describe('training end to end: load, process, train, promote, serve', () => {
         `recall ${JSON.stringify(result.candidateRecall)}; rows ${JSON.stringify(result.rows)}`,
     );
 
-    expect(result.weeks).toEqual({ end: END, train: TRAIN, validation: VALIDATION, gate: GATE });
+    expect(result.weeks).toEqual({
+      end: END,
+      history: [], // the data starts with the first training week
+      train: TRAIN,
+      validation: VALIDATION,
+      gate: GATE,
+      fitWeeks: RECIPE.fitWeeks,
+    });
     expect(result.rows.gateQueries).toBeGreaterThan(150);
     // The label weeks are (mostly) among the candidates.
     expect(result.candidateRecall.overall).toBeGreaterThan(0.8);
@@ -223,4 +240,25 @@ describe('training end to end: load, process, train, promote, serve', () => {
     // Nothing was registered by the refused cycles.
     expect((await listModels(redis, keys)).map((m) => m.version)).toEqual(before);
   });
+
+  it('adds gate weeks until they hold the customers the recipe asks for', async () => {
+    const gateLines: string[] = [];
+    const wide = await runCycle(deps, {
+      recipe: {
+        ...SMALL,
+        trials: 1,
+        gateWeeks: 1,
+        gate: { ...RECIPE.gate, customerWeeks: 1_000_000, maxWeeks: 3 },
+      },
+      onProgress: (l) => gateLines.push(l),
+    });
+    // One gate week at least, three at most: three, and the earlier weeks move back with them.
+    expect(wide.weeks.gate).toEqual([VALIDATION, ...GATE]);
+    expect(wide.weeks.validation).toBe(VALIDATION - 7 * DAY);
+    expect(wide.gate.weeks).toEqual(['2020-06-22', '2020-06-29', '2020-07-06']);
+    expect(Object.values(wide.gate.scoredBy)).toEqual(['rolling', 'rolling', 'rolling']);
+    expect(gateLines.filter((l) => l.includes('rolling week'))).toHaveLength(3);
+    // Every customer who bought in those weeks is judged: more than the two weeks' judged.
+    expect(wide.gate.units).toBeGreaterThan(result.gate.units);
+  }, 120_000);
 });

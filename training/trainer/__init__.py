@@ -5,7 +5,8 @@ written.
     .venv/bin/python -m training.trainer --rows train.arrow --valid valid.arrow --out DIR \
         [--trials 10] [--seed 42] [--version NAME] [--num-boost-round 500] [--early-stopping 30] \
         [--min-rounds N] [--negatives SHARE [--negatives-from N]] \
-        [--refit [--refit-with later.arrow ...] [--rolling MS,MS]] \
+        [--refit [--refit-with later.arrow ...] [--fit-weeks N]
+            [--rolling MS,MS [--history older.arrow ...]]] \
         [--dask tcp://scheduler:8786 [--dask-partitions N]]
 
     .venv/bin/python -m training.trainer --check-parity DIR/model.onnx --meta DIR/model.json \

@@ -2,12 +2,14 @@
 
 Refit (`--refit`): on the training, validation and `--refit-with` rows (the latest weeks, which the
 shipped model must know); that model is the output, and `cutoffs.refit` in model.json lists the
-extra weeks.
+extra weeks. With `--fit-weeks N`, only the rows of the N weeks before the end (the last
+`--refit-with` week's cutoff + 7 days).
 
 Rolling scores (`--rolling g1,g2,...`, cutoffs of `--refit-with` weeks): for each, the chosen
-params and trees trained on every row before it score that week's rows, what the recipe would have
-shipped then on a week it never saw; written to --out/rolling_scores.f32 (little-endian float32,
-one per `--refit-with` row in file order, NaN for rows of weeks not listed) for a gate to judge
+params and trees trained on every row before it (with `--fit-weeks N`, of the N weeks before it,
+`--history` rows included) score that week's rows, what the recipe would have shipped then on a
+week it never saw; written to --out/rolling_scores.f32 (little-endian float32, one per
+`--refit-with` row in file order, NaN for rows of weeks not listed) for a gate to judge
 (training/fit.ts).
 """
 
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import TrainError, log
+from .common import WEEK_MS, TrainError, log
 from .data import RankData
 from .distributed import DaskTrainer
 from .search import Trained
@@ -39,9 +41,24 @@ def train_on(parts: Sequence[RankData], trained: Trained, dask: DaskTrainer | No
     return lgb.train(trained.params, data, num_boost_round=trained.best_iteration)
 
 
+def in_window(parts: Sequence[RankData], start: float, end: float) -> list[RankData]:
+    """The queries of `parts` whose cutoff is in [start, end), sets left empty dropped."""
+    out = []
+    for d in parts:
+        qc = d.query_cutoffs("fit window")
+        keep = (qc >= start) & (qc < end)
+        if keep.all():
+            out.append(d)
+        elif keep.any():
+            out.append(d.subset_queries(keep))
+    return out
+
+
 def refit(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Trained,
-          dask: DaskTrainer | None, thin: Callable[[RankData], RankData]) -> Trained:
-    """Retrain with the chosen params and rounds on the training, validation and `extra` weeks.
+          dask: DaskTrainer | None, thin: Callable[[RankData], RankData],
+          fit_weeks: int = 0) -> Trained:
+    """Retrain with the chosen params and rounds on the training, validation and `extra` weeks
+    (with `fit_weeks`, those of the `fit_weeks` weeks before the last one's end).
 
     The latest weeks are, for fashion, the most informative: the shipped model must know them. The
     searched model's `valid_map` is kept (measured before, on the held-out validation week).
@@ -49,6 +66,9 @@ def refit(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Traine
     `va` and `extra` go through `thin` as `tr` did (cli.py `--negatives`).
     """
     parts = [tr] + [_with_positive(thin(d)) for d in (va, *extra)]
+    if fit_weeks > 0:
+        end = max(int(d.query_cutoffs("refit").max()) for d in parts if d.queries) + WEEK_MS
+        parts = in_window(parts, end - fit_weeks * WEEK_MS, end)
     booster = train_on(parts, trained, dask)
     log(f"refit on {' + '.join(str(d.queries) for d in parts)} queries, "
         f"{trained.best_iteration} rounds")
@@ -62,24 +82,24 @@ def _with_positive(d: RankData) -> RankData:
 
 def rolling_scores(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Trained,
                    weeks: Sequence[int], dask: DaskTrainer | None,
-                   thin: Callable[[RankData], RankData]) -> np.ndarray:
+                   thin: Callable[[RankData], RankData], fit_weeks: int = 0,
+                   history: Sequence[RankData] = ()) -> np.ndarray:
     """Scores of the `extra` rows of each week in `weeks` by what the recipe would have shipped then.
 
     For a week starting at cutoff g: the chosen params and number of trees trained on every row
-    before g (training, validation and earlier `extra` weeks), scoring the rows of g. One float
-    per `extra` row, in file order (files concatenated); NaN for rows of weeks not listed. A gate
-    judges these: fresh models on weeks they never saw, as the shipped model will be. They train
-    on `va` and `extra` through `thin`, as the refit does, and score every row.
+    before g (with `fit_weeks`, of the `fit_weeks` weeks before g, as the refit learns from the
+    weeks before its end: `history`, training, validation and earlier `extra` weeks), scoring the
+    rows of g. One float per `extra` row, in file order (files concatenated); NaN for rows of weeks
+    not listed. A gate judges these: fresh models on weeks they never saw, as the shipped model
+    will be. They train on `va`, `extra` and `history` through `thin`, as the refit does, and score
+    every row.
     """
     out = [np.full(d.rows, np.nan, dtype=np.float32) for d in extra]
-    pool = [tr, thin(va), *(thin(d) for d in extra)]
+    pool = [_with_positive(thin(d)) for d in history]
+    pool += [tr] + [_with_positive(thin(d)) for d in (va, *extra)]
     for g in sorted(set(int(w) for w in weeks)):
-        parts = []
-        for d in pool:
-            qc = d.query_cutoffs("rolling scores")
-            keep = (qc < g) & (d.positives_per_query() > 0)
-            if keep.any():
-                parts.append(d.subset_queries(keep))
+        start = g - fit_weeks * WEEK_MS if fit_weeks > 0 else -np.inf
+        parts = in_window(pool, start, g)
         if not parts:
             raise TrainError(f"no training rows before the rolling week {g}")
         booster = train_on(parts, trained, dask)

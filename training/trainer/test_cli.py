@@ -147,6 +147,55 @@ def test_refit_ships_a_model_trained_on_the_later_weeks_too(trained: dict, tmp_p
     assert "rolling week" in proc.stderr and proc.stderr.count("rolling week") == 2
 
 
+def _queries_with_positive(q: np.ndarray, lab: np.ndarray, cutoffs: list[int]) -> dict[int, int]:
+    """Per cutoff, the queries of write_rows' file holding a purchase (qid % len picks it)."""
+    out = {c: 0 for c in cutoffs}
+    for qid in np.unique(q[lab > 0]):
+        out[cutoffs[int(qid) % len(cutoffs)]] += 1
+    return out
+
+
+def test_fit_weeks_bound_the_refit_and_each_rolling_fit(trained: dict, tmp_path: Path) -> None:
+    """--fit-weeks 4: the refit learns the 4 weeks before the end, each rolling fit the 4 weeks
+    before its week, --history rows included; older rows are left out."""
+    d = trained["dir"]
+    (t0, t1), (tv,) = trained["cutoffs"]
+    rng = np.random.default_rng(13)
+    week1, week2, older = tv + 7 * DAY, tv + 14 * DAY, t0 - 7 * DAY
+    later, history = tmp_path / "later.arrow", tmp_path / "history.arrow"
+    lq, la, ll, lx = planted(rng, 100, 20, no_positive=5, qid0=20_000)
+    write_rows(later, lq, la, ll, lx, FEATURES, [week1, week2])
+    hq, ha, hl, hx = planted(rng, 60, 20, no_positive=4, qid0=30_000)
+    write_rows(history, hq, ha, hl, hx, FEATURES, [older])
+    out = tmp_path / "model"
+    proc = subprocess.run(
+        [*TRAINER, "--rows", str(d / "train.arrow"), "--valid", str(d / "valid.arrow"), "--out",
+         str(out), "--trials", "1", "--num-boost-round", "30", "--early-stopping", "10",
+         "--min-rounds", "30", "--refit", "--refit-with", str(later), "--fit-weeks", "4",
+         "--rolling", f"{week1},{week2}", "--history", str(history)],
+        capture_output=True, text=True, timeout=120, env=BASE_ENV, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    from .data import read_rows
+
+    tr, va = read_rows(d / "train.arrow"), read_rows(d / "valid.arrow")
+    per = {c: int(((tr.query_cutoffs("t") == c) & (tr.positives_per_query() > 0)).sum())
+           for c in (t0, t1)}
+    valid = int((va.positives_per_query() > 0).sum())
+    lat = _queries_with_positive(lq, ll, [week1, week2])
+    hist = _queries_with_positive(hq, hl, [older])[older]
+    # The refit: weeks t1, tv, week1, week2 (the end is week2 + 7 days); t0 is the fifth week back.
+    assert f"refit on {per[t1]} + {valid} + {lat[week1] + lat[week2]} queries" in proc.stderr
+    day = lambda t: str(np.datetime64(t, "ms").astype("datetime64[D]"))  # noqa: E731
+    # Week 1's fit: older (history), t0, t1, tv. Week 2's: t0, t1, tv, week1.
+    n1 = hist + per[t0] + per[t1] + valid
+    n2 = per[t0] + per[t1] + valid + lat[week1]
+    assert f"rolling week {day(week1)}: trained on {n1} queries" in proc.stderr
+    assert f"rolling week {day(week2)}: trained on {n2} queries" in proc.stderr
+    scores = np.frombuffer((out / "rolling_scores.f32").read_bytes(), dtype="<f4")
+    assert scores.shape == (len(ll),) and np.all(np.isfinite(scores))
+
+
 def test_negatives_thin_every_training_set_and_score_every_row(
     trained: dict, tmp_path: Path
 ) -> None:
