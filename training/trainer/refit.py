@@ -67,8 +67,9 @@ def refit(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Traine
     """
     parts = [tr] + [_with_positive(thin(d)) for d in (va, *extra)]
     if fit_weeks > 0:
-        end = max(int(d.query_cutoffs("refit").max()) for d in parts if d.queries) + WEEK_MS
-        parts = in_window(parts, end - fit_weeks * WEEK_MS, end)
+        # The end from every row read, a last week without a purchase among its candidates too.
+        end = max(int(d.query_cutoffs("refit").max()) for d in (tr, va, *extra) if d.queries)
+        parts = in_window(parts, end + WEEK_MS - fit_weeks * WEEK_MS, end + WEEK_MS)
     booster = train_on(parts, trained, dask)
     log(f"refit on {' + '.join(str(d.queries) for d in parts)} queries, "
         f"{trained.best_iteration} rounds")
