@@ -73,11 +73,6 @@ export class PurchaseLog {
     return list.slice(0, n);
   }
 
-  /** How many customers bought in [from, to): the customer-weeks a label week judges. */
-  buyers(from: number, to: number): number {
-    return new Set(this.between(from, to).map((e) => e.customer)).size;
-  }
-
   /** Distinct articles each customer bought in [from, to): the relevant sets of a label week. */
   labels(from: number, to: number): Map<string, Set<string>> {
     const out = new Map<string, Set<string>>();

@@ -205,10 +205,10 @@ async function activeModel(
 const day = (t: number) => new Date(t).toISOString().slice(0, 10);
 
 /** The history weeks as the cycle's weeks line says them (empty without any). */
-function historyLine(weeks: CycleWeeks): string {
+function historyLine(weeks: CycleWeeks, recipe: Recipe): string {
   const h = weeks.history;
   if (h.length === 0) return '';
-  return `history ${day(h[0] ?? 0)}..${day(h.at(-1) ?? 0)} (the gate weeks' fits, ${weeks.fitWeeks} weeks each); `;
+  return `history ${day(h[0] ?? 0)}..${day(h.at(-1) ?? 0)} (the gate weeks' fits, ${recipe.fitWeeks} weeks each); `;
 }
 
 /** Run one cycle; resolves with what was trained and whether it was promoted. */
@@ -224,7 +224,7 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
   const namespace = `train-${randomUUID().slice(0, 8)}`;
   try {
     say(
-      `weeks: ${historyLine(weeks)}train ${weeks.train.map(day).join(', ')}; early stopping ${day(weeks.validation)}; ` +
+      `weeks: ${historyLine(weeks, recipe)}train ${weeks.train.map(day).join(', ')}; early stopping ${day(weeks.validation)}; ` +
         `gate ${weeks.gate.map(day).join(', ')}; end ${day(end)}`,
     );
     const rows = await buildTrainingRows(deps, {
@@ -306,7 +306,7 @@ async function chooseWeeks(
     );
   }
   const first = log.all[0]?.time ?? end;
-  const weeks = cycleWeeks(end, recipe, first, (c) => log.buyers(c, c + WEEK_MS));
+  const weeks = cycleWeeks(end, recipe, first, (c) => log.labels(c, c + WEEK_MS).size);
   if (weeks.train.length === 0 || weeks.validation <= first) {
     throw new Error(
       `too little data: purchases from ${day(first)} to ${day(end)} leave no training week before ` +

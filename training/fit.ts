@@ -136,7 +136,7 @@ export async function fitAndGate(input: FitInput): Promise<FitResult> {
 
   const t0 = performance.now();
   const out = join(workDir, 'model');
-  const args = [...trainerArgs(recipe, weeks, paths, out, rolling), ...daskArgs(input.dask)];
+  const args = [...trainerArgs(recipe, paths, out, rolling), ...daskArgs(input.dask)];
   const stdout = await runPython(input.python, args, say);
   const trainSeconds = (performance.now() - t0) / 1000;
   const trainer = JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>;
@@ -212,7 +212,6 @@ function daskArgs(address: string | undefined): string[] {
 
 function trainerArgs(
   recipe: Recipe,
-  weeks: CycleWeeks,
   paths: WeekPaths,
   out: string,
   rolling: readonly number[],
@@ -227,7 +226,7 @@ function trainerArgs(
     ...['--negatives', String(recipe.negatives.share)],
     ...['--negatives-from', String(recipe.negatives.fromQueries)],
     ...(recipe.refit
-      ? ['--refit', '--refit-with', paths.gate, '--fit-weeks', String(weeks.fitWeeks)]
+      ? ['--refit', '--refit-with', paths.gate, '--fit-weeks', String(recipe.fitWeeks)]
       : []),
     ...(rolling.length > 0 ? ['--rolling', rolling.join(',')] : []),
     ...(paths.history !== null ? ['--history', paths.history] : []),

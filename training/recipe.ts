@@ -106,8 +106,6 @@ export interface CycleWeeks {
   readonly train: number[];
   readonly validation: number;
   readonly gate: number[];
-  /** Weeks each fit that ships or is judged learns from (the recipe's `fitWeeks`). */
-  readonly fitWeeks: number;
 }
 
 /** What `cycleWeeks` reads of the recipe. */
@@ -147,7 +145,7 @@ export function cycleWeeks(
   const oldest = recipe.refit ? end - (gateCount + recipe.fitWeeks) * WEEK_MS : Infinity;
   const trainStart = validation - recipe.trainWeeks * WEEK_MS;
   const history = weeksBefore(trainStart, Math.max(0, (trainStart - oldest) / WEEK_MS));
-  return { end, history, train, validation, gate, fitWeeks: recipe.fitWeeks };
+  return { end, history, train, validation, gate };
 }
 
 /** The most weeks a cycle's rows reach back from its end (its first row cutoff's label week on). */

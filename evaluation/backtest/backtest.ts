@@ -277,7 +277,7 @@ function planCycles(
   const hasWeek = (c: number) => log.indexAt(c + WEEK) > log.indexAt(c);
   const evalCutoffs = chooseCutoffs(log, opts.cutoffs ?? 6, opts.cutoffDates, recipe.gateWeeks + 2);
   const plan = evalCutoffs.map((c) => {
-    const w = cycleWeeks(c, recipe, first, (g) => log.buyers(g, g + WEEK));
+    const w = cycleWeeks(c, recipe, first, (g) => log.labels(g, g + WEEK).size);
     const weeks: CycleWeeks = {
       ...w,
       history: w.history.filter(hasWeek),

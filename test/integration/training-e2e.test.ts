@@ -116,7 +116,6 @@ describe('training end to end: load, process, train, promote, serve', () => {
       train: TRAIN,
       validation: VALIDATION,
       gate: GATE,
-      fitWeeks: RECIPE.fitWeeks,
     });
     expect(result.rows.gateQueries).toBeGreaterThan(150);
     // The label weeks are (mostly) among the candidates.
