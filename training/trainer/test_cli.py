@@ -121,14 +121,8 @@ def test_refit_ships_a_model_trained_on_the_later_weeks_too(trained: dict, tmp_p
     q, a, lab, x = planted(rng, 100, 20, no_positive=5, qid0=20_000)
     write_rows(later, q, a, lab, x, FEATURES, [week1, week2])  # queries alternate between weeks
     out = tmp_path / "model"
-    proc = subprocess.run(
-        [*TRAINER, "--rows", str(d / "train.arrow"), "--valid",
-         str(d / "valid.arrow"), "--out", str(out), "--trials", "1", "--num-boost-round", "60",
-         "--early-stopping", "10", "--min-rounds", "60", "--refit", "--refit-with", str(later),
-         "--rolling", f"{week1},{week2}"],
-        capture_output=True, text=True, timeout=120, env=BASE_ENV, cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = _train_again(trained, out, 60, "--refit", "--refit-with", str(later),
+                        "--rolling", f"{week1},{week2}")
     assert "refit on" in proc.stderr
     shipped = json.loads((out / "model.json").read_text())
     assert shipped["cutoffs"]["refit"] == [week1, week2]
@@ -147,12 +141,27 @@ def test_refit_ships_a_model_trained_on_the_later_weeks_too(trained: dict, tmp_p
     assert "rolling week" in proc.stderr and proc.stderr.count("rolling week") == 2
 
 
-def _queries_with_positive(q: np.ndarray, lab: np.ndarray, cutoffs: list[int]) -> dict[int, int]:
-    """Per cutoff, the queries of write_rows' file holding a purchase (qid % len picks it)."""
-    out = {c: 0 for c in cutoffs}
-    for qid in np.unique(q[lab > 0]):
-        out[cutoffs[int(qid) % len(cutoffs)]] += 1
-    return out
+def _train_again(trained: dict, out: Path, rounds: int, *flags: str) -> subprocess.CompletedProcess:
+    """The trainer on the fixture's training and validation rows: one trial of exactly `rounds`
+    trees, to `out`, with `flags`; it must succeed."""
+    d = trained["dir"]
+    proc = subprocess.run(
+        [*TRAINER, "--rows", str(d / "train.arrow"), "--valid", str(d / "valid.arrow"), "--out",
+         str(out), "--trials", "1", "--num-boost-round", str(rounds), "--early-stopping", "10",
+         "--min-rounds", str(rounds), *flags],
+        capture_output=True, text=True, timeout=120, env=BASE_ENV, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def _positive_queries(path: Path) -> dict[int, int]:
+    """Per cutoff, the queries of a rows file holding a purchase."""
+    from .data import read_rows
+
+    d = read_rows(path)
+    cut, pos = d.query_cutoffs("test"), d.positives_per_query() > 0
+    return {int(c): int((pos & (cut == c)).sum()) for c in np.unique(cut)}
 
 
 def test_fit_weeks_bound_the_refit_and_each_rolling_fit(trained: dict, tmp_path: Path) -> None:
@@ -170,22 +179,12 @@ def test_fit_weeks_bound_the_refit_and_each_rolling_fit(trained: dict, tmp_path:
     hq, ha, hl, hx = planted(rng, 60, 20, no_positive=4, qid0=30_000)
     write_rows(history, hq, ha, hl, hx, FEATURES, [older])
     out = tmp_path / "model"
-    proc = subprocess.run(
-        [*TRAINER, "--rows", str(d / "train.arrow"), "--valid", str(d / "valid.arrow"), "--out",
-         str(out), "--trials", "1", "--num-boost-round", "30", "--early-stopping", "10",
-         "--min-rounds", "30", "--refit", "--refit-with", str(later), "--fit-weeks", "4",
-         "--rolling", f"{week1},{week2}", "--history", str(history)],
-        capture_output=True, text=True, timeout=120, env=BASE_ENV, cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr
-    from .data import read_rows
-
-    tr, va = read_rows(d / "train.arrow"), read_rows(d / "valid.arrow")
-    per = {c: int(((tr.query_cutoffs("t") == c) & (tr.positives_per_query() > 0)).sum())
-           for c in (t0, t1)}
-    valid = int((va.positives_per_query() > 0).sum())
-    lat = _queries_with_positive(lq, ll, [week1, week2])
-    hist = _queries_with_positive(hq, hl, [older])[older]
+    proc = _train_again(trained, out, 30, "--refit", "--refit-with", str(later), "--fit-weeks", "4",
+                        "--rolling", f"{week1},{week2}", "--history", str(history))
+    per = _positive_queries(d / "train.arrow")
+    valid = _positive_queries(d / "valid.arrow")[tv]
+    lat = _positive_queries(later)
+    hist = _positive_queries(history)[older]
     # The refit: weeks t1, tv, week1, week2 (the end is week2 + 7 days); t0 is the fifth week back.
     assert lat[week2] == 0
     assert f"refit on {per[t1]} + {valid} + {lat[week1]} queries" in proc.stderr
@@ -211,14 +210,8 @@ def test_negatives_thin_every_training_set_and_score_every_row(
     q, a, lab, x = planted(rng, 100, 20, no_positive=5, qid0=20_000)
     write_rows(later, q, a, lab, x, FEATURES, [week1])
     out = tmp_path / "model"
-    proc = subprocess.run(
-        [*TRAINER, "--rows", str(d / "train.arrow"), "--valid", str(d / "valid.arrow"), "--out",
-         str(out), "--trials", "1", "--num-boost-round", "40", "--early-stopping", "10",
-         "--min-rounds", "40", "--negatives", "0.5", "--refit", "--refit-with", str(later),
-         "--rolling", str(week1)],
-        capture_output=True, text=True, timeout=120, env=BASE_ENV, cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = _train_again(trained, out, 40, "--negatives", "0.5", "--refit", "--refit-with",
+                        str(later), "--rolling", str(week1))
     full = json.loads((trained["out"] / "model.json").read_text())["metrics"]["train_rows"]
     shipped = json.loads((out / "model.json").read_text())
     kept = shipped["metrics"]["train_rows"]
