@@ -28,7 +28,12 @@ function rng(seed: number): () => number {
 }
 
 /** Feed the partitions to a merge in random batches and random partition order; the chunks. */
-async function mergeShuffled(parts: readonly Rec[][], chunk: number, seed: number) {
+async function mergeShuffled(
+  parts: readonly Rec[][],
+  chunk: number,
+  seed: number,
+  period?: number,
+) {
   const random = rng(seed);
   const chunks: Rec[][] = [];
   const merge = new EventTimeMerge<Rec>(
@@ -37,6 +42,7 @@ async function mergeShuffled(parts: readonly Rec[][], chunk: number, seed: numbe
     (rs) => {
       chunks.push([...rs]);
     },
+    period,
   );
   const next = parts.map(() => 0);
   const open = new Set(parts.map((_, p) => p));
@@ -86,6 +92,49 @@ describe('EventTimeMerge', () => {
     const offsets = all.filter((r) => r.partition === 1).map((r) => r.offset);
     expect(offsets).toEqual(Array.from({ length: 31 }, (_, i) => i));
     expect(await mergeShuffled(parts, 7, 4)).toEqual(chunks);
+  });
+
+  it('with a period, cuts each period from its start, wherever the replay stops', async () => {
+    // Timestamps 0..1329 over 4 partitions; periods of 200 hold about 80 records.
+    const parts = partitions([133, 120, 95, 133]);
+    const chunk = 30;
+    const whole = await mergeShuffled(parts, chunk, 1, 200);
+    // Each chunk lies in one period; each period is cut into chunks of 30 from its start.
+    const period = (r: Rec) => Math.floor(r.timestamp / 200);
+    for (const c of whole) expect(new Set(c.map(period)).size).toBe(1);
+    const sizes = new Map<number, number[]>();
+    for (const c of whole) {
+      const p = period(c[0] as Rec);
+      sizes.set(p, [...(sizes.get(p) ?? []), c.length]);
+    }
+    for (const s of sizes.values()) {
+      expect(s.slice(0, -1).every((n) => n === chunk)).toBe(true);
+      expect(s.at(-1)).toBeLessThanOrEqual(chunk);
+    }
+    // Replays that stop at period boundaries (two sets of stops) give the same chunks as one
+    // running through; without the period they do not.
+    const stopped = async (stops: number[], withPeriod: boolean, seed: number) => {
+      const bounds = [0, ...stops, Infinity];
+      const out: Rec[][] = [];
+      for (let i = 1; i < bounds.length; i++) {
+        const [from, to] = [bounds[i - 1] as number, bounds[i] as number];
+        const part = parts.map((rs) => rs.filter((r) => r.timestamp >= from && r.timestamp < to));
+        out.push(...(await mergeShuffled(part, chunk, seed, withPeriod ? 200 : undefined)));
+      }
+      return out;
+    };
+    expect(await stopped([400, 1000], true, 2)).toEqual(whole);
+    expect(await stopped([200, 600, 1200], true, 3)).toEqual(whole);
+    expect(await stopped([400, 1000], false, 2)).not.toEqual(await stopped([200, 600], false, 2));
+    expect(() => new EventTimeMerge<Rec>([0], 5, () => undefined, 0)).toThrow(/period/);
+  });
+
+  it('with a period, keeps a late record in the chunk being filled', async () => {
+    const parts = partitions([30, 30], [{ partition: 1, offset: 30, timestamp: 25 }]);
+    const chunks = await mergeShuffled(parts, 100, 5, 100);
+    // Periods [0, 100), [100, 200), [200, 300); the late record (25) goes with the last period.
+    expect(chunks.map((c) => c.length)).toEqual([20, 20, 21]);
+    expect(chunks[2]?.at(-1)).toEqual({ partition: 1, offset: 30, timestamp: 25 });
   });
 
   it('holds records back while a partition still being read has nothing buffered', async () => {

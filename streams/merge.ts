@@ -8,6 +8,13 @@
  * ahead of it in its partition (published late) keeps its place in the partition, so per-partition
  * offset order (what the processors' offset guards rely on) always holds.
  *
+ * With a `period` (e.g. a day), a chunk also ends before the first record of a later period than
+ * every record before it, and the count starts again there: a period's records are cut into chunks
+ * of `chunk` from the period's start. A replay that stops at a period boundary (a cutoff at
+ * midnight) then cuts the records on both sides of it exactly as one that runs through it, so state
+ * applied chunk by chunk is the same at that boundary whichever other boundaries a replay stopped
+ * at. A late record (of an earlier period than one already released) joins the current chunk.
+ *
  * A record is released only when every partition still being read has a buffered record or has
  * ended: the sequence is the one a merge of the complete partitions gives, whatever the order in
  * which batches arrive. Memory: what is buffered ahead of the slowest partition (kafkajs fetches
@@ -24,15 +31,25 @@ export class EventTimeMerge<R extends Stamped> {
   private readonly buffers = new Map<number, { records: R[]; head: number }>();
   /** Partitions that may still deliver records. */
   private readonly open: Set<number>;
+  /** Chunks complete and not yet emitted. */
+  private closed: R[][] = [];
+  /** The chunk being filled. */
   private out: R[] = [];
+  /** The latest period of a released record (with `period`). */
+  private lastPeriod = -Infinity;
 
   constructor(
     partitions: Iterable<number>,
     private readonly chunk: number,
     private readonly emit: (records: readonly R[]) => Promise<void> | void,
+    /** Also end a chunk where a later period (of this many ms, from the epoch) starts. */
+    private readonly period?: number,
   ) {
     if (!Number.isInteger(chunk) || chunk < 1) {
       throw new Error(`chunk must be a positive integer (got ${chunk})`);
+    }
+    if (period !== undefined && !(Number.isInteger(period) && period > 0)) {
+      throw new Error(`period must be a positive integer of ms (got ${period})`);
     }
     this.open = new Set(partitions);
   }
@@ -62,22 +79,19 @@ export class EventTimeMerge<R extends Stamped> {
       throw new Error(`partitions ${[...this.open].join(',')} have not ended`);
     }
     this.release();
+    if (this.out.length > 0) this.close();
     await this.emitFull();
-    if (this.out.length > 0) {
-      const rest = this.out;
-      this.out = [];
-      await this.emit(rest);
-    }
   }
 
   /** Records buffered and not yet emitted. */
   get buffered(): number {
     let n = this.out.length;
+    for (const c of this.closed) n += c.length;
     for (const b of this.buffers.values()) n += b.records.length - b.head;
     return n;
   }
 
-  /** Move records to `out` while no open partition's buffer is empty. */
+  /** Move records to the chunks while no open partition's buffer is empty. */
   private release(): void {
     for (;;) {
       for (const p of this.open) {
@@ -99,7 +113,7 @@ export class EventTimeMerge<R extends Stamped> {
       }
       if (best === null) return;
       const b = best.buffer;
-      this.out.push(best.record);
+      this.place(best.record);
       b.head++;
       if (b.head === b.records.length) this.buffers.delete(best.partition);
       else if (b.head > 4096 && b.head * 2 > b.records.length) {
@@ -109,12 +123,30 @@ export class EventTimeMerge<R extends Stamped> {
     }
   }
 
-  /** Emit every full chunk of `out`; the rest (shorter than a chunk) stays. */
+  /** Add a released record to the chunk being filled, ending chunks at the size and the periods. */
+  private place(record: R): void {
+    if (this.period !== undefined) {
+      const p = Math.floor(record.timestamp / this.period);
+      if (p > this.lastPeriod) {
+        if (this.out.length > 0) this.close();
+        this.lastPeriod = p;
+      }
+    }
+    this.out.push(record);
+    if (this.out.length === this.chunk) this.close();
+  }
+
+  private close(): void {
+    this.closed.push(this.out);
+    this.out = [];
+  }
+
+  /** Emit every complete chunk; the one being filled stays. */
   private async emitFull(): Promise<void> {
-    if (this.out.length < this.chunk) return;
-    const ready = this.out;
-    const full = ready.length - (ready.length % this.chunk);
-    this.out = ready.slice(full);
-    for (let i = 0; i < full; i += this.chunk) await this.emit(ready.slice(i, i + this.chunk));
+    while (this.closed.length > 0) {
+      const ready = this.closed;
+      this.closed = [];
+      for (const c of ready) await this.emit(c);
+    }
   }
 }

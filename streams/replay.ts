@@ -36,6 +36,12 @@ export interface ReplayOptions<T> {
    * build the same state.
    */
   eventTimeChunk?: number;
+  /**
+   * With `eventTimeChunk`: also end a chunk where a later period of this many ms starts (the count
+   * starting again), so a replay stopping at such a boundary cuts the records as one running
+   * through it does (streams/merge.ts).
+   */
+  eventTimePeriod?: number;
   /** Progress: records read (in or out of range) and total records to read. */
   onProgress?: (read: number, total: number) => void;
   /** Give up when no progress is made for this long (ms). */
@@ -95,7 +101,12 @@ export async function replay<T>(opts: ReplayOptions<T>): Promise<ReplayResult> {
   const merge =
     opts.eventTimeChunk === undefined
       ? null
-      : new EventTimeMerge<DecodedRecord<T>>(pending.keys(), opts.eventTimeChunk, opts.onRecords);
+      : new EventTimeMerge<DecodedRecord<T>>(
+          pending.keys(),
+          opts.eventTimeChunk,
+          opts.onRecords,
+          opts.eventTimePeriod,
+        );
   const state = replayState(pending, total, result);
   const seekAll = () => {
     seekPositions(consumer, opts.topic.name, state, log);

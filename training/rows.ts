@@ -22,10 +22,12 @@
  * each c_i the metadata records with updated_at in (c_{i-1}, c_i] and the purchases with
  * event_time in [c_{i-1}, c_i) (from 0 for i = 0) are replayed and applied with their Kafka
  * partition and offset, then the customers of c_i are scored. Purchases are applied in chunks of
- * 10,000 of the partitions merged by event time (`replay`'s `eventTimeChunk`, streams/merge.ts):
- * each partition stays in offset order, so the processor's guards see what a live consumer would,
- * and the order and the chunks do not depend on fetch timing, so two builds of the same cutoffs
- * give the same state (the trimmed co-purchase and trending sets depend on both). Caveats:
+ * the partitions merged by event time (`replay`'s `eventTimeChunk`, streams/merge.ts): each UTC
+ * day's purchases cut into chunks of 10,000 from the day's start. Each partition stays in offset
+ * order, so the processor's guards see what a live consumer would, and the order and the chunks
+ * depend neither on fetch timing nor on the other cutoffs (a cutoff at midnight is a chunk boundary
+ * anyway), so the state at a midnight cutoff, and its rows, are the same whichever other cutoffs a
+ * build stops at (the trimmed co-purchase and trending sets depend on the chunks). Caveats:
  *  - Late events: the article, co-purchase and trending scripts skip offsets at or below the
  *    highest offset they applied per partition. Purchases are published in event-time order, so an
  *    event of [c_{i-1}, c_i) always sits after every event applied for earlier cutoffs and the
@@ -100,7 +102,10 @@ import {
 import { heuristicScores } from '../serving/ranking.ts';
 
 export const DEFAULT_LABEL_WINDOW_MS = 7 * DAY_MS;
-/** Purchases applied per processor call during the replay (about one kafkajs fetch of a partition). */
+/**
+ * Purchases applied per processor call during the replay (about one kafkajs fetch of a partition),
+ * at most: chunks also end at every UTC midnight.
+ */
 const PURCHASE_CHUNK = 10_000;
 /** The live namespace's default; always refused as a training namespace. */
 export const LIVE_NAMESPACE = 'rec';
@@ -822,8 +827,10 @@ async function replayPurchases(
       from: replayed.purchaseFrom,
       to: cutoff,
       logger: deps.logger,
-      // One order whatever the fetch timing, so two builds of the same cutoffs give the same state.
+      // One order and one cut whatever the fetch timing and the other cutoffs, so the state at a
+      // (midnight) cutoff does not depend on how the build got there.
       eventTimeChunk: PURCHASE_CHUNK,
+      eventTimePeriod: DAY_MS,
       onRecords: async (batch: readonly DecodedRecord<Purchase>[]) => {
         const records = batch.filter(
           (r) => !ids.has(r.value.event_id) && ids.add(r.value.event_id),
