@@ -5,13 +5,16 @@
  * the evaluated weeks, every figure of the summary line must be there, and the report must be
  * written with its plots. It runs two LightGBM seeds over the same rows: the first is the main
  * result, and both with their spread are reported. Each week's lists are kept in the work folder.
+ * The model it ships at its last cutoff is the one a production cycle (`npm run train -- --once
+ * --end`) ships there: the same rows and the same trees.
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { tableFromIPC } from 'apache-arrow';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bootstrap } from '../../streams/bootstrap.ts';
+import { bootstrap, type Codecs } from '../../streams/bootstrap.ts';
 import { runLoad } from '../../streams/loader/load.ts';
 import {
   METHODS,
@@ -26,11 +29,22 @@ import { mean } from '../../evaluation/stats.ts';
 import { generatePlantedDataset } from '../fixtures/planted.ts';
 import { stackContext } from '../helpers.ts';
 import { RECIPE } from '../../training/recipe.ts';
+import { runCycle } from '../../training/cycle.ts';
+import { keySpace } from '../../features/keys.ts';
+import { deleteNamespace } from '../../features/state.ts';
 
 describe('backtest with a planted signal', () => {
   const ctx = stackContext('eval');
   const dir = mkdtempSync(join(tmpdir(), 'rec-eval-'));
   const redis = new Redis(ctx.config.redisUrl);
+  const RECIPE_OVERRIDES = {
+    trainWeeks: 2,
+    gateWeeks: 1,
+    gate: { ...RECIPE.gate, maxWeeks: 1 },
+    trials: 1,
+    minRounds: 50,
+  };
+  let codecs: Codecs;
   let result: EvalResult;
 
   beforeAll(async () => {
@@ -41,19 +55,13 @@ describe('backtest with a planted signal', () => {
       dataDir: join(dir, 'data'),
       progress: false,
     });
-    const { codecs } = await bootstrap(ctx);
+    ({ codecs } = await bootstrap(ctx));
     result = await runEval(
       { kafka: ctx.kafka, redis, codecs, topics: ctx.topics, logger: ctx.logger },
       {
         dataset: 'planted',
         cutoffs: 2,
-        recipe: {
-          trainWeeks: 2,
-          gateWeeks: 1,
-          gate: { ...RECIPE.gate, maxWeeks: 1 },
-          trials: 1,
-          minRounds: 50,
-        },
+        recipe: RECIPE_OVERRIDES,
         seeds: [42, 7],
         workDir: join(dir, 'work'),
       },
@@ -184,4 +192,47 @@ describe('backtest with a planted signal', () => {
       expect(mean(maps)).toBeCloseTo(run ?? -1, 12);
     }
   });
+
+  it('ships at its last cutoff what a production cycle ending there ships: the same rows and trees', async () => {
+    const last = result.cutoffs.at(-1) as string;
+    const keys = keySpace(`evalcycle-${Date.now().toString(36)}`);
+    const work = join(dir, 'cycle');
+    try {
+      const cycle = await runCycle(
+        { kafka: ctx.kafka, redis, codecs, topics: ctx.topics, keys, logger: ctx.logger },
+        {
+          recipe: { ...RECIPE_OVERRIDES, seed: 42 },
+          end: Date.parse(`${last}T00:00:00Z`),
+          workDir: work,
+        },
+      );
+      const shipped = join(dir, 'work', 'seed-42', last);
+      const day = (t: number) => new Date(t).toISOString().slice(0, 10);
+      expect({
+        train: cycle.weeks.train.map(day),
+        validation: day(cycle.weeks.validation),
+        gate: cycle.weeks.gate.map(day),
+      }).toEqual(result.perCutoff.at(-1)?.weeks);
+      // The backtest built these rows among all its cutoffs, the cycle at its own: the same rows.
+      const rows = (file: string) =>
+        tableFromIPC(readFileSync(file))
+          .toArray()
+          .map((r: Record<string, unknown>) =>
+            JSON.stringify({ ...r, qid: null }, (_, v: unknown) =>
+              typeof v === 'bigint' ? String(v) : v,
+            ),
+          )
+          .sort();
+      for (const f of ['train.arrow', 'valid.arrow']) {
+        const got = rows(join(work, f));
+        expect(got.length).toBeGreaterThan(100);
+        expect(got).toEqual(rows(join(shipped, f)));
+      }
+      expect(readFileSync(join(work, 'model', 'model.lgb.txt'), 'utf8')).toBe(
+        readFileSync(join(shipped, 'model', 'model.lgb.txt'), 'utf8'),
+      );
+    } finally {
+      await deleteNamespace(redis, keys);
+    }
+  }, 120_000);
 });
