@@ -33,17 +33,19 @@ import { runCycle } from '../../training/cycle.ts';
 import { keySpace } from '../../features/keys.ts';
 import { deleteNamespace } from '../../features/state.ts';
 
+/** A small recipe for seven weeks of data: two training weeks, one gate week, one trial. */
+const SMALL = {
+  trainWeeks: 2,
+  gateWeeks: 1,
+  gate: { ...RECIPE.gate, maxWeeks: 1 },
+  trials: 1,
+  minRounds: 50,
+};
+
 describe('backtest with a planted signal', () => {
   const ctx = stackContext('eval');
   const dir = mkdtempSync(join(tmpdir(), 'rec-eval-'));
   const redis = new Redis(ctx.config.redisUrl);
-  const RECIPE_OVERRIDES = {
-    trainWeeks: 2,
-    gateWeeks: 1,
-    gate: { ...RECIPE.gate, maxWeeks: 1 },
-    trials: 1,
-    minRounds: 50,
-  };
   let codecs: Codecs;
   let result: EvalResult;
 
@@ -61,7 +63,7 @@ describe('backtest with a planted signal', () => {
       {
         dataset: 'planted',
         cutoffs: 2,
-        recipe: RECIPE_OVERRIDES,
+        recipe: SMALL,
         seeds: [42, 7],
         workDir: join(dir, 'work'),
       },
@@ -201,7 +203,7 @@ describe('backtest with a planted signal', () => {
       const cycle = await runCycle(
         { kafka: ctx.kafka, redis, codecs, topics: ctx.topics, keys, logger: ctx.logger },
         {
-          recipe: { ...RECIPE_OVERRIDES, seed: 42 },
+          recipe: { ...SMALL, seed: 42 },
           end: Date.parse(`${last}T00:00:00Z`),
           workDir: work,
         },
@@ -223,7 +225,7 @@ describe('backtest with a planted signal', () => {
             ),
           )
           .sort();
-      for (const f of ['train.arrow', 'valid.arrow']) {
+      for (const f of ['train.arrow', 'valid.arrow', 'gate.arrow']) {
         const got = rows(join(work, f));
         expect(got.length).toBeGreaterThan(100);
         expect(got).toEqual(rows(join(shipped, f)));
