@@ -28,6 +28,12 @@ export const CLUSTER_PORTS = Object.freeze({
   registry: 28081,
   /** Masters and replicas: which is which is up to `--cluster create` (and later failovers). */
   redis: [27001, 27002, 27003, 27004, 27005, 27006],
+  /**
+   * Their cluster bus ports, given explicitly: Redis's default (the port + 10000, 37001-37006) lies
+   * in Linux's ephemeral range (32768-60999), where a client connection of the moment can hold one
+   * and a node then fails to start ("Address already in use").
+   */
+  redisBus: [27101, 27102, 27103, 27104, 27105, 27106],
 });
 
 /** Topics of the cluster profile are replicated this many times (`KAFKA_REPLICATION_FACTOR`). */
@@ -119,6 +125,10 @@ const kafkaNodes: ManagedService[] = CLUSTER_PORTS.kafka.map((port, i) => {
   });
 });
 
+const BUS_BY_PORT = new Map(
+  CLUSTER_PORTS.redis.map((port, i) => [port, CLUSTER_PORTS.redisBus[i] as number]),
+);
+
 const redisNodes: ManagedService[] = CLUSTER_PORTS.redis.map((port, i) => {
   const name = `redis-${i + 1}` as const;
   return redisNodeService({
@@ -139,6 +149,7 @@ const redisNodes: ManagedService[] = CLUSTER_PORTS.redis.map((port, i) => {
     ],
     processMarker: host(port),
     envHint: 'nothing (the cluster profile)',
+    bus: { port: CLUSTER_PORTS.redisBus[i] as number, byPort: BUS_BY_PORT },
   });
 });
 

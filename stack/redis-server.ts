@@ -4,7 +4,7 @@
  * restarts. A Redis already answering on the port is used as is and never recorded as ours. The
  * cluster profile runs six of them with `--cluster-enabled yes` (stack/cluster.ts joins them).
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { hostEnv, type Config } from '../common/config.ts';
@@ -91,11 +91,42 @@ export interface RedisNode {
   readonly name: ServiceName;
   port(config: Config): number;
   dataDir(paths: StackPaths): string;
-  /** Arguments after the common ones (port, bind, dir, persistence). */
+  /** Arguments after the common ones (port, bind, dir, persistence, cluster bus port). */
   readonly extraArgs: readonly string[];
+  /**
+   * A cluster node's bus port (`--cluster-port`), checked free before it starts, and every node's
+   * bus port by its port: a `nodes.conf` written with other bus ports (Redis's default, the port
+   * + 10000) is rewritten to these before the start, or the nodes could not reach each other.
+   */
+  readonly bus?: { readonly port: number; readonly byPort: ReadonlyMap<number, number> };
   /** A substring of the server's command line unique to it (redis-server rewrites its title). */
   readonly processMarker: string;
   readonly envHint: string;
+}
+
+/**
+ * Rewrite the bus ports of a cluster node's `nodes.conf` (`<id> <ip>:<port>@<bus port>…` per node)
+ * to `byPort`'s, when it holds others; nothing when the file is missing (a fresh node).
+ */
+export async function moveBusPorts(
+  file: string,
+  byPort: ReadonlyMap<number, number>,
+  log: StackLog,
+): Promise<void> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  const moved = text.replace(/^(\S+ [^\s:]*:(\d+)@)(\d+)/gm, (line, head: string, port: string) => {
+    const bus = byPort.get(Number(port));
+    return bus === undefined ? line : `${head}${bus}`;
+  });
+  if (moved === text) return;
+  await writeFile(file, moved);
+  log(`${file}: cluster bus ports moved to ${[...new Set(byPort.values())].join(', ')}`);
 }
 
 /** A managed service running `node`. */
@@ -113,7 +144,10 @@ export function redisNodeService(node: RedisNode): ManagedService {
           ? config.redisUrl
           : `cluster ${config.redisClusterNodes.join(',')}`,
     isExternal: (config) => config.external.redis,
-    ports: (config) => [{ port: node.port(config), envHint: node.envHint }],
+    ports: (config) => [
+      { port: node.port(config), envHint: node.envHint },
+      ...(node.bus ? [{ port: node.bus.port, envHint: node.envHint }] : []),
+    ],
 
     answers: (config: Config) =>
       redisAnswers(
@@ -127,6 +161,8 @@ export function redisNodeService(node: RedisNode): ManagedService {
     async prepare(_config, paths, log) {
       await redisServer(log);
       await mkdir(node.dataDir(paths), { recursive: true });
+      if (node.bus)
+        await moveBusPorts(join(node.dataDir(paths), 'nodes.conf'), node.bus.byPort, log);
     },
 
     start(config, paths) {
@@ -150,6 +186,7 @@ export function redisNodeService(node: RedisNode): ManagedService {
           '',
           '--daemonize',
           'no',
+          ...(node.bus ? ['--cluster-port', String(node.bus.port)] : []),
           ...node.extraArgs,
         ],
         cwd: node.dataDir(paths),
