@@ -125,7 +125,7 @@ const kafkaNodes: ManagedService[] = CLUSTER_PORTS.kafka.map((port, i) => {
   });
 });
 
-const BUS_BY_PORT = new Map(
+const BUS_PORTS = new Map(
   CLUSTER_PORTS.redis.map((port, i) => [port, CLUSTER_PORTS.redisBus[i] as number]),
 );
 
@@ -149,7 +149,7 @@ const redisNodes: ManagedService[] = CLUSTER_PORTS.redis.map((port, i) => {
     ],
     processMarker: host(port),
     envHint: 'nothing (the cluster profile)',
-    bus: { port: CLUSTER_PORTS.redisBus[i] as number, byPort: BUS_BY_PORT },
+    busPorts: BUS_PORTS,
   });
 });
 

@@ -94,11 +94,11 @@ export interface RedisNode {
   /** Arguments after the common ones (port, bind, dir, persistence, cluster bus port). */
   readonly extraArgs: readonly string[];
   /**
-   * A cluster node's bus port (`--cluster-port`), checked free before it starts, and every node's
-   * bus port by its port: a `nodes.conf` written with other bus ports (Redis's default, the port
-   * + 10000) is rewritten to these before the start, or the nodes could not reach each other.
+   * Cluster nodes: every node's bus port by its port. This node's (`--cluster-port`) is checked
+   * free before it starts, and a `nodes.conf` written with other bus ports (Redis's default, the
+   * port + 10000) is rewritten to these before the start, or the nodes could not reach each other.
    */
-  readonly bus?: { readonly port: number; readonly byPort: ReadonlyMap<number, number> };
+  readonly busPorts?: ReadonlyMap<number, number>;
   /** A substring of the server's command line unique to it (redis-server rewrites its title). */
   readonly processMarker: string;
   readonly envHint: string;
@@ -131,6 +131,13 @@ export async function moveBusPorts(
 
 /** A managed service running `node`. */
 export function redisNodeService(node: RedisNode): ManagedService {
+  const busPort = (config: Config): number | undefined => {
+    if (node.busPorts === undefined) return undefined;
+    const bus = node.busPorts.get(node.port(config));
+    if (bus === undefined)
+      throw new Error(`${node.name}: no bus port for port ${node.port(config)}`);
+    return bus;
+  };
   return {
     name: node.name,
     externalEnv: 'REDIS_URL',
@@ -144,10 +151,13 @@ export function redisNodeService(node: RedisNode): ManagedService {
           ? config.redisUrl
           : `cluster ${config.redisClusterNodes.join(',')}`,
     isExternal: (config) => config.external.redis,
-    ports: (config) => [
-      { port: node.port(config), envHint: node.envHint },
-      ...(node.bus ? [{ port: node.bus.port, envHint: node.envHint }] : []),
-    ],
+    ports: (config) => {
+      const bus = busPort(config);
+      return [
+        { port: node.port(config), envHint: node.envHint },
+        ...(bus === undefined ? [] : [{ port: bus, envHint: node.envHint }]),
+      ];
+    },
 
     answers: (config: Config) =>
       redisAnswers(
@@ -161,11 +171,13 @@ export function redisNodeService(node: RedisNode): ManagedService {
     async prepare(_config, paths, log) {
       await redisServer(log);
       await mkdir(node.dataDir(paths), { recursive: true });
-      if (node.bus)
-        await moveBusPorts(join(node.dataDir(paths), 'nodes.conf'), node.bus.byPort, log);
+      if (node.busPorts) {
+        await moveBusPorts(join(node.dataDir(paths), 'nodes.conf'), node.busPorts, log);
+      }
     },
 
     start(config, paths) {
+      const bus = busPort(config);
       return spawnDetached({
         // `prepare` made sure it exists.
         command: findExecutable('redis-server', FALLBACKS) ?? 'redis-server',
@@ -186,7 +198,7 @@ export function redisNodeService(node: RedisNode): ManagedService {
           '',
           '--daemonize',
           'no',
-          ...(node.bus ? ['--cluster-port', String(node.bus.port)] : []),
+          ...(bus === undefined ? [] : ['--cluster-port', String(bus)]),
           ...node.extraArgs,
         ],
         cwd: node.dataDir(paths),
