@@ -208,7 +208,7 @@ const day = (t: number) => new Date(t).toISOString().slice(0, 10);
 function historyLine(weeks: CycleWeeks, recipe: Recipe): string {
   const h = weeks.history;
   if (h.length === 0) return '';
-  return `history ${day(h[0] ?? 0)}..${day(h.at(-1) ?? 0)} (the gate weeks' fits, ${recipe.fitWeeks} weeks each); `;
+  return `history ${day(h[0] ?? 0)}..${day(h.at(-1) ?? 0)} (for the fits of ${recipe.fitWeeks} weeks); `;
 }
 
 /** Run one cycle; resolves with what was trained and whether it was promoted. */

@@ -132,7 +132,10 @@ export async function fitAndGate(input: FitInput): Promise<FitResult> {
   // Rolling fits need the gate rows as refit rows; without a refit the gate judges the shipped
   // (searched) model itself, which is as old as the validation week.
   const rolling = recipe.refit ? weeks.gate.filter((g) => !input.shippedAt?.has(g)) : [];
-  const { paths, gateTable } = await writeWeekRows(input, rolling.length > 0);
+  // The history weeks are read by the rolling fits, and by the refit when its window reaches them.
+  const refitStart = weeks.end - recipe.fitWeeks * WEEK_MS;
+  const historyRead = rolling.length > 0 || weeks.history.some((h) => h >= refitStart);
+  const { paths, gateTable } = await writeWeekRows(input, historyRead);
 
   const t0 = performance.now();
   const out = join(workDir, 'model');
@@ -176,7 +179,7 @@ interface WeekPaths {
 
 /**
  * The rows of the training, validation and gate weeks, each to its Arrow file in `workDir`, and
- * those of the history weeks when a rolling fit reads them (`withHistory`).
+ * those of the history weeks when a fit reads them (`withHistory`).
  */
 async function writeWeekRows(
   input: FitInput,

@@ -18,7 +18,7 @@
  *    on the `fitWeeks` weeks before E, the gate weeks included, so it knows the latest purchases;
  *    each gate week g is scored by the same retrained on the `fitWeeks` weeks before g: what the
  *    recipe would have shipped at g. Those reach back before t_W: the history weeks h, read by
- *    those fits only.
+ *    those fits (and by the refit, when `fitWeeks` exceeds the weeks from t_W to E).
  */
 import { DAY_MS } from '../features/decay.ts';
 import { DEFAULT_CANDIDATE_CONFIG, type CandidateConfig } from '../serving/candidates/index.ts';
@@ -101,7 +101,10 @@ export const RECIPE: Recipe = {
 /** The weekly cutoffs of a cycle ending at `end` (see the module comment), oldest first. */
 export interface CycleWeeks {
   readonly end: number;
-  /** Weeks before `train` that only the gate weeks' fits learn from (oldest first). */
+  /**
+   * Weeks before `train` that the gate weeks' fits learn from, and the refit when its `fitWeeks`
+   * reach them (oldest first); never the search.
+   */
   readonly history: number[];
   readonly train: number[];
   readonly validation: number;

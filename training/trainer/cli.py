@@ -11,7 +11,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -75,8 +75,9 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
     digest = data_hash([args.rows, args.valid])
     version = args.version or f"lgbm-{created.strftime('%Y%m%d%H%M%S')}-{digest[:8]}"
     extra = [read_rows(path, features) for path in args.refit_with]
+    history = [read_rows(path, features) for path in args.history]
     shipped = first_passing_parity(ranked, tr, va, extra, with_refit=args.refit, version=version,
-                                   dask=dask, thin=thin, fit_weeks=args.fit_weeks)
+                                   dask=dask, thin=thin, fit_weeks=args.fit_weeks, history=history)
     trained, check = shipped.trained, shipped.check
     meta = build_meta(
         version=version,
@@ -107,7 +108,6 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
     out: Path = args.out
     write_model_files(out, shipped, meta)
     if args.rolling:
-        history = [read_rows(path, features) for path in args.history]
         scores = rolling_scores(tr, va, extra, shipped.searched, args.rolling, dask, thin,
                                 args.fit_weeks, history)
         write_atomic(out / "rolling_scores.f32", scores.astype("<f4").tobytes())
@@ -181,6 +181,7 @@ def first_passing_parity(
     dask: DaskTrainer | None,
     thin: Callable[[RankData], RankData],
     fit_weeks: int = 0,
+    history: Sequence[RankData] = (),
 ) -> Shipped:
     """The best trial whose ONNX export passes the parity check: a model that fails it is never
     shipped, but one failing trial does not throw the search away. With `with_refit`, each trial
@@ -191,7 +192,7 @@ def first_passing_parity(
         # The kept booster (cut at its best iteration) scores exactly as in its trial;
         # re-measured so the reported number is the shipped model's.
         searched.valid_map = map_at_k(searched.booster.predict(va.x), va.y, va.bounds, va.items)[0]
-        trained = (refit(tr, va, extra, searched, dask, thin, fit_weeks) if with_refit
+        trained = (refit(tr, va, extra, searched, dask, thin, fit_weeks, history) if with_refit
                    else searched)
         try:
             onnx_bytes, input_name, output_name, check = export_checked(
@@ -319,8 +320,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "end, each --rolling fit from the N weeks before its week (default 0: "
                         "every row before)")
     p.add_argument("--history", type=Path, action="append", default=[], metavar="ROWS",
-                   help="older rows (weeks before --rows) that only the --rolling fits learn from, "
-                        "within --fit-weeks; repeatable")
+                   help="older rows (weeks before --rows) that the refit and the --rolling fits "
+                        "learn from within --fit-weeks; repeatable")
     p.add_argument("--dask", metavar="ADDRESS", default=None,
                    help="train on this Dask scheduler (e.g. tcp://10.0.0.5:8786) with "
                         "lightgbm.dask, one LightGBM process per worker (distributed.py)")
@@ -351,8 +352,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             p.error("--rolling needs --refit-with (the rows it scores)")
         if args.fit_weeks < 0:
             p.error("--fit-weeks must be >= 0")
-        if args.history and not args.rolling:
-            p.error("--history needs --rolling (only the rolling fits read it)")
+        if args.history and not args.refit:
+            p.error("--history needs --refit (only the refit and the rolling fits read it)")
         if args.dask_partitions is not None and args.dask_partitions < 1:
             p.error("--dask-partitions must be >= 1")
     return args

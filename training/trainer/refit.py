@@ -3,7 +3,7 @@
 Refit (`--refit`): on the training, validation and `--refit-with` rows (the latest weeks, which the
 shipped model must know); that model is the output, and `cutoffs.refit` in model.json lists the
 extra weeks. With `--fit-weeks N`, only the rows of the N weeks before the end (the last
-`--refit-with` week's cutoff + 7 days).
+`--refit-with` week's cutoff + 7 days), `--history` rows included when the window reaches them.
 
 Rolling scores (`--rolling g1,g2,...`, cutoffs of `--refit-with` weeks): for each, the chosen
 params and trees trained on every row before it (with `--fit-weeks N`, of the N weeks before it,
@@ -56,16 +56,17 @@ def in_window(parts: Sequence[RankData], start: float, end: float) -> list[RankD
 
 def refit(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Trained,
           dask: DaskTrainer | None, thin: Callable[[RankData], RankData],
-          fit_weeks: int = 0) -> Trained:
-    """Retrain with the chosen params and rounds on the training, validation and `extra` weeks
-    (with `fit_weeks`, those of the `fit_weeks` weeks before the last one's end).
+          fit_weeks: int = 0, history: Sequence[RankData] = ()) -> Trained:
+    """Retrain with the chosen params and rounds on the `history`, training, validation and `extra`
+    weeks (with `fit_weeks`, those of the `fit_weeks` weeks before the last one's end), as each
+    rolling fit learns from the weeks before its own.
 
     The latest weeks are, for fashion, the most informative: the shipped model must know them. The
     searched model's `valid_map` is kept (measured before, on the held-out validation week).
     Queries without a positive carry no LambdaRank gradient and are left out, as in training;
-    `va` and `extra` go through `thin` as `tr` did (cli.py `--negatives`).
+    `va`, `extra` and `history` go through `thin` as `tr` did (cli.py `--negatives`).
     """
-    parts = [tr] + [_with_positive(thin(d)) for d in (va, *extra)]
+    parts = _fit_pool(tr, va, extra, thin, history)
     if fit_weeks > 0:
         # The end from every row read, a last week without a purchase among its candidates too.
         end = max(int(d.query_cutoffs("refit").max()) for d in (tr, va, *extra) if d.queries)
@@ -75,6 +76,14 @@ def refit(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Traine
         f"{trained.best_iteration} rounds")
     return Trained(booster, trained.params, trained.best_iteration, trained.valid_map, trained.trials,
                    refit=True, trial=trained.trial, started=trained.started, seconds=trained.seconds)
+
+
+def _fit_pool(tr: RankData, va: RankData, extra: Sequence[RankData],
+              thin: Callable[[RankData], RankData], history: Sequence[RankData]) -> list[RankData]:
+    """What the refit and the rolling fits learn from, oldest first: `history`, `tr` (thinned and
+    kept to queries with a purchase by the caller), then `va` and `extra`, thinned the same way."""
+    return [_with_positive(thin(d)) for d in history] + [tr] + [
+        _with_positive(thin(d)) for d in (va, *extra)]
 
 
 def _with_positive(d: RankData) -> RankData:
@@ -96,8 +105,7 @@ def rolling_scores(tr: RankData, va: RankData, extra: Sequence[RankData], traine
     every row.
     """
     out = [np.full(d.rows, np.nan, dtype=np.float32) for d in extra]
-    pool = [_with_positive(thin(d)) for d in history]
-    pool += [tr] + [_with_positive(thin(d)) for d in (va, *extra)]
+    pool = _fit_pool(tr, va, extra, thin, history)
     for g in sorted(set(int(w) for w in weeks)):
         start = g - fit_weeks * WEEK_MS if fit_weeks > 0 else -np.inf
         parts = in_window(pool, start, g)

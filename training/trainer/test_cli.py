@@ -196,6 +196,13 @@ def test_fit_weeks_bound_the_refit_and_each_rolling_fit(trained: dict, tmp_path:
     assert f"rolling week {day(week2)}: trained on {n2} queries" in proc.stderr
     scores = np.frombuffer((out / "rolling_scores.f32").read_bytes(), dtype="<f4")
     assert scores.shape == (len(ll),) and np.all(np.isfinite(scores))
+    # --fit-weeks 6 reaches the history week from the end: the refit learns from it too, as the
+    # rolling fits do (without them as well).
+    wide = tmp_path / "wide"
+    proc = _train_again(trained, wide, 30, "--refit", "--refit-with", str(later), "--fit-weeks", "6",
+                        "--history", str(history))
+    n = f"{hist} + {per[t0] + per[t1]} + {valid} + {lat[week1]}"
+    assert f"refit on {n} queries" in proc.stderr
 
 
 def test_negatives_thin_every_training_set_and_score_every_row(
@@ -272,6 +279,8 @@ def test_negatives_must_be_a_share() -> None:
 def test_refit_with_needs_refit(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         cli.parse_args(["--rows", "a", "--valid", "b", "--out", "c", "--refit-with", "d"])
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--rows", "a", "--valid", "b", "--out", "c", "--history", "d"])
 
 
 def check(out: Path, valid: Path, onnx_path: Path | None = None) -> int:
