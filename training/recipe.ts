@@ -54,10 +54,11 @@ export interface Recipe {
    * Negative thinning: from `fromQueries` training queries with a purchase on, each fit (search,
    * refit, rolling fits) trains on every purchase and `share` of the other candidates (each kept
    * with that probability, seeded). The early-stopping week, the gate and the backtest score every
-   * candidate. Measured (docs/evaluation.md, "Half the negatives"): online-retail-dev (about 2,900
-   * such queries) keeps its MAP@12 at about 60 % of the boosting time; hm-sample (130-190) loses
-   * about 5 %, so below the threshold every row is kept. The trainer's larger trees start at the
-   * same size (training/trainer/search.py LARGE_TREES_FROM).
+   * candidate. Measured (docs/evaluation.md, "Half the negatives", "A quarter of the negatives"):
+   * online-retail-dev (about 2,900 such queries) keeps its MAP@12 with half (0.5) and with a
+   * quarter (0.25: 77 % of half's training time), loses 1.5 % with 0.15; hm-sample (130-190) loses
+   * about 5 % with half, so below the threshold every row is kept. The trainer's larger trees start
+   * at the same size (training/trainer/search.py LARGE_TREES_FROM).
    */
   readonly negatives: { readonly share: number; readonly fromQueries: number };
   /** Retrain the searched model on the `fitWeeks` weeks up to the cycle's end, then ship it. */
@@ -90,7 +91,7 @@ export const RECIPE: Recipe = {
   minRounds: 300,
   maxRounds: 500,
   earlyStopping: 30,
-  negatives: { share: 0.5, fromQueries: 1000 },
+  negatives: { share: 0.25, fromQueries: 1000 },
   refit: true,
   seed: 42,
   k: 12,
