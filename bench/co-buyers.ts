@@ -8,7 +8,7 @@
  * the child's peak resident memory (`maxRSS`). The namespace is deleted after. Progress on
  * stderr, one JSON line last on stdout.
  *
- * The state is generated, seeded, in customer.lua's layout (`a:<article>` -> `n|last|L|units`
+ * The state is generated, seeded, in customer.lua's layout (`a:<article>` -> `n|last|L|units|first|lu`
  * and a `p:<product>` field per article, and as many other fields as hm-sample's customers hold,
  * which the build's HSCAN walks without returning): distinct articles per customer log-normal
  * with hm-sample's mean and spread (19.8 and 31), capped at 500 (the items cap's ceiling), each
@@ -109,7 +109,7 @@ async function fill(
       const a = article();
       const last = NOW - 1 - Math.floor(rnd() * days * DAY_MS);
       bought.add(a);
-      fields[`a:0${a}`] = `1|${last}|0|1`;
+      fields[`a:0${a}`] = `1|${last}|0|1|${last}|1`;
       fields[`p:0${Math.floor(a / 1000)}`] = `1|${last}|0`;
     }
     items += bought.size;

@@ -5,6 +5,7 @@ import type { CandidateEvidence, FeatureContext } from './feature.ts';
 import {
   emptyArticleState,
   parseCustomerState,
+  type ArticleStat,
   type CustomerState,
   type ItemStat,
 } from './state.ts';
@@ -13,14 +14,19 @@ const DAY = 86_400_000;
 const NOW = Date.UTC(2020, 5, 1);
 const HL = 30 * DAY;
 
-/** A purchase stat of `n` events at `daysAgo` days before NOW, as customer.lua keeps it. */
-const stat = (n: number, daysAgo: number): ItemStat => ({
+/**
+ * A purchase stat of `n` events, the latest `daysAgo` days before NOW and the first `firstDaysAgo`
+ * days before it, `lastUnits` units at the latest, as customer.lua keeps it.
+ */
+const stat = (n: number, daysAgo: number, firstDaysAgo = daysAgo, lastUnits = 1): ArticleStat => ({
   n,
   last: NOW - daysAgo * DAY,
   logCount: logWeight(NOW - daysAgo * DAY, HL, n),
+  first: NOW - firstDaysAgo * DAY,
+  lastUnits,
 });
 
-function customer(items: [string, ItemStat][], products: [string, ItemStat][]): CustomerState {
+function customer(items: [string, ArticleStat][], products: [string, ItemStat][]): CustomerState {
   return {
     customerId: 'c1',
     n: items.reduce((s, [, i]) => s + i.n, 0),
@@ -234,5 +240,69 @@ describe('values derived once per customer state', () => {
     expect(later[2]).toBeCloseTo(3 / 4, 12);
     expect(row(bob)).toEqual(b);
     expect(row(alice)).toEqual(a);
+  });
+});
+
+describe("the customer's stock of the article", () => {
+  const NAMES_S = ['p_item_stock_used', 'p_item_last_units_rel', 'p_item_units_share'];
+  // a1: 5 purchase events, the first 70 days ago, the latest 10 days ago of 12 units; 48 units
+  // before it, so 48 / 60 = 0.8 a day, and 10 days at that rate use 8 of the 12.
+  // a2: twice, both 5 days ago (6 units at once); a3 once, 40 days ago, 2 units.
+  const c: CustomerState = {
+    ...customer(
+      [
+        ['a1', stat(5, 10, 70, 12)],
+        ['a2', stat(2, 5, 5, 6)],
+        ['a3', stat(1, 40, 40, 2)],
+      ],
+      [],
+    ),
+    n: 8,
+    units: 68,
+    bought: { a1: 60, a2: 6, a3: 2 },
+  };
+  const stock = (articleId: string, customerState = c) =>
+    featureVector(NAMES_S, {
+      customer: customerState,
+      article: emptyArticleState(articleId),
+      now: NOW,
+    });
+
+  it("gives the share of the latest purchase used up at the customer's rate, its size, the share of units", () => {
+    const [used, rel, share] = stock('a1');
+    expect(used).toBeCloseTo(8 / 12, 12);
+    expect(rel).toBeCloseTo(12 / (68 / 8), 12);
+    expect(share).toBeCloseTo(60 / 68, 12);
+  });
+
+  it('has no rate without a purchase a day ahead of the latest, no size for an article never bought', () => {
+    const [used2, rel2, share2] = stock('a2');
+    expect(used2).toBeNaN();
+    expect(rel2).toBeCloseTo(6 / (68 / 8), 12);
+    expect(share2).toBeCloseTo(6 / 68, 12);
+    expect(stock('a3')[0]).toBeNaN();
+    const [used, rel, share] = stock('zz');
+    expect([used, rel].every(Number.isNaN)).toBe(true);
+    expect(share).toBe(0);
+    expect(stock('zz', customer([], [])).every(Number.isNaN)).toBe(true);
+  });
+
+  it("reads customer.lua's packed article n|last|L|units|first|lu, and a product's n|last|L", () => {
+    const last = NOW - 10 * DAY;
+    const state = parseCustomerState({
+      n: '8',
+      units: '68',
+      'a:a1': `5|${last}|${logWeight(last, HL, 5)}|60|${NOW - 70 * DAY}|12`,
+      'p:p1': `5|${last}|${logWeight(last, HL, 5)}`,
+    });
+    const parsed = { ...c, ...state, bought: state.bought, items: state.items };
+    expect(state.items.get('a1')).toMatchObject({
+      n: 5,
+      last,
+      first: NOW - 70 * DAY,
+      lastUnits: 12,
+    });
+    expect(state.products.get('p1')).toEqual({ n: 5, last, logCount: logWeight(last, HL, 5) });
+    expect(stock('a1', parsed)).toEqual(stock('a1'));
   });
 });

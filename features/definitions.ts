@@ -158,6 +158,22 @@ const itemFeatures = (level: 'a' | 'p'): FeatureDefinition[] => {
   ];
 };
 
+/**
+ * How much of the customer's latest purchase of the candidate article is used up if they go on
+ * buying it at the rate they did before it: the units bought before the latest purchase per day
+ * from the first purchase to the latest, times the days since the latest, over the latest
+ * purchase's units. 1 is when a customer restocking at a steady rate would buy again. NaN before
+ * a purchase at least a day ahead of the latest.
+ */
+function stockUsed(ctx: FeatureContext): number {
+  const item = ctx.customer.items.get(ctx.article.articleId);
+  const units = ctx.customer.bought[ctx.article.articleId];
+  if (item === undefined || units === undefined || !(item.lastUnits > 0)) return NaN;
+  const span = days(item.last - item.first);
+  if (!(span >= 1)) return NaN;
+  return (((units - item.lastUnits) / span) * since(item.last, ctx.now)) / item.lastUnits;
+}
+
 /** Per customer state, the largest log-space count among its articles and among its products. */
 const topCounts = new PerCustomer((customer) => {
   const max = (m: ReadonlyMap<string, ItemStat>) => {
@@ -491,6 +507,32 @@ const BASE_FEATURES: readonly FeatureDefinition[] = [
     writes:
       'co-buyers.ts: {a}:sum cb (neighbours) with customer.lua {u}:state a:<article> (last), weighted max',
     read: (ctx) => coBuyerScore(ctx, 'max'),
+  },
+  // The customer's stock of the candidate article: how much of the latest purchase is used up at
+  // the customer's rate, that purchase's size against the customer's usual, and the article's share
+  // of every unit the customer bought (a wholesaler restocks what runs out).
+  {
+    name: 'p_item_stock_used',
+    scope: 'pair',
+    writes:
+      'customer.lua: {u}:state a:<article> ((units - lu) / (last - first) x days since last / lu)',
+    read: stockUsed,
+  },
+  {
+    name: 'p_item_last_units_rel',
+    scope: 'pair',
+    writes: 'customer.lua: {u}:state a:<article> (lu) over units / n',
+    read: ({ customer, article }) =>
+      ratio(
+        customer.items.get(article.articleId)?.lastUnits ?? NaN,
+        ratio(customer.units, customer.n),
+      ),
+  },
+  {
+    name: 'p_item_units_share',
+    scope: 'pair',
+    writes: 'customer.lua: {u}:state a:<article> (units) over units',
+    read: ({ customer, article }) => ratio(customer.bought[article.articleId] ?? 0, customer.units),
   },
 ];
 

@@ -50,9 +50,10 @@ export interface CustomerKeys {
   /**
    * hash, by field prefix: the stats (`n`, `units`, `spend`, `price_sum`, `first`, `last`),
    * events per sales channel (`ch:<id>`), log-space decayed affinities (`f:<kind>:<value>`,
-   * `f:_total`), items (`a:<article>` -> `n|last|L|units`, `p:<product code>` -> `n|last|L`:
-   * purchase events, latest event time, log-space decayed count (ITEM_HALF_LIFE), units; the
-   * article id stands in for a missing product code) and the script's bookkeeping
+   * `f:_total`), items (`a:<article>` -> `n|last|L|units|first|lu`, `p:<product code>` ->
+   * `n|last|L`: purchase events, latest event time, log-space decayed count (ITEM_HALF_LIFE),
+   * units, earliest event time, units at the latest event time; the article id stands in for a
+   * missing product code) and the script's bookkeeping
    * (`o:<partition>` highest offset applied, `smin` earliest time in `seen`, `in` items held)
    */
   readonly state: string;

@@ -41,6 +41,14 @@ export interface ItemStat {
   readonly logCount: number;
 }
 
+/** A customer's purchases of one article: an item, and when and how much of it they bought. */
+export interface ArticleStat extends ItemStat {
+  /** Earliest event time (ms). */
+  readonly first: number;
+  /** Units bought at the latest event time (the latest purchase's quantity). */
+  readonly lastUnits: number;
+}
+
 export interface CustomerState {
   customerId: string;
   /** Purchase events applied. */
@@ -61,7 +69,7 @@ export interface CustomerState {
   /** Their log-space decayed total (`f:_total`), null when the customer has none. */
   affinityTotal: number | null;
   /** Purchases per article id. */
-  items: Map<string, ItemStat>;
+  items: Map<string, ArticleStat>;
   /** Purchases per product code (the article id for articles without one). */
   products: Map<string, ItemStat>;
   meta: Record<string, string>;
@@ -131,16 +139,22 @@ export function parseCustomerState(h: Hash): Omit<CustomerState, 'customerId' | 
   const bought: Record<string, number> = {};
   const affinity = new Map<string, Map<string, number>>();
   let affinityTotal: number | null = null;
-  const items = new Map<string, ItemStat>();
+  const items = new Map<string, ArticleStat>();
   const products = new Map<string, ItemStat>();
   for (const field in h) {
     const value = h[field] as string;
     const kind = field.slice(0, 2);
     if (kind === 'a:' || kind === 'p:') {
-      const [n = '0', last = '0', logCount = '-Infinity', units] = value.split('|');
+      // `a:` n|last|L|units|first|lu, `p:` n|last|L (customer.lua).
+      const [n = '0', last = '0', logCount = '-Infinity', units, first, lastUnits] =
+        value.split('|');
       const stat = { n: Number(n), last: Number(last), logCount: Number(logCount) };
       if (kind === 'a:') {
-        items.set(field.slice(2), stat);
+        items.set(field.slice(2), {
+          ...stat,
+          first: first === undefined ? NaN : Number(first),
+          lastUnits: lastUnits === undefined ? NaN : Number(lastUnits),
+        });
         if (units !== undefined) bought[field.slice(2)] = Number(units);
       } else products.set(field.slice(2), stat);
     } else if (kind === 'f:') {
@@ -501,9 +515,11 @@ export async function deleteNamespace(redis: RedisClient, keys: KeySpace): Promi
 
 /**
  * The key layout this build's processors write (`keys.layout`). 2: a customer's stats, affinities,
- * items, units bought and bookkeeping in one `state` hash, the event-id guard bounded.
+ * items, units bought and bookkeeping in one `state` hash, the event-id guard bounded. 3: each
+ * article also keeps its earliest event time and the units bought at its latest
+ * (`n|last|L|units|first|lu`).
  */
-export const STORE_LAYOUT = '2';
+export const STORE_LAYOUT = '3';
 
 /** A namespace holds state in another key layout than this build reads and writes. */
 export class StoreLayoutError extends RecError {

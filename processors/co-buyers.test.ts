@@ -4,8 +4,8 @@ import { ItemTable, coBuyerLists, itemsOf, type Baskets } from './co-buyers.ts';
 
 const DAY = 86_400_000;
 const NOW = Date.UTC(2020, 5, 1);
-/** customer.lua's `a:<article>` value: n|last|L|units. */
-const item = (daysAgo: number) => `1|${NOW - daysAgo * DAY}|0|1`;
+/** customer.lua's `a:<article>` value: n|last|L|units|first|lu. */
+const item = (daysAgo: number) => `1|${NOW - daysAgo * DAY}|0|1|${NOW - daysAgo * DAY}|1`;
 /** Baskets as lists of ids. */
 const named = (b: Baskets) =>
   Array.from({ length: b.start.length - 1 }, (_, i) =>

@@ -38,7 +38,13 @@ const customer: CustomerState = {
   items: new Map([
     [
       'b1',
-      { n: 2, last: NOW - 2 * DAY_MS, logCount: logWeight(NOW - 2 * DAY_MS, HALF_LIVES['30d'], 2) },
+      {
+        n: 2,
+        last: NOW - 2 * DAY_MS,
+        logCount: logWeight(NOW - 2 * DAY_MS, HALF_LIVES['30d'], 2),
+        first: NOW - 10 * DAY_MS,
+        lastUnits: 1,
+      },
     ],
   ]),
   products: new Map([

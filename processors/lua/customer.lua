@@ -5,10 +5,12 @@ its size: one read and one write of the `state` hash, the guard, `recent` and th
 
 State: hash `state` holds, by field prefix: the stats (`n`, `units`, `spend`, `price_sum`, `first`,
 `last`), events per sales channel (`ch:<id>`), log-space decayed affinities (`f:<kind>:<value>`,
-`f:_total`), items (`a:<article>` -> `n|last|L|units`, `p:<product code>` -> `n|last|L`: events,
-latest event time, log-space decayed count at the items rate, units bought; the article id stands in
-for a missing product code), and the guards' bookkeeping (`o:<partition>`, `smin`, `in`). Counting,
-max and log-add commute, so the order of events does not matter.
+`f:_total`), items (`a:<article>` -> `n|last|L|units|first|lu`, `p:<product code>` -> `n|last|L`:
+events, latest event time, log-space decayed count at the items rate, units bought, earliest event
+time, units bought at the latest event time; the article id stands in for a missing product code),
+and the guards' bookkeeping (`o:<partition>`, `smin`, `in`). Counting, min, max and log-add commute,
+and so does `lu` (the units of the events at the latest time), so the order of events does not
+matter.
 
 Idempotence: `state` field `o:<partition>` keeps the highest offset applied from that partition;
 hash `seen` maps each event id applied within the dedup horizon to `<partition>:<offset>|<event
@@ -104,14 +106,14 @@ for _, e in ipairs(ev) do
 end
 local cur = hmget_chunked(state, names)
 local s = {}   -- stats, counts and log-space sums by field
-local item_val = {} -- `a:` / `p:` field -> { n, last, L, units }
+local item_val = {} -- `a:` / `p:` field -> { n, last, L, units, first, lu } (`p:` the first three)
 for i, name in ipairs(names) do
   local v = cur[i]
   local kind = string.sub(name, 1, 2)
   if kind == 'a:' or kind == 'p:' then
     if v then
-      local cn, cl, cL, cu = string.match(v, '^([^|]*)|([^|]*)|([^|]*)|?(.*)$')
-      item_val[name] = { tonumber(cn), tonumber(cl), tonumber(cL), tonumber(cu) }
+      local cn, cl, cL, cu, cf, clu = string.match(v, '^([^|]*)|([^|]*)|([^|]*)|?([^|]*)|?([^|]*)|?(.*)$')
+      item_val[name] = { tonumber(cn), tonumber(cl), tonumber(cL), tonumber(cu), tonumber(cf), tonumber(clu) }
     end
   else
     s[name] = tonumber(v)
@@ -241,6 +243,8 @@ for i, e in ipairs(ev) do
       touched[field] = true
     end
     local ix = irate * (e.t - epoch)
+    local a_prev = item_val['a:' .. e.article]
+    local prev_last = a_prev and a_prev[2]
     for _, field in ipairs({ 'a:' .. e.article, 'p:' .. e.product }) do
       local v = item_val[field]
       if v == nil then
@@ -253,8 +257,16 @@ for i, e in ipairs(ev) do
       v[3] = logadd(v[3], ix)
       touched[field] = true
     end
+    -- The article's units, earliest time, and units at its latest time: an event after the latest
+    -- starts them again, one at it adds to them, an earlier one leaves them.
     local a = item_val['a:' .. e.article]
     a[4] = (a[4] or 0) + e.qty
+    if a[5] == nil or e.t < a[5] then a[5] = e.t end
+    if prev_last == nil or e.t > prev_last then
+      a[6] = e.qty
+    elseif e.t == prev_last then
+      a[6] = (a[6] or 0) + e.qty
+    end
 
     local member = e.o .. '|' .. e.id .. '|' .. e.article
     if not in_window[member] then
@@ -349,7 +361,9 @@ if #recent_add > 0 then -- events applied
   for field in pairs(touched) do
     local v = item_val[field]
     if v then
-      put(field, v[1] .. '|' .. fmt(v[2]) .. '|' .. fmt(v[3]) .. (v[4] and '|' .. v[4] or ''))
+      local packed = v[1] .. '|' .. fmt(v[2]) .. '|' .. fmt(v[3])
+      if v[4] then packed = packed .. '|' .. v[4] .. '|' .. fmt(v[5]) .. '|' .. v[6] end
+      put(field, packed)
     elseif string.sub(field, 1, 3) == 'ch:' then
       put(field, s[field])
     else

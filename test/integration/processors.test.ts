@@ -214,6 +214,11 @@ describe('processors on the real stack', () => {
     expect(fa1.p_recent_count).toBe(2);
     expect(f(alice, s2).p_recent_rank).toBe(1);
     expect(f(alice, s2).p_days_since_bought).toBeCloseTo(24, 9);
+    // Her stock of a1: one unit before the latest over 20 days, 5 days since: a quarter used up.
+    expect(fa1.p_item_stock_used).toBeCloseTo(0.25, 12);
+    expect(fa1.p_item_last_units_rel).toBe(1);
+    expect(fa1.p_item_units_share).toBeCloseTo(2 / 3, 12);
+    expect(f(alice, s2).p_item_stock_used).toBeNaN();
     // Candidate-evidence features need the candidate: missing without it.
     expect(fa1.s_sources).toBeNaN();
     expect(fa1.p_price_ratio).toBeCloseTo(0.065 / 3 / (0.075 / 3), 12);
@@ -277,6 +282,8 @@ describe('processors on the real stack', () => {
   it('reaches the same state from the same events in another order, late ones included', async () => {
     const articles = makeArticles(30, T0);
     const customers = makeCustomers(20, T0);
+    // Quantities from 1 to 4, and every 5th purchase with a second line of the same article at
+    // the same time (an order of two lines): the units at an article's latest time add up.
     const inOrder = makePurchases({
       count: 400,
       customers: 20,
@@ -284,6 +291,9 @@ describe('processors on the real stack', () => {
       start: T0,
       days: 60,
       seed: 11,
+    }).flatMap((e, i) => {
+      const line = { ...e, quantity: 1 + (i % 4) };
+      return i % 5 === 0 ? [line, { ...line, event_id: `${e.event_id}-2`, quantity: 2 }] : [line];
     });
     // Another order: shuffled within 2-day blocks, and every 10th event delayed by 3 days.
     const blocks = new Map<number, Purchase[]>();
