@@ -231,6 +231,9 @@ function trainerArgs(
     ...(recipe.refit
       ? ['--refit', '--refit-with', paths.gate, '--fit-weeks', String(recipe.fitWeeks)]
       : []),
+    ...(recipe.refit && recipe.blend.weight > 0
+      ? ['--blend', String(recipe.blend.weight), '--blend-from', String(recipe.blend.fromQueries)]
+      : []),
     ...(rolling.length > 0 ? ['--rolling', rolling.join(',')] : []),
     ...(paths.history !== null ? ['--history', paths.history] : []),
   ];

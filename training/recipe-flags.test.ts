@@ -28,6 +28,17 @@ describe('recipeOverrides', () => {
     });
   });
 
+  it('sets the blend weight and its threshold, each keeping the other from the recipe', () => {
+    expect(recipeOverrides({ blend: '0' }).blend).toEqual({
+      weight: 0,
+      fromQueries: RECIPE.blend.fromQueries,
+    });
+    expect(recipeOverrides({ 'blend-from': '0' }).blend).toEqual({
+      weight: RECIPE.blend.weight,
+      fromQueries: 0,
+    });
+  });
+
   it('gives exactly the gate weeks asked for, and the weeks each fit learns from', () => {
     expect(recipeOverrides({ 'gate-weeks': '6', 'fit-weeks': '20' })).toEqual({
       gateWeeks: 6,
@@ -42,6 +53,9 @@ describe('recipeOverrides', () => {
     );
     expect(() => recipeOverrides({ negatives: 'half' })).toThrow('--negatives');
     expect(() => recipeOverrides({ 'negatives-from': '-1' })).toThrow('--negatives-from must be');
+    expect(() => recipeOverrides({ blend: '-0.5' })).toThrow('--blend must be a number >= 0');
+    expect(() => recipeOverrides({ blend: 'some' })).toThrow('--blend must be');
+    expect(() => recipeOverrides({ 'blend-from': '1.5' })).toThrow('--blend-from must be');
     expect(() => recipeOverrides({ trials: '0' })).toThrow('--trials must be an integer >= 1');
     expect(() => recipeOverrides({ 'fit-weeks': '0' })).toThrow('--fit-weeks must be');
   });

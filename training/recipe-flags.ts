@@ -13,6 +13,8 @@ export const RECIPE_FLAGS = {
   'min-rounds': { type: 'string' },
   negatives: { type: 'string' },
   'negatives-from': { type: 'string' },
+  blend: { type: 'string' },
+  'blend-from': { type: 'string' },
   'no-refit': { type: 'boolean', default: false },
   k: { type: 'string' },
   seed: { type: 'string' },
@@ -33,6 +35,15 @@ function share(name: string, v: string | boolean | undefined): number | undefine
   if (v === undefined || typeof v === 'boolean') return undefined;
   const n = Number(v);
   if (!(n > 0 && n <= 1)) throw new Error(`--${name} must be a number in (0, 1] (got "${v}")`);
+  return n;
+}
+
+function weight(name: string, v: string | boolean | undefined): number | undefined {
+  if (v === undefined || typeof v === 'boolean') return undefined;
+  const n = Number(v);
+  if (!(n >= 0 && Number.isFinite(n))) {
+    throw new Error(`--${name} must be a number >= 0 (got "${v}")`);
+  }
   return n;
 }
 
@@ -58,6 +69,14 @@ export function recipeOverrides(values: Values): Partial<Recipe> {
     out.negatives = {
       share: negatives ?? RECIPE.negatives.share,
       fromQueries: from ?? RECIPE.negatives.fromQueries,
+    };
+  }
+  const blend = weight('blend', values.blend);
+  const blendFrom = int('blend-from', values['blend-from'], 0);
+  if (blend !== undefined || blendFrom !== undefined) {
+    out.blend = {
+      weight: blend ?? RECIPE.blend.weight,
+      fromQueries: blendFrom ?? RECIPE.blend.fromQueries,
     };
   }
   set('k', int('k', values.k, 1));

@@ -61,6 +61,15 @@ export interface Recipe {
    * at the same size (training/trainer/search.py LARGE_TREES_FROM).
    */
   readonly negatives: { readonly share: number; readonly fromQueries: number };
+  /**
+   * A binary model blended in: from `fromQueries` training queries with a purchase on, the refit
+   * and each rolling fit also train a booster with the binary objective on the same rows, and the
+   * shipped model is one model of both, the binary one weighed `weight` once both scores are on
+   * one scale (training/trainer/blend.py). Measured (docs/evaluation.md, "A binary model blended
+   * in"): online-retail-dev gains; hm-sample (130-190 such queries) lost 10 % offline, so below the
+   * threshold LambdaRank ships alone. 0 turns it off.
+   */
+  readonly blend: { readonly weight: number; readonly fromQueries: number };
   /** Retrain the searched model on the `fitWeeks` weeks up to the cycle's end, then ship it. */
   readonly refit: boolean;
   readonly seed: number;
@@ -92,6 +101,7 @@ export const RECIPE: Recipe = {
   maxRounds: 500,
   earlyStopping: 30,
   negatives: { share: 0.25, fromQueries: 1000 },
+  blend: { weight: 0.6, fromQueries: 1000 },
   refit: true,
   seed: 42,
   k: 12,

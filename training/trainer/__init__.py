@@ -5,7 +5,7 @@ written.
     .venv/bin/python -m training.trainer --rows train.arrow --valid valid.arrow --out DIR \
         [--trials 10] [--seed 42] [--version NAME] [--num-boost-round 500] [--early-stopping 30] \
         [--min-rounds N] [--negatives SHARE [--negatives-from N]] \
-        [--refit [--refit-with later.arrow ...] [--fit-weeks N]
+        [--refit [--blend W [--blend-from N]] [--refit-with later.arrow ...] [--fit-weeks N]
             [--rolling MS,MS [--history older.arrow ...]]] \
         [--dask tcp://scheduler:8786 [--dask-partitions N]]
 
@@ -21,6 +21,7 @@ that do each step:
   distributed.py  --dask: the same trainings with lightgbm.dask on a Dask cluster
   metrics.py   MAP@12 exactly as the TypeScript evaluation computes it
   refit.py     the chosen params retrained on later weeks (--refit), rolling scores (--rolling)
+  blend.py     --blend: a binary model trained beside each of those fits, one model of both
   export.py    the ONNX export, every split aligned with LightGBM's branch
   parity.py    ONNX Runtime's scores against LightGBM's; a model that differs is never shipped
   tracking.py  optional MLflow tracking (MLFLOW_TRACKING_URI)

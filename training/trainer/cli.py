@@ -61,6 +61,7 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
         rows, tr = tr.rows, thin(tr)
         log(f"kept {tr.rows} of {rows} training rows: every purchase and {share:g} of the other "
             f"candidates ({tr.queries} queries, thinned from {args.negatives_from})")
+    blend = blending(args, tr)
     features = tr.features
     ranked = search(
         tr,
@@ -72,6 +73,8 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
         min_rounds=args.min_rounds,
         dask=dask,
     )
+    for t in ranked:
+        t.blend = blend
     digest = data_hash([args.rows, args.valid])
     version = args.version or f"lgbm-{created.strftime('%Y%m%d%H%M%S')}-{digest[:8]}"
     extra = [read_rows(path, features) for path in args.refit_with]
@@ -98,6 +101,7 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
         early_stopping=args.early_stopping,
         valid_map_random=random_map(va, args.seed),
         negative_share=share,
+        blend=blend,
     )
     if args.refit:
         meta["cutoffs"]["refit"] = sorted({c for d in extra for c in d.cutoffs})
@@ -168,6 +172,20 @@ def thinning(
     if share == 1 and args.negatives < 1:
         log(f"kept every training row: {tr.queries} queries, thinned from {args.negatives_from}")
     return share, lambda d: d.thin_negatives(share, args.seed)
+
+
+def blending(args: argparse.Namespace, tr: RankData) -> float:
+    """The weight of the binary model blended into the refit and the rolling fits (blend.py):
+    `--blend` from `--blend-from` training queries with a purchase on (`tr`: those queries), else
+    0 (LambdaRank alone)."""
+    if args.blend <= 0:
+        return 0.0
+    if tr.queries < args.blend_from:
+        log(f"no binary blend: {tr.queries} training queries, blended from {args.blend_from}")
+        return 0.0
+    log(f"a binary model blended into the refit and the rolling fits at {args.blend:g} "
+        f"({tr.queries} training queries, blended from {args.blend_from})")
+    return float(args.blend)
 
 
 def first_passing_parity(
@@ -307,6 +325,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--negatives-from", type=int, default=0, metavar="N",
                    help="thin (--negatives) only from N training queries with a purchase on "
                         "(default 0: always)")
+    p.add_argument("--blend", type=float, default=0.0, metavar="W",
+                   help="blend a binary model, weighed W, into the refit and the rolling fits: one "
+                        "model of both tree lists (blend.py; default 0, none; needs --refit)")
+    p.add_argument("--blend-from", type=int, default=0, metavar="N",
+                   help="blend (--blend) only from N training queries with a purchase on "
+                        "(default 0: always)")
     p.add_argument("--refit", action="store_true",
                    help="after the search, retrain on training + validation (+ --refit-with) rows; "
                         "the searched model goes to OUT/search")
@@ -346,6 +370,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             p.error("--negatives must be in (0, 1]")
         if args.negatives_from < 0:
             p.error("--negatives-from must be >= 0")
+        if args.blend < 0 or args.blend_from < 0:
+            p.error("--blend and --blend-from must be >= 0")
+        if args.blend > 0 and not args.refit:
+            p.error("--blend needs --refit (the refit and the rolling fits are blended)")
         if args.refit_with and not args.refit:
             p.error("--refit-with needs --refit")
         if args.rolling and not args.refit_with:

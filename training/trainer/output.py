@@ -39,6 +39,7 @@ def build_meta(
     valid_map_random: float,
     parity_sets: dict[str, int] | None = None,
     negative_share: float = 1.0,
+    blend: float = 0.0,
 ) -> dict[str, Any]:
     pos = va.positives_per_query()
     return {
@@ -57,6 +58,8 @@ def build_meta(
             "early_stopping_rounds": early_stopping,
             # the share of training candidates without a purchase trained on (cli.py --negatives)
             "negative_share": negative_share,
+            # the weight of the binary model blended into the shipped model (blend.py; 0: none)
+            "blend": blend,
         },
         "cutoffs": {"train": tr.cutoffs, "valid": va.cutoffs},
         "data_hash": digest,

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .blend import binary_params, blend_scale, merge
 from .common import WEEK_MS, TrainError, log
 from .data import RankData
 from .distributed import DaskTrainer
@@ -29,16 +30,30 @@ from .search import Trained
 
 def train_on(parts: Sequence[RankData], trained: Trained, dask: DaskTrainer | None = None) -> Any:
     """A booster with `trained`'s params and number of trees, on the queries of `parts` together
-    (on the Dask cluster with `dask`)."""
+    (on the Dask cluster with `dask`); with `trained.blend`, one model of it and a binary booster
+    trained alike (blend.py)."""
     import lightgbm as lgb
 
     x = np.concatenate([d.x for d in parts])
     y = np.concatenate([d.y for d in parts])
     sizes = np.concatenate([np.diff(d.bounds) for d in parts])
+    rounds = trained.best_iteration
     if dask is not None:
-        return dask.train(trained.params, x, y, sizes, trained.best_iteration)
-    data = lgb.Dataset(x, y, group=sizes, params={"feature_pre_filter": False, "verbose": -1})
-    return lgb.train(trained.params, data, num_boost_round=trained.best_iteration)
+        rank = dask.train(trained.params, x, y, sizes, rounds)
+    else:
+        data = lgb.Dataset(x, y, group=sizes, params={"feature_pre_filter": False, "verbose": -1})
+        rank = lgb.train(trained.params, data, num_boost_round=rounds)
+    if trained.blend <= 0:
+        return rank
+    bought = (y > 0).astype(np.int32)
+    params = binary_params(trained.params)
+    if dask is not None:
+        binary = dask.train_binary(params, x, bought, sizes, rounds)
+    else:
+        data = lgb.Dataset(x, bought, params={"feature_pre_filter": False, "verbose": -1})
+        binary = lgb.train(params, data, num_boost_round=rounds)
+    bounds = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    return merge(rank, binary, blend_scale(rank, binary, x, bounds, trained.blend))
 
 
 def in_window(parts: Sequence[RankData], start: float, end: float) -> list[RankData]:
@@ -73,9 +88,11 @@ def refit(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Traine
         parts = in_window(parts, end + WEEK_MS - fit_weeks * WEEK_MS, end + WEEK_MS)
     booster = train_on(parts, trained, dask)
     log(f"refit on {' + '.join(str(d.queries) for d in parts)} queries, "
-        f"{trained.best_iteration} rounds")
+        f"{trained.best_iteration} rounds" +
+        (f", a binary model blended in at {trained.blend:g}" if trained.blend > 0 else ""))
     return Trained(booster, trained.params, trained.best_iteration, trained.valid_map, trained.trials,
-                   refit=True, trial=trained.trial, started=trained.started, seconds=trained.seconds)
+                   refit=True, trial=trained.trial, started=trained.started, seconds=trained.seconds,
+                   blend=trained.blend)
 
 
 def _fit_pool(tr: RankData, va: RankData, extra: Sequence[RankData],

@@ -125,6 +125,8 @@ class Trained:
     trial: int | None = None
     started: datetime | None = None
     seconds: float | None = None
+    # The weight of a binary model blended into each fit after the search (blend.py; 0: none).
+    blend: float = 0.0
 
 
 def search(

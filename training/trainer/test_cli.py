@@ -231,6 +231,47 @@ def test_negatives_thin_every_training_set_and_score_every_row(
     assert check(out, d / "valid.arrow") == 0
 
 
+def test_blend_ships_one_model_of_both_that_passes_parity(trained: dict, tmp_path: Path) -> None:
+    """--blend 0.6: the refit and the rolling fits each train a binary booster beside LambdaRank;
+    the shipped model holds both tree lists, its ONNX export passes the parity check, model.json
+    records the weight; below --blend-from, LambdaRank ships alone."""
+    d = trained["dir"]
+    rng = np.random.default_rng(12)
+    later = tmp_path / "later.arrow"
+    week1 = trained["cutoffs"][1][0] + 7 * DAY
+    q, a, lab, x = planted(rng, 100, 20, no_positive=5, qid0=20_000)
+    write_rows(later, q, a, lab, x, FEATURES, [week1])
+    out = tmp_path / "model"
+    proc = _train_again(trained, out, 30, "--blend", "0.6", "--refit", "--refit-with", str(later),
+                        "--rolling", str(week1))
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["params"]["blend"] == 0.6 and meta["trees"] == 60
+    assert "a binary model blended into the refit and the rolling fits at 0.6" in proc.stderr
+    assert "30 rounds, a binary model blended in at 0.6" in proc.stderr
+    assert check(out, d / "valid.arrow") == 0
+    scores = np.frombuffer((out / "rolling_scores.f32").read_bytes(), dtype="<f4")
+    assert scores.shape == (len(lab),) and np.all(np.isfinite(scores))
+    # the blend moves the scores: not the model LambdaRank alone would ship
+    alone = tmp_path / "alone"
+    queries = meta["metrics"]["train_queries"]
+    proc = _train_again(trained, alone, 30, "--blend", "0.6", "--blend-from", str(queries + 1),
+                        "--refit", "--refit-with", str(later), "--rolling", str(week1))
+    plain = json.loads((alone / "model.json").read_text())
+    assert plain["params"]["blend"] == 0 and plain["trees"] == 30
+    assert f"no binary blend: {queries} training queries, blended from {queries + 1}" in proc.stderr
+    other = np.frombuffer((alone / "rolling_scores.f32").read_bytes(), dtype="<f4")
+    assert not np.allclose(scores, other)
+
+
+def test_blend_needs_refit_and_a_weight_of_zero_or_more() -> None:
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--rows", "a", "--valid", "b", "--out", "c", "--blend", "0.5"])
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--rows", "a", "--valid", "b", "--out", "c", "--refit", "--blend", "-1"])
+    ok = cli.parse_args(["--rows", "a", "--valid", "b", "--out", "c", "--refit", "--blend", "0.5"])
+    assert ok.blend == 0.5 and ok.blend_from == 0
+
+
 def test_thin_negatives_keeps_every_positive_and_the_share_of_the_rest(tmp_path: Path) -> None:
     from .data import read_rows
 
