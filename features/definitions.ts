@@ -536,6 +536,17 @@ const BASE_FEATURES: readonly FeatureDefinition[] = [
   },
 ];
 
+/**
+ * The customer's stock of the candidate article (the last three pair features above). The
+ * recipe's models use them only from a data size on (training/recipe.ts `sizedFeatures`): they
+ * help online-retail-dev's larger trainings and cost hm-sample's small ones.
+ */
+export const STOCK_FEATURES = [
+  'p_item_stock_used',
+  'p_item_last_units_rel',
+  'p_item_units_share',
+] as const;
+
 /** The features an instance computes, in column order, and their names. */
 export interface FeatureSet {
   readonly definitions: readonly FeatureDefinition[];

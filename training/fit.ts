@@ -234,6 +234,12 @@ function trainerArgs(
     ...(recipe.refit && recipe.blend.weight > 0
       ? ['--blend', String(recipe.blend.weight), '--blend-from', String(recipe.blend.fromQueries)]
       : []),
+    ...(recipe.sizedFeatures.names.length > 0
+      ? [
+          ...['--sized-features', recipe.sizedFeatures.names.join(',')],
+          ...['--sized-features-from', String(recipe.sizedFeatures.fromQueries)],
+        ]
+      : []),
     ...(rolling.length > 0 ? ['--rolling', rolling.join(',')] : []),
     ...(paths.history !== null ? ['--history', paths.history] : []),
   ];

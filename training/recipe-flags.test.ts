@@ -39,6 +39,16 @@ describe('recipeOverrides', () => {
     });
   });
 
+  it('sets the data size from which the sized features are used, keeping their names', () => {
+    expect(recipeOverrides({ 'sized-features-from': '0' }).sizedFeatures).toEqual({
+      names: RECIPE.sizedFeatures.names,
+      fromQueries: 0,
+    });
+    expect(() => recipeOverrides({ 'sized-features-from': '-3' })).toThrow(
+      '--sized-features-from must be an integer >= 0',
+    );
+  });
+
   it('gives exactly the gate weeks asked for, and the weeks each fit learns from', () => {
     expect(recipeOverrides({ 'gate-weeks': '6', 'fit-weeks': '20' })).toEqual({
       gateWeeks: 6,

@@ -15,6 +15,7 @@ export const RECIPE_FLAGS = {
   'negatives-from': { type: 'string' },
   blend: { type: 'string' },
   'blend-from': { type: 'string' },
+  'sized-features-from': { type: 'string' },
   'no-refit': { type: 'boolean', default: false },
   k: { type: 'string' },
   seed: { type: 'string' },
@@ -78,6 +79,10 @@ export function recipeOverrides(values: Values): Partial<Recipe> {
       weight: blend ?? RECIPE.blend.weight,
       fromQueries: blendFrom ?? RECIPE.blend.fromQueries,
     };
+  }
+  const sizedFrom = int('sized-features-from', values['sized-features-from'], 0);
+  if (sizedFrom !== undefined) {
+    out.sizedFeatures = { ...RECIPE.sizedFeatures, fromQueries: sizedFrom };
   }
   set('k', int('k', values.k, 1));
   set('seed', int('seed', values.seed, 0));

@@ -56,6 +56,9 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
     started = time.perf_counter()
     created = utc_now()
     tr, va, dropped = read_training_rows(args)
+    all_features = tr.features
+    left_out = sized_out(args, tr)
+    tr, va = tr.without(left_out), va.without(left_out)
     share, thin = thinning(args, tr)
     if share < 1:
         rows, tr = tr.rows, thin(tr)
@@ -77,8 +80,8 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
         t.blend = blend
     digest = data_hash([args.rows, args.valid])
     version = args.version or f"lgbm-{created.strftime('%Y%m%d%H%M%S')}-{digest[:8]}"
-    extra = [read_rows(path, features) for path in args.refit_with]
-    history = [read_rows(path, features) for path in args.history]
+    extra = [read_rows(path, all_features).without(left_out) for path in args.refit_with]
+    history = [read_rows(path, all_features).without(left_out) for path in args.history]
     shipped = first_passing_parity(ranked, tr, va, extra, with_refit=args.refit, version=version,
                                    dask=dask, thin=thin, fit_weeks=args.fit_weeks, history=history)
     trained, check = shipped.trained, shipped.check
@@ -103,6 +106,8 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
         negative_share=share,
         blend=blend,
     )
+    # the features the data size left out (sized_out), so model.json says why they are missing
+    meta["params"]["left_out_features"] = left_out
     if args.refit:
         meta["cutoffs"]["refit"] = sorted({c for d in extra for c in d.cutoffs})
     # Tracking: the run is created and logged before the files are written, so model.json can
@@ -159,6 +164,18 @@ def read_training_rows(args: argparse.Namespace) -> tuple[RankData, RankData, in
     tr = tr.subset_queries(has_pos)
     log(f"dropped {dropped} training queries without a positive; {tr.queries} left")
     return tr, va, dropped
+
+
+def sized_out(args: argparse.Namespace, tr: RankData) -> list[str]:
+    """The `--sized-features` the model leaves out: all of them below `--sized-features-from`
+    training queries with a purchase (`tr`: those queries), else none. A model's feature list is
+    what serving computes, so a column left out here is not read there either."""
+    names = [f for f in args.sized_features if f in tr.features]
+    if not names or tr.queries >= args.sized_features_from:
+        return []
+    log(f"left out {len(names)} feature(s) ({', '.join(names)}): {tr.queries} training queries, "
+        f"used from {args.sized_features_from}")
+    return names
 
 
 def thinning(
@@ -275,7 +292,8 @@ def run_check_parity(args: argparse.Namespace) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError) as err:
         raise TrainError(f"{meta_path}: not a model.json with features / onnx_input / "
                          f"onnx_output: {err}") from err
-    va = read_rows(args.valid, features)
+    # the model's features by name: a model may leave out columns of the rows (sized_out)
+    va = read_rows(args.valid).only(features)
     onnx_bytes = onnx_path.read_bytes()
     sha = hashlib.sha256(onnx_bytes).hexdigest()
     sha_ok = meta.get("onnx_sha256") in (None, sha)
@@ -325,6 +343,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--negatives-from", type=int, default=0, metavar="N",
                    help="thin (--negatives) only from N training queries with a purchase on "
                         "(default 0: always)")
+    p.add_argument("--sized-features", type=lambda v: [f for f in v.split(",") if f], default=[],
+                   metavar="F,F", help="features the model uses only from --sized-features-from "
+                   "training queries with a purchase on; below, it leaves them out (and serving, "
+                   "which computes the model's features, does not compute them)")
+    p.add_argument("--sized-features-from", type=int, default=0, metavar="N",
+                   help="the training queries with a purchase from which the model uses "
+                        "--sized-features (default 0: always)")
     p.add_argument("--blend", type=float, default=0.0, metavar="W",
                    help="blend a binary model, weighed W, into the refit and the rolling fits: one "
                         "model of both tree lists (blend.py; default 0, none; needs --refit)")
@@ -370,6 +395,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             p.error("--negatives must be in (0, 1]")
         if args.negatives_from < 0:
             p.error("--negatives-from must be >= 0")
+        if args.sized_features_from < 0:
+            p.error("--sized-features-from must be >= 0")
         if args.blend < 0 or args.blend_from < 0:
             p.error("--blend and --blend-from must be >= 0")
         if args.blend > 0 and not args.refit:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,24 @@ class RankData:
             np.concatenate(([0], np.cumsum(sizes))).astype(np.int64),
             None if self.row_cutoff is None else self.row_cutoff[mask],
         )
+
+    def only(self, names: Sequence[str]) -> RankData:
+        """The same rows with the feature columns `names`, in that order; TrainError when one is
+        missing."""
+        if list(names) == self.features:
+            return self
+        absent = [f for f in names if f not in self.features]
+        if absent:
+            raise TrainError(f"{self.path}: no column(s) {', '.join(absent)} of the model's features")
+        index = {f: j for j, f in enumerate(self.features)}
+        return replace(self, features=list(names), x=self.x[:, [index[f] for f in names]])
+
+    def without(self, names: Sequence[str]) -> RankData:
+        """The same rows without the feature columns `names` (names it does not hold ignored)."""
+        keep = [j for j, f in enumerate(self.features) if f not in names]
+        if len(keep) == len(self.features):
+            return self
+        return replace(self, features=[self.features[j] for j in keep], x=self.x[:, keep])
 
     def query_cutoffs(self, what: str) -> np.ndarray:
         """The cutoff of each query (its first row's); TrainError without a `cutoff` column."""

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .blend import SPEEDUP
 from .data import RankData
 from .search import Trained
 
@@ -60,6 +61,8 @@ def build_meta(
             "negative_share": negative_share,
             # the weight of the binary model blended into the shipped model (blend.py; 0: none)
             "blend": blend,
+            # with a blend, the binary booster grows 1 / this of the trees at this times the rate
+            "blend_speedup": SPEEDUP,
         },
         "cutoffs": {"train": tr.cutoffs, "valid": va.cutoffs},
         "data_hash": digest,

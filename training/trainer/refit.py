@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .blend import binary_params, blend_scale, merge
+from .blend import binary_params, binary_rounds, blend_scale, merge
 from .common import WEEK_MS, TrainError, log
 from .data import RankData
 from .distributed import DaskTrainer
@@ -48,10 +48,10 @@ def train_on(parts: Sequence[RankData], trained: Trained, dask: DaskTrainer | No
     bought = (y > 0).astype(np.int32)
     params = binary_params(trained.params)
     if dask is not None:
-        binary = dask.train_binary(params, x, bought, sizes, rounds)
+        binary = dask.train_binary(params, x, bought, sizes, binary_rounds(rounds))
     else:
         data = lgb.Dataset(x, bought, params={"feature_pre_filter": False, "verbose": -1})
-        binary = lgb.train(params, data, num_boost_round=rounds)
+        binary = lgb.train(params, data, num_boost_round=binary_rounds(rounds))
     bounds = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
     return merge(rank, binary, blend_scale(rank, binary, x, bounds, trained.blend))
 

@@ -7,7 +7,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from .blend import binary_params, blend_scale, merge, within_query_sd
+from .blend import SPEEDUP, binary_params, binary_rounds, blend_scale, merge, within_query_sd
 from .common import TrainError
 from .metrics import query_bounds
 from .search import DEFAULT_TRIAL, base_params
@@ -72,3 +72,13 @@ def test_models_of_different_features_are_not_merged() -> None:
                       num_boost_round=3)
     with pytest.raises(TrainError, match="6 and 3 features"):
         merge(rank, other, 1.0)
+
+
+def test_the_binary_booster_grows_a_third_of_the_trees_at_three_times_the_learning_rate() -> None:
+    params = {**base_params(42), **DEFAULT_TRIAL}
+    binary = binary_params(params)
+    assert SPEEDUP == 3
+    assert binary["learning_rate"] == pytest.approx(3 * DEFAULT_TRIAL["learning_rate"])
+    assert binary["objective"] == "binary" and "eval_at" not in binary
+    assert params["learning_rate"] == DEFAULT_TRIAL["learning_rate"]  # the ranking one's unchanged
+    assert [binary_rounds(n) for n in (300, 500, 31, 2, 1)] == [100, 167, 10, 1, 1]

@@ -9,6 +9,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import lightgbm as lgb
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -245,7 +246,9 @@ def test_blend_ships_one_model_of_both_that_passes_parity(trained: dict, tmp_pat
     proc = _train_again(trained, out, 30, "--blend", "0.6", "--refit", "--refit-with", str(later),
                         "--rolling", str(week1))
     meta = json.loads((out / "model.json").read_text())
-    assert meta["params"]["blend"] == 0.6 and meta["trees"] == 60
+    # 30 LambdaRank trees and a third as many binary ones
+    assert meta["params"]["blend"] == 0.6 and meta["trees"] == 40
+    assert meta["params"]["blend_speedup"] == 3
     assert "a binary model blended into the refit and the rolling fits at 0.6" in proc.stderr
     assert "30 rounds, a binary model blended in at 0.6" in proc.stderr
     assert check(out, d / "valid.arrow") == 0
@@ -261,6 +264,39 @@ def test_blend_ships_one_model_of_both_that_passes_parity(trained: dict, tmp_pat
     assert f"no binary blend: {queries} training queries, blended from {queries + 1}" in proc.stderr
     other = np.frombuffer((alone / "rolling_scores.f32").read_bytes(), dtype="<f4")
     assert not np.allclose(scores, other)
+
+
+def test_sized_features_are_left_out_below_their_data_size(trained: dict, tmp_path: Path) -> None:
+    """--sized-features f4,f5: from --sized-features-from training queries with a purchase on the
+    model uses them, below it leaves them out everywhere (search, refit with later weeks, rolling
+    fits); model.json lists the features it takes and the ones left out, and the export passes
+    the parity check against rows that still hold every column."""
+    d = trained["dir"]
+    rng = np.random.default_rng(13)
+    later = tmp_path / "later.arrow"
+    week1 = trained["cutoffs"][1][0] + 7 * DAY
+    q, a, lab, x = planted(rng, 100, 20, no_positive=5, qid0=20_000)
+    write_rows(later, q, a, lab, x, FEATURES, [week1])
+    queries = json.loads((trained["out"] / "model.json").read_text())["metrics"]["train_queries"]
+    sized = ["--sized-features", "f4,f5", "--refit", "--refit-with", str(later),
+             "--rolling", str(week1)]
+    out = tmp_path / "small"
+    proc = _train_again(trained, out, 30, *sized, "--sized-features-from", str(queries + 1))
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["features"] == FEATURES[:4]
+    assert meta["params"]["left_out_features"] == ["f4", "f5"]
+    assert lgb.Booster(model_file=str(out / "model.lgb.txt")).num_feature() == 4
+    assert (f"left out 2 feature(s) (f4, f5): {queries} training queries, used from {queries + 1}"
+            in proc.stderr)
+    assert check(out, d / "valid.arrow") == 0
+    scores = np.frombuffer((out / "rolling_scores.f32").read_bytes(), dtype="<f4")
+    assert scores.shape == (len(lab),) and np.all(np.isfinite(scores))
+    # at the data size, every feature
+    out = tmp_path / "large"
+    proc = _train_again(trained, out, 30, *sized, "--sized-features-from", str(queries))
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["features"] == FEATURES and meta["params"]["left_out_features"] == []
+    assert "left out" not in proc.stderr
 
 
 def test_blend_needs_refit_and_a_weight_of_zero_or_more() -> None:
