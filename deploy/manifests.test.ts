@@ -271,6 +271,8 @@ describe.skipIf(go === null)(
         '--no-progress',
         '--trials',
         '40',
+        '--max-rounds',
+        '500',
       ]);
     });
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { gateDecision, trainedThrough } from './fit.ts';
+import { gateDecision, noSearch, trainedThrough } from './fit.ts';
 import { RECIPE, cycleWeeks, weeksRead, WEEK_MS } from './recipe.ts';
 import { pairedRatio, rng, standardError } from '../evaluation/stats.ts';
 import type { ModelMeta } from '../models/model-meta.ts';
@@ -152,5 +152,14 @@ describe('the weeks of a cycle', () => {
     } as unknown as ModelMeta;
     expect(trainedThrough(meta)).toBe(5000 + WEEK_MS);
     expect(trainedThrough({} as ModelMeta)).toBeNull();
+  });
+});
+
+describe('noSearch', () => {
+  it('trains no search model when one trial of fixed trees is refitted, as the recipe is', () => {
+    expect(noSearch(RECIPE)).toBe(true);
+    expect(noSearch({ ...RECIPE, trials: 3 })).toBe(false);
+    expect(noSearch({ ...RECIPE, minRounds: 100 })).toBe(false); // early stopping chooses
+    expect(noSearch({ ...RECIPE, refit: false })).toBe(false); // the searched model ships
   });
 });

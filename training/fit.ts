@@ -213,6 +213,14 @@ function daskArgs(address: string | undefined): string[] {
   return address === undefined ? [] : ['--dask', address];
 }
 
+/**
+ * One trial of a fixed number of trees, refitted: a search model would choose nothing, so the
+ * trainer trains none (`--no-search`) and the refit is the cycle's first fit.
+ */
+export function noSearch(recipe: Pick<Recipe, 'trials' | 'minRounds' | 'maxRounds' | 'refit'>) {
+  return recipe.trials === 1 && recipe.minRounds >= recipe.maxRounds && recipe.refit;
+}
+
 function trainerArgs(
   recipe: Recipe,
   paths: WeekPaths,
@@ -226,6 +234,7 @@ function trainerArgs(
     ...['--min-rounds', String(recipe.minRounds)],
     ...['--num-boost-round', String(recipe.maxRounds)],
     ...['--early-stopping', String(recipe.earlyStopping)],
+    ...(noSearch(recipe) ? ['--no-search'] : []),
     ...['--negatives', String(recipe.negatives.share)],
     ...['--negatives-from', String(recipe.negatives.fromQueries)],
     ...(recipe.refit

@@ -44,6 +44,8 @@ describe('recipeOverrides', () => {
       names: RECIPE.sizedFeatures.names,
       fromQueries: 0,
     });
+    expect(recipeOverrides({ 'max-rounds': '500' })).toEqual({ maxRounds: 500 });
+    expect(() => recipeOverrides({ 'max-rounds': '0' })).toThrow('--max-rounds must be');
     expect(() => recipeOverrides({ 'sized-features-from': '-3' })).toThrow(
       '--sized-features-from must be an integer >= 0',
     );

@@ -11,6 +11,7 @@ export const RECIPE_FLAGS = {
   'fit-weeks': { type: 'string' },
   'gate-weeks': { type: 'string' },
   'min-rounds': { type: 'string' },
+  'max-rounds': { type: 'string' },
   negatives: { type: 'string' },
   'negatives-from': { type: 'string' },
   blend: { type: 'string' },
@@ -64,6 +65,7 @@ export function recipeOverrides(values: Values): Partial<Recipe> {
     out.gate = { ...RECIPE.gate, maxWeeks: gateWeeks };
   }
   set('minRounds', int('min-rounds', values['min-rounds'], 0));
+  set('maxRounds', int('max-rounds', values['max-rounds'], 1));
   const negatives = share('negatives', values.negatives);
   const from = int('negatives-from', values['negatives-from'], 0);
   if (negatives !== undefined || from !== undefined) {

@@ -5,8 +5,9 @@ written.
     .venv/bin/python -m training.trainer --rows train.arrow --valid valid.arrow --out DIR \
         [--trials 10] [--seed 42] [--version NAME] [--num-boost-round 500] [--early-stopping 30] \
         [--min-rounds N] [--negatives SHARE [--negatives-from N]] \
-        [--refit [--blend W [--blend-from N]] [--refit-with later.arrow ...] [--fit-weeks N]
-            [--rolling MS,MS [--history older.arrow ...]]] \
+        [--sized-features F,F [--sized-features-from N]] \
+        [--refit [--no-search] [--blend W [--blend-from N]] [--refit-with later.arrow ...]
+            [--fit-weeks N] [--rolling MS,MS [--history older.arrow ...]]] \
         [--dask tcp://scheduler:8786 [--dask-partitions N]]
 
     .venv/bin/python -m training.trainer --check-parity DIR/model.onnx --meta DIR/model.json \
@@ -16,8 +17,10 @@ Run from the repository root (training/fit.ts spawns it so). One run, in the ord
 that do each step:
 
   data.py      read and check the rows files (Arrow IPC), drop training queries without a purchase,
-               thin the other candidates of every training set (--negatives, cli.py `thinning`)
+               leave out the --sized-features below their data size (cli.py `sized_out`), thin
+               the other candidates of every training set (--negatives, cli.py `thinning`)
   search.py    the Optuna search: one LightGBM booster per trial, best validation MAP@12 first
+               (--no-search: none, the first trial's parameters go straight to the refit)
   distributed.py  --dask: the same trainings with lightgbm.dask on a Dask cluster
   metrics.py   MAP@12 exactly as the TypeScript evaluation computes it
   refit.py     the chosen params retrained on later weeks (--refit), rolling scores (--rolling)

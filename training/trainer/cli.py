@@ -24,7 +24,7 @@ from .metrics import map_at_k, random_map
 from .output import build_meta, utc_now, write_atomic
 from .parity import ParityResult, export_checked, parity
 from .refit import refit, rolling_scores
-from .search import DEFAULT_TRIAL, Trained, search
+from .search import DEFAULT_TRIAL, Trained, search, unsearched
 from .tracking import MlflowRun, finish_mlflow_run, log_mlflow_search, start_mlflow_run
 
 
@@ -66,15 +66,17 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
             f"candidates ({tr.queries} queries, thinned from {args.negatives_from})")
     blend = blending(args, tr)
     features = tr.features
-    ranked = search(
-        tr,
-        va,
-        trials=args.trials,
-        seed=args.seed,
-        num_boost_round=args.num_boost_round,
-        early_stopping=args.early_stopping,
-        min_rounds=args.min_rounds,
-        dask=dask,
+    ranked = [unsearched(tr, seed=args.seed, rounds=args.num_boost_round)] if args.no_search else (
+        search(
+            tr,
+            va,
+            trials=args.trials,
+            seed=args.seed,
+            num_boost_round=args.num_boost_round,
+            early_stopping=args.early_stopping,
+            min_rounds=args.min_rounds,
+            dask=dask,
+        )
     )
     for t in ranked:
         t.blend = blend
@@ -112,7 +114,9 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
         meta["cutoffs"]["refit"] = sorted({c for d in extra for c in d.cutoffs})
     # Tracking: the run is created and logged before the files are written, so model.json can
     # link it (or say tracking: null when the server failed); the files are uploaded after.
-    run = track_search(args, meta, ranked, shipped.chosen, created=created)
+    # not searched: no trial to log
+    run = track_search(args, meta, [] if args.no_search else ranked, shipped.chosen,
+                       created=created)
     meta["tracking"] = run.link() if run is not None else None
     out: Path = args.out
     write_model_files(out, shipped, meta)
@@ -125,7 +129,7 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
     return {
         "out": str(out),
         "version": version,
-        "valid_map12": round(trained.valid_map, 6),
+        "valid_map12": _score(trained.valid_map),
         "valid_map12_random": round(meta["metrics"]["valid_map12_random"], 6),
         "trees": meta["trees"],
         "best_params": {k: trained.params[k] for k in DEFAULT_TRIAL},
@@ -139,6 +143,11 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
         "tracking": meta["tracking"],
         "dask": None if dask is None else {"workers": dask.workers, "partitions": dask.partitions},
     }
+
+
+def _score(value: float) -> float | None:
+    """A validation score for JSON: None when there is none (NaN: not searched)."""
+    return None if value != value else round(value, 6)
 
 
 def read_training_rows(args: argparse.Namespace) -> tuple[RankData, RankData, int]:
@@ -225,8 +234,10 @@ def first_passing_parity(
     failures: list[str] = []
     for n, searched in enumerate(ranked):
         # The kept booster (cut at its best iteration) scores exactly as in its trial;
-        # re-measured so the reported number is the shipped model's.
-        searched.valid_map = map_at_k(searched.booster.predict(va.x), va.y, va.bounds, va.items)[0]
+        # re-measured so the reported number is the shipped model's (none when not searched).
+        if searched.booster is not None:
+            searched.valid_map = map_at_k(searched.booster.predict(va.x), va.y, va.bounds,
+                                          va.items)[0]
         trained = (refit(tr, va, extra, searched, dask, thin, fit_weeks, history) if with_refit
                    else searched)
         try:
@@ -259,7 +270,8 @@ def track_search(
     features = meta["features"]
     settings = {
         "trials": args.trials, "seed": args.seed, "min_rounds": args.min_rounds,
-        "refit": args.refit, "rows": str(args.rows), "valid": str(args.valid),
+        "refit": args.refit, "no_search": args.no_search, "rows": str(args.rows),
+        "valid": str(args.valid),
         "n_features": len(features), "features": features,
     }
     if run is not None and not log_mlflow_search(run, meta, settings=settings, ranked=ranked,
@@ -356,9 +368,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--blend-from", type=int, default=0, metavar="N",
                    help="blend (--blend) only from N training queries with a purchase on "
                         "(default 0: always)")
+    p.add_argument("--no-search", action="store_true",
+                   help="with one trial and a refit: train no search model, the first trial's "
+                        "parameters and --num-boost-round trees go straight to the refit (the "
+                        "validation week then only checks the export's parity; model.json's "
+                        "valid_map12 is null)")
     p.add_argument("--refit", action="store_true",
                    help="after the search, retrain on training + validation (+ --refit-with) rows; "
-                        "the searched model goes to OUT/search")
+                        "the retrained model ships")
     p.add_argument("--refit-with", type=Path, action="append", default=[], metavar="ROWS",
                    help="more rows (later weeks) the refit also trains on; repeatable")
     p.add_argument("--rolling", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
@@ -401,6 +418,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             p.error("--blend and --blend-from must be >= 0")
         if args.blend > 0 and not args.refit:
             p.error("--blend needs --refit (the refit and the rolling fits are blended)")
+        if args.no_search and (args.trials != 1 or not args.refit):
+            p.error("--no-search needs --trials 1 and --refit (a search model is what ships "
+                    "without a refit)")
         if args.refit_with and not args.refit:
             p.error("--refit-with needs --refit")
         if args.rolling and not args.refit_with:

@@ -115,7 +115,7 @@ def stopping_with_floor(stopping_rounds: int, floor: int) -> Any:
 
 @dataclass
 class Trained:
-    booster: Any  # lightgbm.Booster holding exactly best_iteration trees
+    booster: Any  # lightgbm.Booster holding exactly best_iteration trees; None: not searched
     params: dict[str, Any]
     best_iteration: int
     valid_map: float
@@ -127,6 +127,17 @@ class Trained:
     seconds: float | None = None
     # The weight of a binary model blended into each fit after the search (blend.py; 0: none).
     blend: float = 0.0
+
+
+def unsearched(tr: RankData, *, seed: int, rounds: int) -> Trained:
+    """The first trial's parameters and `rounds` trees without a search model (`--no-search`):
+    with one trial and a fixed number of trees the search has nothing to choose, so the refit
+    trains the shipped model straight away. No booster, no validation score (NaN)."""
+    params = {**base_params(seed), **default_trial(tr.queries)}
+    shown = {k: params[k] for k in DEFAULT_TRIAL}
+    log(f"trial 1/1: not searched, the first trial's parameters and {rounds} trees go to the "
+        f"refit {json.dumps(shown)}")
+    return Trained(None, params, rounds, float("nan"), 1, trial=0)
 
 
 def search(

@@ -299,6 +299,35 @@ def test_sized_features_are_left_out_below_their_data_size(trained: dict, tmp_pa
     assert "left out" not in proc.stderr
 
 
+def test_no_search_ships_the_model_the_search_would_have_refitted(trained: dict,
+                                                                   tmp_path: Path) -> None:
+    """--no-search with one trial of fixed trees and a refit: no search model is trained, and the
+    shipped model and its rolling scores are exactly those of the search path; model.json has no
+    validation score. It refuses more trials and a missing refit."""
+    rng = np.random.default_rng(14)
+    later = tmp_path / "later.arrow"
+    week1 = trained["cutoffs"][1][0] + 7 * DAY
+    q, a, lab, x = planted(rng, 100, 20, no_positive=5, qid0=20_000)
+    write_rows(later, q, a, lab, x, FEATURES, [week1])
+    refit = ["--refit", "--refit-with", str(later), "--rolling", str(week1)]
+    searched, direct = tmp_path / "searched", tmp_path / "direct"
+    proc = _train_again(trained, searched, 30, *refit)
+    assert "trial 1/1: map@12=" in proc.stderr
+    proc = _train_again(trained, direct, 30, *refit, "--no-search")
+    assert "trial 1/1: not searched" in proc.stderr and "map@12=" not in proc.stderr
+    for name in ("model.lgb.txt", "rolling_scores.f32"):
+        assert (direct / name).read_bytes() == (searched / name).read_bytes(), name
+    meta = json.loads((direct / "model.json").read_text())
+    assert meta["metrics"]["valid_map12"] is None and meta["trees"] == 30
+    assert json.loads(proc.stdout)["valid_map12"] is None
+    assert json.loads((searched / "model.json").read_text())["metrics"]["valid_map12"] > 0
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--rows", "a", "--valid", "b", "--out", "c", "--no-search"])
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--rows", "a", "--valid", "b", "--out", "c", "--refit", "--no-search",
+                        "--trials", "2"])
+
+
 def test_blend_needs_refit_and_a_weight_of_zero_or_more() -> None:
     with pytest.raises(SystemExit):
         cli.parse_args(["--rows", "a", "--valid", "b", "--out", "c", "--blend", "0.5"])

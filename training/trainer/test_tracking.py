@@ -30,12 +30,13 @@ def small_rows(d: Path) -> tuple[Path, Path]:
     return tr, va
 
 
-def run_trainer(d: Path, env: dict[str, str], trials: int = 2) -> subprocess.CompletedProcess:
+def run_trainer(d: Path, env: dict[str, str], trials: int = 2,
+                *flags: str) -> subprocess.CompletedProcess:
     tr, va = small_rows(d)
     return subprocess.run(
         [*TRAINER, "--rows", str(tr), "--valid", str(va), "--out",
          str(d / "model"), "--trials", str(trials), "--num-boost-round", "30", "--early-stopping",
-         "10", "--version", "mlflow-test"],
+         "10", "--version", "mlflow-test", *flags],
         capture_output=True, text=True, timeout=180, env={**BASE_ENV, **env}, cwd=ROOT,
     )
 
@@ -89,6 +90,31 @@ def test_mlflow_logs_the_run_to_a_tracking_store(tmp_path: Path) -> None:
     logged = json.loads(Path(client.download_artifacts(run.info.run_id, "model.json",
                                                        str(tmp_path))).read_text())
     assert logged["tracking"]["run_id"] == run.info.run_id
+
+
+@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
+def test_mlflow_logs_a_run_without_a_search(tmp_path: Path) -> None:
+    """--no-search: the run, its params and files, no trial and no validation score."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment("ranker-test", artifact_location=str(tmp_path / "art"))
+    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "ranker-test"}
+    proc = run_trainer(tmp_path, env, 1, "--refit", "--no-search")
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert meta["metrics"]["valid_map12"] is None
+    run = client.get_run(meta["tracking"]["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["no_search"] == "true" and run.data.tags["trials"] == "0"
+    assert "valid_map12" not in run.data.metrics and "parity_max_abs_diff" in run.data.metrics
+    assert client.get_metric_history(run.info.run_id, "trial_map12") == []
+    assert client.search_runs(
+        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    ) == []
+    assert {f.path for f in client.list_artifacts(run.info.run_id)} == {
+        "model.onnx", "model.json", "model.lgb.txt"}
 
 
 def free_port() -> int:

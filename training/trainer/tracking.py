@@ -150,7 +150,8 @@ def log_mlflow_search(
     best_iteration, seconds; tags: parity passed / failed / unchecked and whether it was
     shipped), plus the trials as step-indexed metrics of the parent (step = trial number) for a
     search-progress chart. `ranked[chosen]` is the shipped trial; the ones before it failed
-    parity. False (warned, run marked FAILED) when the server fails."""
+    parity; `ranked` is empty when nothing was searched (`--no-search`). False (warned, run
+    marked FAILED) when the server fails."""
     from mlflow.entities import Metric, Param, RunTag
 
     now = _ms(time.time())
@@ -166,7 +167,7 @@ def log_mlflow_search(
         ((t.trial if t.trial is not None else i, i, t) for i, t in enumerate(ranked)),
         key=lambda e: e[0],
     )
-    chosen_trial = ranked[chosen].trial
+    chosen_trial = ranked[chosen].trial if ranked else None
     if chosen_trial is not None:
         metrics["chosen_trial"] = float(chosen_trial)
     steps = [
