@@ -129,7 +129,7 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
     return {
         "out": str(out),
         "version": version,
-        "valid_map12": _score(trained.valid_map),
+        "valid_map12": None if trained.valid_map is None else round(trained.valid_map, 6),
         "valid_map12_random": round(meta["metrics"]["valid_map12_random"], 6),
         "trees": meta["trees"],
         "best_params": {k: trained.params[k] for k in DEFAULT_TRIAL},
@@ -143,11 +143,6 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
         "tracking": meta["tracking"],
         "dask": None if dask is None else {"workers": dask.workers, "partitions": dask.partitions},
     }
-
-
-def _score(value: float) -> float | None:
-    """A validation score for JSON: None when there is none (NaN: not searched)."""
-    return None if value != value else round(value, 6)
 
 
 def read_training_rows(args: argparse.Namespace) -> tuple[RankData, RankData, int]:
@@ -204,11 +199,12 @@ def blending(args: argparse.Namespace, tr: RankData) -> float:
     """The weight of the binary model blended into the refit and the rolling fits (blend.py):
     `--blend` from `--blend-from` training queries with a purchase on (`tr`: those queries), else
     0 (LambdaRank alone)."""
+    # 0 (an int) when nothing is blended: model.json and MLflow then both read "0"
     if args.blend <= 0:
-        return 0.0
+        return 0
     if tr.queries < args.blend_from:
         log(f"no binary blend: {tr.queries} training queries, blended from {args.blend_from}")
-        return 0.0
+        return 0
     log(f"a binary model blended into the refit and the rolling fits at {args.blend:g} "
         f"({tr.queries} training queries, blended from {args.blend_from})")
     return float(args.blend)

@@ -68,7 +68,7 @@ def build_meta(
         "data_hash": digest,
         "metrics": {
             # the searched model's, on the early-stopping week; null when not searched
-            "valid_map12": None if trained.valid_map != trained.valid_map else trained.valid_map,
+            "valid_map12": trained.valid_map,
             "valid_map12_random": valid_map_random,
             "valid_queries": va.queries,
             "valid_queries_with_positive": int((pos > 0).sum()),

@@ -118,7 +118,7 @@ class Trained:
     booster: Any  # lightgbm.Booster holding exactly best_iteration trees; None: not searched
     params: dict[str, Any]
     best_iteration: int
-    valid_map: float
+    valid_map: float | None  # on the early-stopping week; None: not searched
     trials: int
     refit: bool = False
     # The Optuna trial (number, start, seconds), for tracking; None when not from a trial.
@@ -132,12 +132,12 @@ class Trained:
 def unsearched(tr: RankData, *, seed: int, rounds: int) -> Trained:
     """The first trial's parameters and `rounds` trees without a search model (`--no-search`):
     with one trial and a fixed number of trees the search has nothing to choose, so the refit
-    trains the shipped model straight away. No booster, no validation score (NaN)."""
+    trains the shipped model straight away. No booster, no validation score."""
     params = {**base_params(seed), **default_trial(tr.queries)}
     shown = {k: params[k] for k in DEFAULT_TRIAL}
     log(f"trial 1/1: not searched, the first trial's parameters and {rounds} trees go to the "
         f"refit {json.dumps(shown)}")
-    return Trained(None, params, rounds, float("nan"), 1, trial=0)
+    return Trained(None, params, rounds, None, 1, trial=0)
 
 
 def search(
