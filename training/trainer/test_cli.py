@@ -156,6 +156,16 @@ def _train_again(trained: dict, out: Path, rounds: int, *flags: str) -> subproce
     return proc
 
 
+def _later_week(trained: dict, tmp_path: Path, seed: int) -> tuple[Path, int, np.ndarray]:
+    """Rows of one later week (the week after the fixture's validation week) for --refit-with:
+    the file, the week's cutoff and the labels, 100 planted queries of 20 candidates."""
+    later = tmp_path / "later.arrow"
+    week1 = trained["cutoffs"][1][0] + 7 * DAY
+    q, a, lab, x = planted(np.random.default_rng(seed), 100, 20, no_positive=5, qid0=20_000)
+    write_rows(later, q, a, lab, x, FEATURES, [week1])
+    return later, week1, lab
+
+
 def _positive_queries(path: Path) -> dict[int, int]:
     """Per cutoff, the queries of a rows file holding a purchase."""
     from .data import read_rows
@@ -212,11 +222,7 @@ def test_negatives_thin_every_training_set_and_score_every_row(
     """--negatives 0.5: the search, the refit and the rolling fits train on every purchase and
     about half the other rows; the rolling scores still cover every row of the later weeks."""
     d = trained["dir"]
-    rng = np.random.default_rng(11)
-    later = tmp_path / "later.arrow"
-    week1 = trained["cutoffs"][1][0] + 7 * DAY
-    q, a, lab, x = planted(rng, 100, 20, no_positive=5, qid0=20_000)
-    write_rows(later, q, a, lab, x, FEATURES, [week1])
+    later, week1, lab = _later_week(trained, tmp_path, 11)
     out = tmp_path / "model"
     proc = _train_again(trained, out, 40, "--negatives", "0.5", "--refit", "--refit-with",
                         str(later), "--rolling", str(week1))
@@ -237,11 +243,7 @@ def test_blend_ships_one_model_of_both_that_passes_parity(trained: dict, tmp_pat
     the shipped model holds both tree lists, its ONNX export passes the parity check, model.json
     records the weight; below --blend-from, LambdaRank ships alone."""
     d = trained["dir"]
-    rng = np.random.default_rng(12)
-    later = tmp_path / "later.arrow"
-    week1 = trained["cutoffs"][1][0] + 7 * DAY
-    q, a, lab, x = planted(rng, 100, 20, no_positive=5, qid0=20_000)
-    write_rows(later, q, a, lab, x, FEATURES, [week1])
+    later, week1, lab = _later_week(trained, tmp_path, 12)
     out = tmp_path / "model"
     proc = _train_again(trained, out, 30, "--blend", "0.6", "--refit", "--refit-with", str(later),
                         "--rolling", str(week1))
@@ -272,11 +274,7 @@ def test_sized_features_are_left_out_below_their_data_size(trained: dict, tmp_pa
     fits); model.json lists the features it takes and the ones left out, and the export passes
     the parity check against rows that still hold every column."""
     d = trained["dir"]
-    rng = np.random.default_rng(13)
-    later = tmp_path / "later.arrow"
-    week1 = trained["cutoffs"][1][0] + 7 * DAY
-    q, a, lab, x = planted(rng, 100, 20, no_positive=5, qid0=20_000)
-    write_rows(later, q, a, lab, x, FEATURES, [week1])
+    later, week1, lab = _later_week(trained, tmp_path, 13)
     queries = json.loads((trained["out"] / "model.json").read_text())["metrics"]["train_queries"]
     sized = ["--sized-features", "f4,f5", "--refit", "--refit-with", str(later),
              "--rolling", str(week1)]
@@ -304,11 +302,7 @@ def test_no_search_ships_the_model_the_search_would_have_refitted(trained: dict,
     """--no-search with one trial of fixed trees and a refit: no search model is trained, and the
     shipped model and its rolling scores are exactly those of the search path; model.json has no
     validation score. It refuses more trials and a missing refit."""
-    rng = np.random.default_rng(14)
-    later = tmp_path / "later.arrow"
-    week1 = trained["cutoffs"][1][0] + 7 * DAY
-    q, a, lab, x = planted(rng, 100, 20, no_positive=5, qid0=20_000)
-    write_rows(later, q, a, lab, x, FEATURES, [week1])
+    later, week1, _ = _later_week(trained, tmp_path, 14)
     refit = ["--refit", "--refit-with", str(later), "--rolling", str(week1)]
     searched, direct = tmp_path / "searched", tmp_path / "direct"
     proc = _train_again(trained, searched, 30, *refit)

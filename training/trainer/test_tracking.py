@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -41,18 +42,24 @@ def run_trainer(d: Path, env: dict[str, str], trials: int = 2,
     )
 
 
-# MLflow 3.17's SQL store uses a SQLAlchemy loader option that SQLAlchemy 2.1 deprecates.
-@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
-def test_mlflow_logs_the_run_to_a_tracking_store(tmp_path: Path) -> None:
-    """A local SQLite tracking store (no server): the run, its trials and files are there."""
+def local_store(tmp_path: Path) -> tuple[str, Any, str, dict[str, str]]:
+    """A local SQLite tracking store (no server) and its experiment: the URI, a client, the
+    experiment id and the trainer's environment to track there. The experiment exists beforehand
+    with its artifacts under tmp_path (a store without a server would put them in ./mlruns)."""
     from mlflow import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
-    # The experiment exists beforehand with its artifacts under tmp_path (a store without a
-    # server would put them in ./mlruns).
     experiment_id = client.create_experiment("ranker-test", artifact_location=str(tmp_path / "art"))
-    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "ranker-test"}
+    return uri, client, experiment_id, {"MLFLOW_TRACKING_URI": uri,
+                                        "MLFLOW_EXPERIMENT_NAME": "ranker-test"}
+
+
+# MLflow 3.17's SQL store uses a SQLAlchemy loader option that SQLAlchemy 2.1 deprecates.
+@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
+def test_mlflow_logs_the_run_to_a_tracking_store(tmp_path: Path) -> None:
+    """A local SQLite tracking store (no server): the run, its trials and files are there."""
+    uri, client, experiment_id, env = local_store(tmp_path)
     proc = run_trainer(tmp_path, env, trials=3)
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
@@ -95,12 +102,7 @@ def test_mlflow_logs_the_run_to_a_tracking_store(tmp_path: Path) -> None:
 @pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 def test_mlflow_logs_a_run_without_a_search(tmp_path: Path) -> None:
     """--no-search: the run, its params and files, no trial and no validation score."""
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    experiment_id = client.create_experiment("ranker-test", artifact_location=str(tmp_path / "art"))
-    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "ranker-test"}
+    _, client, experiment_id, env = local_store(tmp_path)
     proc = run_trainer(tmp_path, env, 1, "--refit", "--no-search")
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((tmp_path / "model" / "model.json").read_text())
