@@ -51,8 +51,8 @@ export interface Recipe {
    * Most trees per model. The recipe's 300, the same as `minRounds`, fixes the trees: in all 180
    * search fits of one day's backtests on both datasets (up to 500 allowed) early stopping kept
    * exactly the floor of 300, and 500 trees did not rank better (docs/evaluation.md, "What does
-   * not move the ranker"). With one trial and a refit as well there is nothing to search, so the trainer
-   * trains no search model (`--no-search`, training/fit.ts `noSearch`).
+   * not move the ranker"). With one trial and a refit as well there is nothing to search, so the
+   * trainer trains no search model (`--no-search`, training/fit.ts `noSearch`).
    */
   readonly maxRounds: number;
   /** Rounds without improvement on the early-stopping week before LightGBM stops. */

@@ -3,10 +3,10 @@
  *  [--reload] [--work-dir <dir>]` and, for experiments only, overrides of the recipe
  *  (`--trials N --train-weeks N --fit-weeks N --gate-weeks N --min-rounds N --max-rounds N
  *  --negatives S --negatives-from N --blend W --blend-from N --sized-features-from N --no-refit
- *  --k N --seed N`): without them the backtest measures exactly what
- *  `npm run train -- --once` ships. `--seeds 42,7,13`
- *  runs every cycle once per LightGBM seed over the same rows and adds the spread the seed causes
- *  (evaluation/backtest/seeds.ts); the first seed's run is the main result.
+ *  --k N --seed N`): without them the backtest measures exactly what `npm run train -- --once`
+ *  ships. `--seeds 42,7,13` runs every cycle once per LightGBM seed over the same rows and adds
+ *  the spread the seed causes (evaluation/backtest/seeds.ts); the first seed's run is the main
+ *  result.
  *
  * Loads an H&M-layout folder into its own set of topics (prefix `eval-<name>-<hash>.`, from the
  * folder's path and its files' sizes and times, streams/loader/loaded.ts; reused when the same folder was loaded before,
