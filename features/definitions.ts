@@ -538,7 +538,7 @@ const BASE_FEATURES: readonly FeatureDefinition[] = [
 
 /**
  * The customer's stock of the candidate article (the last three pair features above). The
- * recipe's models use them only from a data size on (training/recipe.ts `sizedFeatures`): they
+ * recipe's models use them only from a data size on (training/recipe.ts `large`): they
  * help online-retail-dev's larger trainings and cost hm-sample's small ones.
  */
 export const STOCK_FEATURES = [

@@ -227,6 +227,7 @@ function trainerArgs(
   out: string,
   rolling: readonly number[],
 ): string[] {
+  const { large } = recipe;
   return [
     ...['-m', 'training.trainer'],
     ...['--rows', paths.train, '--valid', paths.valid, '--out', out],
@@ -235,20 +236,14 @@ function trainerArgs(
     ...['--num-boost-round', String(recipe.maxRounds)],
     ...['--early-stopping', String(recipe.earlyStopping)],
     ...(noSearch(recipe) ? ['--no-search'] : []),
-    ...['--negatives', String(recipe.negatives.share)],
-    ...['--negatives-from', String(recipe.negatives.fromQueries)],
+    ...['--large-from', String(large.fromQueries)],
+    ...['--large-trees', `${large.trees.numLeaves},${large.trees.minDataInLeaf}`],
+    ...['--negatives', String(large.negatives)],
+    ...(large.features.length > 0 ? ['--sized-features', large.features.join(',')] : []),
     ...(recipe.refit
       ? ['--refit', '--refit-with', paths.gate, '--fit-weeks', String(recipe.fitWeeks)]
       : []),
-    ...(recipe.refit && recipe.blend.weight > 0
-      ? ['--blend', String(recipe.blend.weight), '--blend-from', String(recipe.blend.fromQueries)]
-      : []),
-    ...(recipe.sizedFeatures.names.length > 0
-      ? [
-          ...['--sized-features', recipe.sizedFeatures.names.join(',')],
-          ...['--sized-features-from', String(recipe.sizedFeatures.fromQueries)],
-        ]
-      : []),
+    ...(recipe.refit && large.blend > 0 ? ['--blend', String(large.blend)] : []),
     ...(rolling.length > 0 ? ['--rolling', rolling.join(',')] : []),
     ...(paths.history !== null ? ['--history', paths.history] : []),
   ];

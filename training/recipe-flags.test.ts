@@ -17,37 +17,18 @@ describe('recipeOverrides', () => {
     ).toEqual({ trials: 3, minRounds: 0, refit: false, seed: 7 });
   });
 
-  it('sets the negatives share and its threshold, each keeping the other from the recipe', () => {
-    expect(recipeOverrides({ negatives: '1' }).negatives).toEqual({
-      share: 1,
-      fromQueries: RECIPE.negatives.fromQueries,
-    });
-    expect(recipeOverrides({ 'negatives-from': '0' }).negatives).toEqual({
-      share: RECIPE.negatives.share,
+  it('sets the data size, the negatives share and the blend, keeping the rest of `large`', () => {
+    expect(recipeOverrides({ negatives: '1' }).large).toEqual({ ...RECIPE.large, negatives: 1 });
+    expect(recipeOverrides({ blend: '0' }).large).toEqual({ ...RECIPE.large, blend: 0 });
+    expect(recipeOverrides({ 'large-from': '0', blend: '0.3' }).large).toEqual({
+      ...RECIPE.large,
       fromQueries: 0,
-    });
-  });
-
-  it('sets the blend weight and its threshold, each keeping the other from the recipe', () => {
-    expect(recipeOverrides({ blend: '0' }).blend).toEqual({
-      weight: 0,
-      fromQueries: RECIPE.blend.fromQueries,
-    });
-    expect(recipeOverrides({ 'blend-from': '0' }).blend).toEqual({
-      weight: RECIPE.blend.weight,
-      fromQueries: 0,
-    });
-  });
-
-  it('sets the data size from which the sized features are used, keeping their names', () => {
-    expect(recipeOverrides({ 'sized-features-from': '0' }).sizedFeatures).toEqual({
-      names: RECIPE.sizedFeatures.names,
-      fromQueries: 0,
+      blend: 0.3,
     });
     expect(recipeOverrides({ 'max-rounds': '500' })).toEqual({ maxRounds: 500 });
     expect(() => recipeOverrides({ 'max-rounds': '0' })).toThrow('--max-rounds must be');
-    expect(() => recipeOverrides({ 'sized-features-from': '-3' })).toThrow(
-      '--sized-features-from must be an integer >= 0',
+    expect(() => recipeOverrides({ 'large-from': '-3' })).toThrow(
+      '--large-from must be an integer >= 0',
     );
   });
 
@@ -64,10 +45,9 @@ describe('recipeOverrides', () => {
       '--negatives must be a number in (0, 1]',
     );
     expect(() => recipeOverrides({ negatives: 'half' })).toThrow('--negatives');
-    expect(() => recipeOverrides({ 'negatives-from': '-1' })).toThrow('--negatives-from must be');
     expect(() => recipeOverrides({ blend: '-0.5' })).toThrow('--blend must be a number >= 0');
     expect(() => recipeOverrides({ blend: 'some' })).toThrow('--blend must be');
-    expect(() => recipeOverrides({ 'blend-from': '1.5' })).toThrow('--blend-from must be');
+    expect(() => recipeOverrides({ 'large-from': '1.5' })).toThrow('--large-from must be');
     expect(() => recipeOverrides({ trials: '0' })).toThrow('--trials must be an integer >= 1');
     expect(() => recipeOverrides({ 'fit-weeks': '0' })).toThrow('--fit-weeks must be');
   });

@@ -12,11 +12,9 @@ export const RECIPE_FLAGS = {
   'gate-weeks': { type: 'string' },
   'min-rounds': { type: 'string' },
   'max-rounds': { type: 'string' },
+  'large-from': { type: 'string' },
   negatives: { type: 'string' },
-  'negatives-from': { type: 'string' },
   blend: { type: 'string' },
-  'blend-from': { type: 'string' },
-  'sized-features-from': { type: 'string' },
   'no-refit': { type: 'boolean', default: false },
   k: { type: 'string' },
   seed: { type: 'string' },
@@ -66,25 +64,18 @@ export function recipeOverrides(values: Values): Partial<Recipe> {
   }
   set('minRounds', int('min-rounds', values['min-rounds'], 0));
   set('maxRounds', int('max-rounds', values['max-rounds'], 1));
-  const negatives = share('negatives', values.negatives);
-  const from = int('negatives-from', values['negatives-from'], 0);
-  if (negatives !== undefined || from !== undefined) {
-    out.negatives = {
-      share: negatives ?? RECIPE.negatives.share,
-      fromQueries: from ?? RECIPE.negatives.fromQueries,
+  const large = {
+    fromQueries: int('large-from', values['large-from'], 0),
+    negatives: share('negatives', values.negatives),
+    blend: weight('blend', values.blend),
+  };
+  if (Object.values(large).some((v) => v !== undefined)) {
+    out.large = {
+      ...RECIPE.large,
+      fromQueries: large.fromQueries ?? RECIPE.large.fromQueries,
+      negatives: large.negatives ?? RECIPE.large.negatives,
+      blend: large.blend ?? RECIPE.large.blend,
     };
-  }
-  const blend = weight('blend', values.blend);
-  const blendFrom = int('blend-from', values['blend-from'], 0);
-  if (blend !== undefined || blendFrom !== undefined) {
-    out.blend = {
-      weight: blend ?? RECIPE.blend.weight,
-      fromQueries: blendFrom ?? RECIPE.blend.fromQueries,
-    };
-  }
-  const sizedFrom = int('sized-features-from', values['sized-features-from'], 0);
-  if (sizedFrom !== undefined) {
-    out.sizedFeatures = { ...RECIPE.sizedFeatures, fromQueries: sizedFrom };
   }
   set('k', int('k', values.k, 1));
   set('seed', int('seed', values.seed, 0));

@@ -58,34 +58,35 @@ export interface Recipe {
   /** Rounds without improvement on the early-stopping week before LightGBM stops. */
   readonly earlyStopping: number;
   /**
-   * Negative thinning: from `fromQueries` training queries with a purchase on, each fit (search,
-   * refit, rolling fits) trains on every purchase and `share` of the other candidates (each kept
-   * with that probability, seeded). The early-stopping week, the gate and the backtest score every
-   * candidate. Measured (docs/evaluation.md, "Half the negatives", "A quarter of the negatives"):
-   * online-retail-dev (about 2,900 such queries) keeps its MAP@12 with half (0.5) and with a
-   * quarter (0.25: 77 % of half's training time), loses 1.5 % with 0.15; hm-sample (130-190) loses
-   * about 5 % with half, so below the threshold every row is kept. The trainer's larger trees start
-   * at the same size (training/trainer/search.py LARGE_TREES_FROM).
+   * What changes with the data's size. From `fromQueries` training queries with a purchase on
+   * (each fit's training set; about 2,900 on online-retail-dev's 12 weeks, 130-190 on
+   * hm-sample's) every fit (search, refit, rolling fits) grows larger `trees`, trains on every
+   * purchase and the `negatives` share of the other candidates (each kept with that probability,
+   * seeded), uses the sized `features` and, with a refit, ships one model of LambdaRank and a
+   * binary booster weighed `blend` (training/trainer/blend.py); below it, the small trees of the
+   * trainer's default trial (7 leaves, at least 100 rows each), every row, none of those features,
+   * LambdaRank alone. The early-stopping week, the gate and the backtest score every candidate.
+   * Measured (docs/evaluation.md, "Half the negatives", "A quarter of the negatives", "The stock
+   * columns and the blend, from a data size"): online-retail-dev gains with the larger trees once
+   * the co-buyer features are in, keeps its MAP@12 with a quarter of the negatives (77 % of half's
+   * training time; 0.15 loses 1.5 %) and gains with the customer's stock columns and the blend;
+   * hm-sample loses with each (the larger trees, half the negatives about 5 %, the stock columns
+   * 4.5 %, the blend 10 % offline).
    */
-  readonly negatives: { readonly share: number; readonly fromQueries: number };
-  /**
-   * A binary model blended in: from `fromQueries` training queries with a purchase on, the refit
-   * and each rolling fit also train a booster with the binary objective on the same rows, and the
-   * shipped model is one model of both, the binary one weighed `weight` once both scores are on
-   * one scale (training/trainer/blend.py). Measured (docs/evaluation.md, "The stock columns and
-   * the blend, from a data size"): online-retail-dev gains with it and the stock columns;
-   * hm-sample (130-190 such queries) lost 10 % offline, so below the threshold LambdaRank ships
-   * alone. 0 turns it off.
-   */
-  readonly blend: { readonly weight: number; readonly fromQueries: number };
-  /**
-   * Features the model uses only from `fromQueries` training queries with a purchase on; below,
-   * the trainer leaves them out of the model, and serving, which computes a model's own feature
-   * list, does not compute them. Measured (docs/evaluation.md, "The stock columns and the blend,
-   * from a data size"): the customer's stock of an article helps online-retail-dev (about 2,900
-   * such queries) with the blend and costs hm-sample (130-190) 4.5 %.
-   */
-  readonly sizedFeatures: { readonly names: readonly string[]; readonly fromQueries: number };
+  readonly large: {
+    readonly fromQueries: number;
+    /** Leaves and least rows per leaf of the first trial (the one trained without a search). */
+    readonly trees: { readonly numLeaves: number; readonly minDataInLeaf: number };
+    /** Share of the candidates without a purchase trained on; 1 keeps every row. */
+    readonly negatives: number;
+    /** Weight of the blended binary model; 0 turns it off. */
+    readonly blend: number;
+    /**
+     * Features the model uses only on large data; below, the trainer leaves them out of the
+     * model, and serving, which computes a model's own feature list, does not compute them.
+     */
+    readonly features: readonly string[];
+  };
   /** Retrain the searched model on the `fitWeeks` weeks up to the cycle's end, then ship it. */
   readonly refit: boolean;
   readonly seed: number;
@@ -116,9 +117,13 @@ export const RECIPE: Recipe = {
   minRounds: 300,
   maxRounds: 300,
   earlyStopping: 30,
-  negatives: { share: 0.25, fromQueries: 1000 },
-  blend: { weight: 0.6, fromQueries: 1000 },
-  sizedFeatures: { names: STOCK_FEATURES, fromQueries: 1000 },
+  large: {
+    fromQueries: 1000,
+    trees: { numLeaves: 31, minDataInLeaf: 50 },
+    negatives: 0.25,
+    blend: 0.6,
+    features: STOCK_FEATURES,
+  },
   refit: true,
   seed: 42,
   k: 12,

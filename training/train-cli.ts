@@ -2,9 +2,9 @@
  * `npm run train -- --once [--end YYYY-MM-DD] [--dask tcp://host:8786]`: one training cycle by the recipe
  * (training/recipe.ts) on the data before that day (default: all of it). Recipe overrides for
  * experiments (`--trials N --train-weeks N --fit-weeks N --gate-weeks N --min-rounds N
- * --max-rounds N --negatives S --negatives-from N --blend W --blend-from N --sized-features-from N
- * --no-refit --k N --seed N`) are recorded in the model's metadata. `--dask` (or
- * TRAIN_DASK_SCHEDULER) trains on a Dask cluster with lightgbm.dask (training/trainer/distributed.py).
+ * --max-rounds N --large-from N --negatives S --blend W --no-refit --k N --seed N`) are recorded
+ * in the model's metadata. `--dask` (or TRAIN_DASK_SCHEDULER) trains on a Dask cluster with
+ * lightgbm.dask (training/trainer/distributed.py).
  * `npm run trainer [-- --every-hours H]`: a cycle now and then every H hours (TRAIN_EVERY_HOURS,
  * default 24) from the start of the previous one, each on the latest full week (training/schedule.ts).
  * `kill -USR1 <pid>` runs a cycle now (or right after the running one); cycles never overlap and

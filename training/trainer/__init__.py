@@ -4,9 +4,9 @@ written.
 
     .venv/bin/python -m training.trainer --rows train.arrow --valid valid.arrow --out DIR \
         [--trials 10] [--seed 42] [--version NAME] [--num-boost-round 500] [--early-stopping 30] \
-        [--min-rounds N] [--negatives SHARE [--negatives-from N]] \
-        [--sized-features F,F [--sized-features-from N]] \
-        [--refit [--no-search] [--blend W [--blend-from N]] [--refit-with later.arrow ...]
+        [--min-rounds N] [--large-from N] [--negatives SHARE] [--sized-features F,F] \
+        [--large-trees LEAVES,ROWS] \
+        [--refit [--no-search] [--blend W] [--refit-with later.arrow ...]
             [--fit-weeks N] [--rolling MS,MS [--history older.arrow ...]]] \
         [--dask tcp://scheduler:8786 [--dask-partitions N]]
 
@@ -16,9 +16,9 @@ written.
 Run from the repository root (training/fit.ts spawns it so). One run, in the order of the modules
 that do each step:
 
-  data.py      read and check the rows files (Arrow IPC), drop training queries without a purchase,
-               leave out the --sized-features below their data size (cli.py `sized_out`), thin
-               the other candidates of every training set (--negatives, cli.py `thinning`)
+  data.py      read and check the rows files (Arrow IPC), drop training queries without a purchase;
+               from --large-from of them on (cli.py `large_data`), thin the other candidates of
+               every training set (--negatives); below, leave out the --sized-features
   search.py    the Optuna search: one LightGBM booster per trial, best validation MAP@12 first
                (--no-search: none, the first trial's parameters go straight to the refit)
   distributed.py  --dask: the same trainings with lightgbm.dask on a Dask cluster

@@ -57,16 +57,28 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
     created = utc_now()
     tr, va, dropped = read_training_rows(args)
     all_features = tr.features
-    left_out = sized_out(args, tr)
+    large = large_data(args, tr)
+    left_out = [] if large else [f for f in args.sized_features if f in tr.features]
+    if left_out:
+        log(f"left out {len(left_out)} feature(s) ({', '.join(left_out)})")
     tr, va = tr.without(left_out), va.without(left_out)
-    share, thin = thinning(args, tr)
+    # 1 (an int) when every row is kept: model.json and MLflow then both read "1"
+    share = args.negatives if large and args.negatives < 1 else 1
+
+    def thin(d: RankData) -> RankData:
+        return d.thin_negatives(share, args.seed)
+
     if share < 1:
         rows, tr = tr.rows, thin(tr)
         log(f"kept {tr.rows} of {rows} training rows: every purchase and {share:g} of the other "
-            f"candidates ({tr.queries} queries, thinned from {args.negatives_from})")
-    blend = blending(args, tr)
+            f"candidates ({tr.queries} queries)")
+    # 0 (an int) when nothing is blended: model.json and MLflow then both read "0"
+    blend = float(args.blend) if large and args.blend > 0 else 0
+    trees = args.large_trees if large else None
     features = tr.features
-    ranked = [unsearched(tr, seed=args.seed, rounds=args.num_boost_round)] if args.no_search else (
+    ranked = [unsearched(seed=args.seed, rounds=args.num_boost_round, trees=trees)] if (
+        args.no_search
+    ) else (
         search(
             tr,
             va,
@@ -75,6 +87,7 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
             num_boost_round=args.num_boost_round,
             early_stopping=args.early_stopping,
             min_rounds=args.min_rounds,
+            trees=trees,
             dask=dask,
         )
     )
@@ -108,7 +121,7 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
         negative_share=share,
         blend=blend,
     )
-    # the features the data size left out (sized_out), so model.json says why they are missing
+    # the sized features left out below --large-from, so model.json says why they are missing
     meta["params"]["left_out_features"] = left_out
     if args.refit:
         meta["cutoffs"]["refit"] = sorted({c for d in extra for c in d.cutoffs})
@@ -170,44 +183,28 @@ def read_training_rows(args: argparse.Namespace) -> tuple[RankData, RankData, in
     return tr, va, dropped
 
 
-def sized_out(args: argparse.Namespace, tr: RankData) -> list[str]:
-    """The `--sized-features` the model leaves out: all of them below `--sized-features-from`
-    training queries with a purchase (`tr`: those queries), else none. A model's feature list is
-    what serving computes, so a column left out here is not read there either."""
-    names = [f for f in args.sized_features if f in tr.features]
-    if not names or tr.queries >= args.sized_features_from:
-        return []
-    log(f"left out {len(names)} feature(s) ({', '.join(names)}): {tr.queries} training queries, "
-        f"used from {args.sized_features_from}")
-    return names
-
-
-def thinning(
-    args: argparse.Namespace, tr: RankData
-) -> tuple[float, Callable[[RankData], RankData]]:
-    """The share of negatives every fit trains on (search, refit, rolling fits) and the function
-    that thins a training set to it: `--negatives` from `--negatives-from` training queries with a
-    purchase on (`tr`: those queries), else every row."""
-    # 1 (an int) when every row is kept: model.json and MLflow then both read "1"
-    share = args.negatives if args.negatives < 1 and tr.queries >= args.negatives_from else 1
-    if share == 1 and args.negatives < 1:
-        log(f"kept every training row: {tr.queries} queries, thinned from {args.negatives_from}")
-    return share, lambda d: d.thin_negatives(share, args.seed)
-
-
-def blending(args: argparse.Namespace, tr: RankData) -> float:
-    """The weight of the binary model blended into the refit and the rolling fits (blend.py):
-    `--blend` from `--blend-from` training queries with a purchase on (`tr`: those queries), else
-    0 (LambdaRank alone)."""
-    # 0 (an int) when nothing is blended: model.json and MLflow then both read "0"
-    if args.blend <= 0:
-        return 0
-    if tr.queries < args.blend_from:
-        log(f"no binary blend: {tr.queries} training queries, blended from {args.blend_from}")
-        return 0
-    log(f"a binary model blended into the refit and the rolling fits at {args.blend:g} "
-        f"({tr.queries} training queries, blended from {args.blend_from})")
-    return float(args.blend)
+def large_data(args: argparse.Namespace, tr: RankData) -> bool:
+    """Whether the training set is large: at least `--large-from` queries with a purchase (`tr`:
+    those queries). Only then does every fit (search, refit, rolling fits) use the sized features,
+    thin the negatives (`--negatives`), blend (`--blend`) and grow `--large-trees`; below, the
+    model leaves the sized features out (a model's feature list is what serving computes, so a
+    column left out here is not read there either), trains on every row, ships LambdaRank alone
+    with the default small trees."""
+    large = tr.queries >= args.large_from
+    # what the large settings asked for change: (on large data, below)
+    changes = [
+        (f"{args.negatives:g} of the negatives", "every row") if args.negatives < 1 else None,
+        (f"a binary blend at {args.blend:g}", "LambdaRank alone") if args.blend > 0 else None,
+        (f"the sized features ({len(args.sized_features)})", "no sized features")
+        if args.sized_features else None,
+        (f"trees of {args.large_trees[0]} leaves, >= {args.large_trees[1]} rows each",
+         "the small trees") if args.large_trees is not None else None,
+    ]
+    said = [c[0 if large else 1] for c in changes if c is not None]
+    if said:
+        log(f"{'large' if large else 'small'} data ({tr.queries} training queries with a purchase, "
+            f"large from {args.large_from}): {', '.join(said)}")
+    return large
 
 
 def first_passing_parity(
@@ -300,7 +297,7 @@ def run_check_parity(args: argparse.Namespace) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError) as err:
         raise TrainError(f"{meta_path}: not a model.json with features / onnx_input / "
                          f"onnx_output: {err}") from err
-    # the model's features by name: a model may leave out columns of the rows (sized_out)
+    # the model's features by name: a model may leave out columns of the rows (large_data)
     va = read_rows(args.valid).only(features)
     onnx_bytes = onnx_path.read_bytes()
     sha = hashlib.sha256(onnx_bytes).hexdigest()
@@ -328,6 +325,19 @@ def run_check_parity(args: argparse.Namespace) -> dict[str, Any]:
             "onnx_sha256_ok": sha_ok}
 
 
+def _trees(value: str) -> tuple[int, int]:
+    """`--large-trees LEAVES,ROWS`: two integers, at least 2 leaves and 1 row per leaf."""
+    parts = value.split(",")
+    try:
+        leaves, rows = (int(v) for v in parts) if len(parts) == 2 else (0, 0)
+    except ValueError:
+        leaves, rows = 0, 0
+    if leaves < 2 or rows < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected LEAVES,ROWS (at least 2 leaves, 1 row per leaf), got {value!r}")
+    return leaves, rows
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m training.trainer",
@@ -344,26 +354,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--early-stopping", type=int, default=30)
     p.add_argument("--min-rounds", type=int, default=0,
                    help="keep at least this many trees when early stopping stops sooner")
+    p.add_argument("--large-from", type=int, default=0, metavar="N",
+                   help="the training queries with a purchase from which the data is large: "
+                        "--negatives, --sized-features, --blend and --large-trees apply only "
+                        "from there (default 0: always)")
     p.add_argument("--negatives", type=float, default=1.0, metavar="SHARE",
-                   help="train on every purchase and this share of the other candidates (each "
-                        "kept with this probability, seeded; default 1, all). The validation "
-                        "week and the scored rows keep every row")
-    p.add_argument("--negatives-from", type=int, default=0, metavar="N",
-                   help="thin (--negatives) only from N training queries with a purchase on "
-                        "(default 0: always)")
+                   help="on large data, train on every purchase and this share of the other "
+                        "candidates (each kept with this probability, seeded; default 1, all). The "
+                        "validation week and the scored rows keep every row")
     p.add_argument("--sized-features", type=lambda v: [f for f in v.split(",") if f], default=[],
-                   metavar="F,F", help="features the model uses only from --sized-features-from "
-                   "training queries with a purchase on; below, it leaves them out (and serving, "
-                   "which computes the model's features, does not compute them)")
-    p.add_argument("--sized-features-from", type=int, default=0, metavar="N",
-                   help="the training queries with a purchase from which the model uses "
-                        "--sized-features (default 0: always)")
+                   metavar="F,F", help="features the model uses only on large data; below, it "
+                   "leaves them out (and serving, which computes the model's features, does not "
+                   "compute them)")
     p.add_argument("--blend", type=float, default=0.0, metavar="W",
-                   help="blend a binary model, weighed W, into the refit and the rolling fits: one "
-                        "model of both tree lists (blend.py; default 0, none; needs --refit)")
-    p.add_argument("--blend-from", type=int, default=0, metavar="N",
-                   help="blend (--blend) only from N training queries with a purchase on "
-                        "(default 0: always)")
+                   help="on large data, blend a binary model, weighed W, into the refit and the "
+                        "rolling fits: one model of both tree lists (blend.py; default 0, none; "
+                        "needs --refit)")
+    p.add_argument("--large-trees", type=_trees, default=None, metavar="LEAVES,ROWS",
+                   help="on large data, the first trial's trees: leaves and least rows per leaf "
+                        "(default: the small trees of search.py DEFAULT_TRIAL)")
     p.add_argument("--no-search", action="store_true",
                    help="with one trial and a refit: train no search model, the first trial's "
                         "parameters and --num-boost-round trees go straight to the refit (the "
@@ -406,12 +415,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             p.error("--trials, --num-boost-round and --early-stopping must be >= 1")
         if not 0 < args.negatives <= 1:
             p.error("--negatives must be in (0, 1]")
-        if args.negatives_from < 0:
-            p.error("--negatives-from must be >= 0")
-        if args.sized_features_from < 0:
-            p.error("--sized-features-from must be >= 0")
-        if args.blend < 0 or args.blend_from < 0:
-            p.error("--blend and --blend-from must be >= 0")
+        if args.large_from < 0:
+            p.error("--large-from must be >= 0")
+        if args.blend < 0:
+            p.error("--blend must be >= 0")
         if args.blend > 0 and not args.refit:
             p.error("--blend needs --refit (the refit and the rolling fits are blended)")
         if args.no_search and (args.trials != 1 or not args.refit):

@@ -59,16 +59,13 @@ DEFAULT_TRIAL = {
 }
 
 
-# From this many training queries with a purchase on, the first trial grows larger trees: 31 leaves
-# of at least 50 rows. Measured in the backtest: online-retail-dev (about 2,900 such queries in 12
-# weeks) gains with them once the co-buyer features are in, hm-sample (130 to 190) loses.
-LARGE_TREES_FROM = 1000
-LARGE_TREES = {"num_leaves": 31, "min_data_in_leaf": 50}
-
-
-def default_trial(train_queries: int) -> dict[str, Any]:
-    """The first trial's parameters for a training set of `train_queries` queries."""
-    return {**DEFAULT_TRIAL, **(LARGE_TREES if train_queries >= LARGE_TREES_FROM else {})}
+def default_trial(trees: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The first trial's parameters; `trees` (leaves, least rows per leaf) in place of the
+    default's small trees: the recipe's larger trees from a data size on (cli.py `--large-trees`,
+    training/recipe.ts `large`)."""
+    if trees is None:
+        return dict(DEFAULT_TRIAL)
+    return {**DEFAULT_TRIAL, "num_leaves": trees[0], "min_data_in_leaf": trees[1]}
 
 
 def suggest(trial: Any) -> dict[str, Any]:
@@ -131,11 +128,12 @@ class Trained:
     blend: float = 0.0
 
 
-def unsearched(tr: RankData, *, seed: int, rounds: int) -> Trained:
-    """The first trial's parameters and `rounds` trees without a search model (`--no-search`):
-    with one trial and a fixed number of trees the search has nothing to choose, so the refit
-    trains the shipped model straight away. No booster, no validation score."""
-    params = {**base_params(seed), **default_trial(tr.queries)}
+def unsearched(*, seed: int, rounds: int, trees: tuple[int, int] | None = None) -> Trained:
+    """The first trial's parameters (`default_trial(trees)`) and `rounds` trees without a search
+    model (`--no-search`): with one trial and a fixed number of trees the search has nothing to
+    choose, so the refit trains the shipped model straight away. No booster, no validation
+    score."""
+    params = {**base_params(seed), **default_trial(trees)}
     shown = {k: params[k] for k in DEFAULT_TRIAL}
     log(f"trial 1/1: not searched, the first trial's parameters and {rounds} trees go to the "
         f"refit {json.dumps(shown)}")
@@ -151,10 +149,12 @@ def search(
     num_boost_round: int,
     early_stopping: int,
     min_rounds: int = 0,
+    trees: tuple[int, int] | None = None,
     dask: DaskTrainer | None = None,
 ) -> list[Trained]:
-    """Every trial's model, best validation MAP@12 first. With `dask`, each trial trains on the
-    Dask cluster and early stopping is applied afterwards (distributed.py)."""
+    """Every trial's model, best validation MAP@12 first; the first trial is `default_trial(trees)`.
+    With `dask`, each trial trains on the Dask cluster and early stopping is applied afterwards
+    (distributed.py)."""
     import lightgbm as lgb
     import optuna
 
@@ -209,7 +209,7 @@ def search(
 
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(3, trials // 3)))
     study = optuna.create_study(direction="maximize", sampler=sampler)
-    study.enqueue_trial(default_trial(tr.queries))
+    study.enqueue_trial(default_trial(trees))
     study.optimize(objective, n_trials=trials, callbacks=[_report(trials)])
     # Best first (ties: the earlier trial); the caller takes the first that passes parity.
     candidates.sort(key=lambda c: (-c["map"], c["trial"]))

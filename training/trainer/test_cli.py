@@ -241,7 +241,7 @@ def test_negatives_thin_every_training_set_and_score_every_row(
 def test_blend_ships_one_model_of_both_that_passes_parity(trained: dict, tmp_path: Path) -> None:
     """--blend 0.6: the refit and the rolling fits each train a binary booster beside LambdaRank;
     the shipped model holds both tree lists, its ONNX export passes the parity check, model.json
-    records the weight; below --blend-from, LambdaRank ships alone."""
+    records the weight; below --large-from, LambdaRank ships alone."""
     d = trained["dir"]
     later, week1, lab = _later_week(trained, tmp_path, 12)
     out = tmp_path / "model"
@@ -251,7 +251,7 @@ def test_blend_ships_one_model_of_both_that_passes_parity(trained: dict, tmp_pat
     # 30 LambdaRank trees and a third as many binary ones
     assert meta["params"]["blend"] == 0.6 and meta["trees"] == 40
     assert meta["params"]["blend_speedup"] == 3
-    assert "a binary model blended into the refit and the rolling fits at 0.6" in proc.stderr
+    assert "large data (" in proc.stderr and "): a binary blend at 0.6" in proc.stderr
     assert "30 rounds, a binary model blended in at 0.6" in proc.stderr
     assert check(out, d / "valid.arrow") == 0
     scores = np.frombuffer((out / "rolling_scores.f32").read_bytes(), dtype="<f4")
@@ -259,17 +259,18 @@ def test_blend_ships_one_model_of_both_that_passes_parity(trained: dict, tmp_pat
     # the blend moves the scores: not the model LambdaRank alone would ship
     alone = tmp_path / "alone"
     queries = meta["metrics"]["train_queries"]
-    proc = _train_again(trained, alone, 30, "--blend", "0.6", "--blend-from", str(queries + 1),
+    proc = _train_again(trained, alone, 30, "--blend", "0.6", "--large-from", str(queries + 1),
                         "--refit", "--refit-with", str(later), "--rolling", str(week1))
     plain = json.loads((alone / "model.json").read_text())
     assert plain["params"]["blend"] == 0 and plain["trees"] == 30
-    assert f"no binary blend: {queries} training queries, blended from {queries + 1}" in proc.stderr
+    assert (f"small data ({queries} training queries with a purchase, large from {queries + 1}): "
+            "LambdaRank alone") in proc.stderr
     other = np.frombuffer((alone / "rolling_scores.f32").read_bytes(), dtype="<f4")
     assert not np.allclose(scores, other)
 
 
 def test_sized_features_are_left_out_below_their_data_size(trained: dict, tmp_path: Path) -> None:
-    """--sized-features f4,f5: from --sized-features-from training queries with a purchase on the
+    """--sized-features f4,f5: from --large-from training queries with a purchase on the
     model uses them, below it leaves them out everywhere (search, refit with later weeks, rolling
     fits); model.json lists the features it takes and the ones left out, and the export passes
     the parity check against rows that still hold every column."""
@@ -279,19 +280,20 @@ def test_sized_features_are_left_out_below_their_data_size(trained: dict, tmp_pa
     sized = ["--sized-features", "f4,f5", "--refit", "--refit-with", str(later),
              "--rolling", str(week1)]
     out = tmp_path / "small"
-    proc = _train_again(trained, out, 30, *sized, "--sized-features-from", str(queries + 1))
+    proc = _train_again(trained, out, 30, *sized, "--large-from", str(queries + 1))
     meta = json.loads((out / "model.json").read_text())
     assert meta["features"] == FEATURES[:4]
     assert meta["params"]["left_out_features"] == ["f4", "f5"]
     assert lgb.Booster(model_file=str(out / "model.lgb.txt")).num_feature() == 4
-    assert (f"left out 2 feature(s) (f4, f5): {queries} training queries, used from {queries + 1}"
-            in proc.stderr)
+    assert "left out 2 feature(s) (f4, f5)" in proc.stderr
+    assert (f"small data ({queries} training queries with a purchase, large from {queries + 1}): "
+            "no sized features") in proc.stderr
     assert check(out, d / "valid.arrow") == 0
     scores = np.frombuffer((out / "rolling_scores.f32").read_bytes(), dtype="<f4")
     assert scores.shape == (len(lab),) and np.all(np.isfinite(scores))
     # at the data size, every feature
     out = tmp_path / "large"
-    proc = _train_again(trained, out, 30, *sized, "--sized-features-from", str(queries))
+    proc = _train_again(trained, out, 30, *sized, "--large-from", str(queries))
     meta = json.loads((out / "model.json").read_text())
     assert meta["features"] == FEATURES and meta["params"]["left_out_features"] == []
     assert "left out" not in proc.stderr
@@ -328,7 +330,7 @@ def test_blend_needs_refit_and_a_weight_of_zero_or_more() -> None:
     with pytest.raises(SystemExit):
         cli.parse_args(["--rows", "a", "--valid", "b", "--out", "c", "--refit", "--blend", "-1"])
     ok = cli.parse_args(["--rows", "a", "--valid", "b", "--out", "c", "--refit", "--blend", "0.5"])
-    assert ok.blend == 0.5 and ok.blend_from == 0
+    assert ok.blend == 0.5 and ok.large_from == 0
 
 
 def test_thin_negatives_keeps_every_positive_and_the_share_of_the_rest(tmp_path: Path) -> None:
@@ -353,21 +355,39 @@ def test_thin_negatives_keeps_every_positive_and_the_share_of_the_rest(tmp_path:
     assert not np.array_equal(data.thin_negatives(0.3, 43).qid, thin.qid)
 
 
-def test_negatives_from_keeps_every_row_of_a_smaller_training_set(tmp_path: Path, capsys) -> None:
+def test_small_data_keeps_every_row_and_the_small_trees(tmp_path: Path, capsys) -> None:
+    """--negatives and --large-trees apply from --large-from training queries with a purchase on:
+    below, every row and the default trial's small trees."""
     rng = np.random.default_rng(2)
     tr = write_rows(tmp_path / "t.arrow", *planted(rng, 40, 10), FEATURES, [0])
     va = write_rows(tmp_path / "v.arrow", *planted(rng, 20, 10, qid0=100), FEATURES, [7 * DAY])
-    for start, share in ((41, 1), (40, 0.5)):
+    for start, share, leaves in ((41, 1, 7), (40, 0.5, 5)):
         out = tmp_path / f"out-{start}"
         assert cli.main(["--rows", str(tr), "--valid", str(va), "--out", str(out), "--trials", "1",
-                         "--num-boost-round", "5", "--negatives", "0.5",
-                         "--negatives-from", str(start)]) == 0
+                         "--num-boost-round", "5", "--negatives", "0.5", "--large-trees", "5,10",
+                         "--large-from", str(start)]) == 0
         meta = json.loads((out / "model.json").read_text())
         assert meta["params"]["negative_share"] == share
         assert (meta["metrics"]["train_rows"] == 400) == (share == 1)
+        trees = (meta["params"]["num_leaves"], meta["params"]["min_data_in_leaf"])
+        assert trees == ((7, 100) if share == 1 else (5, 10))
     err = capsys.readouterr().err
-    assert "kept every training row: 40 queries, thinned from 41" in err
+    assert ("small data (40 training queries with a purchase, large from 41): every row, "
+            "the small trees") in err
+    assert ("large data (40 training queries with a purchase, large from 40): 0.5 of the "
+            "negatives, trees of 5 leaves, >= 10 rows each") in err
     assert "training rows: every purchase and 0.5 of the other candidates (40 queries" in err
+
+
+def test_large_trees_are_leaves_and_rows() -> None:
+    base = ["--rows", "a", "--valid", "b", "--out", "c"]
+    assert cli.parse_args([*base, "--large-trees", "31,50"]).large_trees == (31, 50)
+    assert cli.parse_args(base).large_trees is None
+    for bad in ("31", "31,50,2", "1,50", "31,0", "a,b"):
+        with pytest.raises(SystemExit):
+            cli.parse_args([*base, "--large-trees", bad])
+    with pytest.raises(SystemExit):
+        cli.parse_args([*base, "--large-from", "-1"])
 
 
 def test_negatives_must_be_a_share() -> None:
@@ -476,11 +496,11 @@ def test_non_contiguous_qid(tmp_path: Path, capsys) -> None:
     assert "not contiguous" in capsys.readouterr().err
 
 
-def test_first_trial_grows_larger_trees_from_enough_queries() -> None:
-    from .search import DEFAULT_TRIAL, LARGE_TREES_FROM, default_trial
+def test_first_trial_takes_the_larger_trees_it_is_given() -> None:
+    from .search import DEFAULT_TRIAL, default_trial
 
-    assert default_trial(LARGE_TREES_FROM - 1) == DEFAULT_TRIAL
-    large = default_trial(LARGE_TREES_FROM)
+    assert default_trial() == DEFAULT_TRIAL
+    large = default_trial((31, 50))
     assert (large["num_leaves"], large["min_data_in_leaf"]) == (31, 50)
     assert {k: v for k, v in large.items() if k not in ("num_leaves", "min_data_in_leaf")} == {
         k: v for k, v in DEFAULT_TRIAL.items() if k not in ("num_leaves", "min_data_in_leaf")
