@@ -114,6 +114,12 @@ export interface FitInput {
    * (training/trainer/distributed.py) instead of in its own process.
    */
   readonly dask?: string;
+  /**
+   * A folder where the trainer keeps each rolling fit under a hash of its inputs and reads it back
+   * when asked for the same fit (training/trainer/refit.py): a backtest's cycles fit the same gate
+   * weeks before its first cutoff, and only the first trains them.
+   */
+  readonly fitCache?: string;
 }
 
 export interface FitResult {
@@ -139,7 +145,11 @@ export async function fitAndGate(input: FitInput): Promise<FitResult> {
 
   const t0 = performance.now();
   const out = join(workDir, 'model');
-  const args = [...trainerArgs(recipe, paths, out, rolling), ...daskArgs(input.dask)];
+  const args = [
+    ...trainerArgs(recipe, paths, out, rolling),
+    ...daskArgs(input.dask),
+    ...(input.fitCache !== undefined && rolling.length > 0 ? ['--fit-cache', input.fitCache] : []),
+  ];
   const stdout = await runPython(input.python, args, say);
   const trainSeconds = (performance.now() - t0) / 1000;
   const trainer = JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>;

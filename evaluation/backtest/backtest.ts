@@ -365,6 +365,7 @@ async function runCycles(ctx: CycleContext, plan: readonly CyclePlan[]): Promise
       rows: rows.table,
       log: ctx.log,
       workDir: cutoffDir,
+      fitCache: join(ctx.work, 'fits'),
       active,
       shippedAt,
       say: (l) => {

@@ -7,7 +7,7 @@ written.
         [--min-rounds N] [--large-from N] [--negatives SHARE] [--sized-features F,F] \
         [--large-trees LEAVES,ROWS] \
         [--refit [--no-search] [--blend W] [--refit-with later.arrow ...]
-            [--fit-weeks N] [--rolling MS,MS [--history older.arrow ...]]] \
+            [--fit-weeks N] [--rolling MS,MS [--history older.arrow ...] [--fit-cache DIR]]] \
         [--dask tcp://scheduler:8786 [--dask-partitions N]]
 
     .venv/bin/python -m training.trainer --check-parity DIR/model.onnx --meta DIR/model.json \

@@ -135,7 +135,7 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
     write_model_files(out, shipped, meta)
     if args.rolling:
         scores = rolling_scores(tr, va, extra, shipped.searched, args.rolling, dask, thin,
-                                args.fit_weeks, history)
+                                args.fit_weeks, history, cache=args.fit_cache)
         write_atomic(out / "rolling_scores.f32", scores.astype("<f4").tobytes())
     if run is not None:
         finish_mlflow_run(run, out)
@@ -390,6 +390,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="the refit learns from the N weeks before the last --refit-with week's "
                         "end, each --rolling fit from the N weeks before its week (default 0: "
                         "every row before)")
+    p.add_argument("--fit-cache", type=Path, default=None, metavar="DIR",
+                   help="keep each --rolling fit's model in DIR under a hash of its inputs and "
+                        "read it from there when the same fit is asked again (a backtest's cycles "
+                        "fit the same early gate weeks; refit.py)")
     p.add_argument("--history", type=Path, action="append", default=[], metavar="ROWS",
                    help="older rows (weeks before --rows) that the refit and the --rolling fits "
                         "learn from within --fit-weeks; repeatable")

@@ -65,12 +65,22 @@ class RankData:
         return self._rows(np.repeat(keep, sizes), sizes[keep])
 
     def thin_negatives(self, share: float, seed: int) -> RankData:
-        """Every positive row and each other row with probability `share` (seeded, so the same
-        file and seed keep the same rows); queries left without a row are dropped. `share` 1
-        returns the data as it is."""
+        """Every positive row and each other row with probability `share`; queries left without a
+        row are dropped. `share` 1 returns the data as it is. Seeded per cutoff (by `seed` and
+        the cutoff, over that cutoff's rows in file order): a week's rows keep the same rows
+        whichever file holds them and whatever other weeks it holds, so a rolling fit of one week
+        trains on the same rows in every cycle that fits it (refit.py's fit cache). Without a
+        `cutoff` column, one draw over the file."""
         if share >= 1 or self.rows == 0:
             return self
-        keep = (self.y > 0) | (np.random.default_rng(seed).random(self.rows) < share)
+        keep = self.y > 0
+        if self.row_cutoff is None:
+            keep |= np.random.default_rng(seed).random(self.rows) < share
+        else:
+            for c in np.unique(self.row_cutoff):
+                week = self.row_cutoff == c
+                draw = np.random.default_rng([seed, int(c) % 2**64]).random(int(week.sum()))
+                keep[week] |= draw < share
         sizes = np.add.reduceat(keep.astype(np.int64), self.bounds[:-1])
         return self._rows(keep, sizes[sizes > 0])
 

@@ -10,13 +10,20 @@ params and trees trained on every row before it (with `--fit-weeks N`, of the N 
 `--history` rows included) score that week's rows, what the recipe would have shipped then on a
 week it never saw; written to --out/rolling_scores.f32 (little-endian float32, one per
 `--refit-with` row in file order, NaN for rows of weeks not listed) for a gate to judge
-(training/fit.ts).
+(training/fit.ts). With `--fit-cache DIR` each rolling fit's model is kept in DIR under a hash of
+everything it learns from (params, trees, blend, the rows' features, labels and queries), and a
+fit asked again with the same inputs is read from there instead of trained: training is
+deterministic, so that is the model it would train. A backtest's successive cycles fit the same
+gate weeks before its first cutoff again and again; only the first trains them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +32,7 @@ from .blend import binary_params, binary_rounds, blend_scale, merge
 from .common import WEEK_MS, TrainError, log
 from .data import RankData
 from .distributed import DaskTrainer
+from .output import write_atomic
 from .search import Trained
 
 
@@ -97,20 +105,55 @@ def refit(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Traine
 
 def _fit_pool(tr: RankData, va: RankData, extra: Sequence[RankData],
               thin: Callable[[RankData], RankData], history: Sequence[RankData]) -> list[RankData]:
-    """What the refit and the rolling fits learn from, oldest first: `history`, `tr` (thinned and
-    kept to queries with a purchase by the caller), then `va` and `extra`, thinned the same way."""
-    return [_with_positive(thin(d)) for d in history] + [tr] + [
-        _with_positive(thin(d)) for d in (va, *extra)]
+    """What the refit and the rolling fits learn from, oldest first: `history`, `tr` (kept to
+    queries with a purchase, then thinned, by the caller), then `va` and `extra`, the same way (so
+    a week's rows are thinned alike whichever of them holds it: data.py `thin_negatives`)."""
+    return [thin(_with_positive(d)) for d in history] + [tr] + [
+        thin(_with_positive(d)) for d in (va, *extra)]
 
 
 def _with_positive(d: RankData) -> RankData:
     return d.subset_queries(d.positives_per_query() > 0)
 
 
+def fit_key(parts: Sequence[RankData], trained: Trained) -> str:
+    """A hash of everything `train_on(parts, trained)` learns from: the params, trees and blend,
+    the features' names and the rows' values, labels and query sizes of the parts concatenated
+    (as train_on concatenates them: how the rows are split into parts does not matter)."""
+    if any(d.features != parts[0].features for d in parts):
+        raise TrainError("rolling fit: parts with different features")
+    head = [trained.params, trained.best_iteration, trained.blend, parts[0].features,
+            [str(d.x.dtype) for d in parts[:1]], [str(d.y.dtype) for d in parts[:1]]]
+    hashes = [hashlib.sha256(json.dumps(head, sort_keys=True).encode())] + [
+        hashlib.sha256() for _ in range(3)]
+    for d in parts:
+        for h, a in zip(hashes[1:], (d.x, d.y, np.diff(d.bounds).astype(np.int64))):
+            h.update(np.ascontiguousarray(a).tobytes())
+    return hashlib.sha256("".join(h.hexdigest() for h in hashes).encode()).hexdigest()
+
+
+def cached_fit(parts: Sequence[RankData], trained: Trained, dask: DaskTrainer | None,
+               cache: Path | None) -> tuple[Any, bool]:
+    """`train_on(parts, trained, dask)`, read from `cache` when a fit of the same inputs was
+    kept there (then True), else trained and kept. The model goes through its text either way,
+    so a kept one and a trained one score alike."""
+    import lightgbm as lgb
+
+    if cache is None:
+        return train_on(parts, trained, dask), False
+    path = cache / f"{fit_key(parts, trained)}.lgb.txt"
+    if path.exists():
+        return lgb.Booster(model_file=str(path)), True
+    text = train_on(parts, trained, dask).model_to_string()
+    cache.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, text.encode())
+    return lgb.Booster(model_str=text), False
+
+
 def rolling_scores(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Trained,
                    weeks: Sequence[int], dask: DaskTrainer | None,
                    thin: Callable[[RankData], RankData], fit_weeks: int = 0,
-                   history: Sequence[RankData] = ()) -> np.ndarray:
+                   history: Sequence[RankData] = (), cache: Path | None = None) -> np.ndarray:
     """Scores of the `extra` rows of each week in `weeks` by what the recipe would have shipped then.
 
     For a week starting at cutoff g: the chosen params and number of trees trained on every row
@@ -128,7 +171,7 @@ def rolling_scores(tr: RankData, va: RankData, extra: Sequence[RankData], traine
         parts = in_window(pool, start, g)
         if not parts:
             raise TrainError(f"no training rows before the rolling week {g}")
-        booster = train_on(parts, trained, dask)
+        booster, kept = cached_fit(parts, trained, dask, cache)
         scored = 0
         for i, d in enumerate(extra):
             rows = np.repeat(d.query_cutoffs("rolling scores") == g, np.diff(d.bounds))
@@ -136,6 +179,6 @@ def rolling_scores(tr: RankData, va: RankData, extra: Sequence[RankData], traine
                 out[i][rows] = booster.predict(d.x[rows]).astype(np.float32)
                 scored += int(rows.sum())
         week = datetime.fromtimestamp(g / 1000, timezone.utc).date().isoformat()
-        log(f"rolling week {week}: trained on {sum(d.queries for d in parts)} queries, "
-            f"scored {scored} rows")
+        log(f"rolling week {week}: {'the fit kept from before' if kept else 'trained'} on "
+            f"{sum(d.queries for d in parts)} queries, scored {scored} rows")
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)

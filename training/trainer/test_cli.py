@@ -333,6 +333,64 @@ def test_blend_needs_refit_and_a_weight_of_zero_or_more() -> None:
     assert ok.blend == 0.5 and ok.large_from == 0
 
 
+def test_thin_negatives_draws_a_week_alike_whichever_file_holds_it(tmp_path: Path) -> None:
+    """Seeded per cutoff: a week's rows keep the same rows thinned alone or beside another week,
+    so a rolling fit of that week learns from the same rows in every cycle (the fit cache)."""
+    from .data import read_rows
+
+    q, a, lab, x = planted(np.random.default_rng(6), 200, 20)
+    both = read_rows(write_rows(tmp_path / "both.arrow", q, a, lab, x, FEATURES, [0, 7 * DAY]))
+    alone = both.subset_queries(both.query_cutoffs("test") == 0).thin_negatives(0.3, 42)
+    thin = both.thin_negatives(0.3, 42)
+    picked = thin.subset_queries(thin.query_cutoffs("test") == 0)
+    assert 0 < picked.rows < both.rows / 2
+    assert np.array_equal(picked.x, alone.x, equal_nan=True)
+    assert np.array_equal(picked.qid, alone.qid) and np.array_equal(picked.y, alone.y)
+
+
+def test_fit_key_follows_the_rows_not_how_they_are_split(tmp_path: Path) -> None:
+    """A week held by another file in another cycle: the same rows in the same order give the
+    same key however they are split into parts; other rows, params or trees give another."""
+    from .data import read_rows
+    from .refit import fit_key
+    from .search import Trained
+
+    q, a, lab, x = planted(np.random.default_rng(8), 60, 10)
+    d = read_rows(write_rows(tmp_path / "d.arrow", q, a, lab, x, FEATURES, [0]))
+    first = np.arange(d.queries) < 25
+    split = [d.subset_queries(first), d.subset_queries(~first)]
+    t = Trained(None, {"num_leaves": 7}, 30, None, 1)
+    assert fit_key(split, t) == fit_key([d], t)
+    assert fit_key(split[:1], t) != fit_key([d], t)
+    assert fit_key([d], Trained(None, {"num_leaves": 8}, 30, None, 1)) != fit_key([d], t)
+    assert fit_key([d], Trained(None, {"num_leaves": 7}, 31, None, 1)) != fit_key([d], t)
+
+
+def test_fit_cache_reads_a_rolling_fit_asked_again(trained: dict, tmp_path: Path) -> None:
+    """--fit-cache: a second run with the same inputs reads its rolling fit from the cache and
+    writes the same scores as the first and as a run without the cache; another seed (other
+    params) trains anew."""
+    later, week1, _ = _later_week(trained, tmp_path, 14)
+    cache = tmp_path / "fits"
+    flags = ["--negatives", "0.5", "--refit", "--refit-with", str(later), "--rolling",
+             str(week1)]
+
+    def scores(name: str, *more: str) -> tuple[bytes, str]:
+        proc = _train_again(trained, tmp_path / name, 30, *flags, *more)
+        return (tmp_path / name / "rolling_scores.f32").read_bytes(), proc.stderr
+
+    first, err = scores("first", "--fit-cache", str(cache))
+    assert "rolling week" in err and "the fit kept from before" not in err
+    assert len(list(cache.glob("*.lgb.txt"))) == 1
+    again, err = scores("again", "--fit-cache", str(cache))
+    assert "the fit kept from before" in err and again == first
+    plain, _ = scores("plain")
+    assert plain == first
+    other, err = scores("other", "--fit-cache", str(cache), "--seed", "7")
+    assert "the fit kept from before" not in err and other != first
+    assert len(list(cache.glob("*.lgb.txt"))) == 2
+
+
 def test_thin_negatives_keeps_every_positive_and_the_share_of_the_rest(tmp_path: Path) -> None:
     from .data import read_rows
 
