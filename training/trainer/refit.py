@@ -123,7 +123,7 @@ def fit_key(parts: Sequence[RankData], trained: Trained) -> str:
     if any(d.features != parts[0].features for d in parts):
         raise TrainError("rolling fit: parts with different features")
     head = [trained.params, trained.best_iteration, trained.blend, parts[0].features,
-            [str(d.x.dtype) for d in parts[:1]], [str(d.y.dtype) for d in parts[:1]]]
+            str(parts[0].x.dtype), str(parts[0].y.dtype)]
     hashes = [hashlib.sha256(json.dumps(head, sort_keys=True).encode())] + [
         hashlib.sha256() for _ in range(3)]
     for d in parts:
@@ -136,10 +136,11 @@ def cached_fit(parts: Sequence[RankData], trained: Trained, dask: DaskTrainer | 
                cache: Path | None) -> tuple[Any, bool]:
     """`train_on(parts, trained, dask)`, read from `cache` when a fit of the same inputs was
     kept there (then True), else trained and kept. The model goes through its text either way,
-    so a kept one and a trained one score alike."""
+    so a kept one and a trained one score alike. Not with `dask`: only local training is
+    deterministic, so only its fits are what training would give again."""
     import lightgbm as lgb
 
-    if cache is None:
+    if cache is None or dask is not None:
         return train_on(parts, trained, dask), False
     path = cache / f"{fit_key(parts, trained)}.lgb.txt"
     if path.exists():
