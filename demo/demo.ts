@@ -56,6 +56,7 @@ import { HEURISTIC_VERSION } from '../serving/ranking.ts';
 import { startServing, type ServingHandle } from '../serving/server.ts';
 import { runCycle } from '../training/cycle.ts';
 import { RECIPE, weeksRead } from '../training/recipe.ts';
+import { ensurePythonEnv } from '../training/venv.ts';
 import { formatRatio } from '../evaluation/stats.ts';
 import { showSimilarItems } from './embeddings.ts';
 import { defaultCandidateConfig } from '../serving/candidates/index.ts';
@@ -80,6 +81,31 @@ async function names(
   );
 }
 
+/**
+ * Start preparing the Python environment now, in a child process; `ready()` waits for it and
+ * prints what it did. A failure is left for the training step, which prepares it again and says
+ * why it could not.
+ */
+function preparePython(): { ready: () => Promise<void> } {
+  const t0 = performance.now();
+  const lines: string[] = [];
+  const done = ensurePythonEnv((line) => lines.push(line)).then(
+    () => null,
+    (err: unknown) => err,
+  );
+  return {
+    ready: async () => {
+      const err = await done;
+      if (lines.length === 0 && err === null) return;
+      const took = ((performance.now() - t0) / 1000).toFixed(1);
+      console.log(
+        `\n  python env: ${lines.join('; ')}` +
+          (err === null ? `: ready in ${took} s, alongside the steps above` : ': failed'),
+      );
+    },
+  };
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -99,6 +125,9 @@ async function main(): Promise<void> {
   }
   const config = loadConfig();
   const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, 'demo');
+  // The Python environment (a minute of pip on a fresh clone) is prepared alongside the stack,
+  // the load and the processors; its lines are printed once it is ready.
+  const python = preparePython();
 
   const live = await bringUpStack(config);
 
@@ -111,6 +140,8 @@ async function main(): Promise<void> {
   const streams = await runProcessors(live, logger);
   const now = report.lastEventTime ?? Date.now();
   const top = await showLiveFeatures(streams, now, report.mostActiveCustomer);
+
+  await python.ready();
 
   console.log('\n== embeddings (npm run embed)');
   const { kafka, codecs, topics, redis, keys } = streams;

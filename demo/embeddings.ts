@@ -31,7 +31,7 @@ export async function showSimilarItems(
 ): Promise<void> {
   try {
     const root = modelsRoot(opts.embeddings.modelDir);
-    ensureModel((line) => {
+    await ensureModel((line) => {
       console.log(`  ${line}`);
     }, root);
     const ekeys = embeddingKeys(keys.ns);

@@ -63,8 +63,8 @@ const kinds = (docs: unknown[]): unknown[] => docs.map((d) => at(d, 'kind'));
 describe('ECS on Fargate and the compose scaled profile', () => {
   let python: string;
 
-  beforeAll(() => {
-    python = ensureValidatorEnv(log);
+  beforeAll(async () => {
+    python = await ensureValidatorEnv(log);
   }, 600_000);
 
   it('task definitions, services, target group, autoscaling and the trainer schedule match botocore', () => {
@@ -182,9 +182,9 @@ describe.skipIf(go === null)(
       return readYaml(python, file);
     }
 
-    beforeAll(() => {
+    beforeAll(async () => {
       helm = ensureHelm(loadConfig().stackDir, process.env, log);
-      python = ensureValidatorEnv(log);
+      python = await ensureValidatorEnv(log);
     }, 1_200_000);
 
     it('helm lint --strict passes with the default and the large values', () => {

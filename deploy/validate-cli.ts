@@ -31,12 +31,12 @@ import {
   validateKubernetes,
 } from './validate.ts';
 
-function main(): number {
+async function main(): Promise<number> {
   const { values } = parseArgs({ options: { prepare: { type: 'boolean', default: false } } });
   const say = (line: string) => {
     console.error(`[deploy] ${line}`);
   };
-  const python = ensureValidatorEnv(say);
+  const python = await ensureValidatorEnv(say);
   if (values.prepare) {
     if (goVersion() === null) say('go is not installed: helm not built, its checks will skip');
     else say(`helm: ${ensureHelm(loadConfig().stackDir, process.env, say)}`);
@@ -83,7 +83,7 @@ function main(): number {
 }
 
 try {
-  process.exitCode = main();
+  process.exitCode = await main();
 } catch (err) {
   console.error(`deploy:validate: ${errorMessage(err)}`);
   process.exitCode = 1;

@@ -130,8 +130,10 @@ export function ensureHelm(
  * PyYAML): the project's venv (training/venv.ts) plus these, re-installed only when the file
  * changes (stamp `.venv/.deploy-requirements.sha256`).
  */
-export function ensureValidatorEnv(log: (line: string) => void = () => undefined): string {
-  const python = ensurePythonEnv(log);
+export async function ensureValidatorEnv(
+  log: (line: string) => void = () => undefined,
+): Promise<string> {
+  const python = await ensurePythonEnv(log);
   const stamp = join(dirname(dirname(python)), '.deploy-requirements.sha256');
   const want = createHash('sha256').update(readFileSync(REQUIREMENTS)).digest('hex');
   if (existsSync(stamp) && readFileSync(stamp, 'utf8').trim() === want) return python;

@@ -8,7 +8,7 @@ import { ensureModel, modelsRoot } from './model.ts';
 const t0 = performance.now();
 try {
   const config = loadConfig();
-  ensureModel((line) => {
+  await ensureModel((line) => {
     console.log(`embeddings:model: ${line}`);
   }, modelsRoot(config.embeddings.modelDir));
   console.log(`embeddings:model: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);

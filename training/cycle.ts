@@ -248,7 +248,7 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
       `co-buyers: ${coBuyers.written} articles given neighbours from ${coBuyers.customers} customers (${(coBuyers.ms / 1000).toFixed(1)} s)`,
     );
 
-    const python = ensurePythonEnv(say);
+    const python = await ensurePythonEnv(say);
     const active = await activeModel(deps, say);
     step({ stage: 'train', label: 'optuna trials', done: 0, total: recipe.trials });
     const fit = await fitAndGate({

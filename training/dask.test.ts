@@ -97,7 +97,7 @@ describe('training on a Dask cluster (--dask)', () => {
   let work: string;
 
   beforeAll(async () => {
-    python = ensurePythonEnv();
+    python = await ensurePythonEnv();
     work = mkdtempSync(join(tmpdir(), 'rec-dask-'));
     cluster = await startCluster(python);
   }, 120_000);

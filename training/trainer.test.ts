@@ -14,8 +14,8 @@ describe('python trainer', () => {
   it(
     'passes its pytest suite (training, parity check, refused tampered model)',
     { timeout: 300_000 },
-    () => {
-      const python = ensurePythonEnv();
+    async () => {
+      const python = await ensurePythonEnv();
       const run = spawnSync(python, ['-m', 'pytest', 'training', '-q', '-p', 'no:cacheprovider'], {
         cwd: ROOT,
         encoding: 'utf8',

@@ -2,48 +2,76 @@
  * The project's Python environment: `.venv` at the repository root with the pinned
  * `training/requirements.txt`, created (or brought up to date) on demand, so `npm run demo` works
  * on a fresh clone. A stamp file holds the requirements' hash; pip runs only when it changed.
+ *
+ * The setup runs pip in a child process without blocking the event loop (it takes about a minute
+ * on a fresh clone, and the demo's processors and the scheduled trainer keep working meanwhile),
+ * and one setup at a time per process: a second caller waits for the running one.
  */
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { runToEnd } from '../common/child.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
-const VENV = `${ROOT}.venv`;
-const REQUIREMENTS = `${ROOT}training/requirements.txt`;
-const STAMP = `${VENV}/.requirements.sha256`;
-/**
- * venv's and pip's output goes to stderr: the entry points that call this (the benchmarks, the
- * backtest) keep stdout for their one JSON line.
- */
-const PROGRESS_ON_STDERR: ['ignore', number, number] = ['ignore', 2, 2];
+
+/** Where the environment lives and what it installs (the repository's, unless a test says). */
+export interface PythonEnvPaths {
+  readonly venv: string;
+  readonly requirements: string;
+}
+
+const PROJECT_ENV: PythonEnvPaths = {
+  venv: `${ROOT}.venv`,
+  requirements: `${ROOT}training/requirements.txt`,
+};
+
+/** Setups under way, by venv folder. */
+const preparing = new Map<string, Promise<string>>();
 
 /** Path of the venv's python, after making sure the pinned requirements are installed. */
-export function ensurePythonEnv(log: (line: string) => void = () => undefined): string {
-  const python = `${VENV}/bin/python`;
-  const want = createHash('sha256').update(readFileSync(REQUIREMENTS)).digest('hex');
-  if (existsSync(python) && existsSync(STAMP) && readFileSync(STAMP, 'utf8').trim() === want) {
+export function ensurePythonEnv(
+  log: (line: string) => void = () => undefined,
+  paths: PythonEnvPaths = PROJECT_ENV,
+): Promise<string> {
+  const running = preparing.get(paths.venv);
+  if (running !== undefined) return running;
+  const setup = prepare(paths, log).finally(() => preparing.delete(paths.venv));
+  preparing.set(paths.venv, setup);
+  return setup;
+}
+
+async function prepare({ venv, requirements }: PythonEnvPaths, log: (line: string) => void) {
+  const python = `${venv}/bin/python`;
+  const stamp = `${venv}/.requirements.sha256`;
+  const want = createHash('sha256').update(readFileSync(requirements)).digest('hex');
+  if (existsSync(python) && existsSync(stamp) && readFileSync(stamp, 'utf8').trim() === want) {
     return python;
   }
   try {
     if (!existsSync(python)) {
       log('creating .venv (python3 -m venv)');
-      execFileSync('python3', ['-m', 'venv', VENV], { stdio: PROGRESS_ON_STDERR });
+      await runToEnd('python3', ['-m', 'venv', venv]);
     }
-    log('installing training/requirements.txt into .venv');
-    execFileSync(
-      python,
-      ['-m', 'pip', 'install', '-q', '--disable-pip-version-check', '-r', REQUIREMENTS],
-      { stdio: PROGRESS_ON_STDERR },
+    log(
+      `installing ${requirements.startsWith(ROOT) ? requirements.slice(ROOT.length) : requirements} into .venv`,
     );
+    await runToEnd(python, [
+      '-m',
+      'pip',
+      'install',
+      '-q',
+      '--disable-pip-version-check',
+      '-r',
+      requirements,
+    ]);
   } catch (err) {
     throw new Error(
-      `could not prepare the Python environment (.venv from training/requirements.txt): ` +
+      `could not prepare the Python environment (${venv} from ${requirements}): ` +
         `${err instanceof Error ? err.message : String(err)}. Python 3 with venv and pip is needed ` +
         `(Debian: apt-get install python3-venv).`,
       { cause: err },
     );
   }
-  writeFileSync(STAMP, `${want}\n`);
+  writeFileSync(stamp, `${want}\n`);
   return python;
 }

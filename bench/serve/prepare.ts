@@ -95,7 +95,7 @@ async function untilCaughtUp(run: BenchRun, proc: Child, tProc: number): Promise
  */
 export async function buildModel(run: BenchRun, trees: number): Promise<LoadedModel> {
   const features = featureNames(run.config.embeddings.enabled);
-  const python = run.config.python ?? ensurePythonEnv(say);
+  const python = run.config.python ?? (await ensurePythonEnv(say));
   const built = await buildFixtureModel(run.modelDir, {
     features,
     trees,

@@ -222,7 +222,7 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
         `(${describeRowTimings(rows.timings)})`,
     );
 
-    const python = ensurePythonEnv(say);
+    const python = await ensurePythonEnv(say);
     const summaries: Omit<EvalResult, 'timings'>[] = [];
     timings.train_s = 0;
     for (const [i, seed] of seeds.entries()) {

@@ -119,7 +119,7 @@ describe('the API under Schemathesis', () => {
   });
 
   it('answers every generated request without a 5xx and as its schema says', async () => {
-    const st = join(dirname(ensurePythonEnv()), 'st');
+    const st = join(dirname(await ensurePythonEnv()), 'st');
     // A body over INGEST_MAX_BYTES is refused with 413 before it is parsed: a rejection of
     // invalid data like the 4xx Schemathesis expects by default (to which it is added here).
     writeFileSync(

@@ -133,7 +133,7 @@ describe('MLflow tracking of a training run', () => {
   };
 
   beforeAll(async () => {
-    const python = ensurePythonEnv();
+    const python = await ensurePythonEnv();
     const port = await freePort();
     url = `http://127.0.0.1:${port}`;
     const t0 = performance.now();
@@ -218,7 +218,7 @@ describe('MLflow tracking of a training run', () => {
       const out = join(dir, 'model');
       const started = performance.now();
       const trainer = await run(
-        ensurePythonEnv(),
+        await ensurePythonEnv(),
         [
           '-m',
           'training.trainer',
