@@ -47,7 +47,24 @@ export function createLogger(
   return destination === undefined ? pino(options) : pino(options, destination);
 }
 
-/** A kafkajs `logCreator` writing to `logger`; kafkajs INFO chatter is demoted to debug. */
+/**
+ * Error responses that kafkajs logs at ERROR for every request although it retries the request: a
+ * broker that has just started is still loading its group coordinator or electing partition
+ * leaders (kafkajs's GROUP_LOAD_IN_PROGRESS, GROUP_COORDINATOR_NOT_AVAILABLE,
+ * NOT_COORDINATOR_FOR_GROUP, LEADER_NOT_AVAILABLE). A request that keeps failing ends in an
+ * error its caller raises; one that recovers needs no error line.
+ */
+const RETRIED_RESPONSE_ERRORS: readonly string[] = [
+  "The coordinator is loading and hence can't process requests for this group",
+  'The group coordinator is not available',
+  'This is not the correct coordinator for this group',
+  'There is no leader for this topic-partition as we are in the middle of a leadership election',
+];
+
+/**
+ * A kafkajs `logCreator` writing to `logger`; kafkajs INFO chatter and the error responses it
+ * retries while a broker starts are demoted to debug.
+ */
 export function kafkaLogCreator(logger: Logger): logCreator {
   const log = logger.child({ module: 'kafkajs' });
   return () =>
@@ -56,7 +73,11 @@ export function kafkaLogCreator(logger: Logger): logCreator {
       // Known, expected notices: our producers are idempotent with bounded retries on purpose
       // (a load fails visibly instead of hanging when Kafka is gone).
       const expected = message.startsWith('Limiting retries for the idempotent producer');
-      if (level === logLevel.ERROR) log.error(rest, message);
+      const retried =
+        message.startsWith('Response ') &&
+        typeof rest.error === 'string' &&
+        RETRIED_RESPONSE_ERRORS.includes(rest.error);
+      if (level === logLevel.ERROR && !retried) log.error(rest, message);
       else if (level === logLevel.WARN && !expected) log.warn(rest, message);
       else log.debug(rest, message);
     };
