@@ -19,8 +19,8 @@ import {
 } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { RecError } from '../common/errors.ts';
-import { ensurePythonEnv } from '../training/venv.ts';
+import { RecError, errorMessage } from '../common/errors.ts';
+import { ensurePythonEnv, pipInstall } from '../training/venv.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 export const DEPLOY_DIR = join(ROOT, 'deploy');
@@ -138,17 +138,10 @@ export async function ensureValidatorEnv(
   const want = createHash('sha256').update(readFileSync(REQUIREMENTS)).digest('hex');
   if (existsSync(stamp) && readFileSync(stamp, 'utf8').trim() === want) return python;
   log('installing deploy/requirements.txt into .venv');
-  const r = run(python, [
-    '-m',
-    'pip',
-    'install',
-    '-q',
-    '--disable-pip-version-check',
-    '-r',
-    REQUIREMENTS,
-  ]);
-  if (r.code !== 0) {
-    throw new DeployError(`pip install -r deploy/requirements.txt failed: ${r.stderr.trim()}`);
+  try {
+    await pipInstall(python, REQUIREMENTS);
+  } catch (err) {
+    throw new DeployError(`pip install -r deploy/requirements.txt failed: ${errorMessage(err)}`);
   }
   writeFileSync(stamp, `${want}\n`);
   return python;

@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { runToEnd } from '../common/child.ts';
+import { errorMessage } from '../common/errors.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 
@@ -55,23 +56,28 @@ async function prepare({ venv, requirements }: PythonEnvPaths, log: (line: strin
     log(
       `installing ${requirements.startsWith(ROOT) ? requirements.slice(ROOT.length) : requirements} into .venv`,
     );
-    await runToEnd(python, [
-      '-m',
-      'pip',
-      'install',
-      '-q',
-      '--disable-pip-version-check',
-      '-r',
-      requirements,
-    ]);
+    await pipInstall(python, requirements);
   } catch (err) {
     throw new Error(
       `could not prepare the Python environment (${venv} from ${requirements}): ` +
-        `${err instanceof Error ? err.message : String(err)}. Python 3 with venv and pip is needed ` +
+        `${errorMessage(err)}. Python 3 with venv and pip is needed ` +
         `(Debian: apt-get install python3-venv).`,
       { cause: err },
     );
   }
   writeFileSync(stamp, `${want}\n`);
   return python;
+}
+
+/** `pip install -r <requirements>` into the venv whose python this is, without blocking. */
+export function pipInstall(python: string, requirements: string): Promise<void> {
+  return runToEnd(python, [
+    '-m',
+    'pip',
+    'install',
+    '-q',
+    '--disable-pip-version-check',
+    '-r',
+    requirements,
+  ]);
 }
