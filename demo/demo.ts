@@ -38,6 +38,7 @@ import { keySpace, type KeySpace } from '../features/keys.ts';
 import { readArticles, readCustomers, trendingTop } from '../features/state.ts';
 import { createLogger, type Logger } from '../common/logger.ts';
 import { Secret } from '../common/redact.ts';
+import { errorMessage } from '../common/errors.ts';
 import { describeLoad, purchasesHeld, runLoad, type LoadReport } from '../streams/loader/load.ts';
 import {
   datasetFingerprint,
@@ -83,8 +84,8 @@ async function names(
 
 /**
  * Start preparing the Python environment now, in a child process; `ready()` waits for it and
- * prints what it did. A failure is left for the training step, which prepares it again and says
- * why it could not.
+ * prints what it did, or why it failed; the training step then tries again and, failing too, is
+ * skipped with that reason (the heuristic serves).
  */
 function preparePython(): { ready: () => Promise<void> } {
   const t0 = performance.now();
@@ -100,7 +101,9 @@ function preparePython(): { ready: () => Promise<void> } {
       const took = ((performance.now() - t0) / 1000).toFixed(1);
       console.log(
         `\n  python env: ${lines.join('; ')}` +
-          (err === null ? `: ready in ${took} s, alongside the steps above` : ': failed'),
+          (err === null
+            ? `: ready in ${took} s, alongside the steps above`
+            : `: failed (${errorMessage(err)})`),
       );
     },
   };
@@ -127,7 +130,7 @@ async function main(): Promise<void> {
   const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, 'demo');
   // The Python environment (a minute of pip on a fresh clone) is prepared alongside the stack,
   // the load and the processors; its lines are printed once it is ready.
-  const python = preparePython();
+  const pythonEnv = preparePython();
 
   const live = await bringUpStack(config);
 
@@ -141,7 +144,7 @@ async function main(): Promise<void> {
   const now = report.lastEventTime ?? Date.now();
   const top = await showLiveFeatures(streams, now, report.mostActiveCustomer);
 
-  await python.ready();
+  await pythonEnv.ready();
 
   console.log('\n== embeddings (npm run embed)');
   const { kafka, codecs, topics, redis, keys } = streams;
