@@ -4,15 +4,7 @@
  * port probes, polling with a deadline, and running helper commands (mvn, apt-get, java tools).
  */
 import { execFile, spawn } from 'node:child_process';
-import {
-  closeSync,
-  existsSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  statSync,
-  writeSync,
-} from 'node:fs';
+import { closeSync, existsSync, openSync, renameSync, statSync, writeSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { isAbsolute, join, resolve } from 'node:path';
@@ -20,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { stripVTControlCharacters } from 'node:util';
 import { hostEnv } from '../common/config.ts';
 import { RecError } from '../common/errors.ts';
+import { isAlive } from '../common/lock.ts';
 
 /** Repository root: two levels above this file, independent of the working directory. */
 export const repoRoot = resolve(fileURLToPath(new URL('.', import.meta.url)), '..');
@@ -48,26 +41,6 @@ export function stackPaths(stackDir: string): StackPaths {
 /** Create the `STACK_DIR` skeleton. */
 export async function makeStackDirs(paths: StackPaths): Promise<void> {
   await Promise.all([paths.run, paths.logs, paths.data].map((d) => mkdir(d, { recursive: true })));
-}
-
-/**
- * True when a process with this pid exists and is not a zombie (signal 0 probes without
- * delivering anything; a child that died but was not reaped yet still answers it).
- */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    // EPERM: it exists but belongs to someone else — still alive.
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    // No /proc (not Linux): trust the signal probe. With /proc, a missing entry means gone.
-    return !existsSync('/proc/self/stat');
-  }
 }
 
 /**
@@ -147,39 +120,6 @@ export async function spawnDetached(spec: DetachedSpec): Promise<number> {
     return pid;
   } finally {
     closeSync(fd);
-  }
-}
-
-/**
- * Take an exclusive lock file (holding our pid) so two concurrent `up`s do not start the same
- * service twice; the second waits for the first. A lock left by a dead process is taken over.
- * Resolves to the release function.
- */
-export async function acquireLock(
-  lockFile: string,
-  onWait: (holder: number) => void,
-  timeoutMs = 5 * 60_000,
-): Promise<() => Promise<void>> {
-  const deadline = Date.now() + timeoutMs;
-  let announced = false;
-  for (;;) {
-    try {
-      await writeFile(lockFile, `${process.pid}\n`, { flag: 'wx' });
-      return () => rm(lockFile, { force: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-    const holder = Number.parseInt(await readFile(lockFile, 'utf8').catch(() => ''), 10);
-    if (!Number.isInteger(holder) || holder <= 0 || !isAlive(holder)) {
-      await rm(lockFile, { force: true });
-      continue;
-    }
-    if (Date.now() >= deadline) {
-      throw new Error(`another stack launcher (pid ${holder}) still holds ${lockFile}`);
-    }
-    if (!announced) onWait(holder);
-    announced = true;
-    await sleep(500);
   }
 }
 

@@ -16,8 +16,8 @@ import {
   formCluster,
 } from './cluster.ts';
 import { kafkaService } from './kafka-broker.ts';
+import { acquireLock } from '../common/lock.ts';
 import {
-  acquireLock,
   createMutex,
   elapsed,
   makeStackDirs,

@@ -1,12 +1,14 @@
 /**
  * The Python environment's setup (venv.ts) on a real python3: it creates a venv and installs the
  * requirements without blocking the event loop (the demo's processors keep heartbeating to their
- * consumer groups meanwhile), runs once for callers that ask together, does nothing once the
- * stamp matches, and names what failed.
+ * consumer groups meanwhile), runs once for callers that ask together, in this process or in
+ * another, does nothing once the stamp matches, and names what failed.
  */
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ensurePythonEnv } from './venv.ts';
 
@@ -67,6 +69,44 @@ describe('the Python environment', () => {
       }, paths),
     ).toBe(value[0]);
     expect(again).toEqual([]);
+  }, 120_000);
+
+  it('runs once when two processes ask together: the second waits for the first and finds it done', async () => {
+    const paths = { venv: join(dir, 'shared'), requirements: join(dir, 'shared.txt') };
+    writeFileSync(paths.requirements, '# nothing to install\n');
+    const venvModule = fileURLToPath(new URL('./venv.ts', import.meta.url));
+    const other = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        '--input-type=module',
+        '-e',
+        `const { ensurePythonEnv } = await import(${JSON.stringify(venvModule)});
+         await ensurePythonEnv((l) => console.log(l), ${JSON.stringify(paths)});`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let otherOut = '';
+    other.stdout.on('data', (d: Buffer) => (otherOut += d.toString()));
+    const exited = new Promise<number | null>((resolve) => other.once('close', resolve));
+    const lines: string[] = [];
+    // Let the other process take the lock first, most of the time; either order must give one setup.
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    const python = await ensurePythonEnv((l) => {
+      lines.push(l);
+    }, paths);
+    expect(await exited).toBe(0);
+    const all = [...lines, ...otherOut.split('\n').filter((l) => l !== '')];
+    expect(
+      all.filter((l) => l.startsWith('creating')),
+      all.join('\n'),
+    ).toHaveLength(1);
+    expect(
+      all.filter((l) => l.startsWith('installing')),
+      all.join('\n'),
+    ).toHaveLength(1);
+    expect(python).toBe(join(paths.venv, 'bin', 'python'));
   }, 120_000);
 
   it('names the requirements it could not install, and tries again on the next call', async () => {

@@ -5,13 +5,15 @@
  *
  * The setup runs pip in a child process without blocking the event loop (it takes about a minute
  * on a fresh clone, and the demo's processors and the scheduled trainer keep working meanwhile),
- * and one setup at a time per process: a second caller waits for the running one.
+ * and one setup at a time: a second caller in the process waits for the running one, another
+ * process for the lock file beside the venv (`.venv.lock`), and both then find it done.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { runToEnd } from '../common/child.ts';
 import { errorMessage } from '../common/errors.ts';
+import { acquireLock } from '../common/lock.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 
@@ -25,6 +27,9 @@ const PROJECT_ENV: PythonEnvPaths = {
   venv: `${ROOT}.venv`,
   requirements: `${ROOT}training/requirements.txt`,
 };
+
+/** How long a setup waits for another process's (a slow pip takes minutes). */
+const LOCK_WAIT_MS = 15 * 60_000;
 
 /** Setups under way, by venv folder. */
 const preparing = new Map<string, Promise<string>>();
@@ -45,9 +50,34 @@ async function prepare({ venv, requirements }: PythonEnvPaths, log: (line: strin
   const python = `${venv}/bin/python`;
   const stamp = `${venv}/.requirements.sha256`;
   const want = createHash('sha256').update(readFileSync(requirements)).digest('hex');
-  if (existsSync(python) && existsSync(stamp) && readFileSync(stamp, 'utf8').trim() === want) {
-    return python;
+  const ready = () =>
+    existsSync(python) && existsSync(stamp) && readFileSync(stamp, 'utf8').trim() === want;
+  if (ready()) return python;
+  const release = await acquireLock(
+    `${venv}.lock`,
+    (holder) => {
+      log(`waiting for another process (pid ${holder}) setting up the Python environment`);
+    },
+    LOCK_WAIT_MS,
+  );
+  try {
+    // Another process may have set it up while this one waited.
+    if (!ready()) {
+      await install(python, venv, requirements, log);
+      writeFileSync(stamp, `${want}\n`);
+    }
+  } finally {
+    await release();
   }
+  return python;
+}
+
+async function install(
+  python: string,
+  venv: string,
+  requirements: string,
+  log: (line: string) => void,
+): Promise<void> {
   try {
     if (!existsSync(python)) {
       log('creating .venv (python3 -m venv)');
@@ -65,8 +95,6 @@ async function prepare({ venv, requirements }: PythonEnvPaths, log: (line: strin
       { cause: err },
     );
   }
-  writeFileSync(stamp, `${want}\n`);
-  return python;
 }
 
 /** `pip install -r <requirements>` into the venv whose python this is, without blocking. */
