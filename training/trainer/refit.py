@@ -11,7 +11,8 @@ params and trees trained on every row before it (with `--fit-weeks N`, of the N 
 week it never saw; written to --out/rolling_scores.f32 (little-endian float32, one per
 `--refit-with` row in file order, NaN for rows of weeks not listed) for a gate to judge
 (training/fit.ts). With `--fit-cache DIR` each rolling fit's model is kept in DIR under a hash of
-everything it learns from (params, trees, blend, the rows' features, labels and queries), and a
+everything it learns from and with (the trainer's code and LightGBM's version, params, trees,
+blend, the rows' features, labels and queries), and a
 fit asked again with the same inputs is read from there instead of trained: training is
 deterministic, so that is the model it would train. A backtest's successive cycles fit the same
 gate weeks before its first cutoff again and again; only the first trains them.
@@ -19,6 +20,7 @@ gate weeks before its first cutoff again and again; only the first trains them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -116,14 +118,29 @@ def _with_positive(d: RankData) -> RankData:
     return d.subset_queries(d.positives_per_query() > 0)
 
 
+@functools.cache
+def trainer_digest() -> str:
+    """LightGBM's version and the trainer's own code (its modules, tests left out): a kept fit is
+    what training gives only while both are the same, and a `--work-dir` kept from before a change
+    to either must not hand back the old code's fits."""
+    import lightgbm as lgb
+
+    h = hashlib.sha256(lgb.__version__.encode())
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        if not f.name.startswith("test_"):
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
 def fit_key(parts: Sequence[RankData], trained: Trained) -> str:
-    """A hash of everything `train_on(parts, trained)` learns from: the params, trees and blend,
-    the features' names and the rows' values, labels and query sizes of the parts concatenated
-    (as train_on concatenates them: how the rows are split into parts does not matter)."""
+    """A hash of everything `train_on(parts, trained)` learns from and with: the trainer's code and
+    LightGBM's version, the params, trees and blend, the features' names and the rows' values,
+    labels and query sizes of the parts concatenated (as train_on concatenates them: how the rows
+    are split into parts does not matter)."""
     if any(d.features != parts[0].features for d in parts):
         raise TrainError("rolling fit: parts with different features")
-    head = [trained.params, trained.best_iteration, trained.blend, parts[0].features,
-            str(parts[0].x.dtype), str(parts[0].y.dtype)]
+    head = [trainer_digest(), trained.params, trained.best_iteration, trained.blend,
+            parts[0].features, str(parts[0].x.dtype), str(parts[0].y.dtype)]
     hashes = [hashlib.sha256(json.dumps(head, sort_keys=True).encode())] + [
         hashlib.sha256() for _ in range(3)]
     for d in parts:

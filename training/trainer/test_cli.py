@@ -366,6 +366,23 @@ def test_fit_key_follows_the_rows_not_how_they_are_split(tmp_path: Path) -> None
     assert fit_key([d], Trained(None, {"num_leaves": 7}, 31, None, 1)) != fit_key([d], t)
 
 
+def test_fit_key_changes_with_the_trainers_code(tmp_path: Path, monkeypatch) -> None:
+    """A fit kept by other trainer code (or another LightGBM) is not read back: the key holds their
+    digest, which reads every trainer module but the tests."""
+    from . import refit
+    from .data import read_rows
+    from .search import Trained
+
+    q, a, lab, x = planted(np.random.default_rng(9), 30, 10)
+    d = read_rows(write_rows(tmp_path / "d.arrow", q, a, lab, x, FEATURES, [0]))
+    t = Trained(None, {"num_leaves": 7}, 30, None, 1)
+    digest = refit.trainer_digest()
+    assert len(digest) == 64 and digest == refit.trainer_digest()
+    before = refit.fit_key([d], t)
+    monkeypatch.setattr(refit, "trainer_digest", lambda: "another trainer")
+    assert refit.fit_key([d], t) != before
+
+
 def test_fit_cache_reads_a_rolling_fit_asked_again(trained: dict, tmp_path: Path) -> None:
     """--fit-cache: a second run with the same inputs reads its rolling fit from the cache and
     writes the same scores as the first and as a run without the cache; another seed (other
