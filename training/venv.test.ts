@@ -106,6 +106,11 @@ describe('the Python environment', () => {
       all.filter((l) => l.startsWith('installing')),
       all.join('\n'),
     ).toHaveLength(1);
+    // The two did overlap: one of them waited for the other's lock (else this proved nothing).
+    expect(
+      all.filter((l) => l.startsWith('waiting for another process')),
+      all.join('\n'),
+    ).toHaveLength(1);
     expect(python).toBe(join(paths.venv, 'bin', 'python'));
   }, 120_000);
 
