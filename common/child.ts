@@ -6,30 +6,52 @@
  */
 import { spawn, type StdioOptions } from 'node:child_process';
 
+/** How much of a failed child's stderr its error quotes: the end, where pip says what failed. */
+const TAIL_LINES = 5;
+const TAIL_BYTES = 16 * 1024;
+
 /**
- * Run `command` with `args` (no shell) and resolve when it exits with 0. Its output goes where
- * `stdio` says (default: stdout and stderr to our stderr, so an entry point's stdout keeps its
- * one JSON line). Rejects naming the command and how it ended.
+ * Run `command` with `args` (no shell) and resolve when it exits with 0. By default its stdout
+ * and stderr go on to our stderr as they come (an entry point's stdout keeps its one JSON line),
+ * and a failure's error quotes the last lines of its stderr, so the reason a caller prints says
+ * what went wrong ("ERROR: No matching distribution found for …"), not only the exit code.
+ * `stdio` replaces that (no quote then). Rejects naming the command and how it ended.
  */
 export function runToEnd(
   command: string,
   args: readonly string[],
-  stdio: StdioOptions = ['ignore', 2, 2],
+  stdio?: StdioOptions,
 ): Promise<void> {
   const cmd = [command, ...args].join(' ');
   return new Promise((resolve, reject) => {
-    const child = spawn(command, [...args], { stdio });
+    const child = spawn(command, [...args], { stdio: stdio ?? ['ignore', 'pipe', 'pipe'] });
+    let tail = '';
+    child.stdout?.on('data', (chunk: Buffer) => process.stderr.write(chunk));
+    child.stderr?.on('data', (chunk: Buffer) => {
+      process.stderr.write(chunk);
+      tail = (tail + chunk.toString('utf8')).slice(-TAIL_BYTES);
+    });
     child.once('error', (err) => {
       reject(new Error(`\`${cmd}\` could not run: ${err.message}`, { cause: err }));
     });
     child.once('close', (code, signal) => {
-      if (code === 0) resolve();
-      else
-        reject(
-          new Error(
-            `\`${cmd}\` ${signal === null ? `exited with code ${code}` : `was killed by ${signal}`}`,
-          ),
-        );
+      if (code === 0) {
+        resolve();
+        return;
+      }
+      const how = signal === null ? `exited with code ${code}` : `was killed by ${signal}`;
+      const said = lastLines(tail, TAIL_LINES);
+      reject(new Error(`\`${cmd}\` ${how}${said === '' ? '' : `; its stderr ended: ${said}`}`));
     });
   });
+}
+
+/** The last `n` non-empty lines of `text`, trimmed and joined with " | ". */
+export function lastLines(text: string, n: number): string {
+  return text
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l !== '')
+    .slice(-n)
+    .join(' | ');
 }

