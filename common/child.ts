@@ -4,30 +4,26 @@
  * consume Kafka (the demo's processors, whose group heartbeats must go on meanwhile) or answer
  * signals and metrics (the scheduled trainer); a synchronous call would stall all of that.
  */
-import { spawn, type StdioOptions } from 'node:child_process';
+import { spawn } from 'node:child_process';
 
 /** How much of a failed child's stderr its error quotes: the end, where pip says what failed. */
 const TAIL_LINES = 5;
 const TAIL_BYTES = 16 * 1024;
 
 /**
- * Run `command` with `args` (no shell) and resolve when it exits with 0. By default its stdout
- * and stderr go on to our stderr as they come (an entry point's stdout keeps its one JSON line),
- * and a failure's error quotes the last lines of its stderr, so the reason a caller prints says
- * what went wrong ("ERROR: No matching distribution found for …"), not only the exit code.
- * `stdio` replaces that (no quote then). Rejects naming the command and how it ended.
+ * Run `command` with `args` (no shell) and resolve when it exits with 0. Its stdout and stderr
+ * go on to our stderr as they come (an entry point's stdout keeps its one JSON line), and a
+ * failure's error quotes the last lines of its stderr, so the reason a caller prints says what
+ * went wrong ("ERROR: No matching distribution found for …"), not only the exit code. Rejects
+ * naming the command and how it ended.
  */
-export function runToEnd(
-  command: string,
-  args: readonly string[],
-  stdio?: StdioOptions,
-): Promise<void> {
+export function runToEnd(command: string, args: readonly string[]): Promise<void> {
   const cmd = [command, ...args].join(' ');
   return new Promise((resolve, reject) => {
-    const child = spawn(command, [...args], { stdio: stdio ?? ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, [...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let tail = '';
-    child.stdout?.on('data', (chunk: Buffer) => process.stderr.write(chunk));
-    child.stderr?.on('data', (chunk: Buffer) => {
+    child.stdout.on('data', (chunk: Buffer) => process.stderr.write(chunk));
+    child.stderr.on('data', (chunk: Buffer) => {
       process.stderr.write(chunk);
       tail = (tail + chunk.toString('utf8')).slice(-TAIL_BYTES);
     });
