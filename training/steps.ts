@@ -43,12 +43,22 @@ export async function readPurchases(
 
 /** Rows of `table` whose cutoff satisfies `keep`, as a new table (qid order kept). */
 export function filterTable(table: RowTable, keep: (cutoff: number) => boolean): RowTable {
-  const out = new RowTable(table.features, Math.max(1, table.length));
+  // Sized to the rows kept, not to the table: a backtest filters one week out of tens many times
+  // per cycle, and columns of the whole table's length each time were hundreds of MB of garbage.
+  const kept = new Uint8Array(table.length);
+  let count = 0;
+  for (let i = 0; i < table.length; i++) {
+    if (keep(table.cutoff[i] ?? 0)) {
+      kept[i] = 1;
+      count++;
+    }
+  }
+  const out = new RowTable(table.features, Math.max(1, count));
   const cols = table.features.map((f) => table.feature(f));
   const heuristic = table.heuristic;
   for (let i = 0; i < table.length; i++) {
+    if (kept[i] === 0) continue;
     const cutoff = table.cutoff[i] ?? 0;
-    if (!keep(cutoff)) continue;
     out.push({
       qid: table.qid[i] ?? 0,
       customerId: table.customerId[i] ?? '',
