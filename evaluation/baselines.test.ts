@@ -4,6 +4,7 @@ import {
   HeuristicState,
   PurchaseLog,
   fillTo,
+  heuristicStateAt,
   popularBetween,
   recentDistinct,
   repurchasePopular,
@@ -65,6 +66,19 @@ describe('baselines', () => {
     expect(['a', 'b', 'c']).toContain(onlyCo[0]);
     const onlyPop = s.recommend('nobody', { repurchase: 1, copurchase: 1, popularity: 1 }, 3);
     expect(onlyPop).toEqual(s.decayedPopular(3));
+  });
+
+  it("the heuristic's state at a cutoff is built once for consecutive uses, and is the same state", () => {
+    const a = heuristicStateAt(log, cutoff);
+    expect(heuristicStateAt(log, cutoff)).toBe(a);
+    const b = heuristicStateAt(log, cutoff - DAY_MS);
+    expect(b).not.toBe(a);
+    expect(b.cutoff).toBe(cutoff - DAY_MS);
+    const w = { repurchase: 1, copurchase: 1, popularity: 1 };
+    const fresh = new HeuristicState(log, cutoff);
+    for (const c of ['c1', 'c2', 'nobody']) {
+      expect(heuristicStateAt(log, cutoff).recommend(c, w, 5)).toEqual(fresh.recommend(c, w, 5));
+    }
   });
 
   it('weights are tuned on the given week only', () => {

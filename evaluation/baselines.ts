@@ -278,6 +278,22 @@ export class HeuristicState {
   }
 }
 
+/** The last state built per log: judging weeks in order builds the state at a cutoff twice. */
+const lastState = new WeakMap<PurchaseLog, HeuristicState>();
+
+/**
+ * The strong heuristic's state at `cutoff`, built once for consecutive uses: a week's baselines
+ * (training/judge.ts) tune their weights at the week before, whose own baselines were built at
+ * that same cutoff just before.
+ */
+export function heuristicStateAt(log: PurchaseLog, cutoff: number): HeuristicState {
+  const last = lastState.get(log);
+  if (last?.cutoff === cutoff) return last;
+  const state = new HeuristicState(log, cutoff);
+  lastState.set(log, state);
+  return state;
+}
+
 /**
  * Weights of the strong heuristic that maximise MAP@k on the week starting at `cutoff` from what
  * was known at `cutoff` (the backtest passes the week before the evaluated one, so the evaluated
@@ -289,7 +305,7 @@ export function tuneWeights(
   k: number,
   grid: readonly HeuristicWeights[] = HEURISTIC_GRID,
 ): { weights: HeuristicWeights; map: number } {
-  const state = new HeuristicState(log, cutoff);
+  const state = heuristicStateAt(log, cutoff);
   const labels = log.labels(cutoff, cutoff + 7 * DAY_MS);
   const customers = [...labels.keys()].sort();
   const comps = customers.map((c) => state.components(c));

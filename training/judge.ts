@@ -14,8 +14,8 @@
  */
 import { DAY_MS } from '../features/decay.ts';
 import {
-  HeuristicState,
   fillTo,
+  heuristicStateAt,
   popularBetween,
   repurchasePopular,
   tuneWeights,
@@ -78,7 +78,7 @@ function baselineWeek(log: PurchaseLog, cutoff: number, k: number): Week {
   const popular = popularBetween(log, cutoff - WEEK, cutoff, k);
   // Weights tuned on the week before the cutoff, from what was known at the cutoff.
   const tuned = tuneWeights(log, cutoff - WEEK, k);
-  const heuristic = new HeuristicState(log, cutoff);
+  const heuristic = heuristicStateAt(log, cutoff);
   const lists = new Map<string, string[][]>([
     ['popular', []],
     ['repurchase_popular', []],
