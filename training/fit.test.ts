@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { gateDecision, noSearch, trainedThrough } from './fit.ts';
+import {
+  gateDecision,
+  judgeFit,
+  noSearch,
+  rollingWeeks,
+  trainedThrough,
+  type FitInput,
+  type Fitted,
+} from './fit.ts';
 import { RECIPE, cycleWeeks, weeksRead, WEEK_MS } from './recipe.ts';
 import { pairedRatio, rng, standardError } from '../evaluation/stats.ts';
 import type { ModelMeta } from '../models/model-meta.ts';
@@ -161,5 +169,27 @@ describe('noSearch', () => {
     expect(noSearch({ ...RECIPE, trials: 3 })).toBe(false);
     expect(noSearch({ ...RECIPE, minRounds: 100 })).toBe(false); // early stopping chooses
     expect(noSearch({ ...RECIPE, refit: false })).toBe(false); // the searched model ships
+  });
+});
+
+describe('the gate weeks a cycle fits itself', () => {
+  const weeks = { gate: [1, 2, 3] };
+
+  it('are those without a shipped model, and none without a refit', () => {
+    expect(rollingWeeks({ refit: true }, weeks, (g) => g === 2)).toEqual([1, 3]);
+    expect(rollingWeeks({ refit: false }, weeks, () => false)).toEqual([]);
+  });
+
+  it('a gate week with neither a rolling fit nor a shipped model is an error, not a blind spot', async () => {
+    const input = {
+      recipe: { ...RECIPE, refit: true },
+      weeks: { gate: [Date.UTC(2020, 6, 1), Date.UTC(2020, 6, 8)] },
+      shippedAt: new Map(),
+      say: () => undefined,
+    } as unknown as FitInput;
+    const fitted = { rolling: [Date.UTC(2020, 6, 1)] } as unknown as Fitted;
+    await expect(judgeFit(input, fitted)).rejects.toThrow(
+      'gate: no model shipped at 2020-07-08 and no rolling fit',
+    );
   });
 });

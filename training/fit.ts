@@ -8,7 +8,9 @@
  * as many weeks); last, the refit on the `fitWeeks` weeks before the cycle's end is the model
  * shipped. The gate judges the rolling scores against the baselines (training/judge.ts) and the
  * active model, customer-weeks pooled, with paired bootstrap intervals. The production cycle
- * (cycle.ts) and the backtest (evaluation/backtest/backtest.ts) both call `fitAndGate`.
+ * (cycle.ts) calls `fitAndGate`; the backtest (evaluation/backtest/backtest.ts) calls its two
+ * halves, `fitModel` (the trainer), started ahead for several cycles, and `judgeFit` (the gate),
+ * in cutoff order.
  */
 import { mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -120,6 +122,8 @@ export interface FitInput {
    * weeks before its first cutoff, and only the first trains them.
    */
   readonly fitCache?: string;
+  /** LightGBM's threads in the trainer (default 2; the model does not depend on them). */
+  readonly threads?: number;
 }
 
 export interface FitResult {
@@ -133,11 +137,48 @@ export interface FitResult {
 
 /** Train by the recipe on `weeks` and judge the result at the gate (see the module comment). */
 export async function fitAndGate(input: FitInput): Promise<FitResult> {
+  return judgeFit(input, await fitModel(input));
+}
+
+/** A cycle's model trained, before the gate: what `judgeFit` judges. */
+export interface Fitted {
+  readonly shipped: LoadedModel;
+  /** The trainer's summary line. */
+  readonly trainer: Record<string, unknown>;
+  /** Gate weeks scored by rolling fits (the others by `shippedAt`'s models). */
+  readonly rolling: readonly number[];
+  readonly gateTable: RowTable;
+  /** The trainer's output folder. */
+  readonly out: string;
+  readonly seconds: number;
+}
+
+/**
+ * The gate weeks a cycle fits itself: those without a model in `shippedAt`. None without a refit:
+ * rolling fits need the gate rows as refit rows, and the gate judges the shipped (searched) model
+ * itself, which is as old as the validation week.
+ */
+export function rollingWeeks(
+  recipe: Pick<Recipe, 'refit'>,
+  weeks: Pick<CycleWeeks, 'gate'>,
+  shipped: (week: number) => boolean,
+): number[] {
+  return recipe.refit ? weeks.gate.filter((g) => !shipped(g)) : [];
+}
+
+/**
+ * The trainer's part of `fitAndGate`: the rows to files, the trainer, the shipped model loaded.
+ * `rolling` (default: the gate weeks without a model in `shippedAt` now) lets a backtest start a
+ * cycle's trainer before the earlier cycles have shipped the models its gate will read.
+ */
+export async function fitModel(
+  input: FitInput,
+  rolling: readonly number[] = rollingWeeks(input.recipe, input.weeks, (g) =>
+    Boolean(input.shippedAt?.has(g)),
+  ),
+): Promise<Fitted> {
   const { recipe, weeks, workDir, say } = input;
   mkdirSync(workDir, { recursive: true });
-  // Rolling fits need the gate rows as refit rows; without a refit the gate judges the shipped
-  // (searched) model itself, which is as old as the validation week.
-  const rolling = recipe.refit ? weeks.gate.filter((g) => !input.shippedAt?.has(g)) : [];
   // The history weeks are read by the rolling fits, and by the refit when its window reaches them.
   const refitStart = weeks.end - recipe.fitWeeks * WEEK_MS;
   const historyRead = rolling.length > 0 || weeks.history.some((h) => h >= refitStart);
@@ -148,17 +189,34 @@ export async function fitAndGate(input: FitInput): Promise<FitResult> {
   const args = [
     ...trainerArgs(recipe, paths, out, rolling),
     ...daskArgs(input.dask),
+    ...(input.threads !== undefined ? ['--threads', String(input.threads)] : []),
     ...(input.fitCache !== undefined && rolling.length > 0 ? ['--fit-cache', input.fitCache] : []),
   ];
   const stdout = await runPython(input.python, args, say);
-  const trainSeconds = (performance.now() - t0) / 1000;
+  const seconds = (performance.now() - t0) / 1000;
   const trainer = JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>;
   const shipped = await loadModel(
     join(out, 'model.onnx'),
     join(out, 'model.json'),
     input.rows.features,
   );
+  return { shipped, trainer, rolling, gateTable, out, seconds };
+}
 
+/**
+ * The gate's part of `fitAndGate`: the gate weeks scored (rolling fits, else `shippedAt`'s
+ * models) and judged. Every gate week the trainer did not fit must have its model in
+ * `shippedAt` by now.
+ */
+export async function judgeFit(input: FitInput, fitted: Fitted): Promise<FitResult> {
+  const { recipe, weeks, say } = input;
+  const { shipped, rolling, gateTable, out } = fitted;
+  const missing = rollingWeeks(recipe, weeks, (g) => Boolean(input.shippedAt?.has(g))).filter(
+    (g) => !rolling.includes(g),
+  );
+  if (missing.length > 0) {
+    throw new Error(`gate: no model shipped at ${missing.map(day).join(', ')} and no rolling fit`);
+  }
   const t1 = performance.now();
   const scores = await gateScores(input, gateTable, out, rolling, shipped);
   const scoredBy = Object.fromEntries(
@@ -174,8 +232,8 @@ export async function fitAndGate(input: FitInput): Promise<FitResult> {
   return {
     shipped,
     gate,
-    trainer,
-    seconds: { train: trainSeconds, gate: (performance.now() - t1) / 1000 },
+    trainer: fitted.trainer,
+    seconds: { train: fitted.seconds, gate: (performance.now() - t1) / 1000 },
   };
 }
 
@@ -282,6 +340,7 @@ async function gateScores(
     scores.set(fitted);
   }
   for (const g of weeks.gate) {
+    if (rolling.includes(g)) continue;
     const model = recipe.refit ? input.shippedAt?.get(g) : shipped;
     if (model === undefined) continue;
     const week = filterTable(gateTable, (c) => c === g);

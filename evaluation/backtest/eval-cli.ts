@@ -1,11 +1,12 @@
 /**
  * `npm run eval -- --data <dir> [--cutoffs N | --cutoff-dates YYYY-MM-DD,…] [--report <dir>]
- *  [--reload] [--work-dir <dir>]` and, for experiments only, overrides of the recipe
+ *  [--reload] [--work-dir <dir>] [--trainers N]` and, for experiments only, overrides of the recipe
  *  (`--trials N --train-weeks N --fit-weeks N --gate-weeks N --min-rounds N --max-rounds N
  *  --large-from N --negatives S --blend W --no-refit --k N --seed N`): without them the backtest measures exactly what `npm run train -- --once`
  *  ships. `--seeds 42,7,13` runs every cycle once per LightGBM seed over the same rows and adds
  *  the spread the seed causes (evaluation/backtest/seeds.ts); the first seed's run is the main
- *  result.
+ *  result. `--trainers N` trains N cycles side by side (default: the cores, at most 4), sharing
+ *  the cores out as LightGBM threads; the figures do not depend on it.
  *
  * Loads an H&M-layout folder into its own set of topics (prefix `eval-<name>-<hash>.`, from the
  * folder's path and its files' sizes and times, streams/loader/loaded.ts; reused when the same folder was loaded before,
@@ -29,7 +30,7 @@ import { seedLines } from './seeds.ts';
 
 const USAGE =
   'usage: npm run eval -- --data <dir> | --prefix <topic prefix> [--cutoffs N | --cutoff-dates YYYY-MM-DD,...] ' +
-  '[--report <dir>] [--reload] [--work-dir <dir>] [--seeds N,N,...]; recipe overrides (experiments): [--trials N] [--train-weeks N] ' +
+  '[--report <dir>] [--reload] [--work-dir <dir>] [--seeds N,N,...] [--trainers N]; recipe overrides (experiments): [--trials N] [--train-weeks N] ' +
   '[--fit-weeks N] [--gate-weeks N] [--min-rounds N] [--max-rounds N] [--large-from N] [--negatives S] [--blend W] [--no-refit] [--k N] ' +
   '[--seed N]';
 
@@ -98,6 +99,7 @@ async function main(): Promise<void> {
         recipe: flags.recipe,
         ...(flags.workDir === undefined ? {} : { workDir: flags.workDir }),
         ...(flags.seeds === undefined ? {} : { seeds: flags.seeds }),
+        ...(flags.trainers === undefined ? {} : { trainers: flags.trainers }),
         onProgress: (line) => {
           console.error(`[eval] ${line}`);
         },
@@ -131,6 +133,8 @@ interface Flags {
   readonly workDir: string | undefined;
   /** `--seeds`: LightGBM seeds, in the order given. */
   readonly seeds: number[] | undefined;
+  /** `--trainers`: cycles trained side by side (default: the cores, at most 4). */
+  readonly trainers: number | undefined;
 }
 
 /** The command line, checked (see the module comment and USAGE); 'help' for --help. */
@@ -146,6 +150,7 @@ function parseFlags(): Flags | 'help' {
       reload: { type: 'boolean', default: false },
       'work-dir': { type: 'string' },
       seeds: { type: 'string' },
+      trainers: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -181,6 +186,8 @@ function parseFlags(): Flags | 'help' {
     reload: values.reload,
     workDir: values['work-dir'],
     seeds,
+    trainers:
+      values.trainers === undefined ? undefined : positiveInt('trainers', values.trainers, 1),
   };
 }
 

@@ -6,7 +6,8 @@
  * written with its plots. It runs two LightGBM seeds over the same rows: the first is the main
  * result, and both with their spread are reported. Each week's lists are kept in the work folder.
  * The model it ships at its last cutoff is the one a production cycle (`npm run train -- --once
- * --end`) ships there: the same rows and the same trees.
+ * --end`) ships there: the same rows and the same trees. Its cycles train side by side, and one
+ * trainer at a time gives the same models and figures.
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -32,6 +33,13 @@ import { RECIPE } from '../../training/recipe.ts';
 import { runCycle } from '../../training/cycle.ts';
 import { keySpace } from '../../features/keys.ts';
 import { deleteNamespace } from '../../features/state.ts';
+
+/** A LightGBM model file's trees: the file without its parameters block, which names the threads. */
+function treesOf(file: string): string {
+  const text = readFileSync(file, 'utf8');
+  expect(text).toContain('Tree=0');
+  return text.replace(/\nparameters:\n[\s\S]*?\nend of parameters\n/, '\n');
+}
 
 /** A small recipe for seven weeks of data: two training weeks, one gate week, one trial. */
 const SMALL = {
@@ -66,6 +74,7 @@ describe('backtest with a planted signal', () => {
         recipe: SMALL,
         seeds: [42, 7],
         workDir: join(dir, 'work'),
+        trainers: 2,
       },
     );
   }, 240_000);
@@ -195,6 +204,38 @@ describe('backtest with a planted signal', () => {
     }
   });
 
+  it('trains its cycles side by side and reports what one trainer at a time reports', async () => {
+    const alone = await runEval(
+      { kafka: ctx.kafka, redis, codecs, topics: ctx.topics, logger: ctx.logger },
+      {
+        dataset: 'planted',
+        cutoffs: 2,
+        recipe: SMALL,
+        workDir: join(dir, 'alone'),
+        trainers: 1,
+      },
+    );
+    const figures = (r: EvalResult) =>
+      r.perCutoff.map((c) => ({
+        mapAtK: c.mapAtK,
+        // (model versions, in the reason and scoredBy, hold their training time)
+        gate: {
+          promoted: c.gate.promoted,
+          vsBest: c.gate.vsBest,
+          rolling: Object.values(c.gate.scoredBy).map((v) => v === 'rolling'),
+        },
+        trees: c.model.trees,
+      }));
+    expect(figures(alone)).toEqual(figures(result));
+    // the second cycle's gate week is the first cutoff: judged by the model shipped there
+    expect(Object.values(result.perCutoff[1]?.gate.scoredBy ?? {})).not.toContain('rolling');
+    for (const cutoff of result.cutoffs) {
+      expect(treesOf(join(dir, 'alone', cutoff, 'model', 'model.lgb.txt'))).toBe(
+        treesOf(join(dir, 'work', 'seed-42', cutoff, 'model', 'model.lgb.txt')),
+      );
+    }
+  }, 120_000);
+
   it('ships at its last cutoff what a production cycle ending there ships: the same rows and trees', async () => {
     const last = result.cutoffs.at(-1) as string;
     const keys = keySpace(`evalcycle-${Date.now().toString(36)}`);
@@ -230,8 +271,9 @@ describe('backtest with a planted signal', () => {
         expect(got.length).toBeGreaterThan(100);
         expect(got).toEqual(rows(join(shipped, f)));
       }
-      expect(readFileSync(join(work, 'model', 'model.lgb.txt'), 'utf8')).toBe(
-        readFileSync(join(shipped, 'model', 'model.lgb.txt'), 'utf8'),
+      // (the cycle's trainer ran with two threads, the backtest's side by side with one each)
+      expect(treesOf(join(work, 'model', 'model.lgb.txt'))).toBe(
+        treesOf(join(shipped, 'model', 'model.lgb.txt')),
       );
     } finally {
       await deleteNamespace(redis, keys);

@@ -76,7 +76,8 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
     blend = float(args.blend) if large and args.blend > 0 else 0
     trees = args.large_trees if large else None
     features = tr.features
-    ranked = [unsearched(seed=args.seed, rounds=args.num_boost_round, trees=trees)] if (
+    ranked = [unsearched(seed=args.seed, rounds=args.num_boost_round, trees=trees,
+                         threads=args.threads)] if (
         args.no_search
     ) else (
         search(
@@ -89,6 +90,7 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
             min_rounds=args.min_rounds,
             trees=trees,
             dask=dask,
+            threads=args.threads,
         )
     )
     for t in ranked:
@@ -397,6 +399,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--history", type=Path, action="append", default=[], metavar="ROWS",
                    help="older rows (weeks before --rows) that the refit and the --rolling fits "
                         "learn from within --fit-weeks; repeatable")
+    p.add_argument("--threads", type=int, default=2, metavar="N",
+                   help="LightGBM's threads (default 2); the model is the same whatever N, so a "
+                        "backtest runs several trainers of one thread side by side")
     p.add_argument("--dask", metavar="ADDRESS", default=None,
                    help="train on this Dask scheduler (e.g. tcp://10.0.0.5:8786) with "
                         "lightgbm.dask, one LightGBM process per worker (distributed.py)")
@@ -438,6 +443,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             p.error("--history needs --refit (only the refit and the rolling fits read it)")
         if args.dask_partitions is not None and args.dask_partitions < 1:
             p.error("--dask-partitions must be >= 1")
+        if args.threads < 1:
+            p.error("--threads must be >= 1")
     return args
 
 

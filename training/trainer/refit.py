@@ -11,15 +11,17 @@ params and trees trained on every row before it (with `--fit-weeks N`, of the N 
 week it never saw; written to --out/rolling_scores.f32 (little-endian float32, one per
 `--refit-with` row in file order, NaN for rows of weeks not listed) for a gate to judge
 (training/fit.ts). With `--fit-cache DIR` each rolling fit's model is kept in DIR under a hash of
-everything it learns from and with (the trainer's code and LightGBM's version, params, trees,
-blend, the rows' features, labels and queries), and a
-fit asked again with the same inputs is read from there instead of trained: training is
-deterministic, so that is the model it would train. A backtest's successive cycles fit the same
-gate weeks before its first cutoff again and again; only the first trains them.
+everything it learns from and with (the trainer's code and LightGBM's version, params but its
+threads, trees, blend, the rows' features, labels and queries), and a fit asked again with the same
+inputs is read from there instead of trained: training is deterministic, so that is the model it
+would train. A backtest's successive cycles fit the same gate weeks before its first cutoff again
+and again; only the first trains them, and a trainer running beside it waits for the fit it is
+training (a lock per fit) rather than train it twice.
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import json
@@ -139,7 +141,10 @@ def fit_key(parts: Sequence[RankData], trained: Trained) -> str:
     are split into parts does not matter)."""
     if any(d.features != parts[0].features for d in parts):
         raise TrainError("rolling fit: parts with different features")
-    head = [trainer_digest(), trained.params, trained.best_iteration, trained.blend,
+    # num_threads left out: the model does not depend on it (search.py), and trainers of one
+    # thread and of two share their fits
+    params = {k: v for k, v in trained.params.items() if k != "num_threads"}
+    head = [trainer_digest(), params, trained.best_iteration, trained.blend,
             parts[0].features, str(parts[0].x.dtype), str(parts[0].y.dtype)]
     hashes = [hashlib.sha256(json.dumps(head, sort_keys=True).encode())] + [
         hashlib.sha256() for _ in range(3)]
@@ -150,21 +155,39 @@ def fit_key(parts: Sequence[RankData], trained: Trained) -> str:
 
 
 def cached_fit(parts: Sequence[RankData], trained: Trained, dask: DaskTrainer | None,
-               cache: Path | None) -> tuple[Any, bool]:
+               cache: Path | None, *, wait: bool = True,
+               key: str | None = None) -> tuple[Any, bool] | None:
     """`train_on(parts, trained, dask)`, read from `cache` when a fit of the same inputs was
     kept there (then True), else trained and kept. The model goes through its text either way,
     so a kept one and a trained one score alike. Not with `dask`: only local training is
-    deterministic, so only its fits are what training would give again."""
+    deterministic, so only its fits are what training would give again.
+
+    Trainers side by side (a backtest's cycles) may ask for the same fit at once: the first takes
+    the fit's lock and trains it, and the others wait for it and read its model; with
+    `wait=False` they get None instead, to fit another week meanwhile. The lock goes with its
+    holder's process, so a trainer that dies leaves the fit to the next. `key`: the fit's
+    `fit_key`, when known."""
     import lightgbm as lgb
 
     if cache is None or dask is not None:
         return train_on(parts, trained, dask), False
-    path = cache / f"{fit_key(parts, trained)}.lgb.txt"
+    key = key or fit_key(parts, trained)
+    path = cache / f"{key}.lgb.txt"
     if path.exists():
         return lgb.Booster(model_file=str(path)), True
-    text = train_on(parts, trained, dask).model_to_string()
     cache.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, text.encode())
+    with open(cache / f"{key}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return None
+        try:
+            if path.exists():
+                return lgb.Booster(model_file=str(path)), True
+            text = train_on(parts, trained, dask).model_to_string()
+            write_atomic(path, text.encode())
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
     return lgb.Booster(model_str=text), False
 
 
@@ -184,19 +207,43 @@ def rolling_scores(tr: RankData, va: RankData, extra: Sequence[RankData], traine
     """
     out = [np.full(d.rows, np.nan, dtype=np.float32) for d in extra]
     pool = _fit_pool(tr, va, extra, thin, history)
+    windows = {}
     for g in sorted(set(int(w) for w in weeks)):
         start = g - fit_weeks * WEEK_MS if fit_weeks > 0 else -np.inf
-        parts = in_window(pool, start, g)
-        if not parts:
+        windows[g] = in_window(pool, start, g)
+        if not windows[g]:
             raise TrainError(f"no training rows before the rolling week {g}")
-        booster, kept = cached_fit(parts, trained, dask, cache)
-        scored = 0
-        for i, d in enumerate(extra):
-            rows = np.repeat(d.query_cutoffs("rolling scores") == g, np.diff(d.bounds))
-            if rows.any():
-                out[i][rows] = booster.predict(d.x[rows]).astype(np.float32)
-                scored += int(rows.sum())
-        week = datetime.fromtimestamp(g / 1000, timezone.utc).date().isoformat()
-        log(f"rolling week {week}: {'the fit kept from before' if kept else 'trained'} on "
-            f"{sum(d.queries for d in parts)} queries, scored {scored} rows")
+    keys = {g: fit_key(parts, trained) if cache is not None else "" for g, parts in windows.items()}
+    pending = list(windows)
+    while pending:
+        # A week whose fit another trainer is training now is left for later; when every week
+        # left is, wait for the first.
+        done = [g for g in pending
+                if _score_week(g, windows[g], extra, trained, dask, cache, keys[g], out, wait=False)]
+        if not done:
+            _score_week(pending[0], windows[pending[0]], extra, trained, dask, cache,
+                        keys[pending[0]], out, wait=True)
+            done = pending[:1]
+        pending = [g for g in pending if g not in done]
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def _score_week(g: int, parts: Sequence[RankData], extra: Sequence[RankData], trained: Trained,
+                dask: DaskTrainer | None, cache: Path | None, key: str, out: list[np.ndarray], *,
+                wait: bool) -> bool:
+    """Week g's rows of `extra` scored into `out` by the fit on `parts`; False (nothing done)
+    when another trainer is training that fit and `wait` is False."""
+    got = cached_fit(parts, trained, dask, cache, wait=wait, key=key)
+    if got is None:
+        return False
+    booster, kept = got
+    scored = 0
+    for i, d in enumerate(extra):
+        rows = np.repeat(d.query_cutoffs("rolling scores") == g, np.diff(d.bounds))
+        if rows.any():
+            out[i][rows] = booster.predict(d.x[rows]).astype(np.float32)
+            scored += int(rows.sum())
+    week = datetime.fromtimestamp(g / 1000, timezone.utc).date().isoformat()
+    log(f"rolling week {week}: {'the fit kept from before' if kept else 'trained'} on "
+        f"{sum(d.queries for d in parts)} queries, scored {scored} rows")
+    return True

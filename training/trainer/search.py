@@ -9,7 +9,8 @@ num_leaves, learning_rate, min_data_in_leaf, feature_fraction, bagging_fraction,
 max_depth, maximising `map_at_k` (metrics.py) on the validation file; every trial's booster, cut
 at its best iteration, is kept, best first: the caller ships the first whose ONNX export passes
 the parity check (parity.py). Training is deterministic: deterministic=True, force_col_wise,
-num_threads=2, seed.
+seed; the same model whatever its `num_threads` (`--threads`, 2 by default: a backtest runs
+several trainers of one thread side by side).
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ from .distributed import DaskTrainer, best_iteration
 from .metrics import map_at_k
 
 
-def base_params(seed: int) -> dict[str, Any]:
+def base_params(seed: int, threads: int = 2) -> dict[str, Any]:
     return {
         "objective": "lambdarank",
         "metric": "map",
         "eval_at": [K],
         "deterministic": True,
         "force_col_wise": True,  # no timing-based row/col choice: same data, same model
-        "num_threads": 2,
+        # LightGBM's threads: with deterministic and force_col_wise the model does not depend
+        # on them (a test trains with 1 and 2)
+        "num_threads": threads,
         "seed": seed,
         "verbose": -1,
         # the Dataset is reused across trials that change min_data_in_leaf
@@ -128,12 +131,13 @@ class Trained:
     blend: float = 0.0
 
 
-def unsearched(*, seed: int, rounds: int, trees: tuple[int, int] | None = None) -> Trained:
+def unsearched(*, seed: int, rounds: int, trees: tuple[int, int] | None = None,
+               threads: int = 2) -> Trained:
     """The first trial's parameters (`default_trial(trees)`) and `rounds` trees without a search
     model (`--no-search`): with one trial and a fixed number of trees the search has nothing to
     choose, so the refit trains the shipped model straight away. No booster, no validation
     score."""
-    params = {**base_params(seed), **default_trial(trees)}
+    params = {**base_params(seed, threads), **default_trial(trees)}
     shown = {k: params[k] for k in DEFAULT_TRIAL}
     log(f"trial 1/1: not searched, the first trial's parameters and {rounds} trees go to the "
         f"refit {json.dumps(shown)}")
@@ -151,6 +155,7 @@ def search(
     min_rounds: int = 0,
     trees: tuple[int, int] | None = None,
     dask: DaskTrainer | None = None,
+    threads: int = 2,
 ) -> list[Trained]:
     """Every trial's model, best validation MAP@12 first; the first trial is `default_trial(trees)`.
     With `dask`, each trial trains on the Dask cluster and early stopping is applied afterwards
@@ -166,7 +171,7 @@ def search(
     dvalid = lgb.Dataset(
         va.x, va.y, group=np.diff(va.bounds), reference=dtrain, free_raw_data=False
     )
-    base = base_params(seed)
+    base = base_params(seed, threads)
     candidates: list[dict[str, Any]] = []
 
     def train_trial(params: dict[str, Any]) -> tuple[Any, int]:

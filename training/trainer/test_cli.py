@@ -364,6 +364,9 @@ def test_fit_key_follows_the_rows_not_how_they_are_split(tmp_path: Path) -> None
     assert fit_key(split[:1], t) != fit_key([d], t)
     assert fit_key([d], Trained(None, {"num_leaves": 8}, 30, None, 1)) != fit_key([d], t)
     assert fit_key([d], Trained(None, {"num_leaves": 7}, 31, None, 1)) != fit_key([d], t)
+    # LightGBM's threads do not change the model: trainers of one and of two share their fits
+    assert fit_key([d], Trained(None, {"num_leaves": 7, "num_threads": 1}, 30, None, 1)) == \
+        fit_key([d], Trained(None, {"num_leaves": 7, "num_threads": 2}, 30, None, 1))
 
 
 def test_fit_key_changes_with_the_trainers_code(tmp_path: Path, monkeypatch) -> None:
@@ -406,6 +409,101 @@ def test_fit_cache_reads_a_rolling_fit_asked_again(trained: dict, tmp_path: Path
     other, err = scores("other", "--fit-cache", str(cache), "--seed", "7")
     assert "the fit kept from before" not in err and other != first
     assert len(list(cache.glob("*.lgb.txt"))) == 2
+
+
+def _tree_text(model_txt: Path) -> str:
+    """A LightGBM model file without its parameters block (which names `num_threads`)."""
+    text = model_txt.read_text()
+    start, end = text.find("\nparameters:\n"), text.find("\nend of parameters\n")
+    return text if start < 0 else text[:start] + text[end + len("\nend of parameters\n"):]
+
+
+@pytest.mark.parametrize("path", ["refit", "search"])
+def test_threads_do_not_change_the_model(trained: dict, tmp_path: Path, path: str) -> None:
+    """--threads 1 and 2 train the same trees (deterministic, force_col_wise), the refit with a
+    blend and rolling fits as the searched model with early stopping: a backtest runs trainers of
+    one thread side by side and ships what one trainer of two would."""
+    later, week1, _ = _later_week(trained, tmp_path, 15)
+    flags = ["--refit", "--refit-with", str(later), "--rolling", str(week1), "--blend", "0.6"] \
+        if path == "refit" else ["--min-rounds", "10", "--num-boost-round", "200"]
+    _train_again(trained, tmp_path / "one", 40, *flags, "--threads", "1")
+    _train_again(trained, tmp_path / "two", 40, *flags, "--threads", "2")
+    one, two = (_tree_text(tmp_path / n / "model.lgb.txt") for n in ("one", "two"))
+    assert one == two and "Tree=0" in one
+    if path == "refit":
+        scores = [(tmp_path / n / "rolling_scores.f32").read_bytes() for n in ("one", "two")]
+        assert scores[0] == scores[1]
+    assert json.loads((tmp_path / "one" / "model.json").read_text())["params"]["num_threads"] == 1
+
+
+def test_trainers_side_by_side_train_each_kept_fit_once(trained: dict, tmp_path: Path) -> None:
+    """Two trainers started together on the same rolling weeks with one --fit-cache: every fit is
+    trained by one of them and read back by the other (a lock per fit), and both write the scores
+    a trainer without the cache writes."""
+    week1 = trained["cutoffs"][1][0] + 7 * DAY
+    weeks = [week1, week1 + 7 * DAY, week1 + 14 * DAY]
+    later = tmp_path / "later.arrow"
+    q, a, lab, x = planted(np.random.default_rng(16), 240, 20, no_positive=5, qid0=20_000)
+    write_rows(later, q, a, lab, x, FEATURES, weeks)
+    d = trained["dir"]
+    flags = ["--trials", "1", "--num-boost-round", "60", "--min-rounds", "60", "--refit",
+             "--refit-with", str(later), "--rolling", ",".join(map(str, weeks)), "--threads", "1"]
+
+    def start(name: str, *more: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [*TRAINER, "--rows", str(d / "train.arrow"), "--valid", str(d / "valid.arrow"),
+             "--out", str(tmp_path / name), *flags, *more],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=BASE_ENV, cwd=ROOT,
+        )
+
+    cache = str(tmp_path / "fits")
+    procs = [start(n, "--fit-cache", cache) for n in ("a", "b")]
+    errs = []
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        errs.append(err)
+    trained_lines = sum(e.count("rolling week") - e.count("the fit kept from before") for e in errs)
+    assert trained_lines == 3 and sum(e.count("the fit kept from before") for e in errs) == 3
+    assert len(list((tmp_path / "fits").glob("*.lgb.txt"))) == 3
+    plain = start("plain")
+    _, err = plain.communicate(timeout=120)
+    assert plain.returncode == 0, err
+    want = (tmp_path / "plain" / "rolling_scores.f32").read_bytes()
+    for n in ("a", "b"):
+        assert (tmp_path / n / "rolling_scores.f32").read_bytes() == want
+
+
+def test_a_fit_locked_by_another_trainer_is_left_or_waited_for(tmp_path: Path) -> None:
+    """cached_fit: while another process holds a fit's lock, `wait=False` gives None; once it is
+    released, the fit is trained and kept."""
+    import fcntl
+
+    from .data import read_rows
+    from .refit import cached_fit, fit_key
+    from .search import Trained, base_params
+
+    q, a, lab, x = planted(np.random.default_rng(17), 60, 10)
+    d = read_rows(write_rows(tmp_path / "d.arrow", q, a, lab, x, FEATURES, [0]))
+    t = Trained(None, {**base_params(1, 1), "num_leaves": 7, "min_data_in_leaf": 5}, 5, None, 1)
+    cache = tmp_path / "fits"
+    cache.mkdir()
+    key = fit_key([d], t)
+    holder = subprocess.Popen(
+        ["python3", "-c", "import fcntl,sys,time; f=open(sys.argv[1],'a'); "
+         "fcntl.flock(f.fileno(), fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+         str(cache / f"{key}.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert cached_fit([d], t, None, cache, wait=False) is None
+        assert not (cache / f"{key}.lgb.txt").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    got = cached_fit([d], t, None, cache, wait=False)
+    assert got is not None and got[1] is False and (cache / f"{key}.lgb.txt").exists()
+    with open(cache / f"{key}.lock", "a") as f:  # released after the fit
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def test_thin_negatives_keeps_every_positive_and_the_share_of_the_rest(tmp_path: Path) -> None:
