@@ -58,7 +58,8 @@ export function startAhead<T>(
   task: (i: number) => Promise<T>,
 ): Ahead<T> {
   if (!Number.isInteger(limit) || limit < 1) throw new Error(`limit must be >= 1 (got ${limit})`);
-  const settle: { resolve: (v: T) => void; reject: (err: unknown) => void }[] = [];
+  // each task's settling functions, until it starts (they hold its result once it has one)
+  const settle: ({ resolve: (v: T) => void; reject: (err: unknown) => void } | undefined)[] = [];
   const results = new Map(
     Array.from({ length: count }, (_, i) => [
       i,
@@ -74,7 +75,8 @@ export function startAhead<T>(
   const launch = (): void => {
     while (!stopped && running.size < limit && next < count) {
       const i = next++;
-      const s = settle[i] as (typeof settle)[number];
+      const s = settle[i] as NonNullable<(typeof settle)[number]>;
+      settle[i] = undefined;
       const run: Promise<void> = Promise.resolve()
         .then(() => task(i))
         .then(s.resolve, s.reject)

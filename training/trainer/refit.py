@@ -213,7 +213,8 @@ def rolling_scores(tr: RankData, va: RankData, extra: Sequence[RankData], traine
         windows[g] = in_window(pool, start, g)
         if not windows[g]:
             raise TrainError(f"no training rows before the rolling week {g}")
-    keys = {g: fit_key(parts, trained) if cache is not None else "" for g, parts in windows.items()}
+    keeps = cache is not None and dask is None  # cached_fit keeps fits
+    keys = {g: fit_key(parts, trained) if keeps else "" for g, parts in windows.items()}
     pending = list(windows)
     while pending:
         # A week whose fit another trainer is training now is left for later; when every week
