@@ -215,17 +215,17 @@ def rolling_scores(tr: RankData, va: RankData, extra: Sequence[RankData], traine
             raise TrainError(f"no training rows before the rolling week {g}")
     keeps = cache is not None and dask is None  # cached_fit keeps fits
     keys = {g: fit_key(parts, trained) if keeps else "" for g, parts in windows.items()}
+    def score(g: int, wait: bool) -> bool:
+        return _score_week(g, windows[g], extra, trained, dask, cache, keys[g], out, wait=wait)
+
+    # A week whose fit another trainer is training now is left for later; when every week left
+    # is, wait for the first of them.
     pending = list(windows)
     while pending:
-        # A week whose fit another trainer is training now is left for later; when every week
-        # left is, wait for the first.
-        done = [g for g in pending
-                if _score_week(g, windows[g], extra, trained, dask, cache, keys[g], out, wait=False)]
-        if not done:
-            _score_week(pending[0], windows[pending[0]], extra, trained, dask, cache,
-                        keys[pending[0]], out, wait=True)
-            done = pending[:1]
-        pending = [g for g in pending if g not in done]
+        left = [g for g in pending if not score(g, wait=False)]
+        if left and left == pending:
+            score(left.pop(0), wait=True)
+        pending = left
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
