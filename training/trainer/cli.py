@@ -137,7 +137,8 @@ def train_with(args: argparse.Namespace, dask: DaskTrainer | None) -> dict[str, 
     write_model_files(out, shipped, meta)
     if args.rolling:
         scores = rolling_scores(tr, va, extra, shipped.searched, args.rolling, dask, thin,
-                                args.fit_weeks, history, cache=args.fit_cache)
+                                args.fit_weeks, history, cache=args.fit_cache,
+                                threads=args.threads)
         write_atomic(out / "rolling_scores.f32", scores.astype("<f4").tobytes())
     if run is not None:
         finish_mlflow_run(run, out)
@@ -400,8 +401,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="older rows (weeks before --rows) that the refit and the --rolling fits "
                         "learn from within --fit-weeks; repeatable")
     p.add_argument("--threads", type=int, default=2, metavar="N",
-                   help="LightGBM's threads (default 2); the model is the same whatever N, so a "
-                        "backtest runs several trainers of one thread side by side")
+                   help="LightGBM's threads (default 2), shared out among the --rolling fits, "
+                        "up to N (at most 4) of which train at once; the model is the same "
+                        "whatever N, so a backtest runs several trainers of one thread side by side")
     p.add_argument("--dask", metavar="ADDRESS", default=None,
                    help="train on this Dask scheduler (e.g. tcp://10.0.0.5:8786) with "
                         "lightgbm.dask, one LightGBM process per worker (distributed.py)")

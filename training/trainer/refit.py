@@ -16,16 +16,20 @@ threads, trees, blend, the rows' features, labels and queries), and a fit asked 
 inputs is read from there instead of trained: training is deterministic, so that is the model it
 would train. A backtest's successive cycles fit the same gate weeks before its first cutoff again
 and again; only the first trains them, and a trainer running beside it waits for the fit it is
-training (a lock per fit) rather than train it twice.
+training (a lock per fit) rather than train it twice. The rolling fits run up to `--threads` at a
+time (at most 4), the threads shared out among them: LightGBM gains little from a second thread on
+rows of this size, and the models do not depend on the threads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import functools
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -194,7 +198,8 @@ def cached_fit(parts: Sequence[RankData], trained: Trained, dask: DaskTrainer | 
 def rolling_scores(tr: RankData, va: RankData, extra: Sequence[RankData], trained: Trained,
                    weeks: Sequence[int], dask: DaskTrainer | None,
                    thin: Callable[[RankData], RankData], fit_weeks: int = 0,
-                   history: Sequence[RankData] = (), cache: Path | None = None) -> np.ndarray:
+                   history: Sequence[RankData] = (), cache: Path | None = None,
+                   threads: int = 1) -> np.ndarray:
     """Scores of the `extra` rows of each week in `weeks` by what the recipe would have shipped then.
 
     For a week starting at cutoff g: the chosen params and number of trees trained on every row
@@ -203,7 +208,9 @@ def rolling_scores(tr: RankData, va: RankData, extra: Sequence[RankData], traine
     rows of g. One float per `extra` row, in file order (files concatenated); NaN for rows of weeks
     not listed. A gate judges these: fresh models on weeks they never saw, as the shipped model
     will be. They train on `va`, `extra` and `history` through `thin`, as the refit does, and score
-    every row.
+    every row. With `threads` > 1, up to that many fits (at most `MAX_CONCURRENT_FITS`) train at
+    once in threads of this process, LightGBM's threads shared out among them (LightGBM releases
+    the GIL while it trains); the scores are the same.
     """
     out = [np.full(d.rows, np.nan, dtype=np.float32) for d in extra]
     pool = _fit_pool(tr, va, extra, thin, history)
@@ -215,18 +222,31 @@ def rolling_scores(tr: RankData, va: RankData, extra: Sequence[RankData], traine
             raise TrainError(f"no training rows before the rolling week {g}")
     keeps = cache is not None and dask is None  # cached_fit keeps fits
     keys = {g: fit_key(parts, trained) if keeps else "" for g, parts in windows.items()}
+    at_once = 1 if dask is not None else max(1, min(threads, len(windows), MAX_CONCURRENT_FITS))
+    if at_once > 1:
+        # each fit's own LightGBM threads; not in fit_key, the model does not depend on them
+        trained = dataclasses.replace(
+            trained, params={**trained.params, "num_threads": max(1, threads // at_once)})
+        log(f"rolling fits: {at_once} at a time, {trained.params['num_threads']} thread(s) each")
+
     def score(g: int, wait: bool) -> bool:
         return _score_week(g, windows[g], extra, trained, dask, cache, keys[g], out, wait=wait)
 
     # A week whose fit another trainer is training now is left for later; when every week left
     # is, wait for the first of them.
     pending = list(windows)
-    while pending:
-        left = [g for g in pending if not score(g, wait=False)]
-        if left and left == pending:
-            score(left.pop(0), wait=True)
-        pending = left
+    with ThreadPoolExecutor(at_once) as pool:
+        while pending:
+            done = list(pool.map(lambda g: score(g, False), pending))
+            left = [g for g, ok in zip(pending, done) if not ok]
+            if left and left == pending:
+                score(left.pop(0), wait=True)
+            pending = left
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+# Rolling fits trained at once at most: each holds its own copy of its weeks' rows.
+MAX_CONCURRENT_FITS = 4
 
 
 def _score_week(g: int, parts: Sequence[RankData], extra: Sequence[RankData], trained: Trained,

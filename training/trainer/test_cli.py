@@ -436,6 +436,24 @@ def test_threads_do_not_change_the_model(trained: dict, tmp_path: Path, path: st
     assert json.loads((tmp_path / "one" / "model.json").read_text())["params"]["num_threads"] == 1
 
 
+def test_rolling_fits_at_once_score_as_one_after_another(trained: dict, tmp_path: Path) -> None:
+    """--threads 2 trains the rolling fits two at a time, one LightGBM thread each (the production
+    cycle's trainer), and writes the scores that --threads 1 writes fitting one after another."""
+    week1 = trained["cutoffs"][1][0] + 7 * DAY
+    weeks = [week1, week1 + 7 * DAY, week1 + 14 * DAY]
+    later = tmp_path / "later.arrow"
+    q, a, lab, x = planted(np.random.default_rng(17), 240, 20, no_positive=5, qid0=20_000)
+    write_rows(later, q, a, lab, x, FEATURES, weeks)
+    flags = ["--refit", "--refit-with", str(later), "--rolling", ",".join(map(str, weeks))]
+    one = _train_again(trained, tmp_path / "one", 40, *flags, "--threads", "1")
+    two = _train_again(trained, tmp_path / "two", 40, *flags, "--threads", "2")
+    assert "at a time" not in one.stderr
+    assert "rolling fits: 2 at a time, 1 thread(s) each" in two.stderr
+    assert two.stderr.count("rolling week") == 3
+    got = [(tmp_path / n / "rolling_scores.f32").read_bytes() for n in ("one", "two")]
+    assert got[0] == got[1] and np.isfinite(np.frombuffer(got[0], "<f4")).all()
+
+
 def test_trainers_side_by_side_train_each_kept_fit_once(trained: dict, tmp_path: Path) -> None:
     """Two trainers started together on the same rolling weeks with one --fit-cache: every fit is
     trained by one of them and read back by the other (a lock per fit), and both write the scores
