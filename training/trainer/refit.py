@@ -235,9 +235,9 @@ def rolling_scores(tr: RankData, va: RankData, extra: Sequence[RankData], traine
     # A week whose fit another trainer is training now is left for later; when every week left
     # is, wait for the first of them.
     pending = list(windows)
-    with ThreadPoolExecutor(at_once) as pool:
+    with ThreadPoolExecutor(at_once) as fits:
         while pending:
-            done = list(pool.map(lambda g: score(g, False), pending))
+            done = list(fits.map(lambda g: score(g, False), pending))
             left = [g for g, ok in zip(pending, done) if not ok]
             if left and left == pending:
                 score(left.pop(0), wait=True)
