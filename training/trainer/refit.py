@@ -43,6 +43,9 @@ from .distributed import DaskTrainer
 from .output import write_atomic
 from .search import Trained
 
+# Rolling fits trained at once at most: each holds its own copy of its weeks' rows.
+MAX_CONCURRENT_FITS = 4
+
 
 def train_on(parts: Sequence[RankData], trained: Trained, dask: DaskTrainer | None = None) -> Any:
     """A booster with `trained`'s params and number of trees, on the queries of `parts` together
@@ -243,10 +246,6 @@ def rolling_scores(tr: RankData, va: RankData, extra: Sequence[RankData], traine
                 score(left.pop(0), wait=True)
             pending = left
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
-
-
-# Rolling fits trained at once at most: each holds its own copy of its weeks' rows.
-MAX_CONCURRENT_FITS = 4
 
 
 def _score_week(g: int, parts: Sequence[RankData], extra: Sequence[RankData], trained: Trained,
