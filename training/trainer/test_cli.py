@@ -454,6 +454,49 @@ def test_rolling_fits_at_once_score_as_one_after_another(trained: dict, tmp_path
     assert got[0] == got[1] and np.isfinite(np.frombuffer(got[0], "<f4")).all()
 
 
+def test_rolling_fits_at_once_are_in_lightgbm_together(trained: dict, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """With threads 2 the first two rolling fits are training at the same time, one LightGBM
+    thread each: both must reach a barrier before either trains (it breaks after 30 s, failing
+    the test, if the fits ran one after another); the scores are those of one fit at a time."""
+    import threading
+
+    from . import refit
+    from .data import read_rows
+    from .search import unsearched
+
+    week1 = trained["cutoffs"][1][0] + 7 * DAY
+    weeks = [week1, week1 + 7 * DAY, week1 + 14 * DAY]
+    later = tmp_path / "later.arrow"
+    q, a, lab, x = planted(np.random.default_rng(18), 240, 20, no_positive=5, qid0=20_000)
+    write_rows(later, q, a, lab, x, FEATURES, weeks)
+    d = trained["dir"]
+    tr, va, extra = (read_rows(p) for p in (d / "train.arrow", d / "valid.arrow", later))
+    fixed = unsearched(seed=42, rounds=40, threads=2)
+
+    def scores(threads: int) -> bytes:
+        got = refit.rolling_scores(tr, va, [extra], fixed, weeks, None, lambda r: r,
+                                   threads=threads)
+        return got.astype("<f4").tobytes()
+
+    one_by_one = scores(1)
+    barrier, lock = threading.Barrier(2, timeout=30), threading.Lock()
+    seen: list[int] = []
+    real = refit.train_on
+
+    def train_on(parts, t, dask=None):  # noqa: ANN001, ANN202 (refit.train_on's own)
+        with lock:
+            seen.append(t.params["num_threads"])
+            first_two = len(seen) <= 2
+        if first_two:
+            barrier.wait()
+        return real(parts, t, dask)
+
+    monkeypatch.setattr(refit, "train_on", train_on)
+    assert scores(2) == one_by_one
+    assert seen == [1, 1, 1]
+
+
 def test_trainers_side_by_side_train_each_kept_fit_once(trained: dict, tmp_path: Path) -> None:
     """Two trainers started together on the same rolling weeks with one --fit-cache: every fit is
     trained by one of them and read back by the other (a lock per fit), and both write the scores
