@@ -4,7 +4,9 @@
  * of end offsets recorded when the replay starts, so a replay terminates even while producers keep
  * writing. Records in range that arrived late (after later-stamped ones) are still found, because
  * every record with timestamp >= from sits at or after the looked-up offset; filtering by timestamp
- * then gives exactly the interval. Read-only: records that fail to decode are counted and skipped.
+ * then gives exactly the interval. A caller that knows where the interval's records lie (an index
+ * built on an earlier pass, streams/offset-index.ts) gives the offsets to read instead (`ranges`).
+ * Read-only: records that fail to decode are counted and skipped.
  */
 import { randomUUID } from 'node:crypto';
 import type { Batch, Consumer, EachBatchPayload, Kafka } from 'kafkajs';
@@ -42,6 +44,14 @@ export interface ReplayOptions<T> {
    * through it does (streams/merge.ts).
    */
   eventTimePeriod?: number;
+  /**
+   * Read exactly these offsets, [start, end) per partition, instead of [the first offset stamped
+   * at or after `from`, the end offset when the replay starts): e.g. where an earlier pass found
+   * the interval's records (streams/offset-index.ts). Records are still filtered by [from, to).
+   */
+  ranges?: readonly PartitionRange[];
+  /** Sees every record read, in range or not, by partition, offset and timestamp (e.g. to index). */
+  onRead?: (partition: number, offset: string, timestamp: number) => void;
   /** Progress: records read (in or out of range) and total records to read. */
   onProgress?: (read: number, total: number) => void;
   /** Give up when no progress is made for this long (ms). */
@@ -60,7 +70,7 @@ export interface ReplayResult {
 }
 
 /** A partition's [start, end) offsets. */
-type PartitionRange = ReplayResult['ranges'][number];
+export type PartitionRange = ReplayResult['ranges'][number];
 
 /** Where a running replay stands; shared by the batch handler, the seeks and the watchdog. */
 interface ReplayState {
@@ -88,7 +98,9 @@ export async function replay<T>(opts: ReplayOptions<T>): Promise<ReplayResult> {
     throw new RecError('REC_ERR_REPLAY', `replay needs from < to (got ${opts.from} .. ${opts.to})`);
   }
   const log = opts.logger.child({ module: 'replay', topic: opts.topic.name });
-  const ranges = await partitionRanges(opts.kafka, opts.topic.name, opts.from);
+  const ranges = opts.ranges
+    ? opts.ranges.map((r) => ({ ...r }))
+    : await partitionRanges(opts.kafka, opts.topic.name, opts.from);
   const pending = new Map(
     ranges.filter((r) => BigInt(r.start) < BigInt(r.end)).map((r) => [r.partition, r]),
   );
@@ -270,6 +282,7 @@ async function readBatch<T>(
     if (offset >= end) break;
     read++;
     const ts = Number(m.timestamp);
+    opts.onRead?.(batch.partition, m.offset, ts);
     if (ts < opts.from || ts >= opts.to) {
       skipped++;
       continue;

@@ -44,9 +44,11 @@
  *    metadata first): a purchase made before a catalogue update in the same interval sees the
  *    updated categories. With the loader's metadata (updated_at = the first purchase's time) there
  *    is nothing in between.
- *  - Each replay reads from the first record at or after its start time to the end offsets at
- *    its start, skipping records past its end time: cutoffs far before the end of a large topic
- *    re-read the tail once per cutoff.
+ *  - The first purchases replay reads the topic from its start to its end offsets and indexes
+ *    where each later interval's purchases lie (streams/offset-index.ts); each later replay reads
+ *    only that span of each partition, skipping records of other intervals in it. So the build
+ *    reads the purchases topic about once, not its tail once per cutoff, and applies the
+ *    purchases the topic held when the first replay began (later ones are another build's).
  *
  * Customers scored at a cutoff: everyone with a purchase in its label window (cold customers
  * included: serving answers them with trending), plus, optionally, a deterministic sample of other
@@ -80,7 +82,8 @@ import { deleteNamespace, emptyArticleState } from '../features/state.ts';
 import { RecError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { buildCoBuyers } from '../processors/co-buyers.ts';
-import { replay } from '../streams/replay.ts';
+import { replay, type PartitionRange } from '../streams/replay.ts';
+import { OffsetIndex } from '../streams/offset-index.ts';
 import type { TopicDescriptor, Topics } from '../streams/topics.ts';
 import type { AvroCodec } from '../streams/avro.ts';
 import { OverlappedWrites } from '../common/overlapped.ts';
@@ -746,6 +749,11 @@ class ReplayState {
   /** Start of the next metadata interval (updated_at), and of the next purchases interval. */
   metaFrom = 0;
   purchaseFrom = 0;
+  /**
+   * Where the first purchases replay, which reads the whole topic, found each later interval's
+   * purchases, and the offsets it read: the later replays read only those spans.
+   */
+  index: { readonly offsets: OffsetIndex; readonly read: readonly PartitionRange[] } | null = null;
 }
 
 /** Metadata writes in flight per topic during a replay (measured on hm-sample's catalogue). */
@@ -819,13 +827,18 @@ async function replayPurchases(
   // the next interval's first copies, make the customer's offset guard refuse those.
   const ids = new Set<string>();
   let applied = 0;
-  await run.timed('purchasesMs', () =>
+  // The first replay reads the topic from its start to its end and indexes the later intervals.
+  const indexing = replayed.index === null ? new OffsetIndex(run.cutoffs) : null;
+  const ranges = replayed.index?.offsets.ranges(replayed.purchaseFrom, cutoff, replayed.index.read);
+  const result = await run.timed('purchasesMs', () =>
     replay({
       kafka: deps.kafka,
       topic: deps.topics.purchases,
       codec: deps.codecs.purchases,
       from: replayed.purchaseFrom,
       to: cutoff,
+      ...(ranges ? { ranges } : {}),
+      ...(indexing ? { onRead: indexing.observe.bind(indexing) } : {}),
       logger: deps.logger,
       // One order and one cut whatever the fetch timing and the other cutoffs, so the state at a
       // (midnight) cutoff does not depend on how the build got there.
@@ -852,6 +865,7 @@ async function replayPurchases(
       onProgress: (read, n) => run.opts.onProgress?.('purchases', read, n),
     }),
   );
+  if (indexing) replayed.index = { offsets: indexing, read: result.ranges };
   replayed.purchaseFrom = cutoff;
   if (late > 0) {
     replayed.lateEvents += late;
