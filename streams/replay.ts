@@ -120,8 +120,12 @@ export async function replay<T>(opts: ReplayOptions<T>): Promise<ReplayResult> {
           opts.eventTimePeriod,
         );
   const state = replayState(pending, total, result);
+  // Partitions with nothing to read are put at their end: the group starts a partition without a
+  // seek at its beginning, and the batches this replay leaves unresolved would be fetched again
+  // and again until it ends.
+  const idle = ranges.filter((r) => !pending.has(r.partition));
   const seekAll = () => {
-    seekPositions(consumer, opts.topic.name, state, log);
+    seekPositions(consumer, opts.topic.name, state, idle, log);
   };
   consumer.on(consumer.events.GROUP_JOIN, seekAll);
 
@@ -199,12 +203,26 @@ function replayState(
   };
 }
 
-/** Seek every pending partition to its position (see the GROUP_JOIN note in `replay`). */
-function seekPositions(consumer: Consumer, topic: string, state: ReplayState, log: Logger) {
-  for (const [partition, offset] of state.position) {
-    if (!state.pending.has(partition)) continue;
+/**
+ * Seek every pending partition to its position, and the `idle` ones (nothing to read) to their end
+ * (see the GROUP_JOIN note in `replay`).
+ */
+function seekPositions(
+  consumer: Consumer,
+  topic: string,
+  state: ReplayState,
+  idle: readonly PartitionRange[],
+  log: Logger,
+) {
+  const seeks = [
+    ...[...state.position]
+      .filter(([partition]) => state.pending.has(partition))
+      .map(([partition, offset]) => ({ partition, offset: offset.toString() })),
+    ...idle.map((r) => ({ partition: r.partition, offset: r.end })),
+  ];
+  for (const { partition, offset } of seeks) {
     try {
-      consumer.seek({ topic, partition, offset: offset.toString() });
+      consumer.seek({ topic, partition, offset });
     } catch (err) {
       // Not in the group yet (or restarting): the GROUP_JOIN listener seeks again.
       log.debug({ partition, err: errorMessage(err) }, 'seek deferred to the next group join');
