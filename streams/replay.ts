@@ -50,7 +50,10 @@ export interface ReplayOptions<T> {
    * the interval's records (streams/offset-index.ts). Records are still filtered by [from, to).
    */
   ranges?: readonly PartitionRange[];
-  /** Sees every record read, in range or not, by partition, offset and timestamp (e.g. to index). */
+  /**
+   * Sees every record read, in range or not, by partition, offset and timestamp (e.g. to index);
+   * a batch fetched again after a failure is seen again.
+   */
   onRead?: (partition: number, offset: string, timestamp: number) => void;
   /** Progress: records read (in or out of range) and total records to read. */
   onProgress?: (read: number, total: number) => void;
@@ -120,12 +123,8 @@ export async function replay<T>(opts: ReplayOptions<T>): Promise<ReplayResult> {
           opts.eventTimePeriod,
         );
   const state = replayState(pending, total, result);
-  // Partitions with nothing to read are put at their end: the group starts a partition without a
-  // seek at its beginning, and the batches this replay leaves unresolved would be fetched again
-  // and again until it ends.
-  const idle = ranges.filter((r) => !pending.has(r.partition));
   const seekAll = () => {
-    seekPositions(consumer, opts.topic.name, state, idle, log);
+    seekPositions(consumer, opts.topic.name, state, ranges, log);
   };
   consumer.on(consumer.events.GROUP_JOIN, seekAll);
 
@@ -204,23 +203,21 @@ function replayState(
 }
 
 /**
- * Seek every pending partition to its position, and the `idle` ones (nothing to read) to their end
- * (see the GROUP_JOIN note in `replay`).
+ * Seek every pending partition to its position, and every other one (nothing to read, or read to
+ * its end) to its end offset (see the GROUP_JOIN note in `replay`): the group starts a partition
+ * without a seek at its beginning, and the batches this replay leaves unresolved would be fetched
+ * again and again until it ends.
  */
 function seekPositions(
   consumer: Consumer,
   topic: string,
   state: ReplayState,
-  idle: readonly PartitionRange[],
+  ranges: readonly PartitionRange[],
   log: Logger,
 ) {
-  const seeks = [
-    ...[...state.position]
-      .filter(([partition]) => state.pending.has(partition))
-      .map(([partition, offset]) => ({ partition, offset: offset.toString() })),
-    ...idle.map((r) => ({ partition: r.partition, offset: r.end })),
-  ];
-  for (const { partition, offset } of seeks) {
+  for (const { partition, end } of ranges) {
+    const position = state.pending.has(partition) ? state.position.get(partition) : undefined;
+    const offset = position === undefined ? end : position.toString();
     try {
       consumer.seek({ topic, partition, offset });
     } catch (err) {
