@@ -166,6 +166,18 @@ def _later_week(trained: dict, tmp_path: Path, seed: int) -> tuple[Path, int, np
     return later, week1, lab
 
 
+def _later_weeks(trained: dict, tmp_path: Path, seed: int) -> tuple[Path, list[int]]:
+    """Rows of three later weeks (from the week after the fixture's validation week) for
+    --refit-with and --rolling: the file and the weeks' cutoffs, 240 planted queries of 20
+    candidates, alternating between the weeks."""
+    week1 = trained["cutoffs"][1][0] + 7 * DAY
+    weeks = [week1, week1 + 7 * DAY, week1 + 14 * DAY]
+    later = tmp_path / "later.arrow"
+    q, a, lab, x = planted(np.random.default_rng(seed), 240, 20, no_positive=5, qid0=20_000)
+    write_rows(later, q, a, lab, x, FEATURES, weeks)
+    return later, weeks
+
+
 def _positive_queries(path: Path) -> dict[int, int]:
     """Per cutoff, the queries of a rows file holding a purchase."""
     from .data import read_rows
@@ -439,11 +451,7 @@ def test_threads_do_not_change_the_model(trained: dict, tmp_path: Path, path: st
 def test_rolling_fits_at_once_score_as_one_after_another(trained: dict, tmp_path: Path) -> None:
     """--threads 2 trains the rolling fits two at a time, one LightGBM thread each (the production
     cycle's trainer), and writes the scores that --threads 1 writes fitting one after another."""
-    week1 = trained["cutoffs"][1][0] + 7 * DAY
-    weeks = [week1, week1 + 7 * DAY, week1 + 14 * DAY]
-    later = tmp_path / "later.arrow"
-    q, a, lab, x = planted(np.random.default_rng(17), 240, 20, no_positive=5, qid0=20_000)
-    write_rows(later, q, a, lab, x, FEATURES, weeks)
+    later, weeks = _later_weeks(trained, tmp_path, 17)
     flags = ["--refit", "--refit-with", str(later), "--rolling", ",".join(map(str, weeks))]
     one = _train_again(trained, tmp_path / "one", 40, *flags, "--threads", "1")
     two = _train_again(trained, tmp_path / "two", 40, *flags, "--threads", "2")
@@ -465,11 +473,7 @@ def test_rolling_fits_at_once_are_in_lightgbm_together(trained: dict, tmp_path: 
     from .data import read_rows
     from .search import unsearched
 
-    week1 = trained["cutoffs"][1][0] + 7 * DAY
-    weeks = [week1, week1 + 7 * DAY, week1 + 14 * DAY]
-    later = tmp_path / "later.arrow"
-    q, a, lab, x = planted(np.random.default_rng(18), 240, 20, no_positive=5, qid0=20_000)
-    write_rows(later, q, a, lab, x, FEATURES, weeks)
+    later, weeks = _later_weeks(trained, tmp_path, 18)
     d = trained["dir"]
     tr, va, extra = (read_rows(p) for p in (d / "train.arrow", d / "valid.arrow", later))
     fixed = unsearched(seed=42, rounds=40, threads=2)
@@ -501,11 +505,7 @@ def test_trainers_side_by_side_train_each_kept_fit_once(trained: dict, tmp_path:
     """Two trainers started together on the same rolling weeks with one --fit-cache: every fit is
     trained by one of them and read back by the other (a lock per fit), and both write the scores
     a trainer without the cache writes."""
-    week1 = trained["cutoffs"][1][0] + 7 * DAY
-    weeks = [week1, week1 + 7 * DAY, week1 + 14 * DAY]
-    later = tmp_path / "later.arrow"
-    q, a, lab, x = planted(np.random.default_rng(16), 240, 20, no_positive=5, qid0=20_000)
-    write_rows(later, q, a, lab, x, FEATURES, weeks)
+    later, weeks = _later_weeks(trained, tmp_path, 16)
     d = trained["dir"]
     flags = ["--trials", "1", "--num-boost-round", "60", "--min-rounds", "60", "--refit",
              "--refit-with", str(later), "--rolling", ",".join(map(str, weeks)), "--threads", "1"]
