@@ -68,6 +68,11 @@ export interface ReplayResult {
   skipped: number;
   /** Records that failed to decode or validate. */
   invalid: number;
+  /**
+   * Records fetched from partitions this replay does not read (nothing to read there, or read to
+   * their end) and dropped: 0 when every such partition sits at its end (`seekPositions`).
+   */
+  unread: number;
   /** Per partition: [start offset, end offset) that was read. */
   ranges: { partition: number; start: string; end: string }[];
 }
@@ -108,7 +113,7 @@ export async function replay<T>(opts: ReplayOptions<T>): Promise<ReplayResult> {
     ranges.filter((r) => BigInt(r.start) < BigInt(r.end)).map((r) => [r.partition, r]),
   );
   const total = ranges.reduce((n, r) => n + Number(BigInt(r.end) - BigInt(r.start)), 0);
-  const result: ReplayResult = { records: 0, skipped: 0, invalid: 0, ranges };
+  const result: ReplayResult = { records: 0, skipped: 0, invalid: 0, unread: 0, ranges };
   if (pending.size === 0) return result;
 
   const groupId = `replay-${randomUUID()}`;
@@ -243,7 +248,10 @@ async function handOver<T>(
 ): Promise<void> {
   const { batch } = payload;
   const range = state.pending.get(batch.partition);
-  if (!range) return;
+  if (!range) {
+    state.result.unread += batch.messages.length;
+    return;
+  }
   const start = state.position.get(batch.partition) ?? BigInt(range.start);
   const end = BigInt(range.end);
   const { inRange, read, skipped, invalid } = await readBatch(opts, log, batch, start, end);

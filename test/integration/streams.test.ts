@@ -12,7 +12,7 @@ import { registerSchema } from '../../streams/avro.ts';
 import { DLQ_HEADERS, runConsumer, type DecodedRecord } from '../../streams/consumer.ts';
 import { RecError } from '../../common/errors.ts';
 import { EventProducer, createIdempotentProducer } from '../../streams/producer.ts';
-import { replay } from '../../streams/replay.ts';
+import { replay, type PartitionRange } from '../../streams/replay.ts';
 import { OffsetIndex } from '../../streams/offset-index.ts';
 import type { Purchase } from '../../schemas/events.ts';
 import { stackContext, waitFor, type StackContext } from '../helpers.ts';
@@ -395,6 +395,28 @@ describe('event plumbing on the real stack', () => {
         expect(byIndex.sort()).toEqual(want.sort());
         expect(read.records + read.skipped).toBeLessThan(byTime.records + byTime.skipped);
       }
+      // A partition given nothing to read, with records from its start: none of its records is
+      // handed over, and the others' are all there.
+      const idle = pass.ranges[0] as PartitionRange;
+      expect(BigInt(idle.end)).toBeGreaterThan(0n);
+      const partitionsOf = async (ranges?: PartitionRange[]) => {
+        const seen: number[] = [];
+        await replay({
+          ...interval,
+          from: 0,
+          to,
+          ...(ranges ? { ranges } : {}),
+          onRecords: (rs) => {
+            seen.push(...rs.map((x) => x.partition));
+          },
+        });
+        return seen;
+      };
+      const whole = await partitionsOf();
+      const rest = await partitionsOf(
+        pass.ranges.map((r) => (r === idle ? { ...r, start: r.end } : r)),
+      );
+      expect(rest.sort()).toEqual(whole.filter((p) => p !== idle.partition).sort());
 
       const none = await replay({
         kafka: fresh.kafka,
