@@ -4,6 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:net';
 import type { Kafka, Producer } from 'kafkajs';
 import type { RedisClient } from '../common/redis.ts';
 import type { ProcessorMetrics } from '../processors/metrics.ts';
@@ -62,6 +63,21 @@ export function stackContext(
       }
     },
   };
+}
+
+/** A port nothing listens on right now (the OS picks it). */
+export function freePort(): Promise<number> {
+  return new Promise((ok, fail) => {
+    const server = createServer();
+    server.once('error', fail);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => {
+        if (address === null || typeof address === 'string') fail(new Error('no port'));
+        else ok(address.port);
+      });
+    });
+  });
 }
 
 /** Poll `check` until it returns a value other than undefined/false, or fail after `timeoutMs`. */

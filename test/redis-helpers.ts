@@ -1,10 +1,48 @@
 /**
  * Redis helpers for tests: dump every key of a namespace into a comparable form, and compare two
  * dumps with a relative tolerance for floating-point sums (log-adds and float increments are
- * commutative but rounding depends on order, at ~1e-15 relative).
+ * commutative but rounding depends on order, at ~1e-15 relative); start a private redis-server.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { Redis } from 'ioredis';
 import { scanKeys, type RedisClient } from '../common/redis.ts';
 import { expect } from 'vitest';
+import { waitFor } from './helpers.ts';
+
+/**
+ * A redis-server of its own on `port`, in `dir`: without persistence, or with `aofAlways` an AOF
+ * fsynced at every write. The caller kills it.
+ */
+export function startRedis(
+  port: number,
+  dir: string,
+  opts: { readonly aofAlways?: boolean } = {},
+): ChildProcess {
+  const persistence = opts.aofAlways
+    ? ['--appendonly', 'yes', '--appendfsync', 'always']
+    : ['--appendonly', 'no'];
+  return spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, ...persistence, '--save', ''],
+    { stdio: 'ignore' },
+  );
+}
+
+/** Resolves once the redis-server on `port` answers PING (20 s at most). */
+export async function pinged(port: number): Promise<void> {
+  const probe = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0 });
+  probe.on('error', () => undefined); // refused until the server listens
+  try {
+    await waitFor(
+      `redis-server on ${port}`,
+      async () => (await probe.ping().catch(() => null)) === 'PONG',
+      20_000,
+      50,
+    );
+  } finally {
+    probe.disconnect();
+  }
+}
 
 export type Dump = Map<string, unknown>;
 

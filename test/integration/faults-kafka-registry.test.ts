@@ -8,7 +8,6 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import avro from 'avsc';
@@ -31,25 +30,16 @@ import { createRegistryClient } from '../../streams/kafka.ts';
 import { EventProducer, createIdempotentProducer } from '../../streams/producer.ts';
 import type { AvroRecordSchema, Purchase } from '../../schemas/events.ts';
 import { makeArticles, makeCustomers, makePurchases } from '../fixtures/events.ts';
-import { stackContext, startSuiteProcessors, waitFor, type StackContext } from '../helpers.ts';
+import {
+  freePort,
+  stackContext,
+  startSuiteProcessors,
+  waitFor,
+  type StackContext,
+} from '../helpers.ts';
 import { dumpNamespace, expectSameState } from '../redis-helpers.ts';
 
 const T0 = Date.UTC(2020, 8, 7);
-
-/** A port nobody listens on now (the OS picks it). */
-function freePort(): Promise<number> {
-  return new Promise((ok, fail) => {
-    const server = createServer();
-    server.once('error', fail);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => {
-        if (address === null || typeof address === 'string') fail(new Error('no port'));
-        else ok(address.port);
-      });
-    });
-  });
-}
 
 /**
  * Let the private stack use the shared stack's unpacked Apicurio and Kafka jars (read-only at

@@ -9,7 +9,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,6 +22,7 @@ import { readModel, registerModel } from '../../models/registry.ts';
 import { RowTable, writeRows } from '../../training/rows.ts';
 import { rng } from '../../evaluation/stats.ts';
 import { ensurePythonEnv } from '../../training/venv.ts';
+import { freePort } from '../helpers.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const FEATURES = ['f0', 'f1', 'f2', 'f3'];
@@ -43,21 +43,6 @@ interface TrainerMeta {
   data_hash: string;
   params: Record<string, unknown>;
   metrics: Record<string, number>;
-}
-
-/** A port nothing listens on right now (the OS picks it). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-      srv.close(() => {
-        resolve(port);
-      });
-    });
-  });
 }
 
 /** Deterministic uniform numbers in [0, 1) (mulberry32). */

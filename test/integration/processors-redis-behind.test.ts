@@ -7,7 +7,7 @@
  * (its positions, `keys.positions`, against the committed offsets) and re-processes from what it
  * holds; every key ends equal to a clean run's.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,46 +21,9 @@ import { bootstrap, type Codecs } from '../../streams/bootstrap.ts';
 import { EventProducer, createIdempotentProducer } from '../../streams/producer.ts';
 import { makeArticles, makeCustomers, makePurchases } from '../fixtures/events.ts';
 import { stackContext, startSuiteProcessors, waitFor } from '../helpers.ts';
-import { dumpNamespace, expectSameState } from '../redis-helpers.ts';
+import { dumpNamespace, expectSameState, pinged, startRedis } from '../redis-helpers.ts';
 
 const T0 = Date.UTC(2020, 2, 2);
-
-/** A redis-server of its own on `port`, persisting to `dir` (AOF, fsync at every write). */
-function startRedis(port: number, dir: string): ChildProcess {
-  return spawn(
-    'redis-server',
-    [
-      '--port',
-      String(port),
-      '--bind',
-      '127.0.0.1',
-      '--dir',
-      dir,
-      '--appendonly',
-      'yes',
-      '--appendfsync',
-      'always',
-      '--save',
-      '',
-    ],
-    { stdio: 'ignore' },
-  );
-}
-
-async function pinged(port: number): Promise<void> {
-  const probe = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0 });
-  probe.on('error', () => undefined); // refused until the server listens
-  try {
-    await waitFor(
-      `redis-server on ${port}`,
-      async () => (await probe.ping().catch(() => null)) === 'PONG',
-      20_000,
-      50,
-    );
-  } finally {
-    probe.disconnect();
-  }
-}
 
 describe('Redis restored from older persistence than the committed offsets', () => {
   const ctx = stackContext('behind');
@@ -85,7 +48,7 @@ describe('Redis restored from older persistence than the committed offsets', () 
   });
 
   it('re-processes what Redis lost, and ends equal to a clean run', async () => {
-    server = startRedis(port, dir);
+    server = startRedis(port, dir, { aofAlways: true });
     await pinged(port);
     redis = new Redis(port, '127.0.0.1', { maxRetriesPerRequest: null });
     redis.on('error', () => undefined); // refused connections while Redis restarts: retried
@@ -137,7 +100,7 @@ describe('Redis restored from older persistence than the committed offsets', () 
     await new Promise((r) => server?.once('exit', r));
     rmSync(dir, { recursive: true, force: true });
     cpSync(copy, dir, { recursive: true });
-    server = startRedis(port, dir);
+    server = startRedis(port, dir, { aofAlways: true });
     await pinged(port);
     expect(Number(await redis.hget(keySpace(ns).trending.offsets, '0'))).toBeLessThan(afterB);
     const nOf = async (namespace: string) => {
@@ -174,7 +137,7 @@ describe('Redis restored from older persistence than the committed offsets', () 
   it('retries while Redis is down for a minute, reports the partitions stuck, and dead-letters nothing', async () => {
     const down = mkdtempSync(join(tmpdir(), 'rec-down-'));
     const downPort = port + 1;
-    let srv = startRedis(downPort, down);
+    let srv = startRedis(downPort, down, { aofAlways: true });
     try {
       await pinged(downPort);
       // As `npm run processors` builds it: a command fails after a reconnect attempt instead of
@@ -224,7 +187,7 @@ describe('Redis restored from older persistence than the committed offsets', () 
       await new Promise((res) => setTimeout(res, Math.max(0, 60_000 - (Date.now() - downAt))));
       expect(metrics.health().ok).toBe(false);
 
-      srv = startRedis(downPort, down);
+      srv = startRedis(downPort, down, { aofAlways: true });
       await pinged(downPort);
       await live.caughtUp(120_000);
       expect(metrics.health().ok).toBe(true);
