@@ -130,6 +130,20 @@ describe('loadConfig: Redis Cluster and topic replication', () => {
   });
 });
 
+describe("loadConfig: the training rows' Redis", () => {
+  it('reads TRAINING_REDIS_URL (default: none, the rows go to the live Redis); refuses another scheme', () => {
+    expect(loadConfig({}).trainingRedisUrl).toBeUndefined();
+    const c = loadConfig({ TRAINING_REDIS_URL: 'redis://rows.example:6379' });
+    expect(c.trainingRedisUrl).toBe('redis://rows.example:6379');
+    // The live Redis is not moved by it.
+    expect(c.redisUrl).toBe('redis://127.0.0.1:6379');
+    expect(c.external.redis).toBe(false);
+    expect(() => loadConfig({ TRAINING_REDIS_URL: 'http://rows.example' })).toThrow(
+      /TRAINING_REDIS_URL/,
+    );
+  });
+});
+
 describe('loadConfig: API keys, ingest and served-list logging', () => {
   const key = 'k'.repeat(24);
 

@@ -24,6 +24,10 @@ const envSchema = z.object({
     .string()
     .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
     .optional(),
+  TRAINING_REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
+    .optional(),
   REDIS_CLUSTER_NODES: z
     .string()
     .regex(
@@ -286,6 +290,13 @@ export interface Config extends Endpoints {
   readonly logLevel: z.infer<typeof envSchema>['LOG_LEVEL'];
   /** Prefix of every Redis key of this deployment (`REDIS_NAMESPACE`, default `rec`). */
   readonly redisNamespace: string;
+  /**
+   * The Redis the training rows are rebuilt in (`TRAINING_REDIS_URL`, one Redis, not a cluster;
+   * print it only through `redact`): the rows replay the whole history into a namespace of their
+   * own, about as large as the live state, so at full size they belong beside the live Redis, not
+   * in it. Undefined: the live Redis (`redisUrl` / `redisClusterNodes`).
+   */
+  readonly trainingRedisUrl: string | undefined;
   readonly embeddings: EmbeddingsConfig;
   /** The Python that builds the fixture model (`REC_PYTHON`, default the project's `.venv`). */
   readonly python: string | undefined;
@@ -346,6 +357,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       e.REDIS_CLUSTER_NODES === undefined
         ? undefined
         : Object.freeze(e.REDIS_CLUSTER_NODES.split(',').map((n) => n.trim())),
+    trainingRedisUrl: e.TRAINING_REDIS_URL,
     kafkaReplicationFactor: e.KAFKA_REPLICATION_FACTOR,
     external: {
       kafka: e.KAFKA_BROKERS !== undefined,

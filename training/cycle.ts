@@ -50,7 +50,13 @@ import { ensurePythonEnv } from './venv.ts';
 
 export interface CycleDeps {
   kafka: Kafka;
+  /** The live Redis: the registry, the active model, the live co-buyer lists. */
   redis: RedisClient;
+  /**
+   * The Redis the rows are rebuilt in (`TRAINING_REDIS_URL`, training/rows-redis.ts); default
+   * `redis`, in a namespace of the cycle's own either way.
+   */
+  rowsRedis?: RedisClient;
   codecs: Codecs;
   topics: Topics;
   /** The live key space: its model registry receives the candidate. */
@@ -222,12 +228,13 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
   const work = opts.workDir ?? join(tmpdir(), `rec-train-${randomUUID().slice(0, 8)}`);
   mkdirSync(work, { recursive: true });
   const namespace = `train-${randomUUID().slice(0, 8)}`;
+  const rowsDeps = { ...deps, redis: deps.rowsRedis ?? deps.redis };
   try {
     say(
       `weeks: ${historyLine(weeks, recipe)}train ${weeks.train.map(day).join(', ')}; early stopping ${day(weeks.validation)}; ` +
         `gate ${weeks.gate.map(day).join(', ')}; end ${day(end)}`,
     );
-    const rows = await buildTrainingRows(deps, {
+    const rows = await buildTrainingRows(rowsDeps, {
       cutoffs,
       namespace,
       liveNamespace: deps.keys.ns,
@@ -277,7 +284,7 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
       totalMs: performance.now() - t0,
     });
   } finally {
-    await deleteNamespace(deps.redis, keySpace(namespace)).catch(() => undefined);
+    await deleteNamespace(rowsDeps.redis, keySpace(namespace)).catch(() => undefined);
     if (opts.workDir === undefined) rmSync(work, { recursive: true, force: true });
   }
 }

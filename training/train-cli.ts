@@ -16,6 +16,7 @@
  */
 import { parseArgs } from 'node:util';
 import { createRedis } from '../common/redis.ts';
+import { createTrainingRedis } from './rows-redis.ts';
 import { connectStreams } from '../streams/bootstrap.ts';
 import { loadConfig } from '../common/config.ts';
 import { keySpace } from '../features/keys.ts';
@@ -61,10 +62,12 @@ async function main(): Promise<void> {
   const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, 'trainer');
   const { kafka, topics, codecs } = await connectStreams(config, 'rec-trainer', logger);
   const redis = createRedis(config);
+  const rowsRedis = createTrainingRedis(config);
   const keys = keySpace(config.redisNamespace);
   const deps = {
     kafka,
     redis,
+    ...(rowsRedis === undefined ? {} : { rowsRedis }),
     codecs,
     topics,
     keys,
@@ -82,6 +85,7 @@ async function main(): Promise<void> {
     await runScheduled(flags, cycle);
   } finally {
     redis.disconnect();
+    rowsRedis?.disconnect();
   }
 }
 

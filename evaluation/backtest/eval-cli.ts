@@ -17,6 +17,7 @@
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createRedis, type RedisClient } from '../../common/redis.ts';
+import { createTrainingRedis } from '../../training/rows-redis.ts';
 import { connectStreams } from '../../streams/bootstrap.ts';
 import { loadConfig, type Config } from '../../common/config.ts';
 import { createLogger, type Logger } from '../../common/logger.ts';
@@ -84,6 +85,8 @@ async function main(): Promise<void> {
   const base = loadConfig();
   const logger = createLogger(base.logLevel === 'info' ? 'warn' : base.logLevel, 'eval');
   const redis = createRedis(base);
+  // The rows' own Redis when TRAINING_REDIS_URL is set, as in `npm run train`.
+  const rowsRedis = createTrainingRedis(base);
   const t0 = performance.now();
   try {
     const prefix =
@@ -91,7 +94,7 @@ async function main(): Promise<void> {
     const config = { ...base, topicPrefix: prefix };
     const { kafka, topics, codecs } = await connectStreams(config, 'rec-eval', logger);
     const result = await runEval(
-      { kafka, redis, codecs, topics, logger, embeddings: config.embeddings },
+      { kafka, redis: rowsRedis ?? redis, codecs, topics, logger, embeddings: config.embeddings },
       {
         dataset: flags.data === undefined ? prefix : basename(resolve(flags.data)),
         cutoffs: flags.cutoffs,
@@ -117,6 +120,7 @@ async function main(): Promise<void> {
     console.log(JSON.stringify(summaryLine(result)));
   } finally {
     redis.disconnect();
+    rowsRedis?.disconnect();
   }
 }
 

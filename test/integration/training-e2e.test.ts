@@ -24,7 +24,8 @@ import {
   type CycleStep,
 } from '../../training/cycle.ts';
 import { generatePlantedDataset, type PlantedInfo } from '../fixtures/planted.ts';
-import { processAll, stackContext } from '../helpers.ts';
+import { freePort, processAll, stackContext } from '../helpers.ts';
+import { pinged, startRedis } from '../redis-helpers.ts';
 import { RECIPE } from '../../training/recipe.ts';
 
 interface RecResponse {
@@ -224,6 +225,49 @@ describe('training end to end: load, process, train, promote, serve', () => {
     // The decision says how the candidate stands against the active model.
     if (next.promoted) expect(next.reason).toContain(`of the active model ${earlier.version}`);
     else expect(next.reason).toMatch(/best baseline|active model/);
+  }, 120_000);
+
+  it('rebuilds the rows in a Redis of their own when given one (TRAINING_REDIS_URL), none of them in the live one', async () => {
+    const port = await freePort();
+    const rowsDir = mkdtempSync(join(tmpdir(), 'rec-rows-redis-'));
+    const server = startRedis(port, rowsDir);
+    const rowsRedis = new Redis(port, '127.0.0.1', { lazyConnect: true });
+    try {
+      await pinged(port);
+      // While the cycle trains, its rows namespace is complete: where is it?
+      let where: Promise<{ rowsKeys: string[]; liveKeys: string[] }> | undefined;
+      const cycle = await runCycle(
+        { ...deps, rowsRedis },
+        {
+          recipe: { ...SMALL, trials: 1 },
+          onStep: (s) => {
+            if (s.stage === 'train' && where === undefined) {
+              where = (async () => {
+                const rowsKeys = await rowsRedis.keys('train-*');
+                const ns = rowsKeys[0]?.split(':')[0] ?? 'none';
+                return { rowsKeys, liveKeys: await redis.keys(`${ns}:*`) };
+              })();
+            }
+          },
+        },
+      );
+      const seen = await where;
+      // The rows' state (customers, articles, co-purchases) went to the rows' Redis only.
+      expect(seen?.rowsKeys.length).toBeGreaterThan(1000);
+      expect(new Set(seen?.rowsKeys.map((k) => k.split(':')[0]))).toEqual(
+        new Set([seen?.rowsKeys[0]?.split(':')[0]]),
+      );
+      expect(seen?.liveKeys).toEqual([]);
+      // The cycle deleted it there, and registered its model in the live registry.
+      expect(await rowsRedis.dbsize()).toBe(0);
+      expect((await listModels(redis, keys)).map((m) => m.version)).toContain(cycle.version);
+      // The same rows as a cycle in the live Redis builds.
+      expect(cycle.rows).toEqual(result.rows);
+    } finally {
+      rowsRedis.disconnect();
+      server.kill('SIGKILL');
+      rmSync(rowsDir, { recursive: true, force: true });
+    }
   }, 120_000);
 
   it('refuses a cycle without enough weeks of data (too little data)', async () => {
