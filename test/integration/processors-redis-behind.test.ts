@@ -14,20 +14,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import type { Producer } from 'kafkajs';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { keySpace } from '../../features/keys.ts';
 import type { RunningProcessors } from '../../processors/start.ts';
 import { bootstrap, type Codecs } from '../../streams/bootstrap.ts';
 import { EventProducer, createIdempotentProducer } from '../../streams/producer.ts';
 import { makeArticles, makeCustomers, makePurchases } from '../fixtures/events.ts';
-import { stackContext, startSuiteProcessors, waitFor } from '../helpers.ts';
+import { freePort, stackContext, startSuiteProcessors, waitFor } from '../helpers.ts';
 import { dumpNamespace, expectSameState, pinged, startRedis } from '../redis-helpers.ts';
 
 const T0 = Date.UTC(2020, 2, 2);
 
 describe('Redis restored from older persistence than the committed offsets', () => {
   const ctx = stackContext('behind');
-  const port = 20_000 + Math.floor(Math.random() * 20_000);
+  // A port nothing listens on (a random one could be taken, e.g. by a client's ephemeral port).
+  let port = 0;
   const dir = mkdtempSync(join(tmpdir(), 'rec-behind-'));
   const copy = mkdtempSync(join(tmpdir(), 'rec-behind-copy-'));
   let server: ChildProcess | null = null;
@@ -35,6 +36,10 @@ describe('Redis restored from older persistence than the committed offsets', () 
   let producer: Producer | null = null;
   const running: RunningProcessors[] = [];
   const contexts: ReturnType<typeof stackContext>[] = [];
+
+  beforeAll(async () => {
+    port = await freePort();
+  });
 
   afterAll(async () => {
     for (const r of running) await r.stop().catch(() => undefined);
@@ -136,7 +141,7 @@ describe('Redis restored from older persistence than the committed offsets', () 
 
   it('retries while Redis is down for a minute, reports the partitions stuck, and dead-letters nothing', async () => {
     const down = mkdtempSync(join(tmpdir(), 'rec-down-'));
-    const downPort = port + 1;
+    const downPort = await freePort();
     let srv = startRedis(downPort, down, { aofAlways: true });
     try {
       await pinged(downPort);
