@@ -291,6 +291,24 @@ describe.skipIf(go === null)(
       expect(kinds(docs)).not.toContain('CronJob');
     });
 
+    it('trainer.redisUrl goes into the Secret as TRAINING_REDIS_URL, beside REDIS_URL', () => {
+      const docs = renderValid('training-redis', {
+        set: ['trainer.redisUrl=redis://:pw@rows.redis.svc:6379'],
+      });
+      expect(at(find(docs, 'Secret', '-secrets'), 'stringData')).toEqual({
+        REDIS_URL: 'redis://redis.redis.svc:6379',
+        TRAINING_REDIS_URL: 'redis://:pw@rows.redis.svc:6379',
+      });
+      // The trainer reads every key of the Secret.
+      const trainer = at(
+        find(docs, 'CronJob', '-trainer'),
+        'spec.jobTemplate.spec.template.spec.containers.0',
+      );
+      expect(at(trainer, 'envFrom')).toContainEqual({
+        secretRef: { name: 'rel-fashion-recsys-secrets' },
+      });
+    });
+
     it('refuses a broken manifest (schema and references) and a broken chart', () => {
       const good = helmTemplate(helm, {});
       const bad = join(work, 'broken.yaml');
