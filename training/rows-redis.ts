@@ -10,17 +10,19 @@
  */
 import type { Config } from '../common/config.ts';
 import { RecError } from '../common/errors.ts';
+import { redact } from '../common/redact.ts';
 import { createRedis, type RedisClient } from '../common/redis.ts';
 
 /**
- * A client of the rows' own Redis (one Redis, not a cluster; the caller disconnects it), or
- * undefined when the rows are rebuilt in the live Redis. With `EMBEDDINGS=on` the rows read the
- * article vectors from the Redis they are rebuilt in, where `npm run embed` did not write them:
- * refused, with what to do.
+ * A connected client of the rows' own Redis (one Redis, not a cluster; the caller disconnects
+ * it), or undefined when the rows are rebuilt in the live Redis. Refused, with what to do, before
+ * anything is rebuilt: with `EMBEDDINGS=on`, whose rows would read the article vectors from the
+ * Redis they are rebuilt in, where `npm run embed` did not write them (`REC_ERR_CONFIG`); and when
+ * the URL does not answer (`REC_ERR_UNAVAILABLE`, the URL's password masked).
  */
-export function createTrainingRedis(
+export async function openTrainingRedis(
   config: Pick<Config, 'trainingRedisUrl' | 'embeddings'>,
-): RedisClient | undefined {
+): Promise<RedisClient | undefined> {
   const url = config.trainingRedisUrl;
   if (url === undefined) return undefined;
   if (config.embeddings.enabled) {
@@ -31,5 +33,20 @@ export function createTrainingRedis(
         'rebuild the rows in the live Redis, or EMBEDDINGS to train without the embedding features',
     );
   }
-  return createRedis({ redisUrl: url });
+  const client = createRedis({ redisUrl: url }, { lazyConnect: true });
+  const quiet = () => undefined; // the refusal below says it; ioredis would print it too
+  client.on('error', quiet);
+  try {
+    await client.connect();
+    return client;
+  } catch (err) {
+    client.disconnect();
+    throw new RecError(
+      'REC_ERR_UNAVAILABLE',
+      `TRAINING_REDIS_URL ${redact(url)} does not answer (${err instanceof Error ? err.message : String(err)}): ` +
+        'start that Redis, or unset TRAINING_REDIS_URL to rebuild the rows in the live Redis',
+    );
+  } finally {
+    client.off('error', quiet);
+  }
 }

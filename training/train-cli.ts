@@ -16,7 +16,7 @@
  */
 import { parseArgs } from 'node:util';
 import { createRedis } from '../common/redis.ts';
-import { createTrainingRedis } from './rows-redis.ts';
+import { openTrainingRedis } from './rows-redis.ts';
 import { connectStreams } from '../streams/bootstrap.ts';
 import { loadConfig } from '../common/config.ts';
 import { keySpace } from '../features/keys.ts';
@@ -60,9 +60,10 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const flags = parseFlags(config.trainDask);
   const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, 'trainer');
+  // Refused before anything else connects: with EMBEDDINGS=on, or when it does not answer.
+  const rowsRedis = await openTrainingRedis(config);
   const { kafka, topics, codecs } = await connectStreams(config, 'rec-trainer', logger);
   const redis = createRedis(config);
-  const rowsRedis = createTrainingRedis(config);
   const keys = keySpace(config.redisNamespace);
   const deps = {
     kafka,

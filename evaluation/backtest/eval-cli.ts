@@ -17,7 +17,7 @@
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createRedis, type RedisClient } from '../../common/redis.ts';
-import { createTrainingRedis } from '../../training/rows-redis.ts';
+import { openTrainingRedis } from '../../training/rows-redis.ts';
 import { connectStreams } from '../../streams/bootstrap.ts';
 import { loadConfig, type Config } from '../../common/config.ts';
 import { createLogger, type Logger } from '../../common/logger.ts';
@@ -84,9 +84,10 @@ async function main(): Promise<void> {
   }
   const base = loadConfig();
   const logger = createLogger(base.logLevel === 'info' ? 'warn' : base.logLevel, 'eval');
+  // The rows' own Redis when TRAINING_REDIS_URL is set, as in `npm run train` (refused before
+  // anything else connects: with EMBEDDINGS=on, or when it does not answer).
+  const rowsRedis = await openTrainingRedis(base);
   const redis = createRedis(base);
-  // The rows' own Redis when TRAINING_REDIS_URL is set, as in `npm run train`.
-  const rowsRedis = createTrainingRedis(base);
   const t0 = performance.now();
   try {
     const prefix =
