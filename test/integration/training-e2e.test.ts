@@ -227,7 +227,7 @@ describe('training end to end: load, process, train, promote, serve', () => {
     else expect(next.reason).toMatch(/best baseline|active model/);
   }, 120_000);
 
-  it('rebuilds the rows in a Redis of their own when given one (TRAINING_REDIS_URL), none of them in the live one', async () => {
+  it('rebuilds the rows in the Redis given as rowsRedis (what TRAINING_REDIS_URL opens), none of them in the live one', async () => {
     const port = await freePort();
     const rowsDir = mkdtempSync(join(tmpdir(), 'rec-rows-redis-'));
     const server = startRedis(port, rowsDir);
