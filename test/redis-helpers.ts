@@ -4,8 +4,8 @@
  * commutative but rounding depends on order, at ~1e-15 relative); start a private redis-server.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { Redis } from 'ioredis';
 import { scanKeys, type RedisClient } from '../common/redis.ts';
+import { redisAnswers } from '../stack/redis-server.ts';
 import { expect } from 'vitest';
 import { waitFor } from './helpers.ts';
 
@@ -30,18 +30,12 @@ export function startRedis(
 
 /** Resolves once the redis-server on `port` answers PING (20 s at most). */
 export async function pinged(port: number): Promise<void> {
-  const probe = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0 });
-  probe.on('error', () => undefined); // refused until the server listens
-  try {
-    await waitFor(
-      `redis-server on ${port}`,
-      async () => (await probe.ping().catch(() => null)) === 'PONG',
-      20_000,
-      50,
-    );
-  } finally {
-    probe.disconnect();
-  }
+  await waitFor(
+    `redis-server on ${port}`,
+    () => redisAnswers(`redis://127.0.0.1:${port}`),
+    20_000,
+    50,
+  );
 }
 
 export type Dump = Map<string, unknown>;
