@@ -22,6 +22,7 @@
  * All lists are deterministic: ties are broken by article id.
  */
 import { DAY_MS } from '../features/decay.ts';
+import { labelSample } from './label-sample.ts';
 import { mapAtK } from './ranking-metrics.ts';
 
 export interface PurchaseEvent {
@@ -297,17 +298,19 @@ export function heuristicStateAt(log: PurchaseLog, cutoff: number): HeuristicSta
 /**
  * Weights of the strong heuristic that maximise MAP@k on the week starting at `cutoff` from what
  * was known at `cutoff` (the backtest passes the week before the evaluated one, so the evaluated
- * week is never looked at). Ties keep the first grid entry.
+ * week is never looked at), over that week's buyers, at most `maxCustomers` of them (the sample
+ * of evaluation/label-sample.ts). Ties keep the first grid entry.
  */
 export function tuneWeights(
   log: PurchaseLog,
   cutoff: number,
   k: number,
+  maxCustomers = Infinity,
   grid: readonly HeuristicWeights[] = HEURISTIC_GRID,
 ): { weights: HeuristicWeights; map: number } {
   const state = heuristicStateAt(log, cutoff);
   const labels = log.labels(cutoff, cutoff + 7 * DAY_MS);
-  const customers = [...labels.keys()].sort();
+  const customers = labelSample(labels.keys(), cutoff, maxCustomers);
   const comps = customers.map((c) => state.components(c));
   const relevant = customers.map((c) => labels.get(c) as Set<string>);
   let best: { weights: HeuristicWeights; map: number } = {

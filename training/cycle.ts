@@ -37,6 +37,7 @@ import {
 } from './recipe.ts';
 import {
   buildTrainingRows,
+  describeLabelSample,
   describeRowTimings,
   type CandidateRecall,
   type RowsResult,
@@ -239,6 +240,7 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
       namespace,
       liveNamespace: deps.keys.ns,
       candidateConfig: recipe.candidates,
+      labelCustomers: recipe.labelCustomers,
       ...(opts.sampleOthers
         ? { customerSample: { others: opts.sampleOthers, seed: recipe.seed } }
         : {}),
@@ -247,7 +249,8 @@ export async function runCycle(deps: CycleDeps, opts: CycleOptions = {}): Promis
     const rowsMs = performance.now() - t0;
     say(
       `rows: ${rows.rows} over ${rows.queries} queries (candidate recall ${rows.candidateRecall.overall.toFixed(3)}) ` +
-        `in ${(rowsMs / 1000).toFixed(1)} s (${describeRowTimings(rows.timings)})`,
+        `in ${(rowsMs / 1000).toFixed(1)} s (${describeRowTimings(rows.timings)})` +
+        describeLabelSample(rows.perCutoff),
     );
     // The live co-buyer lists, as the rows' were built at each cutoff: serving reads them.
     const coBuyers = await buildCoBuyers(deps.redis, deps.keys, { now: end });

@@ -152,6 +152,9 @@ describe('the weeks of a cycle', () => {
     const short = cycleWeeks(end, recipe, Date.UTC(2020, 6, 20), () => 10);
     expect(short.gate.map(day)).toEqual(['2020-08-05', '2020-08-12', '2020-08-19']);
     expect(short.train.map(day)).toEqual(['2020-07-22']);
+    // A week judges at most `labelCustomers` of its buyers: 1,000 a week count as 100.
+    const sampled = { ...recipe, labelCustomers: 100 };
+    expect(cycleWeeks(end, sampled, -Infinity, () => 1000).gate.map(day)).toEqual(gateDays(100));
   });
 
   it('knows how far a model was trained from its cutoffs', () => {

@@ -434,7 +434,7 @@ function judgedWeeks(
   const k = recipe.k;
   const judged: Week[] = [];
   for (const cutoff of weeks.gate) {
-    const week = labelWeek(log, cutoff, k);
+    const week = labelWeek(log, cutoff, k, recipe.labelCustomers);
     const idx = rowsOf(gateTable, cutoff);
     const rows = filterTable(gateTable, (c) => c === cutoff);
     const pick = (s: ArrayLike<number>) => Float32Array.from(idx, (i) => s[i] ?? NaN);

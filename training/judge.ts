@@ -1,7 +1,8 @@
 /**
  * Judging rankers on a label week, the same way for the promotion gate and the backtest: the
- * customers are everyone who bought in [c, c + 7 days) (cold ones included), relevant = the
- * distinct articles they bought, every list is cut at k and filled with `popular`.
+ * customers are everyone who bought in [c, c + 7 days) (cold ones included; beyond the recipe's
+ * `labelCustomers`, the sample of evaluation/label-sample.ts, the one the rows were built for),
+ * relevant = the distinct articles they bought, every list is cut at k and filled with `popular`.
  *
  * Methods: `ranker` (a model's scores over the week's candidate rows) and the baselines —
  * `popular`, `repurchase_popular`, `strong_heuristic` (evaluation/baselines.ts, computed from the
@@ -22,6 +23,7 @@ import {
   type HeuristicWeights,
   type PurchaseLog,
 } from '../evaluation/baselines.ts';
+import { labelSample } from '../evaluation/label-sample.ts';
 import { apAtK, ndcgAtK, recallAtK } from '../evaluation/ranking-metrics.ts';
 import type { RowTable } from './rows.ts';
 import { rankByQuery } from './steps.ts';
@@ -39,7 +41,7 @@ const WEEK = 7 * DAY_MS;
 /** One label week: who is judged, on what, and every method's lists. */
 export interface Week {
   readonly cutoff: number;
-  /** Customers who bought in the week, sorted. */
+  /** Customers who bought in the week (at most the recipe's `labelCustomers`), sorted. */
   readonly customers: readonly string[];
   readonly relevant: readonly ReadonlySet<string>[];
   /** Customers without a purchase before the cutoff. */
@@ -54,30 +56,32 @@ export interface Week {
 const computed = new WeakMap<PurchaseLog, Map<string, Week>>();
 
 /**
- * The week at `cutoff` with the log-based baselines' lists (computed once per log, cutoff and k;
- * each call gets its own `lists` map to add methods to).
+ * The week at `cutoff` with the log-based baselines' lists (computed once per log, cutoff, k and
+ * sample size; each call gets its own `lists` map to add methods to). Its customers are the
+ * week's buyers, at most `maxCustomers` of them: the recipe's `labelCustomers`, the sample the
+ * rows were built for (evaluation/label-sample.ts).
  */
-export function labelWeek(log: PurchaseLog, cutoff: number, k: number): Week {
+export function labelWeek(log: PurchaseLog, cutoff: number, k: number, maxCustomers: number): Week {
   let byKey = computed.get(log);
   if (!byKey) {
     byKey = new Map();
     computed.set(log, byKey);
   }
-  const key = `${cutoff}:${k}`;
+  const key = `${cutoff}:${k}:${maxCustomers}`;
   let week = byKey.get(key);
   if (!week) {
-    week = baselineWeek(log, cutoff, k);
+    week = baselineWeek(log, cutoff, k, maxCustomers);
     byKey.set(key, week);
   }
   return { ...week, lists: new Map(week.lists) };
 }
 
-function baselineWeek(log: PurchaseLog, cutoff: number, k: number): Week {
+function baselineWeek(log: PurchaseLog, cutoff: number, k: number, maxCustomers: number): Week {
   const labels = log.labels(cutoff, cutoff + WEEK);
-  const customers = [...labels.keys()].sort();
+  const customers = labelSample(labels.keys(), cutoff, maxCustomers);
   const popular = popularBetween(log, cutoff - WEEK, cutoff, k);
   // Weights tuned on the week before the cutoff, from what was known at the cutoff.
-  const tuned = tuneWeights(log, cutoff - WEEK, k);
+  const tuned = tuneWeights(log, cutoff - WEEK, k, maxCustomers);
   const heuristic = heuristicStateAt(log, cutoff);
   const lists = new Map<string, string[][]>([
     ['popular', []],

@@ -15,6 +15,10 @@ describe('recipeOverrides', () => {
     expect(
       recipeOverrides({ trials: '3', 'min-rounds': '0', 'no-refit': true, seed: '7' }),
     ).toEqual({ trials: 3, minRounds: 0, refit: false, seed: 7 });
+    expect(recipeOverrides({ 'label-customers': '500' })).toEqual({ labelCustomers: 500 });
+    expect(() => recipeOverrides({ 'label-customers': '0' })).toThrow(
+      '--label-customers must be an integer >= 1',
+    );
   });
 
   it('sets the data size, the negatives share and the blend, keeping the rest of `large`', () => {

@@ -15,6 +15,7 @@ export const RECIPE_FLAGS = {
   'large-from': { type: 'string' },
   negatives: { type: 'string' },
   blend: { type: 'string' },
+  'label-customers': { type: 'string' },
   'no-refit': { type: 'boolean', default: false },
   k: { type: 'string' },
   seed: { type: 'string' },
@@ -77,6 +78,7 @@ export function recipeOverrides(values: Values): Partial<Recipe> {
       blend: large.blend ?? RECIPE.large.blend,
     };
   }
+  set('labelCustomers', int('label-customers', values['label-customers'], 1));
   set('k', int('k', values.k, 1));
   set('seed', int('seed', values.seed, 0));
   if (values['no-refit'] === true) out.refit = false;

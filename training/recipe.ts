@@ -87,6 +87,15 @@ export interface Recipe {
      */
     readonly features: readonly string[];
   };
+  /**
+   * Most buyers of one label week that its rows are built for and that the gate and the backtest
+   * judge; beyond it, a sample keyed by the cutoff (evaluation/label-sample.ts), the same
+   * customers in the rows, the judge and the strong heuristic's tuning. Above every week of the
+   * bundled data (hm-sample about 80 a week, online-retail-dev at most 427), so there it
+   * keeps everyone; a week of H&M's full size holds about 70,000, whose rows (~110 candidates each,
+   * at each of the ~25 cutoffs a cycle reads) would not fit one machine (docs/training.md).
+   */
+  readonly labelCustomers: number;
   /** Retrain the searched model on the `fitWeeks` weeks up to the cycle's end, then ship it. */
   readonly refit: boolean;
   readonly seed: number;
@@ -124,6 +133,7 @@ export const RECIPE: Recipe = {
     blend: 0.6,
     features: STOCK_FEATURES,
   },
+  labelCustomers: 2000,
   refit: true,
   seed: 42,
   k: 12,
@@ -145,24 +155,29 @@ export interface CycleWeeks {
 }
 
 /** What `cycleWeeks` reads of the recipe. */
-export type WeeksRecipe = Pick<Recipe, 'trainWeeks' | 'gateWeeks' | 'fitWeeks' | 'refit'> & {
+export type WeeksRecipe = Pick<
+  Recipe,
+  'trainWeeks' | 'gateWeeks' | 'fitWeeks' | 'refit' | 'labelCustomers'
+> & {
   readonly gate: Pick<Recipe['gate'], 'customerWeeks' | 'maxWeeks'>;
 };
 
 /**
  * The cycle's weeks for data ending at `end`; weeks before `first` (the first purchase) are
  * dropped, since they would have no history. `buyers(c)` is the number of customers who bought in
- * the week from cutoff c: gate weeks are added from `gateWeeks` up to `gate.maxWeeks` until they
- * hold `gate.customerWeeks` (without it, `gateWeeks` exactly).
+ * the week from cutoff c: gate weeks are added from `gateWeeks` up to `gate.maxWeeks` until the
+ * customers they judge (at most `labelCustomers` a week) reach `gate.customerWeeks` (without it,
+ * `gateWeeks` exactly).
  */
 export function cycleWeeks(
   end: number,
   recipe: WeeksRecipe,
   first = -Infinity,
-  buyers?: (cutoff: number) => number,
+  weekBuyers?: (cutoff: number) => number,
 ): CycleWeeks {
   let gateCount = recipe.gateWeeks;
-  if (buyers !== undefined) {
+  if (weekBuyers !== undefined) {
+    const buyers = (c: number) => Math.min(weekBuyers(c), recipe.labelCustomers);
     let held = 0;
     for (let j = 1; j <= gateCount; j++) held += buyers(end - j * WEEK_MS);
     while (gateCount < recipe.gate.maxWeeks && held < recipe.gate.customerWeeks) {

@@ -55,7 +55,6 @@
  * customers with history before the cutoff (negatives only). One query id per (customer, cutoff);
  * the rows of a query are contiguous, in serving's candidate order.
  */
-import { createHash } from 'node:crypto';
 import { createWriteStream, renameSync, rmSync, statSync } from 'node:fs';
 import { once } from 'node:events';
 import {
@@ -103,6 +102,7 @@ import {
   type Source,
 } from '../serving/candidates/index.ts';
 import { heuristicScores } from '../serving/ranking.ts';
+import { labelSample, smallestHashes } from '../evaluation/label-sample.ts';
 
 export const DEFAULT_LABEL_WINDOW_MS = 7 * DAY_MS;
 /**
@@ -148,6 +148,11 @@ export interface RowsOptions {
   readonly namespace: string;
   /** Also refused as `namespace` (besides `rec`): the deployment's live namespace. */
   readonly liveNamespace?: string;
+  /**
+   * Most buyers of a label week scored (default all): beyond it, the sample of
+   * evaluation/label-sample.ts, the one the judge keeps (the recipe's `labelCustomers`).
+   */
+  readonly labelCustomers?: number;
   /** Score this many other customers with history before each cutoff (default none). */
   readonly customerSample?: { readonly others: number; readonly seed: number };
   /** Overrides of serving's candidate configuration (use the deployment's). */
@@ -174,7 +179,10 @@ export interface CutoffSummary {
   readonly cutoff: number;
   /** Customers scored: label-window customers plus the sampled others. */
   readonly customers: number;
+  /** Label-window customers scored (at most `labelCustomers`). */
   readonly labelCustomers: number;
+  /** Label-window customers left out by the sample (`labelCustomers`). */
+  readonly labelCustomersLeftOut: number;
   readonly sampledCustomers: number;
   /** Label-window customers without any purchase before the cutoff. */
   readonly coldCustomers: number;
@@ -480,6 +488,10 @@ function validate(opts: RowsOptions): { keys: KeySpace; windowMs: number } {
   if (!Number.isSafeInteger(windowMs) || windowMs <= 0) {
     throw configError(`labelWindowMs must be a positive integer (got ${windowMs})`);
   }
+  const max = opts.labelCustomers;
+  if (max !== undefined && !(Number.isInteger(max) && max >= 1)) {
+    throw configError(`labelCustomers must be a positive integer (got ${max})`);
+  }
   const others = opts.customerSample?.others ?? 0;
   if (!Number.isInteger(others) || others < 0) {
     throw configError(`customerSample.others must be a non-negative integer (got ${others})`);
@@ -494,13 +506,7 @@ export function sampleCustomers(
   seed: number,
   cutoff: number,
 ): string[] {
-  if (n <= 0) return [];
-  const ranked: [string, string][] = [];
-  for (const id of ids) {
-    ranked.push([createHash('sha1').update(`${seed}:${cutoff}:${id}`).digest('hex'), id]);
-  }
-  ranked.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-  return ranked.slice(0, n).map(([, id]) => id);
+  return smallestHashes(ids, n, `${seed}:${cutoff}`);
 }
 
 class RecallCounter {
@@ -574,6 +580,21 @@ export function describeRowTimings(t: RowsResult['timings']): string {
   );
 }
 
+/**
+ * What the label weeks' sample left out, as the cycle and the backtest print it after the rows
+ * (empty when every buyer was scored).
+ */
+export function describeLabelSample(perCutoff: readonly CutoffSummary[]): string {
+  const sampled = perCutoff.filter((c) => c.labelCustomersLeftOut > 0);
+  if (sampled.length === 0) return '';
+  const kept = sampled.reduce((s, c) => s + c.labelCustomers, 0);
+  const all = kept + sampled.reduce((s, c) => s + c.labelCustomersLeftOut, 0);
+  return (
+    `; ${sampled.length} of ${perCutoff.length} label weeks sampled (recipe labelCustomers): ` +
+    `${kept} of their ${all} buyers scored`
+  );
+}
+
 /** Build point-in-time training rows for `opts.cutoffs` (see the module comment). */
 export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Promise<RowsResult> {
   const started = performance.now();
@@ -605,13 +626,14 @@ export async function buildTrainingRows(deps: RowsDeps, opts: RowsOptions): Prom
       buildCoBuyers(deps.redis, run.keys, { now: cutoff, customers: replayed.history }),
     );
     const labels = labelsOf[ci] as Map<string, Set<string>>;
-    const scored = customersToScore(labels, replayed.history, opts.customerSample, cutoff);
+    const scored = customersToScore(labels, replayed.history, opts, cutoff);
     const queries = await addQueries(run, table, scored.customers, labels, cutoff);
     total.merge(queries.recall);
     const summary: CutoffSummary = {
       cutoff,
       customers: scored.customers.length,
       labelCustomers: scored.labelCustomers,
+      labelCustomersLeftOut: labels.size - scored.labelCustomers,
       sampledCustomers: scored.sampledCustomers,
       coldCustomers: scored.coldCustomers,
       queries: queries.queries,
@@ -883,11 +905,14 @@ async function replayPurchases(
   return applied;
 }
 
-/** The customers scored at a cutoff: the label week's (sorted), then the sampled others (sorted). */
+/**
+ * The customers scored at a cutoff: the label week's (sorted; at most `labelCustomers`, sampled as
+ * the judge samples them), then the sampled others (sorted), who bought nothing that week.
+ */
 function customersToScore(
   labels: ReadonlyMap<string, ReadonlySet<string>>,
   history: ReadonlySet<string>,
-  sample: RowsOptions['customerSample'],
+  opts: Pick<RowsOptions, 'labelCustomers' | 'customerSample'>,
   cutoff: number,
 ): {
   customers: string[];
@@ -895,7 +920,8 @@ function customersToScore(
   sampledCustomers: number;
   coldCustomers: number;
 } {
-  const labelCustomers = [...labels.keys()].sort();
+  const labelCustomers = labelSample(labels.keys(), cutoff, opts.labelCustomers ?? Infinity);
+  const sample = opts.customerSample;
   const sampled =
     sample && sample.others > 0
       ? sampleCustomers(

@@ -2,7 +2,8 @@
  * `npm run train -- --once [--end YYYY-MM-DD] [--dask tcp://host:8786]`: one training cycle by the recipe
  * (training/recipe.ts) on the data before that day (default: all of it). Recipe overrides for
  * experiments (`--trials N --train-weeks N --fit-weeks N --gate-weeks N --min-rounds N
- * --max-rounds N --large-from N --negatives S --blend W --no-refit --k N --seed N`) are recorded
+ * --max-rounds N --large-from N --negatives S --blend W --label-customers N --no-refit --k N
+ * --seed N`) are recorded
  * in the model's metadata. `--dask` (or TRAIN_DASK_SCHEDULER) trains on a Dask cluster with
  * lightgbm.dask (training/trainer/distributed.py).
  * `npm run trainer [-- --every-hours H]`: a cycle now and then every H hours (TRAIN_EVERY_HOURS,

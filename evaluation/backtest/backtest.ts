@@ -52,6 +52,7 @@ import { RECIPE, cycleWeeks, type CycleWeeks, type Recipe } from '../../training
 import type { EvalReport } from './report.ts';
 import {
   buildTrainingRows,
+  describeLabelSample,
   describeRowTimings,
   type CutoffSummary,
   type RowsDeps,
@@ -226,12 +227,13 @@ export async function runEval(deps: RowsDeps, opts: EvalOptions): Promise<EvalRe
       cutoffs: rowCutoffs,
       namespace,
       candidateConfig: recipe.candidates,
+      labelCustomers: recipe.labelCustomers,
       ...(opts.onRowsProgress ? { onProgress: opts.onRowsProgress } : {}),
     });
     timings.rows_s = (performance.now() - t1) / 1000;
     say(
       `rows: ${rows.rows} over ${rows.queries} queries in ${timings.rows_s.toFixed(1)} s ` +
-        `(${describeRowTimings(rows.timings)})`,
+        `(${describeRowTimings(rows.timings)})${describeLabelSample(rows.perCutoff)}`,
     );
 
     const python = await ensurePythonEnv(say);
@@ -480,7 +482,7 @@ async function scoreTestWeek(
 ): Promise<{ week: Week; servedBy: string }> {
   const k = ctx.recipe.k;
   const testTable = filterTable(ctx.rows.table, (c) => c === cutoff);
-  const week = labelWeek(ctx.log, cutoff, k);
+  const week = labelWeek(ctx.log, cutoff, k, ctx.recipe.labelCustomers);
   addRanked(
     week,
     'ranker',

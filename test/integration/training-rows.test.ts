@@ -37,6 +37,9 @@ import {
   type RowsResult,
 } from '../../training/rows.ts';
 import { generateDataset } from '../fixtures/generate.ts';
+import { labelSample } from '../../evaluation/label-sample.ts';
+import { PurchaseLog } from '../../evaluation/baselines.ts';
+import { labelWeek } from '../../training/judge.ts';
 import { stackContext } from '../helpers.ts';
 
 /** The sources of these rows: their deps leave embeddings off (embeddings-rows.test.ts: on). */
@@ -479,6 +482,50 @@ describe('training rows on the real stack', () => {
     const defaults = view(queries.filter((q) => q.cutoff === last).slice(0, straight.length));
     expect(defaults.map((q) => q.customer)).toEqual(straight.map((q) => q.customer));
     expect(defaults).not.toEqual(straight);
+  }, 120_000);
+
+  it('scores a sample of a large label week, the customers the judge keeps, each with the rows of the full build', async () => {
+    const last = CUTOFFS.at(-1) as number;
+    const labels = csvLabels(csv, last);
+    expect(labels.size).toBeGreaterThan(20);
+    const namespace = `train-${randomUUID().slice(0, 8)}`;
+    const got: QueryInfo[] = [];
+    let res: RowsResult;
+    try {
+      res = await buildTrainingRows(deps, {
+        cutoffs: [last],
+        namespace,
+        labelCustomers: 12,
+        onQuery: (q) => got.push(q),
+      });
+    } finally {
+      await deleteNamespace(redis, keySpace(namespace));
+    }
+    const summary = res.perCutoff[0]!;
+    expect(summary.labelCustomers).toBe(12);
+    expect(summary.labelCustomersLeftOut).toBe(labels.size - 12);
+    expect(summary.sampledCustomers).toBe(0);
+    const customers = got.map((q) => q.customerId);
+    expect(customers).toEqual(labelSample(labels.keys(), last, 12));
+    // The judge of the gate and the backtest keeps the same customers of the week.
+    const log = new PurchaseLog(
+      dataset.purchases.map((p) => ({
+        customer: p.customer_id,
+        article: p.article_id,
+        time: p.event_time,
+      })),
+    );
+    expect(labelWeek(log, last, 12, 12).customers).toEqual(customers);
+    // A sampled customer's rows are those of the build that scored everyone.
+    const full = new Map(queries.filter((q) => q.cutoff === last).map((q) => [q.customerId, q]));
+    for (const q of got) {
+      const w = full.get(q.customerId);
+      expect(q.candidates.map((c) => c.articleId)).toEqual(w?.candidates.map((c) => c.articleId));
+      expect([...q.labels].sort()).toEqual([...(w?.labels ?? [])].sort());
+    }
+    await expect(
+      buildTrainingRows(deps, { cutoffs: [last], namespace: otherNs, labelCustomers: 0 }),
+    ).rejects.toThrow('labelCustomers must be a positive integer');
   }, 120_000);
 
   it('refuses the live namespace and cutoffs without data, after cleaning its namespace', async () => {
