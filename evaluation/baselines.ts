@@ -23,68 +23,10 @@
  */
 import { DAY_MS } from '../features/decay.ts';
 import { labelSample } from './label-sample.ts';
+import { PurchaseLog, type PurchaseEvent } from './purchase-log.ts';
 import { mapAtK } from './ranking-metrics.ts';
 
-export interface PurchaseEvent {
-  readonly customer: string;
-  readonly article: string;
-  /** Event time, ms. */
-  readonly time: number;
-}
-
-/** Purchases by customer, each list sorted by time; and all purchases sorted by time. */
-export class PurchaseLog {
-  readonly all: readonly PurchaseEvent[];
-  readonly byCustomer: ReadonlyMap<string, readonly PurchaseEvent[]>;
-
-  constructor(events: Iterable<PurchaseEvent>) {
-    const all = [...events].sort((a, b) => a.time - b.time);
-    const by = new Map<string, PurchaseEvent[]>();
-    for (const e of all) {
-      const list = by.get(e.customer);
-      if (list) list.push(e);
-      else by.set(e.customer, [e]);
-    }
-    this.all = all;
-    this.byCustomer = by;
-  }
-
-  /** Index of the first event at or after `t` in `all` (binary search). */
-  indexAt(t: number): number {
-    let lo = 0;
-    let hi = this.all.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if ((this.all[mid] as PurchaseEvent).time < t) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  }
-
-  /** Events with from <= time < to. */
-  between(from: number, to: number): readonly PurchaseEvent[] {
-    return this.all.slice(this.indexAt(from), this.indexAt(to));
-  }
-
-  /** A customer's events before `t`, oldest first. */
-  historyBefore(customer: string, t: number): readonly PurchaseEvent[] {
-    const list = this.byCustomer.get(customer) ?? [];
-    let n = 0;
-    while (n < list.length && (list[n] as PurchaseEvent).time < t) n++;
-    return list.slice(0, n);
-  }
-
-  /** Distinct articles each customer bought in [from, to): the relevant sets of a label week. */
-  labels(from: number, to: number): Map<string, Set<string>> {
-    const out = new Map<string, Set<string>>();
-    for (const e of this.between(from, to)) {
-      const s = out.get(e.customer);
-      if (s) s.add(e.article);
-      else out.set(e.customer, new Set([e.article]));
-    }
-    return out;
-  }
-}
+export { PurchaseLog, type PurchaseEvent } from './purchase-log.ts';
 
 const byScoreThenId = (a: [string, number], b: [string, number]): number =>
   b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
@@ -92,7 +34,9 @@ const byScoreThenId = (a: [string, number], b: [string, number]): number =>
 /** The `n` articles with the most purchases in [from, to) (ties by article id). */
 export function popularBetween(log: PurchaseLog, from: number, to: number, n: number): string[] {
   const counts = new Map<string, number>();
-  for (const e of log.between(from, to)) counts.set(e.article, (counts.get(e.article) ?? 0) + 1);
+  log.forEachBetween(from, to, (_customer, article) => {
+    counts.set(article, (counts.get(article) ?? 0) + 1);
+  });
   return [...counts]
     .sort(byScoreThenId)
     .slice(0, n)
@@ -171,13 +115,12 @@ export class HeuristicState {
   ) {
     this.cutoff = cutoff;
     let max = 0;
-    for (const e of log.between(cutoff - POPULARITY_WINDOW, cutoff)) {
+    log.forEachBetween(cutoff - POPULARITY_WINDOW, cutoff, (_customer, article, time) => {
       const v =
-        (this.popularity.get(e.article) ?? 0) +
-        Math.pow(0.5, (cutoff - e.time) / POPULARITY_HALF_LIFE);
-      this.popularity.set(e.article, v);
+        (this.popularity.get(article) ?? 0) + Math.pow(0.5, (cutoff - time) / POPULARITY_HALF_LIFE);
+      this.popularity.set(article, v);
       max = Math.max(max, v);
-    }
+    });
     if (max > 0) for (const [a, v] of this.popularity) this.popularity.set(a, v / max);
     this.decayedPopularList = [...this.popularity]
       .sort(byScoreThenId)
@@ -186,11 +129,12 @@ export class HeuristicState {
 
     // Co-purchase counts over the lookback: per customer, each purchase with its nearest partners.
     const recent = new Map<string, PurchaseEvent[]>();
-    for (const e of log.between(cutoff - COPURCHASE_LOOKBACK, cutoff)) {
-      const list = recent.get(e.customer);
+    log.forEachBetween(cutoff - COPURCHASE_LOOKBACK, cutoff, (customer, article, time) => {
+      const e = { customer, article, time };
+      const list = recent.get(customer);
       if (list) list.push(e);
-      else recent.set(e.customer, [e]);
-    }
+      else recent.set(customer, [e]);
+    });
     for (const list of recent.values()) {
       for (let i = 0; i < list.length; i++) {
         const e = list[i] as PurchaseEvent;

@@ -315,7 +315,7 @@ async function chooseWeeks(
       `too little data: the cycle ends ${day(end)}, after the last purchase (${day(latest)}): its gate weeks would hold no purchases; choose an end on or before ${day(lastDayEnd)}`,
     );
   }
-  const first = log.all[0]?.time ?? end;
+  const first = log.firstTime ?? end;
   const weeks = cycleWeeks(end, recipe, first, (c) => log.labels(c, c + WEEK_MS).size);
   if (weeks.train.length === 0 || weeks.validation <= first) {
     throw new Error(

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import * as ort from 'onnxruntime-node';
 import { createSession } from '../models/onnx.ts';
 import { replay } from '../streams/replay.ts';
-import { PurchaseLog, type PurchaseEvent } from '../evaluation/baselines.ts';
+import { PurchaseLogBuilder, type PurchaseLog } from '../evaluation/purchase-log.ts';
 import { RowTable, type RowsDeps } from './rows.ts';
 
 /** Every purchase of the topic (customer, article, event time), each event id once. */
@@ -15,9 +15,8 @@ export async function readPurchases(
   deps: RowsDeps,
   onProgress?: (read: number, total: number) => void,
 ): Promise<PurchaseLog> {
-  const events: PurchaseEvent[] = [];
   // By event id, as the processors do: a folder published twice counts once here too.
-  const seen = new Set<string>();
+  const log = new PurchaseLogBuilder();
   await replay({
     kafka: deps.kafka,
     topic: deps.topics.purchases,
@@ -27,18 +26,12 @@ export async function readPurchases(
     logger: deps.logger,
     onRecords: (records) => {
       for (const r of records) {
-        if (seen.has(r.value.event_id)) continue;
-        seen.add(r.value.event_id);
-        events.push({
-          customer: r.value.customer_id,
-          article: r.value.article_id,
-          time: r.timestamp,
-        });
+        log.add(r.value.event_id, r.value.customer_id, r.value.article_id, r.timestamp);
       }
     },
     ...(onProgress ? { onProgress } : {}),
   });
-  return new PurchaseLog(events);
+  return log.build();
 }
 
 /** Rows of `table` whose cutoff satisfies `keep`, as a new table (qid order kept). */

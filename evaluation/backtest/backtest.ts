@@ -163,8 +163,8 @@ export function chooseCutoffs(
   dates?: readonly number[],
   minWeeks = 2,
 ): number[] {
-  const first = log.all[0]?.time;
-  const last = log.all.at(-1)?.time;
+  const first = log.firstTime;
+  const last = log.lastTime;
   if (first === undefined || last === undefined) {
     throw new Error(
       'too little data: the purchases topic is empty; load a dataset first (npm run eval -- --data <dir> --reload publishes it again)',
@@ -316,7 +316,7 @@ function planCycles(
   recipe: Recipe,
   opts: EvalOptions,
 ): { plan: CyclePlan[]; rowCutoffs: number[] } {
-  const first = log.all[0]?.time ?? 0;
+  const first = log.firstTime ?? 0;
   const hasWeek = (c: number) => log.indexAt(c + WEEK) > log.indexAt(c);
   const evalCutoffs = chooseCutoffs(log, opts.cutoffs ?? 6, opts.cutoffDates, recipe.gateWeeks + 2);
   const plan = evalCutoffs.map((c) => {
