@@ -103,6 +103,7 @@ import {
 } from '../serving/candidates/index.ts';
 import { heuristicScores } from '../serving/ranking.ts';
 import { labelSample, smallestHashes } from '../evaluation/label-sample.ts';
+import { SeenEventIds } from '../streams/seen-ids.ts';
 
 export const DEFAULT_LABEL_WINDOW_MS = 7 * DAY_MS;
 /**
@@ -847,7 +848,7 @@ async function replayPurchases(
   // of this interval are enough to apply each event once (first record wins), as `npm run
   // replay` does. Applying a later copy would count it again and, since its offsets lie beyond
   // the next interval's first copies, make the customer's offset guard refuse those.
-  const ids = new Set<string>();
+  const ids = new SeenEventIds();
   let applied = 0;
   // The first replay reads the topic from its start to its end and indexes the later intervals.
   const indexing = replayed.index === null ? new OffsetIndex(run.cutoffs) : null;
@@ -867,9 +868,7 @@ async function replayPurchases(
       eventTimeChunk: PURCHASE_CHUNK,
       eventTimePeriod: DAY_MS,
       onRecords: async (batch: readonly DecodedRecord<Purchase>[]) => {
-        const records = batch.filter(
-          (r) => !ids.has(r.value.event_id) && ids.add(r.value.event_id),
-        );
+        const records = batch.filter((r) => ids.add(r.value.event_id));
         replayed.duplicates += batch.length - records.length;
         if (records.length === 0) return;
         applied += records.length;
