@@ -91,9 +91,9 @@ export interface Recipe {
    * Most buyers of one label week that its rows are built for and that the gate and the backtest
    * judge; beyond it, a sample keyed by the cutoff (evaluation/label-sample.ts), the same
    * customers in the rows, the judge and the strong heuristic's tuning. Above every week of the
-   * bundled data (hm-sample about 80 a week, online-retail-dev at most 427), so there it
-   * keeps everyone; a week of H&M's full size holds about 70,000, whose rows (~110 candidates each,
-   * at each of the ~25 cutoffs a cycle reads) would not fit one machine (docs/training.md).
+   * bundled data (hm-sample at most 117 a week, online-retail-dev 427), so there it keeps
+   * everyone; a week of H&M's full size holds about 70,000, whose rows (~110 candidates each, at
+   * each of the ~25 cutoffs a cycle reads) would not fit one machine (docs/training.md).
    */
   readonly labelCustomers: number;
   /** Retrain the searched model on the `fitWeeks` weeks up to the cycle's end, then ship it. */
@@ -164,10 +164,10 @@ export type WeeksRecipe = Pick<
 
 /**
  * The cycle's weeks for data ending at `end`; weeks before `first` (the first purchase) are
- * dropped, since they would have no history. `buyers(c)` is the number of customers who bought in
- * the week from cutoff c: gate weeks are added from `gateWeeks` up to `gate.maxWeeks` until the
- * customers they judge (at most `labelCustomers` a week) reach `gate.customerWeeks` (without it,
- * `gateWeeks` exactly).
+ * dropped, since they would have no history. `weekBuyers(c)` is the number of customers who
+ * bought in the week from cutoff c: gate weeks are added from `gateWeeks` up to `gate.maxWeeks`
+ * until the customers they judge (at most `labelCustomers` a week) reach `gate.customerWeeks`
+ * (without it, `gateWeeks` exactly).
  */
 export function cycleWeeks(
   end: number,

@@ -51,9 +51,10 @@
  *    purchases the topic held when the first replay began (later ones are another build's).
  *
  * Customers scored at a cutoff: everyone with a purchase in its label window (cold customers
- * included: serving answers them with trending), plus, optionally, a deterministic sample of other
- * customers with history before the cutoff (negatives only). One query id per (customer, cutoff);
- * the rows of a query are contiguous, in serving's candidate order.
+ * included: serving answers them with trending; beyond `labelCustomers`, the sample the judge
+ * keeps, evaluation/label-sample.ts), plus, optionally, a deterministic sample of other customers
+ * with history before the cutoff and no purchase in the window (negatives only). One query id per
+ * (customer, cutoff); the rows of a query are contiguous, in serving's candidate order.
  */
 import { createWriteStream, renameSync, rmSync, statSync } from 'node:fs';
 import { once } from 'node:events';
