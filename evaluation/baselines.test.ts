@@ -2,15 +2,14 @@ import { describe, expect, it } from 'vitest';
 import { DAY_MS } from '../features/decay.ts';
 import {
   HeuristicState,
-  PurchaseLog,
   fillTo,
   heuristicStateAt,
   popularBetween,
   recentDistinct,
   repurchasePopular,
   tuneWeights,
-  type PurchaseEvent,
 } from './baselines.ts';
+import { PurchaseLog, type PurchaseEvent } from './purchase-log.ts';
 import { chooseCutoffs } from './backtest/backtest.ts';
 import { sampleSd as spread } from './stats.ts';
 

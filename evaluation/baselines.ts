@@ -26,8 +26,6 @@ import { labelSample } from './label-sample.ts';
 import { PurchaseLog, type PurchaseEvent } from './purchase-log.ts';
 import { mapAtK } from './ranking-metrics.ts';
 
-export { PurchaseLog, type PurchaseEvent } from './purchase-log.ts';
-
 const byScoreThenId = (a: [string, number], b: [string, number]): number =>
   b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
 

@@ -24,7 +24,7 @@ export interface PurchaseEvent {
 }
 
 /** Events as they were added: ids interned, columns grown by doubling (not exported). */
-class Appended implements Iterable<PurchaseEvent> {
+class Appended {
   size = 0;
   customer = new Uint32Array(1024);
   article = new Uint32Array(1024);
@@ -63,16 +63,6 @@ class Appended implements Iterable<PurchaseEvent> {
     this.article[this.size] = a;
     this.time[this.size] = time;
     this.size++;
-  }
-
-  *[Symbol.iterator](): Iterator<PurchaseEvent> {
-    for (let i = 0; i < this.size; i++) {
-      yield {
-        customer: this.customerIds[this.customer[i] as number] as string,
-        article: this.articleIds[this.article[i] as number] as string,
-        time: this.time[i] as number,
-      };
-    }
   }
 }
 
@@ -170,9 +160,11 @@ export class PurchaseLog {
   private readonly byCustomer: Uint32Array;
   private readonly customerStart: Uint32Array;
 
-  /** `events` in any order; events at the same time keep the order given. */
-  constructor(events: Iterable<PurchaseEvent>) {
-    // `PurchaseLogBuilder.build()` passes its own columns, taken as they are.
+  /**
+   * `events` in any order; events at the same time keep the order given. (`Appended` is this
+   * module's own: `PurchaseLogBuilder.build()` passes its columns, taken as they are.)
+   */
+  constructor(events: Iterable<PurchaseEvent> | Appended) {
     const added = events instanceof Appended ? events : Appended.from(events);
     const n = added.size;
     const order = stableOrderByTime(added.time, n);

@@ -43,7 +43,7 @@ import {
   type RowsResult,
   type RowsStage,
 } from './rows.ts';
-import type { PurchaseLog } from '../evaluation/baselines.ts';
+import type { PurchaseLog } from '../evaluation/purchase-log.ts';
 import { buildCoBuyers } from '../processors/co-buyers.ts';
 import { promoteModel, type PromotionOutcome } from './promote.ts';
 import { readPurchases } from './steps.ts';

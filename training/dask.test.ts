@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PurchaseLog, type PurchaseEvent } from '../evaluation/baselines.ts';
+import { PurchaseLog, type PurchaseEvent } from '../evaluation/purchase-log.ts';
 import { rng } from '../evaluation/stats.ts';
 import { fitAndGate, type FitResult } from './fit.ts';
 import { RECIPE, WEEK_MS, cycleWeeks, type Recipe } from './recipe.ts';

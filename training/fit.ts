@@ -16,7 +16,7 @@ import { mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadModel, type LoadedModel, type ModelMeta } from '../models/model-meta.ts';
-import type { PurchaseLog } from '../evaluation/baselines.ts';
+import type { PurchaseLog } from '../evaluation/purchase-log.ts';
 import { BASELINES, addRanked, labelWeek, pooledAp, type Week } from './judge.ts';
 import { WEEK_MS, type CycleWeeks, type Recipe } from './recipe.ts';
 import { writeRows, type RowTable } from './rows.ts';

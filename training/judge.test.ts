@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { DAY_MS } from '../features/decay.ts';
-import { PurchaseLog } from '../evaluation/baselines.ts';
+import { PurchaseLog } from '../evaluation/purchase-log.ts';
 import { labelSample } from '../evaluation/label-sample.ts';
 import { labelWeek, pooledAp } from './judge.ts';
 

@@ -21,8 +21,8 @@ import {
   repurchasePopular,
   tuneWeights,
   type HeuristicWeights,
-  type PurchaseLog,
 } from '../evaluation/baselines.ts';
+import type { PurchaseLog } from '../evaluation/purchase-log.ts';
 import { labelSample } from '../evaluation/label-sample.ts';
 import { apAtK, ndcgAtK, recallAtK } from '../evaluation/ranking-metrics.ts';
 import type { RowTable } from './rows.ts';

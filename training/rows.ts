@@ -501,16 +501,6 @@ function validate(opts: RowsOptions): { keys: KeySpace; windowMs: number } {
   return { keys, windowMs };
 }
 
-/** A deterministic sample of `n` of `ids`: the smallest hashes of seed, cutoff and id. */
-export function sampleCustomers(
-  ids: Iterable<string>,
-  n: number,
-  seed: number,
-  cutoff: number,
-): string[] {
-  return smallestHashes(ids, n, `${seed}:${cutoff}`);
-}
-
 class RecallCounter {
   pairs = 0;
   hits = 0;
@@ -924,11 +914,10 @@ function customersToScore(
   const sample = opts.customerSample;
   const sampled =
     sample && sample.others > 0
-      ? sampleCustomers(
+      ? smallestHashes(
           [...history].filter((c) => !labels.has(c)),
           sample.others,
-          sample.seed,
-          cutoff,
+          `${sample.seed}:${cutoff}`,
         ).sort()
       : [];
   return {

@@ -3,9 +3,8 @@
  * (training/recipe.ts) on the data before that day (default: all of it). Recipe overrides for
  * experiments (`--trials N --train-weeks N --fit-weeks N --gate-weeks N --min-rounds N
  * --max-rounds N --large-from N --negatives S --blend W --label-customers N --no-refit --k N
- * --seed N`) are recorded
- * in the model's metadata. `--dask` (or TRAIN_DASK_SCHEDULER) trains on a Dask cluster with
- * lightgbm.dask (training/trainer/distributed.py).
+ * --seed N`) are recorded in the model's metadata. `--dask` (or TRAIN_DASK_SCHEDULER) trains on a
+ * Dask cluster with lightgbm.dask (training/trainer/distributed.py).
  * `npm run trainer [-- --every-hours H]`: a cycle now and then every H hours (TRAIN_EVERY_HOURS,
  * default 24) from the start of the previous one, each on the latest full week (training/schedule.ts).
  * `kill -USR1 <pid>` runs a cycle now (or right after the running one); cycles never overlap and

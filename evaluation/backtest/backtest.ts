@@ -30,7 +30,8 @@ import { keySpace } from '../../features/keys.ts';
 import { deleteNamespace } from '../../features/state.ts';
 import { activeSources } from '../../serving/candidates/index.ts';
 import type { LoadedModel } from '../../models/model-meta.ts';
-import type { HeuristicWeights, PurchaseLog } from '../baselines.ts';
+import type { HeuristicWeights } from '../baselines.ts';
+import type { PurchaseLog } from '../purchase-log.ts';
 import {
   fitModel,
   judgeFit,

@@ -2,8 +2,8 @@
  * `npm run eval -- --data <dir> [--cutoffs N | --cutoff-dates YYYY-MM-DD,…] [--report <dir>]
  *  [--reload] [--work-dir <dir>] [--trainers N]` and, for experiments only, overrides of the recipe
  *  (`--trials N --train-weeks N --fit-weeks N --gate-weeks N --min-rounds N --max-rounds N
- *  --large-from N --negatives S --blend W --label-customers N --no-refit --k N --seed N`): without them the backtest measures exactly what `npm run train -- --once`
- *  ships. `--seeds 42,7,13` runs every cycle once per LightGBM seed over the same rows and adds
+ *  --large-from N --negatives S --blend W --label-customers N --no-refit --k N --seed N`): without
+ *  them the backtest measures exactly what `npm run train -- --once` ships. `--seeds 42,7,13` runs every cycle once per LightGBM seed over the same rows and adds
  *  the spread the seed causes (evaluation/backtest/seeds.ts); the first seed's run is the main
  *  result. `--trainers N` trains N cycles side by side (default: the cores, at most 4), sharing
  *  the cores out as LightGBM threads; the figures do not depend on it.

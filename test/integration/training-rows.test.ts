@@ -38,7 +38,7 @@ import {
 } from '../../training/rows.ts';
 import { generateDataset } from '../fixtures/generate.ts';
 import { labelSample } from '../../evaluation/label-sample.ts';
-import { PurchaseLog } from '../../evaluation/baselines.ts';
+import { PurchaseLog } from '../../evaluation/purchase-log.ts';
 import { labelWeek } from '../../training/judge.ts';
 import { stackContext } from '../helpers.ts';
 
