@@ -61,10 +61,11 @@ export interface PurchaseProcessorOptions {
   /** Articles kept per trending sorted set (global and per segment): the top by decayed count. */
   trendingCap: number;
   /**
-   * Called after each of the four steps of a batch has been acknowledged by Redis. For
-   * observability and for fault-injection tests, which throw here to simulate a crash mid-batch.
+   * Called after each of the three steps of a batch has been acknowledged by Redis, and awaited.
+   * For observability and for fault-injection tests, which throw here to simulate a crash
+   * mid-batch, or delay a step.
    */
-  afterStep?: (step: 1 | 2 | 3) => void;
+  afterStep?: (step: 1 | 2 | 3) => void | Promise<void>;
 }
 
 export const DEFAULT_PURCHASE_OPTIONS: Omit<PurchaseProcessorOptions, 'afterStep'> = {
@@ -162,6 +163,15 @@ function groupBy<T>(items: readonly T[], key: (t: T) => string): Map<string, T[]
   return m;
 }
 
+/**
+ * A batch's Redis steps in flight (`PurchaseProcessor.applyAfter`): settled once its customer
+ * scripts, and its other scripts, have been answered. The next batch's steps wait on them.
+ */
+export interface AppliedSteps {
+  readonly customers: Promise<unknown>;
+  readonly slots: Promise<unknown>;
+}
+
 interface Pending {
   record: DecodedRecord<Purchase>;
   /** 'n': applied to the customer now; 'p': a redelivery, completed in the other slots. */
@@ -201,21 +211,58 @@ export class PurchaseProcessor {
 
   /** Apply a batch; resolves only when Redis acknowledged every effect. */
   async apply(records: readonly DecodedRecord<Purchase>[]): Promise<BatchOutcome> {
-    if (records.length === 0) return { applied: 0, duplicates: 0, late: [] };
-    const { articleMeta, customerAge } = await this.readMetadata(records);
-    const outcome = await this.applyCustomerScripts(records, articleMeta);
-    const { pending, applied, duplicates, late } = outcome;
-    if (pending.length === 0) return { applied, duplicates, late };
-    // Secondary slots need each partition's events in offset order (offsets are decimal strings
-    // of int64s, compared by length then text: no BigInt per comparison).
-    pending.sort(
-      (x, y) =>
-        x.record.partition - y.record.partition ||
-        x.record.offset.length - y.record.offset.length ||
-        (x.record.offset < y.record.offset ? -1 : x.record.offset > y.record.offset ? 1 : 0),
+    return this.applyAfter(records, null).done;
+  }
+
+  /**
+   * Apply a batch while the one before it (`after`, the steps `applyAfter` returned for it) may
+   * still be in flight. Its metadata read starts at once; its customer scripts are sent once the
+   * previous batch's have been answered, and its article, co-purchase and trending scripts once
+   * the previous batch's have. So Redis runs every key's scripts in the order of the batches, as
+   * batches applied one after the other would (a batch's customer scripts may run before the
+   * previous batch's other scripts, which touch none of their keys), while building one batch's
+   * scripts and reading its answers overlaps the other's time in Redis: a replay of the topic in
+   * one order (training/rows.ts). A step that fails fails the later batches' same step. `done`
+   * resolves like `apply`; `steps` is what the next batch goes after.
+   */
+  applyAfter(
+    records: readonly DecodedRecord<Purchase>[],
+    after: AppliedSteps | null,
+  ): { done: Promise<BatchOutcome>; steps: AppliedSteps } {
+    if (records.length === 0) {
+      return {
+        done: Promise.resolve({ applied: 0, duplicates: 0, late: [] }),
+        steps: after ?? { customers: Promise.resolve(), slots: Promise.resolve() },
+      };
+    }
+    const meta = this.readMetadata(records);
+    const customers = Promise.all([meta, after?.customers]).then(([{ articleMeta }]) =>
+      this.applyCustomerScripts(records, articleMeta),
     );
-    await this.applySlotScripts(pending, articleMeta, customerAge);
-    return { applied, duplicates, late };
+    const slots = Promise.all([meta, customers, after?.slots]).then(
+      async ([{ articleMeta, customerAge }, { pending }]) => {
+        if (pending.length === 0) return;
+        // Secondary slots need each partition's events in offset order (offsets are decimal
+        // strings of int64s, compared by length then text: no BigInt per comparison).
+        pending.sort(
+          (x, y) =>
+            x.record.partition - y.record.partition ||
+            x.record.offset.length - y.record.offset.length ||
+            (x.record.offset < y.record.offset ? -1 : x.record.offset > y.record.offset ? 1 : 0),
+        );
+        await this.applySlotScripts(pending, articleMeta, customerAge);
+      },
+    );
+    // Awaited by `done` and by the next batch's steps; marked handled here, so that a failure no
+    // later batch waits on is reported once, by `done`.
+    customers.catch(() => undefined);
+    slots.catch(() => undefined);
+    const done = Promise.all([customers, slots]).then(([{ applied, duplicates, late }]) => ({
+      applied,
+      duplicates,
+      late,
+    }));
+    return { done, steps: { customers, slots } };
   }
 
   /** Step 1: the metadata the events need, article categories and customer age (one round trip). */
@@ -230,7 +277,7 @@ export class PurchaseProcessor {
     for (const a of articles) metaPipe.hmget(keys.article(a).meta, ...ARTICLE_FIELDS);
     for (const c of customers) metaPipe.hget(keys.customer(c).meta, 'age');
     const meta = check(await metaPipe.exec(), 'metadata read');
-    opts.afterStep?.(1);
+    await opts.afterStep?.(1);
     const articleMeta = new Map(
       articles.map((a, i) => [a, (meta[i] as (string | null)[] | undefined) ?? []]),
     );
@@ -266,7 +313,7 @@ export class PurchaseProcessor {
       order.push(list);
     }
     const custResults = check(await custPipe.exec(), 'customer script');
-    opts.afterStep?.(2);
+    await opts.afterStep?.(2);
     const pending: Pending[] = [];
     const late: LateEvent[] = [];
     let duplicates = 0;
@@ -367,7 +414,7 @@ export class PurchaseProcessor {
       this.trendingCall(slotPipe, chunk, articleMeta, customerAge);
     }
     check(await slotPipe.exec(), 'article/co-purchase/trending scripts');
-    this.opts.afterStep?.(3);
+    await this.opts.afterStep?.(3);
   }
 
   /**

@@ -88,7 +88,7 @@ import type { TopicDescriptor, Topics } from '../streams/topics.ts';
 import type { AvroCodec } from '../streams/avro.ts';
 import { OverlappedWrites } from '../common/overlapped.ts';
 import type { Purchase } from '../schemas/events.ts';
-import type { PurchaseProcessorOptions } from '../processors/purchases.ts';
+import type { PurchaseProcessor, PurchaseProcessorOptions } from '../processors/purchases.ts';
 import { createWriters, type Writers } from '../processors/writers.ts';
 import { EMBEDDINGS_OFF, type EmbeddingsSwitch } from '../common/config.ts';
 import { embeddingKeys } from '../features/embedding-keys.ts';
@@ -844,8 +844,14 @@ async function replayPurchases(
   // The first replay reads the topic from its start to its end and indexes the later intervals.
   const indexing = replayed.index === null ? new OffsetIndex(run.cutoffs) : null;
   const ranges = replayed.index?.offsets.ranges(replayed.purchaseFrom, cutoff, replayed.index.read);
-  const result = await run.timed('purchasesMs', () =>
-    replay({
+  // Two batches in flight: the next one's scripts are built while Redis applies this one's, and
+  // Redis runs them in the replay's order (`applyAfter`). With embeddings on, one at a time.
+  let inFlight: ReturnType<PurchaseProcessor['applyAfter']> | null = null;
+  const settled = async () => {
+    if (inFlight !== null) await inFlight.done;
+  };
+  const result = await run.timed('purchasesMs', async () => {
+    const read = await replay({
       kafka: deps.kafka,
       topic: deps.topics.purchases,
       codec: deps.codecs.purchases,
@@ -863,8 +869,6 @@ async function replayPurchases(
         replayed.duplicates += batch.length - records.length;
         if (records.length === 0) return;
         applied += records.length;
-        await writers.purchases.apply(records);
-        await writers.taste?.apply(records);
         for (const r of records) {
           history.add(r.value.customer_id);
           const offset = BigInt(r.offset);
@@ -873,10 +877,28 @@ async function replayPurchases(
           const top = appliedUpTo.get(r.partition);
           if (top === undefined || offset > top) appliedUpTo.set(r.partition, offset);
         }
+        const previous: typeof inFlight = inFlight;
+        const next = writers.purchases.applyAfter(records, previous?.steps ?? null);
+        // Awaited below or by the next batch (or `settled`); handled now so that a failure in
+        // between is not reported as unhandled.
+        next.done.catch(() => undefined);
+        inFlight = next;
+        if (writers.taste) {
+          await next.done;
+          await writers.taste.apply(records);
+        } else if (previous !== null) {
+          await previous.done;
+        }
       },
       onProgress: (read, n) => run.opts.onProgress?.('purchases', read, n),
-    }),
-  );
+    }).catch(async (err: unknown) => {
+      // Report the replay's failure once the batch in flight has settled.
+      await settled().catch(() => undefined);
+      throw err;
+    });
+    await settled();
+    return read;
+  });
   if (indexing) replayed.index = { offsets: indexing, read: result.ranges };
   replayed.purchaseFrom = cutoff;
   if (late > 0) {
