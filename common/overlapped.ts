@@ -1,8 +1,10 @@
 /**
  * Writes that may overlap, up to `limit` in flight, so that a reader decodes its next records
- * while the store applies the last ones (training/rows.ts replays the catalogue this way). Only for
- * writes whose order does not matter, such as last-write-wins upserts. The first failure is thrown
- * by the next `add`, or by `drain`, which waits for every write.
+ * while the store applies the last ones (training/rows.ts replays the catalogue and the purchases
+ * this way). Only for writes whose order does not matter, such as last-write-wins upserts, or that
+ * keep it themselves (purchase batches, each waiting on the one before: processors/purchases.ts
+ * `applyAfter`). The first failure is thrown by the next `add`, or by `drain`, which waits for every
+ * write.
  */
 export class OverlappedWrites {
   private readonly pending = new Set<Promise<void>>();

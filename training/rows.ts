@@ -82,13 +82,13 @@ import { deleteNamespace, emptyArticleState } from '../features/state.ts';
 import { RecError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { buildCoBuyers } from '../processors/co-buyers.ts';
-import { replay, type PartitionRange } from '../streams/replay.ts';
+import { replay, type PartitionRange, type ReplayResult } from '../streams/replay.ts';
 import { OffsetIndex } from '../streams/offset-index.ts';
 import type { TopicDescriptor, Topics } from '../streams/topics.ts';
 import type { AvroCodec } from '../streams/avro.ts';
 import { OverlappedWrites } from '../common/overlapped.ts';
 import type { Purchase } from '../schemas/events.ts';
-import type { PurchaseProcessor, PurchaseProcessorOptions } from '../processors/purchases.ts';
+import type { AppliedSteps, PurchaseProcessorOptions } from '../processors/purchases.ts';
 import { createWriters, type Writers } from '../processors/writers.ts';
 import { EMBEDDINGS_OFF, type EmbeddingsSwitch } from '../common/config.ts';
 import { embeddingKeys } from '../features/embedding-keys.ts';
@@ -772,6 +772,11 @@ class ReplayState {
 
 /** Metadata writes in flight per topic during a replay (measured on hm-sample's catalogue). */
 const METADATA_WRITES_IN_FLIGHT = 4;
+/**
+ * Purchase batches in flight during a replay (docs/training.md, "At full size": three were no
+ * faster than two).
+ */
+const PURCHASE_BATCHES_IN_FLIGHT = 2;
 
 /** Article and customer records with updated_at in (previous cutoff, cutoff], concurrently. */
 async function replayMetadata(
@@ -844,59 +849,56 @@ async function replayPurchases(
   // The first replay reads the topic from its start to its end and indexes the later intervals.
   const indexing = replayed.index === null ? new OffsetIndex(run.cutoffs) : null;
   const ranges = replayed.index?.offsets.ranges(replayed.purchaseFrom, cutoff, replayed.index.read);
-  // Two batches in flight: the next one's scripts are built while Redis applies this one's, and
-  // Redis runs them in the replay's order (`applyAfter`). With embeddings on, one at a time.
-  let inFlight: ReturnType<PurchaseProcessor['applyAfter']> | null = null;
-  const settled = async () => {
-    if (inFlight !== null) await inFlight.done;
+  // Two batches in flight: the next one's scripts are built while Redis applies the last one's,
+  // and each waits on the one before (`applyAfter`), so Redis runs them in the replay's order.
+  // With embeddings on, one at a time.
+  const writes = new OverlappedWrites(writers.taste ? 1 : PURCHASE_BATCHES_IN_FLIGHT);
+  let steps: AppliedSteps | null = null;
+  const write = (records: readonly DecodedRecord<Purchase>[]): Promise<unknown> => {
+    const started = writers.purchases.applyAfter(records, steps);
+    steps = started.steps;
+    const { taste } = writers;
+    return taste ? started.done.then(() => taste.apply(records)) : started.done;
   };
   const result = await run.timed('purchasesMs', async () => {
-    const read = await replay({
-      kafka: deps.kafka,
-      topic: deps.topics.purchases,
-      codec: deps.codecs.purchases,
-      from: replayed.purchaseFrom,
-      to: cutoff,
-      ...(ranges ? { ranges } : {}),
-      ...(indexing ? { onRead: indexing.observe.bind(indexing) } : {}),
-      logger: deps.logger,
-      // One order and one cut whatever the fetch timing and the other cutoffs, so the state at a
-      // (midnight) cutoff does not depend on how the build got there.
-      eventTimeChunk: PURCHASE_CHUNK,
-      eventTimePeriod: DAY_MS,
-      onRecords: async (batch: readonly DecodedRecord<Purchase>[]) => {
-        const records = batch.filter((r) => ids.add(r.value.event_id));
-        replayed.duplicates += batch.length - records.length;
-        if (records.length === 0) return;
-        applied += records.length;
-        for (const r of records) {
-          history.add(r.value.customer_id);
-          const offset = BigInt(r.offset);
-          const prev = before.get(r.partition);
-          if (prev !== undefined && offset <= prev) late++;
-          const top = appliedUpTo.get(r.partition);
-          if (top === undefined || offset > top) appliedUpTo.set(r.partition, offset);
-        }
-        const previous: typeof inFlight = inFlight;
-        const next = writers.purchases.applyAfter(records, previous?.steps ?? null);
-        // Awaited below or by the next batch (or `settled`); handled now so that a failure in
-        // between is not reported as unhandled.
-        next.done.catch(() => undefined);
-        inFlight = next;
-        if (writers.taste) {
-          await next.done;
-          await writers.taste.apply(records);
-        } else if (previous !== null) {
-          await previous.done;
-        }
-      },
-      onProgress: (read, n) => run.opts.onProgress?.('purchases', read, n),
-    }).catch(async (err: unknown) => {
-      // Report the replay's failure once the batch in flight has settled.
-      await settled().catch(() => undefined);
+    let read: ReplayResult;
+    try {
+      read = await replay({
+        kafka: deps.kafka,
+        topic: deps.topics.purchases,
+        codec: deps.codecs.purchases,
+        from: replayed.purchaseFrom,
+        to: cutoff,
+        ...(ranges ? { ranges } : {}),
+        ...(indexing ? { onRead: indexing.observe.bind(indexing) } : {}),
+        logger: deps.logger,
+        // One order and one cut whatever the fetch timing and the other cutoffs, so the state at
+        // a (midnight) cutoff does not depend on how the build got there.
+        eventTimeChunk: PURCHASE_CHUNK,
+        eventTimePeriod: DAY_MS,
+        onRecords: async (batch: readonly DecodedRecord<Purchase>[]) => {
+          const records = batch.filter((r) => ids.add(r.value.event_id));
+          replayed.duplicates += batch.length - records.length;
+          if (records.length === 0) return;
+          applied += records.length;
+          for (const r of records) {
+            history.add(r.value.customer_id);
+            const offset = BigInt(r.offset);
+            const prev = before.get(r.partition);
+            if (prev !== undefined && offset <= prev) late++;
+            const top = appliedUpTo.get(r.partition);
+            if (top === undefined || offset > top) appliedUpTo.set(r.partition, offset);
+          }
+          await writes.add(() => write(records));
+        },
+        onProgress: (read, n) => run.opts.onProgress?.('purchases', read, n),
+      });
+    } catch (err) {
+      // Report the replay's failure, once its writes have settled.
+      await writes.drain().catch(() => undefined);
       throw err;
-    });
-    await settled();
+    }
+    await writes.drain();
     return read;
   });
   if (indexing) replayed.index = { offsets: indexing, read: result.ranges };
