@@ -140,8 +140,6 @@ function stableOrderByTime(time: Float64Array, n: number): Uint32Array {
  * (`PurchaseLogBuilder`).
  */
 export class PurchaseLog {
-  /** Number of events. */
-  readonly size: number;
   /** Time of the first event, undefined when the log is empty. */
   readonly firstTime: number | undefined;
   /** Time of the last event, undefined when the log is empty. */
@@ -194,7 +192,6 @@ export class PurchaseLog {
       byCustomer[k] = i;
       next[c] = k + 1;
     }
-    this.size = n;
     this.firstTime = n > 0 ? time[0] : undefined;
     this.lastTime = n > 0 ? time[n - 1] : undefined;
     this.customerIds = added.customerIds;
@@ -210,22 +207,13 @@ export class PurchaseLog {
   /** Index of the first event at or after `t` in time order (binary search). */
   indexAt(t: number): number {
     let lo = 0;
-    let hi = this.size;
+    let hi = this.time.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
       if ((this.time[mid] as number) < t) lo = mid + 1;
       else hi = mid;
     }
     return lo;
-  }
-
-  /** Events with from <= time < to, oldest first (objects made for the call). */
-  between(from: number, to: number): readonly PurchaseEvent[] {
-    const out: PurchaseEvent[] = [];
-    this.forEachBetween(from, to, (customer, article, time) => {
-      out.push({ customer, article, time });
-    });
-    return out;
   }
 
   /** Calls `f` on each event with from <= time < to, oldest first, making no objects. */
@@ -289,11 +277,6 @@ export class PurchaseLog {
 export class PurchaseLogBuilder {
   private events: Appended | undefined = new Appended();
   private ids = new SeenEventIds();
-
-  /** Events kept so far. */
-  get size(): number {
-    return this.open().size;
-  }
 
   /** Adds a purchase unless an event with the same id was added before; whether it was added. */
   add(eventId: string, customer: string, article: string, time: number): boolean {
