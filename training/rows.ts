@@ -161,6 +161,11 @@ export interface RowsOptions {
   readonly candidateConfig?: Partial<CandidateConfig>;
   /** Overrides of the processors' options (use the deployment's). */
   readonly processorOptions?: Partial<PurchaseProcessorOptions>;
+  /**
+   * Purchase batches applied at once during the replays (default `PURCHASE_BATCHES_IN_FLIGHT`;
+   * one with embeddings on); `npm run bench:replay` measures 1 against the default.
+   */
+  readonly purchaseBatchesInFlight?: number;
   /** Label window after each cutoff (ms, default 7 days). */
   readonly labelWindowMs?: number;
   /** Write the rows there (Arrow IPC file, see `writeRows`). */
@@ -776,7 +781,7 @@ const METADATA_WRITES_IN_FLIGHT = 4;
  * Purchase batches in flight during a replay (docs/training.md, "At full size": three were no
  * faster than two).
  */
-const PURCHASE_BATCHES_IN_FLIGHT = 2;
+export const PURCHASE_BATCHES_IN_FLIGHT = 2;
 
 /** Article and customer records with updated_at in (previous cutoff, cutoff], concurrently. */
 async function replayMetadata(
@@ -852,7 +857,9 @@ async function replayPurchases(
   // Two batches in flight: the next one's scripts are built while Redis applies the last one's,
   // and each waits on the one before (`applyAfter`), so Redis runs them in the replay's order.
   // With embeddings on, one at a time.
-  const writes = new OverlappedWrites(writers.taste ? 1 : PURCHASE_BATCHES_IN_FLIGHT);
+  const writes = new OverlappedWrites(
+    writers.taste ? 1 : (run.opts.purchaseBatchesInFlight ?? PURCHASE_BATCHES_IN_FLIGHT),
+  );
   let steps: AppliedSteps | null = null;
   const write = (records: readonly DecodedRecord<Purchase>[]): Promise<unknown> => {
     const started = writers.purchases.applyAfter(records, steps);

@@ -9,21 +9,20 @@
  *  the cores out as LightGBM threads; the figures do not depend on it.
  *
  * Loads an H&M-layout folder into its own set of topics (prefix `eval-<name>-<hash>.`, from the
- * folder's path and its files' sizes and times, streams/loader/loaded.ts; reused when the same folder was loaded before,
- * `--reload` publishes it again into fresh topics), runs the backtest (evaluation/backtest/backtest.ts), prints a
+ * folder's content: streams/loader/dataset-topics.ts; reused when the same content was loaded
+ * before, `--reload` publishes it again into fresh topics), runs the backtest (evaluation/backtest/backtest.ts), prints a
  * table per method, optionally writes the report with plots, and prints one JSON line last.
  * `--prefix <p>` evaluates topics that are already loaded (e.g. the live ones) instead of `--data`.
  */
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createRedis, type RedisClient } from '../../common/redis.ts';
+import { createRedis } from '../../common/redis.ts';
 import { openTrainingRedis } from '../../training/rows-redis.ts';
 import { connectStreams } from '../../streams/bootstrap.ts';
-import { loadConfig, type Config } from '../../common/config.ts';
-import { createLogger, type Logger } from '../../common/logger.ts';
+import { loadConfig } from '../../common/config.ts';
+import { createLogger } from '../../common/logger.ts';
 import { progress, type Progress } from '../../common/progress.ts';
-import { runLoad } from '../../streams/loader/load.ts';
-import { datasetFingerprint, writeLoadedMarker } from '../../streams/loader/loaded.ts';
+import { datasetTopics } from '../../streams/loader/dataset-topics.ts';
 import { METHODS, runEval, summaryLine, toReport, type EvalResult } from './backtest.ts';
 import { recipeOverrides, RECIPE_FLAGS } from '../../training/recipe-flags.ts';
 import { formatRatio } from '../stats.ts';
@@ -34,39 +33,6 @@ const USAGE =
   '[--report <dir>] [--reload] [--work-dir <dir>] [--seeds N,N,...] [--trainers N]; recipe overrides (experiments): [--trials N] [--train-weeks N] ' +
   '[--fit-weeks N] [--gate-weeks N] [--min-rounds N] [--max-rounds N] [--large-from N] [--negatives S] [--blend W] [--label-customers N] [--no-refit] [--k N] ' +
   '[--seed N]';
-
-/** A topic prefix naming this folder's content: path, file names, sizes and modification times. */
-export function datasetPrefix(dir: string): string {
-  const { slug, hash } = datasetFingerprint(dir);
-  return `eval-${slug}-${hash}.`;
-}
-
-async function ensureLoaded(
-  config: Config,
-  logger: Logger,
-  redis: RedisClient,
-  dir: string,
-  reload: boolean,
-): Promise<string> {
-  let prefix = datasetPrefix(dir);
-  const marker = `eval:loaded:${prefix}`;
-  if (reload) prefix = `${prefix.slice(0, -1)}-${Date.now().toString(36)}.`;
-  else if ((await redis.exists(marker)) === 1) {
-    console.error(`[eval] reusing topics ${prefix}* (loaded before; --reload to publish again)`);
-    return prefix;
-  }
-  console.error(`[eval] loading ${dir} into topics ${prefix}*`);
-  const report = await runLoad({
-    config: { ...config, topicPrefix: prefix },
-    logger,
-    dataDir: dir,
-  });
-  console.error(
-    `[eval] published ${report.published.purchases} purchases, ${report.published.articles} articles, ${report.published.customers} customers`,
-  );
-  if (!reload) await writeLoadedMarker(redis, marker, prefix, report.published);
-  return prefix;
-}
 
 function positiveInt(name: string, v: string | undefined, dflt: number): number {
   if (v === undefined) return dflt;
@@ -91,7 +57,8 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   try {
     const prefix =
-      flags.prefix ?? (await ensureLoaded(base, logger, redis, flags.data as string, flags.reload));
+      flags.prefix ??
+      (await datasetTopics(base, logger, redis, flags.data as string, flags.reload, '[eval]'));
     const config = { ...base, topicPrefix: prefix };
     const { kafka, topics, codecs } = await connectStreams(config, 'rec-eval', logger);
     const result = await runEval(
